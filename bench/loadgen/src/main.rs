@@ -1,0 +1,388 @@
+//! `tgload`: closed-loop HTTPS load generator for tokengate's `POST /token`.
+//!
+//! Model: C keep-alive HTTP/1.1 connections, each with exactly one request in flight (closed
+//! loop, so latency percentiles are at saturation and grow with C). Before the clock starts,
+//! every connection is opened and sends one untimed request, so TLS handshakes and the first
+//! accept are not measured. In the `refresh` scenario that first request is a password grant
+//! whose refresh token starts the connection's own chain: the server rotates refresh tokens,
+//! so each connection always sends the newest token it received. A failed refresh breaks the
+//! chain; it is counted as an error and the connection re-seeds with an untimed password grant.
+//! Requests still in flight at the deadline are dropped and not counted.
+
+mod args;
+mod client;
+mod stats;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, timeout_at, Instant};
+
+use args::{Args, Scenario, USAGE};
+use client::{form_urlencode, Conn, Endpoint};
+use stats::Stats;
+
+/// Bound on opening all connections and their first request; then the run starts anyway.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed connect/seed, so a dead server does not turn workers into busy loops.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+fn main() -> ExitCode {
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("tgload: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tgload: cannot start runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let code = match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tgload: {e}");
+            ExitCode::from(3)
+        }
+    };
+    // Connection tasks of dropped connections may still be around; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+async fn run(args: Args) -> Result<ExitCode, String> {
+    let endpoint = Arc::new(Endpoint::new(&args)?);
+    let plan = Arc::new(Plan::new(&args));
+
+    let setup_started = Instant::now();
+    let setup_deadline = setup_started + SETUP_TIMEOUT;
+    let mut tasks = JoinSet::new();
+    for _ in 0..args.concurrency {
+        let mut worker = Worker::new(endpoint.clone(), plan.clone())?;
+        tasks.spawn(async move {
+            worker.setup(setup_deadline).await;
+            worker
+        });
+    }
+    let mut workers = Vec::with_capacity(args.concurrency);
+    while let Some(joined) = tasks.join_next().await {
+        workers.push(joined.map_err(|e| format!("setup task failed: {e}"))?);
+    }
+    let setup_time = setup_started.elapsed();
+    if workers.iter().all(|w| w.conn.is_none()) {
+        let why = workers
+            .iter()
+            .find_map(|w| w.stats.first_error.clone())
+            .unwrap_or_default();
+        eprintln!("tgload: no connection could be set up: {why}");
+        return Ok(ExitCode::from(3));
+    }
+
+    let measure_from = Instant::now() + args.warmup;
+    let end = measure_from + args.duration;
+    let mut tasks = JoinSet::new();
+    for worker in workers {
+        tasks.spawn(worker.run(measure_from, end));
+    }
+    let mut total = Stats::new()?;
+    while let Some(joined) = tasks.join_next().await {
+        total.merge(joined.map_err(|e| format!("load task failed: {e}"))?)?;
+    }
+
+    report(&args, &total, setup_time);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What to send and what counts as success, per scenario.
+struct Plan {
+    scenario: Scenario,
+    password_form: String,
+    invalid_form: String,
+}
+
+impl Plan {
+    fn new(args: &Args) -> Self {
+        let grant = |password: &str| {
+            format!(
+                "grant_type=password&username={}&password={}",
+                form_urlencode(&args.username),
+                form_urlencode(password)
+            )
+        };
+        Self {
+            scenario: args.scenario,
+            password_form: grant(&args.password),
+            invalid_form: grant(&format!("{}-wrong", args.password)),
+        }
+    }
+
+    /// Body of the next timed request; `None` for refresh without a live chain.
+    fn timed_form(&self, refresh_token: Option<&str>) -> Option<String> {
+        match self.scenario {
+            Scenario::Password => Some(self.password_form.clone()),
+            Scenario::Invalid => Some(self.invalid_form.clone()),
+            Scenario::Refresh => refresh_token.map(|t| {
+                format!(
+                    "grant_type=refresh_token&refresh_token={}",
+                    form_urlencode(t)
+                )
+            }),
+        }
+    }
+
+    /// `Ok(Some(token))` carries the rotated refresh token forward; `Err` says why not ok.
+    fn judge(&self, status: StatusCode, body: &[u8]) -> Result<Option<String>, String> {
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        let field = |name: &str| json.as_ref()?.get(name)?.as_str().map(str::to_owned);
+        let ok = match self.scenario {
+            Scenario::Password => status == StatusCode::OK && field("access_token").is_some(),
+            Scenario::Refresh if status == StatusCode::OK && field("access_token").is_some() => {
+                return field("refresh_token")
+                    .map(Some)
+                    .ok_or_else(|| "refresh grant returned no refresh_token".to_owned());
+            }
+            Scenario::Refresh => false,
+            // RFC 6749 §5.2: a wrong password is 400 invalid_grant; 401 is tolerated.
+            Scenario::Invalid => matches!(status.as_u16(), 400 | 401) && field("error").is_some(),
+        };
+        if ok {
+            Ok(None)
+        } else {
+            Err(describe(status, body))
+        }
+    }
+
+    /// A seeding password grant must yield a refresh token to start a chain.
+    fn seed_token(status: StatusCode, body: &[u8]) -> Result<String, String> {
+        serde_json::from_slice::<Value>(body)
+            .ok()
+            .filter(|_| status == StatusCode::OK)
+            .and_then(|v| v.get("refresh_token")?.as_str().map(str::to_owned))
+            .ok_or_else(|| format!("seeding password grant: {}", describe(status, body)))
+    }
+}
+
+fn describe(status: StatusCode, body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+    format!("HTTP {}: {text}", status.as_u16())
+}
+
+/// One connection and its state; owned by one task, so nothing on the hot path is shared
+/// except the read-only `Endpoint` and `Plan`.
+struct Worker {
+    endpoint: Arc<Endpoint>,
+    plan: Arc<Plan>,
+    conn: Option<Conn>,
+    refresh_token: Option<String>,
+    stats: Stats,
+}
+
+impl Worker {
+    fn new(endpoint: Arc<Endpoint>, plan: Arc<Plan>) -> Result<Self, String> {
+        Ok(Self {
+            endpoint,
+            plan,
+            conn: None,
+            refresh_token: None,
+            stats: Stats::new()?,
+        })
+    }
+
+    /// Untimed: connect and send the first request. A failure is counted as an error and the
+    /// worker starts the run unconnected (it reconnects there).
+    async fn setup(&mut self, deadline: Instant) {
+        let result = timeout_at(deadline, async {
+            self.conn = Some(self.endpoint.connect().await?);
+            match self.plan.scenario {
+                Scenario::Refresh => self.seed().await,
+                Scenario::Password | Scenario::Invalid => {
+                    let form = self.plan.timed_form(None).unwrap_or_default();
+                    let conn = self.conn.as_mut().ok_or("not connected")?;
+                    let (status, body) = self.endpoint.post(conn, form).await?;
+                    self.plan.judge(status, &body).map(|_| ())
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err("setup timed out".to_owned()));
+        if let Err(e) = result {
+            if self.conn.as_ref().is_some_and(|c| c.is_closed()) {
+                self.conn = None;
+            }
+            self.stats.untimed_errors += 1;
+            self.stats.note_error(|| format!("setup: {e}"));
+        }
+    }
+
+    /// Password grant on this connection; its refresh token starts a new chain.
+    async fn seed(&mut self) -> Result<(), String> {
+        let conn = self.conn.as_mut().ok_or("not connected")?;
+        match self
+            .endpoint
+            .post(conn, self.plan.password_form.clone())
+            .await
+        {
+            Ok((status, body)) => {
+                self.refresh_token = Some(Plan::seed_token(status, &body)?);
+                Ok(())
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn run(mut self, measure_from: Instant, end: Instant) -> Stats {
+        loop {
+            if Instant::now() >= end {
+                break;
+            }
+            if self.conn.as_ref().is_none_or(Conn::is_closed) {
+                self.stats.reconnects += 1;
+                match timeout_at(end, self.endpoint.connect()).await {
+                    Err(_) => break,
+                    Ok(Ok(conn)) => self.conn = Some(conn),
+                    Ok(Err(e)) => {
+                        self.untimed_failure(measure_from, e, end).await;
+                        continue;
+                    }
+                }
+            }
+            if self.plan.scenario == Scenario::Refresh && self.refresh_token.is_none() {
+                self.stats.reseeds += 1;
+                match timeout_at(end, self.seed()).await {
+                    Err(_) => break,
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => self.untimed_failure(measure_from, e, end).await,
+                }
+                continue;
+            }
+            let (Some(conn), Some(form)) = (
+                self.conn.as_mut(),
+                self.plan.timed_form(self.refresh_token.as_deref()),
+            ) else {
+                continue;
+            };
+
+            let started = Instant::now();
+            let Ok(result) = timeout_at(end, self.endpoint.post(conn, form)).await else {
+                break; // still in flight at the deadline: not counted
+            };
+            let finished = Instant::now();
+            // Count what completes inside the measured window (warm-up completions are not).
+            let counted = finished >= measure_from;
+            match result {
+                Ok((status, body)) => {
+                    let verdict = self.plan.judge(status, &body);
+                    if counted {
+                        self.stats
+                            .response(status.as_u16(), finished - started, verdict.is_ok());
+                    }
+                    match verdict {
+                        Ok(Some(token)) => self.refresh_token = Some(token),
+                        Ok(None) => {}
+                        Err(e) => {
+                            if counted {
+                                self.stats.note_error(|| e);
+                            }
+                            // The presented token is spent or revoked either way: re-seed.
+                            self.refresh_token = None;
+                        }
+                    }
+                }
+                Err(e) => {
+                    if counted {
+                        self.stats.transport_failure();
+                        self.stats.note_error(|| e);
+                    }
+                    self.conn = None;
+                    // The server may have rotated the token before the connection broke.
+                    self.refresh_token = None;
+                }
+            }
+        }
+        self.stats
+    }
+
+    async fn untimed_failure(&mut self, measure_from: Instant, e: String, end: Instant) {
+        if Instant::now() >= measure_from {
+            self.stats.untimed_errors += 1;
+            self.stats.note_error(|| e);
+        }
+        sleep_until((Instant::now() + RETRY_PAUSE).min(end)).await;
+    }
+}
+
+fn report(args: &Args, stats: &Stats, setup_time: Duration) {
+    let secs = args.duration.as_secs_f64();
+    let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    let ms = |v: Option<f64>| v.map(round3);
+    let status: serde_json::Map<String, Value> = stats
+        .status
+        .iter()
+        .map(|(code, n)| (code.to_string(), json!(n)))
+        .collect();
+    let line = json!({
+        "tool": concat!("tgload ", env!("CARGO_PKG_VERSION")),
+        "scenario": args.scenario.name(),
+        "concurrency": args.concurrency,
+        "threads": args.threads,
+        "duration": args.duration.as_secs(),
+        "warmup": args.warmup.as_secs(),
+        "requests": stats.requests,
+        "ok": stats.ok,
+        "errors": stats.errors(),
+        "req_per_s": round3(stats.requests as f64 / secs),
+        "ok_per_s": round3(stats.ok as f64 / secs),
+        "p50_ms": ms(stats.quantile_ms(0.50)),
+        "p90_ms": ms(stats.quantile_ms(0.90)),
+        "p99_ms": ms(stats.quantile_ms(0.99)),
+        "max_ms": ms(stats.max_ms()),
+        "mean_ms": ms(stats.mean_ms()),
+        "status": status,
+        "untimed_errors": stats.untimed_errors,
+        "reseeds": stats.reseeds,
+        "reconnects": stats.reconnects,
+        "setup_s": round3(setup_time.as_secs_f64()),
+        "first_error": stats.first_error,
+    });
+    println!("{line}");
+
+    let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}"));
+    eprintln!(
+        "tgload {} c={} {}s (+{}s warm-up): {} requests, {} ok, {} errors, {:.1} req/s; \
+         latency ms p50 {} p90 {} p99 {} max {}",
+        args.scenario.name(),
+        args.concurrency,
+        args.duration.as_secs(),
+        args.warmup.as_secs(),
+        stats.requests,
+        stats.ok,
+        stats.errors(),
+        stats.requests as f64 / secs,
+        show(stats.quantile_ms(0.50)),
+        show(stats.quantile_ms(0.90)),
+        show(stats.quantile_ms(0.99)),
+        show(stats.max_ms()),
+    );
+    if let Some(e) = &stats.first_error {
+        eprintln!("  first error: {e}");
+    }
+}

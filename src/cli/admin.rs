@@ -1,0 +1,278 @@
+//! Editing the user and client files for `tokengate user …` and `tokengate client …`.
+//!
+//! toml_edit keeps the operator's comments and layout. Writes go to a temporary file in the
+//! same folder that is then renamed over the original, so a running server (which re-reads the
+//! files) never sees half a file; the result is validated before it replaces the original.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use toml_edit::{value, Array, DocumentMut, Item, Table};
+
+use crate::config::ConfigError;
+use crate::store::model::GrantType;
+use crate::store::toml_file::{load_clients, load_users};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not valid TOML: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{}: {what} `{name}` already exists", path.display())]
+    Exists {
+        path: PathBuf,
+        what: &'static str,
+        name: String,
+    },
+    #[error("{}: no {what} named `{name}`", path.display())]
+    NotFound {
+        path: PathBuf,
+        what: &'static str,
+        name: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the edit would leave an invalid file:\n{0}")]
+    Validation(ConfigError),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> AdminError + '_ {
+    move |source| AdminError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_document(path: &Path, header: &str) -> Result<DocumentMut, AdminError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.parse::<DocumentMut>().map_err(|err| AdminError::Parse {
+            path: path.to_path_buf(),
+            message: err.to_string().replace('\n', " "),
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Ok(header.parse::<DocumentMut>().unwrap_or_default())
+        }
+        Err(err) => Err(io_error(path)(err)),
+    }
+}
+
+/// Writes `text` next to `path` and renames it into place, keeping the original's permissions.
+fn replace_file(path: &Path, text: &str) -> Result<(), AdminError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error(dir))?;
+    temp.write_all(text.as_bytes()).map_err(io_error(path))?;
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0o600);
+    temp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_error(path))?;
+    temp.as_file().sync_all().map_err(io_error(path))?;
+    temp.persist(path).map_err(|err| io_error(path)(err.error))?;
+    Ok(())
+}
+
+/// The section (`[users]` / `[clients]`) holding one sub-table per entry.
+fn section<'a>(doc: &'a mut DocumentMut, name: &str) -> Result<&'a mut Table, AdminError> {
+    let item = doc.entry(name).or_insert_with(|| {
+        let mut table = Table::new();
+        table.set_implicit(true);
+        Item::Table(table)
+    });
+    item.as_table_mut()
+        .ok_or_else(|| AdminError::Invalid(format!("`{name}` in the file is not a table")))
+}
+
+/// Validates a file's new text by loading it from a scratch copy, before it replaces the original.
+fn validate_with<T>(
+    path: &Path,
+    text: &str,
+    load: fn(&Path) -> Result<T, ConfigError>,
+) -> Result<(), AdminError> {
+    let dir = tempfile::tempdir().map_err(io_error(path))?;
+    let scratch = dir.path().join(path.file_name().unwrap_or_default());
+    std::fs::write(&scratch, text).map_err(io_error(&scratch))?;
+    load(&scratch).map(|_| ()).map_err(|err| {
+        // Name the real file, not the scratch copy.
+        let problems = err
+            .problems
+            .into_iter()
+            .map(|mut problem| {
+                problem.file = path.to_path_buf();
+                problem
+            })
+            .collect();
+        AdminError::Validation(ConfigError { problems })
+    })
+}
+
+const USERS_HEADER: &str = "# tokengate users: one [users.NAME] table each, password_hash an argon2id PHC string.\n# Edit with `tokengate user add|remove|list`.\n";
+const CLIENTS_HEADER: &str = "# tokengate clients (applications): one [clients.ID] table each.\n# Edit with `tokengate client add|remove|list`.\n";
+
+/// User names: printable, no surrounding spaces, at most 255 characters.
+pub fn check_user_name(name: &str) -> Result<(), AdminError> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 255
+        && name.trim() == name
+        && !name.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::Invalid(format!(
+            "`{name}` is not a valid user name (1-255 printable characters, no surrounding spaces)"
+        )))
+    }
+}
+
+/// Client ids: letters, digits and `.`, `_`, `~`, `-` (safe in Basic credentials and URLs).
+pub fn check_client_id(id: &str) -> Result<(), AdminError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::Invalid(format!(
+            "`{id}` is not a valid client id (1-128 of A-Z a-z 0-9 . _ ~ -)"
+        )))
+    }
+}
+
+pub fn add_user(path: &Path, name: &str, password_hash: &str) -> Result<(), AdminError> {
+    check_user_name(name)?;
+    let mut doc = read_document(path, USERS_HEADER)?;
+    let users = section(&mut doc, "users")?;
+    if users.contains_key(name) {
+        return Err(AdminError::Exists {
+            path: path.to_path_buf(),
+            what: "user",
+            name: name.to_owned(),
+        });
+    }
+    let mut user = Table::new();
+    user.insert("password_hash", value(password_hash));
+    users.insert(name, Item::Table(user));
+    let text = doc.to_string();
+    validate_with(path, &text, load_users)?;
+    replace_file(path, &text)
+}
+
+pub fn remove_user(path: &Path, name: &str) -> Result<(), AdminError> {
+    remove_entry(path, "users", "user", name, USERS_HEADER, load_users)
+}
+
+fn remove_entry<T>(
+    path: &Path,
+    section_name: &str,
+    what: &'static str,
+    name: &str,
+    header: &str,
+    load: fn(&Path) -> Result<T, ConfigError>,
+) -> Result<(), AdminError> {
+    let mut doc = read_document(path, header)?;
+    let table = section(&mut doc, section_name)?;
+    if table.remove(name).is_none() {
+        return Err(AdminError::NotFound {
+            path: path.to_path_buf(),
+            what,
+            name: name.to_owned(),
+        });
+    }
+    let text = doc.to_string();
+    validate_with(path, &text, load)?;
+    replace_file(path, &text)
+}
+
+/// `(name, disabled)` for every user.
+pub fn list_users(path: &Path) -> Result<Vec<(String, bool)>, AdminError> {
+    let users = load_users(path).map_err(AdminError::Validation)?;
+    let mut list: Vec<(String, bool)> = users.into_values().map(|u| (u.name, u.disabled)).collect();
+    list.sort();
+    Ok(list)
+}
+
+/// A client to add.
+pub struct NewClient<'a> {
+    pub id: &'a str,
+    pub secret_hash: &'a str,
+    pub grant_types: &'a [String],
+    pub scopes: &'a [String],
+    pub access_token_validity_period: Option<i64>,
+    pub refresh_token_validity_period: Option<i64>,
+}
+
+pub fn add_client(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError> {
+    check_client_id(client.id)?;
+    for grant in client.grant_types {
+        if GrantType::parse(grant).is_none() {
+            return Err(AdminError::Invalid(format!(
+                "unknown grant type `{grant}` (known: password refresh_token client_credentials)"
+            )));
+        }
+    }
+    let mut doc = read_document(path, CLIENTS_HEADER)?;
+    let clients = section(&mut doc, "clients")?;
+    if clients.contains_key(client.id) {
+        return Err(AdminError::Exists {
+            path: path.to_path_buf(),
+            what: "client",
+            name: client.id.to_owned(),
+        });
+    }
+    let mut table = Table::new();
+    table.insert("secret_hash", value(client.secret_hash));
+    table.insert("grant_types", value(Array::from_iter(client.grant_types.iter())));
+    table.insert("scopes", value(Array::from_iter(client.scopes.iter())));
+    if let Some(secs) = client.access_token_validity_period {
+        table.insert("access_token_validity_period", value(secs));
+    }
+    if let Some(secs) = client.refresh_token_validity_period {
+        table.insert("refresh_token_validity_period", value(secs));
+    }
+    clients.insert(client.id, Item::Table(table));
+    let text = doc.to_string();
+    validate_with(path, &text, load_clients)?;
+    replace_file(path, &text)
+}
+
+pub fn remove_client(path: &Path, id: &str) -> Result<(), AdminError> {
+    remove_entry(path, "clients", "client", id, CLIENTS_HEADER, load_clients)
+}
+
+/// One line per client: id, grant types, scopes, overrides.
+pub fn list_clients(path: &Path) -> Result<Vec<String>, AdminError> {
+    let clients = load_clients(path).map_err(AdminError::Validation)?;
+    let mut lines: Vec<String> = clients
+        .values()
+        .map(|c| {
+            let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
+            let scopes: BTreeSet<&str> = c.scopes.iter().map(String::as_str).collect();
+            let mut line = format!(
+                "{}\tgrant_types={}\tscopes={}",
+                c.id,
+                grants.join(","),
+                scopes.into_iter().collect::<Vec<_>>().join(",")
+            );
+            if let Some(secs) = c.access_token_validity_secs {
+                line.push_str(&format!("\taccess_token_validity_period={secs}"));
+            }
+            if let Some(secs) = c.refresh_token_validity_secs {
+                line.push_str(&format!("\trefresh_token_validity_period={secs}"));
+            }
+            if c.disabled {
+                line.push_str("\tdisabled");
+            }
+            line
+        })
+        .collect();
+    lines.sort();
+    Ok(lines)
+}

@@ -1,0 +1,285 @@
+//! The command line (clap): `serve`, `check-config`, `hash-password`, `user …`, `client …`.
+
+pub mod admin;
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, ConfigError, ConfigProblem, ConfigSource, Settings};
+use crate::crypto::{password, secret};
+use crate::startup::{Application, StartupError};
+use admin::AdminError;
+
+#[derive(Debug, Parser)]
+#[command(name = "tokengate", version, about = "A standalone OAuth 2.0 token server")]
+pub struct Cli {
+    /// Config file [default: config/identity.toml, relative to TOKENGATE_HOME or the current folder]
+    #[arg(long, global = true, env = "TOKENGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTPS token server
+    Serve {
+        /// Added to every listener's port (overrides [server] port_offset)
+        #[arg(long, env = "TOKENGATE_PORT_OFFSET", value_name = "N")]
+        port_offset: Option<i64>,
+    },
+    /// Validate the config, user and client files and the TLS files; print every problem
+    CheckConfig,
+    /// Read a password from stdin and print its argon2id PHC string
+    HashPassword,
+    /// Manage users (the user store named by [stores] users)
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage clients (applications; the client store named by [stores] clients)
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a user, reading the password from stdin
+    Add {
+        name: String,
+        /// Read the password from stdin (required: passwords never go on the command line)
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Remove a user
+    Remove { name: String },
+    /// List users
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientAction {
+    /// Add a client; without --secret-stdin a 256-bit secret is generated and printed once
+    Add {
+        id: String,
+        /// Read the secret from stdin instead of generating one (stored as argon2id)
+        #[arg(long)]
+        secret_stdin: bool,
+        /// Space-separated scopes the client may request besides "default"
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Space-separated grant types the client may use
+        #[arg(long, default_value = "password refresh_token")]
+        grant_types: String,
+        /// Access token validity in seconds for this client (overrides the server default)
+        #[arg(long, value_name = "SECONDS")]
+        access_token_validity: Option<i64>,
+        /// Refresh token validity in seconds for this client
+        #[arg(long, value_name = "SECONDS")]
+        refresh_token_validity: Option<i64>,
+    },
+    /// Remove a client
+    Remove { id: String },
+    /// List clients
+    List,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Startup(#[from] StartupError),
+    #[error("{0}")]
+    Admin(#[from] AdminError),
+    #[error("{0}")]
+    Hash(#[from] password::HashError),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Runs a parsed command line. `Ok` carries the process exit code.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let port_offset = match &cli.command {
+        Command::Serve { port_offset } => *port_offset,
+        _ => None,
+    };
+    let source = ConfigSource::from_env(cli.config.clone(), port_offset);
+    match cli.command {
+        Command::Serve { .. } => serve(&source),
+        Command::CheckConfig => Ok(check_config(&source)),
+        Command::HashPassword => {
+            let settings = config::load(&source)?;
+            let password = read_stdin_secret("password")?;
+            println!("{}", password::hash_password(&password, &settings.password_hashing)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User { action } => user(&config::load(&source)?, action),
+        Command::Client { action } => client(&config::load(&source)?, action),
+    }
+}
+
+fn serve(source: &ConfigSource) -> Result<ExitCode, CliError> {
+    crate::telemetry::warn_unknown_env_vars();
+    let settings = config::load(source)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?;
+    runtime.block_on(async {
+        let app = Application::build(settings).await?;
+        app.run_until_stopped().await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads one secret from stdin; a single trailing newline (from `echo`) is not part of it.
+fn read_stdin_secret(what: &str) -> Result<String, CliError> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|err| CliError::Input(format!("cannot read the {what} from stdin: {err}")))?;
+    let trimmed = input
+        .strip_suffix("\r\n")
+        .or_else(|| input.strip_suffix('\n'))
+        .unwrap_or(&input);
+    if trimmed.is_empty() {
+        return Err(CliError::Input(format!("the {what} read from stdin is empty")));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn check_config(source: &ConfigSource) -> ExitCode {
+    let file = source.config_file();
+    let mut problems: Vec<ConfigProblem> = Vec::new();
+    match config::load(source) {
+        Ok(settings) => {
+            for result in [
+                crate::store::toml_file::load_users(&settings.stores.users).map(|_| ()),
+                crate::store::toml_file::load_clients(&settings.stores.clients).map(|_| ()),
+            ] {
+                if let Err(err) = result {
+                    problems.extend(err.problems);
+                }
+            }
+            problems.extend(check_tls(&settings));
+        }
+        Err(err) => problems.extend(err.problems),
+    }
+    if problems.is_empty() {
+        println!("{}: ok", file.display());
+        ExitCode::SUCCESS
+    } else {
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        eprintln!("{} problem(s) found", problems.len());
+        ExitCode::FAILURE
+    }
+}
+
+fn check_tls(settings: &Settings) -> Vec<ConfigProblem> {
+    let tls = &settings.tls;
+    let problem = |key: &str, message: String| ConfigProblem {
+        file: settings.config_file.clone(),
+        key: key.to_owned(),
+        message,
+    };
+    match (tls.cert.exists(), tls.key.exists()) {
+        (false, false) if tls.generate_self_signed => Vec::new(),
+        (false, false) => vec![problem(
+            "tls.cert",
+            format!(
+                "{} and {} are missing and generate_self_signed is false",
+                tls.cert.display(),
+                tls.key.display()
+            ),
+        )],
+        _ => match crate::tls::server_config(tls) {
+            Ok(_) => Vec::new(),
+            Err(err) => vec![problem("tls", err.to_string())],
+        },
+    }
+}
+
+fn user(settings: &Settings, action: UserAction) -> Result<ExitCode, CliError> {
+    let path = &settings.stores.users;
+    match action {
+        UserAction::Add { name, .. } => {
+            admin::check_user_name(&name)?;
+            let password = read_stdin_secret("password")?;
+            let hash = password::hash_password(&password, &settings.password_hashing)?;
+            admin::add_user(path, &name, &hash)?;
+            eprintln!("added user `{name}` to {}", path.display());
+        }
+        UserAction::Remove { name } => {
+            admin::remove_user(path, &name)?;
+            eprintln!("removed user `{name}` from {}", path.display());
+        }
+        UserAction::List => {
+            for (name, disabled) in admin::list_users(path)? {
+                println!("{name}{}", if disabled { "\tdisabled" } else { "" });
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn words(list: &str) -> Vec<String> {
+    list.split_whitespace().map(str::to_owned).collect()
+}
+
+fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliError> {
+    let path = &settings.stores.clients;
+    match action {
+        ClientAction::Add {
+            id,
+            secret_stdin,
+            scopes,
+            grant_types,
+            access_token_validity,
+            refresh_token_validity,
+        } => {
+            admin::check_client_id(&id)?;
+            let (secret_hash, generated) = if secret_stdin {
+                let chosen = read_stdin_secret("client secret")?;
+                (password::hash_password(&chosen, &settings.password_hashing)?, None)
+            } else {
+                let generated = secret::generate_secret();
+                (secret::hash_sha256(&generated), Some(generated))
+            };
+            admin::add_client(
+                path,
+                &admin::NewClient {
+                    id: &id,
+                    secret_hash: &secret_hash,
+                    grant_types: &words(&grant_types),
+                    scopes: &words(&scopes),
+                    access_token_validity_period: access_token_validity,
+                    refresh_token_validity_period: refresh_token_validity,
+                },
+            )?;
+            eprintln!("added client `{id}` to {}", path.display());
+            if let Some(generated) = generated {
+                eprintln!("client secret (shown once; only its hash is stored):");
+                println!("{generated}");
+            }
+        }
+        ClientAction::Remove { id } => {
+            admin::remove_client(path, &id)?;
+            eprintln!("removed client `{id}` from {}", path.display());
+        }
+        ClientAction::List => {
+            for line in admin::list_clients(path)? {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

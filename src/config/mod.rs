@@ -1,0 +1,197 @@
+//! Configuration: `config/identity.toml` parsed into typed, validated [`Settings`] once, at
+//! startup. Precedence is flag > `TOKENGATE_*` environment variable > file > built-in default;
+//! clap applies the first two, this module the rest.
+
+mod raw;
+pub(crate) mod validate;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::validate;
+
+/// The default config file, relative to the home directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/identity.toml";
+
+/// Environment variables tokengate reads; any other `TOKENGATE_*` variable earns a warning.
+pub const KNOWN_ENV_VARS: &[&str] = &[
+    "TOKENGATE_CONFIG",
+    "TOKENGATE_PORT_OFFSET",
+    "TOKENGATE_HOME",
+    "TOKENGATE_LOG",
+    "TOKENGATE_TEST_DATABASE_URL",
+];
+
+/// One thing wrong with the configuration, naming where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub file: PathBuf,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found, so an operator fixes them in one pass rather than one per restart.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    pub fn single(file: &Path, key: &str, message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![ConfigProblem {
+                file: file.to_path_buf(),
+                key: key.to_owned(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+/// Where the configuration comes from: what the command line and environment said.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// `--config` / `TOKENGATE_CONFIG`; `None` means [`DEFAULT_CONFIG_PATH`].
+    pub config_path: Option<PathBuf>,
+    /// `--port-offset` / `TOKENGATE_PORT_OFFSET`; overrides `[server] port_offset`.
+    pub port_offset: Option<i64>,
+    /// `TOKENGATE_HOME`; relative paths resolve against it, else the current directory.
+    pub home: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    /// Reads `TOKENGATE_HOME` from the environment (the other two come through clap).
+    pub fn from_env(config_path: Option<PathBuf>, port_offset: Option<i64>) -> Self {
+        Self {
+            config_path,
+            port_offset,
+            home: std::env::var_os("TOKENGATE_HOME").map(PathBuf::from),
+        }
+    }
+
+    pub fn home_dir(&self) -> PathBuf {
+        match &self.home {
+            Some(home) => home.clone(),
+            None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        }
+    }
+
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.home_dir().join(path)
+        }
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        let path = self
+            .config_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        self.resolve(&path)
+    }
+}
+
+/// Reads and validates the config file named by `source`.
+pub fn load(source: &ConfigSource) -> Result<Settings, ConfigError> {
+    let file = source.config_file();
+    let text = std::fs::read_to_string(&file)
+        .map_err(|err| ConfigError::single(&file, "", format!("cannot read the file: {err}")))?;
+    validate(&text, &file, source)
+}
+
+/// Validated configuration. Durations and ports are final (offset applied), paths are absolute.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config_file: PathBuf,
+    pub server: ServerSettings,
+    pub tls: TlsSettings,
+    pub oauth: OAuthSettings,
+    pub password_hashing: PasswordHashingSettings,
+    pub stores: StoreSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub host: IpAddr,
+    /// The HTTPS port with the offset applied; 0 asks the OS for a free port (tests).
+    pub https_port: u16,
+    pub port_offset: i64,
+    pub max_connections: usize,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub generate_self_signed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    /// Seconds an access token from the password or refresh grant lives.
+    pub access_token_validity_secs: u64,
+    pub refresh_token_validity_secs: u64,
+    pub renew_refresh_token: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordHashingSettings {
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Hashing threads; each keeps one work area of `argon2_memory_kib`.
+    pub workers: usize,
+    /// Verifications allowed to wait for a worker before requests are shed with 503.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub users: PathBuf,
+    pub clients: PathBuf,
+    pub tokens: TokenStoreSettings,
+    /// How often the user and client files are checked for changes made while serving.
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum TokenStoreSettings {
+    Sqlite {
+        path: PathBuf,
+        synchronous: SqliteSynchronous,
+    },
+}
+
+/// SQLite's `synchronous` pragma. `Normal` (WAL) survives a killed process; `Full` also survives
+/// power loss, at the price of an fsync per commit batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    Normal,
+    Full,
+}

@@ -1,0 +1,124 @@
+//! A serde mirror of `config/identity.toml`, exactly as an operator writes it. Unknown keys are
+//! rejected (`deny_unknown_fields`) so a typo is an error, not a silently ignored setting.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConfig {
+    pub(crate) server: RawServer,
+    pub(crate) tls: RawTls,
+    pub(crate) oauth: RawOAuth,
+    pub(crate) password_hashing: RawPasswordHashing,
+    pub(crate) stores: RawStores,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawServer {
+    pub(crate) host: String,
+    pub(crate) https_port: i64,
+    pub(crate) port_offset: i64,
+    pub(crate) max_connections: i64,
+    pub(crate) tls_handshake_timeout: i64,
+    pub(crate) header_read_timeout: i64,
+    pub(crate) request_timeout: i64,
+    pub(crate) max_body_bytes: i64,
+    pub(crate) shutdown_grace_period: i64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            https_port: 8243,
+            port_offset: 0,
+            max_connections: 10_000,
+            tls_handshake_timeout: 10,
+            header_read_timeout: 10,
+            request_timeout: 30,
+            max_body_bytes: 16 * 1024,
+            shutdown_grace_period: 10,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawTls {
+    pub(crate) cert: String,
+    pub(crate) key: String,
+    pub(crate) generate_self_signed: bool,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            cert: "certs/server.crt".into(),
+            key: "certs/server.key".into(),
+            generate_self_signed: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawOAuth {
+    pub(crate) access_token_default_validity_period: i64,
+    pub(crate) refresh_token_validity_period: i64,
+    pub(crate) renew_refresh_token: bool,
+}
+
+impl Default for RawOAuth {
+    fn default() -> Self {
+        Self {
+            access_token_default_validity_period: 3600,
+            refresh_token_validity_period: 86_400,
+            renew_refresh_token: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawPasswordHashing {
+    pub argon2_memory_kib: i64,
+    pub argon2_iterations: i64,
+    pub argon2_parallelism: i64,
+    pub(crate) workers: i64,
+    pub(crate) queue_capacity: i64,
+}
+
+impl Default for RawPasswordHashing {
+    fn default() -> Self {
+        Self {
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            workers: 0,
+            queue_capacity: 64,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawStores {
+    pub(crate) users: String,
+    pub(crate) clients: String,
+    pub(crate) tokens: String,
+    pub(crate) sqlite_synchronous: String,
+    pub(crate) reload_interval: i64,
+}
+
+impl Default for RawStores {
+    fn default() -> Self {
+        Self {
+            users: "config/users.toml".into(),
+            clients: "config/clients.toml".into(),
+            tokens: "sqlite://data/tokens.db".into(),
+            sqlite_synchronous: "normal".into(),
+            reload_interval: 2,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! `RawConfig` → [`Settings`]: every rule checked, every problem collected with its file and key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::RawConfig;
+use super::{
+    ConfigError, ConfigProblem, ConfigSource, OAuthSettings, PasswordHashingSettings,
+    ServerSettings, Settings, SqliteSynchronous, StoreSettings, TlsSettings, TokenStoreSettings,
+};
+
+/// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
+const MIN_ARGON2_MEMORY_KIB: i64 = 7 * 1024;
+/// Above this a single verification could exhaust memory when multiplied by the workers.
+const MAX_ARGON2_MEMORY_KIB: i64 = 1024 * 1024;
+
+struct Problems<'a> {
+    file: &'a Path,
+    found: Vec<ConfigProblem>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.found.push(ConfigProblem {
+            file: self.file.to_path_buf(),
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// An integer within `min..=max`, else a problem naming the key.
+    fn range(&mut self, key: &str, value: i64, min: i64, max: i64) -> i64 {
+        if value < min || value > max {
+            self.add(key, format!("must be between {min} and {max}, got {value}"));
+            min
+        } else {
+            value
+        }
+    }
+
+    fn seconds(&mut self, key: &str, value: i64, min: i64) -> Duration {
+        let secs = self.range(key, value, min, 10 * 365 * 86_400);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    }
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn to_u32(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
+fn to_usize(value: i64) -> usize {
+    usize::try_from(value).unwrap_or(0)
+}
+
+/// Parses the text of `file` and checks every rule.
+pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = parse_toml(text, file)?;
+    let mut problems = Problems {
+        file,
+        found: Vec::new(),
+    };
+
+    let host = match raw.server.host.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => {
+            problems.add(
+                "server.host",
+                format!("`{}` is not an IP address", raw.server.host),
+            );
+            IpAddr::from([0, 0, 0, 0])
+        }
+    };
+    let base_port = problems.range("server.https_port", raw.server.https_port, 0, 65_535);
+    let (offset_key, port_offset) = match source.port_offset {
+        Some(offset) => ("--port-offset / TOKENGATE_PORT_OFFSET", offset),
+        None => ("server.port_offset", raw.server.port_offset),
+    };
+    let port_offset = problems.range(offset_key, port_offset, 0, 65_535);
+    let https_port = if base_port == 0 {
+        0 // an OS-chosen port stays OS-chosen whatever the offset
+    } else {
+        match u16::try_from(base_port + port_offset) {
+            Ok(port) => port,
+            Err(_) => {
+                problems.add(
+                    offset_key,
+                    format!(
+                        "https_port {base_port} + offset {port_offset} is beyond the last port 65535"
+                    ),
+                );
+                0
+            }
+        }
+    };
+    let server = ServerSettings {
+        host,
+        https_port,
+        port_offset,
+        max_connections: to_usize(problems.range(
+            "server.max_connections",
+            raw.server.max_connections,
+            1,
+            1_000_000,
+        )),
+        tls_handshake_timeout: problems.seconds(
+            "server.tls_handshake_timeout",
+            raw.server.tls_handshake_timeout,
+            1,
+        ),
+        header_read_timeout: problems.seconds(
+            "server.header_read_timeout",
+            raw.server.header_read_timeout,
+            1,
+        ),
+        request_timeout: problems.seconds("server.request_timeout", raw.server.request_timeout, 1),
+        max_body_bytes: to_usize(problems.range(
+            "server.max_body_bytes",
+            raw.server.max_body_bytes,
+            1024,
+            1024 * 1024,
+        )),
+        shutdown_grace_period: problems.seconds(
+            "server.shutdown_grace_period",
+            raw.server.shutdown_grace_period,
+            0,
+        ),
+    };
+
+    let tls = TlsSettings {
+        cert: required_path(&mut problems, source, "tls.cert", &raw.tls.cert),
+        key: required_path(&mut problems, source, "tls.key", &raw.tls.key),
+        generate_self_signed: raw.tls.generate_self_signed,
+    };
+
+    let oauth = OAuthSettings {
+        access_token_validity_secs: to_u64(problems.range(
+            "oauth.access_token_default_validity_period",
+            raw.oauth.access_token_default_validity_period,
+            1,
+            i64::from(u32::MAX),
+        )),
+        refresh_token_validity_secs: to_u64(problems.range(
+            "oauth.refresh_token_validity_period",
+            raw.oauth.refresh_token_validity_period,
+            1,
+            i64::from(u32::MAX),
+        )),
+        renew_refresh_token: raw.oauth.renew_refresh_token,
+    };
+
+    let hashing = &raw.password_hashing;
+    let password_hashing = PasswordHashingSettings {
+        argon2_memory_kib: to_u32(problems.range(
+            "password_hashing.argon2_memory_kib",
+            hashing.argon2_memory_kib,
+            MIN_ARGON2_MEMORY_KIB,
+            MAX_ARGON2_MEMORY_KIB,
+        )),
+        argon2_iterations: to_u32(problems.range(
+            "password_hashing.argon2_iterations",
+            hashing.argon2_iterations,
+            1,
+            100,
+        )),
+        argon2_parallelism: to_u32(problems.range(
+            "password_hashing.argon2_parallelism",
+            hashing.argon2_parallelism,
+            1,
+            64,
+        )),
+        workers: match problems.range("password_hashing.workers", hashing.workers, 0, 1024) {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => to_usize(n),
+        },
+        queue_capacity: to_usize(problems.range(
+            "password_hashing.queue_capacity",
+            hashing.queue_capacity,
+            1,
+            1_000_000,
+        )),
+    };
+
+    let synchronous = match raw.stores.sqlite_synchronous.as_str() {
+        "normal" => SqliteSynchronous::Normal,
+        "full" => SqliteSynchronous::Full,
+        other => {
+            problems.add(
+                "stores.sqlite_synchronous",
+                format!("must be \"normal\" or \"full\", got \"{other}\""),
+            );
+            SqliteSynchronous::Normal
+        }
+    };
+    let tokens = parse_token_store(&mut problems, source, &raw.stores.tokens, synchronous);
+    let stores = StoreSettings {
+        users: required_path(&mut problems, source, "stores.users", &raw.stores.users),
+        clients: required_path(&mut problems, source, "stores.clients", &raw.stores.clients),
+        tokens,
+        reload_interval: problems.seconds("stores.reload_interval", raw.stores.reload_interval, 1),
+    };
+
+    if !problems.found.is_empty() {
+        return Err(ConfigError {
+            problems: problems.found,
+        });
+    }
+    Ok(Settings {
+        config_file: file.to_path_buf(),
+        server,
+        tls,
+        oauth,
+        password_hashing,
+        stores,
+    })
+}
+
+/// Deserialises a TOML document, turning serde's error into a problem that names the key path.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<T, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let key = err.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        // toml's message carries the line and column; keep it on one line.
+        let message = err.inner().to_string().replace('\n', " ");
+        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+        ConfigError::single(file, &key, message)
+    })
+}
+
+fn required_path(
+    problems: &mut Problems<'_>,
+    source: &ConfigSource,
+    key: &str,
+    value: &str,
+) -> PathBuf {
+    if value.trim().is_empty() {
+        problems.add(key, "must not be empty");
+    }
+    source.resolve(Path::new(value))
+}
+
+fn parse_token_store(
+    problems: &mut Problems<'_>,
+    source: &ConfigSource,
+    url: &str,
+    synchronous: SqliteSynchronous,
+) -> TokenStoreSettings {
+    let sqlite_path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"));
+    match sqlite_path {
+        Some(path) if !path.is_empty() && !path.contains('?') => TokenStoreSettings::Sqlite {
+            path: source.resolve(Path::new(path)),
+            synchronous,
+        },
+        _ => {
+            let message = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                "PostgreSQL token stores are not supported by this version; use sqlite://PATH"
+                    .to_owned()
+            } else {
+                format!("`{url}` is not a token store URL; expected sqlite://PATH")
+            };
+            problems.add("stores.tokens", message);
+            TokenStoreSettings::Sqlite {
+                path: PathBuf::new(),
+                synchronous,
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! argon2id on a bounded pool of hashing threads.
+//!
+//! A verification costs ~15 ms of CPU and `m` KiB of memory, so it must never run on the async
+//! runtime's threads, and never more at once than there are cores. A fixed set of OS threads
+//! takes jobs from a bounded queue; each keeps one work area and reuses it, so memory stays at
+//! `workers × m` however many logins arrive. When the queue is full, callers are told at once
+//! (`Overloaded`, answered with 503) instead of piling up behind a flood.
+
+use std::sync::Arc;
+
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use password_hash::{PasswordHash, PasswordHasher as _, SaltString};
+use rand::rngs::OsRng;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq as _;
+use tokio::sync::oneshot;
+
+use crate::config::PasswordHashingSettings;
+
+/// Stored hashes asking for more memory than this are refused rather than allowed to exhaust RAM.
+const MAX_STORED_MEMORY_KIB: u32 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("too many password verifications are waiting")]
+    Overloaded,
+    #[error("the stored password hash is not usable: {0}")]
+    Malformed(String),
+    #[error("invalid argon2 parameters: {0}")]
+    Params(String),
+    #[error("the password hashing workers have stopped")]
+    WorkersGone,
+}
+
+struct Job {
+    phc: String,
+    password: SecretString,
+    reply: oneshot::Sender<Result<bool, HashError>>,
+}
+
+/// Handle to the hashing pool; cheap to clone. The workers stop when the last handle is dropped.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Sender<Job>,
+    /// Verified against when the user does not exist, so that case costs the same time.
+    dummy_hash: String,
+}
+
+impl PasswordHasher {
+    /// Starts `settings.workers` hashing threads.
+    pub fn start(settings: &PasswordHashingSettings) -> Result<Self, HashError> {
+        let dummy_hash = hash_password(&crate::crypto::secret::generate_secret(), settings)?;
+        let (jobs, queue) = crossbeam_channel::bounded(settings.queue_capacity);
+        for index in 0..settings.workers.max(1) {
+            let queue = queue.clone();
+            let retained_kib = settings.argon2_memory_kib;
+            std::thread::Builder::new()
+                .name(format!("tokengate-argon2-{index}"))
+                .spawn(move || run_worker(&queue, retained_kib))
+                .map_err(|err| HashError::Params(format!("cannot start a hashing thread: {err}")))?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner { jobs, dummy_hash }),
+        })
+    }
+
+    /// Verifies `password` against a stored argon2 PHC string on the pool.
+    pub async fn verify(&self, phc: &str, password: SecretString) -> Result<bool, HashError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            phc: phc.to_owned(),
+            password,
+            reply,
+        };
+        match self.inner.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(HashError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => return Err(HashError::WorkersGone),
+        }
+        answer.await.map_err(|_| HashError::WorkersGone)?
+    }
+
+    /// Spends the time of one verification and always fails; for unknown users.
+    pub async fn verify_dummy(&self, password: SecretString) -> Result<bool, HashError> {
+        let dummy = self.inner.dummy_hash.clone();
+        self.verify(&dummy, password).await.map(|_| false)
+    }
+}
+
+fn run_worker(queue: &Receiver<Job>, retained_kib: u32) {
+    let mut work_area: Vec<Block> = Vec::new();
+    let retained_blocks = usize::try_from(retained_kib).unwrap_or(0);
+    while let Ok(job) = queue.recv() {
+        // The caller went away (client disconnected): don't spend 15 ms on nobody.
+        if job.reply.is_closed() {
+            continue;
+        }
+        let outcome = verify_with(&job.phc, job.password.expose_secret(), &mut work_area);
+        // A stored hash with unusually large `m` must not pin that much memory for good.
+        if work_area.len() > retained_blocks {
+            work_area.truncate(retained_blocks);
+            work_area.shrink_to_fit();
+        }
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// Verifies `password` against an argon2 PHC string, reusing `work_area` for the memory blocks.
+pub fn verify_with(phc: &str, password: &str, work_area: &mut Vec<Block>) -> Result<bool, HashError> {
+    let malformed = |what: &str| HashError::Malformed(what.to_owned());
+    let parsed = PasswordHash::new(phc).map_err(|err| HashError::Malformed(err.to_string()))?;
+    let algorithm = Algorithm::try_from(parsed.algorithm)
+        .map_err(|_| malformed("not an argon2 hash"))?;
+    let version = match parsed.version {
+        Some(number) => Version::try_from(number).map_err(|_| malformed("unknown argon2 version"))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).map_err(|err| HashError::Malformed(err.to_string()))?;
+    if params.m_cost() > MAX_STORED_MEMORY_KIB {
+        return Err(malformed("argon2 memory cost above 1 GiB"));
+    }
+    let salt = parsed.salt.ok_or_else(|| malformed("no salt"))?;
+    let mut salt_buffer = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_buffer)
+        .map_err(|_| malformed("salt is not base64"))?;
+    let expected = parsed.hash.ok_or_else(|| malformed("no hash"))?;
+    let mut computed = vec![0u8; expected.len()];
+    let needed = params.block_count();
+    if work_area.len() < needed {
+        work_area.resize(needed, Block::default());
+    }
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut computed, work_area.as_mut_slice())
+        .map_err(|err| HashError::Malformed(err.to_string()))?;
+    Ok(computed.ct_eq(expected.as_bytes()).into())
+}
+
+/// Hashes a new password as an argon2id PHC string with the configured parameters.
+pub fn hash_password(password: &str, settings: &PasswordHashingSettings) -> Result<String, HashError> {
+    let params = Params::new(
+        settings.argon2_memory_kib,
+        settings.argon2_iterations,
+        settings.argon2_parallelism,
+        None,
+    )
+    .map_err(|err| HashError::Params(err.to_string()))?;
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|err| HashError::Params(err.to_string()))
+}
+
+/// Whether `phc` parses as an argon2 hash we can verify (for `check-config`).
+pub fn check_phc(phc: &str) -> Result<(), HashError> {
+    let parsed = PasswordHash::new(phc).map_err(|err| HashError::Malformed(err.to_string()))?;
+    Algorithm::try_from(parsed.algorithm)
+        .map_err(|_| HashError::Malformed("not an argon2 hash".into()))?;
+    let params = Params::try_from(&parsed).map_err(|err| HashError::Malformed(err.to_string()))?;
+    if params.m_cost() > MAX_STORED_MEMORY_KIB {
+        return Err(HashError::Malformed("argon2 memory cost above 1 GiB".into()));
+    }
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err(HashError::Malformed("no salt or no hash".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap_settings() -> PasswordHashingSettings {
+        PasswordHashingSettings {
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            argon2_parallelism: 1,
+            workers: 1,
+            queue_capacity: 4,
+        }
+    }
+
+    #[test]
+    fn a_hash_verifies_its_password_only_and_reuses_the_work_area() {
+        let phc = hash_password("correct horse", &cheap_settings()).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        let mut work_area = Vec::new();
+        assert!(verify_with(&phc, "correct horse", &mut work_area).unwrap());
+        assert_eq!(work_area.len(), 1024);
+        assert!(!verify_with(&phc, "wrong", &mut work_area).unwrap());
+        check_phc(&phc).unwrap();
+    }
+
+    #[test]
+    fn malformed_hashes_are_errors_not_panics() {
+        let mut work_area = Vec::new();
+        for bad in ["", "$argon2id$", "plain", "$sha256$abc$def", "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ"] {
+            assert!(verify_with(bad, "x", &mut work_area).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_pool_verifies_and_the_dummy_always_fails() {
+        let hasher = PasswordHasher::start(&cheap_settings()).unwrap();
+        let phc = hash_password("pw", &cheap_settings()).unwrap();
+        assert!(hasher.verify(&phc, SecretString::from("pw")).await.unwrap());
+        assert!(!hasher.verify(&phc, SecretString::from("no")).await.unwrap());
+        assert!(!hasher.verify_dummy(SecretString::from("pw")).await.unwrap());
+    }
+}

@@ -1,0 +1,111 @@
+//! `ApiError`: the one place where failures become HTTP responses.
+//!
+//! Every error body is RFC 6749 §5.2 JSON. Internal causes are logged here and never sent.
+//! Every response carries `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1):
+//! none of them may be cached, and marking all of them is simpler than deciding per path.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::oauth::wire::ErrorBody;
+use crate::oauth::{ErrorCode, OAuthError};
+
+/// Seconds a client is told to wait after a 503.
+const RETRY_AFTER_SECS: &str = "1";
+/// Realm of the `WWW-Authenticate: Basic` challenge on 401.
+pub const REALM: &str = "tokengate";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body was not received in time")]
+    BodyTimeout,
+    #[error("not ready: {0}")]
+    NotReady(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::OAuth(err) => match err.code {
+                ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+                ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The RFC 6749 error code this failure is reported as.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::OAuth(err) => err.code.as_str(),
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed { .. } | Self::PayloadTooLarge { .. } | Self::BodyTimeout => {
+                "invalid_request"
+            }
+            Self::NotReady(_) => "temporarily_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let description = match &self {
+            Self::OAuth(err) => {
+                if let Some(source) = &err.source {
+                    if err.code == ErrorCode::ServerError {
+                        tracing::error!(error = %source, "request failed");
+                    } else {
+                        tracing::warn!(error = %source, code = err.code.as_str(), "request refused");
+                    }
+                }
+                err.description.to_string()
+            }
+            Self::NotReady(cause) => {
+                tracing::warn!(cause = %cause, "not ready");
+                "the server is not ready; retry later".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: self.code(),
+            error_description: &description,
+        };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        match &self {
+            // RFC 9110 §15.5.2: a 401 always names the scheme to use; RFC 6749 §2.3.1: Basic.
+            _ if status == StatusCode::UNAUTHORIZED => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"tokengate\""),
+                );
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            }
+            Self::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        response
+    }
+}

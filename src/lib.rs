@@ -1,0 +1,18 @@
+//! tokengate: a standalone OAuth 2.0 token server (the "Token API" of an API gateway).
+//!
+//! Layers: [`http`] (axum handlers) → [`oauth`] (RFC 6749 protocol logic, no HTTP or SQL types)
+//! → [`store`] (persistence behind traits). [`startup`] wires them together; [`cli`] is the
+//! operator's command line.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod http;
+pub mod oauth;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tls;
+
+pub use startup::Application;

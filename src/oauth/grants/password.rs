@@ -1,0 +1,71 @@
+//! RFC 6749 §4.3: Resource Owner Password Credentials Grant.
+//!
+//! Deprecated by RFC 9700 §2.4 because the client sees the user's password; kept because the
+//! applications tokengate serves depend on it, and enabled per client only. An unknown or
+//! disabled user is verified against a dummy hash, so every failure costs the same time and
+//! gives the same answer.
+
+use secrecy::SecretString;
+
+use super::{required, required_secret, Grant};
+use crate::oauth::error::OAuthError;
+use crate::oauth::issue::{self, RefreshPlan};
+use crate::oauth::params::FormParams;
+use crate::oauth::scope::Scope;
+use crate::oauth::token::TokenService;
+use crate::oauth::wire::TokenResponse;
+use crate::store::model::{Client, GrantType};
+
+pub struct PasswordGrant;
+
+pub struct PasswordParams {
+    username: String,
+    password: SecretString,
+    scope: Option<String>,
+}
+
+impl Grant for PasswordGrant {
+    type Params = PasswordParams;
+    const GRANT_TYPE: GrantType = GrantType::Password;
+
+    fn parse(form: &FormParams) -> Result<PasswordParams, OAuthError> {
+        Ok(PasswordParams {
+            username: required(form, "username")?.to_owned(),
+            password: required_secret(form, "password")?,
+            scope: form.get("scope").map(str::to_owned),
+        })
+    }
+
+    async fn issue(
+        &self,
+        service: &TokenService,
+        client: &Client,
+        params: PasswordParams,
+    ) -> Result<TokenResponse, OAuthError> {
+        // Checked before the password so a bad request costs no argon2 work.
+        let scope = Scope::parse_requested(params.scope.as_deref())?;
+        if !scope.allowed_for(&client.scopes) {
+            return Err(OAuthError::invalid_scope(
+                "the requested scope is not allowed for this client",
+            ));
+        }
+        let user = service.users.find_user(&params.username).await?;
+        let verified = match user {
+            Some(user) if !user.disabled => {
+                service.hasher.verify(&user.password_hash, params.password).await?
+            }
+            _ => service.hasher.verify_dummy(params.password).await?,
+        };
+        if !verified {
+            return Err(OAuthError::invalid_grant("invalid username or password"));
+        }
+        let scope = scope.as_string();
+        let refresh = client
+            .grant_types
+            .contains(&GrantType::RefreshToken)
+            .then(|| RefreshPlan::new_family(scope.clone()));
+        let (tokens, response) = issue::mint(service, client, Some(params.username), scope, refresh);
+        service.tokens.create_tokens(tokens).await?;
+        Ok(response)
+    }
+}

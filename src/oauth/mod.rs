@@ -1,0 +1,14 @@
+//! The protocol layer: RFC 6749 (and friends) without any HTTP framework or database types.
+//! `http/` turns requests into calls here; `store/` is reached only through its traits.
+
+pub mod client_auth;
+pub mod error;
+pub mod grants;
+pub mod issue;
+pub mod params;
+pub mod scope;
+pub mod token;
+pub mod wire;
+
+pub use error::{ErrorCode, OAuthError};
+pub use token::{TokenRequest, TokenService};

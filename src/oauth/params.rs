@@ -1,0 +1,256 @@
+//! Pure parsers for what arrives on the wire: the form body and the HTTP Basic header.
+//! No I/O and no framework types, so unit tests, property tests and fuzzers can call them.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use percent_encoding::percent_decode;
+use secrecy::SecretString;
+
+/// Why a request could not be parsed; every variant is an `invalid_request`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("parameter `{0}` is repeated")]
+    Repeated(String),
+    #[error("the request body is not valid UTF-8 after percent-decoding")]
+    NotUtf8,
+    #[error("a parameter name is empty")]
+    EmptyName,
+    #[error("the Authorization header is not valid Basic credentials: {0}")]
+    MalformedBasic(&'static str),
+}
+
+/// Decoded `application/x-www-form-urlencoded` parameters.
+///
+/// RFC 6749 §3.1/§3.2: parameters sent without a value are treated as omitted, and no parameter
+/// may appear more than once.
+#[derive(Default, Clone, PartialEq, Eq)]
+pub struct FormParams {
+    values: BTreeMap<String, String>,
+}
+
+/// Names only: values include passwords and secrets.
+impl std::fmt::Debug for FormParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.values.keys()).finish()
+    }
+}
+
+impl FormParams {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// One name or value of a form body: `+` is a space, `%XX` a byte, and the bytes must be UTF-8.
+fn decode_component(raw: &[u8]) -> Result<String, ParamError> {
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|&byte| if byte == b'+' { b' ' } else { byte })
+        .collect();
+    let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
+    String::from_utf8(bytes).map_err(|_| ParamError::NotUtf8)
+}
+
+/// Parses a form body (WHATWG `application/x-www-form-urlencoded`, strict about UTF-8).
+pub fn parse_form(body: &[u8]) -> Result<FormParams, ParamError> {
+    let mut values = BTreeMap::new();
+    let mut seen_empty = Vec::new();
+    for pair in body.split(|&byte| byte == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let mut halves = pair.splitn(2, |&byte| byte == b'=');
+        let raw_name = halves.next().unwrap_or_default();
+        let raw_value = halves.next().unwrap_or_default();
+        let name = decode_component(raw_name)?;
+        let value = decode_component(raw_value)?;
+        if name.is_empty() {
+            return Err(ParamError::EmptyName);
+        }
+        if values.contains_key(&name) || seen_empty.contains(&name) {
+            return Err(ParamError::Repeated(name));
+        }
+        if value.is_empty() {
+            seen_empty.push(name);
+        } else {
+            values.insert(name, value);
+        }
+    }
+    Ok(FormParams { values })
+}
+
+/// Client credentials from an `Authorization: Basic` header (RFC 6749 §2.3.1, RFC 7617).
+pub struct BasicCredentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+impl std::fmt::Debug for BasicCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicCredentials")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of reading an `Authorization` header on the token endpoint.
+#[derive(Debug)]
+pub enum AuthorizationHeader {
+    Basic(BasicCredentials),
+    /// A scheme other than Basic: the client did not authenticate in a way we accept.
+    OtherScheme,
+}
+
+/// Parses an `Authorization` header value.
+///
+/// RFC 6749 §2.3.1: the client id and secret are form-urlencoded before they are joined with
+/// `:` and base64-encoded, so both are decoded after splitting.
+pub fn parse_authorization(value: &[u8]) -> Result<AuthorizationHeader, ParamError> {
+    let value = std::str::from_utf8(value).map_err(|_| ParamError::MalformedBasic("not UTF-8"))?;
+    let value = value.trim();
+    let (scheme, rest) = match value.split_once(' ') {
+        Some((scheme, rest)) => (scheme, rest.trim_start()),
+        None => (value, ""),
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(AuthorizationHeader::OtherScheme);
+    }
+    if rest.is_empty() {
+        return Err(ParamError::MalformedBasic("no credentials after `Basic`"));
+    }
+    let decoded = STANDARD
+        .decode(rest)
+        .map_err(|_| ParamError::MalformedBasic("invalid base64"))?;
+    let decoded =
+        String::from_utf8(decoded).map_err(|_| ParamError::MalformedBasic("not UTF-8"))?;
+    let (raw_id, raw_secret) = decoded
+        .split_once(':')
+        .ok_or(ParamError::MalformedBasic("no `:` between client id and secret"))?;
+    let client_id = decode_component(raw_id.as_bytes())
+        .map_err(|_| ParamError::MalformedBasic("client id is not UTF-8"))?;
+    let client_secret = decode_component(raw_secret.as_bytes())
+        .map_err(|_| ParamError::MalformedBasic("client secret is not UTF-8"))?;
+    if client_id.is_empty() {
+        return Err(ParamError::MalformedBasic("empty client id"));
+    }
+    Ok(AuthorizationHeader::Basic(BasicCredentials {
+        client_id,
+        client_secret: SecretString::from(client_secret),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn form_decodes_plus_and_percent() {
+        let form = parse_form(b"grant_type=password&username=a+b&password=p%26%3D%2B").unwrap();
+        assert_eq!(form.get("grant_type"), Some("password"));
+        assert_eq!(form.get("username"), Some("a b"));
+        assert_eq!(form.get("password"), Some("p&=+"));
+    }
+
+    #[test]
+    fn form_treats_empty_values_as_omitted() {
+        let form = parse_form(b"scope=&grant_type=password&&flag").unwrap();
+        assert_eq!(form.get("scope"), None);
+        assert_eq!(form.get("flag"), None);
+        assert_eq!(form.len(), 1);
+    }
+
+    #[test]
+    fn form_rejects_repeated_parameters_even_if_one_is_empty() {
+        assert_eq!(
+            parse_form(b"scope=a&scope=b"),
+            Err(ParamError::Repeated("scope".into()))
+        );
+        assert_eq!(
+            parse_form(b"scope=&scope=b"),
+            Err(ParamError::Repeated("scope".into()))
+        );
+    }
+
+    #[test]
+    fn form_rejects_invalid_utf8_after_decoding() {
+        assert_eq!(parse_form(b"username=%C3%28"), Err(ParamError::NotUtf8));
+        assert_eq!(parse_form(b"username=\xff"), Err(ParamError::NotUtf8));
+        assert_eq!(parse_form(b"username=%C0%AF"), Err(ParamError::NotUtf8));
+    }
+
+    #[test]
+    fn form_rejects_empty_names() {
+        assert_eq!(parse_form(b"=x"), Err(ParamError::EmptyName));
+    }
+
+    #[test]
+    fn malformed_percent_escapes_pass_through_literally() {
+        let form = parse_form(b"password=100%").unwrap();
+        assert_eq!(form.get("password"), Some("100%"));
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded_after_base64() {
+        // "my%3Aclient:s%C3%A9cret+x" → id "my:client", secret "sécret x"
+        let header = format!("Basic {}", STANDARD.encode("my%3Aclient:s%C3%A9cret+x"));
+        let AuthorizationHeader::Basic(creds) = parse_authorization(header.as_bytes()).unwrap()
+        else {
+            panic!("expected Basic")
+        };
+        assert_eq!(creds.client_id, "my:client");
+        assert_eq!(creds.client_secret.expose_secret(), "sécret x");
+    }
+
+    #[test]
+    fn basic_scheme_is_case_insensitive_and_secret_may_contain_colons() {
+        let header = format!("bAsIc {}", STANDARD.encode("id:a:b"));
+        let AuthorizationHeader::Basic(creds) = parse_authorization(header.as_bytes()).unwrap()
+        else {
+            panic!("expected Basic")
+        };
+        assert_eq!(creds.client_id, "id");
+        assert_eq!(creds.client_secret.expose_secret(), "a:b");
+    }
+
+    #[test]
+    fn malformed_basic_headers_are_errors() {
+        for bad in [
+            "Basic".to_owned(),
+            "Basic !!!notbase64".to_owned(),
+            format!("Basic {}", STANDARD.encode("no-colon")),
+            format!("Basic {}", STANDARD.encode(":secret")),
+            format!("Basic {}", STANDARD.encode([0xff, b':', b'x'])),
+        ] {
+            assert!(
+                matches!(
+                    parse_authorization(bad.as_bytes()),
+                    Err(ParamError::MalformedBasic(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_schemes_are_reported_as_such() {
+        assert!(matches!(
+            parse_authorization(b"Bearer abc"),
+            Ok(AuthorizationHeader::OtherScheme)
+        ));
+    }
+}

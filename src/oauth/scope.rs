@@ -1,0 +1,108 @@
+//! Scopes (RFC 6749 §3.3): a space-separated set of scope tokens.
+
+use std::collections::BTreeSet;
+
+use super::error::OAuthError;
+
+/// The scope every client may have without listing it, granted when none is requested.
+pub const DEFAULT_SCOPE: &str = "default";
+
+/// A non-empty, duplicate-free list of valid scope tokens, in the order first requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    tokens: Vec<String>,
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+fn is_scope_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+impl Scope {
+    /// Parses a requested scope; `None` (not sent) means the default scope.
+    pub fn parse_requested(raw: Option<&str>) -> Result<Self, OAuthError> {
+        match raw {
+            None => Ok(Self::default_scope()),
+            Some(raw) => Self::parse(raw),
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, OAuthError> {
+        let mut tokens: Vec<String> = Vec::new();
+        // RFC 6749 §3.3 delimits by single spaces; tolerating runs of spaces costs nothing.
+        for token in raw.split(' ').filter(|t| !t.is_empty()) {
+            if !is_scope_token(token) {
+                return Err(OAuthError::invalid_scope("the scope contains invalid characters"));
+            }
+            if !tokens.iter().any(|t| t == token) {
+                tokens.push(token.to_owned());
+            }
+        }
+        if tokens.is_empty() {
+            return Ok(Self::default_scope());
+        }
+        Ok(Self { tokens })
+    }
+
+    pub fn default_scope() -> Self {
+        Self {
+            tokens: vec![DEFAULT_SCOPE.to_owned()],
+        }
+    }
+
+    /// True when every token here is allowed for a client whose listed scopes are `allowed`.
+    pub fn allowed_for(&self, allowed: &BTreeSet<String>) -> bool {
+        self.tokens
+            .iter()
+            .all(|t| t == DEFAULT_SCOPE || allowed.contains(t))
+    }
+
+    /// RFC 6749 §6: a refresh may only ask for scopes the original grant had.
+    pub fn is_within(&self, granted: &Scope) -> bool {
+        self.tokens.iter().all(|t| granted.tokens.contains(t))
+    }
+
+    pub fn as_string(&self) -> String {
+        self.tokens.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_or_blank_scope_is_default() {
+        assert_eq!(Scope::parse_requested(None).unwrap().as_string(), "default");
+        assert_eq!(Scope::parse("   ").unwrap().as_string(), "default");
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_order_kept() {
+        assert_eq!(Scope::parse("b a b").unwrap().as_string(), "b a");
+    }
+
+    #[test]
+    fn invalid_characters_are_invalid_scope() {
+        for bad in ["a\"b", "a\\b", "caf\u{e9}", "a\tb"] {
+            assert!(Scope::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn default_is_always_allowed_and_others_must_be_listed() {
+        let allowed: BTreeSet<String> = ["PRODUCTION".to_owned()].into();
+        assert!(Scope::parse("default PRODUCTION").unwrap().allowed_for(&allowed));
+        assert!(!Scope::parse("SANDBOX").unwrap().allowed_for(&allowed));
+    }
+
+    #[test]
+    fn narrowing_is_a_subset_check() {
+        let granted = Scope::parse("a b").unwrap();
+        assert!(Scope::parse("a").unwrap().is_within(&granted));
+        assert!(!Scope::parse("a c").unwrap().is_within(&granted));
+    }
+}

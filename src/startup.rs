@@ -1,0 +1,269 @@
+//! `Application::build(settings)`: everything the server needs, bound and ready, so that "port
+//! in use" or a bad certificate is a startup error. Tests call the same function on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ConfigError, Settings};
+use crate::crypto::password::{HashError, PasswordHasher};
+use crate::http::{self, AppState, HttpLimits};
+use crate::oauth::TokenService;
+use crate::store::toml_file::{TomlClientStore, TomlUserStore};
+use crate::store::{self, ClientStore, StoreError, TokenStore, UserStore};
+use crate::tls::{self, TlsError};
+
+/// The demo credentials the shipped config carries, as the product tokengate replaces ships them.
+pub const DEMO_CLIENT_ID: &str = "wU62DjlyDBnq87GlBwplfqvmAbAa";
+pub const DEMO_CLIENT_SECRET: &str = "ksdSdoefDDP7wpaElfqvmjDue";
+pub const DEMO_USER: &str = "admin";
+pub const DEMO_PASSWORD: &str = "admin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot open the token store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot start password hashing: {0}")]
+    Hashing(#[from] HashError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    settings: Arc<Settings>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: axum::Router,
+    tokens: Arc<dyn TokenStore>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`], with an injected clock (tests move it to expire tokens).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        if tls::ensure_certificate(&settings.tls)? {
+            tracing::warn!(
+                cert = %settings.tls.cert.display(),
+                key = %settings.tls.key.display(),
+                "generated a self-signed certificate for localhost; replace it with a real one for production"
+            );
+        }
+        let tls_config = tls::server_config(&settings.tls)?;
+        let users = Arc::new(TomlUserStore::open(
+            &settings.stores.users,
+            settings.stores.reload_interval,
+        )?);
+        let clients: Arc<dyn ClientStore> = Arc::new(TomlClientStore::open(
+            &settings.stores.clients,
+            settings.stores.reload_interval,
+        )?);
+        let hasher = PasswordHasher::start(&settings.password_hashing)?;
+        warn_about_demo_credentials(&hasher, &users, &clients).await;
+        let tokens = store::open_token_store(&settings).await?;
+
+        let addr = SocketAddr::new(settings.server.host, settings.server.https_port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+
+        let users: Arc<dyn UserStore> = users;
+        let token_service = Arc::new(TokenService::new(
+            settings.oauth.clone(),
+            clients,
+            users,
+            tokens.clone(),
+            hasher,
+            clock,
+        ));
+        let router = http::router(AppState {
+            token_service,
+            limits: HttpLimits {
+                max_body_bytes: settings.server.max_body_bytes,
+                request_timeout: settings.server.request_timeout,
+            },
+        });
+        Ok(Self {
+            settings: Arc::new(settings),
+            listener,
+            local_addr,
+            acceptor: TlsAcceptor::from(tls_config),
+            router,
+            tokens,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes: stops accepting, lets in-flight requests finish
+    /// within the grace period, then closes the token store (committing queued writes).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartupError> {
+        tracing::info!(address = %self.local_addr, "tokengate listening (HTTPS)");
+        let server = &self.settings.server;
+        let connections = Arc::new(Semaphore::new(server.max_connections));
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.header_read_timeout)
+            .max_buf_size(64 * 1024);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(128)
+            .max_header_list_size(64 * 1024);
+        let builder = Arc::new(builder);
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Typically EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::warn!(peer = %peer, "connection limit reached; closing the new connection");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = self.acceptor.clone();
+            let router = self.router.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let handshake_timeout = server.tls_handshake_timeout;
+            tokio::spawn(async move {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
+                        tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let service = TowerToHyperService::new(router);
+                let connection = builder.serve_connection(TokioIo::new(tls), service);
+                if let Err(err) = watcher.watch(connection).await {
+                    tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        let grace = self.settings.server.shutdown_grace_period;
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!("requests still in flight after the grace period were cut off");
+        }
+        self.tokens.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Logs a loud warning while the shipped demo client or user still has its published secret.
+async fn warn_about_demo_credentials(
+    hasher: &PasswordHasher,
+    users: &TomlUserStore,
+    clients: &Arc<dyn ClientStore>,
+) {
+    if let Ok(Some(client)) = clients.find_client(DEMO_CLIENT_ID).await {
+        let secret = SecretString::from(DEMO_CLIENT_SECRET);
+        let published = match crate::crypto::secret::kind_of(&client.secret_hash) {
+            Some(crate::crypto::secret::SecretHashKind::Sha256) => {
+                crate::crypto::secret::verify_sha256(&client.secret_hash, DEMO_CLIENT_SECRET)
+            }
+            _ => hasher.verify(&client.secret_hash, secret).await.unwrap_or(false),
+        };
+        if published && !client.disabled {
+            tracing::warn!(
+                client_id = DEMO_CLIENT_ID,
+                "DEMO CLIENT ACTIVE with its published secret: anyone can use it. Replace it: \
+                 `tokengate client add <id>` then `tokengate client remove {DEMO_CLIENT_ID}`"
+            );
+        }
+    }
+    for user in users.all() {
+        if user.name == DEMO_USER && !user.disabled {
+            let published = hasher
+                .verify(&user.password_hash, SecretString::from(DEMO_PASSWORD))
+                .await
+                .unwrap_or(false);
+            if published {
+                tracing::warn!(
+                    user = DEMO_USER,
+                    "DEMO USER ACTIVE with password `admin`: anyone can log in. Replace it: \
+                     `tokengate user add <name> --password-stdin` then `tokengate user remove admin`"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Persistence behind traits: one trait per aggregate, one implementation per backend, chosen
+//! once at startup by [`open_token_store`].
+
+pub mod model;
+pub mod sqlite;
+pub mod toml_file;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::{Settings, TokenStoreSettings};
+use crate::crypto::token::TokenId;
+use model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, User};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or is shutting down; the request may be retried.
+    #[error("token store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row does not decode; never expected, reported rather than panicking.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("token store error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Outcome of redeeming a refresh token under rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old token was marked spent and the new tokens recorded, in one transaction.
+    Rotated,
+    /// The old token was already spent or revoked when the write ran (e.g. a concurrent
+    /// redemption won the race); nothing was written.
+    AlreadySpent,
+}
+
+/// Issued tokens, keyed by their time-ordered id, holding only digests of their secrets.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Records the tokens of one grant. Returns once they are durable (committed).
+    async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError>;
+
+    /// `Ok(None)` when no refresh token has this id.
+    async fn find_refresh_token(&self, id: &TokenId)
+        -> Result<Option<RefreshTokenRecord>, StoreError>;
+
+    /// `Ok(None)` when no access token has this id.
+    async fn find_access_token(&self, id: &TokenId) -> Result<Option<AccessTokenRecord>, StoreError>;
+
+    /// RFC 6749 §6 rotation: atomically marks `old` spent (only if it is neither spent nor
+    /// revoked) and records `new`. Exactly one of several concurrent calls for the same `old`
+    /// returns [`Rotation::Rotated`].
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenId,
+        now: i64,
+        new: NewTokens,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Whether the store answers; for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Flushes pending writes and closes connections.
+    async fn close(&self);
+}
+
+/// Users, looked up by name.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError>;
+}
+
+/// Clients, looked up by id.
+#[async_trait]
+pub trait ClientStore: Send + Sync + 'static {
+    async fn find_client(&self, id: &str) -> Result<Option<Arc<Client>>, StoreError>;
+}
+
+/// Opens the token store the settings name.
+pub async fn open_token_store(settings: &Settings) -> Result<Arc<dyn TokenStore>, StoreError> {
+    match &settings.stores.tokens {
+        TokenStoreSettings::Sqlite { path, synchronous } => {
+            let store = sqlite::SqliteTokenStore::open(path, *synchronous).await?;
+            Ok(Arc::new(store))
+        }
+    }
+}

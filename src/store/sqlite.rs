@@ -1,0 +1,338 @@
+//! The embedded token store: SQLite through sqlx, in WAL mode.
+//!
+//! Reads go through a small pool. Writes go through one connection owned by a writer task that
+//! drains every write waiting in its queue and commits them in a single transaction (group
+//! commit), so concurrent token requests share a commit instead of queueing for the lock. A
+//! request is answered only after the commit that holds its tokens: with WAL and
+//! `synchronous=NORMAL` the tokens survive the process being killed; `synchronous=FULL` also
+//! survives power loss.
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous as SqlxSynchronous,
+};
+use sqlx::{Connection as _, Row as _};
+use tokio::sync::{mpsc, oneshot};
+
+use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord};
+use super::{Rotation, StoreError, TokenStore};
+use crate::config::SqliteSynchronous;
+use crate::crypto::token::{SecretDigest, TokenId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+
+/// Most writes committed in one transaction; bounds the latency one commit adds.
+const MAX_BATCH: usize = 512;
+/// Writes allowed to wait for the writer before callers wait for queue space.
+const WRITE_QUEUE: usize = 4096;
+const READ_CONNECTIONS: u32 = 4;
+
+enum WriteOp {
+    Create(NewTokens),
+    Rotate {
+        old: TokenId,
+        now: i64,
+        new: NewTokens,
+    },
+    Shutdown,
+}
+
+struct WriteJob {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<Rotation, StoreError>>,
+}
+
+pub struct SqliteTokenStore {
+    readers: SqlitePool,
+    writes: mpsc::Sender<WriteJob>,
+}
+
+/// SQLITE_FULL (13) and SQLITE_IOERR (10): the disk is full or failing; a retry may succeed.
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("13") | Some("10")),
+        _ => false,
+    }
+}
+
+fn backend(err: sqlx::Error) -> StoreError {
+    if is_unavailable(&err) {
+        StoreError::Unavailable(err.to_string())
+    } else {
+        StoreError::Backend(Box::new(err))
+    }
+}
+
+/// The same failure reported to every write of a rolled-back batch.
+#[derive(Debug, thiserror::Error)]
+#[error("commit failed: {0}")]
+struct BatchFailed(String);
+
+fn batch_error(err: &sqlx::Error) -> StoreError {
+    if is_unavailable(err) {
+        StoreError::Unavailable(err.to_string())
+    } else {
+        StoreError::Backend(Box::new(BatchFailed(err.to_string())))
+    }
+}
+
+impl SqliteTokenStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path, synchronous: SqliteSynchronous) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|err| {
+                StoreError::Unavailable(format!("cannot create {}: {err}", parent.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(backend)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match synchronous {
+                SqliteSynchronous::Normal => SqlxSynchronous::Normal,
+                SqliteSynchronous::Full => SqlxSynchronous::Full,
+            })
+            .busy_timeout(Duration::from_secs(5));
+        let mut writer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|err| {
+                StoreError::Unavailable(format!("cannot open {}: {err}", path.display()))
+            })?;
+        MIGRATOR
+            .run(&mut writer)
+            .await
+            .map_err(|err| StoreError::Backend(Box::new(err)))?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        tokio::spawn(run_writer(writer, queue));
+        Ok(Self { readers, writes })
+    }
+
+    async fn submit(&self, op: WriteOp) -> Result<Rotation, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(WriteJob { op, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the token store is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the token store writer stopped".into()))?
+    }
+}
+
+async fn run_writer(mut conn: SqliteConnection, mut queue: mpsc::Receiver<WriteJob>) {
+    let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
+    let mut shutting_down = false;
+    while !shutting_down && queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        shutting_down = batch.iter().any(|job| matches!(job.op, WriteOp::Shutdown));
+        match apply_batch(&mut conn, &batch).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, writes = batch.len(), "token store commit failed; batch rolled back");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(batch_error(&err)));
+                }
+            }
+        }
+    }
+    queue.close();
+    if let Err(err) = conn.close().await {
+        tracing::warn!(error = %err, "closing the token store writer");
+    }
+}
+
+async fn apply_batch(
+    conn: &mut SqliteConnection,
+    batch: &[WriteJob],
+) -> Result<Vec<Rotation>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        let outcome = match &job.op {
+            WriteOp::Create(tokens) => {
+                insert_tokens(&mut tx, tokens).await?;
+                Rotation::Rotated
+            }
+            WriteOp::Rotate { old, now, new } => {
+                let replaced_by = new.refresh.as_ref().map(|r| r.id.0.to_vec());
+                let spent = sqlx::query(
+                    "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 \
+                     WHERE id = ?3 AND spent_at IS NULL AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(replaced_by)
+                .bind(old.0.as_slice())
+                .execute(&mut *tx)
+                .await?;
+                if spent.rows_affected() == 1 {
+                    insert_tokens(&mut tx, new).await?;
+                    Rotation::Rotated
+                } else {
+                    Rotation::AlreadySpent
+                }
+            }
+            WriteOp::Shutdown => Rotation::Rotated,
+        };
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn insert_tokens(conn: &mut SqliteConnection, tokens: &NewTokens) -> Result<(), sqlx::Error> {
+    let access = &tokens.access;
+    sqlx::query(
+        "INSERT INTO access_tokens (id, secret_sha256, client_id, username, scope, family_id, \
+         issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(access.id.0.as_slice())
+    .bind(access.secret_digest.0.as_slice())
+    .bind(access.client_id.as_str())
+    .bind(access.username.as_deref())
+    .bind(access.scope.as_str())
+    .bind(access.family_id.0.as_slice())
+    .bind(access.issued_at)
+    .bind(access.expires_at)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(refresh) = &tokens.refresh {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, secret_sha256, client_id, username, scope, \
+             family_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(refresh.id.0.as_slice())
+        .bind(refresh.secret_digest.0.as_slice())
+        .bind(refresh.client_id.as_str())
+        .bind(refresh.username.as_deref())
+        .bind(refresh.scope.as_str())
+        .bind(refresh.family_id.0.as_slice())
+        .bind(refresh.issued_at)
+        .bind(refresh.expires_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn token_id(row: &SqliteRow, column: &str) -> Result<TokenId, StoreError> {
+    let bytes: Vec<u8> = row.try_get(column).map_err(backend)?;
+    TokenId::from_slice(&bytes).ok_or_else(|| corrupt(column))
+}
+
+fn digest(row: &SqliteRow) -> Result<SecretDigest, StoreError> {
+    let bytes: Vec<u8> = row.try_get("secret_sha256").map_err(backend)?;
+    SecretDigest::from_slice(&bytes).ok_or_else(|| corrupt("secret_sha256"))
+}
+
+#[async_trait]
+impl TokenStore for SqliteTokenStore {
+    async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError> {
+        self.submit(WriteOp::Create(tokens)).await.map(|_| ())
+    }
+
+    async fn find_refresh_token(
+        &self,
+        id: &TokenId,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, secret_sha256, client_id, username, scope, family_id, issued_at, \
+             expires_at, revoked_at, spent_at, replaced_by FROM refresh_tokens WHERE id = ?1",
+        )
+        .bind(id.0.as_slice())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        let replaced_by: Option<Vec<u8>> = row.try_get("replaced_by").map_err(backend)?;
+        Ok(Some(RefreshTokenRecord {
+            id: token_id(&row, "id")?,
+            secret_digest: digest(&row)?,
+            client_id: row.try_get("client_id").map_err(backend)?,
+            username: row.try_get("username").map_err(backend)?,
+            scope: row.try_get("scope").map_err(backend)?,
+            family_id: token_id(&row, "family_id")?,
+            issued_at: row.try_get("issued_at").map_err(backend)?,
+            expires_at: row.try_get("expires_at").map_err(backend)?,
+            revoked_at: row.try_get("revoked_at").map_err(backend)?,
+            spent_at: row.try_get("spent_at").map_err(backend)?,
+            replaced_by: match replaced_by {
+                Some(bytes) => Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("replaced_by"))?),
+                None => None,
+            },
+        }))
+    }
+
+    async fn find_access_token(
+        &self,
+        id: &TokenId,
+    ) -> Result<Option<AccessTokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, secret_sha256, client_id, username, scope, family_id, issued_at, \
+             expires_at, revoked_at FROM access_tokens WHERE id = ?1",
+        )
+        .bind(id.0.as_slice())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(AccessTokenRecord {
+            id: token_id(&row, "id")?,
+            secret_digest: digest(&row)?,
+            client_id: row.try_get("client_id").map_err(backend)?,
+            username: row.try_get("username").map_err(backend)?,
+            scope: row.try_get("scope").map_err(backend)?,
+            family_id: token_id(&row, "family_id")?,
+            issued_at: row.try_get("issued_at").map_err(backend)?,
+            expires_at: row.try_get("expires_at").map_err(backend)?,
+            revoked_at: row.try_get("revoked_at").map_err(backend)?,
+        }))
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenId,
+        now: i64,
+        new: NewTokens,
+    ) -> Result<Rotation, StoreError> {
+        self.submit(WriteOp::Rotate {
+            old: *old,
+            now,
+            new,
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    async fn close(&self) {
+        // Queued behind every write already accepted, so those still commit.
+        let _ = self.submit(WriteOp::Shutdown).await;
+        self.readers.close().await;
+    }
+}

@@ -1,0 +1,288 @@
+//! Users and clients kept in TOML files (`config/users.toml`, `config/clients.toml`).
+//!
+//! The files are the operator's interface (edited by hand or by `tokengate user|client …`), so
+//! a running server notices changes: every `reload_interval` it checks the file's identity
+//! (inode, size, mtime) and re-reads it when it changed. A file that no longer parses is
+//! reported in the log and the last good contents stay in force.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::model::{Client, GrantType, User};
+use super::{ClientStore, StoreError, UserStore};
+use crate::config::{ConfigError, ConfigProblem};
+use crate::crypto::{password, secret};
+use crate::oauth::scope::Scope;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUsersFile {
+    #[serde(default)]
+    users: BTreeMap<String, RawUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    password_hash: String,
+    #[serde(default)]
+    disabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientsFile {
+    #[serde(default)]
+    clients: BTreeMap<String, RawClient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    secret_hash: String,
+    grant_types: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    access_token_validity_period: Option<i64>,
+    refresh_token_validity_period: Option<i64>,
+    #[serde(default)]
+    disabled: bool,
+    #[serde(default)]
+    #[allow(dead_code)] // for the operator's eyes only
+    description: Option<String>,
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|err| ConfigError::single(path, "", format!("cannot read the file: {err}")))
+}
+
+fn problem(file: &Path, key: String, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem {
+        file: file.to_path_buf(),
+        key,
+        message: message.into(),
+    }
+}
+
+/// Reads and validates a users file, collecting every problem.
+pub fn load_users(path: &Path) -> Result<HashMap<String, User>, ConfigError> {
+    let raw: RawUsersFile = crate::config::validate::parse_toml(&read(path)?, path)?;
+    let mut problems = Vec::new();
+    let mut users = HashMap::new();
+    for (name, user) in raw.users {
+        if let Err(err) = password::check_phc(&user.password_hash) {
+            problems.push(problem(
+                path,
+                format!("users.{name}.password_hash"),
+                format!("not an argon2 PHC string ({err})"),
+            ));
+        }
+        users.insert(
+            name.clone(),
+            User {
+                name,
+                password_hash: user.password_hash,
+                disabled: user.disabled,
+            },
+        );
+    }
+    if problems.is_empty() {
+        Ok(users)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// Reads and validates a clients file, collecting every problem.
+pub fn load_clients(path: &Path) -> Result<HashMap<String, Arc<Client>>, ConfigError> {
+    let raw: RawClientsFile = crate::config::validate::parse_toml(&read(path)?, path)?;
+    let mut problems = Vec::new();
+    let mut clients = HashMap::new();
+    for (id, client) in raw.clients {
+        let key = |field: &str| format!("clients.{id}.{field}");
+        let hash_ok = match secret::kind_of(&client.secret_hash) {
+            Some(secret::SecretHashKind::Sha256) => secret::parse_sha256(&client.secret_hash).is_some(),
+            Some(secret::SecretHashKind::Argon2) => password::check_phc(&client.secret_hash).is_ok(),
+            None => false,
+        };
+        if !hash_ok {
+            problems.push(problem(
+                path,
+                key("secret_hash"),
+                "must be a $sha256$ or $argon2id$ PHC string (see `tokengate client add`)",
+            ));
+        }
+        let mut grant_types = BTreeSet::new();
+        for name in &client.grant_types {
+            match GrantType::parse(name) {
+                Some(grant) => {
+                    grant_types.insert(grant);
+                }
+                None => problems.push(problem(
+                    path,
+                    key("grant_types"),
+                    format!("unknown grant type `{name}`"),
+                )),
+            }
+        }
+        for scope in &client.scopes {
+            if scope.contains(' ') || Scope::parse(scope).is_err() {
+                problems.push(problem(path, key("scopes"), format!("`{scope}` is not a scope token")));
+            }
+        }
+        let mut validity = |field: &str, value: Option<i64>| match value {
+            Some(secs) if secs < 1 || secs > i64::from(u32::MAX) => {
+                problems.push(problem(path, key(field), "must be between 1 and 4294967295 seconds"));
+                None
+            }
+            other => other.and_then(|secs| u64::try_from(secs).ok()),
+        };
+        let access_token_validity_secs =
+            validity("access_token_validity_period", client.access_token_validity_period);
+        let refresh_token_validity_secs =
+            validity("refresh_token_validity_period", client.refresh_token_validity_period);
+        clients.insert(
+            id.clone(),
+            Arc::new(Client {
+                id,
+                secret_hash: client.secret_hash,
+                grant_types,
+                scopes: client.scopes.into_iter().collect(),
+                access_token_validity_secs,
+                refresh_token_validity_secs,
+                disabled: client.disabled,
+            }),
+        );
+    }
+    if problems.is_empty() {
+        Ok(clients)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+type Stamp = (u64, u64, i64, i64);
+
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec()))
+}
+
+/// A parsed file kept current by a background task.
+struct WatchedFile<T> {
+    path: PathBuf,
+    load: fn(&Path) -> Result<T, ConfigError>,
+    current: RwLock<(Option<Stamp>, Arc<T>)>,
+}
+
+impl<T: Send + Sync + 'static> WatchedFile<T> {
+    fn open(path: &Path, load: fn(&Path) -> Result<T, ConfigError>) -> Result<Self, ConfigError> {
+        let stamp = stamp_of(path);
+        let value = load(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            load,
+            current: RwLock::new((stamp, Arc::new(value))),
+        })
+    }
+
+    fn get(&self) -> Arc<T> {
+        match self.current.read() {
+            Ok(guard) => guard.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    fn reload_if_changed(&self) {
+        let stamp = stamp_of(&self.path);
+        let unchanged = match self.current.read() {
+            Ok(guard) => guard.0 == stamp,
+            Err(_) => false,
+        };
+        if unchanged {
+            return;
+        }
+        match (self.load)(&self.path) {
+            Ok(value) => {
+                if let Ok(mut guard) = self.current.write() {
+                    *guard = (stamp, Arc::new(value));
+                }
+                tracing::info!(file = %self.path.display(), "reloaded");
+            }
+            Err(err) => {
+                // Remember the stamp so a broken file is reported once, not every interval.
+                if let Ok(mut guard) = self.current.write() {
+                    guard.0 = stamp;
+                }
+                tracing::error!(file = %self.path.display(), problems = %err, "not reloaded; keeping the previous contents");
+            }
+        }
+    }
+
+    /// Checks for changes every `interval` until the store is dropped.
+    fn watch(self: &Arc<Self>, interval: Duration) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(file) = weak.upgrade() else { break };
+                // Reading and parsing a file is blocking work.
+                let _ = tokio::task::spawn_blocking(move || file.reload_if_changed()).await;
+            }
+        });
+    }
+}
+
+/// Users from a TOML file.
+pub struct TomlUserStore {
+    file: Arc<WatchedFile<HashMap<String, User>>>,
+}
+
+impl TomlUserStore {
+    pub fn open(path: &Path, reload_interval: Duration) -> Result<Self, ConfigError> {
+        let file = Arc::new(WatchedFile::open(path, load_users)?);
+        file.watch(reload_interval);
+        Ok(Self { file })
+    }
+
+    /// Every user, for the startup demo-credential check.
+    pub fn all(&self) -> Vec<User> {
+        self.file.get().values().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl UserStore for TomlUserStore {
+    async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        Ok(self.file.get().get(name).cloned())
+    }
+}
+
+/// Clients from a TOML file.
+pub struct TomlClientStore {
+    file: Arc<WatchedFile<HashMap<String, Arc<Client>>>>,
+}
+
+impl TomlClientStore {
+    pub fn open(path: &Path, reload_interval: Duration) -> Result<Self, ConfigError> {
+        let file = Arc::new(WatchedFile::open(path, load_clients)?);
+        file.watch(reload_interval);
+        Ok(Self { file })
+    }
+}
+
+#[async_trait]
+impl ClientStore for TomlClientStore {
+    async fn find_client(&self, id: &str) -> Result<Option<Arc<Client>>, StoreError> {
+        Ok(self.file.get().get(id).cloned())
+    }
+}

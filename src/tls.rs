@@ -1,0 +1,115 @@
+//! TLS: load the certificate and key (errors name the file), or generate a self-signed pair
+//! for localhost when the config allows it; build the rustls config (TLS 1.2 and 1.3 only,
+//! ALPN h2 and http/1.1) with the ring provider, which needs no system libraries to build.
+
+use std::io::BufReader;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn file_error(path: &Path, message: impl Into<String>) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Makes sure a certificate and key exist. Returns `true` if it generated them.
+pub fn ensure_certificate(settings: &TlsSettings) -> Result<bool, TlsError> {
+    let cert_exists = settings.cert.exists();
+    let key_exists = settings.key.exists();
+    match (cert_exists, key_exists) {
+        (true, true) => Ok(false),
+        (false, false) if settings.generate_self_signed => {
+            generate_self_signed(&settings.cert, &settings.key)?;
+            Ok(true)
+        }
+        (false, false) => Err(file_error(
+            &settings.cert,
+            "certificate and key are missing (set [tls] generate_self_signed = true to create a self-signed pair)",
+        )),
+        (true, false) => Err(file_error(&settings.key, "the key is missing but the certificate exists")),
+        (false, true) => Err(file_error(&settings.cert, "the certificate is missing but the key exists")),
+    }
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), TlsError> {
+    use std::io::Write as _;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|err| file_error(parent, format!("cannot create the folder: {err}")))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|err| file_error(path, format!("cannot create: {err}")))?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|err| file_error(path, format!("cannot write: {err}")))
+}
+
+/// A self-signed certificate for localhost, 127.0.0.1 and ::1; the key readable by the owner only.
+pub fn generate_self_signed(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names)
+        .map_err(|err| TlsError::Config(format!("cannot generate a certificate: {err}")))?;
+    write_file(key_path, &certified.key_pair.serialize_pem(), 0o600)?;
+    write_file(cert_path, &certified.cert.pem(), 0o644)
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let file = std::fs::File::open(path).map_err(|err| file_error(path, format!("cannot open: {err}")))?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| file_error(path, format!("not a PEM certificate file: {err}")))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no certificate found in the file"));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let file = std::fs::File::open(path).map_err(|err| file_error(path, format!("cannot open: {err}")))?;
+    if let Ok(meta) = file.metadata() {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(file = %path.display(), "the TLS private key is readable by every user; run chmod 600 on it");
+        }
+    }
+    rustls_pemfile::private_key(&mut BufReader::new(file))
+        .map_err(|err| file_error(path, format!("not a PEM key file: {err}")))?
+        .ok_or_else(|| file_error(path, "no private key found in the file"))
+}
+
+/// The rustls server configuration for the HTTPS listener.
+pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs = load_certs(&settings.cert)?;
+    let key = load_key(&settings.key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|err| TlsError::Config(err.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|err| {
+            file_error(
+                &settings.key,
+                format!("the key does not fit the certificate or is unsupported: {err}"),
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -126,7 +126,8 @@ cleanup() {
   return "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM # runs cleanup through the EXIT trap
+trap 'exit 130' INT # both run cleanup through the EXIT trap
+trap 'exit 143' TERM
 
 mkdir -p "$HOME_DIR/data" "$HOME_DIR/certs"
 cp -R "$ROOT/config" "$HOME_DIR/config"

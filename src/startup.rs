@@ -128,6 +128,15 @@ impl Application {
         self.local_addr
     }
 
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The token store the server writes to (tests inspect stored records through it).
+    pub fn token_store(&self) -> Arc<dyn TokenStore> {
+        self.tokens.clone()
+    }
+
     /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         self.run_until(shutdown_signal()).await

@@ -1,0 +1,325 @@
+//! `spawn_app()`: a real tokengate on a free port, with its own temp folder, config, certificate
+//! and SQLite database, and an HTTPS client that trusts its certificate.
+
+#![allow(dead_code)] // not every test module uses every helper
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokengate::clock::ManualClock;
+use tokengate::config::{self, ConfigSource, PasswordHashingSettings, Settings};
+use tokengate::crypto::{password, secret};
+use tokengate::store::TokenStore;
+use tokengate::Application;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A client with a generated (SHA-256-hashed) secret and every grant; scopes PRODUCTION, SANDBOX.
+pub const CLIENT_ID: &str = "test-app";
+pub const CLIENT_SECRET: &str = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE";
+/// A second client, to check that tokens are bound to their client.
+pub const OTHER_CLIENT_ID: &str = "other-app";
+pub const OTHER_CLIENT_SECRET: &str = "b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldC1vdGhlcg";
+/// A client with an operator-chosen secret (argon2id-hashed).
+pub const ARGON_CLIENT_ID: &str = "argon-app";
+pub const ARGON_CLIENT_SECRET: &str = "operator chosen";
+/// A client allowed only the password grant: it gets no refresh token.
+pub const NO_REFRESH_CLIENT_ID: &str = "no-refresh-app";
+/// A client allowed only the refresh grant.
+pub const REFRESH_ONLY_CLIENT_ID: &str = "refresh-only-app";
+/// A client with its own validity periods: 120 s access, 600 s refresh.
+pub const SHORT_CLIENT_ID: &str = "short-lived-app";
+/// Shared by the clients above except the argon one.
+pub const SHARED_SECRET: &str = "c2hhcmVkLXNlY3JldC1zaGFyZWQtc2VjcmV0LXNoYXJl";
+
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "alice-password";
+pub const DISABLED_USER: &str = "mallory";
+pub const DISABLED_PASSWORD: &str = "mallory-password";
+
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn init_tracing() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tokengate::telemetry::init();
+        }
+    });
+}
+
+fn hashing() -> PasswordHashingSettings {
+    PasswordHashingSettings {
+        argon2_memory_kib: 19_456,
+        argon2_iterations: 2,
+        argon2_parallelism: 1,
+        workers: 2,
+        queue_capacity: 64,
+    }
+}
+
+/// Writes the test users and clients into `home/config/`.
+pub fn write_fixture_stores(home: &Path) {
+    let config_dir = home.join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let alice = password::hash_password(PASSWORD, &hashing()).unwrap();
+    let mallory = password::hash_password(DISABLED_PASSWORD, &hashing()).unwrap();
+    std::fs::write(
+        config_dir.join("users.toml"),
+        format!(
+            "# test users\n[users.{USER}]\npassword_hash = \"{alice}\"\n\n\
+             [users.{DISABLED_USER}]\npassword_hash = \"{mallory}\"\ndisabled = true\n"
+        ),
+    )
+    .unwrap();
+    let main = secret::hash_sha256(CLIENT_SECRET);
+    let other = secret::hash_sha256(OTHER_CLIENT_SECRET);
+    let shared = secret::hash_sha256(SHARED_SECRET);
+    let argon = password::hash_password(ARGON_CLIENT_SECRET, &hashing()).unwrap();
+    std::fs::write(
+        config_dir.join("clients.toml"),
+        format!(
+            "# test clients\n\
+             [clients.{CLIENT_ID}]\nsecret_hash = \"{main}\"\n\
+             grant_types = [\"password\", \"refresh_token\"]\nscopes = [\"PRODUCTION\", \"SANDBOX\"]\n\n\
+             [clients.{OTHER_CLIENT_ID}]\nsecret_hash = \"{other}\"\n\
+             grant_types = [\"password\", \"refresh_token\"]\nscopes = [\"PRODUCTION\", \"SANDBOX\"]\n\n\
+             [clients.{ARGON_CLIENT_ID}]\nsecret_hash = \"{argon}\"\n\
+             grant_types = [\"password\", \"refresh_token\"]\nscopes = []\n\n\
+             [clients.{NO_REFRESH_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\
+             grant_types = [\"password\"]\n\n\
+             [clients.{REFRESH_ONLY_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\
+             grant_types = [\"refresh_token\"]\n\n\
+             [clients.{SHORT_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\
+             grant_types = [\"password\", \"refresh_token\"]\n\
+             access_token_validity_period = 120\nrefresh_token_validity_period = 600\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Settings from the shipped `config/identity.toml`, with `home` as TOKENGATE_HOME, port 0
+/// on 127.0.0.1.
+pub fn test_settings(home: &Path) -> Settings {
+    let source = ConfigSource {
+        config_path: Some(project_root().join("config/identity.toml")),
+        port_offset: None,
+        home: Some(home.to_path_buf()),
+    };
+    let mut settings = config::load(&source).expect("the shipped config is valid");
+    settings.server.host = "127.0.0.1".parse().unwrap();
+    settings.server.https_port = 0;
+    settings.password_hashing = hashing();
+    settings.stores.reload_interval = Duration::from_secs(1);
+    settings
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub home: Arc<TempDir>,
+    pub settings: Settings,
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<dyn TokenStore>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns an app after `adjust` has changed its settings.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let home = Arc::new(tempfile::tempdir().unwrap());
+    write_fixture_stores(home.path());
+    let mut settings = test_settings(home.path());
+    adjust(&mut settings);
+    spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await
+}
+
+/// Spawns an app in an existing home folder (e.g. to restart on the same database).
+pub async fn spawn_in(home: Arc<TempDir>, settings: Settings, clock: Arc<ManualClock>) -> TestApp {
+    init_tracing();
+    let app = Application::build_with_clock(settings.clone(), clock.clone())
+        .await
+        .expect("the test app builds");
+    let addr = app.local_addr();
+    let store = app.token_store();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = stop.await;
+        })
+        .await
+        .unwrap();
+    });
+    let client = https_client(&settings.tls.cert);
+    TestApp {
+        addr,
+        base_url: format!("https://127.0.0.1:{}", addr.port()),
+        client,
+        home,
+        settings,
+        clock,
+        store,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+/// An HTTPS client that trusts exactly the certificate at `cert` (no redirects, no proxy).
+pub fn https_client(cert: &Path) -> reqwest::Client {
+    let pem = std::fs::read(cert).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A response read to the end: status, headers, body as JSON (Null if not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn str(&self, field: &str) -> &str {
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("`{field}` missing in {}", self.text))
+    }
+
+    /// Asserts an RFC 6749 §5.2 error with this status and code, and no-store headers.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(self.body["error"], code, "body: {}", self.text);
+        assert!(
+            self.body["error_description"].is_string(),
+            "error_description missing: {}",
+            self.text
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert_eq!(self.header("cache-control"), Some("no-store"));
+        assert_eq!(self.header("pragma"), Some("no-cache"));
+    }
+
+    /// Asserts an RFC 6749 §5.1 success, returning (access_token, refresh_token).
+    pub fn assert_tokens(&self, expires_in: u64, scope: &str) -> (String, Option<String>) {
+        assert_eq!(self.status, 200, "body: {}", self.text);
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert_eq!(self.header("cache-control"), Some("no-store"));
+        assert_eq!(self.header("pragma"), Some("no-cache"));
+        assert_eq!(self.body["token_type"], "Bearer");
+        assert_eq!(self.body["expires_in"], expires_in);
+        assert_eq!(self.body["scope"], scope);
+        let access = self.str("access_token").to_owned();
+        assert_token_shape(&access);
+        let refresh = self.body["refresh_token"].as_str().map(str::to_owned);
+        if let Some(refresh) = &refresh {
+            assert_token_shape(refresh);
+            assert_ne!(&access, refresh);
+        }
+        (access, refresh)
+    }
+}
+
+/// `<22 base64url chars>.<43 base64url chars>`: a 128-bit id and a 256-bit secret.
+pub fn assert_token_shape(token: &str) {
+    let (id, secret) = token.split_once('.').expect("token has an id and a secret");
+    assert_eq!(id.len(), 22, "{token}");
+    assert_eq!(secret.len(), 43, "{token}");
+    let b64url = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    assert!(b64url(id) && b64url(secret), "{token}");
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// POSTs a raw form body to /token with HTTP Basic credentials.
+    pub async fn post_token_as(&self, client_id: &str, secret: &str, form: &[(&str, &str)]) -> Reply {
+        let response = self
+            .client
+            .post(self.url("/token"))
+            .basic_auth(client_id, Some(secret))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        Reply::read(response).await
+    }
+
+    /// POSTs to /token as the main test client.
+    pub async fn post_token(&self, form: &[(&str, &str)]) -> Reply {
+        self.post_token_as(CLIENT_ID, CLIENT_SECRET, form).await
+    }
+
+    /// A password grant for alice as the main client; returns the reply.
+    pub async fn login(&self, scope: Option<&str>) -> Reply {
+        let mut form = vec![("grant_type", "password"), ("username", USER), ("password", PASSWORD)];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        self.post_token(&form).await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.post_token(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+            .await
+    }
+
+    /// Stops the server gracefully and waits for it (the store is closed afterwards).
+    pub async fn stop(mut self) -> Arc<TempDir> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+        self.home.clone()
+    }
+}
+
+/// The stored record of an access token, found by the id half of the token.
+pub async fn stored_access_token(
+    app: &TestApp,
+    token: &str,
+) -> Option<tokengate::store::model::AccessTokenRecord> {
+    let presented =
+        tokengate::crypto::token::PresentedToken::parse(&secrecy::SecretString::from(token.to_owned()))?;
+    app.store.find_access_token(&presented.id).await.unwrap()
+}

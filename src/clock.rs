@@ -48,7 +48,8 @@ impl ManualClock {
     }
 
     pub fn advance_secs(&self, secs: i64) {
-        self.now_ms.fetch_add(secs.saturating_mul(1000), Ordering::SeqCst);
+        self.now_ms
+            .fetch_add(secs.saturating_mul(1000), Ordering::SeqCst);
     }
 }
 

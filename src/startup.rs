@@ -144,7 +144,10 @@ impl Application {
 
     /// Serves until `shutdown` completes: stops accepting, lets in-flight requests finish
     /// within the grace period, then closes the token store (committing queued writes).
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartupError> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), StartupError> {
         tracing::info!(address = %self.local_addr, "tokengate listening (HTTPS)");
         let server = &self.settings.server;
         let connections = Arc::new(Semaphore::new(server.max_connections));
@@ -188,7 +191,8 @@ impl Application {
             let handshake_timeout = server.tls_handshake_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
+                {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(err)) => {
                         tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
@@ -209,7 +213,10 @@ impl Application {
         drop(self.listener);
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         let grace = self.settings.server.shutdown_grace_period;
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("requests still in flight after the grace period were cut off");
         }
         self.tokens.close().await;
@@ -250,7 +257,10 @@ async fn warn_about_demo_credentials(
             Some(crate::crypto::secret::SecretHashKind::Sha256) => {
                 crate::crypto::secret::verify_sha256(&client.secret_hash, DEMO_CLIENT_SECRET)
             }
-            _ => hasher.verify(&client.secret_hash, secret).await.unwrap_or(false),
+            _ => hasher
+                .verify(&client.secret_hash, secret)
+                .await
+                .unwrap_or(false),
         };
         if published && !client.disabled {
             tracing::warn!(

@@ -5,7 +5,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr; the filter comes from `TOKENGATE_LOG` (e.g. `debug`), default `info`.
 pub fn init() {
-    let filter = EnvFilter::try_from_env("TOKENGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("TOKENGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -18,7 +19,10 @@ pub fn warn_unknown_env_vars() {
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
         if name.starts_with("TOKENGATE_") && !crate::config::KNOWN_ENV_VARS.contains(&name) {
-            tracing::warn!(variable = name, "unknown TOKENGATE_ environment variable is ignored");
+            tracing::warn!(
+                variable = name,
+                "unknown TOKENGATE_ environment variable is ignored"
+            );
         }
     }
 }

@@ -64,7 +64,11 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), TlsError> {
 
 /// A self-signed certificate for localhost, 127.0.0.1 and ::1; the key readable by the owner only.
 pub fn generate_self_signed(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let certified = rcgen::generate_simple_self_signed(names)
         .map_err(|err| TlsError::Config(format!("cannot generate a certificate: {err}")))?;
     write_file(key_path, &certified.key_pair.serialize_pem(), 0o600)?;
@@ -72,7 +76,8 @@ pub fn generate_self_signed(cert_path: &Path, key_path: &Path) -> Result<(), Tls
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let file = std::fs::File::open(path).map_err(|err| file_error(path, format!("cannot open: {err}")))?;
+    let file =
+        std::fs::File::open(path).map_err(|err| file_error(path, format!("cannot open: {err}")))?;
     let certs = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| file_error(path, format!("not a PEM certificate file: {err}")))?;
@@ -83,7 +88,8 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let file = std::fs::File::open(path).map_err(|err| file_error(path, format!("cannot open: {err}")))?;
+    let file =
+        std::fs::File::open(path).map_err(|err| file_error(path, format!("cannot open: {err}")))?;
     if let Ok(meta) = file.metadata() {
         if meta.permissions().mode() & 0o004 != 0 {
             tracing::warn!(file = %path.display(), "the TLS private key is readable by every user; run chmod 600 on it");

@@ -52,10 +52,12 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> AdminError + '_ {
 
 fn read_document(path: &Path, header: &str) -> Result<DocumentMut, AdminError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text.parse::<DocumentMut>().map_err(|err| AdminError::Parse {
-            path: path.to_path_buf(),
-            message: err.to_string().replace('\n', " "),
-        }),
+        Ok(text) => text
+            .parse::<DocumentMut>()
+            .map_err(|err| AdminError::Parse {
+                path: path.to_path_buf(),
+                message: err.to_string().replace('\n', " "),
+            }),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             Ok(header.parse::<DocumentMut>().unwrap_or_default())
         }
@@ -65,16 +67,22 @@ fn read_document(path: &Path, header: &str) -> Result<DocumentMut, AdminError> {
 
 /// Writes `text` next to `path` and renames it into place, keeping the original's permissions.
 fn replace_file(path: &Path, text: &str) -> Result<(), AdminError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error(dir))?;
     temp.write_all(text.as_bytes()).map_err(io_error(path))?;
-    let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0o600);
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0o600);
     temp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io_error(path))?;
     temp.as_file().sync_all().map_err(io_error(path))?;
-    temp.persist(path).map_err(|err| io_error(path)(err.error))?;
+    temp.persist(path)
+        .map_err(|err| io_error(path)(err.error))?;
     Ok(())
 }
 
@@ -229,7 +237,10 @@ pub fn add_client(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError>
     }
     let mut table = Table::new();
     table.insert("secret_hash", value(client.secret_hash));
-    table.insert("grant_types", value(Array::from_iter(client.grant_types.iter())));
+    table.insert(
+        "grant_types",
+        value(Array::from_iter(client.grant_types.iter())),
+    );
     table.insert("scopes", value(Array::from_iter(client.scopes.iter())));
     if let Some(secs) = client.access_token_validity_period {
         table.insert("access_token_validity_period", value(secs));

@@ -14,7 +14,11 @@ use crate::startup::{Application, StartupError};
 use admin::AdminError;
 
 #[derive(Debug, Parser)]
-#[command(name = "tokengate", version, about = "A standalone OAuth 2.0 token server")]
+#[command(
+    name = "tokengate",
+    version,
+    about = "A standalone OAuth 2.0 token server"
+)]
 pub struct Cli {
     /// Config file [default: config/identity.toml, relative to TOKENGATE_HOME or the current folder]
     #[arg(long, global = true, env = "TOKENGATE_CONFIG", value_name = "PATH")]
@@ -117,7 +121,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::HashPassword => {
             let settings = config::load(&source)?;
             let password = read_stdin_secret("password")?;
-            println!("{}", password::hash_password(&password, &settings.password_hashing)?);
+            println!(
+                "{}",
+                password::hash_password(&password, &settings.password_hashing)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::User { action } => user(&config::load(&source)?, action),
@@ -150,7 +157,9 @@ fn read_stdin_secret(what: &str) -> Result<String, CliError> {
         .or_else(|| input.strip_suffix('\n'))
         .unwrap_or(&input);
     if trimmed.is_empty() {
-        return Err(CliError::Input(format!("the {what} read from stdin is empty")));
+        return Err(CliError::Input(format!(
+            "the {what} read from stdin is empty"
+        )));
     }
     Ok(trimmed.to_owned())
 }
@@ -249,7 +258,10 @@ fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliErro
             admin::check_client_id(&id)?;
             let (secret_hash, generated) = if secret_stdin {
                 let chosen = read_stdin_secret("client secret")?;
-                (password::hash_password(&chosen, &settings.password_hashing)?, None)
+                (
+                    password::hash_password(&chosen, &settings.password_hashing)?,
+                    None,
+                )
             } else {
                 let generated = secret::generate_secret();
                 (secret::hash_sha256(&generated), Some(generated))

@@ -62,7 +62,9 @@ impl PasswordHasher {
             std::thread::Builder::new()
                 .name(format!("tokengate-argon2-{index}"))
                 .spawn(move || run_worker(&queue, retained_kib))
-                .map_err(|err| HashError::Params(format!("cannot start a hashing thread: {err}")))?;
+                .map_err(|err| {
+                    HashError::Params(format!("cannot start a hashing thread: {err}"))
+                })?;
         }
         Ok(Self {
             inner: Arc::new(Inner { jobs, dummy_hash }),
@@ -111,13 +113,19 @@ fn run_worker(queue: &Receiver<Job>, retained_kib: u32) {
 }
 
 /// Verifies `password` against an argon2 PHC string, reusing `work_area` for the memory blocks.
-pub fn verify_with(phc: &str, password: &str, work_area: &mut Vec<Block>) -> Result<bool, HashError> {
+pub fn verify_with(
+    phc: &str,
+    password: &str,
+    work_area: &mut Vec<Block>,
+) -> Result<bool, HashError> {
     let malformed = |what: &str| HashError::Malformed(what.to_owned());
     let parsed = PasswordHash::new(phc).map_err(|err| HashError::Malformed(err.to_string()))?;
-    let algorithm = Algorithm::try_from(parsed.algorithm)
-        .map_err(|_| malformed("not an argon2 hash"))?;
+    let algorithm =
+        Algorithm::try_from(parsed.algorithm).map_err(|_| malformed("not an argon2 hash"))?;
     let version = match parsed.version {
-        Some(number) => Version::try_from(number).map_err(|_| malformed("unknown argon2 version"))?,
+        Some(number) => {
+            Version::try_from(number).map_err(|_| malformed("unknown argon2 version"))?
+        }
         None => Version::default(),
     };
     let params = Params::try_from(&parsed).map_err(|err| HashError::Malformed(err.to_string()))?;
@@ -136,13 +144,21 @@ pub fn verify_with(phc: &str, password: &str, work_area: &mut Vec<Block>) -> Res
         work_area.resize(needed, Block::default());
     }
     Argon2::new(algorithm, version, params)
-        .hash_password_into_with_memory(password.as_bytes(), salt, &mut computed, work_area.as_mut_slice())
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut computed,
+            work_area.as_mut_slice(),
+        )
         .map_err(|err| HashError::Malformed(err.to_string()))?;
     Ok(computed.ct_eq(expected.as_bytes()).into())
 }
 
 /// Hashes a new password as an argon2id PHC string with the configured parameters.
-pub fn hash_password(password: &str, settings: &PasswordHashingSettings) -> Result<String, HashError> {
+pub fn hash_password(
+    password: &str,
+    settings: &PasswordHashingSettings,
+) -> Result<String, HashError> {
     let params = Params::new(
         settings.argon2_memory_kib,
         settings.argon2_iterations,
@@ -164,7 +180,9 @@ pub fn check_phc(phc: &str) -> Result<(), HashError> {
         .map_err(|_| HashError::Malformed("not an argon2 hash".into()))?;
     let params = Params::try_from(&parsed).map_err(|err| HashError::Malformed(err.to_string()))?;
     if params.m_cost() > MAX_STORED_MEMORY_KIB {
-        return Err(HashError::Malformed("argon2 memory cost above 1 GiB".into()));
+        return Err(HashError::Malformed(
+            "argon2 memory cost above 1 GiB".into(),
+        ));
     }
     if parsed.salt.is_none() || parsed.hash.is_none() {
         return Err(HashError::Malformed("no salt or no hash".into()));
@@ -200,7 +218,13 @@ mod tests {
     #[test]
     fn malformed_hashes_are_errors_not_panics() {
         let mut work_area = Vec::new();
-        for bad in ["", "$argon2id$", "plain", "$sha256$abc$def", "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ"] {
+        for bad in [
+            "",
+            "$argon2id$",
+            "plain",
+            "$sha256$abc$def",
+            "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ",
+        ] {
             assert!(verify_with(bad, "x", &mut work_area).is_err(), "{bad}");
         }
     }

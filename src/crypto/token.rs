@@ -139,7 +139,12 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_token() {
-        for bad in ["", "abc", &"a".repeat(66), &format!("{}.{}", "A".repeat(22), "!".repeat(43))] {
+        for bad in [
+            "",
+            "abc",
+            &"a".repeat(66),
+            &format!("{}.{}", "A".repeat(22), "!".repeat(43)),
+        ] {
             assert!(PresentedToken::parse(&SecretString::from(bad.to_owned())).is_none());
         }
     }

@@ -79,7 +79,8 @@ impl FromRequest<AppState> for TokenForm {
             }
             Err(_) => return Err(OAuthError::invalid_request("the body could not be read").into()),
         };
-        let form = parse_form(&bytes).map_err(|err| OAuthError::invalid_request(err.to_string()))?;
+        let form =
+            parse_form(&bytes).map_err(|err| OAuthError::invalid_request(err.to_string()))?;
         Ok(Self(TokenRequest {
             authorization,
             form,

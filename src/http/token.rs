@@ -30,8 +30,20 @@ pub async fn token(
     let client_id = summary.client_id.as_deref().unwrap_or("-");
     let grant_type = summary.grant_type.as_deref().unwrap_or("-");
     match &outcome {
-        Ok(_) => tracing::info!(client_id, grant_type, outcome = "issued", latency_ms, "token request"),
-        Err(err) => tracing::info!(client_id, grant_type, outcome = err.code(), latency_ms, "token request"),
+        Ok(_) => tracing::info!(
+            client_id,
+            grant_type,
+            outcome = "issued",
+            latency_ms,
+            "token request"
+        ),
+        Err(err) => tracing::info!(
+            client_id,
+            grant_type,
+            outcome = err.code(),
+            latency_ms,
+            "token request"
+        ),
     }
     let body = outcome?;
     let mut response = Json(body).into_response();

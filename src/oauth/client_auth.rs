@@ -29,9 +29,15 @@ const CACHE_TTL_MS: i64 = 5 * 60 * 1000;
 /// The client credentials a request carries, before they are checked.
 pub enum PresentedClient {
     /// HTTP Basic (RFC 6749 §2.3.1).
-    Basic { id: String, secret: SecretString },
+    Basic {
+        id: String,
+        secret: SecretString,
+    },
     /// `client_id` / `client_secret` in the form body.
-    Body { id: String, secret: Option<SecretString> },
+    Body {
+        id: String,
+        secret: Option<SecretString>,
+    },
     /// An `Authorization` header with a scheme other than Basic.
     OtherScheme,
     None,
@@ -98,7 +104,11 @@ pub struct ClientAuthenticator {
 }
 
 impl ClientAuthenticator {
-    pub fn new(clients: Arc<dyn ClientStore>, hasher: PasswordHasher, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        clients: Arc<dyn ClientStore>,
+        hasher: PasswordHasher,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let mut cache_key = [0u8; 32];
         OsRng.fill_bytes(&mut cache_key);
         Self {
@@ -121,7 +131,9 @@ impl ClientAuthenticator {
 
     fn cached(&self, client: &Client, digest: &[u8; 32]) -> bool {
         let now = self.clock.now_ms();
-        let Ok(cache) = self.cache.lock() else { return false };
+        let Ok(cache) = self.cache.lock() else {
+            return false;
+        };
         cache.get(&client.id).is_some_and(|entry| {
             entry.expires_ms > now
                 && entry.secret_hash == client.secret_hash
@@ -141,7 +153,10 @@ impl ClientAuthenticator {
     }
 
     /// Returns the client if the credentials are right; `invalid_client` otherwise.
-    pub async fn authenticate(&self, presented: PresentedClient) -> Result<Arc<Client>, OAuthError> {
+    pub async fn authenticate(
+        &self,
+        presented: PresentedClient,
+    ) -> Result<Arc<Client>, OAuthError> {
         let (id, secret) = match presented {
             PresentedClient::Basic { id, secret } => (id, secret),
             PresentedClient::Body {

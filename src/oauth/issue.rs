@@ -69,19 +69,21 @@ pub fn mint(
         expires_at: now.saturating_add(secs_i64(access_validity)),
         revoked_at: None,
     };
-    let refresh_record = refresh_minted.as_ref().map(|(minted, plan)| RefreshTokenRecord {
-        id: minted.id,
-        secret_digest: minted.digest,
-        client_id: client.id.clone(),
-        username: username.clone(),
-        scope: plan.scope.clone(),
-        family_id,
-        issued_at: now,
-        expires_at: now.saturating_add(secs_i64(refresh_validity)),
-        revoked_at: None,
-        spent_at: None,
-        replaced_by: None,
-    });
+    let refresh_record = refresh_minted
+        .as_ref()
+        .map(|(minted, plan)| RefreshTokenRecord {
+            id: minted.id,
+            secret_digest: minted.digest,
+            client_id: client.id.clone(),
+            username: username.clone(),
+            scope: plan.scope.clone(),
+            family_id,
+            issued_at: now,
+            expires_at: now.saturating_add(secs_i64(refresh_validity)),
+            revoked_at: None,
+            spent_at: None,
+            replaced_by: None,
+        });
     let response = TokenResponse {
         access_token: access.value.expose_secret().to_owned(),
         token_type: "Bearer",

@@ -137,9 +137,9 @@ pub fn parse_authorization(value: &[u8]) -> Result<AuthorizationHeader, ParamErr
         .map_err(|_| ParamError::MalformedBasic("invalid base64"))?;
     let decoded =
         String::from_utf8(decoded).map_err(|_| ParamError::MalformedBasic("not UTF-8"))?;
-    let (raw_id, raw_secret) = decoded
-        .split_once(':')
-        .ok_or(ParamError::MalformedBasic("no `:` between client id and secret"))?;
+    let (raw_id, raw_secret) = decoded.split_once(':').ok_or(ParamError::MalformedBasic(
+        "no `:` between client id and secret",
+    ))?;
     let client_id = decode_component(raw_id.as_bytes())
         .map_err(|_| ParamError::MalformedBasic("client id is not UTF-8"))?;
     let client_secret = decode_component(raw_secret.as_bytes())

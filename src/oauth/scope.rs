@@ -35,7 +35,9 @@ impl Scope {
         // RFC 6749 §3.3 delimits by single spaces; tolerating runs of spaces costs nothing.
         for token in raw.split(' ').filter(|t| !t.is_empty()) {
             if !is_scope_token(token) {
-                return Err(OAuthError::invalid_scope("the scope contains invalid characters"));
+                return Err(OAuthError::invalid_scope(
+                    "the scope contains invalid characters",
+                ));
             }
             if !tokens.iter().any(|t| t == token) {
                 tokens.push(token.to_owned());
@@ -95,7 +97,9 @@ mod tests {
     #[test]
     fn default_is_always_allowed_and_others_must_be_listed() {
         let allowed: BTreeSet<String> = ["PRODUCTION".to_owned()].into();
-        assert!(Scope::parse("default PRODUCTION").unwrap().allowed_for(&allowed));
+        assert!(Scope::parse("default PRODUCTION")
+            .unwrap()
+            .allowed_for(&allowed));
         assert!(!Scope::parse("SANDBOX").unwrap().allowed_for(&allowed));
     }
 

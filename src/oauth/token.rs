@@ -88,9 +88,17 @@ impl TokenService {
             ));
         }
         match grant {
-            GrantType::Password => run(&grants::password::PasswordGrant, self, &client, &form).await,
+            GrantType::Password => {
+                run(&grants::password::PasswordGrant, self, &client, &form).await
+            }
             GrantType::RefreshToken => {
-                run(&grants::refresh_token::RefreshTokenGrant, self, &client, &form).await
+                run(
+                    &grants::refresh_token::RefreshTokenGrant,
+                    self,
+                    &client,
+                    &form,
+                )
+                .await
             }
             GrantType::ClientCredentials => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,

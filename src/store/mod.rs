@@ -42,11 +42,16 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError>;
 
     /// `Ok(None)` when no refresh token has this id.
-    async fn find_refresh_token(&self, id: &TokenId)
-        -> Result<Option<RefreshTokenRecord>, StoreError>;
+    async fn find_refresh_token(
+        &self,
+        id: &TokenId,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError>;
 
     /// `Ok(None)` when no access token has this id.
-    async fn find_access_token(&self, id: &TokenId) -> Result<Option<AccessTokenRecord>, StoreError>;
+    async fn find_access_token(
+        &self,
+        id: &TokenId,
+    ) -> Result<Option<AccessTokenRecord>, StoreError>;
 
     /// RFC 6749 §6 rotation: atomically marks `old` spent (only if it is neither spent nor
     /// revoked) and records `new`. Exactly one of several concurrent calls for the same `old`

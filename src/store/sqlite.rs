@@ -276,7 +276,9 @@ impl TokenStore for SqliteTokenStore {
             revoked_at: row.try_get("revoked_at").map_err(backend)?,
             spent_at: row.try_get("spent_at").map_err(backend)?,
             replaced_by: match replaced_by {
-                Some(bytes) => Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("replaced_by"))?),
+                Some(bytes) => {
+                    Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("replaced_by"))?)
+                }
                 None => None,
             },
         }))

@@ -108,8 +108,12 @@ pub fn load_clients(path: &Path) -> Result<HashMap<String, Arc<Client>>, ConfigE
     for (id, client) in raw.clients {
         let key = |field: &str| format!("clients.{id}.{field}");
         let hash_ok = match secret::kind_of(&client.secret_hash) {
-            Some(secret::SecretHashKind::Sha256) => secret::parse_sha256(&client.secret_hash).is_some(),
-            Some(secret::SecretHashKind::Argon2) => password::check_phc(&client.secret_hash).is_ok(),
+            Some(secret::SecretHashKind::Sha256) => {
+                secret::parse_sha256(&client.secret_hash).is_some()
+            }
+            Some(secret::SecretHashKind::Argon2) => {
+                password::check_phc(&client.secret_hash).is_ok()
+            }
             None => false,
         };
         if !hash_ok {
@@ -134,20 +138,32 @@ pub fn load_clients(path: &Path) -> Result<HashMap<String, Arc<Client>>, ConfigE
         }
         for scope in &client.scopes {
             if scope.contains(' ') || Scope::parse(scope).is_err() {
-                problems.push(problem(path, key("scopes"), format!("`{scope}` is not a scope token")));
+                problems.push(problem(
+                    path,
+                    key("scopes"),
+                    format!("`{scope}` is not a scope token"),
+                ));
             }
         }
         let mut validity = |field: &str, value: Option<i64>| match value {
             Some(secs) if secs < 1 || secs > i64::from(u32::MAX) => {
-                problems.push(problem(path, key(field), "must be between 1 and 4294967295 seconds"));
+                problems.push(problem(
+                    path,
+                    key(field),
+                    "must be between 1 and 4294967295 seconds",
+                ));
                 None
             }
             other => other.and_then(|secs| u64::try_from(secs).ok()),
         };
-        let access_token_validity_secs =
-            validity("access_token_validity_period", client.access_token_validity_period);
-        let refresh_token_validity_secs =
-            validity("refresh_token_validity_period", client.refresh_token_validity_period);
+        let access_token_validity_secs = validity(
+            "access_token_validity_period",
+            client.access_token_validity_period,
+        );
+        let refresh_token_validity_secs = validity(
+            "refresh_token_validity_period",
+            client.refresh_token_validity_period,
+        );
         clients.insert(
             id.clone(),
             Arc::new(Client {

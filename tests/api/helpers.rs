@@ -261,7 +261,10 @@ pub fn assert_token_shape(token: &str) {
     let (id, secret) = token.split_once('.').expect("token has an id and a secret");
     assert_eq!(id.len(), 22, "{token}");
     assert_eq!(secret.len(), 43, "{token}");
-    let b64url = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let b64url = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     assert!(b64url(id) && b64url(secret), "{token}");
 }
 
@@ -271,7 +274,12 @@ impl TestApp {
     }
 
     /// POSTs a raw form body to /token with HTTP Basic credentials.
-    pub async fn post_token_as(&self, client_id: &str, secret: &str, form: &[(&str, &str)]) -> Reply {
+    pub async fn post_token_as(
+        &self,
+        client_id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> Reply {
         let response = self
             .client
             .post(self.url("/token"))
@@ -290,7 +298,11 @@ impl TestApp {
 
     /// A password grant for alice as the main client; returns the reply.
     pub async fn login(&self, scope: Option<&str>) -> Reply {
-        let mut form = vec![("grant_type", "password"), ("username", USER), ("password", PASSWORD)];
+        let mut form = vec![
+            ("grant_type", "password"),
+            ("username", USER),
+            ("password", PASSWORD),
+        ];
         if let Some(scope) = scope {
             form.push(("scope", scope));
         }
@@ -298,8 +310,11 @@ impl TestApp {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Reply {
-        self.post_token(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
-            .await
+        self.post_token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .await
     }
 
     /// Stops the server gracefully and waits for it (the store is closed afterwards).
@@ -319,7 +334,8 @@ pub async fn stored_access_token(
     app: &TestApp,
     token: &str,
 ) -> Option<tokengate::store::model::AccessTokenRecord> {
-    let presented =
-        tokengate::crypto::token::PresentedToken::parse(&secrecy::SecretString::from(token.to_owned()))?;
+    let presented = tokengate::crypto::token::PresentedToken::parse(&secrecy::SecretString::from(
+        token.to_owned(),
+    ))?;
     app.store.find_access_token(&presented.id).await.unwrap()
 }

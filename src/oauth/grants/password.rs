@@ -52,7 +52,10 @@ impl Grant for PasswordGrant {
         let user = service.users.find_user(&params.username).await?;
         let verified = match user {
             Some(user) if !user.disabled => {
-                service.hasher.verify(&user.password_hash, params.password).await?
+                service
+                    .hasher
+                    .verify(&user.password_hash, params.password)
+                    .await?
             }
             _ => service.hasher.verify_dummy(params.password).await?,
         };
@@ -64,7 +67,8 @@ impl Grant for PasswordGrant {
             .grant_types
             .contains(&GrantType::RefreshToken)
             .then(|| RefreshPlan::new_family(scope.clone()));
-        let (tokens, response) = issue::mint(service, client, Some(params.username), scope, refresh);
+        let (tokens, response) =
+            issue::mint(service, client, Some(params.username), scope, refresh);
         service.tokens.create_tokens(tokens).await?;
         Ok(response)
     }

@@ -100,7 +100,11 @@ impl Grant for RefreshTokenGrant {
                 access_scope.as_string(),
                 Some(plan),
             );
-            match service.tokens.rotate_refresh_token(&record.id, now, tokens).await? {
+            match service
+                .tokens
+                .rotate_refresh_token(&record.id, now, tokens)
+                .await?
+            {
                 Rotation::Rotated => Ok(response),
                 Rotation::AlreadySpent => Err(rejected()),
             }
@@ -115,7 +119,8 @@ impl Grant for RefreshTokenGrant {
             tokens.access.family_id = record.family_id;
             service.tokens.create_tokens(tokens).await?;
             // Not rotating: the client keeps using the token it sent.
-            response.refresh_token = Some(secrecy::ExposeSecret::expose_secret(&params.refresh_token).to_owned());
+            response.refresh_token =
+                Some(secrecy::ExposeSecret::expose_secret(&params.refresh_token).to_owned());
             Ok(response)
         }
     }

@@ -1,6 +1,13 @@
 //! The single integration-test binary: every module talks real HTTPS to a real server.
 
 #![allow(unreachable_pub)] // test modules share helpers; nothing here is a public API
+// A test crate: a failed unwrap is a failed test, which is what we want.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod helpers;
 

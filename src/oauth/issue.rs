@@ -6,7 +6,7 @@ use secrecy::ExposeSecret as _;
 use super::token::TokenService;
 use super::wire::TokenResponse;
 use crate::crypto::token::{MintedToken, TokenId};
-use crate::store::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord};
+use crate::store::model::{Client, NewTokens, RefreshTokenRecord, TokenRecord};
 
 /// Whether and how a refresh token is issued alongside the access token.
 pub struct RefreshPlan {
@@ -58,29 +58,22 @@ pub fn mint(
         Some((minted, plan)) => plan.family_id.unwrap_or(minted.id),
         None => access.id,
     };
-    let access_record = AccessTokenRecord {
-        id: access.id,
-        secret_digest: access.digest,
+    let record = |minted: &MintedToken, scope: &str, validity: u64| TokenRecord {
+        id: minted.id,
+        secret_digest: minted.digest,
         client_id: client.id.clone(),
         username: username.clone(),
-        scope: access_scope.clone(),
+        scope: scope.to_owned(),
         family_id,
         issued_at: now,
-        expires_at: now.saturating_add(secs_i64(access_validity)),
+        expires_at: now.saturating_add(secs_i64(validity)),
         revoked_at: None,
     };
+    let access_record = record(&access, &access_scope, access_validity);
     let refresh_record = refresh_minted
         .as_ref()
         .map(|(minted, plan)| RefreshTokenRecord {
-            id: minted.id,
-            secret_digest: minted.digest,
-            client_id: client.id.clone(),
-            username: username.clone(),
-            scope: plan.scope.clone(),
-            family_id,
-            issued_at: now,
-            expires_at: now.saturating_add(secs_i64(refresh_validity)),
-            revoked_at: None,
+            token: record(minted, &plan.scope, refresh_validity),
             spent_at: None,
             replaced_by: None,
         });

@@ -55,33 +55,29 @@ pub struct Client {
     pub disabled: bool,
 }
 
-/// Everything stored about one access token.
+/// What is stored about every token, access or refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessTokenRecord {
+pub struct TokenRecord {
     pub id: TokenId,
     pub secret_digest: SecretDigest,
     pub client_id: String,
     pub username: Option<String>,
     pub scope: String,
-    /// The id of the first refresh token of the grant this token descends from (or its own id).
+    /// The id of the first refresh token of the grant this token descends from (or the access
+    /// token's own id when the grant issued no refresh token).
     pub family_id: TokenId,
     pub issued_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
 }
 
-/// Everything stored about one refresh token.
+/// An access token is a plain [`TokenRecord`].
+pub type AccessTokenRecord = TokenRecord;
+
+/// A refresh token: a [`TokenRecord`] plus its rotation state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshTokenRecord {
-    pub id: TokenId,
-    pub secret_digest: SecretDigest,
-    pub client_id: String,
-    pub username: Option<String>,
-    pub scope: String,
-    pub family_id: TokenId,
-    pub issued_at: i64,
-    pub expires_at: i64,
-    pub revoked_at: Option<i64>,
+    pub token: TokenRecord,
     /// Set when the token was redeemed under rotation; a spent token is never accepted again.
     pub spent_at: Option<i64>,
     /// The refresh token that replaced this one on rotation.

@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord};
+use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
 use super::{Rotation, StoreError, TokenStore};
 use crate::config::SqliteSynchronous;
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -170,7 +170,7 @@ async fn apply_batch(
                 Rotation::Rotated
             }
             WriteOp::Rotate { old, now, new } => {
-                let replaced_by = new.refresh.as_ref().map(|r| r.id.0.to_vec());
+                let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
                 let spent = sqlx::query(
                     "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 \
                      WHERE id = ?3 AND spent_at IS NULL AND revoked_at IS NULL",
@@ -195,37 +195,34 @@ async fn apply_batch(
     Ok(outcomes)
 }
 
+const INSERT_ACCESS: &str = "INSERT INTO access_tokens (id, secret_sha256, client_id, \
+    username, scope, family_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (id, secret_sha256, client_id, \
+    username, scope, family_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+async fn insert_token(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    token: &TokenRecord,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql)
+        .bind(token.id.0.as_slice())
+        .bind(token.secret_digest.0.as_slice())
+        .bind(token.client_id.as_str())
+        .bind(token.username.as_deref())
+        .bind(token.scope.as_str())
+        .bind(token.family_id.0.as_slice())
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 async fn insert_tokens(conn: &mut SqliteConnection, tokens: &NewTokens) -> Result<(), sqlx::Error> {
-    let access = &tokens.access;
-    sqlx::query(
-        "INSERT INTO access_tokens (id, secret_sha256, client_id, username, scope, family_id, \
-         issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .bind(access.id.0.as_slice())
-    .bind(access.secret_digest.0.as_slice())
-    .bind(access.client_id.as_str())
-    .bind(access.username.as_deref())
-    .bind(access.scope.as_str())
-    .bind(access.family_id.0.as_slice())
-    .bind(access.issued_at)
-    .bind(access.expires_at)
-    .execute(&mut *conn)
-    .await?;
+    insert_token(conn, INSERT_ACCESS, &tokens.access).await?;
     if let Some(refresh) = &tokens.refresh {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (id, secret_sha256, client_id, username, scope, \
-             family_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(refresh.id.0.as_slice())
-        .bind(refresh.secret_digest.0.as_slice())
-        .bind(refresh.client_id.as_str())
-        .bind(refresh.username.as_deref())
-        .bind(refresh.scope.as_str())
-        .bind(refresh.family_id.0.as_slice())
-        .bind(refresh.issued_at)
-        .bind(refresh.expires_at)
-        .execute(&mut *conn)
-        .await?;
+        insert_token(conn, INSERT_REFRESH, &refresh.token).await?;
     }
     Ok(())
 }
@@ -244,6 +241,24 @@ fn digest(row: &SqliteRow) -> Result<SecretDigest, StoreError> {
     SecretDigest::from_slice(&bytes).ok_or_else(|| corrupt("secret_sha256"))
 }
 
+/// The columns every token table shares, in [`decode_token`]'s order.
+const TOKEN_COLUMNS: &str =
+    "id, secret_sha256, client_id, username, scope, family_id, issued_at, expires_at, revoked_at";
+
+fn decode_token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: token_id(row, "id")?,
+        secret_digest: digest(row)?,
+        client_id: row.try_get("client_id").map_err(backend)?,
+        username: row.try_get("username").map_err(backend)?,
+        scope: row.try_get("scope").map_err(backend)?,
+        family_id: token_id(row, "family_id")?,
+        issued_at: row.try_get("issued_at").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        revoked_at: row.try_get("revoked_at").map_err(backend)?,
+    })
+}
+
 #[async_trait]
 impl TokenStore for SqliteTokenStore {
     async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError> {
@@ -254,33 +269,24 @@ impl TokenStore for SqliteTokenStore {
         &self,
         id: &TokenId,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, secret_sha256, client_id, username, scope, family_id, issued_at, \
-             expires_at, revoked_at, spent_at, replaced_by FROM refresh_tokens WHERE id = ?1",
-        )
-        .bind(id.0.as_slice())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(backend)?;
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS}, spent_at, replaced_by FROM refresh_tokens WHERE id = ?1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.0.as_slice())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(backend)?;
         let Some(row) = row else { return Ok(None) };
         let replaced_by: Option<Vec<u8>> = row.try_get("replaced_by").map_err(backend)?;
+        let replaced_by = match replaced_by {
+            Some(bytes) => Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("replaced_by"))?),
+            None => None,
+        };
         Ok(Some(RefreshTokenRecord {
-            id: token_id(&row, "id")?,
-            secret_digest: digest(&row)?,
-            client_id: row.try_get("client_id").map_err(backend)?,
-            username: row.try_get("username").map_err(backend)?,
-            scope: row.try_get("scope").map_err(backend)?,
-            family_id: token_id(&row, "family_id")?,
-            issued_at: row.try_get("issued_at").map_err(backend)?,
-            expires_at: row.try_get("expires_at").map_err(backend)?,
-            revoked_at: row.try_get("revoked_at").map_err(backend)?,
+            token: decode_token(&row)?,
             spent_at: row.try_get("spent_at").map_err(backend)?,
-            replaced_by: match replaced_by {
-                Some(bytes) => {
-                    Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("replaced_by"))?)
-                }
-                None => None,
-            },
+            replaced_by,
         }))
     }
 
@@ -288,26 +294,13 @@ impl TokenStore for SqliteTokenStore {
         &self,
         id: &TokenId,
     ) -> Result<Option<AccessTokenRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, secret_sha256, client_id, username, scope, family_id, issued_at, \
-             expires_at, revoked_at FROM access_tokens WHERE id = ?1",
-        )
-        .bind(id.0.as_slice())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(backend)?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(AccessTokenRecord {
-            id: token_id(&row, "id")?,
-            secret_digest: digest(&row)?,
-            client_id: row.try_get("client_id").map_err(backend)?,
-            username: row.try_get("username").map_err(backend)?,
-            scope: row.try_get("scope").map_err(backend)?,
-            family_id: token_id(&row, "family_id")?,
-            issued_at: row.try_get("issued_at").map_err(backend)?,
-            expires_at: row.try_get("expires_at").map_err(backend)?,
-            revoked_at: row.try_get("revoked_at").map_err(backend)?,
-        }))
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE id = ?1");
+        let row = sqlx::query(&sql)
+            .bind(id.0.as_slice())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(decode_token).transpose()
     }
 
     async fn rotate_refresh_token(

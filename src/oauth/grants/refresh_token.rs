@@ -50,11 +50,12 @@ impl Grant for RefreshTokenGrant {
     ) -> Result<TokenResponse, OAuthError> {
         let now = service.clock.now_secs();
         let presented = PresentedToken::parse(&params.refresh_token).ok_or_else(rejected)?;
-        let record = service
+        let stored = service
             .tokens
             .find_refresh_token(&presented.id)
             .await?
             .ok_or_else(rejected)?;
+        let record = &stored.token;
         if !record.secret_digest.matches(&presented.digest) {
             return Err(rejected());
         }
@@ -62,7 +63,7 @@ impl Grant for RefreshTokenGrant {
             tracing::warn!(token_id = %record.id.to_uuid_string(), "refresh token presented by another client");
             return Err(rejected());
         }
-        if record.revoked_at.is_some() || record.spent_at.is_some() || record.expires_at <= now {
+        if record.revoked_at.is_some() || stored.spent_at.is_some() || record.expires_at <= now {
             return Err(rejected());
         }
         // The user may have been removed or disabled since the grant.

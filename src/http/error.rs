@@ -1,8 +1,8 @@
 //! `ApiError`: the one place where failures become HTTP responses.
 //!
 //! Every error body is RFC 6749 §5.2 JSON. Internal causes are logged here and never sent.
-//! Every response carries `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1):
-//! none of them may be cached, and marking all of them is simpler than deciding per path.
+//! Every error response carries `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749
+//! §5.1 asks it of token responses; marking every error is simpler than deciding per path).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

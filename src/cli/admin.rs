@@ -97,6 +97,33 @@ fn section<'a>(doc: &'a mut DocumentMut, name: &str) -> Result<&'a mut Table, Ad
         .ok_or_else(|| AdminError::Invalid(format!("`{name}` in the file is not a table")))
 }
 
+/// Adds `[section.name]`. In a file without entries the comments are the document's trailing
+/// text, which would end up below the new table; they move above it instead.
+fn insert_entry(
+    doc: &mut DocumentMut,
+    section_name: &str,
+    name: &str,
+    mut entry: Table,
+) -> Result<(), AdminError> {
+    let first_entry = section(doc, section_name)?.is_empty();
+    if first_entry {
+        let trailing = doc.trailing().as_str().unwrap_or("").to_owned();
+        if !trailing.trim().is_empty() {
+            doc.set_trailing("");
+            let comments = if trailing.ends_with("\n\n") {
+                trailing
+            } else {
+                format!("{}\n\n", trailing.trim_end())
+            };
+            entry.decor_mut().set_prefix(comments);
+        }
+    } else {
+        entry.decor_mut().set_prefix("\n");
+    }
+    section(doc, section_name)?.insert(name, Item::Table(entry));
+    Ok(())
+}
+
 /// Validates a file's new text by loading it from a scratch copy, before it replaces the original.
 fn validate_with<T>(
     path: &Path,
@@ -157,8 +184,7 @@ pub fn check_client_id(id: &str) -> Result<(), AdminError> {
 pub fn add_user(path: &Path, name: &str, password_hash: &str) -> Result<(), AdminError> {
     check_user_name(name)?;
     let mut doc = read_document(path, USERS_HEADER)?;
-    let users = section(&mut doc, "users")?;
-    if users.contains_key(name) {
+    if section(&mut doc, "users")?.contains_key(name) {
         return Err(AdminError::Exists {
             path: path.to_path_buf(),
             what: "user",
@@ -167,7 +193,7 @@ pub fn add_user(path: &Path, name: &str, password_hash: &str) -> Result<(), Admi
     }
     let mut user = Table::new();
     user.insert("password_hash", value(password_hash));
-    users.insert(name, Item::Table(user));
+    insert_entry(&mut doc, "users", name, user)?;
     let text = doc.to_string();
     validate_with(path, &text, load_users)?;
     replace_file(path, &text)
@@ -187,12 +213,34 @@ fn remove_entry<T>(
 ) -> Result<(), AdminError> {
     let mut doc = read_document(path, header)?;
     let table = section(&mut doc, section_name)?;
-    if table.remove(name).is_none() {
+    let Some(removed) = table.remove(name) else {
         return Err(AdminError::NotFound {
             path: path.to_path_buf(),
             what,
             name: name.to_owned(),
         });
+    };
+    // Comments written above the removed entry belong to the file, not to the entry.
+    let comments = removed
+        .as_table()
+        .and_then(|t| t.decor().prefix())
+        .and_then(|prefix| prefix.as_str())
+        .filter(|prefix| prefix.contains('#'))
+        .map(str::to_owned);
+    if let Some(comments) = comments {
+        let kept_by_next_entry = match table.iter_mut().next() {
+            Some((_, Item::Table(next))) => {
+                let own = next.decor().prefix().and_then(|p| p.as_str()).unwrap_or("");
+                let own = if own.trim().is_empty() { "" } else { own }.to_owned();
+                next.decor_mut().set_prefix(format!("{comments}{own}"));
+                true
+            }
+            _ => false,
+        };
+        if !kept_by_next_entry {
+            let trailing = doc.trailing().as_str().unwrap_or("").to_owned();
+            doc.set_trailing(format!("{}\n{trailing}", comments.trim_end()));
+        }
     }
     let text = doc.to_string();
     validate_with(path, &text, load)?;
@@ -227,8 +275,7 @@ pub fn add_client(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError>
         }
     }
     let mut doc = read_document(path, CLIENTS_HEADER)?;
-    let clients = section(&mut doc, "clients")?;
-    if clients.contains_key(client.id) {
+    if section(&mut doc, "clients")?.contains_key(client.id) {
         return Err(AdminError::Exists {
             path: path.to_path_buf(),
             what: "client",
@@ -248,7 +295,7 @@ pub fn add_client(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError>
     if let Some(secs) = client.refresh_token_validity_period {
         table.insert("refresh_token_validity_period", value(secs));
     }
-    clients.insert(client.id, Item::Table(table));
+    insert_entry(&mut doc, "clients", client.id, table)?;
     let text = doc.to_string();
     validate_with(path, &text, load_clients)?;
     replace_file(path, &text)

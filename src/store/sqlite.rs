@@ -90,6 +90,7 @@ impl SqliteTokenStore {
                 StoreError::Unavailable(format!("cannot create {}: {err}", parent.display()))
             })?;
         }
+        let existed = path.exists();
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(backend)?
             .filename(path)
@@ -115,6 +116,11 @@ impl SqliteTokenStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
+        if existed {
+            tracing::info!(path = %path.display(), "token store opened");
+        } else {
+            tracing::info!(path = %path.display(), "token store created");
+        }
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         tokio::spawn(run_writer(writer, queue));
         Ok(Self { readers, writes })

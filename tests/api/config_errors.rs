@@ -1,1 +1,545 @@
-//! (being written)
+//! `config/identity.toml` → `Settings`: every key is read, the port offset is applied, paths
+//! resolve against the home folder, and every mistake is reported with its file and key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokengate::config::{
+    self, ConfigError, ConfigProblem, ConfigSource, Settings, SqliteSynchronous, TokenStoreSettings,
+};
+
+use crate::helpers::{project_root, spawn_app_with, stored_access_token};
+
+/// The shipped config file's text.
+fn shipped_text() -> String {
+    std::fs::read_to_string(shipped_file()).unwrap()
+}
+
+fn shipped_file() -> PathBuf {
+    project_root().join("config/identity.toml")
+}
+
+/// The shipped text with one exact line (or fragment) replaced; fails if it is not there.
+fn shipped_with(replacements: &[(&str, &str)]) -> String {
+    let mut text = shipped_text();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "the shipped config has no `{from}`");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// A source whose home is `home`, with no offset from the command line.
+fn source_in(home: &Path) -> ConfigSource {
+    ConfigSource {
+        config_path: None,
+        port_offset: None,
+        home: Some(home.to_path_buf()),
+    }
+}
+
+/// Validates `text` as if it were `/etc/tokengate/identity.toml`, home `/srv/tokengate`.
+fn validate(text: &str) -> Result<Settings, ConfigError> {
+    config::validate(
+        text,
+        Path::new("/etc/tokengate/identity.toml"),
+        &source_in(Path::new("/srv/tokengate")),
+    )
+}
+
+/// The problems `text` has; fails if it validates.
+fn problems_of(text: &str) -> Vec<ConfigProblem> {
+    match validate(text) {
+        Ok(_) => panic!("expected the config to be rejected:\n{text}"),
+        Err(err) => err.problems,
+    }
+}
+
+/// Asserts that exactly the problems found all name the file, and one names `key`.
+fn assert_names_key(problems: &[ConfigProblem], key: &str) {
+    assert!(!problems.is_empty());
+    for problem in problems {
+        assert_eq!(
+            problem.file,
+            Path::new("/etc/tokengate/identity.toml"),
+            "{problem}"
+        );
+        assert!(
+            problem
+                .to_string()
+                .starts_with("/etc/tokengate/identity.toml: "),
+            "the message does not start with the file: {problem}"
+        );
+    }
+    assert!(
+        problems.iter().any(|p| p.key == key),
+        "no problem names `{key}`: {problems:?}"
+    );
+    let shown = ConfigError {
+        problems: problems.to_vec(),
+    }
+    .to_string();
+    assert!(shown.contains(key), "`{key}` not in the message: {shown}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shipped file
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_shipped_config_file_loads_with_its_documented_values() {
+    // Arrange
+    let home = tempfile::tempdir().unwrap();
+    let source = ConfigSource {
+        config_path: Some(shipped_file()),
+        ..source_in(home.path())
+    };
+
+    // Act
+    let settings = config::load(&source).unwrap();
+
+    // Assert
+    let home = home.path();
+    assert_eq!(settings.config_file, shipped_file());
+    let server = &settings.server;
+    assert_eq!(server.host, "0.0.0.0".parse::<IpAddr>().unwrap());
+    assert_eq!(server.https_port, 8243);
+    assert_eq!(server.port_offset, 0);
+    assert_eq!(server.max_connections, 10_000);
+    assert_eq!(server.tls_handshake_timeout, Duration::from_secs(10));
+    assert_eq!(server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(server.request_timeout, Duration::from_secs(30));
+    assert_eq!(server.max_body_bytes, 16_384);
+    assert_eq!(server.shutdown_grace_period, Duration::from_secs(10));
+    assert_eq!(settings.tls.cert, home.join("certs/server.crt"));
+    assert_eq!(settings.tls.key, home.join("certs/server.key"));
+    assert!(settings.tls.generate_self_signed);
+    assert_eq!(settings.oauth.access_token_validity_secs, 3600);
+    assert_eq!(settings.oauth.refresh_token_validity_secs, 86_400);
+    assert!(settings.oauth.renew_refresh_token);
+    let hashing = &settings.password_hashing;
+    assert_eq!(hashing.argon2_memory_kib, 19_456);
+    assert_eq!(hashing.argon2_iterations, 2);
+    assert_eq!(hashing.argon2_parallelism, 1);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    assert_eq!(hashing.workers, cores, "workers = 0 means one per core");
+    assert_eq!(hashing.queue_capacity, 64);
+    assert_eq!(settings.stores.users, home.join("config/users.toml"));
+    assert_eq!(settings.stores.clients, home.join("config/clients.toml"));
+    let TokenStoreSettings::Sqlite { path, synchronous } = &settings.stores.tokens;
+    assert_eq!(path, &home.join("data/tokens.db"));
+    assert_eq!(*synchronous, SqliteSynchronous::Normal);
+    assert_eq!(settings.stores.reload_interval, Duration::from_secs(2));
+}
+
+#[test]
+fn every_key_of_the_shipped_config_is_read_from_the_file() {
+    // Arrange: every value changed away from its default.
+    let text = shipped_with(&[
+        ("host = \"0.0.0.0\"", "host = \"127.0.0.2\""),
+        ("https_port = 8243", "https_port = 9000"),
+        ("port_offset = 0", "port_offset = 7"),
+        ("max_connections = 10000", "max_connections = 11"),
+        ("tls_handshake_timeout = 10", "tls_handshake_timeout = 12"),
+        ("header_read_timeout = 10", "header_read_timeout = 13"),
+        ("request_timeout = 30", "request_timeout = 14"),
+        ("max_body_bytes = 16384", "max_body_bytes = 2048"),
+        ("shutdown_grace_period = 10", "shutdown_grace_period = 15"),
+        ("cert = \"certs/server.crt\"", "cert = \"tls/a.crt\""),
+        ("key = \"certs/server.key\"", "key = \"tls/a.key\""),
+        (
+            "generate_self_signed = true",
+            "generate_self_signed = false",
+        ),
+        (
+            "access_token_default_validity_period = 3600",
+            "access_token_default_validity_period = 16",
+        ),
+        (
+            "refresh_token_validity_period = 86400",
+            "refresh_token_validity_period = 17",
+        ),
+        ("renew_refresh_token = true", "renew_refresh_token = false"),
+        ("argon2_memory_kib = 19456", "argon2_memory_kib = 8192"),
+        ("argon2_iterations = 2", "argon2_iterations = 3"),
+        ("argon2_parallelism = 1", "argon2_parallelism = 4"),
+        ("workers = 0", "workers = 5"),
+        ("queue_capacity = 64", "queue_capacity = 18"),
+        ("users = \"config/users.toml\"", "users = \"u/users.toml\""),
+        (
+            "clients = \"config/clients.toml\"",
+            "clients = \"c/clients.toml\"",
+        ),
+        (
+            "tokens = \"sqlite://data/tokens.db\"",
+            "tokens = \"sqlite://t/t.db\"",
+        ),
+        (
+            "sqlite_synchronous = \"normal\"",
+            "sqlite_synchronous = \"full\"",
+        ),
+        ("reload_interval = 2", "reload_interval = 19"),
+    ]);
+
+    // Act
+    let settings = validate(&text).unwrap();
+
+    // Assert
+    let home = Path::new("/srv/tokengate");
+    let server = &settings.server;
+    assert_eq!(server.host, "127.0.0.2".parse::<IpAddr>().unwrap());
+    assert_eq!(server.https_port, 9007);
+    assert_eq!(server.port_offset, 7);
+    assert_eq!(server.max_connections, 11);
+    assert_eq!(server.tls_handshake_timeout, Duration::from_secs(12));
+    assert_eq!(server.header_read_timeout, Duration::from_secs(13));
+    assert_eq!(server.request_timeout, Duration::from_secs(14));
+    assert_eq!(server.max_body_bytes, 2048);
+    assert_eq!(server.shutdown_grace_period, Duration::from_secs(15));
+    assert_eq!(settings.tls.cert, home.join("tls/a.crt"));
+    assert_eq!(settings.tls.key, home.join("tls/a.key"));
+    assert!(!settings.tls.generate_self_signed);
+    assert_eq!(settings.oauth.access_token_validity_secs, 16);
+    assert_eq!(settings.oauth.refresh_token_validity_secs, 17);
+    assert!(!settings.oauth.renew_refresh_token);
+    let hashing = &settings.password_hashing;
+    assert_eq!(hashing.argon2_memory_kib, 8192);
+    assert_eq!(hashing.argon2_iterations, 3);
+    assert_eq!(hashing.argon2_parallelism, 4);
+    assert_eq!(hashing.workers, 5);
+    assert_eq!(hashing.queue_capacity, 18);
+    assert_eq!(settings.stores.users, home.join("u/users.toml"));
+    assert_eq!(settings.stores.clients, home.join("c/clients.toml"));
+    let TokenStoreSettings::Sqlite { path, synchronous } = &settings.stores.tokens;
+    assert_eq!(path, &home.join("t/t.db"));
+    assert_eq!(*synchronous, SqliteSynchronous::Full);
+    assert_eq!(settings.stores.reload_interval, Duration::from_secs(19));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The port offset
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_shipped_port_without_an_offset_is_8243() {
+    let settings = validate(&shipped_text()).unwrap();
+
+    assert_eq!(settings.server.https_port, 8243);
+    assert_eq!(settings.server.port_offset, 0);
+}
+
+#[test]
+fn a_port_offset_from_the_command_line_is_added_to_the_https_port() {
+    // Arrange
+    let source = ConfigSource {
+        port_offset: Some(5),
+        ..source_in(Path::new("/srv/tokengate"))
+    };
+
+    // Act
+    let settings = config::validate(&shipped_text(), &shipped_file(), &source).unwrap();
+
+    // Assert
+    assert_eq!(settings.server.https_port, 8248);
+    assert_eq!(settings.server.port_offset, 5);
+}
+
+#[test]
+fn a_port_offset_in_the_file_is_added_to_the_https_port() {
+    let text = shipped_with(&[("port_offset = 0", "port_offset = 10")]);
+
+    let settings = validate(&text).unwrap();
+
+    assert_eq!(settings.server.https_port, 8253);
+    assert_eq!(settings.server.port_offset, 10);
+}
+
+#[test]
+fn the_command_line_port_offset_wins_over_the_files() {
+    // Arrange
+    let text = shipped_with(&[("port_offset = 0", "port_offset = 10")]);
+    let source = ConfigSource {
+        port_offset: Some(5),
+        ..source_in(Path::new("/srv/tokengate"))
+    };
+
+    // Act
+    let settings = config::validate(&text, &shipped_file(), &source).unwrap();
+
+    // Assert
+    assert_eq!(settings.server.https_port, 8248);
+    assert_eq!(settings.server.port_offset, 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The access token validity
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_configured_access_token_validity_is_what_a_password_grant_answers_and_stores() {
+    // Arrange
+    let text = shipped_with(&[(
+        "access_token_default_validity_period = 3600",
+        "access_token_default_validity_period = 1800",
+    )]);
+    let configured = validate(&text).unwrap();
+    assert_eq!(configured.oauth.access_token_validity_secs, 1800);
+    let app = spawn_app_with(|settings| settings.oauth = configured.oauth.clone()).await;
+
+    // Act
+    let reply = app.login(Some("PRODUCTION")).await;
+
+    // Assert
+    let (access, refresh) = reply.assert_tokens(1800, "PRODUCTION");
+    assert!(refresh.is_some());
+    let record = stored_access_token(&app, &access)
+        .await
+        .expect("the access token is stored");
+    assert_eq!(record.expires_at - record.issued_at, 1800);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mistakes: each names the file and the key
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_unknown_top_level_key_is_rejected_naming_the_file_and_the_key() {
+    let text = format!("colour = \"blue\"\n{}", shipped_text());
+
+    let problems = problems_of(&text);
+
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let shown = problems[0].to_string();
+    assert!(
+        shown.starts_with("/etc/tokengate/identity.toml: "),
+        "{shown}"
+    );
+    assert!(shown.contains("colour"), "{shown}");
+    assert_eq!(problems[0].key, "colour");
+}
+
+#[test]
+fn an_unknown_key_in_the_server_section_is_rejected_naming_the_file_and_the_key() {
+    let text = shipped_with(&[("[server]\n", "[server]\nfoo = 1\n")]);
+
+    let problems = problems_of(&text);
+
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let shown = problems[0].to_string();
+    assert!(
+        shown.starts_with("/etc/tokengate/identity.toml: "),
+        "{shown}"
+    );
+    assert!(shown.contains("server.foo"), "{shown}");
+    assert_eq!(problems[0].key, "server.foo");
+}
+
+#[test]
+fn an_unknown_key_in_the_oauth_section_is_rejected_naming_the_file_and_the_key() {
+    let text = shipped_with(&[("[oauth]\n", "[oauth]\naccess_token_validity = 60\n")]);
+
+    let problems = problems_of(&text);
+
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let shown = problems[0].to_string();
+    assert!(
+        shown.starts_with("/etc/tokengate/identity.toml: "),
+        "{shown}"
+    );
+    assert!(shown.contains("oauth.access_token_validity"), "{shown}");
+    assert_eq!(problems[0].key, "oauth.access_token_validity");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key() {
+    let text = shipped_with(&[("https_port = 8243", "https_port = \"x\"")]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "server.https_port");
+}
+
+#[test]
+fn a_port_beyond_65535_names_its_key() {
+    let text = shipped_with(&[("https_port = 8243", "https_port = 70000")]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "server.https_port");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
+fn an_argon2_memory_below_the_minimum_names_its_key() {
+    let text = shipped_with(&[("argon2_memory_kib = 19456", "argon2_memory_kib = 1024")]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "password_hashing.argon2_memory_kib");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
+fn a_zero_access_token_validity_names_its_key() {
+    let text = shipped_with(&[(
+        "access_token_default_validity_period = 3600",
+        "access_token_default_validity_period = 0",
+    )]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "oauth.access_token_default_validity_period");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
+fn an_unknown_sqlite_synchronous_mode_names_its_key() {
+    let text = shipped_with(&[(
+        "sqlite_synchronous = \"normal\"",
+        "sqlite_synchronous = \"sometimes\"",
+    )]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "stores.sqlite_synchronous");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
+fn a_token_store_url_that_is_not_sqlite_names_its_key() {
+    let text = shipped_with(&[(
+        "tokens = \"sqlite://data/tokens.db\"",
+        "tokens = \"mysql://x\"",
+    )]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "stores.tokens");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
+fn a_host_that_is_not_an_ip_address_names_its_key() {
+    let text = shipped_with(&[("host = \"0.0.0.0\"", "host = \"not-an-ip\"")]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "server.host");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
+fn several_problems_are_all_reported_at_once() {
+    // Arrange
+    let text = shipped_with(&[
+        ("https_port = 8243", "https_port = 70000"),
+        ("argon2_memory_kib = 19456", "argon2_memory_kib = 1024"),
+        (
+            "access_token_default_validity_period = 3600",
+            "access_token_default_validity_period = 0",
+        ),
+        (
+            "sqlite_synchronous = \"normal\"",
+            "sqlite_synchronous = \"sometimes\"",
+        ),
+    ]);
+
+    // Act
+    let problems = problems_of(&text);
+
+    // Assert
+    assert!(problems.len() >= 3, "{problems:?}");
+    for key in [
+        "server.https_port",
+        "password_hashing.argon2_memory_kib",
+        "oauth.access_token_default_validity_period",
+        "stores.sqlite_synchronous",
+    ] {
+        assert_names_key(&problems, key);
+    }
+    let shown = ConfigError { problems }.to_string();
+    assert_eq!(shown.lines().count(), 4, "one line per problem: {shown}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn relative_paths_resolve_against_the_home_folder_and_absolute_paths_stay() {
+    // Arrange
+    let home = tempfile::tempdir().unwrap();
+    let text = shipped_with(&[
+        (
+            "cert = \"certs/server.crt\"",
+            "cert = \"/etc/ssl/tokengate.crt\"",
+        ),
+        (
+            "users = \"config/users.toml\"",
+            "users = \"/etc/tokengate/users.toml\"",
+        ),
+        (
+            "tokens = \"sqlite://data/tokens.db\"",
+            "tokens = \"sqlite:///var/lib/tokengate/tokens.db\"",
+        ),
+    ]);
+
+    // Act
+    let settings = config::validate(&text, &shipped_file(), &source_in(home.path())).unwrap();
+
+    // Assert: the changed ones are absolute and stay; the others resolve against home.
+    assert_eq!(settings.tls.cert, Path::new("/etc/ssl/tokengate.crt"));
+    assert_eq!(settings.tls.key, home.path().join("certs/server.key"));
+    assert_eq!(
+        settings.stores.users,
+        Path::new("/etc/tokengate/users.toml")
+    );
+    assert_eq!(
+        settings.stores.clients,
+        home.path().join("config/clients.toml")
+    );
+    let TokenStoreSettings::Sqlite { path, .. } = &settings.stores.tokens;
+    assert_eq!(path, Path::new("/var/lib/tokengate/tokens.db"));
+}
+
+#[test]
+fn the_config_file_itself_is_found_relative_to_the_home_folder() {
+    // Arrange
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("config")).unwrap();
+    let text = shipped_with(&[("port_offset = 0", "port_offset = 3")]);
+    std::fs::write(home.path().join("config/identity.toml"), text).unwrap();
+
+    // Act: no config path given, so config/identity.toml under home.
+    let settings = config::load(&source_in(home.path())).unwrap();
+
+    // Assert
+    assert_eq!(
+        settings.config_file,
+        home.path().join("config/identity.toml")
+    );
+    assert_eq!(settings.server.https_port, 8246);
+}
+
+#[test]
+fn a_config_file_that_does_not_exist_is_an_error_naming_its_path() {
+    // Arrange
+    let home = tempfile::tempdir().unwrap();
+    let missing = home.path().join("nowhere/identity.toml");
+    let source = ConfigSource {
+        config_path: Some(missing.clone()),
+        ..source_in(home.path())
+    };
+
+    // Act
+    let err = config::load(&source).unwrap_err();
+
+    // Assert
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].file, missing);
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+}

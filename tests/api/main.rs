@@ -1,6 +1,7 @@
 //! The single integration-test binary: every module talks real HTTPS to a real server.
 
-#![allow(unreachable_pub)] // test modules share helpers; nothing here is a public API
+// Test modules share helpers; nothing here is a public API.
+#![allow(unreachable_pub)]
 // A test crate: a failed unwrap is a failed test, which is what we want.
 #![allow(
     clippy::unwrap_used,

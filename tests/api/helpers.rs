@@ -9,6 +9,7 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokengate::clock::ManualClock;
@@ -16,6 +17,8 @@ use tokengate::config::{self, ConfigSource, PasswordHashingSettings, Settings};
 use tokengate::crypto::{password, secret};
 use tokengate::store::TokenStore;
 use tokengate::Application;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -338,4 +341,64 @@ pub async fn stored_access_token(
         token.to_owned(),
     ))?;
     app.store.find_access_token(&presented.id).await.unwrap()
+}
+
+/// A TLS connection to the app that trusts its certificate and offers only ALPN `http/1.1`.
+pub async fn raw_http1_connection(app: &TestApp) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let pem = std::fs::read(&app.settings.tls.cert).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    tls
+}
+
+/// Reads until the server closes the connection (or resets it), within a generous bound.
+pub async fn read_until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 8192];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read_all)
+        .await
+        .expect("the server answers and closes the connection");
+    received
+}
+
+/// Whether the server closes `stream` within `bound`, reading (and dropping) whatever it sends.
+pub async fn closed_within(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    bound: Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 4096];
+    let drained = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(bound, drained).await.is_ok()
 }

@@ -15,6 +15,7 @@ mod helpers;
 mod binary;
 mod config_errors;
 mod restart;
+mod timeouts;
 mod tls_health;
 mod token_errors;
 mod token_password;

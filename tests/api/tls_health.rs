@@ -10,11 +10,12 @@ use rustls::{ProtocolVersion, SupportedProtocolVersion};
 use serde_json::json;
 use tokengate::config::Settings;
 use tokengate::Application;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    spawn_app, spawn_app_with, test_settings, write_fixture_stores, Reply, TestApp,
+    read_until_closed, spawn_app, spawn_app_with, test_settings, write_fixture_stores, Reply,
+    TestApp,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -60,24 +61,6 @@ async fn handshake(
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap()
-}
-
-/// Reads until the peer closes (EOF or reset), within a generous bound.
-async fn read_until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read_all = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), read_all)
-        .await
-        .expect("the server closes the connection");
-    received
 }
 
 /// Sends `GET /health` over an established TLS stream and returns the whole response as text.

@@ -2,21 +2,18 @@
 //! `error_description`, `Cache-Control: no-store`, `Pragma: no-cache`), and the server stays
 //! healthy afterwards.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
-use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt as _;
 
 use crate::helpers::{
-    spawn_app, Reply, TestApp, ARGON_CLIENT_ID, ARGON_CLIENT_SECRET, CLIENT_ID, CLIENT_SECRET,
-    DISABLED_PASSWORD, DISABLED_USER, NO_REFRESH_CLIENT_ID, PASSWORD, REFRESH_ONLY_CLIENT_ID,
-    SHARED_SECRET, USER,
+    raw_http1_connection, read_until_closed, spawn_app, Reply, TestApp, ARGON_CLIENT_ID,
+    ARGON_CLIENT_SECRET, CLIENT_ID, CLIENT_SECRET, DISABLED_PASSWORD, DISABLED_USER,
+    NO_REFRESH_CLIENT_ID, PASSWORD, REFRESH_ONLY_CLIENT_ID, SHARED_SECRET, USER,
 };
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -140,48 +137,6 @@ impl RawResponse {
             body,
         }
     }
-}
-
-/// A TLS connection to the app that trusts its certificate and offers only ALPN `http/1.1`.
-async fn raw_http1_connection(app: &TestApp) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let pem = std::fs::read(&app.settings.tls.cert).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(app.addr).await.unwrap();
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    tls
-}
-
-/// Reads until the server closes the connection (or resets it), within a generous bound.
-async fn read_until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 8192];
-    let read_all = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), read_all)
-        .await
-        .expect("the server answers and closes the connection");
-    received
 }
 
 /// Sends raw bytes over HTTP/1.1-over-TLS (the request should say `Connection: close`) and

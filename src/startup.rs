@@ -16,8 +16,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
+use crate::crypto::jwk::{self, KeyError, KeyRing};
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::http::{self, AppState, HttpLimits};
+use crate::oauth::token::ServiceParts;
 use crate::oauth::TokenService;
 use crate::store::toml_file::{TomlClientStore, TomlUserStore};
 use crate::store::{self, ClientStore, StoreError, TokenStore, UserStore};
@@ -37,6 +39,8 @@ pub enum StartupError {
     Tls(#[from] TlsError),
     #[error("cannot open the token store: {0}")]
     Store(#[from] StoreError),
+    #[error("JWT signing keys: {0}")]
+    Keys(#[from] KeyError),
     #[error("cannot start password hashing: {0}")]
     Hashing(#[from] HashError),
     #[error("cannot listen on {addr}: {source}")]
@@ -94,15 +98,32 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
 
+        if let Some(path) = jwk::ensure_signing_key(
+            &settings.oauth.signing_keys_dir,
+            settings.oauth.jwt_algorithm,
+            clock.now_ms(),
+        )? {
+            tracing::info!(key = %path.display(), algorithm = settings.oauth.jwt_algorithm.as_str(), "generated a JWT signing key");
+        }
+        let keys = KeyRing::open(&settings.oauth.signing_keys_dir)?;
+        keys.watch(settings.stores.reload_interval);
+        let issuer = settings
+            .oauth
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("https://localhost:{}", local_addr.port()));
+
         let users: Arc<dyn UserStore> = users;
-        let token_service = Arc::new(TokenService::new(
-            settings.oauth.clone(),
+        let token_service = Arc::new(TokenService::new(ServiceParts {
+            settings: settings.oauth.clone(),
+            issuer,
             clients,
             users,
-            tokens.clone(),
+            tokens: tokens.clone(),
+            keys,
             hasher,
             clock,
-        ));
+        }));
         let router = http::router(AppState {
             token_service,
             limits: HttpLimits {

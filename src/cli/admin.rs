@@ -262,7 +262,11 @@ pub struct NewClient<'a> {
     pub grant_types: &'a [String],
     pub scopes: &'a [String],
     pub access_token_validity_period: Option<i64>,
+    pub application_access_token_validity_period: Option<i64>,
     pub refresh_token_validity_period: Option<i64>,
+    pub introspect: bool,
+    pub token_format: Option<&'a str>,
+    pub audience: Option<&'a str>,
 }
 
 pub fn add_client(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError> {
@@ -292,8 +296,20 @@ pub fn add_client(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError>
     if let Some(secs) = client.access_token_validity_period {
         table.insert("access_token_validity_period", value(secs));
     }
+    if let Some(secs) = client.application_access_token_validity_period {
+        table.insert("application_access_token_validity_period", value(secs));
+    }
     if let Some(secs) = client.refresh_token_validity_period {
         table.insert("refresh_token_validity_period", value(secs));
+    }
+    if client.introspect {
+        table.insert("introspect", value(true));
+    }
+    if let Some(format) = client.token_format {
+        table.insert("token_format", value(format));
+    }
+    if let Some(audience) = client.audience {
+        table.insert("audience", value(audience));
     }
     insert_entry(&mut doc, "clients", client.id, table)?;
     let text = doc.to_string();
@@ -324,6 +340,15 @@ pub fn list_clients(path: &Path) -> Result<Vec<String>, AdminError> {
             }
             if let Some(secs) = c.refresh_token_validity_secs {
                 line.push_str(&format!("\trefresh_token_validity_period={secs}"));
+            }
+            if c.introspect {
+                line.push_str("\tintrospect");
+            }
+            if let Some(format) = c.token_format {
+                line.push_str(match format {
+                    crate::config::TokenFormat::Opaque => "\ttoken_format=opaque",
+                    crate::config::TokenFormat::Jwt => "\ttoken_format=jwt",
+                });
             }
             if c.disabled {
                 line.push_str("\tdisabled");

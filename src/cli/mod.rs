@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, ConfigError, ConfigProblem, ConfigSource, Settings};
-use crate::crypto::{password, secret};
+use crate::crypto::{jwk, password, secret};
 use crate::startup::{Application, StartupError};
 use admin::AdminError;
 
@@ -50,6 +50,20 @@ pub enum Command {
         #[command(subcommand)]
         action: ClientAction,
     },
+    /// Manage the JWT signing keys ([oauth] signing_keys)
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Add a new signing key of [oauth] jwt_algorithm; it signs from now on, and older keys
+    /// stay published until the tokens they signed have expired
+    Rotate,
+    /// List the keys: id, algorithm, activation time, file
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +101,18 @@ pub enum ClientAction {
         /// Refresh token validity in seconds for this client
         #[arg(long, value_name = "SECONDS")]
         refresh_token_validity: Option<i64>,
+        /// Application token (client_credentials) validity in seconds for this client
+        #[arg(long, value_name = "SECONDS")]
+        application_token_validity: Option<i64>,
+        /// The client is a resource server allowed to call /introspect
+        #[arg(long)]
+        introspect: bool,
+        /// Access token format for this client: opaque or jwt (default: [oauth] token_format)
+        #[arg(long, value_name = "FORMAT")]
+        token_format: Option<String>,
+        /// `aud` of this client's JWT access tokens (default: [oauth] default_audience)
+        #[arg(long)]
+        audience: Option<String>,
     },
     /// Remove a client
     Remove { id: String },
@@ -104,6 +130,8 @@ pub enum CliError {
     Admin(#[from] AdminError),
     #[error("{0}")]
     Hash(#[from] password::HashError),
+    #[error("{0}")]
+    Keys(#[from] jwk::KeyError),
     #[error("{0}")]
     Input(String),
 }
@@ -129,6 +157,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::User { action } => user(&config::load(&source)?, action),
         Command::Client { action } => client(&config::load(&source)?, action),
+        Command::Keys { action } => keys(&config::load(&source)?, action),
     }
 }
 
@@ -254,6 +283,10 @@ fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliErro
             grant_types,
             access_token_validity,
             refresh_token_validity,
+            application_token_validity,
+            introspect,
+            token_format,
+            audience,
         } => {
             admin::check_client_id(&id)?;
             let (secret_hash, generated) = if secret_stdin {
@@ -274,7 +307,11 @@ fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliErro
                     grant_types: &words(&grant_types),
                     scopes: &words(&scopes),
                     access_token_validity_period: access_token_validity,
+                    application_access_token_validity_period: application_token_validity,
                     refresh_token_validity_period: refresh_token_validity,
+                    introspect,
+                    token_format: token_format.as_deref(),
+                    audience: audience.as_deref(),
                 },
             )?;
             eprintln!("added client `{id}` to {}", path.display());
@@ -290,6 +327,35 @@ fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliErro
         ClientAction::List => {
             for line in admin::list_clients(path)? {
                 println!("{line}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys(settings: &Settings, action: KeysAction) -> Result<ExitCode, CliError> {
+    use crate::clock::Clock as _;
+    let dir = &settings.oauth.signing_keys_dir;
+    match action {
+        KeysAction::Rotate => {
+            let algorithm = settings.oauth.jwt_algorithm;
+            let path = jwk::generate_key(dir, algorithm, crate::clock::SystemClock.now_ms())?;
+            eprintln!(
+                "added {} signing key {}; it signs from now on (running servers pick it up within {} s)",
+                algorithm.as_str(),
+                path.display(),
+                settings.stores.reload_interval.as_secs()
+            );
+        }
+        KeysAction::List => {
+            for key in jwk::KeySet::load(dir)?.all() {
+                println!(
+                    "{}\t{}\tactivated={}\t{}",
+                    key.kid,
+                    key.algorithm.as_str(),
+                    key.activated_at,
+                    key.path.display()
+                );
             }
         }
     }

@@ -156,8 +156,67 @@ pub struct TlsSettings {
 pub struct OAuthSettings {
     /// Seconds an access token from the password or refresh grant lives.
     pub access_token_validity_secs: u64,
+    /// Seconds an application token (client_credentials grant) lives.
+    pub application_access_token_validity_secs: u64,
     pub refresh_token_validity_secs: u64,
     pub renew_refresh_token: bool,
+    /// `None`: `https://localhost:<the bound HTTPS port>`, settled at startup.
+    pub issuer: Option<String>,
+    pub token_format: TokenFormat,
+    pub jwt_algorithm: JwtAlgorithm,
+    /// `aud` of JWT access tokens for clients without their own; `None` means the issuer.
+    pub default_audience: Option<String>,
+    /// Folder of JWT signing keys (PKCS#8 PEM files).
+    pub signing_keys_dir: PathBuf,
+}
+
+/// How access tokens are represented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFormat {
+    /// `<id>.<secret>`, checked against the store.
+    Opaque,
+    /// RFC 9068 JWT, verifiable by resource servers with the published keys.
+    Jwt,
+}
+
+impl TokenFormat {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "opaque" => Some(Self::Opaque),
+            "jwt" => Some(Self::Jwt),
+            _ => None,
+        }
+    }
+}
+
+/// The JWS algorithm of JWT access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JwtAlgorithm {
+    /// Ed25519.
+    EdDsa,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
+    Rs256,
+}
+
+impl JwtAlgorithm {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "EdDSA" => Some(Self::EdDsa),
+            "ES256" => Some(Self::Es256),
+            "RS256" => Some(Self::Rs256),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+            Self::Rs256 => "RS256",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

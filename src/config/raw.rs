@@ -65,16 +65,28 @@ impl Default for RawTls {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawOAuth {
     pub(crate) access_token_default_validity_period: i64,
+    pub(crate) application_access_token_default_validity_period: i64,
     pub(crate) refresh_token_validity_period: i64,
     pub(crate) renew_refresh_token: bool,
+    pub(crate) issuer: Option<String>,
+    pub(crate) token_format: String,
+    pub(crate) jwt_algorithm: String,
+    pub(crate) default_audience: Option<String>,
+    pub(crate) signing_keys: String,
 }
 
 impl Default for RawOAuth {
     fn default() -> Self {
         Self {
             access_token_default_validity_period: 3600,
+            application_access_token_default_validity_period: 3600,
             refresh_token_validity_period: 86_400,
             renew_refresh_token: true,
+            issuer: None,
+            token_format: "opaque".into(),
+            jwt_algorithm: "EdDSA".into(),
+            default_audience: None,
+            signing_keys: "keys".into(),
         }
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::raw::RawConfig;
 use super::{
-    ConfigError, ConfigProblem, ConfigSource, OAuthSettings, PasswordHashingSettings,
-    ServerSettings, Settings, SqliteSynchronous, StoreSettings, TlsSettings, TokenStoreSettings,
+    ConfigError, ConfigProblem, ConfigSource, JwtAlgorithm, OAuthSettings, PasswordHashingSettings,
+    ServerSettings, Settings, SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat,
+    TokenStoreSettings,
 };
 
 /// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
@@ -144,6 +145,12 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
             1,
             i64::from(u32::MAX),
         )),
+        application_access_token_validity_secs: to_u64(problems.range(
+            "oauth.application_access_token_default_validity_period",
+            raw.oauth.application_access_token_default_validity_period,
+            1,
+            i64::from(u32::MAX),
+        )),
         refresh_token_validity_secs: to_u64(problems.range(
             "oauth.refresh_token_validity_period",
             raw.oauth.refresh_token_validity_period,
@@ -151,7 +158,47 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
             i64::from(u32::MAX),
         )),
         renew_refresh_token: raw.oauth.renew_refresh_token,
+        issuer: raw.oauth.issuer.clone(),
+        token_format: TokenFormat::parse(&raw.oauth.token_format).unwrap_or_else(|| {
+            problems.add(
+                "oauth.token_format",
+                format!(
+                    "must be \"opaque\" or \"jwt\", got \"{}\"",
+                    raw.oauth.token_format
+                ),
+            );
+            TokenFormat::Opaque
+        }),
+        jwt_algorithm: JwtAlgorithm::parse(&raw.oauth.jwt_algorithm).unwrap_or_else(|| {
+            problems.add(
+                "oauth.jwt_algorithm",
+                format!(
+                    "must be \"EdDSA\", \"ES256\" or \"RS256\", got \"{}\"",
+                    raw.oauth.jwt_algorithm
+                ),
+            );
+            JwtAlgorithm::EdDsa
+        }),
+        default_audience: raw.oauth.default_audience.clone(),
+        signing_keys_dir: required_path(
+            &mut problems,
+            source,
+            "oauth.signing_keys",
+            &raw.oauth.signing_keys,
+        ),
     };
+    if let Some(issuer) = &oauth.issuer {
+        // RFC 8414 §2: an https URL with no query or fragment.
+        if !issuer.starts_with("https://") || issuer.contains(['?', '#']) || issuer.len() <= 8 {
+            problems.add(
+                "oauth.issuer",
+                format!("`{issuer}` must be an https URL without query or fragment"),
+            );
+        }
+    }
+    if oauth.default_audience.as_deref().is_some_and(str::is_empty) {
+        problems.add("oauth.default_audience", "must not be empty");
+    }
 
     let hashing = &raw.password_hashing;
     let password_hashing = PasswordHashingSettings {

@@ -37,6 +37,7 @@ impl ApiError {
         match self {
             Self::OAuth(err) => match err.code {
                 ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+                ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
                 ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,

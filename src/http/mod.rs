@@ -3,6 +3,9 @@
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod introspect;
+pub mod metadata;
+pub mod revoke;
 pub mod token;
 
 use std::sync::Arc;
@@ -43,6 +46,16 @@ async fn only_get() -> ApiError {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/token", post(token::token).fallback(only_post))
+        .route("/revoke", post(revoke::revoke).fallback(only_post))
+        .route(
+            "/introspect",
+            post(introspect::introspect).fallback(only_post),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata::authorization_server).fallback(only_get),
+        )
+        .route("/jwks", get(metadata::jwks).fallback(only_get))
         .route("/health", get(health::health).fallback(only_get))
         .fallback(not_found)
         .with_state(state)

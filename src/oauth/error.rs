@@ -13,6 +13,8 @@ pub enum ErrorCode {
     UnauthorizedClient,
     UnsupportedGrantType,
     InvalidScope,
+    /// RFC 6749 §4.1.2.1; an authenticated client asked for something it may not do (403).
+    AccessDenied,
     /// RFC 6749 §4.1.2.1; used for internal failures, whose cause is only logged.
     ServerError,
     /// RFC 6749 §4.1.2.1; overload or store outage, answered with 503 and `Retry-After`.
@@ -28,6 +30,7 @@ impl ErrorCode {
             Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
+            Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }

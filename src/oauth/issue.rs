@@ -1,11 +1,15 @@
-//! Minting token pairs: lifetimes from the settings or the client's override, records for the
-//! store (digests only) and the RFC 6749 §5.1 response (the only place the tokens appear).
+//! Minting tokens: lifetimes from the settings or the client's override, opaque or RFC 9068
+//! JWT access tokens, records for the store (digests only) and the RFC 6749 §5.1 response
+//! (the only place the tokens appear).
 
 use secrecy::ExposeSecret as _;
 
+use super::error::OAuthError;
 use super::token::TokenService;
 use super::wire::TokenResponse;
-use crate::crypto::token::{MintedToken, TokenId};
+use crate::config::TokenFormat;
+use crate::crypto::jwk::AccessTokenClaims;
+use crate::crypto::token::{MintedToken, SecretDigest, TokenId};
 use crate::store::model::{Client, NewTokens, RefreshTokenRecord, TokenRecord};
 
 /// Whether and how a refresh token is issued alongside the access token.
@@ -31,26 +35,53 @@ impl RefreshPlan {
     }
 }
 
+/// Who an access token is for: a user (password and refresh grants) or the client itself.
+pub enum Subject {
+    User(String),
+    /// RFC 6749 §4.4: an application token; `sub` is the client.
+    Application,
+}
+
 fn secs_i64(secs: u64) -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+/// The `aud` of a client's JWT access tokens.
+pub fn audience_of(service: &TokenService, client: Option<&Client>) -> String {
+    client
+        .and_then(|c| c.audience.clone())
+        .or_else(|| service.settings.default_audience.clone())
+        .unwrap_or_else(|| service.issuer.clone())
 }
 
 /// Mints an access token (and a refresh token if planned) for `client`.
 pub fn mint(
     service: &TokenService,
     client: &Client,
-    username: Option<String>,
+    subject: Subject,
     access_scope: String,
     refresh: Option<RefreshPlan>,
-) -> (NewTokens, TokenResponse) {
+) -> Result<(NewTokens, TokenResponse), OAuthError> {
     let now_ms = service.clock.now_ms();
     let now = now_ms.div_euclid(1000);
-    let access_validity = client
-        .access_token_validity_secs
-        .unwrap_or(service.settings.access_token_validity_secs);
+    let (username, access_validity) = match subject {
+        Subject::User(name) => (
+            Some(name),
+            client
+                .access_token_validity_secs
+                .unwrap_or(service.settings.access_token_validity_secs),
+        ),
+        Subject::Application => (
+            None,
+            client
+                .application_access_token_validity_secs
+                .unwrap_or(service.settings.application_access_token_validity_secs),
+        ),
+    };
     let refresh_validity = client
         .refresh_token_validity_secs
         .unwrap_or(service.settings.refresh_token_validity_secs);
+    let expires_at = now.saturating_add(secs_i64(access_validity));
 
     let access = MintedToken::new(now_ms);
     let refresh_minted = refresh.map(|plan| (MintedToken::new(now_ms), plan));
@@ -58,27 +89,59 @@ pub fn mint(
         Some((minted, plan)) => plan.family_id.unwrap_or(minted.id),
         None => access.id,
     };
-    let record = |minted: &MintedToken, scope: &str, validity: u64| TokenRecord {
-        id: minted.id,
-        secret_digest: minted.digest,
+
+    let (access_value, access_digest) =
+        match client.token_format.unwrap_or(service.settings.token_format) {
+            TokenFormat::Opaque => (access.value.expose_secret().to_owned(), access.digest),
+            TokenFormat::Jwt => {
+                let keys = service.keys.keys();
+                let signer = keys.signer(service.settings.jwt_algorithm).ok_or_else(|| {
+                    OAuthError::server_error(crate::crypto::jwk::KeyError::NoSigningKey(
+                        service.settings.jwt_algorithm.as_str(),
+                    ))
+                })?;
+                let claims = AccessTokenClaims {
+                    iss: service.issuer.clone(),
+                    sub: username.clone().unwrap_or_else(|| client.id.clone()),
+                    aud: audience_of(service, Some(client)),
+                    client_id: client.id.clone(),
+                    scope: access_scope.clone(),
+                    jti: access.id.to_uuid_string(),
+                };
+                let jwt = signer
+                    .sign(claims, now, expires_at)
+                    .map_err(OAuthError::server_error)?;
+                let digest = SecretDigest::of(jwt.as_bytes());
+                (jwt, digest)
+            }
+        };
+
+    let record = |id: TokenId, digest: SecretDigest, scope: &str, expires_at: i64| TokenRecord {
+        id,
+        secret_digest: digest,
         client_id: client.id.clone(),
         username: username.clone(),
         scope: scope.to_owned(),
         family_id,
         issued_at: now,
-        expires_at: now.saturating_add(secs_i64(validity)),
+        expires_at,
         revoked_at: None,
     };
-    let access_record = record(&access, &access_scope, access_validity);
+    let access_record = record(access.id, access_digest, &access_scope, expires_at);
     let refresh_record = refresh_minted
         .as_ref()
         .map(|(minted, plan)| RefreshTokenRecord {
-            token: record(minted, &plan.scope, refresh_validity),
+            token: record(
+                minted.id,
+                minted.digest,
+                &plan.scope,
+                now.saturating_add(secs_i64(refresh_validity)),
+            ),
             spent_at: None,
             replaced_by: None,
         });
     let response = TokenResponse {
-        access_token: access.value.expose_secret().to_owned(),
+        access_token: access_value,
         token_type: "Bearer",
         expires_in: access_validity,
         refresh_token: refresh_minted
@@ -86,11 +149,11 @@ pub fn mint(
             .map(|(minted, _)| minted.value.expose_secret().to_owned()),
         scope: access_scope,
     };
-    (
+    Ok((
         NewTokens {
             access: access_record,
             refresh: refresh_record,
         },
         response,
-    )
+    ))
 }

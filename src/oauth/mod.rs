@@ -4,8 +4,11 @@
 pub mod client_auth;
 pub mod error;
 pub mod grants;
+pub mod introspection;
 pub mod issue;
+pub mod lookup;
 pub mod params;
+pub mod revocation;
 pub mod scope;
 pub mod token;
 pub mod wire;

@@ -94,6 +94,7 @@ pub fn parse_form(body: &[u8]) -> Result<FormParams, ParamError> {
 }
 
 /// Client credentials from an `Authorization: Basic` header (RFC 6749 §2.3.1, RFC 7617).
+#[derive(Clone)]
 pub struct BasicCredentials {
     pub client_id: String,
     pub client_secret: SecretString,
@@ -108,7 +109,7 @@ impl std::fmt::Debug for BasicCredentials {
 }
 
 /// The outcome of reading an `Authorization` header on the token endpoint.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum AuthorizationHeader {
     Basic(BasicCredentials),
     /// A scheme other than Basic: the client did not authenticate in a way we accept.

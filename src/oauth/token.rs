@@ -13,8 +13,9 @@ use super::params::{AuthorizationHeader, FormParams};
 use super::wire::TokenResponse;
 use crate::clock::Clock;
 use crate::config::OAuthSettings;
+use crate::crypto::jwk::KeyRing;
 use crate::crypto::password::PasswordHasher;
-use crate::store::model::GrantType;
+use crate::store::model::{Client, GrantType};
 use crate::store::{ClientStore, TokenStore, UserStore};
 
 /// A parsed token request: what the HTTP layer extracted, in protocol terms.
@@ -31,34 +32,81 @@ pub struct ExchangeSummary {
     pub grant_type: Option<String>,
 }
 
+/// The stores and services every endpoint of the protocol layer works with.
+pub struct ServiceParts {
+    pub settings: OAuthSettings,
+    /// The issuer URL (`iss`), settled at startup.
+    pub issuer: String,
+    pub clients: Arc<dyn ClientStore>,
+    pub users: Arc<dyn UserStore>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub keys: Arc<KeyRing>,
+    pub hasher: PasswordHasher,
+    pub clock: Arc<dyn Clock>,
+}
+
 /// Everything the grants need, shared by all requests.
 pub struct TokenService {
     pub settings: OAuthSettings,
+    pub issuer: String,
+    pub clients: Arc<dyn ClientStore>,
     pub users: Arc<dyn UserStore>,
     pub tokens: Arc<dyn TokenStore>,
+    pub keys: Arc<KeyRing>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
     client_auth: ClientAuthenticator,
 }
 
 impl TokenService {
-    pub fn new(
-        settings: OAuthSettings,
-        clients: Arc<dyn ClientStore>,
-        users: Arc<dyn UserStore>,
-        tokens: Arc<dyn TokenStore>,
-        hasher: PasswordHasher,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        let client_auth = ClientAuthenticator::new(clients, hasher.clone(), clock.clone());
+    pub fn new(parts: ServiceParts) -> Self {
+        let client_auth = ClientAuthenticator::new(
+            parts.clients.clone(),
+            parts.hasher.clone(),
+            parts.clock.clone(),
+        );
         Self {
-            settings,
-            users,
-            tokens,
-            hasher,
-            clock,
+            settings: parts.settings,
+            issuer: parts.issuer,
+            clients: parts.clients,
+            users: parts.users,
+            tokens: parts.tokens,
+            keys: parts.keys,
+            hasher: parts.hasher,
+            clock: parts.clock,
             client_auth,
         }
+    }
+
+    /// Authenticates the client of a request to any endpoint (token, revocation, introspection).
+    pub async fn authenticate_client(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let presented = presented_client(request.authorization.clone(), &request.form)?;
+        self.client_auth.authenticate(presented).await
+    }
+
+    /// The longest an access token issued now can live: a signing key stays published this
+    /// long after it is retired.
+    pub async fn max_access_token_validity_secs(&self) -> Result<i64, OAuthError> {
+        let clients = self.clients.list_clients().await?;
+        let longest = clients
+            .iter()
+            .flat_map(|c| {
+                [
+                    c.access_token_validity_secs,
+                    c.application_access_token_validity_secs,
+                ]
+            })
+            .flatten()
+            .chain([
+                self.settings.access_token_validity_secs,
+                self.settings.application_access_token_validity_secs,
+            ])
+            .max()
+            .unwrap_or(0);
+        Ok(i64::try_from(longest).unwrap_or(i64::MAX))
     }
 
     /// RFC 6749 §3.2: authenticates the client and runs the requested grant.
@@ -100,10 +148,15 @@ impl TokenService {
                 )
                 .await
             }
-            GrantType::ClientCredentials => Err(OAuthError::new(
-                ErrorCode::UnsupportedGrantType,
-                "the client_credentials grant is not supported by this version",
-            )),
+            GrantType::ClientCredentials => {
+                run(
+                    &grants::client_credentials::ClientCredentialsGrant,
+                    self,
+                    &client,
+                    &form,
+                )
+                .await
+            }
         }
     }
 }
@@ -111,7 +164,7 @@ impl TokenService {
 async fn run<G: Grant>(
     grant: &G,
     service: &TokenService,
-    client: &crate::store::model::Client,
+    client: &Client,
     form: &FormParams,
 ) -> Result<TokenResponse, OAuthError> {
     let params = G::parse(form)?;

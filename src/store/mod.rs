@@ -41,20 +41,28 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Records the tokens of one grant. Returns once they are durable (committed).
     async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError>;
 
-    /// `Ok(None)` when no refresh token has this id.
+    /// RFC 7009: revokes one access token. `Ok(false)` if it was unknown or already revoked.
+    async fn revoke_access_token(&self, id: &TokenId, now: i64) -> Result<bool, StoreError>;
+
+    /// RFC 7009 §2.1: revokes every token of a grant (refresh and access tokens sharing
+    /// `family_id`). `Ok(false)` if the family was already revoked.
+    async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError>;
+
+    /// `Ok(None)` when no refresh token has this id. `revoked_at` includes the revocation of
+    /// the token's family.
     async fn find_refresh_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<RefreshTokenRecord>, StoreError>;
 
-    /// `Ok(None)` when no access token has this id.
+    /// `Ok(None)` when no access token has this id; `revoked_at` includes its family's.
     async fn find_access_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<AccessTokenRecord>, StoreError>;
 
     /// RFC 6749 §6 rotation: atomically marks `old` spent (only if it is neither spent nor
-    /// revoked) and records `new`. Exactly one of several concurrent calls for the same `old`
+    /// revoked, and its family not revoked) and records `new`. Exactly one of several concurrent calls for the same `old`
     /// returns [`Rotation::Rotated`].
     async fn rotate_refresh_token(
         &self,
@@ -80,6 +88,9 @@ pub trait UserStore: Send + Sync + 'static {
 #[async_trait]
 pub trait ClientStore: Send + Sync + 'static {
     async fn find_client(&self, id: &str) -> Result<Option<Arc<Client>>, StoreError>;
+
+    /// Every client (for the discovery document and key retirement).
+    async fn list_clients(&self) -> Result<Vec<Arc<Client>>, StoreError>;
 }
 
 /// Opens the token store the settings name.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::config::TokenFormat;
 use crate::crypto::token::{SecretDigest, TokenId};
 
 /// A resource owner from the user store.
@@ -51,7 +52,15 @@ pub struct Client {
     /// Scopes the client may request besides `default`.
     pub scopes: BTreeSet<String>,
     pub access_token_validity_secs: Option<u64>,
+    /// For application tokens (client_credentials grant).
+    pub application_access_token_validity_secs: Option<u64>,
     pub refresh_token_validity_secs: Option<u64>,
+    /// May call the introspection endpoint (RFC 7662): a resource server.
+    pub introspect: bool,
+    /// Overrides `[oauth] token_format` for this client's access tokens.
+    pub token_format: Option<TokenFormat>,
+    /// `aud` of this client's JWT access tokens; else `[oauth] default_audience`.
+    pub audience: Option<String>,
     pub disabled: bool,
 }
 

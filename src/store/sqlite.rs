@@ -39,12 +39,22 @@ enum WriteOp {
         now: i64,
         new: NewTokens,
     },
+    RevokeAccess {
+        id: TokenId,
+        now: i64,
+    },
+    RevokeFamily {
+        family_id: TokenId,
+        now: i64,
+    },
     Shutdown,
 }
 
+/// A write's reply: whether it changed anything (a rotation whose token was already spent, or a
+/// revocation of an already revoked token, did not).
 struct WriteJob {
     op: WriteOp,
-    reply: oneshot::Sender<Result<Rotation, StoreError>>,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
 }
 
 pub struct SqliteTokenStore {
@@ -126,7 +136,7 @@ impl SqliteTokenStore {
         Ok(Self { readers, writes })
     }
 
-    async fn submit(&self, op: WriteOp) -> Result<Rotation, StoreError> {
+    async fn submit(&self, op: WriteOp) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(WriteJob { op, reply })
@@ -166,35 +176,58 @@ async fn run_writer(mut conn: SqliteConnection, mut queue: mpsc::Receiver<WriteJ
 async fn apply_batch(
     conn: &mut SqliteConnection,
     batch: &[WriteJob],
-) -> Result<Vec<Rotation>, sqlx::Error> {
+) -> Result<Vec<bool>, sqlx::Error> {
     let mut tx = conn.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
-        let outcome = match &job.op {
-            WriteOp::Create(tokens) => {
-                insert_tokens(&mut tx, tokens).await?;
-                Rotation::Rotated
-            }
-            WriteOp::Rotate { old, now, new } => {
-                let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
-                let spent = sqlx::query(
-                    "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 \
-                     WHERE id = ?3 AND spent_at IS NULL AND revoked_at IS NULL",
+        let outcome =
+            match &job.op {
+                WriteOp::Create(tokens) => {
+                    insert_tokens(&mut tx, tokens).await?;
+                    true
+                }
+                WriteOp::Rotate { old, now, new } => {
+                    let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
+                    let spent = sqlx::query(
+                        "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 \
+                     WHERE id = ?3 AND spent_at IS NULL AND revoked_at IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM revoked_families f \
+                                     WHERE f.family_id = refresh_tokens.family_id)",
+                    )
+                    .bind(now)
+                    .bind(replaced_by)
+                    .bind(old.0.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                    let rotated = spent.rows_affected() == 1;
+                    if rotated {
+                        insert_tokens(&mut tx, new).await?;
+                    }
+                    rotated
+                }
+                WriteOp::RevokeAccess { id, now } => sqlx::query(
+                    "UPDATE access_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
                 )
                 .bind(now)
-                .bind(replaced_by)
-                .bind(old.0.as_slice())
+                .bind(id.0.as_slice())
                 .execute(&mut *tx)
-                .await?;
-                if spent.rows_affected() == 1 {
-                    insert_tokens(&mut tx, new).await?;
-                    Rotation::Rotated
-                } else {
-                    Rotation::AlreadySpent
+                .await?
+                .rows_affected()
+                    == 1,
+                WriteOp::RevokeFamily { family_id, now } => {
+                    sqlx::query(
+                        "INSERT INTO revoked_families (family_id, revoked_at) VALUES (?1, ?2) \
+                     ON CONFLICT (family_id) DO NOTHING",
+                    )
+                    .bind(family_id.0.as_slice())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1
                 }
-            }
-            WriteOp::Shutdown => Rotation::Rotated,
-        };
+                WriteOp::Shutdown => true,
+            };
         outcomes.push(outcome);
     }
     tx.commit().await?;
@@ -248,8 +281,12 @@ fn digest(row: &SqliteRow) -> Result<SecretDigest, StoreError> {
 }
 
 /// The columns every token table shares, in [`decode_token`]'s order.
-const TOKEN_COLUMNS: &str =
-    "id, secret_sha256, client_id, username, scope, family_id, issued_at, expires_at, revoked_at";
+/// A token counts as revoked when it was revoked itself or its whole grant (family) was.
+const TOKEN_COLUMNS: &str = "t.id AS id, t.secret_sha256 AS secret_sha256, \
+    t.client_id AS client_id, t.username AS username, t.scope AS scope, \
+    t.family_id AS family_id, t.issued_at AS issued_at, t.expires_at AS expires_at, \
+    COALESCE(t.revoked_at, (SELECT f.revoked_at FROM revoked_families f \
+                            WHERE f.family_id = t.family_id)) AS revoked_at";
 
 fn decode_token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
@@ -271,12 +308,25 @@ impl TokenStore for SqliteTokenStore {
         self.submit(WriteOp::Create(tokens)).await.map(|_| ())
     }
 
+    async fn revoke_access_token(&self, id: &TokenId, now: i64) -> Result<bool, StoreError> {
+        self.submit(WriteOp::RevokeAccess { id: *id, now }).await
+    }
+
+    async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError> {
+        self.submit(WriteOp::RevokeFamily {
+            family_id: *family_id,
+            now,
+        })
+        .await
+    }
+
     async fn find_refresh_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
         let sql = format!(
-            "SELECT {TOKEN_COLUMNS}, spent_at, replaced_by FROM refresh_tokens WHERE id = ?1"
+            "SELECT {TOKEN_COLUMNS}, t.spent_at AS spent_at, t.replaced_by AS replaced_by \
+             FROM refresh_tokens t WHERE t.id = ?1"
         );
         let row = sqlx::query(&sql)
             .bind(id.0.as_slice())
@@ -300,7 +350,7 @@ impl TokenStore for SqliteTokenStore {
         &self,
         id: &TokenId,
     ) -> Result<Option<AccessTokenRecord>, StoreError> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE id = ?1");
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM access_tokens t WHERE t.id = ?1");
         let row = sqlx::query(&sql)
             .bind(id.0.as_slice())
             .fetch_optional(&self.readers)
@@ -315,12 +365,18 @@ impl TokenStore for SqliteTokenStore {
         now: i64,
         new: NewTokens,
     ) -> Result<Rotation, StoreError> {
-        self.submit(WriteOp::Rotate {
-            old: *old,
-            now,
-            new,
+        let rotated = self
+            .submit(WriteOp::Rotate {
+                old: *old,
+                now,
+                new,
+            })
+            .await?;
+        Ok(if rotated {
+            Rotation::Rotated
+        } else {
+            Rotation::AlreadySpent
         })
-        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

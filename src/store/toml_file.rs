@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::model::{Client, GrantType, User};
 use super::{ClientStore, StoreError, UserStore};
-use crate::config::{ConfigError, ConfigProblem};
+use crate::config::{ConfigError, ConfigProblem, TokenFormat};
 use crate::crypto::{password, secret};
 use crate::oauth::scope::Scope;
 
@@ -50,7 +50,12 @@ struct RawClient {
     #[serde(default)]
     scopes: Vec<String>,
     access_token_validity_period: Option<i64>,
+    application_access_token_validity_period: Option<i64>,
     refresh_token_validity_period: Option<i64>,
+    #[serde(default)]
+    introspect: bool,
+    token_format: Option<String>,
+    audience: Option<String>,
     #[serde(default)]
     disabled: bool,
     #[serde(default)]
@@ -160,10 +165,31 @@ pub fn load_clients(path: &Path) -> Result<HashMap<String, Arc<Client>>, ConfigE
             "access_token_validity_period",
             client.access_token_validity_period,
         );
+        let application_access_token_validity_secs = validity(
+            "application_access_token_validity_period",
+            client.application_access_token_validity_period,
+        );
         let refresh_token_validity_secs = validity(
             "refresh_token_validity_period",
             client.refresh_token_validity_period,
         );
+        let token_format = match client.token_format.as_deref() {
+            None => None,
+            Some(name) => {
+                let format = TokenFormat::parse(name);
+                if format.is_none() {
+                    problems.push(problem(
+                        path,
+                        key("token_format"),
+                        "must be \"opaque\" or \"jwt\"",
+                    ));
+                }
+                format
+            }
+        };
+        if client.audience.as_deref().is_some_and(str::is_empty) {
+            problems.push(problem(path, key("audience"), "must not be empty"));
+        }
         clients.insert(
             id.clone(),
             Arc::new(Client {
@@ -172,7 +198,11 @@ pub fn load_clients(path: &Path) -> Result<HashMap<String, Arc<Client>>, ConfigE
                 grant_types,
                 scopes: client.scopes.into_iter().collect(),
                 access_token_validity_secs,
+                application_access_token_validity_secs,
                 refresh_token_validity_secs,
+                introspect: client.introspect,
+                token_format,
+                audience: client.audience,
                 disabled: client.disabled,
             }),
         );
@@ -300,5 +330,9 @@ impl TomlClientStore {
 impl ClientStore for TomlClientStore {
     async fn find_client(&self, id: &str) -> Result<Option<Arc<Client>>, StoreError> {
         Ok(self.file.get().get(id).cloned())
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Arc<Client>>, StoreError> {
+        Ok(self.file.get().values().cloned().collect())
     }
 }

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 
 use super::{required, required_secret, Grant};
 use crate::oauth::error::OAuthError;
-use crate::oauth::issue::{self, RefreshPlan};
+use crate::oauth::issue::{self, RefreshPlan, Subject};
 use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
@@ -67,8 +67,13 @@ impl Grant for PasswordGrant {
             .grant_types
             .contains(&GrantType::RefreshToken)
             .then(|| RefreshPlan::new_family(scope.clone()));
-        let (tokens, response) =
-            issue::mint(service, client, Some(params.username), scope, refresh);
+        let (tokens, response) = issue::mint(
+            service,
+            client,
+            Subject::User(params.username),
+            scope,
+            refresh,
+        )?;
         service.tokens.create_tokens(tokens).await?;
         Ok(response)
     }

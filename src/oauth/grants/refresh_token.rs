@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use super::{required_secret, Grant};
 use crate::crypto::token::PresentedToken;
 use crate::oauth::error::OAuthError;
-use crate::oauth::issue::{self, RefreshPlan};
+use crate::oauth::issue::{self, RefreshPlan, Subject};
 use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
@@ -19,6 +19,14 @@ use crate::store::model::{Client, GrantType};
 use crate::store::Rotation;
 
 pub struct RefreshTokenGrant;
+
+/// Refresh tokens are issued for users only (RFC 6749 §4.4.3: never for client_credentials).
+fn subject(username: Option<&String>) -> Subject {
+    match username {
+        Some(name) => Subject::User(name.clone()),
+        None => Subject::Application,
+    }
+}
 
 pub struct RefreshParams {
     refresh_token: SecretString,
@@ -97,10 +105,10 @@ impl Grant for RefreshTokenGrant {
             let (tokens, response) = issue::mint(
                 service,
                 client,
-                record.username.clone(),
+                subject(record.username.as_ref()),
                 access_scope.as_string(),
                 Some(plan),
-            );
+            )?;
             match service
                 .tokens
                 .rotate_refresh_token(&record.id, now, tokens)
@@ -113,10 +121,10 @@ impl Grant for RefreshTokenGrant {
             let (mut tokens, mut response) = issue::mint(
                 service,
                 client,
-                record.username.clone(),
+                subject(record.username.as_ref()),
                 access_scope.as_string(),
                 None,
-            );
+            )?;
             tokens.access.family_id = record.family_id;
             service.tokens.create_tokens(tokens).await?;
             // Not rotating: the client keeps using the token it sent.

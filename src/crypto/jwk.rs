@@ -1,0 +1,426 @@
+//! JWT signing keys (RFC 9068 access tokens) and the JWKS document (RFC 7517).
+//!
+//! Keys are PKCS#8 PEM files in one folder; the key type (Ed25519, P-256, RSA) decides the
+//! algorithm (EdDSA, ES256, RS256) and the key id is the key's RFC 7638 thumbprint. A key's
+//! activation time is its file's modification time. The newest key of the configured algorithm
+//! signs. An older key stops signing when a newer key is activated; it stays published in the
+//! JWKS until every token it can have signed has expired (its successor's activation + the
+//! longest access-token lifetime), then drops out. Rotation is therefore: add a key file
+//! (`tokengate keys rotate` does), and delete old files whenever convenient.
+
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use jwt_compact::alg::{Ed25519, Es256, Rsa};
+use jwt_compact::jwk::JsonWebKey;
+use jwt_compact::{AlgorithmExt as _, Claims, Header, UntrustedToken};
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::config::JwtAlgorithm;
+
+/// The `typ` of RFC 9068 access tokens.
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+const RSA_BITS: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    #[error("signing failed: {0}")]
+    Signing(String),
+    #[error("no signing key for {0}")]
+    NoSigningKey(&'static str),
+}
+
+fn file_error(path: &Path, message: impl Into<String>) -> KeyError {
+    KeyError::File {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+enum KeyMaterial {
+    Ed25519(ed25519_dalek::SigningKey),
+    Es256(p256::ecdsa::SigningKey),
+    Rs256(Box<rsa::RsaPrivateKey>),
+}
+
+impl KeyMaterial {
+    fn from_pem(pem: &str) -> Option<Self> {
+        if let Ok(key) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
+            return Some(Self::Ed25519(key));
+        }
+        if let Ok(key) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+            return Some(Self::Es256(key));
+        }
+        if let Ok(key) = rsa::RsaPrivateKey::from_pkcs8_pem(pem) {
+            return Some(Self::Rs256(Box::new(key)));
+        }
+        None
+    }
+
+    fn generate(algorithm: JwtAlgorithm) -> Result<Self, KeyError> {
+        Ok(match algorithm {
+            JwtAlgorithm::EdDsa => Self::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)),
+            JwtAlgorithm::Es256 => Self::Es256(p256::ecdsa::SigningKey::random(&mut OsRng)),
+            JwtAlgorithm::Rs256 => Self::Rs256(Box::new(
+                rsa::RsaPrivateKey::new(&mut OsRng, RSA_BITS)
+                    .map_err(|err| KeyError::Signing(err.to_string()))?,
+            )),
+        })
+    }
+
+    fn to_pem(&self) -> Result<String, KeyError> {
+        let pem = match self {
+            Self::Ed25519(key) => key.to_pkcs8_pem(Default::default()),
+            Self::Es256(key) => key.to_pkcs8_pem(Default::default()),
+            Self::Rs256(key) => key.to_pkcs8_pem(Default::default()),
+        };
+        pem.map(|pem| pem.to_string())
+            .map_err(|err| KeyError::Signing(err.to_string()))
+    }
+
+    fn algorithm(&self) -> JwtAlgorithm {
+        match self {
+            Self::Ed25519(_) => JwtAlgorithm::EdDsa,
+            Self::Es256(_) => JwtAlgorithm::Es256,
+            Self::Rs256(_) => JwtAlgorithm::Rs256,
+        }
+    }
+
+    /// The public JWK (no private parts) as jwt-compact encodes it, and its RFC 7638
+    /// thumbprint (the key id).
+    fn public_jwk(&self) -> (serde_json::Value, String) {
+        fn encode(jwk: &JsonWebKey<'_>) -> (serde_json::Value, String) {
+            let thumbprint = URL_SAFE_NO_PAD.encode(jwk.thumbprint::<Sha256>());
+            (serde_json::to_value(jwk).unwrap_or_default(), thumbprint)
+        }
+        match self {
+            Self::Ed25519(key) => encode(&JsonWebKey::from(&key.verifying_key())),
+            Self::Es256(key) => encode(&JsonWebKey::from(key.verifying_key())),
+            Self::Rs256(key) => encode(&JsonWebKey::from(&rsa::RsaPublicKey::from(key.as_ref()))),
+        }
+    }
+}
+
+/// One signing key from the folder.
+pub struct SigningKey {
+    pub kid: String,
+    pub algorithm: JwtAlgorithm,
+    /// Unix seconds: the file's modification time.
+    pub activated_at: i64,
+    pub path: PathBuf,
+    jwk: serde_json::Value,
+    material: KeyMaterial,
+}
+
+/// The claims of an RFC 9068 access token besides `exp` and `iat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub scope: String,
+    pub jti: String,
+}
+
+/// A JWT access token of ours whose signature checked out.
+#[derive(Debug, Clone)]
+pub struct VerifiedAccessToken {
+    pub claims: AccessTokenClaims,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+fn timestamp(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+impl SigningKey {
+    fn load(path: &Path) -> Result<Self, KeyError> {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|err| file_error(path, format!("cannot read: {err}")))?;
+        let material = KeyMaterial::from_pem(&pem).ok_or_else(|| {
+            file_error(path, "not a PKCS#8 PEM Ed25519, P-256 or RSA private key")
+        })?;
+        if let KeyMaterial::Rs256(key) = &material {
+            if rsa::traits::PublicKeyParts::size(key.as_ref()) * 8 < RSA_BITS {
+                return Err(file_error(path, "RSA keys must have at least 2048 bits"));
+            }
+        }
+        let meta = std::fs::metadata(path).map_err(|err| file_error(path, err.to_string()))?;
+        let (jwk, kid) = material.public_jwk();
+        Ok(Self {
+            kid,
+            algorithm: material.algorithm(),
+            activated_at: meta.mtime(),
+            path: path.to_path_buf(),
+            jwk,
+            material,
+        })
+    }
+
+    /// Signs an RFC 9068 access token.
+    pub fn sign(
+        &self,
+        claims: AccessTokenClaims,
+        issued_at: i64,
+        expires_at: i64,
+    ) -> Result<String, KeyError> {
+        let header = Header::empty()
+            .with_key_id(self.kid.clone())
+            .with_token_type(ACCESS_TOKEN_TYPE);
+        let mut claims = Claims::new(claims);
+        claims.issued_at = Some(timestamp(issued_at));
+        claims.expiration = Some(timestamp(expires_at));
+        let signed = match &self.material {
+            KeyMaterial::Ed25519(key) => Ed25519.token(&header, &claims, key),
+            KeyMaterial::Es256(key) => Es256.token(&header, &claims, key),
+            KeyMaterial::Rs256(key) => Rsa::rs256().token(&header, &claims, key.as_ref()),
+        };
+        signed.map_err(|err| KeyError::Signing(err.to_string()))
+    }
+
+    /// Checks the signature (only); the caller decides about expiry and revocation.
+    fn verify(&self, token: &UntrustedToken<'_>) -> Option<Claims<AccessTokenClaims>> {
+        if token.algorithm() != self.algorithm.as_str() {
+            return None;
+        }
+        let verified = match &self.material {
+            KeyMaterial::Ed25519(key) => Ed25519
+                .validator::<AccessTokenClaims>(&key.verifying_key())
+                .validate(token)
+                .ok(),
+            KeyMaterial::Es256(key) => Es256
+                .validator::<AccessTokenClaims>(key.verifying_key())
+                .validate(token)
+                .ok(),
+            KeyMaterial::Rs256(key) => Rsa::rs256()
+                .validator::<AccessTokenClaims>(&rsa::RsaPublicKey::from(key.as_ref()))
+                .validate(token)
+                .ok(),
+        };
+        verified.map(|token| token.into_parts().1)
+    }
+}
+
+/// Every key in the folder, oldest first.
+pub struct KeySet {
+    keys: Vec<SigningKey>,
+}
+
+impl KeySet {
+    /// Reads every `*.pem` file in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, KeyError> {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|err| file_error(dir, format!("cannot read the folder: {err}")))?;
+        let mut keys = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|ext| ext == "pem") {
+                keys.push(SigningKey::load(&path)?);
+            }
+        }
+        keys.sort_by(|a, b| (a.activated_at, &a.path).cmp(&(b.activated_at, &b.path)));
+        Ok(Self { keys })
+    }
+
+    /// Every key, oldest first.
+    pub fn all(&self) -> &[SigningKey] {
+        &self.keys
+    }
+
+    /// The newest key of `algorithm`: the one that signs.
+    pub fn signer(&self, algorithm: JwtAlgorithm) -> Option<&SigningKey> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|key| key.algorithm == algorithm)
+    }
+
+    /// Keys whose tokens may still be live at `now`: the signers, and every older key until
+    /// `max_validity_secs` after a newer key was activated.
+    pub fn published(&self, now: i64, max_validity_secs: i64) -> Vec<&SigningKey> {
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| {
+                match self.keys.get(index + 1) {
+                    // Retired when its successor appeared; live tokens end by then + lifetime.
+                    Some(successor) => {
+                        now < successor.activated_at.saturating_add(max_validity_secs)
+                    }
+                    None => true,
+                }
+            })
+            .map(|(_, key)| key)
+            .collect()
+    }
+
+    /// The JWKS document (RFC 7517 §5) of the published keys.
+    pub fn jwks(&self, now: i64, max_validity_secs: i64) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .published(now, max_validity_secs)
+            .into_iter()
+            .map(|key| {
+                let mut jwk = key.jwk.clone();
+                if let Some(object) = jwk.as_object_mut() {
+                    object.insert("kid".into(), key.kid.clone().into());
+                    object.insert("alg".into(), key.algorithm.as_str().into());
+                    object.insert("use".into(), "sig".into());
+                }
+                jwk
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// Verifies a JWT access token signed by one of the published keys; `None` for anything
+    /// else (malformed, other `typ`, unknown or retired `kid`, bad signature).
+    pub fn verify(
+        &self,
+        token: &str,
+        now: i64,
+        max_validity_secs: i64,
+    ) -> Option<VerifiedAccessToken> {
+        let untrusted = UntrustedToken::new(token).ok()?;
+        if untrusted.header().token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return None;
+        }
+        let kid = untrusted.header().key_id.as_deref()?;
+        let key = self
+            .published(now, max_validity_secs)
+            .into_iter()
+            .find(|key| key.kid == kid)?;
+        let claims = key.verify(&untrusted)?;
+        Some(VerifiedAccessToken {
+            issued_at: claims.issued_at?.timestamp(),
+            expires_at: claims.expiration?.timestamp(),
+            claims: claims.custom,
+        })
+    }
+}
+
+/// Writes a new key of `algorithm` into `dir` (owner-readable only); it signs from now on.
+pub fn generate_key(dir: &Path, algorithm: JwtAlgorithm, now_ms: i64) -> Result<PathBuf, KeyError> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)
+        .map_err(|err| file_error(dir, format!("cannot create the folder: {err}")))?;
+    let material = KeyMaterial::generate(algorithm)?;
+    let pem = material.to_pem()?;
+    let name = format!("{now_ms}-{}.pem", algorithm.as_str().to_ascii_lowercase());
+    let path = dir.join(name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|err| file_error(&path, format!("cannot create: {err}")))?;
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|err| file_error(&path, format!("cannot write: {err}")))?;
+    Ok(path)
+}
+
+/// Makes sure a key of `algorithm` exists in `dir`; returns the new key's path if it made one.
+pub fn ensure_signing_key(
+    dir: &Path,
+    algorithm: JwtAlgorithm,
+    now_ms: i64,
+) -> Result<Option<PathBuf>, KeyError> {
+    if dir.exists() && KeySet::load(dir)?.signer(algorithm).is_some() {
+        return Ok(None);
+    }
+    generate_key(dir, algorithm, now_ms).map(Some)
+}
+
+type FolderStamp = Vec<(PathBuf, i64, u64)>;
+
+fn folder_stamp(dir: &Path) -> FolderStamp {
+    let mut stamp: FolderStamp = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| {
+                    let meta = entry.metadata().ok()?;
+                    Some((entry.path(), meta.mtime(), meta.size()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    stamp.sort();
+    stamp
+}
+
+/// The key set of a folder, re-read when files are added, changed or removed.
+pub struct KeyRing {
+    dir: PathBuf,
+    current: RwLock<(FolderStamp, Arc<KeySet>)>,
+}
+
+impl KeyRing {
+    pub fn open(dir: &Path) -> Result<Arc<Self>, KeyError> {
+        let stamp = folder_stamp(dir);
+        let keys = KeySet::load(dir)?;
+        Ok(Arc::new(Self {
+            dir: dir.to_path_buf(),
+            current: RwLock::new((stamp, Arc::new(keys))),
+        }))
+    }
+
+    pub fn keys(&self) -> Arc<KeySet> {
+        match self.current.read() {
+            Ok(guard) => guard.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    fn reload_if_changed(&self) {
+        let stamp = folder_stamp(&self.dir);
+        let unchanged = self
+            .current
+            .read()
+            .map(|guard| guard.0 == stamp)
+            .unwrap_or(false);
+        if unchanged {
+            return;
+        }
+        match KeySet::load(&self.dir) {
+            Ok(keys) => {
+                tracing::info!(folder = %self.dir.display(), keys = keys.keys.len(), "signing keys reloaded");
+                if let Ok(mut guard) = self.current.write() {
+                    *guard = (stamp, Arc::new(keys));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "signing keys not reloaded; keeping the previous set");
+                if let Ok(mut guard) = self.current.write() {
+                    guard.0 = stamp;
+                }
+            }
+        }
+    }
+
+    /// Re-reads the folder every `interval` until the ring is dropped.
+    pub fn watch(self: &Arc<Self>, interval: Duration) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(ring) = weak.upgrade() else { break };
+                let _ = tokio::task::spawn_blocking(move || ring.reload_if_changed()).await;
+            }
+        });
+    }
+}

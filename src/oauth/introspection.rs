@@ -1,0 +1,90 @@
+//! RFC 7662: token introspection, for resource servers (clients marked `introspect = true`).
+//!
+//! Anything expired, revoked, spent or unknown is `{"active": false}` and nothing more (§2.2).
+
+use secrecy::SecretString;
+
+use super::error::{ErrorCode, OAuthError};
+use super::issue::audience_of;
+use super::lookup::{find_token, FoundToken, Hint};
+use super::token::{TokenRequest, TokenService};
+use super::wire::IntrospectionResponse;
+use crate::store::model::TokenRecord;
+
+pub async fn introspect(
+    service: &TokenService,
+    request: TokenRequest,
+) -> Result<IntrospectionResponse, OAuthError> {
+    let caller = service.authenticate_client(&request).await?;
+    if !caller.introspect {
+        return Err(OAuthError::new(
+            ErrorCode::AccessDenied,
+            "this client may not introspect tokens",
+        ));
+    }
+    let form = request.form;
+    let token = form
+        .get("token")
+        .map(|t| SecretString::from(t.to_owned()))
+        .ok_or_else(|| OAuthError::invalid_request("missing parameter: token"))?;
+    let hint = Hint::parse(form.get("token_type_hint"));
+    let now = service.clock.now_secs();
+    let inactive = IntrospectionResponse::default();
+    Ok(match find_token(service, &token, hint).await? {
+        FoundToken::Access(record) if is_live(&record, now) => {
+            describe(service, &record, "Bearer").await?
+        }
+        FoundToken::JwtAccess(verified, record) if is_live(&record, now) => {
+            let claims = verified.claims;
+            IntrospectionResponse {
+                active: true,
+                scope: Some(claims.scope),
+                client_id: Some(claims.client_id),
+                username: record.username,
+                token_type: Some("Bearer"),
+                exp: Some(verified.expires_at),
+                iat: Some(verified.issued_at),
+                nbf: Some(verified.issued_at),
+                sub: Some(claims.sub),
+                aud: Some(claims.aud),
+                iss: Some(claims.iss),
+                jti: Some(claims.jti),
+            }
+        }
+        FoundToken::Refresh(record) if record.spent_at.is_none() && is_live(&record.token, now) => {
+            describe(service, &record.token, "refresh_token").await?
+        }
+        _ => inactive,
+    })
+}
+
+fn is_live(record: &TokenRecord, now: i64) -> bool {
+    record.revoked_at.is_none() && record.expires_at > now
+}
+
+async fn describe(
+    service: &TokenService,
+    record: &TokenRecord,
+    token_type: &'static str,
+) -> Result<IntrospectionResponse, OAuthError> {
+    let client = service.clients.find_client(&record.client_id).await?;
+    Ok(IntrospectionResponse {
+        active: true,
+        scope: Some(record.scope.clone()),
+        client_id: Some(record.client_id.clone()),
+        username: record.username.clone(),
+        token_type: Some(token_type),
+        exp: Some(record.expires_at),
+        iat: Some(record.issued_at),
+        nbf: Some(record.issued_at),
+        sub: Some(
+            record
+                .username
+                .clone()
+                .unwrap_or_else(|| record.client_id.clone()),
+        ),
+        aud: Some(audience_of(service, client.as_deref())),
+        iss: Some(service.issuer.clone()),
+        jti: Some(record.id.to_uuid_string()),
+    })
+}

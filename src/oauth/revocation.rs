@@ -1,0 +1,44 @@
+//! RFC 7009: token revocation.
+//!
+//! §2.2: the answer is 200 whether or not the token was known, valid, already revoked or
+//! another client's — a client learns nothing about tokens it does not hold, and a client can
+//! only revoke its own tokens. Revoking a refresh token revokes its whole grant (§2.1: "all
+//! access tokens based on the same authorization grant").
+
+use secrecy::SecretString;
+
+use super::error::OAuthError;
+use super::lookup::{find_token, FoundToken, Hint};
+use super::token::{TokenRequest, TokenService};
+
+pub async fn revoke(service: &TokenService, request: TokenRequest) -> Result<(), OAuthError> {
+    let client = service.authenticate_client(&request).await?;
+    let form = request.form;
+    let token = form
+        .get("token")
+        .map(|t| SecretString::from(t.to_owned()))
+        .ok_or_else(|| OAuthError::invalid_request("missing parameter: token"))?;
+    let hint = Hint::parse(form.get("token_type_hint"));
+    let now = service.clock.now_secs();
+    match find_token(service, &token, hint).await? {
+        FoundToken::Refresh(record) if record.token.client_id == client.id => {
+            if service
+                .tokens
+                .revoke_family(&record.token.family_id, now)
+                .await?
+            {
+                tracing::info!(target: "audit", client_id = %client.id, family = %record.token.family_id.to_uuid_string(), "grant revoked");
+            }
+        }
+        FoundToken::Access(record) | FoundToken::JwtAccess(_, record)
+            if record.client_id == client.id =>
+        {
+            service.tokens.revoke_access_token(&record.id, now).await?;
+        }
+        FoundToken::Refresh(_) | FoundToken::Access(_) | FoundToken::JwtAccess(..) => {
+            tracing::warn!(client_id = %client.id, "a client tried to revoke another client's token");
+        }
+        FoundToken::Unknown => {}
+    }
+    Ok(())
+}

@@ -117,6 +117,8 @@ pub struct SigningKey {
     pub algorithm: JwtAlgorithm,
     /// Unix seconds: the file's modification time.
     pub activated_at: i64,
+    /// Nanoseconds of the modification time, to order keys added within one second.
+    activated_nanos: i64,
     pub path: PathBuf,
     jwk: serde_json::Value,
     material: KeyMaterial,
@@ -163,6 +165,7 @@ impl SigningKey {
             kid,
             algorithm: material.algorithm(),
             activated_at: meta.mtime(),
+            activated_nanos: meta.mtime_nsec(),
             path: path.to_path_buf(),
             jwk,
             material,
@@ -230,7 +233,13 @@ impl KeySet {
                 keys.push(SigningKey::load(&path)?);
             }
         }
-        keys.sort_by(|a, b| (a.activated_at, &a.path).cmp(&(b.activated_at, &b.path)));
+        keys.sort_by(|a, b| {
+            (a.activated_at, a.activated_nanos, &a.path).cmp(&(
+                b.activated_at,
+                b.activated_nanos,
+                &b.path,
+            ))
+        });
         Ok(Self { keys })
     }
 
@@ -317,7 +326,13 @@ pub fn generate_key(dir: &Path, algorithm: JwtAlgorithm, now_ms: i64) -> Result<
         .map_err(|err| file_error(dir, format!("cannot create the folder: {err}")))?;
     let material = KeyMaterial::generate(algorithm)?;
     let pem = material.to_pem()?;
-    let name = format!("{now_ms}-{}.pem", algorithm.as_str().to_ascii_lowercase());
+    // The time orders the files for a reader; the random part keeps two keys made in the same
+    // millisecond (or by two nodes) apart.
+    let suffix: u32 = rand::Rng::gen(&mut OsRng);
+    let name = format!(
+        "{now_ms}-{}-{suffix:08x}.pem",
+        algorithm.as_str().to_ascii_lowercase()
+    );
     let path = dir.join(name);
     let mut file = std::fs::OpenOptions::new()
         .write(true)

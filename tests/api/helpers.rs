@@ -40,6 +40,14 @@ pub const SHORT_CLIENT_ID: &str = "short-lived-app";
 /// Shared by the clients above except the argon one.
 pub const SHARED_SECRET: &str = "c2hhcmVkLXNlY3JldC1zaGFyZWQtc2VjcmV0LXNoYXJl";
 
+/// A resource server: may call /introspect, may not get tokens.
+pub const RESOURCE_SERVER_ID: &str = "resource-server";
+/// A client whose access tokens are RFC 9068 JWTs with its own audience.
+pub const JWT_CLIENT_ID: &str = "jwt-app";
+pub const JWT_AUDIENCE: &str = "https://api.example.test";
+/// A client allowed only client_credentials, scope reports.read, application tokens of 600 s.
+pub const SERVICE_CLIENT_ID: &str = "service-app";
+
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "alice-password";
 pub const DISABLED_USER: &str = "mallory";
@@ -102,7 +110,15 @@ pub fn write_fixture_stores(home: &Path) {
              grant_types = [\"refresh_token\"]\n\n\
              [clients.{SHORT_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\
              grant_types = [\"password\", \"refresh_token\"]\n\
-             access_token_validity_period = 120\nrefresh_token_validity_period = 600\n"
+             access_token_validity_period = 120\nrefresh_token_validity_period = 600\n\n\
+             [clients.{RESOURCE_SERVER_ID}]\nsecret_hash = \"{shared}\"\n\
+             grant_types = []\nintrospect = true\n\n\
+             [clients.{JWT_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\
+             grant_types = [\"password\", \"refresh_token\", \"client_credentials\"]\n\
+             scopes = [\"PRODUCTION\"]\ntoken_format = \"jwt\"\naudience = \"{JWT_AUDIENCE}\"\n\n\
+             [clients.{SERVICE_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\
+             grant_types = [\"client_credentials\"]\nscopes = [\"reports.read\"]\n\
+             application_access_token_validity_period = 600\n"
         ),
     )
     .unwrap();
@@ -401,4 +417,55 @@ pub async fn closed_within(
         }
     };
     tokio::time::timeout(bound, drained).await.is_ok()
+}
+
+impl TestApp {
+    /// POSTs a form to `path` as the given client (HTTP Basic).
+    pub async fn post_form_as(
+        &self,
+        path: &str,
+        client_id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> Reply {
+        let response = self
+            .client
+            .post(self.url(path))
+            .basic_auth(client_id, Some(secret))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        Reply::read(response).await
+    }
+
+    /// Introspects `token` as the fixture resource server.
+    pub async fn introspect(&self, token: &str) -> Reply {
+        self.post_form_as(
+            "/introspect",
+            RESOURCE_SERVER_ID,
+            SHARED_SECRET,
+            &[("token", token)],
+        )
+        .await
+    }
+
+    /// Revokes `token` as the main test client.
+    pub async fn revoke(&self, token: &str) -> Reply {
+        self.post_form_as("/revoke", CLIENT_ID, CLIENT_SECRET, &[("token", token)])
+            .await
+    }
+
+    /// `GET path` read to the end.
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::read(self.client.get(self.url(path)).send().await.unwrap()).await
+    }
+}
+
+impl TestApp {
+    /// The app's clock, in Unix seconds.
+    pub fn clock_now(&self) -> i64 {
+        use tokengate::clock::Clock as _;
+        self.clock.now_secs()
+    }
 }

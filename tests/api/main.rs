@@ -13,8 +13,14 @@
 mod helpers;
 
 mod binary;
+mod client_credentials;
 mod config_errors;
+mod interop;
+mod introspect;
+mod jwt;
+mod metadata;
 mod restart;
+mod revoke;
 mod timeouts;
 mod tls_health;
 mod token_errors;

@@ -160,6 +160,9 @@ pub struct OAuthSettings {
     pub application_access_token_validity_secs: u64,
     pub refresh_token_validity_secs: u64,
     pub renew_refresh_token: bool,
+    /// Seconds during which the immediate predecessor of a grant's live refresh token is still
+    /// honoured; 0 turns the grace off (any reuse revokes the grant).
+    pub refresh_token_reuse_grace_secs: u64,
     /// `None`: `https://localhost:<the bound HTTPS port>`, settled at startup.
     pub issuer: Option<String>,
     pub token_format: TokenFormat,

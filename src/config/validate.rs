@@ -158,6 +158,12 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
             i64::from(u32::MAX),
         )),
         renew_refresh_token: raw.oauth.renew_refresh_token,
+        refresh_token_reuse_grace_secs: to_u64(problems.range(
+            "oauth.refresh_token_reuse_grace_period",
+            raw.oauth.refresh_token_reuse_grace_period,
+            0,
+            300,
+        )),
         issuer: raw.oauth.issuer.clone(),
         token_format: TokenFormat::parse(&raw.oauth.token_format).unwrap_or_else(|| {
             problems.add(

@@ -19,6 +19,7 @@ mod interop;
 mod introspect;
 mod jwt;
 mod metadata;
+mod refresh_reuse;
 mod restart;
 mod revoke;
 mod timeouts;

@@ -15,7 +15,7 @@ use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
 use crate::oauth::wire::TokenResponse;
-use crate::store::model::{Client, GrantType};
+use crate::store::model::{Client, GrantType, RefreshTokenRecord};
 use crate::store::Rotation;
 
 pub struct RefreshTokenGrant;
@@ -71,7 +71,7 @@ impl Grant for RefreshTokenGrant {
             tracing::warn!(token_id = %record.id.to_uuid_string(), "refresh token presented by another client");
             return Err(rejected());
         }
-        if record.revoked_at.is_some() || stored.spent_at.is_some() || record.expires_at <= now {
+        if record.revoked_at.is_some() || record.expires_at <= now {
             return Err(rejected());
         }
         // The user may have been removed or disabled since the grant.
@@ -99,23 +99,19 @@ impl Grant for RefreshTokenGrant {
                 "the scope is no longer allowed for this client",
             ));
         }
+        if stored.spent_at.is_some() {
+            return redeem_spent(service, client, &stored, &access_scope, now).await;
+        }
         if service.settings.renew_refresh_token {
-            // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
-            let plan = RefreshPlan::continue_family(record.scope.clone(), record.family_id);
-            let (tokens, response) = issue::mint(
-                service,
-                client,
-                subject(record.username.as_ref()),
-                access_scope.as_string(),
-                Some(plan),
-            )?;
-            match service
-                .tokens
-                .rotate_refresh_token(&record.id, now, tokens)
-                .await?
-            {
-                Rotation::Rotated => Ok(response),
-                Rotation::AlreadySpent => Err(rejected()),
+            match rotate(service, client, &stored, &access_scope, now).await? {
+                Some(response) => Ok(response),
+                // Another request spent it between our read and our write.
+                None => match service.tokens.find_refresh_token(&record.id).await? {
+                    Some(now_spent) => {
+                        redeem_spent(service, client, &now_spent, &access_scope, now).await
+                    }
+                    None => Err(rejected()),
+                },
             }
         } else {
             let (mut tokens, mut response) = issue::mint(
@@ -133,4 +129,85 @@ impl Grant for RefreshTokenGrant {
             Ok(response)
         }
     }
+}
+
+/// RFC 6749 §6 rotation: spends `old` and issues its successor in one conditional write.
+/// `Ok(None)` if `old` was already spent when the write ran.
+async fn rotate(
+    service: &TokenService,
+    client: &Client,
+    old: &RefreshTokenRecord,
+    access_scope: &Scope,
+    now: i64,
+) -> Result<Option<TokenResponse>, OAuthError> {
+    // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
+    let plan = RefreshPlan::continue_family(old.token.scope.clone(), old.token.family_id);
+    let (tokens, response) = issue::mint(
+        service,
+        client,
+        subject(old.token.username.as_ref()),
+        access_scope.as_string(),
+        Some(plan),
+    )?;
+    match service
+        .tokens
+        .rotate_refresh_token(&old.token.id, now, tokens)
+        .await?
+    {
+        Rotation::Rotated => Ok(Some(response)),
+        Rotation::AlreadySpent => Ok(None),
+    }
+}
+
+/// A spent refresh token was presented again.
+///
+/// Within `refresh_token_reuse_grace_period` of being spent, the immediate predecessor of the
+/// live refresh token is honoured (a mobile app whose response was lost, or two racing
+/// requests): its successor is rotated in turn, so the grant still has exactly one live
+/// refresh token. Anything else is reuse (RFC 9700 §4.14.2): a stolen token may be in play,
+/// so every token of the grant is revoked.
+async fn redeem_spent(
+    service: &TokenService,
+    client: &Client,
+    spent: &RefreshTokenRecord,
+    access_scope: &Scope,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    let grace = i64::try_from(service.settings.refresh_token_reuse_grace_secs).unwrap_or(0);
+    let within_grace = spent
+        .spent_at
+        .is_some_and(|spent_at| grace > 0 && now.saturating_sub(spent_at) <= grace);
+    if within_grace {
+        if let Some(successor_id) = spent.replaced_by {
+            if let Some(successor) = service.tokens.find_refresh_token(&successor_id).await? {
+                let live = successor.spent_at.is_none()
+                    && successor.token.revoked_at.is_none()
+                    && successor.token.expires_at > now;
+                if live {
+                    if let Some(response) =
+                        rotate(service, client, &successor, access_scope, now).await?
+                    {
+                        tracing::info!(
+                            client_id = %client.id,
+                            family = %spent.token.family_id.to_uuid_string(),
+                            "spent refresh token honoured within the reuse grace period"
+                        );
+                        return Ok(response);
+                    }
+                }
+            }
+        }
+    }
+    service
+        .tokens
+        .revoke_family(&spent.token.family_id, now)
+        .await?;
+    tracing::warn!(
+        target: "audit",
+        client_id = %client.id,
+        username = spent.token.username.as_deref().unwrap_or("-"),
+        family = %spent.token.family_id.to_uuid_string(),
+        "refresh token reuse detected: every token of the grant is revoked"
+    );
+    Err(rejected())
 }

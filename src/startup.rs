@@ -58,6 +58,7 @@ pub struct Application {
     acceptor: TlsAcceptor,
     router: axum::Router,
     tokens: Arc<dyn TokenStore>,
+    hasher: PasswordHasher,
 }
 
 impl Application {
@@ -88,7 +89,8 @@ impl Application {
         )?);
         let hasher = PasswordHasher::start(&settings.password_hashing)?;
         warn_about_demo_credentials(&hasher, &users, &clients).await;
-        let tokens = store::open_token_store(&settings).await?;
+        let database = store::open_database(&settings).await?;
+        let tokens = database.tokens.clone();
 
         let addr = SocketAddr::new(settings.server.host, settings.server.https_port);
         let listener = TcpListener::bind(addr)
@@ -120,8 +122,10 @@ impl Application {
             clients,
             users,
             tokens: tokens.clone(),
+            lockouts: database.lockouts.clone(),
+            lockout_policy: settings.security.lockout,
             keys,
-            hasher,
+            hasher: hasher.clone(),
             clock,
         }));
         let router = http::router(AppState {
@@ -138,6 +142,7 @@ impl Application {
             acceptor: TlsAcceptor::from(tls_config),
             router,
             tokens,
+            hasher,
         })
     }
 
@@ -151,6 +156,11 @@ impl Application {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The argon2 pool (tests count its verifications).
+    pub fn password_hasher(&self) -> PasswordHasher {
+        self.hasher.clone()
     }
 
     /// The token store the server writes to (tests inspect stored records through it).

@@ -79,6 +79,8 @@ pub enum UserAction {
     Remove { name: String },
     /// List users
     List,
+    /// Lift an account lock and forget the user's failed logins
+    Unlock { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +134,8 @@ pub enum CliError {
     Hash(#[from] password::HashError),
     #[error("{0}")]
     Keys(#[from] jwk::KeyError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Input(String),
 }
@@ -263,6 +267,23 @@ fn user(settings: &Settings, action: UserAction) -> Result<ExitCode, CliError> {
         UserAction::List => {
             for (name, disabled) in admin::list_users(path)? {
                 println!("{name}{}", if disabled { "\tdisabled" } else { "" });
+            }
+        }
+        UserAction::Unlock { name } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?;
+            let cleared = runtime.block_on(async {
+                let database = crate::store::open_database(settings).await?;
+                let cleared = database.lockouts.clear_failures(&name).await;
+                database.tokens.close().await;
+                cleared
+            })?;
+            if cleared {
+                eprintln!("unlocked `{name}`: its failed logins and any lock are forgotten");
+            } else {
+                eprintln!("`{name}` had no failed logins and no lock");
             }
         }
     }

@@ -129,6 +129,13 @@ pub struct Settings {
     pub oauth: OAuthSettings,
     pub password_hashing: PasswordHashingSettings,
     pub stores: StoreSettings,
+    pub security: SecuritySettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// Account lockout: `None` when `max_failed_login_attempts = 0`.
+    pub lockout: Option<crate::store::LockoutPolicy>,
 }
 
 #[derive(Debug, Clone)]

@@ -11,6 +11,25 @@ pub(crate) struct RawConfig {
     pub(crate) oauth: RawOAuth,
     pub(crate) password_hashing: RawPasswordHashing,
     pub(crate) stores: RawStores,
+    pub(crate) security: RawSecurity,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawSecurity {
+    pub(crate) max_failed_login_attempts: i64,
+    pub(crate) failed_login_window: i64,
+    pub(crate) account_lock_duration: i64,
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        Self {
+            max_failed_login_attempts: 5,
+            failed_login_window: 900,
+            account_lock_duration: 900,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

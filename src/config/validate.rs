@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::raw::RawConfig;
 use super::{
     ConfigError, ConfigProblem, ConfigSource, JwtAlgorithm, OAuthSettings, PasswordHashingSettings,
-    ServerSettings, Settings, SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat,
-    TokenStoreSettings,
+    SecuritySettings, ServerSettings, Settings, SqliteSynchronous, StoreSettings, TlsSettings,
+    TokenFormat, TokenStoreSettings,
 };
 
 /// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
@@ -257,6 +257,32 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         reload_interval: problems.seconds("stores.reload_interval", raw.stores.reload_interval, 1),
     };
 
+    let max_failures = problems.range(
+        "security.max_failed_login_attempts",
+        raw.security.max_failed_login_attempts,
+        0,
+        1000,
+    );
+    let window_secs = problems.range(
+        "security.failed_login_window",
+        raw.security.failed_login_window,
+        1,
+        86_400,
+    );
+    let lock_secs = problems.range(
+        "security.account_lock_duration",
+        raw.security.account_lock_duration,
+        1,
+        30 * 86_400,
+    );
+    let security = SecuritySettings {
+        lockout: (max_failures > 0).then(|| crate::store::LockoutPolicy {
+            max_failures: to_u32(max_failures),
+            window_secs,
+            lock_secs,
+        }),
+    };
+
     if !problems.found.is_empty() {
         return Err(ConfigError {
             problems: problems.found,
@@ -269,6 +295,7 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         oauth,
         password_hashing,
         stores,
+        security,
     })
 }
 

@@ -6,6 +6,7 @@
 //! `workers × m` however many logins arrive. When the queue is full, callers are told at once
 //! (`Overloaded`, answered with 503) instead of piling up behind a flood.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -47,6 +48,8 @@ pub struct PasswordHasher {
 
 struct Inner {
     jobs: Sender<Job>,
+    /// Verifications started by a worker (for tests and metrics).
+    started: Arc<AtomicU64>,
     /// Verified against when the user does not exist, so that case costs the same time.
     dummy_hash: String,
 }
@@ -56,18 +59,24 @@ impl PasswordHasher {
     pub fn start(settings: &PasswordHashingSettings) -> Result<Self, HashError> {
         let dummy_hash = hash_password(&crate::crypto::secret::generate_secret(), settings)?;
         let (jobs, queue) = crossbeam_channel::bounded(settings.queue_capacity);
+        let started = Arc::new(AtomicU64::new(0));
         for index in 0..settings.workers.max(1) {
             let queue = queue.clone();
+            let started = started.clone();
             let retained_kib = settings.argon2_memory_kib;
             std::thread::Builder::new()
                 .name(format!("tokengate-argon2-{index}"))
-                .spawn(move || run_worker(&queue, retained_kib))
+                .spawn(move || run_worker(&queue, retained_kib, &started))
                 .map_err(|err| {
                     HashError::Params(format!("cannot start a hashing thread: {err}"))
                 })?;
         }
         Ok(Self {
-            inner: Arc::new(Inner { jobs, dummy_hash }),
+            inner: Arc::new(Inner {
+                jobs,
+                started,
+                dummy_hash,
+            }),
         })
     }
 
@@ -87,6 +96,11 @@ impl PasswordHasher {
         answer.await.map_err(|_| HashError::WorkersGone)?
     }
 
+    /// How many verifications the workers have started since the pool began.
+    pub fn verifications_started(&self) -> u64 {
+        self.inner.started.load(Ordering::Relaxed)
+    }
+
     /// Spends the time of one verification and always fails; for unknown users.
     pub async fn verify_dummy(&self, password: SecretString) -> Result<bool, HashError> {
         let dummy = self.inner.dummy_hash.clone();
@@ -94,7 +108,7 @@ impl PasswordHasher {
     }
 }
 
-fn run_worker(queue: &Receiver<Job>, retained_kib: u32) {
+fn run_worker(queue: &Receiver<Job>, retained_kib: u32, started: &AtomicU64) {
     let mut work_area: Vec<Block> = Vec::new();
     let retained_blocks = usize::try_from(retained_kib).unwrap_or(0);
     while let Ok(job) = queue.recv() {
@@ -102,6 +116,7 @@ fn run_worker(queue: &Receiver<Job>, retained_kib: u32) {
         if job.reply.is_closed() {
             continue;
         }
+        started.fetch_add(1, Ordering::Relaxed);
         let outcome = verify_with(&job.phc, job.password.expose_secret(), &mut work_area);
         // A stored hash with unusually large `m` must not pin that much memory for good.
         if work_area.len() > retained_blocks {

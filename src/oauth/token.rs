@@ -16,7 +16,7 @@ use crate::config::OAuthSettings;
 use crate::crypto::jwk::KeyRing;
 use crate::crypto::password::PasswordHasher;
 use crate::store::model::{Client, GrantType};
-use crate::store::{ClientStore, TokenStore, UserStore};
+use crate::store::{ClientStore, LockoutPolicy, LockoutStore, TokenStore, UserStore};
 
 /// A parsed token request: what the HTTP layer extracted, in protocol terms.
 #[derive(Debug)]
@@ -40,6 +40,8 @@ pub struct ServiceParts {
     pub clients: Arc<dyn ClientStore>,
     pub users: Arc<dyn UserStore>,
     pub tokens: Arc<dyn TokenStore>,
+    pub lockouts: Arc<dyn LockoutStore>,
+    pub lockout_policy: Option<LockoutPolicy>,
     pub keys: Arc<KeyRing>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
@@ -52,6 +54,8 @@ pub struct TokenService {
     pub clients: Arc<dyn ClientStore>,
     pub users: Arc<dyn UserStore>,
     pub tokens: Arc<dyn TokenStore>,
+    pub lockouts: Arc<dyn LockoutStore>,
+    pub lockout_policy: Option<LockoutPolicy>,
     pub keys: Arc<KeyRing>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
@@ -71,6 +75,8 @@ impl TokenService {
             clients: parts.clients,
             users: parts.users,
             tokens: parts.tokens,
+            lockouts: parts.lockouts,
+            lockout_policy: parts.lockout_policy,
             keys: parts.keys,
             hasher: parts.hasher,
             clock: parts.clock,

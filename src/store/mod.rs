@@ -78,6 +78,35 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// The lockout rule applied by [`LockoutStore::record_failure`].
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutPolicy {
+    pub max_failures: u32,
+    pub window_secs: i64,
+    pub lock_secs: i64,
+}
+
+/// Failed logins per user name and account locks. Kept in the token database so that every
+/// node of a cluster sees the same counts.
+#[async_trait]
+pub trait LockoutStore: Send + Sync + 'static {
+    /// Unix time until which `username` is locked; `Ok(None)` if it is not locked at `now`.
+    async fn locked_until(&self, username: &str, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Counts a failed login, atomically. Returns the lock's end if this failure locked the
+    /// account (the count then starts again).
+    async fn record_failure(
+        &self,
+        username: &str,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Forgets failures and any lock (a successful login, or `tokengate user unlock`).
+    /// Returns whether there was anything to forget.
+    async fn clear_failures(&self, username: &str) -> Result<bool, StoreError>;
+}
+
 /// Users, looked up by name.
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
@@ -93,12 +122,21 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn list_clients(&self) -> Result<Vec<Arc<Client>>, StoreError>;
 }
 
-/// Opens the token store the settings name.
-pub async fn open_token_store(settings: &Settings) -> Result<Arc<dyn TokenStore>, StoreError> {
+/// The stores that live in the token database.
+pub struct DatabaseStores {
+    pub tokens: Arc<dyn TokenStore>,
+    pub lockouts: Arc<dyn LockoutStore>,
+}
+
+/// Opens the token database the settings name.
+pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreError> {
     match &settings.stores.tokens {
         TokenStoreSettings::Sqlite { path, synchronous } => {
-            let store = sqlite::SqliteTokenStore::open(path, *synchronous).await?;
-            Ok(Arc::new(store))
+            let store = Arc::new(sqlite::SqliteTokenStore::open(path, *synchronous).await?);
+            Ok(DatabaseStores {
+                tokens: store.clone(),
+                lockouts: store,
+            })
         }
     }
 }

@@ -20,7 +20,7 @@ use sqlx::{Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
-use super::{Rotation, StoreError, TokenStore};
+use super::{LockoutPolicy, LockoutStore, Rotation, StoreError, TokenStore};
 use crate::config::SqliteSynchronous;
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -46,6 +46,14 @@ enum WriteOp {
     RevokeFamily {
         family_id: TokenId,
         now: i64,
+    },
+    RecordFailure {
+        username: String,
+        now: i64,
+        policy: LockoutPolicy,
+    },
+    ClearFailures {
+        username: String,
     },
     Shutdown,
 }
@@ -180,58 +188,112 @@ async fn apply_batch(
     let mut tx = conn.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
-        let outcome =
-            match &job.op {
-                WriteOp::Create(tokens) => {
-                    insert_tokens(&mut tx, tokens).await?;
-                    true
-                }
-                WriteOp::Rotate { old, now, new } => {
-                    let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
-                    let spent = sqlx::query(
-                        "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 \
-                     WHERE id = ?3 AND spent_at IS NULL AND revoked_at IS NULL \
-                     AND NOT EXISTS (SELECT 1 FROM revoked_families f \
-                                     WHERE f.family_id = refresh_tokens.family_id)",
-                    )
-                    .bind(now)
-                    .bind(replaced_by)
-                    .bind(old.0.as_slice())
-                    .execute(&mut *tx)
-                    .await?;
-                    let rotated = spent.rows_affected() == 1;
-                    if rotated {
-                        insert_tokens(&mut tx, new).await?;
-                    }
-                    rotated
-                }
-                WriteOp::RevokeAccess { id, now } => sqlx::query(
-                    "UPDATE access_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-                )
-                .bind(now)
-                .bind(id.0.as_slice())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1,
-                WriteOp::RevokeFamily { family_id, now } => {
-                    sqlx::query(
-                        "INSERT INTO revoked_families (family_id, revoked_at) VALUES (?1, ?2) \
-                     ON CONFLICT (family_id) DO NOTHING",
-                    )
-                    .bind(family_id.0.as_slice())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 1
-                }
-                WriteOp::Shutdown => true,
-            };
-        outcomes.push(outcome);
+        outcomes.push(apply(&mut tx, &job.op).await?);
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// One failed login: starts a new window when the old one is over, locks the account when the
+/// window's count reaches the maximum. Returns whether this failure locked it.
+async fn record_failure(
+    conn: &mut SqliteConnection,
+    username: &str,
+    now: i64,
+    policy: LockoutPolicy,
+) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO login_failures (username, failures, window_start) VALUES (?1, 1, ?2) \
+         ON CONFLICT (username) DO UPDATE SET \
+           failures = CASE WHEN window_start + ?3 <= ?2 THEN 1 ELSE failures + 1 END, \
+           window_start = CASE WHEN window_start + ?3 <= ?2 THEN ?2 ELSE window_start END \
+         RETURNING failures",
+    )
+    .bind(username)
+    .bind(now)
+    .bind(policy.window_secs)
+    .fetch_one(&mut *conn)
+    .await?;
+    let failures: i64 = row.try_get("failures")?;
+    if failures < i64::from(policy.max_failures) {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE login_failures SET failures = 0, window_start = ?2, locked_until = ?3 \
+         WHERE username = ?1",
+    )
+    .bind(username)
+    .bind(now)
+    .bind(now.saturating_add(policy.lock_secs))
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// Applies one write inside the batch's transaction; `true` if it changed anything.
+async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<bool, sqlx::Error> {
+    Ok(match op {
+        WriteOp::Create(tokens) => {
+            insert_tokens(conn, tokens).await?;
+            true
+        }
+        WriteOp::Rotate { old, now, new } => {
+            let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
+            let spent = sqlx::query(
+                "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 \
+                     WHERE id = ?3 AND spent_at IS NULL AND revoked_at IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM revoked_families f \
+                                     WHERE f.family_id = refresh_tokens.family_id)",
+            )
+            .bind(now)
+            .bind(replaced_by)
+            .bind(old.0.as_slice())
+            .execute(&mut *conn)
+            .await?;
+            let rotated = spent.rows_affected() == 1;
+            if rotated {
+                insert_tokens(conn, new).await?;
+            }
+            rotated
+        }
+        WriteOp::RevokeAccess { id, now } => {
+            sqlx::query(
+                "UPDATE access_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id.0.as_slice())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1
+        }
+        WriteOp::RevokeFamily { family_id, now } => {
+            sqlx::query(
+                "INSERT INTO revoked_families (family_id, revoked_at) VALUES (?1, ?2) \
+                     ON CONFLICT (family_id) DO NOTHING",
+            )
+            .bind(family_id.0.as_slice())
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1
+        }
+        WriteOp::RecordFailure {
+            username,
+            now,
+            policy,
+        } => record_failure(conn, username, *now, *policy).await?,
+        WriteOp::ClearFailures { username } => {
+            sqlx::query("DELETE FROM login_failures WHERE username = ?1")
+                .bind(username.as_str())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                > 0
+        }
+        WriteOp::Shutdown => true,
+    })
 }
 
 const INSERT_ACCESS: &str = "INSERT INTO access_tokens (id, secret_sha256, client_id, \
@@ -391,5 +453,41 @@ impl TokenStore for SqliteTokenStore {
         // Queued behind every write already accepted, so those still commit.
         let _ = self.submit(WriteOp::Shutdown).await;
         self.readers.close().await;
+    }
+}
+
+#[async_trait]
+impl LockoutStore for SqliteTokenStore {
+    async fn locked_until(&self, username: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        let until: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT locked_until FROM login_failures WHERE username = ?1")
+                .bind(username)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(backend)?;
+        Ok(until.flatten().filter(|until| *until > now))
+    }
+
+    async fn record_failure(
+        &self,
+        username: &str,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> Result<Option<i64>, StoreError> {
+        let locked = self
+            .submit(WriteOp::RecordFailure {
+                username: username.to_owned(),
+                now,
+                policy,
+            })
+            .await?;
+        Ok(locked.then(|| now.saturating_add(policy.lock_secs)))
+    }
+
+    async fn clear_failures(&self, username: &str) -> Result<bool, StoreError> {
+        self.submit(WriteOp::ClearFailures {
+            username: username.to_owned(),
+        })
+        .await
     }
 }

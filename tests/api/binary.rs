@@ -1063,8 +1063,14 @@ async fn user_remove_of_a_missing_user_fails() {
 
 #[tokio::test]
 async fn a_running_server_picks_up_a_user_added_with_the_cli() {
-    // Arrange
+    // Arrange: polling logins for a name that does not exist yet would lock it (lockout counts
+    // unknown names too), so this test turns the lockout off.
     let home = Home::new();
+    home.edit(
+        "config/identity.toml",
+        "max_failed_login_attempts = 5",
+        "max_failed_login_attempts = 0",
+    );
     let server = serve(&home).await;
     let unknown = server
         .password_grant(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, "bob", "bob-pw")
@@ -1406,4 +1412,48 @@ async fn client_add_with_introspect_makes_a_resource_server() {
     let reply = reply.expect("the new resource server was picked up");
     assert_eq!(reply.body["active"], true, "{}", reply.text);
     assert_eq!(reply.body["client_id"], DEMO_CLIENT_ID);
+}
+
+#[tokio::test]
+async fn user_unlock_lifts_an_account_lock() {
+    // Arrange: lock the demo user with five wrong passwords.
+    let home = Home::new();
+    let server = serve(&home).await;
+    for _ in 0..5 {
+        let reply = server
+            .post_token(
+                DEMO_CLIENT_ID,
+                DEMO_CLIENT_SECRET,
+                &[
+                    ("grant_type", "password"),
+                    ("username", DEMO_USER),
+                    ("password", "nope"),
+                ],
+            )
+            .await;
+        reply.assert_error(400, "invalid_grant");
+    }
+    let login = [
+        ("grant_type", "password"),
+        ("username", DEMO_USER),
+        ("password", DEMO_PASSWORD),
+    ];
+    server
+        .post_token(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, &login)
+        .await
+        .assert_error(400, "invalid_grant");
+
+    // Act
+    let unlocked = home.run(&["user", "unlock", DEMO_USER], None).await;
+    let again = home.run(&["user", "unlock", DEMO_USER], None).await;
+
+    // Assert
+    unlocked.assert_success();
+    assert!(unlocked.stderr.contains("unlocked"), "{unlocked:#?}");
+    again.assert_success();
+    assert!(again.stderr.contains("no failed logins"), "{again:#?}");
+    server
+        .post_token(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, &login)
+        .await
+        .assert_tokens(3600, "default");
 }

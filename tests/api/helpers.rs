@@ -148,6 +148,7 @@ pub struct TestApp {
     pub settings: Settings,
     pub clock: Arc<ManualClock>,
     pub store: Arc<dyn TokenStore>,
+    pub hasher: tokengate::crypto::password::PasswordHasher,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -173,6 +174,7 @@ pub async fn spawn_in(home: Arc<TempDir>, settings: Settings, clock: Arc<ManualC
         .expect("the test app builds");
     let addr = app.local_addr();
     let store = app.token_store();
+    let hasher = app.password_hasher();
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -190,6 +192,7 @@ pub async fn spawn_in(home: Arc<TempDir>, settings: Settings, clock: Arc<ManualC
         settings,
         clock,
         store,
+        hasher,
         shutdown: Some(shutdown),
         server: Some(server),
     }

@@ -18,6 +18,7 @@ mod config_errors;
 mod interop;
 mod introspect;
 mod jwt;
+mod lockout;
 mod metadata;
 mod refresh_reuse;
 mod restart;

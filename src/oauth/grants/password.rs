@@ -18,6 +18,14 @@ use crate::store::model::{Client, GrantType};
 
 pub struct PasswordGrant;
 
+/// Longer names cannot belong to a user (the CLI allows 255 characters) and are not tracked,
+/// so junk names cannot bloat the failure table.
+const MAX_TRACKED_NAME: usize = 1024;
+
+fn invalid_credentials() -> OAuthError {
+    OAuthError::invalid_grant("invalid username or password")
+}
+
 pub struct PasswordParams {
     username: String,
     password: SecretString,
@@ -49,6 +57,17 @@ impl Grant for PasswordGrant {
                 "the requested scope is not allowed for this client",
             ));
         }
+        let now = service.clock.now_secs();
+        let lockout = service
+            .lockout_policy
+            .filter(|_| params.username.len() <= MAX_TRACKED_NAME);
+        if lockout.is_some() {
+            if let Some(until) = service.lockouts.locked_until(&params.username, now).await? {
+                // Same answer as a wrong password, and no argon2 work spent on a locked account.
+                tracing::warn!(target: "audit", username = %params.username, locked_until = until, "login refused: account locked");
+                return Err(invalid_credentials());
+            }
+        }
         let user = service.users.find_user(&params.username).await?;
         let verified = match user {
             Some(user) if !user.disabled => {
@@ -60,7 +79,20 @@ impl Grant for PasswordGrant {
             _ => service.hasher.verify_dummy(params.password).await?,
         };
         if !verified {
-            return Err(OAuthError::invalid_grant("invalid username or password"));
+            if let Some(policy) = lockout {
+                // Unknown names are counted too, so lockouts do not reveal which names exist.
+                let locked = service
+                    .lockouts
+                    .record_failure(&params.username, now, policy)
+                    .await?;
+                if let Some(until) = locked {
+                    tracing::warn!(target: "audit", username = %params.username, locked_until = until, failures = policy.max_failures, "account locked after repeated failed logins");
+                }
+            }
+            return Err(invalid_credentials());
+        }
+        if lockout.is_some() {
+            service.lockouts.clear_failures(&params.username).await?;
         }
         let scope = scope.as_string();
         let refresh = client

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod crypto;
 pub mod http;
 pub mod oauth;

@@ -4,15 +4,16 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+
+use crate::connection::{self, ConnectionLimits};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
@@ -182,7 +183,12 @@ impl Application {
         tracing::info!(address = %self.local_addr, "tokengate listening (HTTPS)");
         let server = &self.settings.server;
         let connections = Arc::new(Semaphore::new(server.max_connections));
-        let graceful = GracefulShutdown::new();
+        let (stop_connections, connections_stop) = watch::channel(false);
+        let limits = ConnectionLimits {
+            tls_handshake_timeout: server.tls_handshake_timeout,
+            first_request_timeout: server.header_read_timeout,
+            keep_alive_timeout: server.keep_alive_timeout,
+        };
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -193,7 +199,10 @@ impl Application {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(128)
-            .max_header_list_size(64 * 1024);
+            .max_header_list_size(64 * 1024)
+            // Pings find peers that vanished without closing.
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10));
         let builder = Arc::new(builder);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -206,7 +215,7 @@ impl Application {
                 Err(err) => {
                     // Typically EMFILE: back off briefly instead of spinning.
                     tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
@@ -215,36 +224,27 @@ impl Application {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = self.acceptor.clone();
-            let router = self.router.clone();
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            let handshake_timeout = server.tls_handshake_timeout;
+            let serve = connection::serve(
+                tcp,
+                peer,
+                self.acceptor.clone(),
+                self.router.clone(),
+                builder.clone(),
+                limits,
+                connections_stop.clone(),
+            );
             tokio::spawn(async move {
-                let _permit = permit;
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(err)) => {
-                        tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(peer = %peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let service = TowerToHyperService::new(router);
-                let connection = builder.serve_connection(TokioIo::new(tls), service);
-                if let Err(err) = watcher.watch(connection).await {
-                    tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
-                }
+                serve.await;
+                drop(permit);
             });
         }
         drop(self.listener);
         tracing::info!("shutting down: no new connections; finishing requests in flight");
-        let grace = self.settings.server.shutdown_grace_period;
-        if tokio::time::timeout(grace, graceful.shutdown())
+        let _ = stop_connections.send(true);
+        // Every connection holds a permit until it is closed: having them all back means done.
+        let all = u32::try_from(server.max_connections).unwrap_or(u32::MAX);
+        let grace = server.shutdown_grace_period;
+        if tokio::time::timeout(grace, connections.acquire_many(all))
             .await
             .is_err()
         {

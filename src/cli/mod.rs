@@ -211,6 +211,15 @@ fn check_config(source: &ConfigSource) -> ExitCode {
                 }
             }
             problems.extend(check_tls(&settings));
+            if settings.oauth.signing_keys_dir.exists() {
+                if let Err(err) = jwk::KeySet::load(&settings.oauth.signing_keys_dir) {
+                    problems.push(ConfigProblem {
+                        file: settings.config_file.clone(),
+                        key: "oauth.signing_keys".into(),
+                        message: err.to_string(),
+                    });
+                }
+            }
         }
         Err(err) => problems.extend(err.problems),
     }

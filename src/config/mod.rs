@@ -146,7 +146,10 @@ pub struct ServerSettings {
     pub port_offset: i64,
     pub max_connections: usize,
     pub tls_handshake_timeout: Duration,
+    /// Also the time a new connection has to start its first request.
     pub header_read_timeout: Duration,
+    /// Idle time between requests after which a connection is closed.
+    pub keep_alive_timeout: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub shutdown_grace_period: Duration,

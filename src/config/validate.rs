@@ -118,6 +118,11 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
             raw.server.header_read_timeout,
             1,
         ),
+        keep_alive_timeout: problems.seconds(
+            "server.keep_alive_timeout",
+            raw.server.keep_alive_timeout,
+            1,
+        ),
         request_timeout: problems.seconds("server.request_timeout", raw.server.request_timeout, 1),
         max_body_bytes: to_usize(problems.range(
             "server.max_body_bytes",
@@ -226,7 +231,8 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
             1,
             64,
         )),
-        workers: match problems.range("password_hashing.workers", hashing.workers, 0, 1024) {
+        // More hashing threads than cores only adds memory and queueing, not throughput.
+        workers: match problems.range("password_hashing.workers", hashing.workers, 0, 256) {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => to_usize(n),
         },
@@ -238,6 +244,17 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         )),
     };
 
+    // Every worker keeps one work area: bound their sum.
+    let work_areas_kib = password_hashing.argon2_memory_kib as usize * password_hashing.workers;
+    if work_areas_kib > 8 * 1024 * 1024 {
+        problems.add(
+            "password_hashing.workers",
+            format!(
+                "workers x argon2_memory_kib = {} MiB is more than 8 GiB",
+                work_areas_kib / 1024
+            ),
+        );
+    }
     let synchronous = match raw.stores.sqlite_synchronous.as_str() {
         "normal" => SqliteSynchronous::Normal,
         "full" => SqliteSynchronous::Full,

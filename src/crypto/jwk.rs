@@ -164,7 +164,10 @@ impl SigningKey {
         Ok(Self {
             kid,
             algorithm: material.algorithm(),
-            activated_at: meta.mtime(),
+            // A clock-skewed future mtime must not make a key the newest for ever.
+            activated_at: meta
+                .mtime()
+                .min(crate::clock::Clock::now_secs(&crate::clock::SystemClock)),
             activated_nanos: meta.mtime_nsec(),
             path: path.to_path_buf(),
             jwk,
@@ -256,15 +259,22 @@ impl KeySet {
             .find(|key| key.algorithm == algorithm)
     }
 
-    /// Keys whose tokens may still be live at `now`: the signers, and every older key until
-    /// `max_validity_secs` after a newer key was activated.
+    /// Keys whose tokens may still be live at `now`: every key that is the newest of its
+    /// algorithm (one of them signs; the others may have signed until the configured
+    /// algorithm changed), and every older key until `max_validity_secs` after a newer key of
+    /// its algorithm was activated.
     pub fn published(&self, now: i64, max_validity_secs: i64) -> Vec<&SigningKey> {
         self.keys
             .iter()
             .enumerate()
-            .filter(|(index, _)| {
-                match self.keys.get(index + 1) {
-                    // Retired when its successor appeared; live tokens end by then + lifetime.
+            .filter(|(index, key)| {
+                let successor = self
+                    .keys
+                    .iter()
+                    .skip(index + 1)
+                    .find(|newer| newer.algorithm == key.algorithm);
+                match successor {
+                    // Retired when its successor appeared; its tokens end by then + lifetime.
                     Some(successor) => {
                         now < successor.activated_at.saturating_add(max_validity_secs)
                     }

@@ -19,8 +19,23 @@ use tokio::sync::oneshot;
 
 use crate::config::PasswordHashingSettings;
 
-/// Stored hashes asking for more memory than this are refused rather than allowed to exhaust RAM.
-const MAX_STORED_MEMORY_KIB: u32 = 1024 * 1024;
+/// Stored hashes asking for more than this are refused rather than allowed to exhaust memory
+/// or pin a hashing thread for minutes (a pasted or hand-edited PHC string).
+const MAX_STORED_MEMORY_KIB: u32 = 256 * 1024;
+const MAX_STORED_ITERATIONS: u32 = 20;
+const MAX_STORED_PARALLELISM: u32 = 16;
+
+fn check_cost(params: &Params) -> Result<(), HashError> {
+    if params.m_cost() > MAX_STORED_MEMORY_KIB
+        || params.t_cost() > MAX_STORED_ITERATIONS
+        || params.p_cost() > MAX_STORED_PARALLELISM
+    {
+        return Err(HashError::Malformed(format!(
+            "argon2 cost above the limits (m <= {MAX_STORED_MEMORY_KIB} KiB, t <= {MAX_STORED_ITERATIONS}, p <= {MAX_STORED_PARALLELISM})"
+        )));
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -144,9 +159,7 @@ pub fn verify_with(
         None => Version::default(),
     };
     let params = Params::try_from(&parsed).map_err(|err| HashError::Malformed(err.to_string()))?;
-    if params.m_cost() > MAX_STORED_MEMORY_KIB {
-        return Err(malformed("argon2 memory cost above 1 GiB"));
-    }
+    check_cost(&params)?;
     let salt = parsed.salt.ok_or_else(|| malformed("no salt"))?;
     let mut salt_buffer = [0u8; 64];
     let salt = salt

@@ -30,7 +30,18 @@ pub async fn introspect(
     let hint = Hint::parse(form.get("token_type_hint"));
     let now = service.clock.now_secs();
     let inactive = IntrospectionResponse::default();
-    Ok(match find_token(service, &token, hint).await? {
+    let found = find_token(service, &token, hint).await?;
+    let owner_ok = match &found {
+        FoundToken::Access(record) | FoundToken::JwtAccess(_, record) => {
+            owners_enabled(service, record).await?
+        }
+        FoundToken::Refresh(record) => owners_enabled(service, &record.token).await?,
+        FoundToken::Unknown => false,
+    };
+    if !owner_ok {
+        return Ok(inactive);
+    }
+    Ok(match found {
         FoundToken::Access(record) if is_live(&record, now) => {
             describe(service, &record, "Bearer").await?
         }
@@ -56,6 +67,25 @@ pub async fn introspect(
         }
         _ => inactive,
     })
+}
+
+/// A token stops being active when its client or user is removed or disabled, as the refresh
+/// grant already refuses to renew it.
+async fn owners_enabled(service: &TokenService, record: &TokenRecord) -> Result<bool, OAuthError> {
+    let client_ok = service
+        .clients
+        .find_client(&record.client_id)
+        .await?
+        .is_some_and(|client| !client.disabled);
+    let user_ok = match &record.username {
+        None => true,
+        Some(name) => service
+            .users
+            .find_user(name)
+            .await?
+            .is_some_and(|user| !user.disabled),
+    };
+    Ok(client_ok && user_ok)
 }
 
 fn is_live(record: &TokenRecord, now: i64) -> bool {

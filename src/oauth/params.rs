@@ -11,7 +11,7 @@ use secrecy::SecretString;
 /// Why a request could not be parsed; every variant is an `invalid_request`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
-    #[error("parameter `{0}` is repeated")]
+    #[error("parameter `{}` is repeated", printable(.0))]
     Repeated(String),
     #[error("the request body is not valid UTF-8 after percent-decoding")]
     NotUtf8,
@@ -19,6 +19,18 @@ pub enum ParamError {
     EmptyName,
     #[error("the Authorization header is not valid Basic credentials: {0}")]
     MalformedBasic(&'static str),
+}
+
+/// RFC 6749 §5.2 allows only %x20-21 / %x23-5B / %x5D-7E in `error_description`; anything
+/// else from the request is replaced before it is echoed.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .map(|c| match c {
+            ' ' | '!' | '#'..='[' | ']'..='~' => c,
+            _ => '?',
+        })
+        .collect()
 }
 
 /// Decoded `application/x-www-form-urlencoded` parameters.

@@ -70,11 +70,16 @@ pub struct SqliteTokenStore {
     writes: mpsc::Sender<WriteJob>,
 }
 
-/// SQLITE_FULL (13) and SQLITE_IOERR (10): the disk is full or failing; a retry may succeed.
+/// SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_IOERR (10), SQLITE_FULL (13): the database is
+/// contended, the disk full or failing; a retry may succeed. sqlx reports extended codes
+/// (e.g. 778 = SQLITE_IOERR_WRITE), whose low byte is the primary code.
 fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("13") | Some("10")),
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<u32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13)),
         _ => false,
     }
 }
@@ -442,6 +447,11 @@ impl TokenStore for SqliteTokenStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.writes.is_closed() {
+            return Err(StoreError::Unavailable(
+                "the token store writer stopped".into(),
+            ));
+        }
         sqlx::query("SELECT 1")
             .execute(&self.readers)
             .await

@@ -364,6 +364,14 @@ pub async fn stored_access_token(
 
 /// A TLS connection to the app that trusts its certificate and offers only ALPN `http/1.1`.
 pub async fn raw_http1_connection(app: &TestApp) -> tokio_rustls::client::TlsStream<TcpStream> {
+    raw_tls_connection(app, b"http/1.1").await
+}
+
+/// A TLS connection to the app that trusts its certificate and offers only ALPN `alpn`.
+pub async fn raw_tls_connection(
+    app: &TestApp,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let pem = std::fs::read(&app.settings.tls.cert).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -375,14 +383,14 @@ pub async fn raw_http1_connection(app: &TestApp) -> tokio_rustls::client::TlsStr
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(app.addr).await.unwrap();
     let tls = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
     tls
 }
 

@@ -15,7 +15,7 @@ use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
 use crate::oauth::wire::TokenResponse;
-use crate::store::model::{Client, GrantType, RefreshTokenRecord};
+use crate::store::model::{Client, GrantType, RefreshTokenRecord, TokenRecord};
 use crate::store::Rotation;
 
 pub struct RefreshTokenGrant;
@@ -74,41 +74,20 @@ impl Grant for RefreshTokenGrant {
         if record.revoked_at.is_some() || record.expires_at <= now {
             return Err(rejected());
         }
-        // The user may have been removed or disabled since the grant.
-        if let Some(username) = &record.username {
-            match service.users.find_user(username).await? {
-                Some(user) if !user.disabled => {}
-                _ => return Err(rejected()),
-            }
-        }
-        let granted = Scope::parse(&record.scope)?;
-        let access_scope = match params.scope.as_deref() {
-            None => granted,
-            Some(raw) => {
-                let requested = Scope::parse(raw)?;
-                if !requested.is_within(&granted) {
-                    return Err(OAuthError::invalid_scope(
-                        "a refresh may only narrow the originally granted scope",
-                    ));
-                }
-                requested
-            }
-        };
-        if !access_scope.allowed_for(&client.scopes) {
-            return Err(OAuthError::invalid_scope(
-                "the scope is no longer allowed for this client",
-            ));
-        }
+        // Reuse is judged before anything else, so no other answer can mask it.
         if stored.spent_at.is_some() {
-            return redeem_spent(service, client, &stored, &access_scope, now).await;
+            return redeem_spent(service, client, &stored, params.scope.as_deref(), now).await;
         }
+        check_user(service, record).await?;
+        let access_scope = access_scope(record, params.scope.as_deref(), client)?;
         if service.settings.renew_refresh_token {
             match rotate(service, client, &stored, &access_scope, now).await? {
                 Some(response) => Ok(response),
                 // Another request spent it between our read and our write.
                 None => match service.tokens.find_refresh_token(&record.id).await? {
                     Some(now_spent) => {
-                        redeem_spent(service, client, &now_spent, &access_scope, now).await
+                        redeem_spent(service, client, &now_spent, params.scope.as_deref(), now)
+                            .await
                     }
                     None => Err(rejected()),
                 },
@@ -170,7 +149,7 @@ async fn redeem_spent(
     service: &TokenService,
     client: &Client,
     spent: &RefreshTokenRecord,
-    access_scope: &Scope,
+    requested_scope: Option<&str>,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
     let grace = i64::try_from(service.settings.refresh_token_reuse_grace_secs).unwrap_or(0);
@@ -184,8 +163,10 @@ async fn redeem_spent(
                     && successor.token.revoked_at.is_none()
                     && successor.token.expires_at > now;
                 if live {
+                    check_user(service, &successor.token).await?;
+                    let access_scope = access_scope(&successor.token, requested_scope, client)?;
                     if let Some(response) =
-                        rotate(service, client, &successor, access_scope, now).await?
+                        rotate(service, client, &successor, &access_scope, now).await?
                     {
                         tracing::info!(
                             client_id = %client.id,
@@ -210,4 +191,43 @@ async fn redeem_spent(
         "refresh token reuse detected: every token of the grant is revoked"
     );
     Err(rejected())
+}
+
+/// The user may have been removed or disabled since the grant.
+async fn check_user(service: &TokenService, record: &TokenRecord) -> Result<(), OAuthError> {
+    if let Some(username) = &record.username {
+        match service.users.find_user(username).await? {
+            Some(user) if !user.disabled => {}
+            _ => return Err(rejected()),
+        }
+    }
+    Ok(())
+}
+
+/// RFC 6749 §6: the requested scope may only narrow the granted one, and must still be
+/// allowed for the client.
+fn access_scope(
+    record: &TokenRecord,
+    requested: Option<&str>,
+    client: &Client,
+) -> Result<Scope, OAuthError> {
+    let granted = Scope::parse(&record.scope)?;
+    let scope = match requested {
+        None => granted,
+        Some(raw) => {
+            let requested = Scope::parse(raw)?;
+            if !requested.is_within(&granted) {
+                return Err(OAuthError::invalid_scope(
+                    "a refresh may only narrow the originally granted scope",
+                ));
+            }
+            requested
+        }
+    };
+    if !scope.allowed_for(&client.scopes) {
+        return Err(OAuthError::invalid_scope(
+            "the scope is no longer allowed for this client",
+        ));
+    }
+    Ok(scope)
 }

@@ -1,0 +1,194 @@
+//! One accepted connection: TLS handshake, HTTP/1.1 or HTTP/2, and a watchdog that closes it
+//! when it is idle or the server shuts down.
+//!
+//! hyper's own header-read timeout only starts once an HTTP/1 connection exists: a client that
+//! completes the TLS handshake and then stays silent (or idles between HTTP/2 requests) would
+//! otherwise hold its connection slot for ever. The watchdog gives every connection
+//! `first_request_timeout` to start a request and `keep_alive_timeout` of idleness between
+//! requests, then shuts it down gracefully, and drops it if it does not finish within
+//! `CLOSE_GRACE`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower::{Service, ServiceExt as _};
+
+/// How long a connection told to close may take to finish its in-flight requests.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+const WATCHDOG_TICK: Duration = Duration::from_millis(250);
+
+/// Limits applied to every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub tls_handshake_timeout: Duration,
+    pub first_request_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    requests: AtomicUsize,
+    last_done_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the connection has been idle longer than its limit.
+    fn idle_too_long(&self, limits: &ConnectionLimits) -> bool {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        let now = self.elapsed_ms();
+        let (since, limit) = if self.requests.load(Ordering::Acquire) == 0 {
+            (0, limits.first_request_timeout)
+        } else {
+            (
+                self.last_done_ms.load(Ordering::Acquire),
+                limits.keep_alive_timeout,
+            )
+        };
+        now.saturating_sub(since) > u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Marks a request in flight for as long as it lives.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.requests.fetch_add(1, Ordering::AcqRel);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .last_done_ms
+            .store(self.0.elapsed_ms(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The router, counting requests for the watchdog.
+#[derive(Clone)]
+struct Tracked {
+    router: axum::Router,
+    activity: Arc<Activity>,
+}
+
+impl Service<Request<Incoming>> for Tracked {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = InFlight::begin(&self.activity);
+        let router = self.router.clone();
+        Box::pin(async move {
+            let response = router.oneshot(request.map(Body::new)).await;
+            drop(in_flight);
+            response
+        })
+    }
+}
+
+/// Serves one TCP connection to the end.
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: axum::Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let activity = Arc::new(Activity::new());
+    let service = TowerToHyperService::new(Tracked {
+        router,
+        activity: activity.clone(),
+    });
+    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut ticker = tokio::time::interval(WATCHDOG_TICK);
+    let mut close_by: Option<tokio::time::Instant> = None;
+    loop {
+        let forced_close = async {
+            match close_by {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            changed = shutdown.changed(), if close_by.is_none() => {
+                // A dropped sender also means the server is going away.
+                let _ = changed;
+                connection.as_mut().graceful_shutdown();
+                close_by = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            _ = ticker.tick(), if close_by.is_none() => {
+                if activity.idle_too_long(&limits) {
+                    tracing::debug!(peer = %peer, "closing an idle connection");
+                    connection.as_mut().graceful_shutdown();
+                    close_by = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+            }
+            () = forced_close => {
+                tracing::debug!(peer = %peer, "connection did not close in time; dropped");
+                return;
+            }
+        }
+    }
+}

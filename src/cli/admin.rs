@@ -65,8 +65,32 @@ fn read_document(path: &Path, header: &str) -> Result<DocumentMut, AdminError> {
     }
 }
 
-/// Writes `text` next to `path` and renames it into place, keeping the original's permissions.
+/// Runs `edit` holding an exclusive lock on a sidecar file, so two CLI runs editing the same
+/// file at once cannot lose one another's change.
+fn locked<T>(path: &Path, edit: impl FnOnce() -> Result<T, AdminError>) -> Result<T, AdminError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let lock_path = path.with_file_name(format!(".{name}.lock"));
+    if let Some(dir) = lock_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_error(&lock_path))?;
+    lock.lock().map_err(io_error(&lock_path))?;
+    let result = edit();
+    let _ = lock.unlock();
+    result
+}
+
+/// Writes `text` next to `path` and renames it into place, keeping the original's owner and
+/// permissions (a root-run CLI must not leave a file the service cannot read), following a
+/// symlink to the real file, and syncing the folder so the rename survives a crash.
 fn replace_file(path: &Path, text: &str) -> Result<(), AdminError> {
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = resolved.as_path();
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -74,15 +98,25 @@ fn replace_file(path: &Path, text: &str) -> Result<(), AdminError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error(dir))?;
     temp.write_all(text.as_bytes()).map_err(io_error(path))?;
-    let mode = std::fs::metadata(path)
+    let original = std::fs::metadata(path).ok();
+    let mode = original
+        .as_ref()
         .map(|m| m.permissions().mode())
         .unwrap_or(0o600);
     temp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io_error(path))?;
+    if let Some(original) = &original {
+        use std::os::unix::fs::MetadataExt as _;
+        // Best effort: only root can give a file to another owner, and then this is wanted.
+        let _ = std::os::unix::fs::chown(temp.path(), Some(original.uid()), Some(original.gid()));
+    }
     temp.as_file().sync_all().map_err(io_error(path))?;
     temp.persist(path)
         .map_err(|err| io_error(path)(err.error))?;
+    if let Ok(folder) = std::fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
     Ok(())
 }
 
@@ -183,6 +217,10 @@ pub fn check_client_id(id: &str) -> Result<(), AdminError> {
 
 pub fn add_user(path: &Path, name: &str, password_hash: &str) -> Result<(), AdminError> {
     check_user_name(name)?;
+    locked(path, || add_user_unlocked(path, name, password_hash))
+}
+
+fn add_user_unlocked(path: &Path, name: &str, password_hash: &str) -> Result<(), AdminError> {
     let mut doc = read_document(path, USERS_HEADER)?;
     if section(&mut doc, "users")?.contains_key(name) {
         return Err(AdminError::Exists {
@@ -204,6 +242,19 @@ pub fn remove_user(path: &Path, name: &str) -> Result<(), AdminError> {
 }
 
 fn remove_entry<T>(
+    path: &Path,
+    section_name: &str,
+    what: &'static str,
+    name: &str,
+    header: &str,
+    load: fn(&Path) -> Result<T, ConfigError>,
+) -> Result<(), AdminError> {
+    locked(path, || {
+        remove_entry_unlocked(path, section_name, what, name, header, load)
+    })
+}
+
+fn remove_entry_unlocked<T>(
     path: &Path,
     section_name: &str,
     what: &'static str,
@@ -270,6 +321,10 @@ pub struct NewClient<'a> {
 }
 
 pub fn add_client(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError> {
+    locked(path, || add_client_unlocked(path, client))
+}
+
+fn add_client_unlocked(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError> {
     check_client_id(client.id)?;
     for grant in client.grant_types {
         if GrantType::parse(grant).is_none() {

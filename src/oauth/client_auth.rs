@@ -6,7 +6,7 @@
 //! so that hot paths such as refresh grants do not pay an argon2 verify per request, and any
 //! change to the client's secret invalidates the entry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rand::rngs::OsRng;
@@ -101,7 +101,20 @@ pub struct ClientAuthenticator {
     clock: Arc<dyn Clock>,
     cache_key: [u8; 32],
     cache: Mutex<HashMap<String, CachedVerification>>,
+    /// Recent wrong secrets per client (bounded), so repeating one costs no argon2 work.
+    wrong: Mutex<HashMap<String, VecDeque<CachedVerification>>>,
+    /// One argon2 verification per client at a time.
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// Wrong secrets remembered per client.
+const WRONG_SECRETS_KEPT: usize = 16;
+/// How long a request waits for its client's verification slot before a 503.
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+#[error("the client's secret verification slot stayed busy")]
+struct ClientGateBusy;
 
 impl ClientAuthenticator {
     pub fn new(
@@ -117,6 +130,8 @@ impl ClientAuthenticator {
             clock,
             cache_key,
             cache: Mutex::new(HashMap::new()),
+            wrong: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
         }
     }
 
@@ -152,6 +167,77 @@ impl ClientAuthenticator {
         }
     }
 
+    /// argon2 verification of an operator-chosen secret. Successes are cached; so are recent
+    /// wrong secrets, and only one verification per client runs at a time, so a flood of
+    /// guesses against one (public) client id costs at most one hashing thread.
+    async fn verify_slow(&self, client: &Client, secret: SecretString) -> Result<bool, OAuthError> {
+        let digest = self.digest(&client.id, &secret);
+        if self.cached(client, &digest) {
+            return Ok(true);
+        }
+        if self.known_wrong(client, &digest) {
+            return Ok(false);
+        }
+        let gate = self.gate(&client.id);
+        let Ok(_turn) = tokio::time::timeout(GATE_WAIT, gate.lock()).await else {
+            return Err(OAuthError::unavailable(
+                "too many requests are waiting; retry later",
+                ClientGateBusy,
+            ));
+        };
+        // Whoever held the gate may have settled this very secret.
+        if self.cached(client, &digest) {
+            return Ok(true);
+        }
+        if self.known_wrong(client, &digest) {
+            return Ok(false);
+        }
+        let verified = self.hasher.verify(&client.secret_hash, secret).await?;
+        if verified {
+            self.remember(client, digest);
+        } else {
+            self.remember_wrong(client, digest);
+        }
+        Ok(verified)
+    }
+
+    fn gate(&self, client_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.gates.lock() {
+            Ok(mut gates) => gates.entry(client_id.to_owned()).or_default().clone(),
+            // A poisoned map only loses the serialisation, never correctness.
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    fn known_wrong(&self, client: &Client, digest: &[u8; 32]) -> bool {
+        let now = self.clock.now_ms();
+        let Ok(wrong) = self.wrong.lock() else {
+            return false;
+        };
+        wrong.get(&client.id).is_some_and(|entries| {
+            entries.iter().any(|entry| {
+                entry.expires_ms > now
+                    && entry.secret_hash == client.secret_hash
+                    && bool::from(entry.presented_digest.ct_eq(digest))
+            })
+        })
+    }
+
+    fn remember_wrong(&self, client: &Client, digest: [u8; 32]) {
+        let entry = CachedVerification {
+            secret_hash: client.secret_hash.clone(),
+            presented_digest: digest,
+            expires_ms: self.clock.now_ms().saturating_add(CACHE_TTL_MS),
+        };
+        if let Ok(mut wrong) = self.wrong.lock() {
+            let entries = wrong.entry(client.id.clone()).or_default();
+            if entries.len() >= WRONG_SECRETS_KEPT {
+                entries.pop_front();
+            }
+            entries.push_back(entry);
+        }
+    }
+
     /// Returns the client if the credentials are right; `invalid_client` otherwise.
     pub async fn authenticate(
         &self,
@@ -177,18 +263,7 @@ impl ClientAuthenticator {
             Some(SecretHashKind::Sha256) => {
                 secret::verify_sha256(&client.secret_hash, secret.expose_secret())
             }
-            Some(SecretHashKind::Argon2) => {
-                let digest = self.digest(&client.id, &secret);
-                if self.cached(&client, &digest) {
-                    true
-                } else {
-                    let verified = self.hasher.verify(&client.secret_hash, secret).await?;
-                    if verified {
-                        self.remember(&client, digest);
-                    }
-                    verified
-                }
-            }
+            Some(SecretHashKind::Argon2) => self.verify_slow(&client, secret).await?,
             None => false,
         };
         if verified {

@@ -1457,3 +1457,31 @@ async fn user_unlock_lifts_an_account_lock() {
         .await
         .assert_tokens(3600, "default");
 }
+
+#[tokio::test]
+async fn concurrent_cli_edits_do_not_lose_one_another() {
+    // Arrange
+    let home = Home::new();
+    let names: Vec<String> = (0..6).map(|i| format!("user{i}")).collect();
+
+    // Act: six `user add` processes at once.
+    let runs = futures::future::join_all(
+        names
+            .iter()
+            .map(|name| home.run(&["user", "add", name, "--password-stdin"], Some("pw"))),
+    )
+    .await;
+
+    // Assert
+    for run in &runs {
+        run.assert_success();
+    }
+    let listed = home.run(&["user", "list"], None).await;
+    listed.assert_success();
+    for name in &names {
+        assert!(
+            listed.stdout_lines().contains(&name.as_str()),
+            "{name} lost: {listed:#?}"
+        );
+    }
+}

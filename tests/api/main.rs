@@ -14,6 +14,7 @@ mod helpers;
 
 mod binary;
 mod client_credentials;
+mod client_secrets;
 mod config_errors;
 mod interop;
 mod introspect;

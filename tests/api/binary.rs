@@ -1465,12 +1465,11 @@ async fn concurrent_cli_edits_do_not_lose_one_another() {
     let names: Vec<String> = (0..6).map(|i| format!("user{i}")).collect();
 
     // Act: six `user add` processes at once.
-    let runs = futures::future::join_all(
-        names
-            .iter()
-            .map(|name| home.run(&["user", "add", name, "--password-stdin"], Some("pw"))),
-    )
-    .await;
+    let args: Vec<[&str; 4]> = names
+        .iter()
+        .map(|name| ["user", "add", name.as_str(), "--password-stdin"])
+        .collect();
+    let runs = futures::future::join_all(args.iter().map(|args| home.run(args, Some("pw")))).await;
 
     // Assert
     for run in &runs {

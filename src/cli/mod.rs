@@ -264,6 +264,12 @@ fn user(settings: &Settings, action: UserAction) -> Result<ExitCode, CliError> {
     match action {
         UserAction::Add { name, .. } => {
             admin::check_user_name(&name)?;
+            let clients = crate::store::toml_file::load_clients(&settings.stores.clients);
+            refuse_shared_subject(
+                &name,
+                "client",
+                clients.is_ok_and(|c| c.contains_key(&name)),
+            )?;
             let password = read_stdin_secret("password")?;
             let hash = password::hash_password(&password, &settings.password_hashing)?;
             admin::add_user(path, &name, &hash)?;
@@ -299,6 +305,18 @@ fn user(settings: &Settings, action: UserAction) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A token's `sub` is the user for user tokens and the client for application tokens
+/// (RFC 9068 §5), so no user may be named like a client.
+fn refuse_shared_subject(name: &str, other_kind: &str, taken: bool) -> Result<(), CliError> {
+    if taken {
+        return Err(CliError::Input(format!(
+            "`{name}` is already a {other_kind}; users and clients need different names, since \
+             either can be a token's subject"
+        )));
+    }
+    Ok(())
+}
+
 fn words(list: &str) -> Vec<String> {
     list.split_whitespace().map(str::to_owned).collect()
 }
@@ -319,6 +337,8 @@ fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliErro
             audience,
         } => {
             admin::check_client_id(&id)?;
+            let users = crate::store::toml_file::load_users(&settings.stores.users);
+            refuse_shared_subject(&id, "user", users.is_ok_and(|u| u.contains_key(&id)))?;
             let (secret_hash, generated) = if secret_stdin {
                 let chosen = read_stdin_secret("client secret")?;
                 (

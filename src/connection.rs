@@ -106,6 +106,7 @@ impl Drop for InFlight {
 struct Tracked {
     router: axum::Router,
     activity: Arc<Activity>,
+    peer: SocketAddr,
 }
 
 impl Service<Request<Incoming>> for Tracked {
@@ -117,8 +118,11 @@ impl Service<Request<Incoming>> for Tracked {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::begin(&self.activity);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         let router = self.router.clone();
         Box::pin(async move {
             let response = router.oneshot(request.map(Body::new)).await;
@@ -153,6 +157,7 @@ pub async fn serve(
     let service = TowerToHyperService::new(Tracked {
         router,
         activity: activity.clone(),
+        peer,
     });
     let connection = builder.serve_connection(TokioIo::new(tls), service);
     let mut connection = std::pin::pin!(connection);

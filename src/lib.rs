@@ -4,6 +4,7 @@
 //! → [`store`] (persistence behind traits). [`startup`] wires them together; [`cli`] is the
 //! operator's command line.
 
+pub mod abuse;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, ConnectionLimits};
 
+use crate::abuse::rate_limit::RateLimiter;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::crypto::jwk::{self, KeyError, KeyRing};
@@ -125,11 +126,17 @@ impl Application {
             tokens: tokens.clone(),
             lockouts: database.lockouts.clone(),
             lockout_policy: settings.security.lockout,
+            client_rate: settings.rate_limit.per_client,
             keys,
             hasher: hasher.clone(),
             clock,
         }));
         let router = http::router(AppState {
+            ip_limiter: settings
+                .rate_limit
+                .per_ip
+                .map(|rate| Arc::new(RateLimiter::new(rate))),
+            trusted_proxies: settings.rate_limit.trusted_proxies.clone().into(),
             token_service,
             limits: HttpLimits {
                 max_body_bytes: settings.server.max_body_bytes,

@@ -130,6 +130,15 @@ pub struct Settings {
     pub password_hashing: PasswordHashingSettings,
     pub stores: StoreSettings,
     pub security: SecuritySettings,
+    pub rate_limit: RateLimitSettings,
+}
+
+/// `None` limits are off (`[rate_limit] enabled = false`).
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub per_ip: Option<crate::abuse::rate_limit::Rate>,
+    pub per_client: Option<crate::abuse::rate_limit::Rate>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,31 @@ pub(crate) struct RawConfig {
     pub(crate) password_hashing: RawPasswordHashing,
     pub(crate) stores: RawStores,
     pub(crate) security: RawSecurity,
+    pub(crate) rate_limit: RawRateLimit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRateLimit {
+    pub(crate) enabled: bool,
+    pub(crate) per_ip_rate: f64,
+    pub(crate) per_ip_burst: f64,
+    pub(crate) per_client_rate: f64,
+    pub(crate) per_client_burst: f64,
+    pub(crate) trusted_proxies: Vec<String>,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            per_ip_rate: 20.0,
+            per_ip_burst: 40.0,
+            per_client_rate: 200.0,
+            per_client_burst: 400.0,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::raw::RawConfig;
 use super::{
     ConfigError, ConfigProblem, ConfigSource, JwtAlgorithm, OAuthSettings, PasswordHashingSettings,
-    SecuritySettings, ServerSettings, Settings, SqliteSynchronous, StoreSettings, TlsSettings,
-    TokenFormat, TokenStoreSettings,
+    RateLimitSettings, SecuritySettings, ServerSettings, Settings, SqliteSynchronous,
+    StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
 };
 
 /// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
@@ -300,6 +300,48 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         }),
     };
 
+    let limits = &raw.rate_limit;
+    let mut rate = |key: &str, per_second: f64, burst: f64| {
+        let valid = |v: f64| v.is_finite() && v > 0.0 && v <= 1_000_000.0;
+        if !valid(per_second) {
+            problems.add(
+                &format!("rate_limit.{key}_rate"),
+                "must be above 0 and at most 1000000",
+            );
+        }
+        if !valid(burst) || burst < 1.0 {
+            problems.add(
+                &format!("rate_limit.{key}_burst"),
+                "must be between 1 and 1000000",
+            );
+        }
+        crate::abuse::rate_limit::Rate { per_second, burst }
+    };
+    let per_ip = rate("per_ip", limits.per_ip_rate, limits.per_ip_burst);
+    let per_client = rate(
+        "per_client",
+        limits.per_client_rate,
+        limits.per_client_burst,
+    );
+    let mut trusted_proxies = Vec::new();
+    for entry in &limits.trusted_proxies {
+        let parsed = entry
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => problems.add(
+                "rate_limit.trusted_proxies",
+                format!("`{entry}` is not an IP address or CIDR block"),
+            ),
+        }
+    }
+    let rate_limit = RateLimitSettings {
+        per_ip: limits.enabled.then_some(per_ip),
+        per_client: limits.enabled.then_some(per_client),
+        trusted_proxies,
+    };
+
     if !problems.found.is_empty() {
         return Err(ConfigError {
             problems: problems.found,
@@ -313,6 +355,7 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         password_hashing,
         stores,
         security,
+        rate_limit,
     })
 }
 

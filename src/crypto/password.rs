@@ -207,11 +207,7 @@ pub fn check_phc(phc: &str) -> Result<(), HashError> {
     Algorithm::try_from(parsed.algorithm)
         .map_err(|_| HashError::Malformed("not an argon2 hash".into()))?;
     let params = Params::try_from(&parsed).map_err(|err| HashError::Malformed(err.to_string()))?;
-    if params.m_cost() > MAX_STORED_MEMORY_KIB {
-        return Err(HashError::Malformed(
-            "argon2 memory cost above 1 GiB".into(),
-        ));
-    }
+    check_cost(&params)?;
     if parsed.salt.is_none() || parsed.hash.is_none() {
         return Err(HashError::Malformed("no salt or no hash".into()));
     }
@@ -241,6 +237,13 @@ mod tests {
         assert_eq!(work_area.len(), 1024);
         assert!(!verify_with(&phc, "wrong", &mut work_area).unwrap());
         check_phc(&phc).unwrap();
+    }
+
+    #[test]
+    fn stored_hashes_beyond_the_cost_limits_are_refused() {
+        let costly = "$argon2id$v=19$m=1024,t=5000,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        assert!(matches!(check_phc(costly), Err(HashError::Malformed(_))));
+        assert!(verify_with(costly, "x", &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -40,6 +40,7 @@ impl ApiError {
                 ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
                 ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::SlowDown => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::BAD_REQUEST,
             },
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -99,11 +100,17 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Basic realm=\"tokengate\""),
                 );
             }
-            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(RETRY_AFTER_SECS),
-                );
+            _ if status == StatusCode::SERVICE_UNAVAILABLE
+                || status == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                let seconds = match &self {
+                    Self::OAuth(err) => err.retry_after_secs,
+                    _ => None,
+                };
+                let value = seconds
+                    .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+                    .unwrap_or(HeaderValue::from_static(RETRY_AFTER_SECS));
+                headers.insert(header::RETRY_AFTER, value);
             }
             Self::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -8,13 +8,19 @@ pub mod metadata;
 pub mod revoke;
 pub mod token;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use ipnet::IpNet;
 
-use crate::oauth::TokenService;
+use crate::abuse::rate_limit::{client_ip, RateLimiter};
+use crate::oauth::{OAuthError, TokenService};
 use error::ApiError;
 
 /// Request limits the extractors enforce.
@@ -29,6 +35,32 @@ pub struct HttpLimits {
 pub struct AppState {
     pub token_service: Arc<TokenService>,
     pub limits: HttpLimits,
+    /// Requests per client IP on `/token`; `None` is unlimited.
+    pub ip_limiter: Option<Arc<RateLimiter<IpAddr>>>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<[IpNet]>,
+}
+
+/// RFC 6749-style 429 for a client IP over its rate, before any other work on the request.
+async fn limit_by_ip(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(limiter) = &state.ip_limiter {
+        if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            let forwarded = request
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|value| value.to_str().ok());
+            let ip = client_ip(peer.ip(), forwarded, &state.trusted_proxies);
+            let now = state.token_service.clock.now_ms();
+            limiter
+                .check(&ip, now)
+                .map_err(|retry| ApiError::from(OAuthError::rate_limited(retry)))?;
+        }
+    }
+    Ok(next.run(request).await)
 }
 
 async fn not_found() -> ApiError {
@@ -45,7 +77,12 @@ async fn only_get() -> ApiError {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/token", post(token::token).fallback(only_post))
+        .route(
+            "/token",
+            post(token::token)
+                .fallback(only_post)
+                .route_layer(middleware::from_fn_with_state(state.clone(), limit_by_ip)),
+        )
         .route("/revoke", post(revoke::revoke).fallback(only_post))
         .route(
             "/introspect",

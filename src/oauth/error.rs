@@ -19,6 +19,9 @@ pub enum ErrorCode {
     ServerError,
     /// RFC 6749 §4.1.2.1; overload or store outage, answered with 503 and `Retry-After`.
     TemporarilyUnavailable,
+    /// A rate limit was hit: 429 and `Retry-After`. `slow_down` is the registered OAuth error
+    /// for "too many requests" (RFC 8628 §3.5).
+    SlowDown,
 }
 
 impl ErrorCode {
@@ -33,6 +36,7 @@ impl ErrorCode {
             Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::SlowDown => "slow_down",
         }
     }
 }
@@ -42,6 +46,8 @@ impl ErrorCode {
 pub struct OAuthError {
     pub code: ErrorCode,
     pub description: Cow<'static, str>,
+    /// Seconds for `Retry-After` on 429/503; `None` means the default.
+    pub retry_after_secs: Option<u64>,
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -57,6 +63,7 @@ impl OAuthError {
         Self {
             code,
             description: description.into(),
+            retry_after_secs: None,
             source: None,
         }
     }
@@ -75,6 +82,13 @@ impl OAuthError {
 
     pub fn invalid_scope(description: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::InvalidScope, description)
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(ErrorCode::SlowDown, "too many requests; retry later")
+        }
     }
 
     pub fn server_error(source: impl std::error::Error + Send + Sync + 'static) -> Self {

@@ -11,6 +11,7 @@ use super::error::{ErrorCode, OAuthError};
 use super::grants::{self, Grant};
 use super::params::{AuthorizationHeader, FormParams};
 use super::wire::TokenResponse;
+use crate::abuse::rate_limit::{Rate, RateLimiter};
 use crate::clock::Clock;
 use crate::config::OAuthSettings;
 use crate::crypto::jwk::KeyRing;
@@ -42,6 +43,8 @@ pub struct ServiceParts {
     pub tokens: Arc<dyn TokenStore>,
     pub lockouts: Arc<dyn LockoutStore>,
     pub lockout_policy: Option<LockoutPolicy>,
+    /// Requests per authenticated client; `None` is unlimited.
+    pub client_rate: Option<Rate>,
     pub keys: Arc<KeyRing>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
@@ -60,6 +63,7 @@ pub struct TokenService {
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
     client_auth: ClientAuthenticator,
+    client_limiter: Option<RateLimiter<String>>,
 }
 
 impl TokenService {
@@ -81,6 +85,7 @@ impl TokenService {
             hasher: parts.hasher,
             clock: parts.clock,
             client_auth,
+            client_limiter: parts.client_rate.map(RateLimiter::new),
         }
     }
 
@@ -129,6 +134,11 @@ impl TokenService {
             .ok_or_else(|| OAuthError::invalid_request("missing parameter: grant_type"))?;
         summary.grant_type = Some(grant_type.to_owned());
         let client = self.client_auth.authenticate(presented).await?;
+        if let Some(limiter) = &self.client_limiter {
+            limiter
+                .check(&client.id, self.clock.now_ms())
+                .map_err(OAuthError::rate_limited)?;
+        }
         let Some(grant) = GrantType::parse(grant_type) else {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,

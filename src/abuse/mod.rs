@@ -1,0 +1,3 @@
+//! Defences against abuse of the token endpoint beyond the protocol itself.
+
+pub mod rate_limit;

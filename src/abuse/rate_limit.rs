@@ -1,0 +1,140 @@
+//! Token-bucket rate limits per client IP and per client id.
+//!
+//! Buckets live in this process's memory: in a cluster each node limits on its own, so the
+//! effective limit is the per-node limit times the nodes behind the balancer. Full buckets are
+//! forgotten periodically, so memory is bounded by the keys active within that period.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use ipnet::IpNet;
+
+/// `rate` tokens per second, at most `burst` stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated_ms: i64,
+}
+
+/// One limiter: a bucket per key.
+pub struct RateLimiter<K> {
+    rate: Rate,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+/// Past this many buckets, full ones are dropped before a new one is added.
+const SWEEP_AT: usize = 100_000;
+
+impl<K: Eq + Hash + Clone> RateLimiter<K> {
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key`. `Err(seconds)` says when to retry.
+    pub fn check(&self, key: &K, now_ms: i64) -> Result<(), u64> {
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(()); // a poisoned limiter must not take the service down
+        };
+        if buckets.len() >= SWEEP_AT && !buckets.contains_key(key) {
+            let rate = self.rate;
+            buckets.retain(|_, bucket| refill(bucket, rate, now_ms) < rate.burst);
+        }
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+            tokens: self.rate.burst,
+            updated_ms: now_ms,
+        });
+        let tokens = refill(bucket, self.rate, now_ms);
+        bucket.updated_ms = now_ms;
+        if tokens >= 1.0 {
+            bucket.tokens = tokens - 1.0;
+            Ok(())
+        } else {
+            bucket.tokens = tokens;
+            let wait = (1.0 - tokens) / self.rate.per_second;
+            // Whole seconds for Retry-After, at least 1.
+            Err(wait.ceil().max(1.0) as u64)
+        }
+    }
+}
+
+fn refill(bucket: &Bucket, rate: Rate, now_ms: i64) -> f64 {
+    let elapsed = (now_ms.saturating_sub(bucket.updated_ms)).max(0) as f64 / 1000.0;
+    (bucket.tokens + elapsed * rate.per_second).min(rate.burst)
+}
+
+/// The client's address: the peer, or — when the peer is a trusted proxy — the nearest
+/// address in `X-Forwarded-For` that is not itself a trusted proxy (the rightmost untrusted
+/// hop: earlier entries can be forged by the client).
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    for hop in header.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return ip,
+            // A malformed hop: stop trusting the chain here.
+            Err(_) => return peer,
+        }
+    }
+    peer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_the_rate() {
+        let limiter = RateLimiter::new(Rate {
+            per_second: 2.0,
+            burst: 3.0,
+        });
+        for _ in 0..3 {
+            assert!(limiter.check(&"k", 0).is_ok());
+        }
+        assert_eq!(limiter.check(&"k", 0), Err(1));
+        assert!(
+            limiter.check(&"k", 500).is_ok(),
+            "one token back after 0.5 s at 2/s"
+        );
+        assert!(limiter.check(&"k", 500).is_err());
+        assert!(limiter.check(&"other", 500).is_ok(), "keys are independent");
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let outsider: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            client_ip(outsider, Some("198.51.100.1"), &trusted),
+            outsider
+        );
+        assert_eq!(
+            client_ip(
+                proxy,
+                Some("198.51.100.7, 198.51.100.1, 10.9.9.9"),
+                &trusted
+            ),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(proxy, None, &trusted), proxy);
+        assert_eq!(client_ip(proxy, Some("garbage"), &trusted), proxy);
+    }
+}

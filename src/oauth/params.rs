@@ -267,3 +267,64 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Property tests: no input panics a parser, and well-formed input round-trips.
+
+    use std::collections::BTreeMap;
+
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    use proptest::prelude::*;
+    use secrecy::ExposeSecret;
+
+    use super::*;
+    use crate::oauth::scope::Scope;
+
+    fn encode(text: &str) -> String {
+        utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_parses_or_is_refused_without_panicking(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(form) = parse_form(&body) {
+                prop_assert!(form.values.keys().all(|name| !name.is_empty()));
+                prop_assert!(form.values.values().all(|value| !value.is_empty()));
+            }
+        }
+
+        #[test]
+        fn encoded_forms_round_trip(pairs in proptest::collection::btree_map("\\PC{1,12}", "\\PC{1,24}", 0..8)) {
+            let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+            let form = parse_form(body.join("&").as_bytes()).unwrap();
+            let parsed: BTreeMap<String, String> = form.values;
+            prop_assert_eq!(parsed, pairs);
+        }
+
+        #[test]
+        fn any_authorization_header_parses_or_is_refused_without_panicking(value in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_authorization(&value);
+        }
+
+        #[test]
+        fn basic_credentials_round_trip(id in "\\PC{1,20}", secret in "\\PC{0,40}") {
+            let raw = format!("{}:{}", encode(&id), encode(&secret));
+            let header = format!("Basic {}", STANDARD.encode(raw));
+            match parse_authorization(header.as_bytes()).unwrap() {
+                AuthorizationHeader::Basic(creds) => {
+                    prop_assert_eq!(creds.client_id, id);
+                    prop_assert_eq!(creds.client_secret.expose_secret(), secret.as_str());
+                }
+                AuthorizationHeader::OtherScheme => prop_assert!(false, "not Basic"),
+            }
+        }
+
+        #[test]
+        fn any_scope_string_parses_or_is_invalid_scope(raw in "\\PC{0,64}") {
+            if let Err(err) = Scope::parse(&raw) {
+                prop_assert_eq!(err.code, crate::oauth::ErrorCode::InvalidScope);
+            }
+        }
+    }
+}

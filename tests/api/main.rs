@@ -21,6 +21,7 @@ mod introspect;
 mod jwt;
 mod lockout;
 mod metadata;
+mod overload;
 mod rate_limit;
 mod refresh_reuse;
 mod restart;

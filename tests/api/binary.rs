@@ -1484,3 +1484,90 @@ async fn concurrent_cli_edits_do_not_lose_one_another() {
         );
     }
 }
+
+/// One refresh on `server`'s connection pool; `None` when the server is gone.
+async fn try_refresh(server: &Server, refresh_token: &str) -> Option<Reply> {
+    let response = server
+        .client
+        .post(server.url("/token"))
+        .basic_auth(DEMO_CLIENT_ID, Some(DEMO_CLIENT_SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.ok()?;
+    Some(Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    })
+}
+
+#[tokio::test]
+async fn every_token_answered_200_survives_sigkill_under_load() {
+    // Arrange: a refresh whose response the kill swallowed leaves the client holding the token
+    // it sent, already spent; the reuse grace period is what lets it redeem that once more.
+    let home = Home::new();
+    home.edit(
+        "config/identity.toml",
+        "refresh_token_reuse_grace_period = 0",
+        "refresh_token_reuse_grace_period = 120",
+    );
+    let mut server = serve(&home).await;
+    let mut chains = Vec::new();
+    for _ in 0..6 {
+        let (_, refresh) = server.demo_login().await.assert_tokens(3600, "PRODUCTION");
+        chains.push(refresh.unwrap());
+    }
+
+    for kill_point in [150u64, 400, 700] {
+        // Act: every chain refreshes as fast as it can; the server is killed mid-flight.
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let load = futures::future::join_all(chains.iter().map(|first| {
+            let (server, stop) = (&server, &stop);
+            async move {
+                let mut last_answered = first.clone();
+                let mut answered = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match try_refresh(server, &last_answered).await {
+                        Some(reply) if reply.status == 200 => {
+                            last_answered = reply.str("refresh_token").to_owned();
+                            answered += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                (last_answered, answered)
+            }
+        }));
+        let killer = async {
+            tokio::time::sleep(Duration::from_millis(kill_point)).await;
+            server.send_signal("KILL");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        let (results, ()) = tokio::join!(load, killer);
+        let status = server.wait_for_exit(GRACE_PERIOD).await.unwrap();
+        assert_eq!(status.code(), None, "killed by a signal: {status}");
+        assert!(
+            results.iter().map(|(_, answered)| answered).sum::<usize>() > 0,
+            "the load ran before the kill"
+        );
+
+        // Assert: the store opens cleanly and every chain's last answered token redeems.
+        server = serve(&home).await;
+        assert_eq!(server.get("/health").await.status, 200);
+        chains.clear();
+        for (last_answered, _) in results {
+            let reply = server.demo_refresh(&last_answered).await;
+            let (_, next) = reply.assert_tokens(3600, "PRODUCTION");
+            chains.push(next.unwrap());
+        }
+    }
+}

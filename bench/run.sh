@@ -11,7 +11,9 @@
 #   CONCS="32"            concurrency levels (connections), e.g. CONCS="8 32"
 #   DURATION=20           measured seconds per cell (DURATION + WARMUP <= 60)
 #   WARMUP=2              unrecorded load before each cell
-#   SCENARIOS="password refresh invalid"
+#   SCENARIOS="password refresh invalid flood"
+#                         flood = the refresh scenario measured while 64 more connections
+#                         send wrong passwords as fast as they can (argon2 saturated)
 #   ARGON2_ITERS=40       argon2cost verifies per thread
 #   OHA=auto              auto|1|0: also run oha (if installed) for password/invalid as a cross-check
 #   BENCHMARKS_FILE=BENCHMARKS.md (project root)   where the results section goes
@@ -31,7 +33,7 @@ BENCH="$ROOT/bench"
 CONCS="${CONCS:-32}"
 DURATION="${DURATION:-20}"
 WARMUP="${WARMUP:-2}"
-SCENARIOS="${SCENARIOS:-password refresh invalid}"
+SCENARIOS="${SCENARIOS:-password refresh invalid flood}"
 ARGON2_ITERS="${ARGON2_ITERS:-40}"
 OHA="${OHA:-auto}"
 BENCHMARKS_FILE="${BENCHMARKS_FILE:-$ROOT/BENCHMARKS.md}"
@@ -66,7 +68,7 @@ for c in $CONCS; do
 done
 [[ -n "${CONCS// /}" ]] || die "CONCS is empty"
 for s in $SCENARIOS; do
-  case "$s" in password | refresh | invalid) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
+  case "$s" in password | refresh | invalid | flood) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
 done
 for tool in cargo curl awk; do command -v "$tool" >/dev/null || die "$tool is required"; done
 [[ -f "$ROOT/config/identity.toml" ]] || die "no config/identity.toml in $ROOT"
@@ -131,6 +133,9 @@ trap 'exit 143' TERM
 
 mkdir -p "$HOME_DIR/data" "$HOME_DIR/certs"
 cp -R "$ROOT/config" "$HOME_DIR/config"
+# Account lockout would answer repeated wrong passwords for one user without any argon2 work;
+# the invalid and flood scenarios are about the argon2 cost, so the bench turns it off.
+sed -i 's/^max_failed_login_attempts = .*/max_failed_login_attempts = 0/' "$HOME_DIR/config/identity.toml"
 export TOKENGATE_HOME="$HOME_DIR"
 log "TOKENGATE_HOME=$HOME_DIR"
 printf '%s' "$CLIENT_SECRET" | "$SERVER_BIN" client add "$CLIENT_ID" --secret-stdin \
@@ -264,8 +269,29 @@ PY
   fi
 }
 
+# flood CONC: refresh at CONC measured while 64 other connections flood wrong passwords.
+run_flood() {
+  local conc="$1" flood_pid
+  "$TGLOAD" --url "$BASE/token" --scenario invalid --duration $((DURATION + WARMUP + 3)) \
+    --concurrency 64 --client-id "$CLIENT_ID" --client-secret "$CLIENT_SECRET" \
+    --username "$INVALID_USER" --password "$INVALID_PASSWORD" "${TLS_ARGS[@]}" \
+    >"$WORK/flood.json" 2>"$WORK/flood.err" &
+  flood_pid=$!
+  sleep 1 # let the flood fill the hashing queue first
+  measure tgload flood "$conc" timeout --kill-after=5 $((DURATION + WARMUP + 45)) \
+    "$TGLOAD" --url "$BASE/token" --scenario refresh --duration "$DURATION" --warmup "$WARMUP" \
+    --concurrency "$conc" --client-id "$CLIENT_ID" --client-secret "$CLIENT_SECRET" \
+    --username "$USER_NAME" --password "$USER_PASSWORD" "${TLS_ARGS[@]}"
+  wait "$flood_pid" || true
+  log "the flood meanwhile: $(tail -n 1 "$WORK/flood.err")"
+}
+
 run_tgload() {
   local scenario="$1" conc="$2" user="$USER_NAME" password="$USER_PASSWORD"
+  if [[ "$scenario" == flood ]]; then
+    run_flood "$conc"
+    return
+  fi
   if [[ "$scenario" == invalid ]]; then user="$INVALID_USER" password="$INVALID_PASSWORD"; fi
   # belt and braces: tgload stops by itself; timeout only guards against a hang in setup
   measure tgload "$scenario" "$conc" timeout --kill-after=5 $((DURATION + WARMUP + 45)) \
@@ -298,7 +324,7 @@ for conc in $CONCS; do
   for scenario in $SCENARIOS; do
     log "scenario $scenario, concurrency $conc: ${WARMUP}s warm-up + ${DURATION}s"
     run_tgload "$scenario" "$conc"
-    if ((use_oha)) && [[ "$scenario" != refresh ]]; then
+    if ((use_oha)) && [[ "$scenario" != refresh && "$scenario" != flood ]]; then
       log "cross-check with oha: $scenario, concurrency $conc"
       run_oha "$scenario" "$conc"
     fi

@@ -25,6 +25,7 @@ mod overload;
 mod rate_limit;
 mod refresh_reuse;
 mod restart;
+mod shutdown;
 mod revoke;
 mod timeouts;
 mod tls_health;

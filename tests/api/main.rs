@@ -28,6 +28,7 @@ mod refresh_reuse;
 mod restart;
 mod revoke;
 mod shutdown;
+mod store_failure;
 mod timeouts;
 mod tls_health;
 mod token_errors;

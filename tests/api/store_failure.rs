@@ -1,0 +1,47 @@
+//! A token store that cannot write (here: another process holds SQLite's write lock; a full
+//! disk takes the same path) answers 503 with Retry-After, writes nothing half-way, keeps
+//! serving what needs no write, and recovers by itself.
+
+use std::str::FromStr as _;
+
+use sqlx::Connection as _;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_store_that_cannot_write_answers_503_and_recovers() {
+    let app = spawn_app().await;
+    let (access, refresh) = app.login(None).await.assert_tokens(3600, "default");
+    let refresh = refresh.unwrap();
+    let tokengate::config::TokenStoreSettings::Sqlite { path, .. } =
+        app.settings.stores.tokens.clone();
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
+        .unwrap()
+        .filename(&path);
+    let mut intruder = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+
+    // Writes fail once the store's busy timeout runs out...
+    let (login, renewal) = tokio::join!(app.login(None), app.refresh(&refresh));
+    // ...while what needs no write goes on.
+    let introspected = app.introspect(&access).await;
+
+    login.assert_error(503, "temporarily_unavailable");
+    renewal.assert_error(503, "temporarily_unavailable");
+    assert!(login.header("retry-after").is_some());
+    assert_eq!(introspected.body["active"], true, "{}", introspected.text);
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+    drop(intruder);
+    // Nothing was half-written: the refresh token that failed to rotate is still live.
+    app.refresh(&refresh).await.assert_tokens(3600, "default");
+    app.login(None).await.assert_tokens(3600, "default");
+}

@@ -1520,6 +1520,21 @@ async fn every_token_answered_200_survives_sigkill_under_load() {
         "refresh_token_reuse_grace_period = 0",
         "refresh_token_reuse_grace_period = 120",
     );
+    let added = home
+        .run(
+            &[
+                "client",
+                "add",
+                "checker",
+                "--introspect",
+                "--grant-types",
+                "",
+            ],
+            None,
+        )
+        .await;
+    added.assert_success();
+    let checker_secret = added.stdout.trim().to_owned();
     let mut server = serve(&home).await;
     let mut chains = Vec::new();
     for _ in 0..6 {
@@ -1527,28 +1542,31 @@ async fn every_token_answered_200_survives_sigkill_under_load() {
         chains.push(refresh.unwrap());
     }
 
-    for kill_point in [150u64, 400, 700] {
-        // Act: every chain refreshes as fast as it can; the server is killed mid-flight.
+    for _ in 0..3 {
+        // Act: every chain refreshes as fast as it can; the server is killed at a random
+        // moment mid-flight.
+        let kill_after =
+            Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), 100..900));
         let stop = std::sync::atomic::AtomicBool::new(false);
         let load = futures::future::join_all(chains.iter().map(|first| {
             let (server, stop) = (&server, &stop);
             async move {
-                let mut last_answered = first.clone();
-                let mut answered = 0usize;
+                let mut last_refresh = first.clone();
+                let mut last_access = None;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match try_refresh(server, &last_answered).await {
+                    match try_refresh(server, &last_refresh).await {
                         Some(reply) if reply.status == 200 => {
-                            last_answered = reply.str("refresh_token").to_owned();
-                            answered += 1;
+                            last_refresh = reply.str("refresh_token").to_owned();
+                            last_access = Some(reply.str("access_token").to_owned());
                         }
                         _ => break,
                     }
                 }
-                (last_answered, answered)
+                (last_refresh, last_access)
             }
         }));
         let killer = async {
-            tokio::time::sleep(Duration::from_millis(kill_point)).await;
+            tokio::time::sleep(kill_after).await;
             server.send_signal("KILL");
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         };
@@ -1556,16 +1574,29 @@ async fn every_token_answered_200_survives_sigkill_under_load() {
         let status = server.wait_for_exit(GRACE_PERIOD).await.unwrap();
         assert_eq!(status.code(), None, "killed by a signal: {status}");
         assert!(
-            results.iter().map(|(_, answered)| answered).sum::<usize>() > 0,
-            "the load ran before the kill"
+            results.iter().any(|(_, access)| access.is_some()),
+            "the load ran before the kill at {kill_after:?}"
         );
 
-        // Assert: the store opens cleanly and every chain's last answered token redeems.
+        // Assert: the store opens cleanly, every access token answered 200 is active and every
+        // chain's last refresh token redeems.
         server = serve(&home).await;
         assert_eq!(server.get("/health").await.status, 200);
         chains.clear();
-        for (last_answered, _) in results {
-            let reply = server.demo_refresh(&last_answered).await;
+        for (last_refresh, last_access) in results {
+            if let Some(access) = last_access {
+                let response = server
+                    .client
+                    .post(server.url("/introspect"))
+                    .basic_auth("checker", Some(&checker_secret))
+                    .form(&[("token", access.as_str())])
+                    .send()
+                    .await
+                    .unwrap();
+                let introspected = Reply::read(response).await;
+                assert_eq!(introspected.body["active"], true, "{}", introspected.text);
+            }
+            let reply = server.demo_refresh(&last_refresh).await;
             let (_, next) = reply.assert_tokens(3600, "PRODUCTION");
             chains.push(next.unwrap());
         }

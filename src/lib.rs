@@ -12,6 +12,7 @@ pub mod connection;
 pub mod crypto;
 pub mod http;
 pub mod oauth;
+pub mod reload;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -437,15 +437,6 @@ impl KeyRing {
 
     /// Re-reads the folder every `interval` until the ring is dropped.
     pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let weak: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                let Some(ring) = weak.upgrade() else { break };
-                let _ = tokio::task::spawn_blocking(move || ring.reload_if_changed()).await;
-            }
-        });
+        crate::reload::periodically(self, interval, Self::reload_if_changed);
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -274,17 +274,7 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
 
     /// Checks for changes every `interval` until the store is dropped.
     fn watch(self: &Arc<Self>, interval: Duration) {
-        let weak: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                let Some(file) = weak.upgrade() else { break };
-                // Reading and parsing a file is blocking work.
-                let _ = tokio::task::spawn_blocking(move || file.reload_if_changed()).await;
-            }
-        });
+        crate::reload::periodically(self, interval, Self::reload_if_changed);
     }
 }
 

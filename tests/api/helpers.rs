@@ -367,11 +367,8 @@ pub async fn raw_http1_connection(app: &TestApp) -> tokio_rustls::client::TlsStr
     raw_tls_connection(app, b"http/1.1").await
 }
 
-/// A TLS connection to the app that trusts its certificate and offers only ALPN `alpn`.
-pub async fn raw_tls_connection(
-    app: &TestApp,
-    alpn: &[u8],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
+/// A rustls client configuration trusting exactly the app's certificate, offering `alpn`.
+pub fn tls_client_config(app: &TestApp, alpn: &[u8]) -> rustls::ClientConfig {
     let pem = std::fs::read(&app.settings.tls.cert).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -384,7 +381,15 @@ pub async fn raw_tls_connection(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    config
+}
+
+/// A TLS connection to the app that trusts its certificate and offers only ALPN `alpn`.
+pub async fn raw_tls_connection(
+    app: &TestApp,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(app, alpn)));
     let tcp = TcpStream::connect(app.addr).await.unwrap();
     let tls = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)

@@ -111,19 +111,8 @@ async fn pipelined_requests_are_answered_in_order() {
 #[tokio::test]
 async fn a_tls_client_without_sni_is_served() {
     let app = spawn_app().await;
-    let pem = std::fs::read(&app.settings.tls.cert).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = tls_client_config(&app, b"http/1.1");
     config.enable_sni = false;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(app.addr).await.unwrap();
     // An IP address as the server name: no SNI is sent, and the certificate's IP SAN matches.

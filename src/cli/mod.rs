@@ -38,6 +38,8 @@ pub enum Command {
     },
     /// Validate the config, user and client files and the TLS files; print every problem
     CheckConfig,
+    /// Apply the token database's pending schema migrations
+    Migrate,
     /// Read a password from stdin and print its argon2id PHC string
     HashPassword,
     /// Manage users (the user store named by [stores] users)
@@ -150,6 +152,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Serve { .. } => serve(&source),
         Command::CheckConfig => Ok(check_config(&source)),
+        Command::Migrate => {
+            let settings = config::load(&source)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?;
+            runtime.block_on(crate::store::migrate(&settings))?;
+            eprintln!("the token database is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::HashPassword => {
             let settings = config::load(&source)?;
             let password = read_stdin_secret("password")?;

@@ -267,6 +267,28 @@ pub enum TokenStoreSettings {
         path: PathBuf,
         synchronous: SqliteSynchronous,
     },
+    Postgres(PostgresSettings),
+}
+
+/// A PostgreSQL token store, shared by the nodes of a cluster.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host/db?sslmode=require`; may hold a password, so it is
+    /// never printed.
+    pub url: String,
+    pub max_connections: u32,
+    /// Apply pending migrations at start (else `tokengate migrate` must have run).
+    pub run_migrations: bool,
+}
+
+impl fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .field("run_migrations", &self.run_migrations)
+            .finish()
+    }
 }
 
 /// SQLite's `synchronous` pragma. `Normal` (WAL) survives a killed process; `Full` also survives

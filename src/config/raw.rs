@@ -168,6 +168,8 @@ pub(crate) struct RawStores {
     pub(crate) clients: String,
     pub(crate) tokens: String,
     pub(crate) sqlite_synchronous: String,
+    pub(crate) max_connections: i64,
+    pub(crate) run_migrations: bool,
     pub(crate) reload_interval: i64,
 }
 
@@ -178,6 +180,8 @@ impl Default for RawStores {
             clients: "config/clients.toml".into(),
             tokens: "sqlite://data/tokens.db".into(),
             sqlite_synchronous: "normal".into(),
+            max_connections: 10,
+            run_migrations: true,
             reload_interval: 2,
         }
     }

@@ -266,7 +266,21 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
             SqliteSynchronous::Normal
         }
     };
+    let max_connections = to_u32(problems.range(
+        "stores.max_connections",
+        raw.stores.max_connections,
+        1,
+        1000,
+    ));
     let tokens = parse_token_store(&mut problems, source, &raw.stores.tokens, synchronous);
+    let tokens = match tokens {
+        TokenStoreSettings::Postgres(mut postgres) => {
+            postgres.max_connections = max_connections;
+            postgres.run_migrations = raw.stores.run_migrations;
+            TokenStoreSettings::Postgres(postgres)
+        }
+        sqlite => sqlite,
+    };
     let stores = StoreSettings {
         users: required_path(&mut problems, source, "stores.users", &raw.stores.users),
         clients: required_path(&mut problems, source, "stores.clients", &raw.stores.clients),
@@ -401,14 +415,18 @@ fn parse_token_store(
             path: source.resolve(Path::new(path)),
             synchronous,
         },
+        _ if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            TokenStoreSettings::Postgres(super::PostgresSettings {
+                url: url.to_owned(),
+                max_connections: 10,
+                run_migrations: true,
+            })
+        }
         _ => {
-            let message = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                "PostgreSQL token stores are not supported by this version; use sqlite://PATH"
-                    .to_owned()
-            } else {
-                format!("`{url}` is not a token store URL; expected sqlite://PATH")
-            };
-            problems.add("stores.tokens", message);
+            problems.add(
+                "stores.tokens",
+                "not a token store URL; expected sqlite://PATH or postgres://…",
+            );
             TokenStoreSettings::Sqlite {
                 path: PathBuf::new(),
                 synchronous,

@@ -2,6 +2,7 @@
 //! once at startup by [`open_token_store`].
 
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 pub mod toml_file;
 
@@ -137,6 +138,43 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreE
                 tokens: store.clone(),
                 lockouts: store,
             })
+        }
+        TokenStoreSettings::Postgres(postgres) => {
+            let store = Arc::new(postgres::PostgresTokenStore::connect(
+                &postgres.url,
+                postgres.max_connections,
+            )?);
+            if postgres.run_migrations {
+                store.migrate().await?;
+            } else if !store.migrations_applied().await? {
+                return Err(StoreError::Unavailable(
+                    "database migrations are pending: run `tokengate migrate`".into(),
+                ));
+            }
+            Ok(DatabaseStores {
+                tokens: store.clone(),
+                lockouts: store,
+            })
+        }
+    }
+}
+
+/// `tokengate migrate`: applies the token database's pending migrations.
+pub async fn migrate(settings: &Settings) -> Result<(), StoreError> {
+    match &settings.stores.tokens {
+        // SQLite migrates whenever it is opened.
+        TokenStoreSettings::Sqlite { path, synchronous } => {
+            sqlite::SqliteTokenStore::open(path, *synchronous)
+                .await?
+                .close()
+                .await;
+            Ok(())
+        }
+        TokenStoreSettings::Postgres(postgres) => {
+            let store = postgres::PostgresTokenStore::connect(&postgres.url, 1)?;
+            store.migrate().await?;
+            store.close().await;
+            Ok(())
         }
     }
 }

@@ -127,7 +127,9 @@ fn the_shipped_config_file_loads_with_its_documented_values() {
     assert_eq!(hashing.queue_capacity, 64);
     assert_eq!(settings.stores.users, home.join("config/users.toml"));
     assert_eq!(settings.stores.clients, home.join("config/clients.toml"));
-    let TokenStoreSettings::Sqlite { path, synchronous } = &settings.stores.tokens;
+    let TokenStoreSettings::Sqlite { path, synchronous } = &settings.stores.tokens else {
+        panic!("the test config uses SQLite")
+    };
     assert_eq!(path, &home.join("data/tokens.db"));
     assert_eq!(*synchronous, SqliteSynchronous::Normal);
     assert_eq!(settings.stores.reload_interval, Duration::from_secs(2));
@@ -211,7 +213,9 @@ fn every_key_of_the_shipped_config_is_read_from_the_file() {
     assert_eq!(hashing.queue_capacity, 18);
     assert_eq!(settings.stores.users, home.join("u/users.toml"));
     assert_eq!(settings.stores.clients, home.join("c/clients.toml"));
-    let TokenStoreSettings::Sqlite { path, synchronous } = &settings.stores.tokens;
+    let TokenStoreSettings::Sqlite { path, synchronous } = &settings.stores.tokens else {
+        panic!("the test config uses SQLite")
+    };
     assert_eq!(path, &home.join("t/t.db"));
     assert_eq!(*synchronous, SqliteSynchronous::Full);
     assert_eq!(settings.stores.reload_interval, Duration::from_secs(19));
@@ -499,7 +503,9 @@ fn relative_paths_resolve_against_the_home_folder_and_absolute_paths_stay() {
         settings.stores.clients,
         home.path().join("config/clients.toml")
     );
-    let TokenStoreSettings::Sqlite { path, .. } = &settings.stores.tokens;
+    let TokenStoreSettings::Sqlite { path, .. } = &settings.stores.tokens else {
+        panic!("the test config uses SQLite")
+    };
     assert_eq!(path, Path::new("/var/lib/tokengate/tokens.db"));
 }
 

@@ -23,6 +23,7 @@ mod jwt;
 mod lockout;
 mod metadata;
 mod overload;
+mod postgres;
 mod rate_limit;
 mod refresh_reuse;
 mod restart;

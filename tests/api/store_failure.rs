@@ -14,7 +14,10 @@ async fn a_store_that_cannot_write_answers_503_and_recovers() {
     let (access, refresh) = app.login(None).await.assert_tokens(3600, "default");
     let refresh = refresh.unwrap();
     let tokengate::config::TokenStoreSettings::Sqlite { path, .. } =
-        app.settings.stores.tokens.clone();
+        app.settings.stores.tokens.clone()
+    else {
+        panic!("the test config uses SQLite")
+    };
     let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
         .unwrap()
         .filename(&path);

@@ -204,7 +204,10 @@ async fn client_credentials_in_the_body_authenticate_the_client() {
 async fn only_a_digest_of_each_token_is_stored() {
     let app = spawn_app().await;
     let tokengate::config::TokenStoreSettings::Sqlite { path, .. } =
-        app.settings.stores.tokens.clone();
+        app.settings.stores.tokens.clone()
+    else {
+        panic!("the test config uses SQLite")
+    };
     let reply = app.login(None).await;
     let (access, refresh) = reply.assert_tokens(3600, "default");
     let _home = app.stop().await; // keeps the folder alive

@@ -1,0 +1,343 @@
+//! The PostgreSQL token store, for several tokengate nodes sharing one database.
+//!
+//! Same contract as the SQLite store. Every write is its own transaction; the rotation is one
+//! conditional `UPDATE` (which takes the row lock) plus inserts, so of two nodes redeeming the
+//! same refresh token at the same moment exactly one succeeds. Lockout counts are one atomic
+//! upsert per failure.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row as _;
+
+use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
+use super::{LockoutPolicy, LockoutStore, Rotation, StoreError, TokenStore};
+use crate::crypto::token::{SecretDigest, TokenId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
+
+pub struct PostgresTokenStore {
+    pool: PgPool,
+}
+
+/// Connection failures, resource exhaustion, operator shutdown and serialization conflicts
+/// are worth a retry: 503, not 500.
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
+}
+
+fn backend(err: sqlx::Error) -> StoreError {
+    if is_unavailable(&err) {
+        StoreError::Unavailable(err.to_string())
+    } else {
+        StoreError::Backend(Box::new(err))
+    }
+}
+
+impl PostgresTokenStore {
+    /// Connects a pool of at most `max_connections` (lazily: a database that is down at start
+    /// makes requests fail with 503 until it returns, instead of failing the start).
+    pub fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy(url)
+            .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|err| StoreError::Unavailable(format!("migrations failed: {err}")))
+    }
+
+    /// Whether every migration this version knows has been applied.
+    pub async fn migrations_applied(&self) -> Result<bool, StoreError> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_optional(&self.pool)
+                .await
+                .unwrap_or(None);
+        let known = i64::try_from(MIGRATOR.iter().count()).unwrap_or(i64::MAX);
+        Ok(applied.unwrap_or(0) >= known)
+    }
+}
+
+const TOKEN_COLUMNS: &str = "t.id AS id, t.secret_sha256 AS secret_sha256, \
+    t.client_id AS client_id, t.username AS username, t.scope AS scope, \
+    t.family_id AS family_id, t.issued_at AS issued_at, t.expires_at AS expires_at, \
+    COALESCE(t.revoked_at, (SELECT f.revoked_at FROM revoked_families f \
+                            WHERE f.family_id = t.family_id)) AS revoked_at";
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn token_id(row: &PgRow, column: &str) -> Result<TokenId, StoreError> {
+    let bytes: Vec<u8> = row.try_get(column).map_err(backend)?;
+    TokenId::from_slice(&bytes).ok_or_else(|| corrupt(column))
+}
+
+fn decode_token(row: &PgRow) -> Result<TokenRecord, StoreError> {
+    let digest: Vec<u8> = row.try_get("secret_sha256").map_err(backend)?;
+    Ok(TokenRecord {
+        id: token_id(row, "id")?,
+        secret_digest: SecretDigest::from_slice(&digest).ok_or_else(|| corrupt("secret_sha256"))?,
+        client_id: row.try_get("client_id").map_err(backend)?,
+        username: row.try_get("username").map_err(backend)?,
+        scope: row.try_get("scope").map_err(backend)?,
+        family_id: token_id(row, "family_id")?,
+        issued_at: row.try_get("issued_at").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        revoked_at: row.try_get("revoked_at").map_err(backend)?,
+    })
+}
+
+async fn insert_token(
+    conn: &mut sqlx::PgConnection,
+    table: Table,
+    token: &TokenRecord,
+) -> Result<(), sqlx::Error> {
+    let sql = match table {
+        Table::Access => {
+            "INSERT INTO access_tokens (id, secret_sha256, client_id, username, \
+            scope, family_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        }
+        Table::Refresh => {
+            "INSERT INTO refresh_tokens (id, secret_sha256, client_id, username, \
+            scope, family_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        }
+    };
+    sqlx::query(sql)
+        .bind(token.id.0.as_slice())
+        .bind(token.secret_digest.0.as_slice())
+        .bind(token.client_id.as_str())
+        .bind(token.username.as_deref())
+        .bind(token.scope.as_str())
+        .bind(token.family_id.0.as_slice())
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+#[derive(Clone, Copy)]
+enum Table {
+    Access,
+    Refresh,
+}
+
+async fn insert_tokens(
+    conn: &mut sqlx::PgConnection,
+    tokens: &NewTokens,
+) -> Result<(), sqlx::Error> {
+    insert_token(conn, Table::Access, &tokens.access).await?;
+    if let Some(refresh) = &tokens.refresh {
+        insert_token(conn, Table::Refresh, &refresh.token).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TokenStore for PostgresTokenStore {
+    async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        insert_tokens(&mut tx, &tokens).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn revoke_access_token(&self, id: &TokenId, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id.0.as_slice())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO revoked_families (family_id, revoked_at) VALUES ($1, $2) \
+             ON CONFLICT (family_id) DO NOTHING",
+        )
+        .bind(family_id.0.as_slice())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_refresh_token(
+        &self,
+        id: &TokenId,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS}, t.spent_at AS spent_at, t.replaced_by AS replaced_by \
+             FROM refresh_tokens t WHERE t.id = $1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.0.as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        let replaced_by: Option<Vec<u8>> = row.try_get("replaced_by").map_err(backend)?;
+        let replaced_by = match replaced_by {
+            Some(bytes) => Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("replaced_by"))?),
+            None => None,
+        };
+        Ok(Some(RefreshTokenRecord {
+            token: decode_token(&row)?,
+            spent_at: row.try_get("spent_at").map_err(backend)?,
+            replaced_by,
+        }))
+    }
+
+    async fn find_access_token(
+        &self,
+        id: &TokenId,
+    ) -> Result<Option<AccessTokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM access_tokens t WHERE t.id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id.0.as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(decode_token).transpose()
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenId,
+        now: i64,
+        new: NewTokens,
+    ) -> Result<Rotation, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
+        let spent = sqlx::query(
+            "UPDATE refresh_tokens SET spent_at = $1, replaced_by = $2 \
+             WHERE id = $3 AND spent_at IS NULL AND revoked_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM revoked_families f \
+                             WHERE f.family_id = refresh_tokens.family_id)",
+        )
+        .bind(now)
+        .bind(replaced_by)
+        .bind(old.0.as_slice())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if spent.rows_affected() != 1 {
+            return Ok(Rotation::AlreadySpent);
+        }
+        insert_tokens(&mut tx, &new).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Rotation::Rotated)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(backend)?;
+        if self.migrations_applied().await? {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "database migrations are pending (run `tokengate migrate`)".into(),
+            ))
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl LockoutStore for PostgresTokenStore {
+    async fn locked_until(&self, username: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        let until: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT locked_until FROM login_failures WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(until.flatten().filter(|until| *until > now))
+    }
+
+    async fn record_failure(
+        &self,
+        username: &str,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> Result<Option<i64>, StoreError> {
+        let lock_until = now.saturating_add(policy.lock_secs);
+        // One atomic upsert: counts within the window, and locks (restarting the count) when
+        // the count reaches the maximum.
+        let locked: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO login_failures AS f (username, failures, window_start) VALUES ($1, 1, $2) \
+             ON CONFLICT (username) DO UPDATE SET \
+               failures = CASE WHEN f.window_start + $3 <= $2 THEN 1 \
+                               WHEN f.failures + 1 >= $4 THEN 0 \
+                               ELSE f.failures + 1 END, \
+               window_start = CASE WHEN f.window_start + $3 <= $2 OR f.failures + 1 >= $4 \
+                                   THEN $2 ELSE f.window_start END, \
+               locked_until = CASE WHEN f.window_start + $3 > $2 AND f.failures + 1 >= $4 \
+                                   THEN $5 ELSE f.locked_until END \
+             RETURNING CASE WHEN locked_until = $5 THEN locked_until END",
+        )
+        .bind(username)
+        .bind(now)
+        .bind(policy.window_secs)
+        .bind(i64::from(policy.max_failures))
+        .bind(lock_until)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        // A first failure with max_failures = 1 locks too.
+        if locked.is_none() && policy.max_failures <= 1 {
+            sqlx::query(
+                "UPDATE login_failures SET failures = 0, locked_until = $2 WHERE username = $1",
+            )
+            .bind(username)
+            .bind(lock_until)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+            return Ok(Some(lock_until));
+        }
+        Ok(locked)
+    }
+
+    async fn clear_failures(&self, username: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM login_failures WHERE username = $1")
+            .bind(username)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod crypto;
 pub mod http;
+pub mod janitor;
 pub mod oauth;
 pub mod reload;
 pub mod startup;

@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, ConnectionLimits};
+use crate::janitor::{self, JanitorSettings};
 
 use crate::abuse::rate_limit::RateLimiter;
 use crate::clock::{Clock, SystemClock};
@@ -61,6 +62,7 @@ pub struct Application {
     router: axum::Router,
     tokens: Arc<dyn TokenStore>,
     hasher: PasswordHasher,
+    token_service: Arc<TokenService>,
 }
 
 impl Application {
@@ -92,6 +94,17 @@ impl Application {
         let hasher = PasswordHasher::start(&settings.password_hashing)?;
         warn_about_demo_credentials(&hasher, &users, &clients).await;
         let database = store::open_database(&settings).await?;
+        if matches!(
+            settings.stores.tokens,
+            crate::config::TokenStoreSettings::Postgres(_)
+        ) {
+            tracing::warn!(
+                users = %settings.stores.users.display(),
+                clients = %settings.stores.clients.display(),
+                "shared PostgreSQL token store with users and clients in local files: every node \
+                 must get the same files, or the nodes will disagree about who may log in"
+            );
+        }
         let tokens = database.tokens.clone();
 
         let addr = SocketAddr::new(settings.server.host, settings.server.https_port);
@@ -131,6 +144,7 @@ impl Application {
             hasher: hasher.clone(),
             clock,
         }));
+        let service_for_janitor = token_service.clone();
         let router = http::router(AppState {
             ip_limiter: settings
                 .rate_limit
@@ -151,6 +165,7 @@ impl Application {
             router,
             tokens,
             hasher,
+            token_service: service_for_janitor,
         })
     }
 
@@ -164,6 +179,23 @@ impl Application {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Runs one janitor pass now (tests; the server also runs it every `janitor_interval`).
+    pub async fn run_janitor_once(&self) {
+        janitor::run_once(
+            &self.token_service,
+            JanitorSettings {
+                interval: Duration::from_secs(1),
+                batch: self.settings.stores.janitor_batch,
+                failure_window_secs: self
+                    .settings
+                    .security
+                    .lockout
+                    .map_or(0, |policy| policy.window_secs),
+            },
+        )
+        .await;
     }
 
     /// The argon2 pool (tests count its verifications).
@@ -191,6 +223,21 @@ impl Application {
         let server = &self.settings.server;
         let connections = Arc::new(Semaphore::new(server.max_connections));
         let (stop_connections, connections_stop) = watch::channel(false);
+        if let Some(interval) = self.settings.stores.janitor_interval {
+            janitor::spawn(
+                self.token_service.clone(),
+                JanitorSettings {
+                    interval,
+                    batch: self.settings.stores.janitor_batch,
+                    failure_window_secs: self
+                        .settings
+                        .security
+                        .lockout
+                        .map_or(0, |policy| policy.window_secs),
+                },
+                connections_stop.clone(),
+            );
+        }
         let limits = ConnectionLimits {
             tls_handshake_timeout: server.tls_handshake_timeout,
             first_request_timeout: server.header_read_timeout,

@@ -259,6 +259,10 @@ pub struct StoreSettings {
     pub tokens: TokenStoreSettings,
     /// How often the user and client files are checked for changes made while serving.
     pub reload_interval: Duration,
+    /// How often the janitor purges expired rows; `None` turns it off.
+    pub janitor_interval: Option<Duration>,
+    /// Rows per table one janitor batch deletes at most.
+    pub janitor_batch: u32,
 }
 
 #[derive(Debug, Clone)]

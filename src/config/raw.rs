@@ -168,9 +168,11 @@ pub(crate) struct RawStores {
     pub(crate) clients: String,
     pub(crate) tokens: String,
     pub(crate) sqlite_synchronous: String,
-    pub(crate) max_connections: i64,
+    pub(crate) pool_size: i64,
     pub(crate) run_migrations: bool,
     pub(crate) reload_interval: i64,
+    pub(crate) janitor_interval: i64,
+    pub(crate) janitor_batch: i64,
 }
 
 impl Default for RawStores {
@@ -180,9 +182,11 @@ impl Default for RawStores {
             clients: "config/clients.toml".into(),
             tokens: "sqlite://data/tokens.db".into(),
             sqlite_synchronous: "normal".into(),
-            max_connections: 10,
+            pool_size: 10,
             run_migrations: true,
             reload_interval: 2,
+            janitor_interval: 300,
+            janitor_batch: 1000,
         }
     }
 }

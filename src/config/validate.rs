@@ -266,12 +266,7 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
             SqliteSynchronous::Normal
         }
     };
-    let max_connections = to_u32(problems.range(
-        "stores.max_connections",
-        raw.stores.max_connections,
-        1,
-        1000,
-    ));
+    let max_connections = to_u32(problems.range("stores.pool_size", raw.stores.pool_size, 1, 1000));
     let tokens = parse_token_store(&mut problems, source, &raw.stores.tokens, synchronous);
     let tokens = match tokens {
         TokenStoreSettings::Postgres(mut postgres) => {
@@ -286,6 +281,20 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         clients: required_path(&mut problems, source, "stores.clients", &raw.stores.clients),
         tokens,
         reload_interval: problems.seconds("stores.reload_interval", raw.stores.reload_interval, 1),
+        janitor_interval: match problems.seconds(
+            "stores.janitor_interval",
+            raw.stores.janitor_interval,
+            0,
+        ) {
+            interval if interval.is_zero() => None,
+            interval => Some(interval),
+        },
+        janitor_batch: to_u32(problems.range(
+            "stores.janitor_batch",
+            raw.stores.janitor_batch,
+            1,
+            100_000,
+        )),
     };
 
     let max_failures = problems.range(

@@ -98,6 +98,19 @@ impl TokenService {
         self.client_auth.authenticate(presented).await
     }
 
+    /// The longest any token issued now can live (refresh tokens included).
+    pub async fn max_token_lifetime_secs(&self) -> Result<i64, OAuthError> {
+        let clients = self.clients.list_clients().await?;
+        let longest_refresh = clients
+            .iter()
+            .filter_map(|c| c.refresh_token_validity_secs)
+            .chain([self.settings.refresh_token_validity_secs])
+            .max()
+            .unwrap_or(0);
+        let longest_refresh = i64::try_from(longest_refresh).unwrap_or(i64::MAX);
+        Ok(longest_refresh.max(self.max_access_token_validity_secs().await?))
+    }
+
     /// The longest an access token issued now can live: a signing key stays published this
     /// long after it is retired.
     pub async fn max_access_token_validity_secs(&self) -> Result<i64, OAuthError> {

@@ -26,6 +26,17 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// What the janitor may delete (see [`TokenStore::purge`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PurgeLimits {
+    pub expired_before: i64,
+    pub revoked_before: i64,
+    /// Failed-login rows whose window started before this and that hold no current lock.
+    pub failures_before: i64,
+    pub now: i64,
+    pub batch: u32,
+}
+
 /// Outcome of redeeming a refresh token under rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {
@@ -71,6 +82,13 @@ pub trait TokenStore: Send + Sync + 'static {
         now: i64,
         new: NewTokens,
     ) -> Result<Rotation, StoreError>;
+
+    /// Deletes at most `limits.batch` rows per table of what can no longer matter: tokens
+    /// expired before `limits.expired_before`, grant revocations older than
+    /// `limits.revoked_before`, failed-login counts whose window and lock are over. Returns the
+    /// rows deleted. Safe to run on every node at once (no two delete the same rows, and each
+    /// batch is a short transaction).
+    async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError>;
 
     /// Whether the store answers; for readiness.
     async fn ping(&self) -> Result<(), StoreError>;

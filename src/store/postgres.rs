@@ -12,7 +12,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row as _;
 
 use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
-use super::{LockoutPolicy, LockoutStore, Rotation, StoreError, TokenStore};
+use super::{LockoutPolicy, LockoutStore, PurgeLimits, Rotation, StoreError, TokenStore};
 use crate::crypto::token::{SecretDigest, TokenId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -254,6 +254,48 @@ impl TokenStore for PostgresTokenStore {
         insert_tokens(&mut tx, &new).await.map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(Rotation::Rotated)
+    }
+
+    async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError> {
+        let batch = i64::from(limits.batch);
+        let mut deleted = 0;
+        // SKIP LOCKED: nodes purging at the same moment take disjoint batches and never wait.
+        for table in ["access_tokens", "refresh_tokens"] {
+            deleted += sqlx::query(&format!(
+                "DELETE FROM {table} WHERE id IN \
+                 (SELECT id FROM {table} WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ))
+            .bind(limits.expired_before)
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        }
+        deleted += sqlx::query(
+            "DELETE FROM revoked_families WHERE family_id IN \
+             (SELECT family_id FROM revoked_families WHERE revoked_at < $1 \
+              LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(limits.revoked_before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        deleted += sqlx::query(
+            "DELETE FROM login_failures WHERE username IN \
+             (SELECT username FROM login_failures WHERE window_start < $1 \
+              AND COALESCE(locked_until, 0) <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(limits.failures_before)
+        .bind(limits.now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        Ok(deleted)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

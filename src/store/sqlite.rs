@@ -20,7 +20,7 @@ use sqlx::{Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
-use super::{LockoutPolicy, LockoutStore, Rotation, StoreError, TokenStore};
+use super::{LockoutPolicy, LockoutStore, PurgeLimits, Rotation, StoreError, TokenStore};
 use crate::config::SqliteSynchronous;
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -55,6 +55,7 @@ enum WriteOp {
     ClearFailures {
         username: String,
     },
+    Purge(PurgeLimits),
     Shutdown,
 }
 
@@ -297,8 +298,47 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<bool, sqlx::
                 .rows_affected()
                 > 0
         }
+        WriteOp::Purge(limits) => purge(conn, *limits).await? > 0,
         WriteOp::Shutdown => true,
     })
+}
+
+/// One bounded purge batch per table (see `TokenStore::purge`). Returns the rows deleted.
+async fn purge(conn: &mut SqliteConnection, limits: PurgeLimits) -> Result<u64, sqlx::Error> {
+    let batch = i64::from(limits.batch);
+    let mut deleted = 0;
+    for table in ["access_tokens", "refresh_tokens"] {
+        deleted += sqlx::query(&format!(
+            "DELETE FROM {table} WHERE id IN \
+             (SELECT id FROM {table} WHERE expires_at < ?1 LIMIT ?2)"
+        ))
+        .bind(limits.expired_before)
+        .bind(batch)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    deleted += sqlx::query(
+        "DELETE FROM revoked_families WHERE family_id IN \
+         (SELECT family_id FROM revoked_families WHERE revoked_at < ?1 LIMIT ?2)",
+    )
+    .bind(limits.revoked_before)
+    .bind(batch)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    deleted += sqlx::query(
+        "DELETE FROM login_failures WHERE username IN \
+         (SELECT username FROM login_failures WHERE window_start < ?1 \
+          AND COALESCE(locked_until, 0) <= ?2 LIMIT ?3)",
+    )
+    .bind(limits.failures_before)
+    .bind(limits.now)
+    .bind(batch)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(deleted)
 }
 
 const INSERT_ACCESS: &str = "INSERT INTO access_tokens (id, secret_sha256, client_id, \
@@ -444,6 +484,12 @@ impl TokenStore for SqliteTokenStore {
         } else {
             Rotation::AlreadySpent
         })
+    }
+
+    async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError> {
+        // The writer reports only whether anything went; count what is left to go instead.
+        let any = self.submit(WriteOp::Purge(limits)).await?;
+        Ok(u64::from(any))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ mod config_errors;
 mod hostile;
 mod interop;
 mod introspect;
+mod janitor;
 mod jwt;
 mod lockout;
 mod metadata;

@@ -1,0 +1,77 @@
+//! The janitor: deletes what can no longer matter (expired tokens, old grant revocations,
+//! finished lockout windows) in bounded batches, every `janitor_interval`. Every node of a
+//! cluster may run it: the stores hand each node disjoint batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::oauth::TokenService;
+use crate::store::PurgeLimits;
+
+/// Batches one tick may run before it waits for the next tick.
+const MAX_BATCHES_PER_TICK: usize = 100;
+
+#[derive(Debug, Clone, Copy)]
+pub struct JanitorSettings {
+    pub interval: Duration,
+    pub batch: u32,
+    /// How long a failed-login count matters (`[security] failed_login_window`).
+    pub failure_window_secs: i64,
+}
+
+/// Runs until `stop` changes.
+pub fn spawn(
+    service: Arc<TokenService>,
+    settings: JanitorSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(settings.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => return,
+            }
+            run_once(&service, settings).await;
+        }
+    });
+}
+
+/// One janitor pass: batches until nothing is left or the per-tick bound is reached.
+pub async fn run_once(service: &TokenService, settings: JanitorSettings) {
+    // A revoked grant's tokens are all expired once the longest lifetime has passed.
+    let longest = match service.max_token_lifetime_secs().await {
+        Ok(longest) => longest,
+        Err(err) => {
+            tracing::warn!(error = %err, "janitor skipped a pass");
+            return;
+        }
+    };
+    let now = service.clock.now_secs();
+    let limits = PurgeLimits {
+        // A token just past expiry may still be in a reuse check; a minute of slack is plenty.
+        expired_before: now.saturating_sub(60),
+        revoked_before: now.saturating_sub(longest).saturating_sub(60),
+        failures_before: now.saturating_sub(settings.failure_window_secs),
+        now,
+        batch: settings.batch,
+    };
+    let mut total = 0u64;
+    for _ in 0..MAX_BATCHES_PER_TICK {
+        match service.tokens.purge(limits).await {
+            Ok(0) => break,
+            Ok(deleted) => total += deleted,
+            Err(err) => {
+                tracing::warn!(error = %err, "janitor batch failed; retrying next pass");
+                break;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    if total > 0 {
+        tracing::info!(purged = total, "janitor purged expired rows");
+    }
+}

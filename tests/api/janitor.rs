@@ -1,0 +1,61 @@
+//! The janitor deletes expired tokens in the background and leaves live ones alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokengate::clock::ManualClock;
+
+use crate::helpers::*;
+
+async fn expired_tokens_are_purged_and_live_ones_kept(app: TestApp) {
+    let (old_access, old_refresh) = app.login(None).await.assert_tokens(3600, "default");
+    let old_refresh = old_refresh.unwrap();
+    app.clock.advance_secs(86_400 + 120);
+    let (live_access, live_refresh) = app.login(None).await.assert_tokens(3600, "default");
+
+    let mut purged = false;
+    for _ in 0..100 {
+        if stored_access_token(&app, &old_access).await.is_none() {
+            purged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    assert!(purged, "the expired access token was not purged");
+    let old_id =
+        tokengate::crypto::token::PresentedToken::parse(&secrecy::SecretString::from(old_refresh))
+            .unwrap()
+            .id;
+    assert!(app
+        .store
+        .find_refresh_token(&old_id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(stored_access_token(&app, &live_access).await.is_some());
+    app.refresh(&live_refresh.unwrap())
+        .await
+        .assert_tokens(3600, "default");
+}
+
+#[tokio::test]
+async fn the_janitor_purges_expired_tokens_on_sqlite() {
+    let app = spawn_app_with(|s| s.stores.janitor_interval = Some(Duration::from_secs(1))).await;
+
+    expired_tokens_are_purged_and_live_ones_kept(app).await;
+}
+
+#[tokio::test]
+async fn the_janitor_purges_expired_tokens_on_postgres() {
+    let Some(database) = TestDatabase::create("janitor").await else {
+        return;
+    };
+    let home = Arc::new(tempfile::tempdir().unwrap());
+    write_fixture_stores(home.path());
+    let mut settings = postgres_settings(home.path(), &database);
+    settings.stores.janitor_interval = Some(Duration::from_secs(1));
+    let app = spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await;
+
+    expired_tokens_are_purged_and_live_ones_kept(app).await;
+}

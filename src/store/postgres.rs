@@ -21,14 +21,15 @@ pub struct PostgresTokenStore {
     pool: PgPool,
 }
 
-/// Connection failures, resource exhaustion, operator shutdown and serialization conflicts
-/// are worth a retry: 503, not 500.
+/// Connection failures (to sqlx, a connection cut mid-handshake is a protocol error),
+/// resource exhaustion, operator shutdown and serialization conflicts are worth a retry: 503.
 fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => true,
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             code.starts_with("08")
                 || code.starts_with("53")

@@ -16,6 +16,7 @@ mod binary;
 mod client_credentials;
 mod client_secrets;
 mod config_errors;
+mod db_outage;
 mod hostile;
 mod interop;
 mod introspect;

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{assert_token_shape, https_client, project_root, Reply};
+use crate::helpers::{assert_token_shape, https_client, project_root, Reply, TestDatabase};
 
 const TOKENGATE: &str = env!("CARGO_BIN_EXE_tokengate");
 
@@ -329,16 +329,28 @@ impl Server {
         Reply::read(self.client.get(self.url(path)).send().await.unwrap()).await
     }
 
-    async fn post_token(&self, client_id: &str, secret: &str, form: &[(&str, &str)]) -> Reply {
+    /// POSTs a form to `path` with HTTP Basic client credentials.
+    async fn post_token_form(
+        &self,
+        path: &str,
+        client_id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> Reply {
         let response = self
             .client
-            .post(self.url("/token"))
+            .post(self.url(path))
             .basic_auth(client_id, Some(secret))
             .form(form)
             .send()
             .await
             .unwrap();
         Reply::read(response).await
+    }
+
+    async fn post_token(&self, client_id: &str, secret: &str, form: &[(&str, &str)]) -> Reply {
+        self.post_token_form("/token", client_id, secret, form)
+            .await
     }
 
     /// The README's password grant: the demo client, the given user, scope PRODUCTION.
@@ -1600,5 +1612,66 @@ async fn every_token_answered_200_survives_sigkill_under_load() {
             let (_, next) = reply.assert_tokens(3600, "PRODUCTION");
             chains.push(next.unwrap());
         }
+    }
+}
+
+#[tokio::test]
+async fn three_server_processes_on_one_postgres_behave_as_one_server() {
+    // Arrange: three real `serve` processes, each with its own home and port offset, one
+    // database. They share the same user and client files, as a cluster must.
+    let Some(database) = TestDatabase::create("three_processes").await else {
+        return;
+    };
+    let homes: Vec<Home> = (0..3).map(|_| Home::new()).collect();
+    for home in &homes {
+        home.edit(
+            "config/identity.toml",
+            "tokens = \"sqlite://data/tokens.db\"",
+            &format!("tokens = \"{}\"", database.url),
+        );
+    }
+    let mut nodes = Vec::new();
+    for home in &homes {
+        nodes.push(serve(home).await);
+    }
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    assert!(
+        a.log().contains("every node must get the same files"),
+        "{}",
+        a.log()
+    );
+
+    // Act + Assert: issued on A, refreshed on B, revoked on C, refused on A.
+    let (_, refresh) = a.demo_login().await.assert_tokens(3600, "PRODUCTION");
+    let (_, refresh) = b
+        .demo_refresh(&refresh.unwrap())
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+    let refresh = refresh.unwrap();
+    let revoked = c
+        .post_token_form(
+            "/revoke",
+            DEMO_CLIENT_ID,
+            DEMO_CLIENT_SECRET,
+            &[("token", refresh.as_str())],
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    a.demo_refresh(&refresh)
+        .await
+        .assert_error(400, "invalid_grant");
+
+    // The same refresh token on two processes at the same moment: exactly one succeeds.
+    for _ in 0..5 {
+        let (_, refresh) = a.demo_login().await.assert_tokens(3600, "PRODUCTION");
+        let refresh = refresh.unwrap();
+        let (first, second) = tokio::join!(b.demo_refresh(&refresh), c.demo_refresh(&refresh));
+        let statuses = [first.status, second.status];
+        assert!(
+            statuses.contains(&200) && statuses.contains(&400),
+            "{statuses:?}: {} / {}",
+            first.text,
+            second.text
+        );
     }
 }

@@ -11,6 +11,7 @@
 #   CONCS="32"            concurrency levels (connections), e.g. CONCS="8 32"
 #   DURATION=20           measured seconds per cell (DURATION + WARMUP <= 60)
 #   WARMUP=2              unrecorded load before each cell
+#   TOKEN_STORE=postgres://…  measure a PostgreSQL token store (default: SQLite in the temp home)
 #   SCENARIOS="password refresh invalid flood"
 #                         flood = the refresh scenario measured while 64 more connections
 #                         send wrong passwords as fast as they can (argon2 saturated)
@@ -136,6 +137,10 @@ cp -R "$ROOT/config" "$HOME_DIR/config"
 # Account lockout would answer repeated wrong passwords for one user without any argon2 work;
 # the invalid and flood scenarios are about the argon2 cost, so the bench turns it off.
 sed -i 's/^max_failed_login_attempts = .*/max_failed_login_attempts = 0/' "$HOME_DIR/config/identity.toml"
+# TOKEN_STORE=postgres://… measures the PostgreSQL token store instead of the default SQLite.
+if [[ -n "${TOKEN_STORE:-}" ]]; then
+  sed -i "s|^tokens = .*|tokens = \"$TOKEN_STORE\"|" "$HOME_DIR/config/identity.toml"
+fi
 export TOKENGATE_HOME="$HOME_DIR"
 log "TOKENGATE_HOME=$HOME_DIR"
 printf '%s' "$CLIENT_SECRET" | "$SERVER_BIN" client add "$CLIENT_ID" --secret-stdin \
@@ -397,6 +402,7 @@ fmt() { awk -v v="$1" -v d="$2" 'BEGIN{ if (v == "null" || v == "") print "n/a";
   echo
   echo "- Machine: $(nproc) cores, ${CPU_MODEL:-unknown CPU}, $MEM RAM, $(uname -sr), $(rustc --version 2>/dev/null || echo 'rustc ?')"
   echo "- Commit: \`$COMMIT\`"
+  echo "- Token store: $(if [[ -n "${TOKEN_STORE:-}" ]]; then echo "PostgreSQL 15 on the same machine (127.0.0.1)"; else echo "SQLite (WAL, synchronous=normal)"; fi)"
   echo "- Method: \`bench/run.sh\` with CONCS=\"$CONCS\" DURATION=$DURATION WARMUP=$WARMUP; one server for all cells;" \
     "tgload closed loop (C keep-alive HTTPS/1.1 connections, one request in flight each) on 127.0.0.1;" \
     "load generator and server share the cores. Peak RSS is VmHWM $( ((HWM_PER_CELL)) && echo "per cell" || echo "since server start")."

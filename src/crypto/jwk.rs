@@ -8,6 +8,7 @@
 //! longest access-token lifetime), then drops out. Rotation is therefore: add a key file
 //! (`tokengate keys rotate` does), and delete old files whenever convenient.
 
+use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -148,7 +149,9 @@ fn timestamp(secs: i64) -> DateTime<Utc> {
 }
 
 impl SigningKey {
-    fn load(path: &Path) -> Result<Self, KeyError> {
+    /// `seen_at`: when this process first saw the file appear, as (seconds, nanoseconds);
+    /// a file copied in with an old modification time still counts as added then.
+    fn load(path: &Path, seen_at: Option<(i64, i64)>) -> Result<Self, KeyError> {
         let pem = std::fs::read_to_string(path)
             .map_err(|err| file_error(path, format!("cannot read: {err}")))?;
         let material = KeyMaterial::from_pem(&pem).ok_or_else(|| {
@@ -161,14 +164,15 @@ impl SigningKey {
         }
         let meta = std::fs::metadata(path).map_err(|err| file_error(path, err.to_string()))?;
         let (jwk, kid) = material.public_jwk();
+        // A clock-skewed future mtime must not make a key the newest for ever.
+        let now = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
+        let modified = (meta.mtime().min(now), meta.mtime_nsec());
+        let (activated_at, activated_nanos) = seen_at.map_or(modified, |seen| seen.max(modified));
         Ok(Self {
             kid,
             algorithm: material.algorithm(),
-            // A clock-skewed future mtime must not make a key the newest for ever.
-            activated_at: meta
-                .mtime()
-                .min(crate::clock::Clock::now_secs(&crate::clock::SystemClock)),
-            activated_nanos: meta.mtime_nsec(),
+            activated_at,
+            activated_nanos,
             path: path.to_path_buf(),
             jwk,
             material,
@@ -225,15 +229,21 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Reads every `*.pem` file in `dir`.
+    /// Reads every `*.pem` file in `dir`; activation times are the files' modification times.
     pub fn load(dir: &Path) -> Result<Self, KeyError> {
+        Self::load_seen(dir, &HashMap::new())
+    }
+
+    /// As [`KeySet::load`], with the times this process first saw some of the files.
+    fn load_seen(dir: &Path, seen: &HashMap<PathBuf, (i64, i64)>) -> Result<Self, KeyError> {
         let entries = std::fs::read_dir(dir)
             .map_err(|err| file_error(dir, format!("cannot read the folder: {err}")))?;
         let mut keys = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|ext| ext == "pem") {
-                keys.push(SigningKey::load(&path)?);
+                let seen_at = seen.get(&path).copied();
+                keys.push(SigningKey::load(&path, seen_at)?);
             }
         }
         keys.sort_by(|a, b| {
@@ -390,6 +400,8 @@ fn folder_stamp(dir: &Path) -> FolderStamp {
 pub struct KeyRing {
     dir: PathBuf,
     current: RwLock<(FolderStamp, Arc<KeySet>)>,
+    /// Files that appeared while running, and when: they activate no earlier than that.
+    seen: std::sync::Mutex<HashMap<PathBuf, (i64, i64)>>,
 }
 
 impl KeyRing {
@@ -399,6 +411,7 @@ impl KeyRing {
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             current: RwLock::new((stamp, Arc::new(keys))),
+            seen: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -419,7 +432,27 @@ impl KeyRing {
         if unchanged {
             return;
         }
-        match KeySet::load(&self.dir) {
+        let known: Vec<PathBuf> = self
+            .current
+            .read()
+            .map(|guard| guard.0.iter().map(|(path, _, _)| path.clone()).collect())
+            .unwrap_or_default();
+        let now_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+        let seen = match self.seen.lock() {
+            Ok(mut seen) => {
+                for (path, _, _) in &stamp {
+                    if !known.contains(path) {
+                        seen.entry(path.clone()).or_insert((
+                            now_ms.div_euclid(1000),
+                            now_ms.rem_euclid(1000) * 1_000_000,
+                        ));
+                    }
+                }
+                seen.clone()
+            }
+            Err(_) => HashMap::new(),
+        };
+        match KeySet::load_seen(&self.dir, &seen) {
             Ok(keys) => {
                 tracing::info!(folder = %self.dir.display(), keys = keys.keys.len(), "signing keys reloaded");
                 if let Ok(mut guard) = self.current.write() {

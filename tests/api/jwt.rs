@@ -267,3 +267,36 @@ async fn rs256_tokens_verify_for_older_resource_servers() {
     assert_eq!(claims["client_id"], JWT_CLIENT_ID);
     assert_eq!(app.introspect(&access).await.body["active"], true);
 }
+
+#[tokio::test]
+async fn a_key_copied_in_with_an_old_modification_time_still_signs_from_when_it_appeared() {
+    let app = spawn_app().await;
+    let (before, _) = jwt_login(&app).await;
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let pem = key.to_pkcs8_pem(Default::default()).unwrap();
+    let path = app
+        .settings
+        .oauth
+        .signing_keys_dir
+        .join("copied-with-cp-p.pem");
+    std::fs::write(&path, pem.as_bytes()).unwrap();
+    // What `cp -p` of an old file does: a modification time far in the past.
+    let a_day_ago = std::time::SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(app.clock_now() - 86_400).unwrap());
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(a_day_ago)
+        .unwrap();
+    wait_for_key_count(&app, 2).await;
+
+    let (after, _) = jwt_login(&app).await;
+
+    assert_ne!(
+        decode_header(&after).unwrap().kid,
+        decode_header(&before).unwrap().kid
+    );
+    verify_with_jwks(&app, &before).await.unwrap();
+    verify_with_jwks(&app, &after).await.unwrap();
+}

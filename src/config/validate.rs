@@ -382,20 +382,66 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
     })
 }
 
-/// Deserialises a TOML document, turning serde's error into a problem that names the key path.
+/// Deserialises a TOML document into `T`, reporting every unknown key and every value of the
+/// wrong type with its key path, not just the first (serde stops at the first error, so each
+/// offending key is reported, taken out, and the rest tried again).
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
     text: &str,
     file: &Path,
 ) -> Result<T, ConfigError> {
-    let deserializer = toml::Deserializer::new(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let key = err.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        // toml's message carries the line and column; keep it on one line.
-        let message = err.inner().to_string().replace('\n', " ");
-        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-        ConfigError::single(file, &key, message)
-    })
+    let one_line = |message: String| message.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Nothing more can be said about a file that is not TOML; toml's message has the line.
+    let mut table: toml::Table = toml::from_str(text)
+        .map_err(|err| ConfigError::single(file, "", one_line(err.to_string())))?;
+    let mut problems = Vec::new();
+    // Each round removes one offending key; a file cannot have more keys than characters.
+    for _ in 0..=text.len() {
+        let attempt = serde_path_to_error::deserialize::<_, T>(toml::Value::Table(table.clone()));
+        let err = match attempt {
+            Ok(value) if problems.is_empty() => return Ok(value),
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let mut path: Vec<String> = err
+            .path()
+            .iter()
+            .map_while(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        let message = one_line(err.inner().to_string());
+        if let Some(unknown) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            // Depending on where serde noticed, the path may already end with the key.
+            if path.last().map(String::as_str) != Some(unknown) {
+                path.push(unknown.to_owned());
+            }
+        }
+        problems.push(ConfigProblem {
+            file: file.to_path_buf(),
+            key: path.join("."),
+            message,
+        });
+        if !remove_key(&mut table, &path) {
+            break;
+        }
+    }
+    Err(ConfigError { problems })
+}
+
+/// Removes the key at `path` (a chain of table keys); false if there was nothing to remove.
+fn remove_key(table: &mut toml::Table, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [last] => table.remove(last).is_some(),
+        [first, rest @ ..] => match table.get_mut(first) {
+            Some(toml::Value::Table(inner)) => remove_key(inner, rest),
+            _ => table.remove(first).is_some(),
+        },
+    }
 }
 
 fn required_path(

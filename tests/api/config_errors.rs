@@ -549,3 +549,48 @@ fn a_config_file_that_does_not_exist_is_an_error_naming_its_path() {
         "{err}"
     );
 }
+
+#[test]
+fn every_unknown_key_and_wrong_type_is_reported_not_just_the_first() {
+    let text = shipped_with(&[
+        ("https_port = 8243", "https_port = \"x\"\ncolour = \"blue\""),
+        (
+            "renew_refresh_token = true",
+            "renew_refresh_token = true\nrenew_everything = true",
+        ),
+    ]) + "\n[nonsense]\nkey = 1\n";
+
+    let problems = problems_of(&text);
+
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "server.https_port",
+        "server.colour",
+        "oauth.renew_everything",
+        "nonsense",
+    ] {
+        assert!(keys.contains(&key), "{key} not reported: {problems:#?}");
+    }
+    assert!(problems
+        .iter()
+        .all(|p| p.file == Path::new("/etc/tokengate/identity.toml")));
+}
+
+#[test]
+fn every_broken_entry_of_a_users_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.toml");
+    std::fs::write(
+        &path,
+        "[users.a]\npassword_hash = \"x\"\nshoe_size = 42\n\n[users.b]\npasword_hash = \"typo\"\n",
+    )
+    .unwrap();
+
+    let problems = tokengate::store::toml_file::load_users(&path)
+        .unwrap_err()
+        .problems;
+
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"users.a.shoe_size"), "{problems:#?}");
+    assert!(keys.contains(&"users.b.pasword_hash"), "{problems:#?}");
+}

@@ -105,23 +105,68 @@ pub struct LockoutPolicy {
     pub lock_secs: i64,
 }
 
-/// Failed logins per user name and account locks. Kept in the token database so that every
+/// The verdict on one login attempt, counted before its password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The password may be checked. `locks_until` is set when this attempt used the last
+    /// one allowed: the account is locked from now on unless this attempt succeeds.
+    Allowed { locks_until: Option<i64> },
+    /// The account is locked until then; the password must not be checked.
+    Locked { until: i64 },
+}
+
+/// One row of the failure table: failures in the current window, its start, the lock's end.
+pub(crate) type FailureRow = (i64, i64, Option<i64>);
+
+/// The lockout rule, shared by every backend: given the stored row, the verdict on a new
+/// attempt and the row to store. Every attempt counts until it succeeds (which clears the
+/// row), so attempts made at the same moment cannot exceed the allowance.
+pub(crate) fn next_attempt(
+    row: Option<FailureRow>,
+    now: i64,
+    policy: LockoutPolicy,
+) -> (Attempt, Option<FailureRow>) {
+    if let Some((_, _, Some(until))) = row {
+        if until > now {
+            return (Attempt::Locked { until }, None);
+        }
+    }
+    let (failures, window_start) = match row {
+        Some((failures, start, _)) if start.saturating_add(policy.window_secs) > now => {
+            (failures, start)
+        }
+        _ => (0, now),
+    };
+    let failures = failures.saturating_add(1);
+    if failures >= i64::from(policy.max_failures) {
+        let until = now.saturating_add(policy.lock_secs);
+        (
+            Attempt::Allowed {
+                locks_until: Some(until),
+            },
+            Some((0, now, Some(until))),
+        )
+    } else {
+        (
+            Attempt::Allowed { locks_until: None },
+            Some((failures, window_start, None)),
+        )
+    }
+}
+
+/// Login attempts per user name and account locks. Kept in the token database so that every
 /// node of a cluster sees the same counts.
 #[async_trait]
 pub trait LockoutStore: Send + Sync + 'static {
-    /// Unix time until which `username` is locked; `Ok(None)` if it is not locked at `now`.
-    async fn locked_until(&self, username: &str, now: i64) -> Result<Option<i64>, StoreError>;
-
-    /// Counts a failed login, atomically. Returns the lock's end if this failure locked the
-    /// account (the count then starts again).
-    async fn record_failure(
+    /// Counts an attempt for `username`, atomically, before its password is checked.
+    async fn begin_attempt(
         &self,
         username: &str,
         now: i64,
         policy: LockoutPolicy,
-    ) -> Result<Option<i64>, StoreError>;
+    ) -> Result<Attempt, StoreError>;
 
-    /// Forgets failures and any lock (a successful login, or `tokengate user unlock`).
+    /// Forgets attempts and any lock (a successful login, or `tokengate user unlock`).
     /// Returns whether there was anything to forget.
     async fn clear_failures(&self, username: &str) -> Result<bool, StoreError>;
 }

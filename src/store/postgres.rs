@@ -12,7 +12,10 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row as _;
 
 use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
-use super::{LockoutPolicy, LockoutStore, PurgeLimits, Rotation, StoreError, TokenStore};
+use super::{
+    next_attempt, Attempt, FailureRow, LockoutPolicy, LockoutStore, PurgeLimits, Rotation,
+    StoreError, TokenStore,
+};
 use crate::crypto::token::{SecretDigest, TokenId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -321,58 +324,52 @@ impl TokenStore for PostgresTokenStore {
 
 #[async_trait]
 impl LockoutStore for PostgresTokenStore {
-    async fn locked_until(&self, username: &str, now: i64) -> Result<Option<i64>, StoreError> {
-        let until: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT locked_until FROM login_failures WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
-        Ok(until.flatten().filter(|until| *until > now))
-    }
-
-    async fn record_failure(
+    async fn begin_attempt(
         &self,
         username: &str,
         now: i64,
         policy: LockoutPolicy,
-    ) -> Result<Option<i64>, StoreError> {
-        let lock_until = now.saturating_add(policy.lock_secs);
-        // One atomic upsert: counts within the window, and locks (restarting the count) when
-        // the count reaches the maximum.
-        let locked: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO login_failures AS f (username, failures, window_start) VALUES ($1, 1, $2) \
-             ON CONFLICT (username) DO UPDATE SET \
-               failures = CASE WHEN f.window_start + $3 <= $2 THEN 1 \
-                               WHEN f.failures + 1 >= $4 THEN 0 \
-                               ELSE f.failures + 1 END, \
-               window_start = CASE WHEN f.window_start + $3 <= $2 OR f.failures + 1 >= $4 \
-                                   THEN $2 ELSE f.window_start END, \
-               locked_until = CASE WHEN f.window_start + $3 > $2 AND f.failures + 1 >= $4 \
-                                   THEN $5 ELSE f.locked_until END \
-             RETURNING CASE WHEN locked_until = $5 THEN locked_until END",
+    ) -> Result<Attempt, StoreError> {
+        // The row lock (FOR UPDATE) serialises attempts for one name across every node.
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO login_failures (username, failures, window_start) VALUES ($1, 0, $2) \
+             ON CONFLICT (username) DO NOTHING",
         )
         .bind(username)
         .bind(now)
-        .bind(policy.window_secs)
-        .bind(i64::from(policy.max_failures))
-        .bind(lock_until)
-        .fetch_one(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        // A first failure with max_failures = 1 locks too.
-        if locked.is_none() && policy.max_failures <= 1 {
+        let row = sqlx::query(
+            "SELECT failures, window_start, locked_until FROM login_failures \
+             WHERE username = $1 FOR UPDATE",
+        )
+        .bind(username)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let row: FailureRow = (
+            row.try_get("failures").map_err(backend)?,
+            row.try_get("window_start").map_err(backend)?,
+            row.try_get("locked_until").map_err(backend)?,
+        );
+        let (verdict, store) = next_attempt(Some(row), now, policy);
+        if let Some((failures, window_start, locked_until)) = store {
             sqlx::query(
-                "UPDATE login_failures SET failures = 0, locked_until = $2 WHERE username = $1",
+                "UPDATE login_failures SET failures = $2, window_start = $3, locked_until = $4 \
+                 WHERE username = $1",
             )
             .bind(username)
-            .bind(lock_until)
-            .execute(&self.pool)
+            .bind(failures)
+            .bind(window_start)
+            .bind(locked_until)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
-            return Ok(Some(lock_until));
         }
-        Ok(locked)
+        tx.commit().await.map_err(backend)?;
+        Ok(verdict)
     }
 
     async fn clear_failures(&self, username: &str) -> Result<bool, StoreError> {

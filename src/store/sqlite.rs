@@ -20,7 +20,10 @@ use sqlx::{Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
-use super::{LockoutPolicy, LockoutStore, PurgeLimits, Rotation, StoreError, TokenStore};
+use super::{
+    next_attempt, Attempt, FailureRow, LockoutPolicy, LockoutStore, PurgeLimits, Rotation,
+    StoreError, TokenStore,
+};
 use crate::config::SqliteSynchronous;
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -47,7 +50,7 @@ enum WriteOp {
         family_id: TokenId,
         now: i64,
     },
-    RecordFailure {
+    BeginAttempt {
         username: String,
         now: i64,
         policy: LockoutPolicy,
@@ -59,11 +62,20 @@ enum WriteOp {
     Shutdown,
 }
 
+/// What a write reports back.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// Whether the write changed anything.
+    Changed(bool),
+    /// The verdict on a login attempt.
+    Attempt(Attempt),
+}
+
 /// A write's reply: whether it changed anything (a rotation whose token was already spent, or a
 /// revocation of an already revoked token, did not).
 struct WriteJob {
     op: WriteOp,
-    reply: oneshot::Sender<Result<bool, StoreError>>,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
 pub struct SqliteTokenStore {
@@ -150,7 +162,15 @@ impl SqliteTokenStore {
         Ok(Self { readers, writes })
     }
 
+    /// Submits a write and reports whether it changed anything.
     async fn submit(&self, op: WriteOp) -> Result<bool, StoreError> {
+        Ok(match self.submit_for(op).await? {
+            Outcome::Changed(changed) => changed,
+            Outcome::Attempt(_) => true,
+        })
+    }
+
+    async fn submit_for(&self, op: WriteOp) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(WriteJob { op, reply })
@@ -190,7 +210,7 @@ async fn run_writer(mut conn: SqliteConnection, mut queue: mpsc::Receiver<WriteJ
 async fn apply_batch(
     conn: &mut SqliteConnection,
     batch: &[WriteJob],
-) -> Result<Vec<bool>, sqlx::Error> {
+) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut tx = conn.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
@@ -200,45 +220,57 @@ async fn apply_batch(
     Ok(outcomes)
 }
 
-/// One failed login: starts a new window when the old one is over, locks the account when the
-/// window's count reaches the maximum. Returns whether this failure locked it.
-async fn record_failure(
+/// Counts one login attempt (see `store::next_attempt`) inside the writer's transaction.
+async fn begin_attempt(
     conn: &mut SqliteConnection,
     username: &str,
     now: i64,
     policy: LockoutPolicy,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Attempt, sqlx::Error> {
     let row = sqlx::query(
-        "INSERT INTO login_failures (username, failures, window_start) VALUES (?1, 1, ?2) \
-         ON CONFLICT (username) DO UPDATE SET \
-           failures = CASE WHEN window_start + ?3 <= ?2 THEN 1 ELSE failures + 1 END, \
-           window_start = CASE WHEN window_start + ?3 <= ?2 THEN ?2 ELSE window_start END \
-         RETURNING failures",
+        "SELECT failures, window_start, locked_until FROM login_failures WHERE username = ?1",
     )
     .bind(username)
-    .bind(now)
-    .bind(policy.window_secs)
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    let failures: i64 = row.try_get("failures")?;
-    if failures < i64::from(policy.max_failures) {
-        return Ok(false);
+    let row: Option<FailureRow> = match row {
+        Some(row) => Some((
+            row.try_get("failures")?,
+            row.try_get("window_start")?,
+            row.try_get("locked_until")?,
+        )),
+        None => None,
+    };
+    let (verdict, store) = next_attempt(row, now, policy);
+    if let Some((failures, window_start, locked_until)) = store {
+        sqlx::query(
+            "INSERT INTO login_failures (username, failures, window_start, locked_until) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (username) DO UPDATE SET \
+             failures = ?2, window_start = ?3, locked_until = ?4",
+        )
+        .bind(username)
+        .bind(failures)
+        .bind(window_start)
+        .bind(locked_until)
+        .execute(&mut *conn)
+        .await?;
     }
-    sqlx::query(
-        "UPDATE login_failures SET failures = 0, window_start = ?2, locked_until = ?3 \
-         WHERE username = ?1",
-    )
-    .bind(username)
-    .bind(now)
-    .bind(now.saturating_add(policy.lock_secs))
-    .execute(&mut *conn)
-    .await?;
-    Ok(true)
+    Ok(verdict)
 }
 
-/// Applies one write inside the batch's transaction; `true` if it changed anything.
-async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<bool, sqlx::Error> {
-    Ok(match op {
+/// Applies one write inside the batch's transaction.
+async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sqlx::Error> {
+    if let WriteOp::BeginAttempt {
+        username,
+        now,
+        policy,
+    } = op
+    {
+        return Ok(Outcome::Attempt(
+            begin_attempt(conn, username, *now, *policy).await?,
+        ));
+    }
+    Ok(Outcome::Changed(match op {
         WriteOp::Create(tokens) => {
             insert_tokens(conn, tokens).await?;
             true
@@ -285,11 +317,7 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<bool, sqlx::
             .rows_affected()
                 == 1
         }
-        WriteOp::RecordFailure {
-            username,
-            now,
-            policy,
-        } => record_failure(conn, username, *now, *policy).await?,
+        WriteOp::BeginAttempt { .. } => true, // answered above
         WriteOp::ClearFailures { username } => {
             sqlx::query("DELETE FROM login_failures WHERE username = ?1")
                 .bind(username.as_str())
@@ -300,7 +328,7 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<bool, sqlx::
         }
         WriteOp::Purge(limits) => purge(conn, *limits).await? > 0,
         WriteOp::Shutdown => true,
-    })
+    }))
 }
 
 /// One bounded purge batch per table (see `TokenStore::purge`). Returns the rows deleted.
@@ -514,30 +542,25 @@ impl TokenStore for SqliteTokenStore {
 
 #[async_trait]
 impl LockoutStore for SqliteTokenStore {
-    async fn locked_until(&self, username: &str, now: i64) -> Result<Option<i64>, StoreError> {
-        let until: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT locked_until FROM login_failures WHERE username = ?1")
-                .bind(username)
-                .fetch_optional(&self.readers)
-                .await
-                .map_err(backend)?;
-        Ok(until.flatten().filter(|until| *until > now))
-    }
-
-    async fn record_failure(
+    async fn begin_attempt(
         &self,
         username: &str,
         now: i64,
         policy: LockoutPolicy,
-    ) -> Result<Option<i64>, StoreError> {
-        let locked = self
-            .submit(WriteOp::RecordFailure {
+    ) -> Result<Attempt, StoreError> {
+        let outcome = self
+            .submit_for(WriteOp::BeginAttempt {
                 username: username.to_owned(),
                 now,
                 policy,
             })
             .await?;
-        Ok(locked.then(|| now.saturating_add(policy.lock_secs)))
+        match outcome {
+            Outcome::Attempt(attempt) => Ok(attempt),
+            Outcome::Changed(_) => Err(StoreError::Corrupt(
+                "the writer answered the wrong write".into(),
+            )),
+        }
     }
 
     async fn clear_failures(&self, username: &str) -> Result<bool, StoreError> {

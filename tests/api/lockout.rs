@@ -129,3 +129,28 @@ async fn the_lock_is_shared_by_every_server_on_the_same_database() {
 
     second.login(None).await.assert_error(400, "invalid_grant");
 }
+
+#[tokio::test]
+async fn guesses_sent_at_the_same_moment_get_no_more_than_the_allowance() {
+    let app = spawn_app().await;
+    let before = app.hasher.verifications_started();
+
+    let replies = futures::future::join_all((0..20).map(|_| {
+        app.post_token(&[
+            ("grant_type", "password"),
+            ("username", USER),
+            ("password", "guess"),
+        ])
+    }))
+    .await;
+
+    for reply in &replies {
+        reply.assert_error(400, "invalid_grant");
+    }
+    assert!(
+        app.hasher.verifications_started() - before <= 5,
+        "{} passwords were checked",
+        app.hasher.verifications_started() - before
+    );
+    app.login(None).await.assert_error(400, "invalid_grant");
+}

@@ -15,6 +15,7 @@ use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
 use crate::oauth::wire::TokenResponse;
 use crate::store::model::{Client, GrantType};
+use crate::store::Attempt;
 
 pub struct PasswordGrant;
 
@@ -61,11 +62,21 @@ impl Grant for PasswordGrant {
         let lockout = service
             .lockout_policy
             .filter(|_| params.username.len() <= MAX_TRACKED_NAME);
-        if lockout.is_some() {
-            if let Some(until) = service.lockouts.locked_until(&params.username, now).await? {
-                // Same answer as a wrong password, and no argon2 work spent on a locked account.
-                tracing::warn!(target: "audit", username = %params.username, locked_until = until, "login refused: account locked");
-                return Err(invalid_credentials());
+        // Every attempt is counted before its password is checked, so attempts sent at the same
+        // moment cannot get more guesses than the allowance; a success clears the count.
+        let mut locks_if_wrong = None;
+        if let Some(policy) = lockout {
+            match service
+                .lockouts
+                .begin_attempt(&params.username, now, policy)
+                .await?
+            {
+                Attempt::Locked { until } => {
+                    // Same answer as a wrong password, and no argon2 work on a locked account.
+                    tracing::warn!(target: "audit", username = %params.username, locked_until = until, "login refused: account locked");
+                    return Err(invalid_credentials());
+                }
+                Attempt::Allowed { locks_until } => locks_if_wrong = locks_until,
             }
         }
         let user = service.users.find_user(&params.username).await?;
@@ -79,15 +90,9 @@ impl Grant for PasswordGrant {
             _ => service.hasher.verify_dummy(params.password).await?,
         };
         if !verified {
-            if let Some(policy) = lockout {
+            if let (Some(until), Some(policy)) = (locks_if_wrong, lockout) {
                 // Unknown names are counted too, so lockouts do not reveal which names exist.
-                let locked = service
-                    .lockouts
-                    .record_failure(&params.username, now, policy)
-                    .await?;
-                if let Some(until) = locked {
-                    tracing::warn!(target: "audit", username = %params.username, locked_until = until, failures = policy.max_failures, "account locked after repeated failed logins");
-                }
+                tracing::warn!(target: "audit", username = %params.username, locked_until = until, failures = policy.max_failures, "account locked after repeated failed logins");
             }
             return Err(invalid_credentials());
         }

@@ -29,8 +29,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt as _};
 
-/// How long a connection told to close may take to finish its in-flight requests.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long an idle connection told to close may take to go.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 const WATCHDOG_TICK: Duration = Duration::from_millis(250);
 
 /// Limits applied to every connection.
@@ -39,6 +39,8 @@ pub struct ConnectionLimits {
     pub tls_handshake_timeout: Duration,
     pub first_request_timeout: Duration,
     pub keep_alive_timeout: Duration,
+    /// How long requests in flight at shutdown may take to finish.
+    pub shutdown_grace_period: Duration,
 }
 
 /// Requests in flight on one connection, and when the last one ended.
@@ -181,13 +183,13 @@ pub async fn serve(
                 // A dropped sender also means the server is going away.
                 let _ = changed;
                 connection.as_mut().graceful_shutdown();
-                close_by = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                close_by = Some(tokio::time::Instant::now() + limits.shutdown_grace_period);
             }
             _ = ticker.tick(), if close_by.is_none() => {
                 if activity.idle_too_long(&limits) {
                     tracing::debug!(peer = %peer, "closing an idle connection");
                     connection.as_mut().graceful_shutdown();
-                    close_by = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    close_by = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                 }
             }
             () = forced_close => {

@@ -242,6 +242,7 @@ impl Application {
             tls_handshake_timeout: server.tls_handshake_timeout,
             first_request_timeout: server.header_read_timeout,
             keep_alive_timeout: server.keep_alive_timeout,
+            shutdown_grace_period: server.shutdown_grace_period,
         };
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

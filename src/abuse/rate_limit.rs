@@ -32,6 +32,9 @@ pub struct RateLimiter<K> {
 
 /// Past this many buckets, full ones are dropped before a new one is added.
 const SWEEP_AT: usize = 100_000;
+/// If sweeping leaves this many, every bucket is forgotten: memory stays bounded even when
+/// many clients keep their buckets below full.
+const HARD_CAP: usize = 1_000_000;
 
 impl<K: Eq + Hash + Clone> RateLimiter<K> {
     pub fn new(rate: Rate) -> Self {
@@ -49,6 +52,9 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         if buckets.len() >= SWEEP_AT && !buckets.contains_key(key) {
             let rate = self.rate;
             buckets.retain(|_, bucket| refill(bucket, rate, now_ms) < rate.burst);
+            if buckets.len() >= HARD_CAP {
+                buckets.clear();
+            }
         }
         let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: self.rate.burst,
@@ -71,6 +77,18 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
 fn refill(bucket: &Bucket, rate: Rate, now_ms: i64) -> f64 {
     let elapsed = (now_ms.saturating_sub(bucket.updated_ms)).max(0) as f64 / 1000.0;
     (bucket.tokens + elapsed * rate.per_second).min(rate.burst)
+}
+
+/// The bucket for an address: IPv6 clients get a /64 each (what one subscriber is given), so
+/// that hopping between addresses of one's own prefix gains nothing.
+pub fn bucket_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+    }
 }
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the nearest
@@ -136,5 +154,16 @@ mod tests {
         );
         assert_eq!(client_ip(proxy, None, &trusted), proxy);
         assert_eq!(client_ip(proxy, Some("garbage"), &trusted), proxy);
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(bucket_key(a), bucket_key(b));
+        assert_ne!(bucket_key(a), bucket_key(other));
+        let v4: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(bucket_key(v4), v4);
     }
 }

@@ -380,6 +380,19 @@ pub fn ensure_signing_key(
 
 type FolderStamp = Vec<(PathBuf, i64, u64)>;
 
+/// Sets a file's modification time to `now_ms`; best effort (a read-only folder keeps the
+/// in-memory order for this process only).
+fn touch(path: &Path, now_ms: i64) {
+    let when = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(when));
+    if let Err(err) = touched {
+        tracing::warn!(file = %path.display(), error = %err, "could not mark a new signing key as added now");
+    }
+}
+
 fn folder_stamp(dir: &Path) -> FolderStamp {
     let mut stamp: FolderStamp = std::fs::read_dir(dir)
         .map(|entries| {
@@ -440,12 +453,17 @@ impl KeyRing {
         let now_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
         let seen = match self.seen.lock() {
             Ok(mut seen) => {
-                for (path, _, _) in &stamp {
+                for (path, modified, _) in &stamp {
                     if !known.contains(path) {
                         seen.entry(path.clone()).or_insert((
                             now_ms.div_euclid(1000),
                             now_ms.rem_euclid(1000) * 1_000_000,
                         ));
+                        // Persist "appeared now" in the file itself, so a restart (or another
+                        // reader of the folder) orders this key the same way.
+                        if *modified < now_ms.div_euclid(1000) {
+                            touch(path, now_ms);
+                        }
                     }
                 }
                 seen.clone()

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use ipnet::IpNet;
 
-use crate::abuse::rate_limit::{client_ip, RateLimiter};
+use crate::abuse::rate_limit::{bucket_key, client_ip, RateLimiter};
 use crate::oauth::{OAuthError, TokenService};
 use error::ApiError;
 
@@ -49,11 +49,20 @@ async fn limit_by_ip(
 ) -> Result<Response, ApiError> {
     if let Some(limiter) = &state.ip_limiter {
         if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            let forwarded = request
+            // A proxy may add its own X-Forwarded-For line after the client's: read them all,
+            // in order, so the rightmost hop is the one the nearest proxy saw.
+            let forwarded: Vec<String> = request
                 .headers()
-                .get("x-forwarded-for")
-                .and_then(|value| value.to_str().ok());
-            let ip = client_ip(peer.ip(), forwarded, &state.trusted_proxies);
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+                .collect();
+            let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+            let ip = bucket_key(client_ip(
+                peer.ip(),
+                forwarded.as_deref(),
+                &state.trusted_proxies,
+            ));
             let now = state.token_service.clock.now_ms();
             limiter
                 .check(&ip, now)

@@ -23,8 +23,12 @@ use crate::crypto::secret::{self, SecretHashKind};
 use crate::store::model::Client;
 use crate::store::ClientStore;
 
-/// How long a successful argon2 verification of a client secret is trusted.
-const CACHE_TTL_MS: i64 = 5 * 60 * 1000;
+/// How long a successful argon2 verification of a client secret is trusted (it is dropped
+/// at once when the client's stored hash changes). Long, so that guessers flooding the
+/// client's verification slot cannot push the real client out of the cache.
+const CACHE_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+/// How long a wrong secret is remembered.
+const WRONG_TTL_MS: i64 = 5 * 60 * 1000;
 
 /// The client credentials a request carries, before they are checked.
 pub enum PresentedClient {
@@ -227,7 +231,7 @@ impl ClientAuthenticator {
         let entry = CachedVerification {
             secret_hash: client.secret_hash.clone(),
             presented_digest: digest,
-            expires_ms: self.clock.now_ms().saturating_add(CACHE_TTL_MS),
+            expires_ms: self.clock.now_ms().saturating_add(WRONG_TTL_MS),
         };
         if let Ok(mut wrong) = self.wrong.lock() {
             let entries = wrong.entry(client.id.clone()).or_default();

@@ -24,7 +24,11 @@ pub async fn revoke(service: &TokenService, request: TokenRequest) -> Result<(),
         FoundToken::Refresh(record) if record.token.client_id == client.id => {
             if service
                 .tokens
-                .revoke_family(&record.token.family_id, now)
+                .revoke_family(
+                    &record.token.family_id,
+                    now,
+                    super::grants::refresh_token::keep_until(service, now).await?,
+                )
                 .await?
             {
                 tracing::info!(target: "audit", client_id = %client.id, family = %record.token.family_id.to_uuid_string(), "grant revoked");

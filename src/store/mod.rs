@@ -57,8 +57,14 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn revoke_access_token(&self, id: &TokenId, now: i64) -> Result<bool, StoreError>;
 
     /// RFC 7009 §2.1: revokes every token of a grant (refresh and access tokens sharing
-    /// `family_id`). `Ok(false)` if the family was already revoked.
-    async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError>;
+    /// `family_id`). The revocation is kept at least until `keep_until`, when every token of
+    /// the grant has expired. `Ok(false)` if the family was already revoked.
+    async fn revoke_family(
+        &self,
+        family_id: &TokenId,
+        now: i64,
+        keep_until: i64,
+    ) -> Result<bool, StoreError>;
 
     /// `Ok(None)` when no refresh token has this id. `revoked_at` includes the revocation of
     /// the token's family.

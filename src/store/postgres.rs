@@ -74,13 +74,18 @@ impl PostgresTokenStore {
 
     /// Whether every migration this version knows has been applied.
     pub async fn migrations_applied(&self) -> Result<bool, StoreError> {
-        let applied: Option<i64> =
+        let applied: Result<i64, sqlx::Error> =
             sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-                .fetch_optional(&self.pool)
-                .await
-                .unwrap_or(None);
+                .fetch_one(&self.pool)
+                .await;
+        let applied = match applied {
+            Ok(count) => count,
+            // 42P01 undefined_table: no migration has ever run.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => 0,
+            Err(err) => return Err(backend(err)),
+        };
         let known = i64::try_from(MIGRATOR.iter().count()).unwrap_or(i64::MAX);
-        Ok(applied.unwrap_or(0) >= known)
+        Ok(applied >= known)
     }
 }
 
@@ -180,13 +185,19 @@ impl TokenStore for PostgresTokenStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError> {
+    async fn revoke_family(
+        &self,
+        family_id: &TokenId,
+        now: i64,
+        keep_until: i64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "INSERT INTO revoked_families (family_id, revoked_at) VALUES ($1, $2) \
-             ON CONFLICT (family_id) DO NOTHING",
+            "INSERT INTO revoked_families (family_id, revoked_at, keep_until) \
+             VALUES ($1, $2, $3) ON CONFLICT (family_id) DO NOTHING",
         )
         .bind(family_id.0.as_slice())
         .bind(now)
+        .bind(keep_until)
         .execute(&self.pool)
         .await
         .map_err(backend)?;
@@ -279,9 +290,10 @@ impl TokenStore for PostgresTokenStore {
         deleted += sqlx::query(
             "DELETE FROM revoked_families WHERE family_id IN \
              (SELECT family_id FROM revoked_families WHERE revoked_at < $1 \
-              LIMIT $2 FOR UPDATE SKIP LOCKED)",
+              AND COALESCE(keep_until, 0) < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)",
         )
         .bind(limits.revoked_before)
+        .bind(limits.now)
         .bind(batch)
         .execute(&self.pool)
         .await

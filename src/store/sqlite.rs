@@ -49,6 +49,7 @@ enum WriteOp {
     RevokeFamily {
         family_id: TokenId,
         now: i64,
+        keep_until: i64,
     },
     BeginAttempt {
         username: String,
@@ -211,12 +212,24 @@ async fn apply_batch(
     conn: &mut SqliteConnection,
     batch: &[WriteJob],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
-    let mut tx = conn.begin().await?;
+    // IMMEDIATE takes the write lock up front: a deferred transaction that reads before it
+    // writes fails at once with SQLITE_BUSY when another process (a second server on the same
+    // file, the CLI) wrote meanwhile, instead of waiting out busy_timeout.
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
-        outcomes.push(apply(&mut tx, &job.op).await?);
+        match apply(conn, &job.op).await {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(err) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(err);
+            }
+        }
     }
-    tx.commit().await?;
+    if let Err(err) = sqlx::query("COMMIT").execute(&mut *conn).await {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        return Err(err);
+    }
     Ok(outcomes)
 }
 
@@ -305,13 +318,18 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sql
             .rows_affected()
                 == 1
         }
-        WriteOp::RevokeFamily { family_id, now } => {
+        WriteOp::RevokeFamily {
+            family_id,
+            now,
+            keep_until,
+        } => {
             sqlx::query(
-                "INSERT INTO revoked_families (family_id, revoked_at) VALUES (?1, ?2) \
-                     ON CONFLICT (family_id) DO NOTHING",
+                "INSERT INTO revoked_families (family_id, revoked_at, keep_until) \
+                 VALUES (?1, ?2, ?3) ON CONFLICT (family_id) DO NOTHING",
             )
             .bind(family_id.0.as_slice())
             .bind(now)
+            .bind(keep_until)
             .execute(&mut *conn)
             .await?
             .rows_affected()
@@ -348,9 +366,11 @@ async fn purge(conn: &mut SqliteConnection, limits: PurgeLimits) -> Result<u64, 
     }
     deleted += sqlx::query(
         "DELETE FROM revoked_families WHERE family_id IN \
-         (SELECT family_id FROM revoked_families WHERE revoked_at < ?1 LIMIT ?2)",
+         (SELECT family_id FROM revoked_families WHERE revoked_at < ?1 \
+          AND COALESCE(keep_until, 0) < ?2 LIMIT ?3)",
     )
     .bind(limits.revoked_before)
+    .bind(limits.now)
     .bind(batch)
     .execute(&mut *conn)
     .await?
@@ -447,10 +467,16 @@ impl TokenStore for SqliteTokenStore {
         self.submit(WriteOp::RevokeAccess { id: *id, now }).await
     }
 
-    async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError> {
+    async fn revoke_family(
+        &self,
+        family_id: &TokenId,
+        now: i64,
+        keep_until: i64,
+    ) -> Result<bool, StoreError> {
         self.submit(WriteOp::RevokeFamily {
             family_id: *family_id,
             now,
+            keep_until,
         })
         .await
     }

@@ -181,23 +181,6 @@ impl Application {
         &self.settings
     }
 
-    /// Runs one janitor pass now (tests; the server also runs it every `janitor_interval`).
-    pub async fn run_janitor_once(&self) {
-        janitor::run_once(
-            &self.token_service,
-            JanitorSettings {
-                interval: Duration::from_secs(1),
-                batch: self.settings.stores.janitor_batch,
-                failure_window_secs: self
-                    .settings
-                    .security
-                    .lockout
-                    .map_or(0, |policy| policy.window_secs),
-            },
-        )
-        .await;
-    }
-
     /// The argon2 pool (tests count its verifications).
     pub fn password_hasher(&self) -> PasswordHasher {
         self.hasher.clone()

@@ -111,52 +111,98 @@ pub struct LockoutPolicy {
     pub lock_secs: i64,
 }
 
-/// The verdict on one login attempt, counted before its password is checked.
+/// A step in the life of one login attempt (see [`attempt_step`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt {
-    /// The password may be checked. `locks_until` is set when this attempt used the last
-    /// one allowed: the account is locked from now on unless this attempt succeeds.
-    Allowed { locks_until: Option<i64> },
-    /// The account is locked until then; the password must not be checked.
-    Locked { until: i64 },
+pub enum AttemptStep {
+    /// Before the password is checked.
+    Begin,
+    /// The password was right: everything about this name is forgotten.
+    Succeeded,
+    /// The password was wrong.
+    Failed,
+    /// The check never happened (e.g. the hashing pool shed it): release the slot only.
+    Abandoned,
 }
 
-/// One row of the failure table: failures in the current window, its start, the lock's end.
-pub(crate) type FailureRow = (i64, i64, Option<i64>);
+/// The verdict of an attempt step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Go on (after `Begin`: check the password).
+    Allowed,
+    /// The account is locked until then; the password must not be checked.
+    Locked { until: i64 },
+    /// Checks already in flight use up the allowance: retry in a moment (503).
+    Busy,
+    /// This failure locked the account until then.
+    LockedNow { until: i64 },
+}
 
-/// The lockout rule, shared by every backend: given the stored row, the verdict on a new
-/// attempt and the row to store. Every attempt counts until it succeeds (which clears the
-/// row), so attempts made at the same moment cannot exceed the allowance.
-pub(crate) fn next_attempt(
+/// One row of the failure table: failures in the current window, its start, the lock's end,
+/// checks in flight.
+pub(crate) type FailureRow = (i64, i64, Option<i64>, i64);
+
+/// What to do with the stored row after a step.
+pub(crate) enum RowChange {
+    Keep,
+    Delete,
+    Store(FailureRow),
+}
+
+/// The lockout rule, shared by every backend. A check in flight counts against the allowance
+/// until it ends, so attempts sent at the same moment cannot get more password checks than
+/// `max_failures`; the surplus is told to retry (`Busy`), not refused, so concurrent honest
+/// logins for one account still succeed.
+pub(crate) fn attempt_step(
     row: Option<FailureRow>,
+    step: AttemptStep,
     now: i64,
     policy: LockoutPolicy,
-) -> (Attempt, Option<FailureRow>) {
-    if let Some((_, _, Some(until))) = row {
-        if until > now {
-            return (Attempt::Locked { until }, None);
+) -> (Attempt, RowChange) {
+    let max = i64::from(policy.max_failures);
+    let locked = row.and_then(|(_, _, until, _)| until.filter(|until| *until > now));
+    // Counts from an elapsed window no longer matter (nor do checks a crashed node never ended).
+    let (failures, start, pending) = match row {
+        Some((failures, start, _, pending)) if start.saturating_add(policy.window_secs) > now => {
+            (failures, start, pending)
         }
-    }
-    let (failures, window_start) = match row {
-        Some((failures, start, _)) if start.saturating_add(policy.window_secs) > now => {
-            (failures, start)
-        }
-        _ => (0, now),
+        _ => (0, now, 0),
     };
-    let failures = failures.saturating_add(1);
-    if failures >= i64::from(policy.max_failures) {
-        let until = now.saturating_add(policy.lock_secs);
-        (
-            Attempt::Allowed {
-                locks_until: Some(until),
-            },
-            Some((0, now, Some(until))),
-        )
-    } else {
-        (
-            Attempt::Allowed { locks_until: None },
-            Some((failures, window_start, None)),
-        )
+    match step {
+        AttemptStep::Begin => match locked {
+            Some(until) => (Attempt::Locked { until }, RowChange::Keep),
+            None if failures + pending >= max => (Attempt::Busy, RowChange::Keep),
+            None => (
+                Attempt::Allowed,
+                RowChange::Store((failures, start, None, pending + 1)),
+            ),
+        },
+        AttemptStep::Succeeded => (Attempt::Allowed, RowChange::Delete),
+        AttemptStep::Abandoned => (
+            Attempt::Allowed,
+            RowChange::Store((failures, start, locked, (pending - 1).max(0))),
+        ),
+        AttemptStep::Failed => {
+            let pending = (pending - 1).max(0);
+            if locked.is_some() {
+                return (
+                    Attempt::Allowed,
+                    RowChange::Store((0, start, locked, pending)),
+                );
+            }
+            let failures = failures + 1;
+            if failures >= max {
+                let until = now.saturating_add(policy.lock_secs);
+                (
+                    Attempt::LockedNow { until },
+                    RowChange::Store((0, now, Some(until), pending)),
+                )
+            } else {
+                (
+                    Attempt::Allowed,
+                    RowChange::Store((failures, start, None, pending)),
+                )
+            }
+        }
     }
 }
 
@@ -164,16 +210,17 @@ pub(crate) fn next_attempt(
 /// node of a cluster sees the same counts.
 #[async_trait]
 pub trait LockoutStore: Send + Sync + 'static {
-    /// Counts an attempt for `username`, atomically, before its password is checked.
-    async fn begin_attempt(
+    /// Applies one step of an attempt for `username`, atomically (see [`attempt_step`]).
+    async fn attempt(
         &self,
         username: &str,
+        step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
     ) -> Result<Attempt, StoreError>;
 
-    /// Forgets attempts and any lock (a successful login, or `tokengate user unlock`).
-    /// Returns whether there was anything to forget.
+    /// Forgets attempts and any lock (`tokengate user unlock`). Returns whether there was
+    /// anything to forget.
     async fn clear_failures(&self, username: &str) -> Result<bool, StoreError>;
 }
 

@@ -13,8 +13,8 @@ use sqlx::Row as _;
 
 use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
 use super::{
-    next_attempt, Attempt, FailureRow, LockoutPolicy, LockoutStore, PurgeLimits, Rotation,
-    StoreError, TokenStore,
+    attempt_step, Attempt, AttemptStep, FailureRow, LockoutPolicy, LockoutStore, PurgeLimits,
+    Rotation, RowChange, StoreError, TokenStore,
 };
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -336,49 +336,63 @@ impl TokenStore for PostgresTokenStore {
 
 #[async_trait]
 impl LockoutStore for PostgresTokenStore {
-    async fn begin_attempt(
+    async fn attempt(
         &self,
         username: &str,
+        step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
     ) -> Result<Attempt, StoreError> {
-        // The row lock (FOR UPDATE) serialises attempts for one name across every node.
+        // A transaction-scoped advisory lock on the name serialises attempts for it across
+        // every node, whether or not its row exists yet.
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO login_failures (username, failures, window_start) VALUES ($1, 0, $2) \
-             ON CONFLICT (username) DO NOTHING",
-        )
-        .bind(username)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let row = sqlx::query(
-            "SELECT failures, window_start, locked_until FROM login_failures \
-             WHERE username = $1 FOR UPDATE",
-        )
-        .bind(username)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let row: FailureRow = (
-            row.try_get("failures").map_err(backend)?,
-            row.try_get("window_start").map_err(backend)?,
-            row.try_get("locked_until").map_err(backend)?,
-        );
-        let (verdict, store) = next_attempt(Some(row), now, policy);
-        if let Some((failures, window_start, locked_until)) = store {
-            sqlx::query(
-                "UPDATE login_failures SET failures = $2, window_start = $3, locked_until = $4 \
-                 WHERE username = $1",
-            )
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(username)
-            .bind(failures)
-            .bind(window_start)
-            .bind(locked_until)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        let row = sqlx::query(
+            "SELECT failures, window_start, locked_until, pending FROM login_failures \
+             WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let row: Option<FailureRow> = match row {
+            Some(row) => Some((
+                row.try_get("failures").map_err(backend)?,
+                row.try_get("window_start").map_err(backend)?,
+                row.try_get("locked_until").map_err(backend)?,
+                row.try_get("pending").map_err(backend)?,
+            )),
+            None => None,
+        };
+        let (verdict, change) = attempt_step(row, step, now, policy);
+        match change {
+            RowChange::Keep => {}
+            RowChange::Delete => {
+                sqlx::query("DELETE FROM login_failures WHERE username = $1")
+                    .bind(username)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+            RowChange::Store((failures, window_start, locked_until, pending)) => {
+                sqlx::query(
+                    "INSERT INTO login_failures (username, failures, window_start, locked_until, \
+                     pending) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO UPDATE SET \
+                     failures = $2, window_start = $3, locked_until = $4, pending = $5",
+                )
+                .bind(username)
+                .bind(failures)
+                .bind(window_start)
+                .bind(locked_until)
+                .bind(pending)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
         }
         tx.commit().await.map_err(backend)?;
         Ok(verdict)

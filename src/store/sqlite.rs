@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
 use super::{
-    next_attempt, Attempt, FailureRow, LockoutPolicy, LockoutStore, PurgeLimits, Rotation,
-    StoreError, TokenStore,
+    attempt_step, Attempt, AttemptStep, FailureRow, LockoutPolicy, LockoutStore, PurgeLimits,
+    Rotation, RowChange, StoreError, TokenStore,
 };
 use crate::config::SqliteSynchronous;
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -51,8 +51,9 @@ enum WriteOp {
         now: i64,
         keep_until: i64,
     },
-    BeginAttempt {
+    Attempt {
         username: String,
+        step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
     },
@@ -233,15 +234,17 @@ async fn apply_batch(
     Ok(outcomes)
 }
 
-/// Counts one login attempt (see `store::next_attempt`) inside the writer's transaction.
-async fn begin_attempt(
+/// One step of a login attempt (see `store::attempt_step`) inside the writer's transaction.
+async fn attempt_in(
     conn: &mut SqliteConnection,
     username: &str,
+    step: AttemptStep,
     now: i64,
     policy: LockoutPolicy,
 ) -> Result<Attempt, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT failures, window_start, locked_until FROM login_failures WHERE username = ?1",
+        "SELECT failures, window_start, locked_until, pending FROM login_failures \
+         WHERE username = ?1",
     )
     .bind(username)
     .fetch_optional(&mut *conn)
@@ -251,36 +254,48 @@ async fn begin_attempt(
             row.try_get("failures")?,
             row.try_get("window_start")?,
             row.try_get("locked_until")?,
+            row.try_get("pending")?,
         )),
         None => None,
     };
-    let (verdict, store) = next_attempt(row, now, policy);
-    if let Some((failures, window_start, locked_until)) = store {
-        sqlx::query(
-            "INSERT INTO login_failures (username, failures, window_start, locked_until) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (username) DO UPDATE SET \
-             failures = ?2, window_start = ?3, locked_until = ?4",
-        )
-        .bind(username)
-        .bind(failures)
-        .bind(window_start)
-        .bind(locked_until)
-        .execute(&mut *conn)
-        .await?;
+    let (verdict, change) = attempt_step(row, step, now, policy);
+    match change {
+        RowChange::Keep => {}
+        RowChange::Delete => {
+            sqlx::query("DELETE FROM login_failures WHERE username = ?1")
+                .bind(username)
+                .execute(&mut *conn)
+                .await?;
+        }
+        RowChange::Store((failures, window_start, locked_until, pending)) => {
+            sqlx::query(
+                "INSERT INTO login_failures (username, failures, window_start, locked_until, \
+                 pending) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (username) DO UPDATE SET \
+                 failures = ?2, window_start = ?3, locked_until = ?4, pending = ?5",
+            )
+            .bind(username)
+            .bind(failures)
+            .bind(window_start)
+            .bind(locked_until)
+            .bind(pending)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(verdict)
 }
 
 /// Applies one write inside the batch's transaction.
 async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sqlx::Error> {
-    if let WriteOp::BeginAttempt {
+    if let WriteOp::Attempt {
         username,
+        step,
         now,
         policy,
     } = op
     {
         return Ok(Outcome::Attempt(
-            begin_attempt(conn, username, *now, *policy).await?,
+            attempt_in(conn, username, *step, *now, *policy).await?,
         ));
     }
     Ok(Outcome::Changed(match op {
@@ -335,7 +350,7 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sql
             .rows_affected()
                 == 1
         }
-        WriteOp::BeginAttempt { .. } => true, // answered above
+        WriteOp::Attempt { .. } => true, // answered above
         WriteOp::ClearFailures { username } => {
             sqlx::query("DELETE FROM login_failures WHERE username = ?1")
                 .bind(username.as_str())
@@ -568,15 +583,17 @@ impl TokenStore for SqliteTokenStore {
 
 #[async_trait]
 impl LockoutStore for SqliteTokenStore {
-    async fn begin_attempt(
+    async fn attempt(
         &self,
         username: &str,
+        step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
     ) -> Result<Attempt, StoreError> {
         let outcome = self
-            .submit_for(WriteOp::BeginAttempt {
+            .submit_for(WriteOp::Attempt {
                 username: username.to_owned(),
+                step,
                 now,
                 policy,
             })

@@ -15,13 +15,22 @@ use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
 use crate::oauth::wire::TokenResponse;
 use crate::store::model::{Client, GrantType};
-use crate::store::Attempt;
+use crate::store::{Attempt, AttemptStep};
 
 pub struct PasswordGrant;
 
 /// Longer names cannot belong to a user (the CLI allows 255 characters) and are not tracked,
 /// so junk names cannot bloat the failure table.
 const MAX_TRACKED_NAME: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the account's lockout allowance is taken by checks in flight")]
+struct AttemptsInFlight;
+
+/// How long an attempt over the allowance waits for the checks in flight, and how often it
+/// looks again.
+const BUSY_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn invalid_credentials() -> OAuthError {
     OAuthError::invalid_grant("invalid username or password")
@@ -62,42 +71,64 @@ impl Grant for PasswordGrant {
         let lockout = service
             .lockout_policy
             .filter(|_| params.username.len() <= MAX_TRACKED_NAME);
-        // Every attempt is counted before its password is checked, so attempts sent at the same
-        // moment cannot get more guesses than the allowance; a success clears the count.
-        let mut locks_if_wrong = None;
+        // A check in flight counts against the allowance until it ends, so guesses sent at the
+        // same moment cannot get more password checks than the lockout allows. Attempts over
+        // the allowance wait for the checks in flight (an honest burst of logins for one
+        // account then goes through), and get a 503 only if that takes too long.
         if let Some(policy) = lockout {
-            match service
-                .lockouts
-                .begin_attempt(&params.username, now, policy)
-                .await?
-            {
-                Attempt::Locked { until } => {
-                    // Same answer as a wrong password, and no argon2 work on a locked account.
-                    tracing::warn!(target: "audit", username = %params.username, locked_until = until, "login refused: account locked");
-                    return Err(invalid_credentials());
+            let mut waited = std::time::Duration::ZERO;
+            loop {
+                let verdict = service
+                    .lockouts
+                    .attempt(&params.username, AttemptStep::Begin, now, policy)
+                    .await?;
+                match verdict {
+                    Attempt::Locked { until } => {
+                        // Same answer as a wrong password, and no argon2 work.
+                        tracing::warn!(target: "audit", username = %params.username, locked_until = until, "login refused: account locked");
+                        return Err(invalid_credentials());
+                    }
+                    Attempt::Busy if waited < BUSY_WAIT_LIMIT => {
+                        tokio::time::sleep(BUSY_POLL).await;
+                        waited += BUSY_POLL;
+                    }
+                    Attempt::Busy => {
+                        return Err(OAuthError::unavailable(
+                            "other logins for this account are being checked; retry in a moment",
+                            AttemptsInFlight,
+                        ));
+                    }
+                    Attempt::Allowed | Attempt::LockedNow { .. } => break,
                 }
-                Attempt::Allowed { locks_until } => locks_if_wrong = locks_until,
             }
         }
         let user = service.users.find_user(&params.username).await?;
-        let verified = match user {
+        let checked = match user {
             Some(user) if !user.disabled => {
                 service
                     .hasher
                     .verify(&user.password_hash, params.password)
-                    .await?
+                    .await
             }
-            _ => service.hasher.verify_dummy(params.password).await?,
+            _ => service.hasher.verify_dummy(params.password).await,
         };
-        if !verified {
-            if let (Some(until), Some(policy)) = (locks_if_wrong, lockout) {
+        let step = match &checked {
+            Ok(true) => AttemptStep::Succeeded,
+            Ok(false) => AttemptStep::Failed,
+            Err(_) => AttemptStep::Abandoned,
+        };
+        if let Some(policy) = lockout {
+            let outcome = service
+                .lockouts
+                .attempt(&params.username, step, now, policy)
+                .await?;
+            if let Attempt::LockedNow { until } = outcome {
                 // Unknown names are counted too, so lockouts do not reveal which names exist.
                 tracing::warn!(target: "audit", username = %params.username, locked_until = until, failures = policy.max_failures, "account locked after repeated failed logins");
             }
-            return Err(invalid_credentials());
         }
-        if lockout.is_some() {
-            service.lockouts.clear_failures(&params.username).await?;
+        if !checked? {
+            return Err(invalid_credentials());
         }
         let scope = scope.as_string();
         let refresh = client

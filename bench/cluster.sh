@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Refresh grants on N tokengate nodes sharing one PostgreSQL database (the cluster issue's
+# "two nodes" figure). Usage, from the project root:
+#   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres NODES=2 bench/cluster.sh
+# It creates a throw-away database on that server, starts NODES release servers on free ports
+# (each its own home, the same users/clients), runs tgload's refresh scenario against every
+# node at once (CONC connections each, DURATION seconds), prints per-node and total req/s,
+# stops everything and drops the database. Everything runs on this machine: nodes, database
+# and load generator share its cores.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+NODES="${NODES:-2}"
+CONC="${CONC:-16}"
+DURATION="${DURATION:-15}"
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+[[ "$DATABASE_URL" == postgres://*@127.0.0.1:* || "$DATABASE_URL" == postgres://*@localhost:* ]] \
+  || die "DATABASE_URL must be a loopback PostgreSQL"
+command -v psql >/dev/null || die "psql is needed to create the throw-away database"
+
+(cd "$ROOT" && cargo build --release -q)
+cargo build --release -q --manifest-path "$ROOT/bench/loadgen/Cargo.toml"
+SERVER="$ROOT/target/release/tokengate"
+TGLOAD="$ROOT/bench/loadgen/target/release/tgload"
+WORK="$(mktemp -d)"
+DB="tokengate_cluster_$$"
+PIDS=()
+cleanup() {
+  grep -h "ERROR" "$WORK"/node*/log 2>/dev/null | head -n 5 >&2 || true
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+psql "$DATABASE_URL" -qc "CREATE DATABASE $DB" >/dev/null
+NODE_URL="${DATABASE_URL%/*}/$DB"
+
+PORTS=()
+for n in $(seq 1 "$NODES"); do
+  home="$WORK/node$n"
+  mkdir -p "$home"
+  cp -R "$ROOT/config" "$home/config"
+  sed -i "s|^tokens = .*|tokens = \"$NODE_URL\"|" "$home/config/identity.toml"
+  if ((n == 1)); then
+    printf '%s' bench-secret | TOKENGATE_HOME="$home" "$SERVER" client add bench-client --secret-stdin \
+      --scopes default --grant-types "password refresh_token" >/dev/null 2>&1
+    printf '%s' alice-password | TOKENGATE_HOME="$home" "$SERVER" user add alice --password-stdin >/dev/null 2>&1
+  else
+    cp "$WORK/node1/config/users.toml" "$WORK/node1/config/clients.toml" "$home/config/"
+  fi
+  port=$((20000 + RANDOM % 20000))
+  TOKENGATE_HOME="$home" TOKENGATE_LOG=warn "$SERVER" serve --port-offset $((port - 8243)) >"$home/log" 2>&1 &
+  PIDS+=($!)
+  PORTS+=("$port")
+done
+for port in "${PORTS[@]}"; do
+  for _ in $(seq 1 120); do
+    [[ "$(curl -ks -o /dev/null -w '%{http_code}' --max-time 2 "https://127.0.0.1:$port/health" || true)" == 200 ]] && break
+    sleep 0.5
+  done
+done
+
+echo "refresh grants on $NODES node(s), $CONC connections each, ${DURATION}s, PostgreSQL on the same machine"
+LOADS=()
+for port in "${PORTS[@]}"; do
+  "$TGLOAD" --url "https://127.0.0.1:$port/token" --scenario refresh --duration "$DURATION" --warmup 2 \
+    --concurrency "$CONC" --insecure >"$WORK/out-$port.json" 2>"$WORK/err-$port" &
+  LOADS+=($!)
+done
+for pid in "${LOADS[@]}"; do wait "$pid"; done
+total=0
+for port in "${PORTS[@]}"; do
+  line="$(tail -n 1 "$WORK/err-$port")"
+  echo "node :$port  $line"
+  rps="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok_per_s"])' "$WORK/out-$port.json")"
+  total="$(python3 -c "print(round($total + $rps, 1))")"
+done
+echo "total: $total refresh grants/s (ok)"

@@ -92,7 +92,6 @@ impl Application {
             settings.stores.reload_interval,
         )?);
         let hasher = PasswordHasher::start(&settings.password_hashing)?;
-        warn_about_demo_credentials(&hasher, &users, &clients).await;
         let database = store::open_database(&settings).await?;
         if matches!(
             settings.stores.tokens,
@@ -130,6 +129,7 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("https://localhost:{}", local_addr.port()));
 
+        let user_file = users.clone();
         let users: Arc<dyn UserStore> = users;
         let token_service = Arc::new(TokenService::new(ServiceParts {
             settings: settings.oauth.clone(),
@@ -144,6 +144,7 @@ impl Application {
             hasher: hasher.clone(),
             clock,
         }));
+        warn_about_demo_credentials(&token_service, &user_file).await;
         let service_for_janitor = token_service.clone();
         let router = http::router(AppState {
             ip_limiter: settings
@@ -315,22 +316,13 @@ async fn shutdown_signal() {
 }
 
 /// Logs a loud warning while the shipped demo client or user still has its published secret.
-async fn warn_about_demo_credentials(
-    hasher: &PasswordHasher,
-    users: &TomlUserStore,
-    clients: &Arc<dyn ClientStore>,
-) {
-    if let Ok(Some(client)) = clients.find_client(DEMO_CLIENT_ID).await {
-        let secret = SecretString::from(DEMO_CLIENT_SECRET);
-        let published = match crate::crypto::secret::kind_of(&client.secret_hash) {
-            Some(crate::crypto::secret::SecretHashKind::Sha256) => {
-                crate::crypto::secret::verify_sha256(&client.secret_hash, DEMO_CLIENT_SECRET)
-            }
-            _ => hasher
-                .verify(&client.secret_hash, secret)
-                .await
-                .unwrap_or(false),
-        };
+async fn warn_about_demo_credentials(service: &TokenService, users: &TomlUserStore) {
+    let hasher = &service.hasher;
+    if let Ok(Some(client)) = service.clients.find_client(DEMO_CLIENT_ID).await {
+        let published = service
+            .client_secret_matches(&client, SecretString::from(DEMO_CLIENT_SECRET))
+            .await
+            .unwrap_or(false);
         if published && !client.disabled {
             tracing::warn!(
                 client_id = DEMO_CLIENT_ID,

@@ -242,6 +242,21 @@ impl ClientAuthenticator {
         }
     }
 
+    /// Whether `secret` is `client`'s secret, by the kind of hash stored for it.
+    pub async fn secret_matches(
+        &self,
+        client: &Client,
+        secret: SecretString,
+    ) -> Result<bool, OAuthError> {
+        Ok(match secret::kind_of(&client.secret_hash) {
+            Some(SecretHashKind::Sha256) => {
+                secret::verify_sha256(&client.secret_hash, secret.expose_secret())
+            }
+            Some(SecretHashKind::Argon2) => self.verify_slow(client, secret).await?,
+            None => false,
+        })
+    }
+
     /// Returns the client if the credentials are right; `invalid_client` otherwise.
     pub async fn authenticate(
         &self,
@@ -263,14 +278,7 @@ impl ClientAuthenticator {
         let Some(client) = client.filter(|client| !client.disabled) else {
             return Err(OAuthError::invalid_client());
         };
-        let verified = match secret::kind_of(&client.secret_hash) {
-            Some(SecretHashKind::Sha256) => {
-                secret::verify_sha256(&client.secret_hash, secret.expose_secret())
-            }
-            Some(SecretHashKind::Argon2) => self.verify_slow(&client, secret).await?,
-            None => false,
-        };
-        if verified {
+        if self.secret_matches(&client, secret).await? {
             Ok(client)
         } else {
             Err(OAuthError::invalid_client())

@@ -22,15 +22,7 @@ pub async fn revoke(service: &TokenService, request: TokenRequest) -> Result<(),
     let now = service.clock.now_secs();
     match find_token(service, &token, hint).await? {
         FoundToken::Refresh(record) if record.token.client_id == client.id => {
-            if service
-                .tokens
-                .revoke_family(
-                    &record.token.family_id,
-                    now,
-                    super::grants::refresh_token::keep_until(service, now).await?,
-                )
-                .await?
-            {
+            if service.revoke_grant(&record.token.family_id, now).await? {
                 tracing::info!(target: "audit", client_id = %client.id, family = %record.token.family_id.to_uuid_string(), "grant revoked");
             }
         }

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use secrecy::SecretString;
+
 use super::client_auth::{presented_client, ClientAuthenticator};
 use super::error::{ErrorCode, OAuthError};
 use super::grants::{self, Grant};
@@ -16,6 +18,7 @@ use crate::clock::Clock;
 use crate::config::OAuthSettings;
 use crate::crypto::jwk::KeyRing;
 use crate::crypto::password::PasswordHasher;
+use crate::crypto::token::TokenId;
 use crate::store::model::{Client, GrantType};
 use crate::store::{ClientStore, LockoutPolicy, LockoutStore, TokenStore, UserStore};
 
@@ -98,24 +101,11 @@ impl TokenService {
         self.client_auth.authenticate(presented).await
     }
 
-    /// The longest any token issued now can live (refresh tokens included).
-    pub async fn max_token_lifetime_secs(&self) -> Result<i64, OAuthError> {
+    /// The longest (access token, refresh token) lifetimes a token issued now can have, over
+    /// the settings and every client's overrides.
+    async fn longest_lifetimes(&self) -> Result<(i64, i64), OAuthError> {
         let clients = self.clients.list_clients().await?;
-        let longest_refresh = clients
-            .iter()
-            .filter_map(|c| c.refresh_token_validity_secs)
-            .chain([self.settings.refresh_token_validity_secs])
-            .max()
-            .unwrap_or(0);
-        let longest_refresh = i64::try_from(longest_refresh).unwrap_or(i64::MAX);
-        Ok(longest_refresh.max(self.max_access_token_validity_secs().await?))
-    }
-
-    /// The longest an access token issued now can live: a signing key stays published this
-    /// long after it is retired.
-    pub async fn max_access_token_validity_secs(&self) -> Result<i64, OAuthError> {
-        let clients = self.clients.list_clients().await?;
-        let longest = clients
+        let access = clients
             .iter()
             .flat_map(|c| {
                 [
@@ -130,7 +120,46 @@ impl TokenService {
             ])
             .max()
             .unwrap_or(0);
-        Ok(i64::try_from(longest).unwrap_or(i64::MAX))
+        let refresh = clients
+            .iter()
+            .filter_map(|c| c.refresh_token_validity_secs)
+            .chain([self.settings.refresh_token_validity_secs])
+            .max()
+            .unwrap_or(0);
+        let secs = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        Ok((secs(access), secs(refresh)))
+    }
+
+    /// The longest any token issued now can live (refresh tokens included).
+    pub async fn max_token_lifetime_secs(&self) -> Result<i64, OAuthError> {
+        let (access, refresh) = self.longest_lifetimes().await?;
+        Ok(access.max(refresh))
+    }
+
+    /// The longest an access token issued now can live: a signing key stays published this
+    /// long after it is retired.
+    pub async fn max_access_token_validity_secs(&self) -> Result<i64, OAuthError> {
+        Ok(self.longest_lifetimes().await?.0)
+    }
+
+    /// RFC 7009 §2.1 / RFC 9700 §4.14.2: revokes every token of a grant. The revocation is
+    /// kept until every token of the grant has expired, whatever lifetimes are configured
+    /// later. `Ok(false)` if it was already revoked.
+    pub async fn revoke_grant(&self, family_id: &TokenId, now: i64) -> Result<bool, OAuthError> {
+        let keep_until = now.saturating_add(self.max_token_lifetime_secs().await?);
+        Ok(self
+            .tokens
+            .revoke_family(family_id, now, keep_until)
+            .await?)
+    }
+
+    /// Whether `secret` is the client's secret (see `client_auth`).
+    pub async fn client_secret_matches(
+        &self,
+        client: &Client,
+        secret: SecretString,
+    ) -> Result<bool, OAuthError> {
+        self.client_auth.secret_matches(client, secret).await
     }
 
     /// RFC 6749 §3.2: authenticates the client and runs the requested grant.

@@ -14,7 +14,9 @@ use base64::Engine as _;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{assert_token_shape, https_client, project_root, Reply, TestDatabase};
+use crate::helpers::{
+    assert_token_shape, https_client, post_basic_form, project_root, Reply, TestDatabase,
+};
 
 const TOKENGATE: &str = env!("CARGO_BIN_EXE_tokengate");
 
@@ -337,15 +339,7 @@ impl Server {
         secret: &str,
         form: &[(&str, &str)],
     ) -> Reply {
-        let response = self
-            .client
-            .post(self.url(path))
-            .basic_auth(client_id, Some(secret))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        Reply::read(response).await
+        post_basic_form(&self.client, &self.url(path), client_id, secret, form).await
     }
 
     async fn post_token(&self, client_id: &str, secret: &str, form: &[(&str, &str)]) -> Reply {

@@ -278,6 +278,24 @@ impl Reply {
     }
 }
 
+/// POSTs a form to `url` with HTTP Basic client credentials and reads the reply.
+pub async fn post_basic_form(
+    client: &reqwest::Client,
+    url: &str,
+    client_id: &str,
+    secret: &str,
+    form: &[(&str, &str)],
+) -> Reply {
+    let response = client
+        .post(url)
+        .basic_auth(client_id, Some(secret))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    Reply::read(response).await
+}
+
 /// `<22 base64url chars>.<43 base64url chars>`: a 128-bit id and a 256-bit secret.
 pub fn assert_token_shape(token: &str) {
     let (id, secret) = token.split_once('.').expect("token has an id and a secret");
@@ -302,15 +320,7 @@ impl TestApp {
         secret: &str,
         form: &[(&str, &str)],
     ) -> Reply {
-        let response = self
-            .client
-            .post(self.url("/token"))
-            .basic_auth(client_id, Some(secret))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        Reply::read(response).await
+        post_basic_form(&self.client, &self.url("/token"), client_id, secret, form).await
     }
 
     /// POSTs to /token as the main test client.
@@ -444,15 +454,7 @@ impl TestApp {
         secret: &str,
         form: &[(&str, &str)],
     ) -> Reply {
-        let response = self
-            .client
-            .post(self.url(path))
-            .basic_auth(client_id, Some(secret))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        Reply::read(response).await
+        post_basic_form(&self.client, &self.url(path), client_id, secret, form).await
     }
 
     /// Introspects `token` as the fixture resource server.

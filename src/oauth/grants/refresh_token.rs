@@ -179,10 +179,7 @@ async fn redeem_spent(
             }
         }
     }
-    service
-        .tokens
-        .revoke_family(&spent.token.family_id, now, keep_until(service, now).await?)
-        .await?;
+    service.revoke_grant(&spent.token.family_id, now).await?;
     tracing::warn!(
         target: "audit",
         client_id = %client.id,
@@ -230,10 +227,4 @@ fn access_scope(
         ));
     }
     Ok(scope)
-}
-
-/// Until when a grant revocation made now must be kept: every token of the grant has expired
-/// by then, whatever lifetimes are configured later.
-pub(crate) async fn keep_until(service: &TokenService, now: i64) -> Result<i64, OAuthError> {
-    Ok(now.saturating_add(service.max_token_lifetime_secs().await?))
 }

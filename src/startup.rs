@@ -19,13 +19,15 @@ use crate::janitor::{self, JanitorSettings};
 use crate::abuse::rate_limit::RateLimiter;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
+use crate::config::{DirectoryLocation, TokenStoreSettings};
 use crate::crypto::jwk::{self, KeyError, KeyRing};
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::http::{self, AppState, HttpLimits};
 use crate::oauth::token::ServiceParts;
 use crate::oauth::TokenService;
+use crate::store::directory::{SqlClientStore, SqlUserStore};
 use crate::store::toml_file::{TomlClientStore, TomlUserStore};
-use crate::store::{self, ClientStore, StoreError, TokenStore, UserStore};
+use crate::store::{self, ClientStore, DatabaseStores, StoreError, TokenStore, UserStore};
 use crate::tls::{self, TlsError};
 
 /// The demo credentials the shipped config carries, as the product tokengate replaces ships them.
@@ -83,27 +85,11 @@ impl Application {
             );
         }
         let tls_config = tls::server_config(&settings.tls)?;
-        let users = Arc::new(TomlUserStore::open(
-            &settings.stores.users,
-            settings.stores.reload_interval,
-        )?);
-        let clients: Arc<dyn ClientStore> = Arc::new(TomlClientStore::open(
-            &settings.stores.clients,
-            settings.stores.reload_interval,
-        )?);
         let hasher = PasswordHasher::start(&settings.password_hashing)?;
         let database = store::open_database(&settings).await?;
-        if matches!(
-            settings.stores.tokens,
-            crate::config::TokenStoreSettings::Postgres(_)
-        ) {
-            tracing::warn!(
-                users = %settings.stores.users.display(),
-                clients = %settings.stores.clients.display(),
-                "shared PostgreSQL token store with users and clients in local files: every node \
-                 must get the same files, or the nodes will disagree about who may log in"
-            );
-        }
+        let users = open_user_store(&settings, &database)?;
+        let clients = open_client_store(&settings, &database).await?;
+        warn_about_file_stores_in_a_cluster(&settings);
         let tokens = database.tokens.clone();
 
         let addr = SocketAddr::new(settings.server.host, settings.server.https_port);
@@ -129,8 +115,6 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("https://localhost:{}", local_addr.port()));
 
-        let user_file = users.clone();
-        let users: Arc<dyn UserStore> = users;
         let token_service = Arc::new(TokenService::new(ServiceParts {
             settings: settings.oauth.clone(),
             issuer,
@@ -144,7 +128,7 @@ impl Application {
             hasher: hasher.clone(),
             clock,
         }));
-        warn_about_demo_credentials(&token_service, &user_file).await;
+        warn_about_demo_credentials(&token_service).await;
         let service_for_janitor = token_service.clone();
         let router = http::router(AppState {
             ip_limiter: settings
@@ -315,8 +299,57 @@ async fn shutdown_signal() {
     }
 }
 
+fn open_user_store(
+    settings: &Settings,
+    database: &DatabaseStores,
+) -> Result<Arc<dyn UserStore>, StartupError> {
+    Ok(match &settings.stores.users {
+        DirectoryLocation::File(path) => {
+            Arc::new(TomlUserStore::open(path, settings.stores.reload_interval)?)
+        }
+        DirectoryLocation::Database => Arc::new(SqlUserStore::new(database.directory.clone())),
+    })
+}
+
+async fn open_client_store(
+    settings: &Settings,
+    database: &DatabaseStores,
+) -> Result<Arc<dyn ClientStore>, StartupError> {
+    Ok(match &settings.stores.clients {
+        DirectoryLocation::File(path) => Arc::new(TomlClientStore::open(
+            path,
+            settings.stores.reload_interval,
+        )?),
+        DirectoryLocation::Database => {
+            SqlClientStore::open(database.directory.clone(), settings.stores.reload_interval)
+                .await?
+        }
+    })
+}
+
+/// Nodes sharing a database but reading users or clients from their own files drift apart as
+/// soon as one file is edited.
+fn warn_about_file_stores_in_a_cluster(settings: &Settings) {
+    if !matches!(settings.stores.tokens, TokenStoreSettings::Postgres(_)) {
+        return;
+    }
+    let files: Vec<String> = [&settings.stores.users, &settings.stores.clients]
+        .into_iter()
+        .filter(|location| matches!(location, DirectoryLocation::File(_)))
+        .map(DirectoryLocation::describe)
+        .collect();
+    if !files.is_empty() {
+        tracing::warn!(
+            files = %files.join(", "),
+            "shared PostgreSQL token store with users or clients in local files: every node \
+             must get the same files, or the nodes will disagree about who may log in; set \
+             [stores] users = \"sql\" and clients = \"sql\" to keep them in the database"
+        );
+    }
+}
+
 /// Logs a loud warning while the shipped demo client or user still has its published secret.
-async fn warn_about_demo_credentials(service: &TokenService, users: &TomlUserStore) {
+async fn warn_about_demo_credentials(service: &TokenService) {
     let hasher = &service.hasher;
     if let Ok(Some(client)) = service.clients.find_client(DEMO_CLIENT_ID).await {
         let published = service
@@ -331,8 +364,8 @@ async fn warn_about_demo_credentials(service: &TokenService, users: &TomlUserSto
             );
         }
     }
-    for user in users.all() {
-        if user.name == DEMO_USER && !user.disabled {
+    if let Ok(Some(user)) = service.users.find_user(DEMO_USER).await {
+        if !user.disabled {
             let published = hasher
                 .verify(&user.password_hash, SecretString::from(DEMO_PASSWORD))
                 .await

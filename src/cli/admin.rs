@@ -4,7 +4,6 @@
 //! same folder that is then renamed over the original, so a running server (which re-reads the
 //! files) never sees half a file; the result is validated before it replaces the original.
 
-use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -12,8 +11,8 @@ use std::path::{Path, PathBuf};
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
 use crate::config::ConfigError;
-use crate::store::model::GrantType;
-use crate::store::toml_file::{load_clients, load_users};
+use crate::store::model::{Client, GrantType};
+use crate::store::toml_file::{load_clients, load_users, parse_clients, parse_users};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -25,15 +24,16 @@ pub enum AdminError {
     },
     #[error("{}: not valid TOML: {message}", path.display())]
     Parse { path: PathBuf, message: String },
-    #[error("{}: {what} `{name}` already exists", path.display())]
+    /// `place`: the file, or the token database.
+    #[error("{place}: {what} `{name}` already exists")]
     Exists {
-        path: PathBuf,
+        place: String,
         what: &'static str,
         name: String,
     },
-    #[error("{}: no {what} named `{name}`", path.display())]
+    #[error("{place}: no {what} named `{name}`")]
     NotFound {
-        path: PathBuf,
+        place: String,
         what: &'static str,
         name: String,
     },
@@ -158,27 +158,12 @@ fn insert_entry(
     Ok(())
 }
 
-/// Validates a file's new text by loading it from a scratch copy, before it replaces the original.
-fn validate_with<T>(
-    path: &Path,
-    text: &str,
-    load: fn(&Path) -> Result<T, ConfigError>,
-) -> Result<(), AdminError> {
-    let dir = tempfile::tempdir().map_err(io_error(path))?;
-    let scratch = dir.path().join(path.file_name().unwrap_or_default());
-    std::fs::write(&scratch, text).map_err(io_error(&scratch))?;
-    load(&scratch).map(|_| ()).map_err(|err| {
-        // Name the real file, not the scratch copy.
-        let problems = err
-            .problems
-            .into_iter()
-            .map(|mut problem| {
-                problem.file = path.to_path_buf();
-                problem
-            })
-            .collect();
-        AdminError::Validation(ConfigError { problems })
-    })
+/// Parses a user or client file's text; problems name `path`.
+type Parse<T> = fn(&str, &Path) -> Result<T, ConfigError>;
+
+/// Validates a file's new text before it replaces the original.
+fn validate_with<T>(path: &Path, text: &str, parse: Parse<T>) -> Result<T, AdminError> {
+    parse(text, path).map_err(AdminError::Validation)
 }
 
 const USERS_HEADER: &str = "# tokengate users: one [users.NAME] table each, password_hash an argon2id PHC string.\n# Edit with `tokengate user add|remove|list`.\n";
@@ -224,7 +209,7 @@ fn add_user_unlocked(path: &Path, name: &str, password_hash: &str) -> Result<(),
     let mut doc = read_document(path, USERS_HEADER)?;
     if section(&mut doc, "users")?.contains_key(name) {
         return Err(AdminError::Exists {
-            path: path.to_path_buf(),
+            place: path.display().to_string(),
             what: "user",
             name: name.to_owned(),
         });
@@ -233,41 +218,35 @@ fn add_user_unlocked(path: &Path, name: &str, password_hash: &str) -> Result<(),
     user.insert("password_hash", value(password_hash));
     insert_entry(&mut doc, "users", name, user)?;
     let text = doc.to_string();
-    validate_with(path, &text, load_users)?;
+    validate_with(path, &text, parse_users)?;
     replace_file(path, &text)
 }
 
 pub fn remove_user(path: &Path, name: &str) -> Result<(), AdminError> {
-    remove_entry(path, "users", "user", name, USERS_HEADER, load_users)
+    remove_entry(path, &USERS, name, parse_users)
 }
 
 fn remove_entry<T>(
     path: &Path,
-    section_name: &str,
-    what: &'static str,
+    entry: &Entry,
     name: &str,
-    header: &str,
-    load: fn(&Path) -> Result<T, ConfigError>,
+    parse: Parse<T>,
 ) -> Result<(), AdminError> {
-    locked(path, || {
-        remove_entry_unlocked(path, section_name, what, name, header, load)
-    })
+    locked(path, || remove_entry_unlocked(path, entry, name, parse))
 }
 
 fn remove_entry_unlocked<T>(
     path: &Path,
-    section_name: &str,
-    what: &'static str,
+    entry: &Entry,
     name: &str,
-    header: &str,
-    load: fn(&Path) -> Result<T, ConfigError>,
+    parse: Parse<T>,
 ) -> Result<(), AdminError> {
-    let mut doc = read_document(path, header)?;
-    let table = section(&mut doc, section_name)?;
+    let mut doc = read_document(path, entry.header)?;
+    let table = section(&mut doc, entry.section)?;
     let Some(removed) = table.remove(name) else {
         return Err(AdminError::NotFound {
-            path: path.to_path_buf(),
-            what,
+            place: path.display().to_string(),
+            what: entry.what,
             name: name.to_owned(),
         });
     };
@@ -294,7 +273,67 @@ fn remove_entry_unlocked<T>(
         }
     }
     let text = doc.to_string();
-    validate_with(path, &text, load)?;
+    validate_with(path, &text, parse)?;
+    replace_file(path, &text)
+}
+
+pub fn set_user_disabled(path: &Path, name: &str, disabled: bool) -> Result<(), AdminError> {
+    locked(path, || {
+        set_disabled(path, &USERS, name, disabled, parse_users)
+    })
+}
+
+pub fn set_client_disabled(path: &Path, id: &str, disabled: bool) -> Result<(), AdminError> {
+    locked(path, || {
+        set_disabled(path, &CLIENTS, id, disabled, parse_clients)
+    })
+}
+
+/// Which kind of entry an edit is about.
+struct Entry {
+    section: &'static str,
+    what: &'static str,
+    header: &'static str,
+}
+
+const USERS: Entry = Entry {
+    section: "users",
+    what: "user",
+    header: USERS_HEADER,
+};
+
+const CLIENTS: Entry = Entry {
+    section: "clients",
+    what: "client",
+    header: CLIENTS_HEADER,
+};
+
+/// Sets `disabled = true`, or removes the key (enabled is the default).
+fn set_disabled<T>(
+    path: &Path,
+    entry: &Entry,
+    name: &str,
+    disabled: bool,
+    parse: Parse<T>,
+) -> Result<(), AdminError> {
+    let mut doc = read_document(path, entry.header)?;
+    let Some(table) = section(&mut doc, entry.section)?
+        .get_mut(name)
+        .and_then(Item::as_table_mut)
+    else {
+        return Err(AdminError::NotFound {
+            place: path.display().to_string(),
+            what: entry.what,
+            name: name.to_owned(),
+        });
+    };
+    if disabled {
+        table.insert("disabled", value(true));
+    } else {
+        table.remove("disabled");
+    }
+    let text = doc.to_string();
+    validate_with(path, &text, parse)?;
     replace_file(path, &text)
 }
 
@@ -324,7 +363,8 @@ pub fn add_client(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError>
     locked(path, || add_client_unlocked(path, client))
 }
 
-fn add_client_unlocked(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError> {
+/// What the command line can get wrong before any file or table is read.
+fn check_new_client_fields(client: &NewClient<'_>) -> Result<(), AdminError> {
     check_client_id(client.id)?;
     for grant in client.grant_types {
         if GrantType::parse(grant).is_none() {
@@ -333,14 +373,28 @@ fn add_client_unlocked(path: &Path, client: &NewClient<'_>) -> Result<(), AdminE
             )));
         }
     }
+    Ok(())
+}
+
+fn add_client_unlocked(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError> {
+    check_new_client_fields(client)?;
     let mut doc = read_document(path, CLIENTS_HEADER)?;
     if section(&mut doc, "clients")?.contains_key(client.id) {
         return Err(AdminError::Exists {
-            path: path.to_path_buf(),
+            place: path.display().to_string(),
             what: "client",
             name: client.id.to_owned(),
         });
     }
+    let table = client_table(client);
+    insert_entry(&mut doc, "clients", client.id, table)?;
+    let text = doc.to_string();
+    validate_with(path, &text, parse_clients)?;
+    replace_file(path, &text)
+}
+
+/// The `[clients.ID]` table of a new client.
+fn client_table(client: &NewClient<'_>) -> Table {
     let mut table = Table::new();
     table.insert("secret_hash", value(client.secret_hash));
     table.insert(
@@ -366,51 +420,57 @@ fn add_client_unlocked(path: &Path, client: &NewClient<'_>) -> Result<(), AdminE
     if let Some(audience) = client.audience {
         table.insert("audience", value(audience));
     }
-    insert_entry(&mut doc, "clients", client.id, table)?;
-    let text = doc.to_string();
-    validate_with(path, &text, load_clients)?;
-    replace_file(path, &text)
+    table
+}
+
+/// Checks a new client by the same rules as a clients file, for stores that are not files.
+pub fn check_new_client(client: &NewClient<'_>, place: &str) -> Result<Client, AdminError> {
+    check_new_client_fields(client)?;
+    let mut doc = DocumentMut::new();
+    section(&mut doc, "clients")?.insert(client.id, Item::Table(client_table(client)));
+    let mut clients = validate_with(Path::new(place), &doc.to_string(), parse_clients)?;
+    clients
+        .remove(client.id)
+        .map(|client| Client::clone(&client))
+        .ok_or_else(|| AdminError::Invalid(format!("client `{}` did not parse", client.id)))
 }
 
 pub fn remove_client(path: &Path, id: &str) -> Result<(), AdminError> {
-    remove_entry(path, "clients", "client", id, CLIENTS_HEADER, load_clients)
+    remove_entry(path, &CLIENTS, id, parse_clients)
 }
 
 /// One line per client: id, grant types, scopes, overrides.
 pub fn list_clients(path: &Path) -> Result<Vec<String>, AdminError> {
     let clients = load_clients(path).map_err(AdminError::Validation)?;
-    let mut lines: Vec<String> = clients
-        .values()
-        .map(|c| {
-            let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
-            let scopes: BTreeSet<&str> = c.scopes.iter().map(String::as_str).collect();
-            let mut line = format!(
-                "{}\tgrant_types={}\tscopes={}",
-                c.id,
-                grants.join(","),
-                scopes.into_iter().collect::<Vec<_>>().join(",")
-            );
-            if let Some(secs) = c.access_token_validity_secs {
-                line.push_str(&format!("\taccess_token_validity_period={secs}"));
-            }
-            if let Some(secs) = c.refresh_token_validity_secs {
-                line.push_str(&format!("\trefresh_token_validity_period={secs}"));
-            }
-            if c.introspect {
-                line.push_str("\tintrospect");
-            }
-            if let Some(format) = c.token_format {
-                line.push_str(match format {
-                    crate::config::TokenFormat::Opaque => "\ttoken_format=opaque",
-                    crate::config::TokenFormat::Jwt => "\ttoken_format=jwt",
-                });
-            }
-            if c.disabled {
-                line.push_str("\tdisabled");
-            }
-            line
-        })
-        .collect();
+    let mut lines: Vec<String> = clients.values().map(|c| client_line(c)).collect();
     lines.sort();
     Ok(lines)
+}
+
+/// A client as `client list` prints it.
+pub fn client_line(c: &Client) -> String {
+    let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
+    let scopes: Vec<&str> = c.scopes.iter().map(String::as_str).collect();
+    let mut line = format!(
+        "{}\tgrant_types={}\tscopes={}",
+        c.id,
+        grants.join(","),
+        scopes.join(",")
+    );
+    if let Some(secs) = c.access_token_validity_secs {
+        line.push_str(&format!("\taccess_token_validity_period={secs}"));
+    }
+    if let Some(secs) = c.refresh_token_validity_secs {
+        line.push_str(&format!("\trefresh_token_validity_period={secs}"));
+    }
+    if c.introspect {
+        line.push_str("\tintrospect");
+    }
+    if let Some(format) = c.token_format {
+        line.push_str(&format!("\ttoken_format={}", format.as_str()));
+    }
+    if c.disabled {
+        line.push_str("\tdisabled");
+    }
+    line
 }

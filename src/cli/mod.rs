@@ -1,5 +1,6 @@
 //! The command line (clap): `serve`, `check-config`, `hash-password`, `user …`, `client …`.
 
+pub mod accounts;
 pub mod admin;
 
 use std::io::Read as _;
@@ -8,9 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, ConfigError, ConfigProblem, ConfigSource, Settings};
+use crate::config::{self, ConfigError, ConfigProblem, ConfigSource, DirectoryLocation, Settings};
 use crate::crypto::{jwk, password, secret};
 use crate::startup::{Application, StartupError};
+use crate::store::model::User;
+use accounts::Accounts;
 use admin::AdminError;
 
 #[derive(Debug, Parser)]
@@ -83,6 +86,15 @@ pub enum UserAction {
     List,
     /// Lift an account lock and forget the user's failed logins
     Unlock { name: String },
+    /// Refuse the user's logins and end its tokens, keeping the account
+    Disable { name: String },
+    /// Allow a disabled user again
+    Enable { name: String },
+    /// Copy every user of a users file (e.g. config/users.toml) into [stores] users
+    Import {
+        /// A users file: [users.NAME] password_hash = ...
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +134,15 @@ pub enum ClientAction {
     Remove { id: String },
     /// List clients
     List,
+    /// Refuse the client and end its tokens, keeping its registration
+    Disable { id: String },
+    /// Allow a disabled client again
+    Enable { id: String },
+    /// Copy every client of a clients file (e.g. config/clients.toml) into [stores] clients
+    Import {
+        /// A clients file: [clients.ID] secret_hash = ...
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,11 +175,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::CheckConfig => Ok(check_config(&source)),
         Command::Migrate => {
             let settings = config::load(&source)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?;
-            runtime.block_on(crate::store::migrate(&settings))?;
+            block_on(async { Ok(crate::store::migrate(&settings).await?) })?;
             eprintln!("the token database is up to date");
             Ok(ExitCode::SUCCESS)
         }
@@ -214,11 +231,13 @@ fn check_config(source: &ConfigSource) -> ExitCode {
     let mut problems: Vec<ConfigProblem> = Vec::new();
     match config::load(source) {
         Ok(settings) => {
-            for result in [
-                crate::store::toml_file::load_users(&settings.stores.users).map(|_| ()),
-                crate::store::toml_file::load_clients(&settings.stores.clients).map(|_| ()),
-            ] {
-                if let Err(err) = result {
+            if let DirectoryLocation::File(path) = &settings.stores.users {
+                if let Err(err) = crate::store::toml_file::load_users(path) {
+                    problems.extend(err.problems);
+                }
+            }
+            if let DirectoryLocation::File(path) = &settings.stores.clients {
+                if let Err(err) = crate::store::toml_file::load_clients(path) {
                     problems.extend(err.problems);
                 }
             }
@@ -271,47 +290,91 @@ fn check_tls(settings: &Settings) -> Vec<ConfigProblem> {
     }
 }
 
+/// Runs `work` on a single-threaded runtime (the CLI's database calls).
+fn block_on<T>(
+    work: impl std::future::Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?
+        .block_on(work)
+}
+
 fn user(settings: &Settings, action: UserAction) -> Result<ExitCode, CliError> {
-    let path = &settings.stores.users;
+    let with_database = matches!(action, UserAction::Unlock { .. });
+    block_on(async {
+        let accounts = Accounts::open(settings, with_database).await?;
+        let result = user_action(settings, &accounts, action).await;
+        accounts.close().await;
+        result
+    })
+}
+
+async fn user_action(
+    settings: &Settings,
+    accounts: &Accounts<'_>,
+    action: UserAction,
+) -> Result<ExitCode, CliError> {
+    let place = accounts.users_place();
     match action {
         UserAction::Add { name, .. } => {
             admin::check_user_name(&name)?;
-            let clients = crate::store::toml_file::load_clients(&settings.stores.clients);
-            refuse_shared_subject(
-                &name,
-                "client",
-                clients.is_ok_and(|c| c.contains_key(&name)),
-            )?;
+            refuse_shared_subject(&name, "client", accounts.client_exists(&name).await?)?;
             let password = read_stdin_secret("password")?;
             let hash = password::hash_password(&password, &settings.password_hashing)?;
-            admin::add_user(path, &name, &hash)?;
-            eprintln!("added user `{name}` to {}", path.display());
+            let user = User {
+                name: name.clone(),
+                password_hash: hash,
+                disabled: false,
+            };
+            accounts.add_user(&user).await?;
+            eprintln!("added user `{name}` to {place}");
         }
         UserAction::Remove { name } => {
-            admin::remove_user(path, &name)?;
-            eprintln!("removed user `{name}` from {}", path.display());
+            accounts.remove_user(&name).await?;
+            eprintln!("removed user `{name}` from {place}");
         }
         UserAction::List => {
-            for (name, disabled) in admin::list_users(path)? {
+            for (name, disabled) in accounts.list_users().await? {
                 println!("{name}{}", if disabled { "\tdisabled" } else { "" });
             }
         }
         UserAction::Unlock { name } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?;
-            let cleared = runtime.block_on(async {
-                let database = crate::store::open_database(settings).await?;
-                let cleared = database.lockouts.clear_failures(&name).await;
-                database.tokens.close().await;
-                cleared
-            })?;
-            if cleared {
+            let lockouts = &accounts.database()?.lockouts;
+            if lockouts.clear_failures(&name).await? {
                 eprintln!("unlocked `{name}`: its failed logins and any lock are forgotten");
             } else {
                 eprintln!("`{name}` had no failed logins and no lock");
             }
+        }
+        UserAction::Disable { name } => {
+            accounts.set_user_disabled(&name, true).await?;
+            eprintln!("disabled user `{name}` in {place}");
+        }
+        UserAction::Enable { name } => {
+            accounts.set_user_disabled(&name, false).await?;
+            eprintln!("enabled user `{name}` in {place}");
+        }
+        UserAction::Import { file } => {
+            let mut added = 0;
+            for user in accounts::users_in_file(&file)? {
+                if accounts.user_exists(&user.name).await? {
+                    eprintln!("skipped user `{}`: already in {place}", user.name);
+                    continue;
+                }
+                refuse_shared_subject(
+                    &user.name,
+                    "client",
+                    accounts.client_exists(&user.name).await?,
+                )?;
+                accounts.add_user(&user).await?;
+                added += 1;
+            }
+            eprintln!(
+                "imported {added} user(s) from {} into {place}",
+                file.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -334,7 +397,20 @@ fn words(list: &str) -> Vec<String> {
 }
 
 fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliError> {
-    let path = &settings.stores.clients;
+    block_on(async {
+        let accounts = Accounts::open(settings, false).await?;
+        let result = client_action(settings, &accounts, action).await;
+        accounts.close().await;
+        result
+    })
+}
+
+async fn client_action(
+    settings: &Settings,
+    accounts: &Accounts<'_>,
+    action: ClientAction,
+) -> Result<ExitCode, CliError> {
+    let place = accounts.clients_place();
     match action {
         ClientAction::Add {
             id,
@@ -349,8 +425,7 @@ fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliErro
             audience,
         } => {
             admin::check_client_id(&id)?;
-            let users = crate::store::toml_file::load_users(&settings.stores.users);
-            refuse_shared_subject(&id, "user", users.is_ok_and(|u| u.contains_key(&id)))?;
+            refuse_shared_subject(&id, "user", accounts.user_exists(&id).await?)?;
             let (secret_hash, generated) = if secret_stdin {
                 let chosen = read_stdin_secret("client secret")?;
                 (
@@ -361,9 +436,8 @@ fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliErro
                 let generated = secret::generate_secret();
                 (secret::hash_sha256(&generated), Some(generated))
             };
-            admin::add_client(
-                path,
-                &admin::NewClient {
+            accounts
+                .add_client(&admin::NewClient {
                     id: &id,
                     secret_hash: &secret_hash,
                     grant_types: &words(&grant_types),
@@ -374,22 +448,46 @@ fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliErro
                     introspect,
                     token_format: token_format.as_deref(),
                     audience: audience.as_deref(),
-                },
-            )?;
-            eprintln!("added client `{id}` to {}", path.display());
+                })
+                .await?;
+            eprintln!("added client `{id}` to {place}");
             if let Some(generated) = generated {
                 eprintln!("client secret (shown once; only its hash is stored):");
                 println!("{generated}");
             }
         }
         ClientAction::Remove { id } => {
-            admin::remove_client(path, &id)?;
-            eprintln!("removed client `{id}` from {}", path.display());
+            accounts.remove_client(&id).await?;
+            eprintln!("removed client `{id}` from {place}");
         }
         ClientAction::List => {
-            for line in admin::list_clients(path)? {
+            for line in accounts.list_clients().await? {
                 println!("{line}");
             }
+        }
+        ClientAction::Disable { id } => {
+            accounts.set_client_disabled(&id, true).await?;
+            eprintln!("disabled client `{id}` in {place}");
+        }
+        ClientAction::Enable { id } => {
+            accounts.set_client_disabled(&id, false).await?;
+            eprintln!("enabled client `{id}` in {place}");
+        }
+        ClientAction::Import { file } => {
+            let mut added = 0;
+            for client in accounts::clients_in_file(&file)? {
+                if accounts.client_exists(&client.id).await? {
+                    eprintln!("skipped client `{}`: already in {place}", client.id);
+                    continue;
+                }
+                refuse_shared_subject(&client.id, "user", accounts.user_exists(&client.id).await?)?;
+                accounts.add_existing_client(&client).await?;
+                added += 1;
+            }
+            eprintln!(
+                "imported {added} client(s) from {} into {place}",
+                file.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -209,6 +209,13 @@ impl TokenFormat {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opaque => "opaque",
+            Self::Jwt => "jwt",
+        }
+    }
 }
 
 /// The JWS algorithm of JWT access tokens.
@@ -254,8 +261,8 @@ pub struct PasswordHashingSettings {
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    pub users: PathBuf,
-    pub clients: PathBuf,
+    pub users: DirectoryLocation,
+    pub clients: DirectoryLocation,
     pub tokens: TokenStoreSettings,
     /// How often the user and client files are checked for changes made while serving.
     pub reload_interval: Duration,
@@ -263,6 +270,27 @@ pub struct StoreSettings {
     pub janitor_interval: Option<Duration>,
     /// Rows per table one janitor batch deletes at most.
     pub janitor_batch: u32,
+}
+
+/// Where users (or clients) are kept: a TOML file, or tables in the token database
+/// (`"sql"`), which every node of a cluster shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryLocation {
+    File(PathBuf),
+    Database,
+}
+
+impl DirectoryLocation {
+    /// The value that selects the token database.
+    pub const DATABASE: &'static str = "sql";
+
+    /// For messages: the file's path, or "the token database".
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Database => "the token database".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::raw::RawConfig;
 use super::{
-    ConfigError, ConfigProblem, ConfigSource, JwtAlgorithm, OAuthSettings, PasswordHashingSettings,
-    RateLimitSettings, SecuritySettings, ServerSettings, Settings, SqliteSynchronous,
-    StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
+    ConfigError, ConfigProblem, ConfigSource, DirectoryLocation, JwtAlgorithm, OAuthSettings,
+    PasswordHashingSettings, RateLimitSettings, SecuritySettings, ServerSettings, Settings,
+    SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
 };
 
 /// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
@@ -277,8 +277,8 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         sqlite => sqlite,
     };
     let stores = StoreSettings {
-        users: required_path(&mut problems, source, "stores.users", &raw.stores.users),
-        clients: required_path(&mut problems, source, "stores.clients", &raw.stores.clients),
+        users: directory_location(&mut problems, source, "stores.users", &raw.stores.users),
+        clients: directory_location(&mut problems, source, "stores.clients", &raw.stores.clients),
         tokens,
         reload_interval: problems.seconds("stores.reload_interval", raw.stores.reload_interval, 1),
         janitor_interval: match problems.seconds(
@@ -454,6 +454,20 @@ fn required_path(
         problems.add(key, "must not be empty");
     }
     source.resolve(Path::new(value))
+}
+
+/// `"sql"` selects the token database; anything else is a file path.
+fn directory_location(
+    problems: &mut Problems<'_>,
+    source: &ConfigSource,
+    key: &str,
+    value: &str,
+) -> DirectoryLocation {
+    if value == DirectoryLocation::DATABASE {
+        DirectoryLocation::Database
+    } else {
+        DirectoryLocation::File(required_path(problems, source, key, value))
+    }
 }
 
 fn parse_token_store(

@@ -1,6 +1,7 @@
 //! Persistence behind traits: one trait per aggregate, one implementation per backend, chosen
 //! once at startup by [`open_token_store`].
 
+pub mod directory;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
@@ -239,10 +240,30 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn list_clients(&self) -> Result<Vec<Arc<Client>>, StoreError>;
 }
 
+/// Users and clients kept in the token database (`stores.users = "sql"`,
+/// `stores.clients = "sql"`), written by `tokengate user|client …`. Adding returns `Ok(false)`
+/// when the name is taken; removing and (dis)abling return `Ok(false)` when it is unknown.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError>;
+    async fn remove_user(&self, name: &str) -> Result<bool, StoreError>;
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError>;
+
+    /// A number that moves whenever the clients table changes (by any means).
+    async fn clients_revision(&self) -> Result<i64, StoreError>;
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+    async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError>;
+    async fn remove_client(&self, id: &str) -> Result<bool, StoreError>;
+    async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError>;
+}
+
 /// The stores that live in the token database.
 pub struct DatabaseStores {
     pub tokens: Arc<dyn TokenStore>,
     pub lockouts: Arc<dyn LockoutStore>,
+    pub directory: Arc<dyn Directory>,
 }
 
 /// Opens the token database the settings name.
@@ -252,7 +273,8 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreE
             let store = Arc::new(sqlite::SqliteTokenStore::open(path, *synchronous).await?);
             Ok(DatabaseStores {
                 tokens: store.clone(),
-                lockouts: store,
+                lockouts: store.clone(),
+                directory: store,
             })
         }
         TokenStoreSettings::Postgres(postgres) => {
@@ -269,7 +291,8 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreE
             }
             Ok(DatabaseStores {
                 tokens: store.clone(),
-                lockouts: store,
+                lockouts: store.clone(),
+                directory: store,
             })
         }
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use crate::config::TokenFormat;
 use crate::crypto::token::{SecretDigest, TokenId};
 
-/// A resource owner from the user store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A resource owner from the user store (also a `users` row).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
     pub name: String,
     /// argon2 PHC string.

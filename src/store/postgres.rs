@@ -11,10 +11,11 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row as _;
 
-use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
+use super::directory::{ClientRow, CLIENT_COLUMNS};
+use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::{
-    attempt_step, Attempt, AttemptStep, FailureRow, LockoutPolicy, LockoutStore, PurgeLimits,
-    Rotation, RowChange, StoreError, TokenStore,
+    attempt_step, Attempt, AttemptStep, Directory, FailureRow, LockoutPolicy, LockoutStore,
+    PurgeLimits, Rotation, RowChange, StoreError, TokenStore,
 };
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -405,5 +406,120 @@ impl LockoutStore for PostgresTokenStore {
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl Directory for PostgresTokenStore {
+    async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        sqlx::query_as("SELECT name, password_hash, disabled FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        sqlx::query_as("SELECT name, password_hash, disabled FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO users (name, password_hash, disabled, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(user.name.as_str())
+        .bind(user.password_hash.as_str())
+        .bind(user.disabled)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM users WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
+            .bind(disabled)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn clients_revision(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT revision FROM directory_revisions WHERE what = 'clients'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        sqlx::query_as::<_, ClientRow>(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(ClientRow::into_client)
+            .collect()
+    }
+
+    async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {
+        let row = ClientRow::from_client(client);
+        let done = sqlx::query(
+            "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
+             access_token_validity_period, application_access_token_validity_period, \
+             refresh_token_validity_period, introspect, token_format, audience, disabled, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(row.id)
+        .bind(row.secret_hash)
+        .bind(row.grant_types)
+        .bind(row.scopes)
+        .bind(row.access_token_validity_period)
+        .bind(row.application_access_token_validity_period)
+        .bind(row.refresh_token_validity_period)
+        .bind(row.introspect)
+        .bind(row.token_format)
+        .bind(row.audience)
+        .bind(row.disabled)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM clients WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET disabled = $1 WHERE id = $2")
+            .bind(disabled)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
     }
 }

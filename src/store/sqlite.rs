@@ -19,10 +19,11 @@ use sqlx::sqlite::{
 use sqlx::{Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord, TokenRecord};
+use super::directory::{ClientRow, CLIENT_COLUMNS};
+use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::{
-    attempt_step, Attempt, AttemptStep, FailureRow, LockoutPolicy, LockoutStore, PurgeLimits,
-    Rotation, RowChange, StoreError, TokenStore,
+    attempt_step, Attempt, AttemptStep, Directory, FailureRow, LockoutPolicy, LockoutStore,
+    PurgeLimits, Rotation, RowChange, StoreError, TokenStore,
 };
 use crate::config::SqliteSynchronous;
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -60,8 +61,19 @@ enum WriteOp {
     ClearFailures {
         username: String,
     },
+    Directory(DirectoryChange),
     Purge(PurgeLimits),
     Shutdown,
+}
+
+/// An edit of the users or clients table (`tokengate user|client …`).
+enum DirectoryChange {
+    AddUser { user: User, now: i64 },
+    RemoveUser(String),
+    UserDisabled { name: String, disabled: bool },
+    AddClient { client: ClientRow, now: i64 },
+    RemoveClient(String),
+    ClientDisabled { id: String, disabled: bool },
 }
 
 /// What a write reports back.
@@ -359,9 +371,63 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sql
                 .rows_affected()
                 > 0
         }
+        WriteOp::Directory(change) => change_directory(conn, change).await?,
         WriteOp::Purge(limits) => purge(conn, *limits).await? > 0,
         WriteOp::Shutdown => true,
     }))
+}
+
+/// Applies a user or client edit; whether it changed a row.
+async fn change_directory(
+    conn: &mut SqliteConnection,
+    change: &DirectoryChange,
+) -> Result<bool, sqlx::Error> {
+    let query = match change {
+        DirectoryChange::AddUser { user, now } => sqlx::query(
+            "INSERT INTO users (name, password_hash, disabled, created_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(user.name.as_str())
+        .bind(user.password_hash.as_str())
+        .bind(user.disabled)
+        .bind(now),
+        DirectoryChange::RemoveUser(name) => {
+            sqlx::query("DELETE FROM users WHERE name = ?1").bind(name.as_str())
+        }
+        DirectoryChange::UserDisabled { name, disabled } => {
+            sqlx::query("UPDATE users SET disabled = ?1 WHERE name = ?2")
+                .bind(disabled)
+                .bind(name.as_str())
+        }
+        DirectoryChange::AddClient { client, now } => sqlx::query(
+            "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
+             access_token_validity_period, application_access_token_validity_period, \
+             refresh_token_validity_period, introspect, token_format, audience, disabled, \
+             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(client.id.as_str())
+        .bind(client.secret_hash.as_str())
+        .bind(client.grant_types.as_str())
+        .bind(client.scopes.as_str())
+        .bind(client.access_token_validity_period)
+        .bind(client.application_access_token_validity_period)
+        .bind(client.refresh_token_validity_period)
+        .bind(client.introspect)
+        .bind(client.token_format.as_deref())
+        .bind(client.audience.as_deref())
+        .bind(client.disabled)
+        .bind(now),
+        DirectoryChange::RemoveClient(id) => {
+            sqlx::query("DELETE FROM clients WHERE id = ?1").bind(id.as_str())
+        }
+        DirectoryChange::ClientDisabled { id, disabled } => {
+            sqlx::query("UPDATE clients SET disabled = ?1 WHERE id = ?2")
+                .bind(disabled)
+                .bind(id.as_str())
+        }
+    };
+    Ok(query.execute(&mut *conn).await?.rows_affected() == 1)
 }
 
 /// One bounded purge batch per table (see `TokenStore::purge`). Returns the rows deleted.
@@ -610,6 +676,88 @@ impl LockoutStore for SqliteTokenStore {
         self.submit(WriteOp::ClearFailures {
             username: username.to_owned(),
         })
+        .await
+    }
+}
+
+#[async_trait]
+impl Directory for SqliteTokenStore {
+    async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        sqlx::query_as("SELECT name, password_hash, disabled FROM users WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(backend)
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        sqlx::query_as("SELECT name, password_hash, disabled FROM users ORDER BY name")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(backend)
+    }
+
+    async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError> {
+        let user = user.clone();
+        self.submit(WriteOp::Directory(DirectoryChange::AddUser { user, now }))
+            .await
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.submit(WriteOp::Directory(DirectoryChange::RemoveUser(
+            name.to_owned(),
+        )))
+        .await
+    }
+
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.submit(WriteOp::Directory(DirectoryChange::UserDisabled {
+            name,
+            disabled,
+        }))
+        .await
+    }
+
+    async fn clients_revision(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT revision FROM directory_revisions WHERE what = 'clients'")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(backend)
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        sqlx::query_as::<_, ClientRow>(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY id"))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(ClientRow::into_client)
+            .collect()
+    }
+
+    async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {
+        let client = ClientRow::from_client(client);
+        self.submit(WriteOp::Directory(DirectoryChange::AddClient {
+            client,
+            now,
+        }))
+        .await
+    }
+
+    async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
+        self.submit(WriteOp::Directory(DirectoryChange::RemoveClient(
+            id.to_owned(),
+        )))
+        .await
+    }
+
+    async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.submit(WriteOp::Directory(DirectoryChange::ClientDisabled {
+            id,
+            disabled,
+        }))
         .await
     }
 }

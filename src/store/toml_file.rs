@@ -78,7 +78,12 @@ fn problem(file: &Path, key: String, message: impl Into<String>) -> ConfigProble
 
 /// Reads and validates a users file, collecting every problem.
 pub fn load_users(path: &Path) -> Result<HashMap<String, User>, ConfigError> {
-    let raw: RawUsersFile = crate::config::validate::parse_toml(&read(path)?, path)?;
+    parse_users(&read(path)?, path)
+}
+
+/// Validates the text of a users file; problems name `path`.
+pub fn parse_users(text: &str, path: &Path) -> Result<HashMap<String, User>, ConfigError> {
+    let raw: RawUsersFile = crate::config::validate::parse_toml(text, path)?;
     let mut problems = Vec::new();
     let mut users = HashMap::new();
     for (name, user) in raw.users {
@@ -107,7 +112,12 @@ pub fn load_users(path: &Path) -> Result<HashMap<String, User>, ConfigError> {
 
 /// Reads and validates a clients file, collecting every problem.
 pub fn load_clients(path: &Path) -> Result<HashMap<String, Arc<Client>>, ConfigError> {
-    let raw: RawClientsFile = crate::config::validate::parse_toml(&read(path)?, path)?;
+    parse_clients(&read(path)?, path)
+}
+
+/// Validates the text of a clients file; problems name `path`.
+pub fn parse_clients(text: &str, path: &Path) -> Result<HashMap<String, Arc<Client>>, ConfigError> {
+    let raw: RawClientsFile = crate::config::validate::parse_toml(text, path)?;
     let mut problems = Vec::new();
     let mut clients = HashMap::new();
     for (id, client) in raw.clients {

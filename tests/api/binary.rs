@@ -31,10 +31,10 @@ const CLI_DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 
 /// The demo credentials the shipped config carries (see config/clients.toml and users.toml).
-const DEMO_CLIENT_ID: &str = "wU62DjlyDBnq87GlBwplfqvmAbAa";
-const DEMO_CLIENT_SECRET: &str = "ksdSdoefDDP7wpaElfqvmjDue";
-const DEMO_USER: &str = "admin";
-const DEMO_PASSWORD: &str = "admin";
+pub(crate) const DEMO_CLIENT_ID: &str = "wU62DjlyDBnq87GlBwplfqvmAbAa";
+pub(crate) const DEMO_CLIENT_SECRET: &str = "ksdSdoefDDP7wpaElfqvmjDue";
+pub(crate) const DEMO_USER: &str = "admin";
+pub(crate) const DEMO_PASSWORD: &str = "admin";
 
 const ARGON2ID_PREFIX: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
 
@@ -43,13 +43,13 @@ const ARGON2ID_PREFIX: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
 // ---------------------------------------------------------------------------------------------
 
 /// A TOKENGATE_HOME holding a copy of the project's `config/` folder.
-struct Home {
+pub(crate) struct Home {
     dir: TempDir,
     starts: std::cell::Cell<usize>,
 }
 
 impl Home {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
@@ -64,7 +64,7 @@ impl Home {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
@@ -72,12 +72,12 @@ impl Home {
         self.path().join(relative)
     }
 
-    fn read(&self, relative: &str) -> String {
+    pub(crate) fn read(&self, relative: &str) -> String {
         std::fs::read_to_string(self.file(relative)).unwrap()
     }
 
     /// Replaces the first `from` in a file with `to`; fails if `from` is not there.
-    fn edit(&self, relative: &str, from: &str, to: &str) {
+    pub(crate) fn edit(&self, relative: &str, from: &str, to: &str) {
         let text = self.read(relative);
         assert!(text.contains(from), "{relative} has no `{from}`");
         std::fs::write(self.file(relative), text.replacen(from, to, 1)).unwrap();
@@ -99,7 +99,7 @@ impl Home {
     }
 
     /// Runs `tokengate ARGS`, feeding `stdin`, and waits for it (bounded).
-    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+    pub(crate) async fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
         run_to_end(self.command(args), stdin).await
     }
 
@@ -116,24 +116,24 @@ impl Home {
 
 /// What a finished command printed.
 #[derive(Debug)]
-struct Run {
+pub(crate) struct Run {
     status: ExitStatus,
-    stdout: String,
-    stderr: String,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn assert_success(&self) {
+    pub(crate) fn assert_success(&self) {
         assert_eq!(self.status.code(), Some(0), "{self:#?}");
         assert!(!self.stderr.contains("panicked"), "{self:#?}");
     }
 
-    fn assert_failure(&self) {
+    pub(crate) fn assert_failure(&self) {
         assert_eq!(self.status.code(), Some(1), "{self:#?}");
         assert!(!self.stderr.contains("panicked"), "{self:#?}");
     }
 
-    fn stdout_lines(&self) -> Vec<&str> {
+    pub(crate) fn stdout_lines(&self) -> Vec<&str> {
         self.stdout.lines().collect()
     }
 }
@@ -212,7 +212,7 @@ enum Startup {
 }
 
 /// A `tokengate serve` child process. Dropping it kills the process if it still runs.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -220,7 +220,7 @@ struct Server {
 }
 
 /// Starts `tokengate serve` in `home` with the offset given by `--port-offset`.
-async fn serve(home: &Home) -> Server {
+pub(crate) async fn serve(home: &Home) -> Server {
     serve_with(home, OffsetFrom::Flag).await
 }
 
@@ -323,7 +323,7 @@ impl Server {
     }
 
     /// Everything the process wrote to stdout and stderr so far.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -332,7 +332,7 @@ impl Server {
     }
 
     /// POSTs a form to `path` with HTTP Basic client credentials.
-    async fn post_token_form(
+    pub(crate) async fn post_token_form(
         &self,
         path: &str,
         client_id: &str,
@@ -348,7 +348,7 @@ impl Server {
     }
 
     /// The README's password grant: the demo client, the given user, scope PRODUCTION.
-    async fn password_grant(
+    pub(crate) async fn password_grant(
         &self,
         client_id: &str,
         secret: &str,
@@ -368,12 +368,12 @@ impl Server {
         .await
     }
 
-    async fn demo_login(&self) -> Reply {
+    pub(crate) async fn demo_login(&self) -> Reply {
         self.password_grant(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_USER, DEMO_PASSWORD)
             .await
     }
 
-    async fn demo_refresh(&self, refresh_token: &str) -> Reply {
+    pub(crate) async fn demo_refresh(&self, refresh_token: &str) -> Reply {
         self.post_token(
             DEMO_CLIENT_ID,
             DEMO_CLIENT_SECRET,
@@ -401,6 +401,24 @@ impl Server {
                 return reply;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// How many times the server has reported re-reading a user or client file.
+    fn reloads(&self) -> usize {
+        self.log().matches(" reloaded").count()
+    }
+
+    /// Waits until the server reports more reloads than `before` (bounded by PICKUP_DEADLINE).
+    async fn wait_for_reload_after(&self, before: usize) {
+        let deadline = Instant::now() + PICKUP_DEADLINE;
+        while self.reloads() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "no reload reported:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -1050,6 +1068,130 @@ async fn user_remove_deletes_the_user_and_keeps_the_files_comments() {
         comments_before,
         "comments lost:\n{users}"
     );
+}
+
+#[tokio::test]
+async fn user_and_client_disable_and_enable_edit_the_files_and_a_running_server_follows() {
+    // Arrange
+    let home = Home::new();
+    let server = serve(&home).await;
+    server.demo_login().await.assert_tokens(3600, "PRODUCTION");
+
+    // Act + Assert: the user. Polling logins would count as failed logins and lock the
+    // account, so wait for the server to report the reload instead.
+    let reloads = server.reloads();
+    home.run(&["user", "disable", DEMO_USER], None)
+        .await
+        .assert_success();
+    let users = home.read("config/users.toml");
+    assert_eq!(
+        toml_of(&users)["users"][DEMO_USER]["disabled"].as_bool(),
+        Some(true),
+        "{users}"
+    );
+    assert_eq!(
+        home.run(&["user", "list"], None).await.stdout_lines(),
+        vec!["admin\tdisabled"]
+    );
+    server.wait_for_reload_after(reloads).await;
+    server.demo_login().await.assert_error(400, "invalid_grant");
+    let reloads = server.reloads();
+    home.run(&["user", "enable", DEMO_USER], None)
+        .await
+        .assert_success();
+    assert!(toml_of(&home.read("config/users.toml"))["users"][DEMO_USER]
+        .get("disabled")
+        .is_none());
+    server.wait_for_reload_after(reloads).await;
+    server.demo_login().await.assert_tokens(3600, "PRODUCTION");
+
+    // The client.
+    home.run(&["client", "disable", DEMO_CLIENT_ID], None)
+        .await
+        .assert_success();
+    poll_until(|| server.demo_login(), |reply| reply.status == 401)
+        .await
+        .assert_error(401, "invalid_client");
+    home.run(&["client", "enable", DEMO_CLIENT_ID], None)
+        .await
+        .assert_success();
+    poll_until(|| server.demo_login(), |reply| reply.status == 200)
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+    let missing = home.run(&["client", "disable", "nobody"], None).await;
+    missing.assert_failure();
+    assert!(
+        missing.stderr.contains("no client named `nobody`"),
+        "{missing:#?}"
+    );
+}
+
+#[tokio::test]
+async fn user_and_client_import_copy_another_file_into_the_configured_files() {
+    // Arrange
+    let home = Home::new();
+    let other = home.path().join("other-users.toml");
+    let hash = tokengate::crypto::password::hash_password(
+        "carol-pw",
+        &tokengate::config::PasswordHashingSettings {
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            workers: 1,
+            queue_capacity: 1,
+        },
+    )
+    .unwrap();
+    std::fs::write(
+        &other,
+        format!(
+            "[users.carol]\npassword_hash = \"{hash}\"\n\n[users.admin]\npassword_hash = \"{hash}\"\n\
+             \n[users.dave]\npassword_hash = \"{hash}\"\ndisabled = true\n"
+        ),
+    )
+    .unwrap();
+
+    // Act
+    let imported = home
+        .run(&["user", "import", other.to_str().unwrap()], None)
+        .await;
+    let listed = home.run(&["user", "list"], None).await;
+
+    // Assert: admin was there already and keeps its own password.
+    imported.assert_success();
+    assert!(
+        imported.stderr.contains("skipped user `admin`"),
+        "{imported:#?}"
+    );
+    assert!(
+        imported.stderr.contains("imported 2 user(s)"),
+        "{imported:#?}"
+    );
+    assert_eq!(
+        listed.stdout_lines(),
+        vec!["admin", "carol", "dave\tdisabled"]
+    );
+    let server = serve(&home).await;
+    server.demo_login().await.assert_tokens(3600, "PRODUCTION");
+    server
+        .password_grant(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, "carol", "carol-pw")
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+}
+
+/// Repeats `request` until `done` holds for its reply or PICKUP_DEADLINE passes.
+pub(crate) async fn poll_until<F: std::future::Future<Output = Reply>>(
+    mut request: impl FnMut() -> F,
+    done: impl Fn(&Reply) -> bool,
+) -> Reply {
+    let deadline = Instant::now() + PICKUP_DEADLINE;
+    loop {
+        let reply = request().await;
+        if done(&reply) || Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

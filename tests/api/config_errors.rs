@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokengate::config::DirectoryLocation::File;
 use tokengate::config::{
     self, ConfigError, ConfigProblem, ConfigSource, Settings, SqliteSynchronous, TokenStoreSettings,
 };
@@ -125,8 +126,11 @@ fn the_shipped_config_file_loads_with_its_documented_values() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     assert_eq!(hashing.workers, cores, "workers = 0 means one per core");
     assert_eq!(hashing.queue_capacity, 64);
-    assert_eq!(settings.stores.users, home.join("config/users.toml"));
-    assert_eq!(settings.stores.clients, home.join("config/clients.toml"));
+    assert_eq!(settings.stores.users, File(home.join("config/users.toml")));
+    assert_eq!(
+        settings.stores.clients,
+        File(home.join("config/clients.toml"))
+    );
     let TokenStoreSettings::Sqlite { path, synchronous } = &settings.stores.tokens else {
         panic!("the test config uses SQLite")
     };
@@ -211,8 +215,8 @@ fn every_key_of_the_shipped_config_is_read_from_the_file() {
     assert_eq!(hashing.argon2_parallelism, 4);
     assert_eq!(hashing.workers, 5);
     assert_eq!(hashing.queue_capacity, 18);
-    assert_eq!(settings.stores.users, home.join("u/users.toml"));
-    assert_eq!(settings.stores.clients, home.join("c/clients.toml"));
+    assert_eq!(settings.stores.users, File(home.join("u/users.toml")));
+    assert_eq!(settings.stores.clients, File(home.join("c/clients.toml")));
     let TokenStoreSettings::Sqlite { path, synchronous } = &settings.stores.tokens else {
         panic!("the test config uses SQLite")
     };
@@ -497,11 +501,11 @@ fn relative_paths_resolve_against_the_home_folder_and_absolute_paths_stay() {
     assert_eq!(settings.tls.key, home.path().join("certs/server.key"));
     assert_eq!(
         settings.stores.users,
-        Path::new("/etc/tokengate/users.toml")
+        File("/etc/tokengate/users.toml".into())
     );
     assert_eq!(
         settings.stores.clients,
-        home.path().join("config/clients.toml")
+        File(home.path().join("config/clients.toml"))
     );
     let TokenStoreSettings::Sqlite { path, .. } = &settings.stores.tokens else {
         panic!("the test config uses SQLite")

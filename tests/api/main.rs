@@ -31,6 +31,7 @@ mod refresh_reuse;
 mod restart;
 mod revoke;
 mod shutdown;
+mod sql_directory;
 mod store_failure;
 mod timeouts;
 mod tls_health;

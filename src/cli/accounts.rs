@@ -1,0 +1,271 @@
+//! `tokengate user …` / `client …` against wherever `[stores]` keeps users and clients: a TOML
+//! file (edited through [`admin`]) or the token database (`"sql"`).
+
+use std::path::Path;
+
+use super::admin::{self, AdminError, NewClient};
+use super::CliError;
+use crate::clock::{Clock as _, SystemClock};
+use crate::config::{DirectoryLocation, Settings};
+use crate::store::model::{Client, User};
+use crate::store::toml_file::{load_clients, load_users};
+use crate::store::{self, DatabaseStores};
+
+/// How the messages name the database.
+const DATABASE: &str = "the token database";
+
+/// The user and client stores the settings name, opened for editing.
+pub struct Accounts<'a> {
+    settings: &'a Settings,
+    database: Option<DatabaseStores>,
+}
+
+fn not_found(what: &'static str, name: &str) -> CliError {
+    CliError::Admin(AdminError::NotFound {
+        place: DATABASE.into(),
+        what,
+        name: name.to_owned(),
+    })
+}
+
+fn exists(what: &'static str, name: &str) -> CliError {
+    CliError::Admin(AdminError::Exists {
+        place: DATABASE.into(),
+        what,
+        name: name.to_owned(),
+    })
+}
+
+fn found(changed: bool, what: &'static str, name: &str) -> Result<(), CliError> {
+    if changed {
+        Ok(())
+    } else {
+        Err(not_found(what, name))
+    }
+}
+
+impl<'a> Accounts<'a> {
+    /// Opens the token database when users or clients live there, or when `with_database`.
+    pub async fn open(settings: &'a Settings, with_database: bool) -> Result<Self, CliError> {
+        let needed = with_database
+            || settings.stores.users == DirectoryLocation::Database
+            || settings.stores.clients == DirectoryLocation::Database;
+        let database = if needed {
+            Some(store::open_database(settings).await?)
+        } else {
+            None
+        };
+        Ok(Self { settings, database })
+    }
+
+    pub fn database(&self) -> Result<&DatabaseStores, CliError> {
+        self.database
+            .as_ref()
+            .ok_or_else(|| CliError::Input("the token database is not open".into()))
+    }
+
+    /// Commits and closes the database connection, if one was opened.
+    pub async fn close(self) {
+        if let Some(database) = self.database {
+            database.tokens.close().await;
+        }
+    }
+
+    pub fn users_place(&self) -> String {
+        self.settings.stores.users.describe()
+    }
+
+    pub fn clients_place(&self) -> String {
+        self.settings.stores.clients.describe()
+    }
+
+    pub async fn user_exists(&self, name: &str) -> Result<bool, CliError> {
+        Ok(match &self.settings.stores.users {
+            DirectoryLocation::File(path) => load_users(path).is_ok_and(|u| u.contains_key(name)),
+            DirectoryLocation::Database => {
+                self.database()?.directory.find_user(name).await?.is_some()
+            }
+        })
+    }
+
+    pub async fn client_exists(&self, id: &str) -> Result<bool, CliError> {
+        Ok(match &self.settings.stores.clients {
+            DirectoryLocation::File(path) => load_clients(path).is_ok_and(|c| c.contains_key(id)),
+            DirectoryLocation::Database => {
+                let clients = self.database()?.directory.list_clients().await?;
+                clients.iter().any(|client| client.id == id)
+            }
+        })
+    }
+
+    pub async fn add_user(&self, user: &User) -> Result<(), CliError> {
+        match &self.settings.stores.users {
+            DirectoryLocation::File(path) => {
+                admin::add_user(path, &user.name, &user.password_hash)?;
+                if user.disabled {
+                    admin::set_user_disabled(path, &user.name, true)?;
+                }
+            }
+            DirectoryLocation::Database => {
+                admin::check_user_name(&user.name)?;
+                let added = self.database()?.directory.add_user(user, now()).await?;
+                if !added {
+                    return Err(exists("user", &user.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn remove_user(&self, name: &str) -> Result<(), CliError> {
+        match &self.settings.stores.users {
+            DirectoryLocation::File(path) => Ok(admin::remove_user(path, name)?),
+            DirectoryLocation::Database => {
+                let removed = self.database()?.directory.remove_user(name).await?;
+                found(removed, "user", name)
+            }
+        }
+    }
+
+    pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<(), CliError> {
+        match &self.settings.stores.users {
+            DirectoryLocation::File(path) => Ok(admin::set_user_disabled(path, name, disabled)?),
+            DirectoryLocation::Database => {
+                let directory = &self.database()?.directory;
+                let changed = directory.set_user_disabled(name, disabled).await?;
+                found(changed, "user", name)
+            }
+        }
+    }
+
+    /// `(name, disabled)` for every user, by name.
+    pub async fn list_users(&self) -> Result<Vec<(String, bool)>, CliError> {
+        let mut users: Vec<(String, bool)> = match &self.settings.stores.users {
+            DirectoryLocation::File(path) => return Ok(admin::list_users(path)?),
+            DirectoryLocation::Database => self
+                .database()?
+                .directory
+                .list_users()
+                .await?
+                .into_iter()
+                .map(|user| (user.name, user.disabled))
+                .collect(),
+        };
+        users.sort();
+        Ok(users)
+    }
+
+    pub async fn add_client(&self, client: &NewClient<'_>) -> Result<(), CliError> {
+        match &self.settings.stores.clients {
+            DirectoryLocation::File(path) => admin::add_client(path, client)?,
+            DirectoryLocation::Database => {
+                let checked = admin::check_new_client(client, DATABASE)?;
+                let added = self
+                    .database()?
+                    .directory
+                    .add_client(&checked, now())
+                    .await?;
+                if !added {
+                    return Err(exists("client", client.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a client read from another store (`client import`), as it is.
+    pub async fn add_existing_client(&self, client: &Client) -> Result<(), CliError> {
+        match &self.settings.stores.clients {
+            DirectoryLocation::File(path) => {
+                let grant_types: Vec<String> = client
+                    .grant_types
+                    .iter()
+                    .map(|g| g.as_str().to_owned())
+                    .collect();
+                let scopes: Vec<String> = client.scopes.iter().cloned().collect();
+                let secs = |value: Option<u64>| value.and_then(|secs| i64::try_from(secs).ok());
+                admin::add_client(
+                    path,
+                    &NewClient {
+                        id: &client.id,
+                        secret_hash: &client.secret_hash,
+                        grant_types: &grant_types,
+                        scopes: &scopes,
+                        access_token_validity_period: secs(client.access_token_validity_secs),
+                        application_access_token_validity_period: secs(
+                            client.application_access_token_validity_secs,
+                        ),
+                        refresh_token_validity_period: secs(client.refresh_token_validity_secs),
+                        introspect: client.introspect,
+                        token_format: client.token_format.map(|f| f.as_str()),
+                        audience: client.audience.as_deref(),
+                    },
+                )?;
+                if client.disabled {
+                    admin::set_client_disabled(path, &client.id, true)?;
+                }
+            }
+            DirectoryLocation::Database => {
+                admin::check_client_id(&client.id)?;
+                let added = self.database()?.directory.add_client(client, now()).await?;
+                if !added {
+                    return Err(exists("client", &client.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn remove_client(&self, id: &str) -> Result<(), CliError> {
+        match &self.settings.stores.clients {
+            DirectoryLocation::File(path) => Ok(admin::remove_client(path, id)?),
+            DirectoryLocation::Database => {
+                let removed = self.database()?.directory.remove_client(id).await?;
+                found(removed, "client", id)
+            }
+        }
+    }
+
+    pub async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<(), CliError> {
+        match &self.settings.stores.clients {
+            DirectoryLocation::File(path) => Ok(admin::set_client_disabled(path, id, disabled)?),
+            DirectoryLocation::Database => {
+                let directory = &self.database()?.directory;
+                let changed = directory.set_client_disabled(id, disabled).await?;
+                found(changed, "client", id)
+            }
+        }
+    }
+
+    /// One line per client, by id.
+    pub async fn list_clients(&self) -> Result<Vec<String>, CliError> {
+        match &self.settings.stores.clients {
+            DirectoryLocation::File(path) => Ok(admin::list_clients(path)?),
+            DirectoryLocation::Database => {
+                let clients = self.database()?.directory.list_clients().await?;
+                Ok(clients.iter().map(admin::client_line).collect())
+            }
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemClock.now_secs()
+}
+
+/// The users of a users file, for `user import`, by name.
+pub fn users_in_file(path: &Path) -> Result<Vec<User>, CliError> {
+    let mut users: Vec<User> = load_users(path)?.into_values().collect();
+    users.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(users)
+}
+
+/// The clients of a clients file, for `client import`, by id.
+pub fn clients_in_file(path: &Path) -> Result<Vec<Client>, CliError> {
+    let mut clients: Vec<Client> = load_clients(path)?
+        .into_values()
+        .map(|client| Client::clone(&client))
+        .collect();
+    clients.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(clients)
+}

@@ -1,0 +1,262 @@
+//! Users and clients kept in the token database (`stores.users = "sql"`,
+//! `stores.clients = "sql"`), so that every node of a cluster reads the same ones.
+//!
+//! Users are looked up per request (a user table can be large). Clients are few and needed on
+//! every request, so each node keeps them in memory and re-reads them when the table's
+//! revision (moved by a trigger on every change) differs from the one it holds.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::model::{Client, GrantType, User};
+use super::{ClientStore, Directory, StoreError, UserStore};
+use crate::config::TokenFormat;
+
+/// The columns of [`ClientRow`], for `SELECT`s.
+pub const CLIENT_COLUMNS: &str = "id, secret_hash, grant_types, scopes, \
+    access_token_validity_period, application_access_token_validity_period, \
+    refresh_token_validity_period, introspect, token_format, audience, disabled";
+
+/// A `clients` row as both backends store it; the one place rows become [`Client`]s.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClientRow {
+    pub id: String,
+    pub secret_hash: String,
+    /// Space-separated.
+    pub grant_types: String,
+    /// Space-separated.
+    pub scopes: String,
+    pub access_token_validity_period: Option<i64>,
+    pub application_access_token_validity_period: Option<i64>,
+    pub refresh_token_validity_period: Option<i64>,
+    pub introspect: bool,
+    pub token_format: Option<String>,
+    pub audience: Option<String>,
+    pub disabled: bool,
+}
+
+fn seconds(value: Option<u64>) -> Option<i64> {
+    value.and_then(|secs| i64::try_from(secs).ok())
+}
+
+fn corrupt(id: &str, column: &str) -> StoreError {
+    StoreError::Corrupt(format!("clients row `{id}`: bad {column}"))
+}
+
+impl ClientRow {
+    pub fn from_client(client: &Client) -> Self {
+        let grant_types: Vec<&str> = client.grant_types.iter().map(|g| g.as_str()).collect();
+        let scopes: Vec<&str> = client.scopes.iter().map(String::as_str).collect();
+        Self {
+            id: client.id.clone(),
+            secret_hash: client.secret_hash.clone(),
+            grant_types: grant_types.join(" "),
+            scopes: scopes.join(" "),
+            access_token_validity_period: seconds(client.access_token_validity_secs),
+            application_access_token_validity_period: seconds(
+                client.application_access_token_validity_secs,
+            ),
+            refresh_token_validity_period: seconds(client.refresh_token_validity_secs),
+            introspect: client.introspect,
+            token_format: client.token_format.map(|f| f.as_str().to_owned()),
+            audience: client.audience.clone(),
+            disabled: client.disabled,
+        }
+    }
+
+    /// A row someone wrote by hand may hold anything; it is reported, never trusted.
+    pub fn into_client(self) -> Result<Client, StoreError> {
+        let id = self.id;
+        let mut grant_types = BTreeSet::new();
+        for name in self.grant_types.split_whitespace() {
+            grant_types.insert(GrantType::parse(name).ok_or_else(|| corrupt(&id, "grant_types"))?);
+        }
+        let validity = |value: Option<i64>, column: &str| match value {
+            None => Ok(None),
+            Some(secs) if secs >= 1 => Ok(u64::try_from(secs).ok()),
+            Some(_) => Err(corrupt(&id, column)),
+        };
+        let token_format = match self.token_format.as_deref() {
+            None => None,
+            Some(name) => {
+                Some(TokenFormat::parse(name).ok_or_else(|| corrupt(&id, "token_format"))?)
+            }
+        };
+        Ok(Client {
+            secret_hash: self.secret_hash,
+            grant_types,
+            scopes: self.scopes.split_whitespace().map(str::to_owned).collect(),
+            access_token_validity_secs: validity(
+                self.access_token_validity_period,
+                "access_token_validity_period",
+            )?,
+            application_access_token_validity_secs: validity(
+                self.application_access_token_validity_period,
+                "application_access_token_validity_period",
+            )?,
+            refresh_token_validity_secs: validity(
+                self.refresh_token_validity_period,
+                "refresh_token_validity_period",
+            )?,
+            introspect: self.introspect,
+            token_format,
+            audience: self.audience.filter(|audience| !audience.is_empty()),
+            disabled: self.disabled,
+            id,
+        })
+    }
+}
+
+/// Users from the database, one query per lookup.
+pub struct SqlUserStore {
+    directory: Arc<dyn Directory>,
+}
+
+impl SqlUserStore {
+    pub fn new(directory: Arc<dyn Directory>) -> Self {
+        Self { directory }
+    }
+}
+
+#[async_trait]
+impl UserStore for SqlUserStore {
+    async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        self.directory.find_user(name).await
+    }
+}
+
+type ClientMap = HashMap<String, Arc<Client>>;
+
+/// Clients from the database, held in memory and re-read when the table changed.
+pub struct SqlClientStore {
+    directory: Arc<dyn Directory>,
+    current: RwLock<(i64, Arc<ClientMap>)>,
+}
+
+impl SqlClientStore {
+    /// Reads every client, then checks for changes every `interval` while the store is alive.
+    pub async fn open(
+        directory: Arc<dyn Directory>,
+        interval: Duration,
+    ) -> Result<Arc<Self>, StoreError> {
+        let (revision, clients) = read_clients(directory.as_ref()).await?;
+        let store = Arc::new(Self {
+            directory,
+            current: RwLock::new((revision, Arc::new(clients))),
+        });
+        let weak = Arc::downgrade(&store);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(store) = weak.upgrade() else { break };
+                store.reload_if_changed().await;
+            }
+        });
+        Ok(store)
+    }
+
+    fn snapshot(&self) -> (i64, Arc<ClientMap>) {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    async fn reload_if_changed(&self) {
+        let held = self.snapshot().0;
+        match self.directory.clients_revision().await {
+            Ok(revision) if revision == held => {}
+            Ok(_) => match read_clients(self.directory.as_ref()).await {
+                Ok((revision, clients)) => {
+                    if let Ok(mut guard) = self.current.write() {
+                        *guard = (revision, Arc::new(clients));
+                    }
+                    tracing::info!(
+                        clients = self.snapshot().1.len(),
+                        "reloaded the clients table"
+                    );
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot re-read the clients table; keeping the previous clients")
+                }
+            },
+            // An outage shows in /health and on every token request; the clients held stay.
+            Err(err) => tracing::debug!(error = %err, "cannot check the clients table for changes"),
+        }
+    }
+}
+
+/// The revision is read first: a change landing between the two reads moves it again, so it
+/// is picked up at the next check instead of being missed.
+async fn read_clients(directory: &dyn Directory) -> Result<(i64, ClientMap), StoreError> {
+    let revision = directory.clients_revision().await?;
+    let clients = directory
+        .list_clients()
+        .await?
+        .into_iter()
+        .map(|client| (client.id.clone(), Arc::new(client)))
+        .collect();
+    Ok((revision, clients))
+}
+
+#[async_trait]
+impl ClientStore for SqlClientStore {
+    async fn find_client(&self, id: &str) -> Result<Option<Arc<Client>>, StoreError> {
+        Ok(self.snapshot().1.get(id).cloned())
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Arc<Client>>, StoreError> {
+        Ok(self.snapshot().1.values().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_survives_the_round_trip_through_its_row() {
+        let client = Client {
+            id: "app".into(),
+            secret_hash: "$sha256$abc".into(),
+            grant_types: [GrantType::Password, GrantType::RefreshToken].into(),
+            scopes: ["read".to_owned(), "write".to_owned()].into(),
+            access_token_validity_secs: Some(600),
+            application_access_token_validity_secs: None,
+            refresh_token_validity_secs: Some(86_400),
+            introspect: true,
+            token_format: Some(TokenFormat::Jwt),
+            audience: Some("https://api".into()),
+            disabled: false,
+        };
+        assert_eq!(
+            ClientRow::from_client(&client).into_client().unwrap(),
+            client
+        );
+    }
+
+    #[test]
+    fn a_hand_written_row_with_an_unknown_grant_is_reported_not_trusted() {
+        let mut row = ClientRow::from_client(&Client {
+            id: "app".into(),
+            secret_hash: "$sha256$abc".into(),
+            grant_types: BTreeSet::new(),
+            scopes: BTreeSet::new(),
+            access_token_validity_secs: None,
+            application_access_token_validity_secs: None,
+            refresh_token_validity_secs: None,
+            introspect: false,
+            token_format: None,
+            audience: None,
+            disabled: false,
+        });
+        row.grant_types = "password implicit".into();
+        assert!(matches!(row.into_client(), Err(StoreError::Corrupt(_))));
+    }
+}

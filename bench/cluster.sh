@@ -6,11 +6,16 @@
 # (each its own home, the same users/clients), runs tgload's refresh scenario against every
 # node at once (CONC connections each, DURATION seconds), prints per-node and total req/s,
 # stops everything and drops the database. Everything runs on this machine: nodes, database
-# and load generator share its cores.
+# and load generator share its cores. Users and clients live in the database ("sql" stores).
+# RATE_LIMIT=shared|local|off (default off) turns on [rate_limit] with limits far above the
+# load (nothing is refused), to measure what checking them costs: "shared" keeps the buckets in
+# PostgreSQL (one upsert per check), "local" in each node's memory. All load comes from one IP
+# and one client, so "shared" measures the worst case: every check updates the same two rows.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 NODES="${NODES:-2}"
+RATE_LIMIT="${RATE_LIMIT:-off}"
 CONC="${CONC:-16}"
 DURATION="${DURATION:-15}"
 die() { echo "cluster.sh: $*" >&2; exit 1; }
@@ -41,13 +46,24 @@ for n in $(seq 1 "$NODES"); do
   home="$WORK/node$n"
   mkdir -p "$home"
   cp -R "$ROOT/config" "$home/config"
-  sed -i "s|^tokens = .*|tokens = \"$NODE_URL\"|" "$home/config/identity.toml"
+  sed -i -e "s|^tokens = .*|tokens = \"$NODE_URL\"|" -e 's|^users = [^#]*|users = "sql" |' \
+    -e 's|^clients = [^#]*|clients = "sql" |' "$home/config/identity.toml"
+  case "$RATE_LIMIT" in
+    off) ;;
+    shared | local)
+      shared=true; [[ "$RATE_LIMIT" == local ]] && shared=false
+      sed -i -e 's|^enabled = false|enabled = true|' -e "s|^shared = true|shared = $shared|" \
+        -e 's|^per_ip_rate = [0-9]*|per_ip_rate = 1000000|' -e 's|^per_ip_burst = [0-9]*|per_ip_burst = 1000000|' \
+        -e 's|^per_client_rate = [0-9]*|per_client_rate = 1000000|' \
+        -e 's|^per_client_burst = [0-9]*|per_client_burst = 1000000|' "$home/config/identity.toml"
+      ;;
+    *) die "RATE_LIMIT must be shared, local or off" ;;
+  esac
   if ((n == 1)); then
+    TOKENGATE_HOME="$home" "$SERVER" migrate >/dev/null 2>&1
     printf '%s' bench-secret | TOKENGATE_HOME="$home" "$SERVER" client add bench-client --secret-stdin \
       --scopes default --grant-types "password refresh_token" >/dev/null 2>&1
     printf '%s' alice-password | TOKENGATE_HOME="$home" "$SERVER" user add alice --password-stdin >/dev/null 2>&1
-  else
-    cp "$WORK/node1/config/users.toml" "$WORK/node1/config/clients.toml" "$home/config/"
   fi
   port=$((20000 + RANDOM % 20000))
   TOKENGATE_HOME="$home" TOKENGATE_LOG=warn "$SERVER" serve --port-offset $((port - 8243)) >"$home/log" 2>&1 &
@@ -61,7 +77,7 @@ for port in "${PORTS[@]}"; do
   done
 done
 
-echo "refresh grants on $NODES node(s), $CONC connections each, ${DURATION}s, PostgreSQL on the same machine"
+echo "refresh grants on $NODES node(s), $CONC connections each, ${DURATION}s, rate limits: $RATE_LIMIT, PostgreSQL on the same machine"
 LOADS=()
 for port in "${PORTS[@]}"; do
   "$TGLOAD" --url "https://127.0.0.1:$port/token" --scenario refresh --duration "$DURATION" --warmup 2 \

@@ -1,5 +1,5 @@
 //! The janitor: deletes what can no longer matter (expired tokens, old grant revocations,
-//! finished lockout windows) in bounded batches, every `janitor_interval`. Every node of a
+//! finished lockout windows, full shared rate-limit buckets) in bounded batches, every `janitor_interval`. Every node of a
 //! cluster may run it: the stores hand each node disjoint batches.
 
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub struct JanitorSettings {
     pub batch: u32,
     /// How long a failed-login count matters (`[security] failed_login_window`).
     pub failure_window_secs: i64,
+    /// How long an empty rate-limit bucket takes to fill up again.
+    pub bucket_refill_ms: i64,
 }
 
 /// Runs until `stop` changes.
@@ -56,6 +58,11 @@ pub async fn run_once(service: &TokenService, settings: JanitorSettings) {
         expired_before: now.saturating_sub(60),
         revoked_before: now.saturating_sub(longest).saturating_sub(60),
         failures_before: now.saturating_sub(settings.failure_window_secs),
+        buckets_idle_before_ms: service
+            .clock
+            .now_ms()
+            .saturating_sub(settings.bucket_refill_ms)
+            .saturating_sub(60_000),
         now,
         batch: settings.batch,
     };

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::connection::{self, ConnectionLimits};
 use crate::janitor::{self, JanitorSettings};
 
-use crate::abuse::rate_limit::RateLimiter;
+use crate::abuse::rate_limit::Limiter;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::config::{DirectoryLocation, TokenStoreSettings};
@@ -91,6 +91,10 @@ impl Application {
         let clients = open_client_store(&settings, &database).await?;
         warn_about_file_stores_in_a_cluster(&settings);
         let tokens = database.tokens.clone();
+        let shared_buckets = database
+            .rate_limits
+            .clone()
+            .filter(|_| settings.rate_limit.shared);
 
         let addr = SocketAddr::new(settings.server.host, settings.server.https_port);
         let listener = TcpListener::bind(addr)
@@ -123,7 +127,10 @@ impl Application {
             tokens: tokens.clone(),
             lockouts: database.lockouts.clone(),
             lockout_policy: settings.security.lockout,
-            client_rate: settings.rate_limit.per_client,
+            client_limiter: settings
+                .rate_limit
+                .per_client
+                .map(|rate| Limiter::new(rate, "client", shared_buckets.clone())),
             keys,
             hasher: hasher.clone(),
             clock,
@@ -134,7 +141,7 @@ impl Application {
             ip_limiter: settings
                 .rate_limit
                 .per_ip
-                .map(|rate| Arc::new(RateLimiter::new(rate))),
+                .map(|rate| Arc::new(Limiter::new(rate, "ip", shared_buckets))),
             trusted_proxies: settings.rate_limit.trusted_proxies.clone().into(),
             token_service,
             limits: HttpLimits {
@@ -202,6 +209,7 @@ impl Application {
                         .security
                         .lockout
                         .map_or(0, |policy| policy.window_secs),
+                    bucket_refill_ms: self.settings.rate_limit.longest_refill_ms(),
                 },
                 connections_stop.clone(),
             );

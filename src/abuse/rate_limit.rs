@@ -1,15 +1,19 @@
 //! Token-bucket rate limits per client IP and per client id.
 //!
-//! Buckets live in this process's memory: in a cluster each node limits on its own, so the
-//! effective limit is the per-node limit times the nodes behind the balancer. Full buckets are
-//! forgotten periodically, so memory is bounded by the keys active within that period.
+//! Every node keeps buckets in memory ([`RateLimiter`]); in a cluster on PostgreSQL a
+//! [`Limiter`] also takes from buckets in the database, so a limit holds for the cluster, not
+//! per node. Full buckets are forgotten periodically, so memory is bounded by the keys active
+//! within that period.
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
+
+use crate::store::RateLimitStore;
 
 /// `rate` tokens per second, at most `burst` stored.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,9 +71,55 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
             Ok(())
         } else {
             bucket.tokens = tokens;
-            let wait = (1.0 - tokens) / self.rate.per_second;
-            // Whole seconds for Retry-After, at least 1.
-            Err(wait.ceil().max(1.0) as u64)
+            Err(retry_after_secs(tokens, self.rate))
+        }
+    }
+}
+
+/// When a bucket holding `tokens` (< 1) has one again: whole seconds for Retry-After, at
+/// least 1.
+pub fn retry_after_secs(tokens: f64, rate: Rate) -> u64 {
+    let wait = (1.0 - tokens) / rate.per_second;
+    wait.ceil().max(1.0) as u64
+}
+
+/// The limit on one kind of key (client IP, client id): this node's buckets and, in a cluster,
+/// the buckets every node shares through the database.
+///
+/// The local bucket is checked first and only sees this node's requests, so when it is empty
+/// the key is over its limit on this node alone, hence over it for the cluster: the database
+/// is not asked, and a flood from one key costs the database at most `rate` writes a second.
+pub struct Limiter<K> {
+    local: RateLimiter<K>,
+    shared: Option<Arc<dyn RateLimitStore>>,
+    /// Prefixes the key in the shared table (`ip`, `client`).
+    kind: &'static str,
+}
+
+impl<K: Eq + Hash + Clone + Display> Limiter<K> {
+    pub fn new(rate: Rate, kind: &'static str, shared: Option<Arc<dyn RateLimitStore>>) -> Self {
+        Self {
+            local: RateLimiter::new(rate),
+            shared,
+            kind,
+        }
+    }
+
+    /// Takes one token for `key`. `Err(seconds)` says when to retry.
+    pub async fn check(&self, key: &K, now_ms: i64) -> Result<(), u64> {
+        self.local.check(key, now_ms)?;
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let shared_key = format!("{}:{key}", self.kind);
+        match shared.take(&shared_key, self.local.rate, now_ms).await {
+            Ok(verdict) => verdict,
+            // The database is away: the request goes on to the token store, which answers 503
+            // for anything that needs it; the local bucket still holds this node's share.
+            Err(err) => {
+                tracing::debug!(error = %err, "shared rate limit unavailable; node limit applies");
+                Ok(())
+            }
         }
     }
 }

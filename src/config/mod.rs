@@ -139,6 +139,22 @@ pub struct RateLimitSettings {
     pub per_ip: Option<crate::abuse::rate_limit::Rate>,
     pub per_client: Option<crate::abuse::rate_limit::Rate>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// With a PostgreSQL token store, keep the buckets in the database so that the limits hold
+    /// for the whole cluster; else each node limits on its own.
+    pub shared: bool,
+}
+
+impl RateLimitSettings {
+    /// The longest an empty bucket takes to fill up again; a bucket idle that long is full,
+    /// which is the same as having none.
+    pub fn longest_refill_ms(&self) -> i64 {
+        [self.per_ip, self.per_client]
+            .into_iter()
+            .flatten()
+            .map(|rate| (rate.burst / rate.per_second * 1000.0).ceil() as i64)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone)]

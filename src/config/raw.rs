@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawRateLimit {
     pub(crate) enabled: bool,
+    pub(crate) shared: bool,
     pub(crate) per_ip_rate: f64,
     pub(crate) per_ip_burst: f64,
     pub(crate) per_client_rate: f64,
@@ -30,6 +31,7 @@ impl Default for RawRateLimit {
     fn default() -> Self {
         Self {
             enabled: false,
+            shared: true,
             per_ip_rate: 20.0,
             per_ip_burst: 40.0,
             per_client_rate: 200.0,

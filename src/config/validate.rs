@@ -363,6 +363,7 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         per_ip: limits.enabled.then_some(per_ip),
         per_client: limits.enabled.then_some(per_client),
         trusted_proxies,
+        shared: limits.shared,
     };
 
     if !problems.found.is_empty() {

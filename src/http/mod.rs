@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use ipnet::IpNet;
 
-use crate::abuse::rate_limit::{bucket_key, client_ip, RateLimiter};
+use crate::abuse::rate_limit::{bucket_key, client_ip, Limiter};
 use crate::oauth::{OAuthError, TokenService};
 use error::ApiError;
 
@@ -36,7 +36,7 @@ pub struct AppState {
     pub token_service: Arc<TokenService>,
     pub limits: HttpLimits,
     /// Requests per client IP on `/token`; `None` is unlimited.
-    pub ip_limiter: Option<Arc<RateLimiter<IpAddr>>>,
+    pub ip_limiter: Option<Arc<Limiter<IpAddr>>>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[IpNet]>,
 }
@@ -66,6 +66,7 @@ async fn limit_by_ip(
             let now = state.token_service.clock.now_ms();
             limiter
                 .check(&ip, now)
+                .await
                 .map_err(|retry| ApiError::from(OAuthError::rate_limited(retry)))?;
         }
     }

@@ -13,7 +13,7 @@ use super::error::{ErrorCode, OAuthError};
 use super::grants::{self, Grant};
 use super::params::{AuthorizationHeader, FormParams};
 use super::wire::TokenResponse;
-use crate::abuse::rate_limit::{Rate, RateLimiter};
+use crate::abuse::rate_limit::Limiter;
 use crate::clock::Clock;
 use crate::config::OAuthSettings;
 use crate::crypto::jwk::KeyRing;
@@ -47,7 +47,7 @@ pub struct ServiceParts {
     pub lockouts: Arc<dyn LockoutStore>,
     pub lockout_policy: Option<LockoutPolicy>,
     /// Requests per authenticated client; `None` is unlimited.
-    pub client_rate: Option<Rate>,
+    pub client_limiter: Option<Limiter<String>>,
     pub keys: Arc<KeyRing>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
@@ -66,7 +66,7 @@ pub struct TokenService {
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
     client_auth: ClientAuthenticator,
-    client_limiter: Option<RateLimiter<String>>,
+    client_limiter: Option<Limiter<String>>,
 }
 
 impl TokenService {
@@ -88,7 +88,7 @@ impl TokenService {
             hasher: parts.hasher,
             clock: parts.clock,
             client_auth,
-            client_limiter: parts.client_rate.map(RateLimiter::new),
+            client_limiter: parts.client_limiter,
         }
     }
 
@@ -179,6 +179,7 @@ impl TokenService {
         if let Some(limiter) = &self.client_limiter {
             limiter
                 .check(&client.id, self.clock.now_ms())
+                .await
                 .map_err(OAuthError::rate_limited)?;
         }
         let Some(grant) = GrantType::parse(grant_type) else {

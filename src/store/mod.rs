@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::abuse::rate_limit::Rate;
 use crate::config::{Settings, TokenStoreSettings};
 use crate::crypto::token::TokenId;
 use model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, User};
@@ -34,6 +35,8 @@ pub struct PurgeLimits {
     pub revoked_before: i64,
     /// Failed-login rows whose window started before this and that hold no current lock.
     pub failures_before: i64,
+    /// Shared rate-limit buckets last touched before this (ms): full again by now.
+    pub buckets_idle_before_ms: i64,
     pub now: i64,
     pub batch: u32,
 }
@@ -259,11 +262,23 @@ pub trait Directory: Send + Sync + 'static {
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError>;
 }
 
+/// Token buckets in the database, shared by every node on it, so that a rate limit holds for
+/// the whole cluster.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync + 'static {
+    /// Takes one token from the bucket `key` at `now_ms`; a new bucket starts full.
+    /// `Ok(Err(seconds))`: the bucket is empty, retry after that long.
+    async fn take(&self, key: &str, rate: Rate, now_ms: i64)
+        -> Result<Result<(), u64>, StoreError>;
+}
+
 /// The stores that live in the token database.
 pub struct DatabaseStores {
     pub tokens: Arc<dyn TokenStore>,
     pub lockouts: Arc<dyn LockoutStore>,
     pub directory: Arc<dyn Directory>,
+    /// `None` on SQLite: its database serves one node, whose own memory is the faster place.
+    pub rate_limits: Option<Arc<dyn RateLimitStore>>,
 }
 
 /// Opens the token database the settings name.
@@ -275,6 +290,7 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreE
                 tokens: store.clone(),
                 lockouts: store.clone(),
                 directory: store,
+                rate_limits: None,
             })
         }
         TokenStoreSettings::Postgres(postgres) => {
@@ -292,7 +308,8 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreE
             Ok(DatabaseStores {
                 tokens: store.clone(),
                 lockouts: store.clone(),
-                directory: store,
+                directory: store.clone(),
+                rate_limits: Some(store),
             })
         }
     }

@@ -15,8 +15,9 @@ use super::directory::{ClientRow, CLIENT_COLUMNS};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::{
     attempt_step, Attempt, AttemptStep, Directory, FailureRow, LockoutPolicy, LockoutStore,
-    PurgeLimits, Rotation, RowChange, StoreError, TokenStore,
+    PurgeLimits, RateLimitStore, Rotation, RowChange, StoreError, TokenStore,
 };
+use crate::abuse::rate_limit::Rate;
 use crate::crypto::token::{SecretDigest, TokenId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -312,6 +313,16 @@ impl TokenStore for PostgresTokenStore {
         .await
         .map_err(backend)?
         .rows_affected();
+        deleted += sqlx::query(
+            "DELETE FROM rate_buckets WHERE key IN \
+             (SELECT key FROM rate_buckets WHERE updated_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(limits.buckets_idle_before_ms)
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?
+        .rows_affected();
         Ok(deleted)
     }
 
@@ -521,5 +532,44 @@ impl Directory for PostgresTokenStore {
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for PostgresTokenStore {
+    async fn take(
+        &self,
+        key: &str,
+        rate: Rate,
+        now_ms: i64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        // One statement, atomic under the row lock: refill by the time since the last take
+        // (never negative, whatever the nodes' clocks say), take a token if there is one,
+        // and return the verdict stored with the row.
+        let row = sqlx::query(
+            "INSERT INTO rate_buckets AS b (key, tokens, updated_ms, allowed) \
+             VALUES ($1, $2 - 1, $3, TRUE) \
+             ON CONFLICT (key) DO UPDATE SET (tokens, allowed, updated_ms) = \
+               (SELECT CASE WHEN refilled >= 1 THEN refilled - 1 ELSE refilled END, \
+                       refilled >= 1, GREATEST(b.updated_ms, $3) \
+                FROM (SELECT LEAST($2, b.tokens + \
+                        GREATEST($3 - b.updated_ms, 0) * $4 / 1000.0) AS refilled) AS r) \
+             RETURNING tokens, allowed",
+        )
+        .bind(key)
+        .bind(rate.burst)
+        .bind(now_ms)
+        .bind(rate.per_second)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        let allowed: bool = row.try_get("allowed").map_err(backend)?;
+        if allowed {
+            return Ok(Ok(()));
+        }
+        let tokens: f64 = row.try_get("tokens").map_err(backend)?;
+        Ok(Err(crate::abuse::rate_limit::retry_after_secs(
+            tokens, rate,
+        )))
     }
 }

@@ -56,22 +56,31 @@ impl Proxy {
     }
 }
 
-#[tokio::test]
-async fn a_database_outage_is_503_and_the_node_recovers_by_itself() {
-    let Some(database) = TestDatabase::create("db_outage").await else {
-        return;
-    };
-    let target: SocketAddr = "127.0.0.1:5432".parse().unwrap();
-    let proxy = Proxy::start(target).await;
+/// A node whose database connections go through `proxy`.
+async fn node_behind(
+    proxy: &Proxy,
+    database: &TestDatabase,
+    adjust: impl FnOnce(&mut tokengate::config::Settings),
+) -> TestApp {
     let home = Arc::new(tempfile::tempdir().unwrap());
     write_fixture_stores(home.path());
-    let mut settings = postgres_settings(home.path(), &database);
+    let mut settings = postgres_settings(home.path(), database);
     if let tokengate::config::TokenStoreSettings::Postgres(postgres) = &mut settings.stores.tokens {
         postgres.url = postgres
             .url
             .replace("127.0.0.1:5432", &proxy.addr.to_string());
     }
-    let app = spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await;
+    adjust(&mut settings);
+    spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await
+}
+
+#[tokio::test]
+async fn a_database_outage_is_503_and_the_node_recovers_by_itself() {
+    let Some(database) = TestDatabase::create("db_outage").await else {
+        return;
+    };
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let app = node_behind(&proxy, &database, |_| {}).await;
     let (access, refresh) = app.login(None).await.assert_tokens(3600, "default");
     let refresh = refresh.unwrap();
 
@@ -104,4 +113,48 @@ async fn a_database_outage_is_503_and_the_node_recovers_by_itself() {
     assert!(recovered, "/health never came back");
     assert_eq!(app.introspect(&access).await.body["active"], true);
     app.refresh(&refresh).await.assert_tokens(3600, "default");
+}
+
+#[tokio::test]
+async fn shared_rate_limits_do_not_turn_a_database_outage_into_another_error() {
+    let Some(database) = TestDatabase::create("db_outage_rate_limit").await else {
+        return;
+    };
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let bucket = Some(tokengate::abuse::rate_limit::Rate {
+        per_second: 100.0,
+        burst: 100.0,
+    });
+    let app = node_behind(&proxy, &database, |s| {
+        s.rate_limit.per_ip = bucket;
+        s.rate_limit.per_client = bucket;
+    })
+    .await;
+    let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
+    let refresh = refresh.unwrap();
+
+    // The shared buckets cannot be reached: the node's own limit applies, and the request
+    // goes on to the store, which says 503.
+    proxy.cut();
+    let renewal = app.refresh(&refresh).await;
+    let malformed = app
+        .post_token(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .await;
+
+    renewal.assert_error(503, "temporarily_unavailable");
+    malformed.assert_error(400, "invalid_grant");
+
+    proxy.restore();
+    let mut renewed = None;
+    for _ in 0..150 {
+        let reply = app.refresh(&refresh).await;
+        if reply.status == 200 {
+            renewed = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    renewed
+        .expect("the refresh never succeeded after the database returned")
+        .assert_tokens(3600, "default");
 }

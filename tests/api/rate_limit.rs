@@ -101,3 +101,153 @@ async fn rate_limits_are_off_unless_enabled() {
         cheap(&app, None).await.assert_error(400, "invalid_grant");
     }
 }
+
+/// `count` nodes sharing `database`, each with `adjust` applied to its settings.
+async fn cluster(
+    database: &TestDatabase,
+    count: usize,
+    adjust: impl Fn(&mut tokengate::config::Settings),
+) -> Vec<TestApp> {
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        let home = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        write_fixture_stores(home.path());
+        let mut settings = postgres_settings(home.path(), database);
+        adjust(&mut settings);
+        let clock = std::sync::Arc::new(tokengate::clock::ManualClock::starting_now());
+        nodes.push(spawn_in(home, settings, clock).await);
+    }
+    nodes
+}
+
+/// So slow that no token comes back while a test runs.
+const NO_REFILL: f64 = 0.001;
+
+#[tokio::test]
+async fn on_postgres_a_client_ip_limit_holds_for_the_whole_cluster_not_per_node() {
+    let Some(database) = TestDatabase::create("shared_ip_limit").await else {
+        return;
+    };
+    let nodes = cluster(&database, 3, |s| {
+        s.rate_limit.per_ip = bucket(NO_REFILL, 4.0)
+    })
+    .await;
+
+    // Four requests spread over three nodes use up the one bucket of 127.0.0.1.
+    for node in [&nodes[0], &nodes[1], &nodes[2], &nodes[0]] {
+        cheap(node, None).await.assert_error(400, "invalid_grant");
+    }
+
+    // Per node, each would still have tokens left; shared, none has.
+    for node in &nodes {
+        let reply = cheap(node, None).await;
+        assert_limited(&reply);
+        let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+        assert!(retry > 60, "one token takes 1000 s at this rate: {retry}");
+    }
+}
+
+#[tokio::test]
+async fn on_postgres_a_client_limit_holds_for_the_whole_cluster_not_per_node() {
+    let Some(database) = TestDatabase::create("shared_client_limit").await else {
+        return;
+    };
+    let nodes = cluster(&database, 2, |s| {
+        s.rate_limit.per_client = bucket(NO_REFILL, 3.0)
+    })
+    .await;
+
+    for node in [&nodes[0], &nodes[1], &nodes[0]] {
+        cheap(node, None).await.assert_error(400, "invalid_grant");
+    }
+
+    assert_limited(&cheap(&nodes[1], None).await);
+    assert_limited(&cheap(&nodes[0], None).await);
+    // Another client has a bucket of its own, on every node.
+    nodes[1]
+        .post_token_as(
+            OTHER_CLIENT_ID,
+            OTHER_CLIENT_SECRET,
+            &[("grant_type", "refresh_token"), ("refresh_token", "x")],
+        )
+        .await
+        .assert_error(400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn on_postgres_with_shared_off_each_node_limits_on_its_own() {
+    let Some(database) = TestDatabase::create("unshared_limit").await else {
+        return;
+    };
+    let nodes = cluster(&database, 2, |s| {
+        s.rate_limit.per_ip = bucket(NO_REFILL, 2.0);
+        s.rate_limit.shared = false;
+    })
+    .await;
+
+    for _ in 0..2 {
+        cheap(&nodes[0], None)
+            .await
+            .assert_error(400, "invalid_grant");
+    }
+    assert_limited(&cheap(&nodes[0], None).await);
+
+    cheap(&nodes[1], None)
+        .await
+        .assert_error(400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn on_postgres_a_shared_bucket_refills_at_its_rate() {
+    let Some(database) = TestDatabase::create("shared_refill").await else {
+        return;
+    };
+    let nodes = cluster(&database, 2, |s| s.rate_limit.per_ip = bucket(1.0, 2.0)).await;
+    cheap(&nodes[0], None)
+        .await
+        .assert_error(400, "invalid_grant");
+    cheap(&nodes[1], None)
+        .await
+        .assert_error(400, "invalid_grant");
+    assert_limited(&cheap(&nodes[1], None).await);
+
+    // One second later on the node that answers: one token back, for whichever node asks.
+    nodes[0].clock.advance_secs(1);
+    nodes[1].clock.advance_secs(1);
+    cheap(&nodes[1], None)
+        .await
+        .assert_error(400, "invalid_grant");
+    assert_limited(&cheap(&nodes[0], None).await);
+}
+
+#[tokio::test]
+async fn the_janitor_forgets_shared_buckets_once_they_are_full_again() {
+    let Some(database) = TestDatabase::create("shared_bucket_janitor").await else {
+        return;
+    };
+    let mut nodes = cluster(&database, 1, |s| {
+        s.rate_limit.per_ip = bucket(1.0, 5.0);
+        s.stores.janitor_interval = Some(std::time::Duration::from_secs(1));
+    })
+    .await;
+    let node = nodes.remove(0);
+    cheap(&node, None).await.assert_error(400, "invalid_grant");
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let count =
+        || sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM rate_buckets").fetch_one(&pool);
+    assert_eq!(count().await.unwrap(), 1);
+
+    // Full after 5 s; the janitor adds a minute of slack.
+    node.clock.advance_secs(5 + 61);
+    let mut forgotten = false;
+    for _ in 0..300 {
+        if count().await.unwrap() == 0 {
+            forgotten = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    assert!(forgotten, "the full bucket was not purged");
+    pool.close().await;
+}

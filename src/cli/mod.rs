@@ -301,13 +301,25 @@ fn block_on<T>(
         .block_on(work)
 }
 
-fn user(settings: &Settings, action: UserAction) -> Result<ExitCode, CliError> {
-    let with_database = matches!(action, UserAction::Unlock { .. });
+/// Runs `work` on the user and client stores (and the token database when `with_database`),
+/// closing them afterwards whatever the outcome.
+fn with_accounts(
+    settings: &Settings,
+    with_database: bool,
+    work: impl AsyncFnOnce(&Accounts<'_>) -> Result<ExitCode, CliError>,
+) -> Result<ExitCode, CliError> {
     block_on(async {
         let accounts = Accounts::open(settings, with_database).await?;
-        let result = user_action(settings, &accounts, action).await;
+        let result = work(&accounts).await;
         accounts.close().await;
         result
+    })
+}
+
+fn user(settings: &Settings, action: UserAction) -> Result<ExitCode, CliError> {
+    let with_database = matches!(action, UserAction::Unlock { .. });
+    with_accounts(settings, with_database, async |accounts| {
+        user_action(settings, accounts, action).await
     })
 }
 
@@ -397,11 +409,8 @@ fn words(list: &str) -> Vec<String> {
 }
 
 fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliError> {
-    block_on(async {
-        let accounts = Accounts::open(settings, false).await?;
-        let result = client_action(settings, &accounts, action).await;
-        accounts.close().await;
-        result
+    with_accounts(settings, false, async |accounts| {
+        client_action(settings, accounts, action).await
     })
 }
 

@@ -15,10 +15,18 @@ use super::model::{Client, GrantType, User};
 use super::{ClientStore, Directory, StoreError, UserStore};
 use crate::config::TokenFormat;
 
-/// The columns of [`ClientRow`], for `SELECT`s.
-pub const CLIENT_COLUMNS: &str = "id, secret_hash, grant_types, scopes, \
+/// Every client as [`ClientRow`]s (the same SQL in both dialects).
+pub const SELECT_CLIENTS: &str = "SELECT id, secret_hash, grant_types, scopes, \
     access_token_validity_period, application_access_token_validity_period, \
-    refresh_token_validity_period, introspect, token_format, audience, disabled";
+    refresh_token_validity_period, introspect, token_format, audience, disabled \
+    FROM clients ORDER BY id";
+
+/// The number the triggers move on every change to `clients`.
+pub const SELECT_CLIENTS_REVISION: &str =
+    "SELECT revision FROM directory_revisions WHERE what = 'clients'";
+
+/// Every user as [`User`]s.
+pub const SELECT_USERS: &str = "SELECT name, password_hash, disabled FROM users ORDER BY name";
 
 /// A `clients` row as both backends store it; the one place rows become [`Client`]s.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row as _;
 
-use super::directory::{ClientRow, CLIENT_COLUMNS};
+use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::{
     attempt_step, Attempt, AttemptStep, Directory, FailureRow, LockoutPolicy, LockoutStore,
@@ -431,7 +431,7 @@ impl Directory for PostgresTokenStore {
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        sqlx::query_as("SELECT name, password_hash, disabled FROM users ORDER BY name")
+        sqlx::query_as(SELECT_USERS)
             .fetch_all(&self.pool)
             .await
             .map_err(backend)
@@ -472,14 +472,14 @@ impl Directory for PostgresTokenStore {
     }
 
     async fn clients_revision(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT revision FROM directory_revisions WHERE what = 'clients'")
+        sqlx::query_scalar(SELECT_CLIENTS_REVISION)
             .fetch_one(&self.pool)
             .await
             .map_err(backend)
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        sqlx::query_as::<_, ClientRow>(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY id"))
+        sqlx::query_as::<_, ClientRow>(SELECT_CLIENTS)
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?

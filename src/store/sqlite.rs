@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::directory::{ClientRow, CLIENT_COLUMNS};
+use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::{
     attempt_step, Attempt, AttemptStep, Directory, FailureRow, LockoutPolicy, LockoutStore,
@@ -691,7 +691,7 @@ impl Directory for SqliteTokenStore {
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        sqlx::query_as("SELECT name, password_hash, disabled FROM users ORDER BY name")
+        sqlx::query_as(SELECT_USERS)
             .fetch_all(&self.readers)
             .await
             .map_err(backend)
@@ -720,14 +720,14 @@ impl Directory for SqliteTokenStore {
     }
 
     async fn clients_revision(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT revision FROM directory_revisions WHERE what = 'clients'")
+        sqlx::query_scalar(SELECT_CLIENTS_REVISION)
             .fetch_one(&self.readers)
             .await
             .map_err(backend)
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        sqlx::query_as::<_, ClientRow>(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY id"))
+        sqlx::query_as::<_, ClientRow>(SELECT_CLIENTS)
             .fetch_all(&self.readers)
             .await
             .map_err(backend)?

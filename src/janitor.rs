@@ -19,8 +19,6 @@ pub struct JanitorSettings {
     pub batch: u32,
     /// How long a failed-login count matters (`[security] failed_login_window`).
     pub failure_window_secs: i64,
-    /// How long an empty rate-limit bucket takes to fill up again.
-    pub bucket_refill_ms: i64,
 }
 
 /// Runs until `stop` changes.
@@ -58,11 +56,7 @@ pub async fn run_once(service: &TokenService, settings: JanitorSettings) {
         expired_before: now.saturating_sub(60),
         revoked_before: now.saturating_sub(longest).saturating_sub(60),
         failures_before: now.saturating_sub(settings.failure_window_secs),
-        buckets_idle_before_ms: service
-            .clock
-            .now_ms()
-            .saturating_sub(settings.bucket_refill_ms)
-            .saturating_sub(60_000),
+        buckets_full_before_ms: service.clock.now_ms(),
         now,
         batch: settings.batch,
     };

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::connection::{self, ConnectionLimits};
 use crate::janitor::{self, JanitorSettings};
 
-use crate::abuse::rate_limit::Limiter;
+use crate::abuse::rate_limit::{Limiter, SharedBuckets};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::config::{DirectoryLocation, TokenStoreSettings};
@@ -94,7 +94,8 @@ impl Application {
         let shared_buckets = database
             .rate_limits
             .clone()
-            .filter(|_| settings.rate_limit.shared);
+            .filter(|_| settings.rate_limit.shared)
+            .map(|store| Arc::new(SharedBuckets::new(store)));
 
         let addr = SocketAddr::new(settings.server.host, settings.server.https_port);
         let listener = TcpListener::bind(addr)
@@ -209,7 +210,6 @@ impl Application {
                         .security
                         .lockout
                         .map_or(0, |policy| policy.window_secs),
-                    bucket_refill_ms: self.settings.rate_limit.longest_refill_ms(),
                 },
                 connections_stop.clone(),
             );

@@ -10,6 +10,9 @@ use std::fmt::Display;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ipnet::IpNet;
 
@@ -74,6 +77,15 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
             Err(retry_after_secs(tokens, self.rate))
         }
     }
+
+    /// Gives back the token `check` took for `key` (the request was refused elsewhere).
+    pub fn refund(&self, key: &K) {
+        if let Ok(mut buckets) = self.buckets.lock() {
+            if let Some(bucket) = buckets.get_mut(key) {
+                bucket.tokens = (bucket.tokens + 1.0).min(self.rate.burst);
+            }
+        }
+    }
 }
 
 /// When a bucket holding `tokens` (< 1) has one again: whole seconds for Retry-After, at
@@ -83,21 +95,70 @@ pub fn retry_after_secs(tokens: f64, rate: Rate) -> u64 {
     wait.ceil().max(1.0) as u64
 }
 
+/// How long a shared bucket may take to answer before the node's own limit is used instead.
+const SHARED_TIMEOUT: Duration = Duration::from_secs(1);
+/// After the shared buckets failed, how long only the node's own limits apply, so that an
+/// outage does not add `SHARED_TIMEOUT` to every request.
+const SHARED_PAUSE: Duration = Duration::from_secs(5);
+
+/// The buckets every node shares through the database, with a breaker: once they fail to
+/// answer, they are left alone for `SHARED_PAUSE` and each node limits on its own.
+pub struct SharedBuckets {
+    store: Arc<dyn RateLimitStore>,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl SharedBuckets {
+    pub fn new(store: Arc<dyn RateLimitStore>) -> Self {
+        Self {
+            store,
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    /// `None` when the shared buckets cannot say (paused, failed or slow): use the node's own.
+    async fn take(&self, key: &str, rate: Rate, now_ms: i64) -> Option<Result<(), u64>> {
+        let paused = match self.paused_until.lock() {
+            Ok(until) => until.is_some_and(|until| Instant::now() < until),
+            Err(_) => false,
+        };
+        if paused {
+            return None;
+        }
+        let failure =
+            match tokio::time::timeout(SHARED_TIMEOUT, self.store.take(key, rate, now_ms)).await {
+                Ok(Ok(verdict)) => return Some(verdict),
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => format!("no answer within {} ms", SHARED_TIMEOUT.as_millis()),
+            };
+        if let Ok(mut until) = self.paused_until.lock() {
+            *until = Some(Instant::now() + SHARED_PAUSE);
+        }
+        tracing::warn!(
+            error = %failure,
+            "shared rate limits unavailable; each node's own limits apply for the next {} s",
+            SHARED_PAUSE.as_secs()
+        );
+        None
+    }
+}
+
 /// The limit on one kind of key (client IP, client id): this node's buckets and, in a cluster,
 /// the buckets every node shares through the database.
 ///
-/// The local bucket is checked first and only sees this node's requests, so when it is empty
-/// the key is over its limit on this node alone, hence over it for the cluster: the database
-/// is not asked, and a flood from one key costs the database at most `rate` writes a second.
+/// The local bucket is checked first and counts what this node admitted (a token is given back
+/// when the shared bucket refuses), so it never holds fewer tokens than the shared one: when
+/// it is empty the cluster's is too, and the database is not asked. A flood from one key
+/// therefore costs the database at most `rate` writes a second.
 pub struct Limiter<K> {
     local: RateLimiter<K>,
-    shared: Option<Arc<dyn RateLimitStore>>,
+    shared: Option<Arc<SharedBuckets>>,
     /// Prefixes the key in the shared table (`ip`, `client`).
     kind: &'static str,
 }
 
 impl<K: Eq + Hash + Clone + Display> Limiter<K> {
-    pub fn new(rate: Rate, kind: &'static str, shared: Option<Arc<dyn RateLimitStore>>) -> Self {
+    pub fn new(rate: Rate, kind: &'static str, shared: Option<Arc<SharedBuckets>>) -> Self {
         Self {
             local: RateLimiter::new(rate),
             shared,
@@ -112,14 +173,14 @@ impl<K: Eq + Hash + Clone + Display> Limiter<K> {
             return Ok(());
         };
         let shared_key = format!("{}:{key}", self.kind);
+        // When the database cannot say, the request goes on: the token store answers 503 for
+        // anything that needs it, and the node's own bucket still applies.
         match shared.take(&shared_key, self.local.rate, now_ms).await {
-            Ok(verdict) => verdict,
-            // The database is away: the request goes on to the token store, which answers 503
-            // for anything that needs it; the local bucket still holds this node's share.
-            Err(err) => {
-                tracing::debug!(error = %err, "shared rate limit unavailable; node limit applies");
-                Ok(())
+            Some(Err(retry)) => {
+                self.local.refund(key);
+                Err(retry)
             }
+            Some(Ok(())) | None => Ok(()),
         }
     }
 }

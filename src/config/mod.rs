@@ -144,19 +144,6 @@ pub struct RateLimitSettings {
     pub shared: bool,
 }
 
-impl RateLimitSettings {
-    /// The longest an empty bucket takes to fill up again; a bucket idle that long is full,
-    /// which is the same as having none.
-    pub fn longest_refill_ms(&self) -> i64 {
-        [self.per_ip, self.per_client]
-            .into_iter()
-            .flatten()
-            .map(|rate| (rate.burst / rate.per_second * 1000.0).ceil() as i64)
-            .max()
-            .unwrap_or(0)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct SecuritySettings {
     /// Account lockout: `None` when `max_failed_login_attempts = 0`.

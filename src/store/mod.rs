@@ -35,8 +35,8 @@ pub struct PurgeLimits {
     pub revoked_before: i64,
     /// Failed-login rows whose window started before this and that hold no current lock.
     pub failures_before: i64,
-    /// Shared rate-limit buckets last touched before this (ms): full again by now.
-    pub buckets_idle_before_ms: i64,
+    /// Shared rate-limit buckets full again before this (ms): they mean nothing any more.
+    pub buckets_full_before_ms: i64,
     pub now: i64,
     pub batch: u32,
 }

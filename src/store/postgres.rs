@@ -5,6 +5,7 @@
 //! same refresh token at the same moment exactly one succeeds. Lockout counts are one atomic
 //! upsert per failure.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +25,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/
 
 pub struct PostgresTokenStore {
     pool: PgPool,
+    /// For the shared rate-limit buckets only, so that checks for many keys at once (a flood)
+    /// cannot take the connections token requests need.
+    buckets: PgPool,
 }
 
 /// Connection failures (to sqlx, a connection cut mid-handshake is a protocol error),
@@ -46,6 +50,21 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// The longest one database operation may take before it counts as an outage (503): a database
+/// behind a network partition never answers, and without a bound requests would hang on it.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+
+async fn bounded<T>(work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "the database did not answer within {} s",
+                OPERATION_TIMEOUT.as_secs()
+            )))
+        })
+}
+
 fn backend(err: sqlx::Error) -> StoreError {
     if is_unavailable(&err) {
         StoreError::Unavailable(err.to_string())
@@ -58,12 +77,17 @@ impl PostgresTokenStore {
     /// Connects a pool of at most `max_connections` (lazily: a database that is down at start
     /// makes requests fail with 503 until it returns, instead of failing the start).
     pub fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy(url)
-            .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
-        Ok(Self { pool })
+        let pool = |max_connections: u32| {
+            PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(3))
+                .connect_lazy(url)
+                .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))
+        };
+        Ok(Self {
+            pool: pool(max_connections)?,
+            buckets: pool(max_connections.div_ceil(4))?,
+        })
     }
 
     /// Applies pending migrations.
@@ -170,21 +194,27 @@ async fn insert_tokens(
 #[async_trait]
 impl TokenStore for PostgresTokenStore {
     async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        insert_tokens(&mut tx, &tokens).await.map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        bounded(async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            insert_tokens(&mut tx, &tokens).await.map_err(backend)?;
+            tx.commit().await.map_err(backend)
+        })
+        .await
     }
 
     async fn revoke_access_token(&self, id: &TokenId, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id.0.as_slice())
-        .execute(&self.pool)
+        bounded(async move {
+            let done = sqlx::query(
+                "UPDATE access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id.0.as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+            Ok(done.rows_affected() == 1)
+        })
         .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn revoke_family(
@@ -193,56 +223,67 @@ impl TokenStore for PostgresTokenStore {
         now: i64,
         keep_until: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO revoked_families (family_id, revoked_at, keep_until) \
-             VALUES ($1, $2, $3) ON CONFLICT (family_id) DO NOTHING",
-        )
-        .bind(family_id.0.as_slice())
-        .bind(now)
-        .bind(keep_until)
-        .execute(&self.pool)
+        bounded(async move {
+            let done = sqlx::query(
+                "INSERT INTO revoked_families (family_id, revoked_at, keep_until) \
+                 VALUES ($1, $2, $3) ON CONFLICT (family_id) DO NOTHING",
+            )
+            .bind(family_id.0.as_slice())
+            .bind(now)
+            .bind(keep_until)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+            Ok(done.rows_affected() == 1)
+        })
         .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn find_refresh_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {TOKEN_COLUMNS}, t.spent_at AS spent_at, t.replaced_by AS replaced_by \
-             FROM refresh_tokens t WHERE t.id = $1"
-        );
-        let row = sqlx::query(&sql)
-            .bind(id.0.as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        let Some(row) = row else { return Ok(None) };
-        let replaced_by: Option<Vec<u8>> = row.try_get("replaced_by").map_err(backend)?;
-        let replaced_by = match replaced_by {
-            Some(bytes) => Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("replaced_by"))?),
-            None => None,
-        };
-        Ok(Some(RefreshTokenRecord {
-            token: decode_token(&row)?,
-            spent_at: row.try_get("spent_at").map_err(backend)?,
-            replaced_by,
-        }))
+        bounded(async move {
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS}, t.spent_at AS spent_at, t.replaced_by AS replaced_by \
+                 FROM refresh_tokens t WHERE t.id = $1"
+            );
+            let row = sqlx::query(&sql)
+                .bind(id.0.as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            let Some(row) = row else { return Ok(None) };
+            let replaced_by: Option<Vec<u8>> = row.try_get("replaced_by").map_err(backend)?;
+            let replaced_by = match replaced_by {
+                Some(bytes) => {
+                    Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("replaced_by"))?)
+                }
+                None => None,
+            };
+            Ok(Some(RefreshTokenRecord {
+                token: decode_token(&row)?,
+                spent_at: row.try_get("spent_at").map_err(backend)?,
+                replaced_by,
+            }))
+        })
+        .await
     }
 
     async fn find_access_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<AccessTokenRecord>, StoreError> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM access_tokens t WHERE t.id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id.0.as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(decode_token).transpose()
+        bounded(async move {
+            let sql = format!("SELECT {TOKEN_COLUMNS} FROM access_tokens t WHERE t.id = $1");
+            let row = sqlx::query(&sql)
+                .bind(id.0.as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            row.as_ref().map(decode_token).transpose()
+        })
+        .await
     }
 
     async fn rotate_refresh_token(
@@ -251,94 +292,103 @@ impl TokenStore for PostgresTokenStore {
         now: i64,
         new: NewTokens,
     ) -> Result<Rotation, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
-        let spent = sqlx::query(
-            "UPDATE refresh_tokens SET spent_at = $1, replaced_by = $2 \
-             WHERE id = $3 AND spent_at IS NULL AND revoked_at IS NULL \
-             AND NOT EXISTS (SELECT 1 FROM revoked_families f \
-                             WHERE f.family_id = refresh_tokens.family_id)",
-        )
-        .bind(now)
-        .bind(replaced_by)
-        .bind(old.0.as_slice())
-        .execute(&mut *tx)
+        bounded(async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
+            let spent = sqlx::query(
+                "UPDATE refresh_tokens SET spent_at = $1, replaced_by = $2 \
+                 WHERE id = $3 AND spent_at IS NULL AND revoked_at IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM revoked_families f \
+                                 WHERE f.family_id = refresh_tokens.family_id)",
+            )
+            .bind(now)
+            .bind(replaced_by)
+            .bind(old.0.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if spent.rows_affected() != 1 {
+                return Ok(Rotation::AlreadySpent);
+            }
+            insert_tokens(&mut tx, &new).await.map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            Ok(Rotation::Rotated)
+        })
         .await
-        .map_err(backend)?;
-        if spent.rows_affected() != 1 {
-            return Ok(Rotation::AlreadySpent);
-        }
-        insert_tokens(&mut tx, &new).await.map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Rotation::Rotated)
     }
 
     async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError> {
-        let batch = i64::from(limits.batch);
-        let mut deleted = 0;
-        // SKIP LOCKED: nodes purging at the same moment take disjoint batches and never wait.
-        for table in ["access_tokens", "refresh_tokens"] {
-            deleted += sqlx::query(&format!(
-                "DELETE FROM {table} WHERE id IN \
-                 (SELECT id FROM {table} WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
-            ))
-            .bind(limits.expired_before)
+        bounded(async move {
+            let batch = i64::from(limits.batch);
+            let mut deleted = 0;
+            // SKIP LOCKED: nodes purging at the same moment take disjoint batches and never wait.
+            for table in ["access_tokens", "refresh_tokens"] {
+                deleted += sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE id IN \
+                     (SELECT id FROM {table} WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                ))
+                .bind(limits.expired_before)
+                .bind(batch)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+            }
+            deleted += sqlx::query(
+                "DELETE FROM revoked_families WHERE family_id IN \
+                 (SELECT family_id FROM revoked_families WHERE revoked_at < $1 \
+                  AND COALESCE(keep_until, 0) < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(limits.revoked_before)
+            .bind(limits.now)
             .bind(batch)
             .execute(&self.pool)
             .await
             .map_err(backend)?
             .rows_affected();
-        }
-        deleted += sqlx::query(
-            "DELETE FROM revoked_families WHERE family_id IN \
-             (SELECT family_id FROM revoked_families WHERE revoked_at < $1 \
-              AND COALESCE(keep_until, 0) < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(limits.revoked_before)
-        .bind(limits.now)
-        .bind(batch)
-        .execute(&self.pool)
+            deleted += sqlx::query(
+                "DELETE FROM login_failures WHERE username IN \
+                 (SELECT username FROM login_failures WHERE window_start < $1 \
+                  AND COALESCE(locked_until, 0) <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(limits.failures_before)
+            .bind(limits.now)
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+            deleted += sqlx::query(
+                "DELETE FROM rate_buckets WHERE key IN \
+                 (SELECT key FROM rate_buckets WHERE full_at_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(limits.buckets_full_before_ms)
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+            Ok(deleted)
+        })
         .await
-        .map_err(backend)?
-        .rows_affected();
-        deleted += sqlx::query(
-            "DELETE FROM login_failures WHERE username IN \
-             (SELECT username FROM login_failures WHERE window_start < $1 \
-              AND COALESCE(locked_until, 0) <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(limits.failures_before)
-        .bind(limits.now)
-        .bind(batch)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?
-        .rows_affected();
-        deleted += sqlx::query(
-            "DELETE FROM rate_buckets WHERE key IN \
-             (SELECT key FROM rate_buckets WHERE updated_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(limits.buckets_idle_before_ms)
-        .bind(batch)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?
-        .rows_affected();
-        Ok(deleted)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(backend)?;
-        if self.migrations_applied().await? {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable(
-                "database migrations are pending (run `tokengate migrate`)".into(),
-            ))
-        }
+        bounded(async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(backend)?;
+            if self.migrations_applied().await? {
+                Ok(())
+            } else {
+                Err(StoreError::Unavailable(
+                    "database migrations are pending (run `tokengate migrate`)".into(),
+                ))
+            }
+        })
+        .await
     }
 
     async fn close(&self) {
@@ -355,183 +405,219 @@ impl LockoutStore for PostgresTokenStore {
         now: i64,
         policy: LockoutPolicy,
     ) -> Result<Attempt, StoreError> {
-        // A transaction-scoped advisory lock on the name serialises attempts for it across
-        // every node, whether or not its row exists yet.
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(username)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let row = sqlx::query(
-            "SELECT failures, window_start, locked_until, pending FROM login_failures \
-             WHERE username = $1",
-        )
-        .bind(username)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let row: Option<FailureRow> = match row {
-            Some(row) => Some((
-                row.try_get("failures").map_err(backend)?,
-                row.try_get("window_start").map_err(backend)?,
-                row.try_get("locked_until").map_err(backend)?,
-                row.try_get("pending").map_err(backend)?,
-            )),
-            None => None,
-        };
-        let (verdict, change) = attempt_step(row, step, now, policy);
-        match change {
-            RowChange::Keep => {}
-            RowChange::Delete => {
-                sqlx::query("DELETE FROM login_failures WHERE username = $1")
-                    .bind(username)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-            }
-            RowChange::Store((failures, window_start, locked_until, pending)) => {
-                sqlx::query(
-                    "INSERT INTO login_failures (username, failures, window_start, locked_until, \
-                     pending) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO UPDATE SET \
-                     failures = $2, window_start = $3, locked_until = $4, pending = $5",
-                )
+        bounded(async move {
+            // A transaction-scoped advisory lock on the name serialises attempts for it across
+            // every node, whether or not its row exists yet.
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(username)
-                .bind(failures)
-                .bind(window_start)
-                .bind(locked_until)
-                .bind(pending)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
+            let row = sqlx::query(
+                "SELECT failures, window_start, locked_until, pending FROM login_failures \
+                 WHERE username = $1",
+            )
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+            let row: Option<FailureRow> = match row {
+                Some(row) => Some((
+                    row.try_get("failures").map_err(backend)?,
+                    row.try_get("window_start").map_err(backend)?,
+                    row.try_get("locked_until").map_err(backend)?,
+                    row.try_get("pending").map_err(backend)?,
+                )),
+                None => None,
+            };
+            let (verdict, change) = attempt_step(row, step, now, policy);
+            match change {
+                RowChange::Keep => {}
+                RowChange::Delete => {
+                    sqlx::query("DELETE FROM login_failures WHERE username = $1")
+                        .bind(username)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                }
+                RowChange::Store((failures, window_start, locked_until, pending)) => {
+                    sqlx::query(
+                        "INSERT INTO login_failures (username, failures, window_start, locked_until, \
+                         pending) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO UPDATE SET \
+                         failures = $2, window_start = $3, locked_until = $4, pending = $5",
+                    )
+                    .bind(username)
+                    .bind(failures)
+                    .bind(window_start)
+                    .bind(locked_until)
+                    .bind(pending)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                }
             }
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(verdict)
+            tx.commit().await.map_err(backend)?;
+            Ok(verdict)
+        })
+        .await
     }
 
     async fn clear_failures(&self, username: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM login_failures WHERE username = $1")
-            .bind(username)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
+        bounded(async move {
+            let done = sqlx::query("DELETE FROM login_failures WHERE username = $1")
+                .bind(username)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl Directory for PostgresTokenStore {
     async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        sqlx::query_as("SELECT name, password_hash, disabled FROM users WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)
+        bounded(async move {
+            sqlx::query_as("SELECT name, password_hash, disabled FROM users WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        sqlx::query_as(SELECT_USERS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)
+        bounded(async move {
+            sqlx::query_as(SELECT_USERS)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO users (name, password_hash, disabled, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(user.name.as_str())
-        .bind(user.password_hash.as_str())
-        .bind(user.disabled)
-        .bind(now)
-        .execute(&self.pool)
+        bounded(async move {
+            let done = sqlx::query(
+                "INSERT INTO users (name, password_hash, disabled, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(user.name.as_str())
+            .bind(user.password_hash.as_str())
+            .bind(user.disabled)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+            Ok(done.rows_affected() == 1)
+        })
         .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM users WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
+        bounded(async move {
+            let done = sqlx::query("DELETE FROM users WHERE name = $1")
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
     }
 
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
-            .bind(disabled)
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
+        bounded(async move {
+            let done = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
+                .bind(disabled)
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
     }
 
     async fn clients_revision(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar(SELECT_CLIENTS_REVISION)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)
+        bounded(async move {
+            sqlx::query_scalar(SELECT_CLIENTS_REVISION)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        sqlx::query_as::<_, ClientRow>(SELECT_CLIENTS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(ClientRow::into_client)
-            .collect()
+        bounded(async move {
+            sqlx::query_as::<_, ClientRow>(SELECT_CLIENTS)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?
+                .into_iter()
+                .map(ClientRow::into_client)
+                .collect()
+        })
+        .await
     }
 
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {
-        let row = ClientRow::from_client(client);
-        let done = sqlx::query(
-            "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
-             access_token_validity_period, application_access_token_validity_period, \
-             refresh_token_validity_period, introspect, token_format, audience, disabled, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(row.id)
-        .bind(row.secret_hash)
-        .bind(row.grant_types)
-        .bind(row.scopes)
-        .bind(row.access_token_validity_period)
-        .bind(row.application_access_token_validity_period)
-        .bind(row.refresh_token_validity_period)
-        .bind(row.introspect)
-        .bind(row.token_format)
-        .bind(row.audience)
-        .bind(row.disabled)
-        .bind(now)
-        .execute(&self.pool)
+        bounded(async move {
+            let row = ClientRow::from_client(client);
+            let done = sqlx::query(
+                "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
+                 access_token_validity_period, application_access_token_validity_period, \
+                 refresh_token_validity_period, introspect, token_format, audience, disabled, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(row.id)
+            .bind(row.secret_hash)
+            .bind(row.grant_types)
+            .bind(row.scopes)
+            .bind(row.access_token_validity_period)
+            .bind(row.application_access_token_validity_period)
+            .bind(row.refresh_token_validity_period)
+            .bind(row.introspect)
+            .bind(row.token_format)
+            .bind(row.audience)
+            .bind(row.disabled)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+            Ok(done.rows_affected() == 1)
+        })
         .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM clients WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
+        bounded(async move {
+            let done = sqlx::query("DELETE FROM clients WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
     }
 
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE clients SET disabled = $1 WHERE id = $2")
-            .bind(disabled)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
+        bounded(async move {
+            let done = sqlx::query("UPDATE clients SET disabled = $1 WHERE id = $2")
+                .bind(disabled)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
     }
 }
 
@@ -544,23 +630,27 @@ impl RateLimitStore for PostgresTokenStore {
         now_ms: i64,
     ) -> Result<Result<(), u64>, StoreError> {
         // One statement, atomic under the row lock: refill by the time since the last take
-        // (never negative, whatever the nodes' clocks say), take a token if there is one,
-        // and return the verdict stored with the row.
+        // (never negative, whatever the nodes' clocks say), take a token if there is one, and
+        // return the verdict stored with the row. `full_at_ms` is when the bucket will be full
+        // again, after which the row means nothing and the janitor may drop it.
         let row = sqlx::query(
-            "INSERT INTO rate_buckets AS b (key, tokens, updated_ms, allowed) \
-             VALUES ($1, $2 - 1, $3, TRUE) \
-             ON CONFLICT (key) DO UPDATE SET (tokens, allowed, updated_ms) = \
-               (SELECT CASE WHEN refilled >= 1 THEN refilled - 1 ELSE refilled END, \
-                       refilled >= 1, GREATEST(b.updated_ms, $3) \
-                FROM (SELECT LEAST($2, b.tokens + \
-                        GREATEST($3 - b.updated_ms, 0) * $4 / 1000.0) AS refilled) AS r) \
+            "INSERT INTO rate_buckets AS b (key, tokens, updated_ms, allowed, full_at_ms) \
+             VALUES ($1, $2 - 1, $3, TRUE, $3 + CEIL(1000.0 / $4)::BIGINT) \
+             ON CONFLICT (key) DO UPDATE SET (tokens, allowed, updated_ms, full_at_ms) = \
+               (SELECT kept, refilled >= 1, stamp, \
+                       stamp + CEIL(($2 - kept) * 1000.0 / $4)::BIGINT \
+                FROM (SELECT refilled, stamp, \
+                             CASE WHEN refilled >= 1 THEN refilled - 1 ELSE refilled END AS kept \
+                      FROM (SELECT LEAST($2, b.tokens + \
+                                   GREATEST($3 - b.updated_ms, 0) * $4 / 1000.0) AS refilled, \
+                                   GREATEST(b.updated_ms, $3) AS stamp) AS r) AS k) \
              RETURNING tokens, allowed",
         )
         .bind(key)
         .bind(rate.burst)
         .bind(now_ms)
         .bind(rate.per_second)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.buckets)
         .await
         .map_err(backend)?;
         let allowed: bool = row.try_get("allowed").map_err(backend)?;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokengate::config::DirectoryLocation::File;
+use tokengate::config::DirectoryLocation::{self, File};
 use tokengate::config::{
     self, ConfigError, ConfigProblem, ConfigSource, Settings, SqliteSynchronous, TokenStoreSettings,
 };
@@ -223,6 +223,28 @@ fn every_key_of_the_shipped_config_is_read_from_the_file() {
     assert_eq!(path, &home.join("t/t.db"));
     assert_eq!(*synchronous, SqliteSynchronous::Full);
     assert_eq!(settings.stores.reload_interval, Duration::from_secs(19));
+}
+
+#[test]
+fn users_and_clients_can_live_in_the_database_and_rate_limits_can_stay_per_node() {
+    // Arrange
+    let text = shipped_with(&[
+        ("users = \"config/users.toml\"", "users = \"sql\""),
+        ("clients = \"config/clients.toml\"", "clients = \"sql\""),
+        ("enabled = false", "enabled = true"),
+        ("shared = true", "shared = false"),
+    ]);
+
+    // Act
+    let settings = validate(&text).unwrap();
+    let shipped = validate(&shipped_text()).unwrap();
+
+    // Assert
+    assert_eq!(settings.stores.users, DirectoryLocation::Database);
+    assert_eq!(settings.stores.clients, DirectoryLocation::Database);
+    assert!(settings.rate_limit.per_ip.is_some());
+    assert!(!settings.rate_limit.shared);
+    assert!(shipped.rate_limit.shared, "shared is the default");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,56 +3,92 @@
 //! proxy in this file that is cut and restored.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokengate::clock::ManualClock;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::helpers::*;
 
-/// Forwards connections to `target` while up; when cut, drops every open connection and
-/// refuses new ones.
+/// What the proxy does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Up,
+    /// Every open connection is dropped and new ones are refused: the database is down.
+    Cut,
+    /// Connections stay open but nothing goes through, new ones included: a network partition,
+    /// where the database never answers and nothing says so.
+    Stalled,
+}
+
+/// A TCP proxy to `target` whose link the test cuts, stalls and restores.
 struct Proxy {
     addr: SocketAddr,
-    up: Arc<AtomicBool>,
+    link: watch::Sender<Link>,
     pipes: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Holds a stalled connection open and silent until the link is no longer stalled.
+async fn hold_while_stalled(link: &mut watch::Receiver<Link>) {
+    let _ = link
+        .wait_for(|link| *link != Link::Stalled)
+        .await
+        .map(|_| ());
 }
 
 impl Proxy {
     async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
+        let (link, watching) = watch::channel(Link::Up);
         let pipes: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (accept_up, accept_pipes) = (up.clone(), pipes.clone());
+        let accept_pipes = pipes.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                if !accept_up.load(Ordering::SeqCst) {
-                    continue; // dropped at once: the database is "unreachable"
-                }
-                let pipe = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
+                let mut link = watching.clone();
+                let now = *link.borrow();
+                let pipe = match now {
+                    Link::Cut => continue, // dropped at once: the database is "unreachable"
+                    Link::Stalled => tokio::spawn(async move {
+                        hold_while_stalled(&mut link).await;
+                        drop(client);
+                    }),
+                    Link::Up => tokio::spawn(async move {
+                        let Ok(mut server) = TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let stalled = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                            seen = link.wait_for(|link| *link == Link::Stalled) => seen.is_ok(),
+                        };
+                        if stalled {
+                            hold_while_stalled(&mut link).await;
+                        }
+                    }),
+                };
                 accept_pipes.lock().unwrap().push(pipe);
             }
         });
-        Self { addr, up, pipes }
+        Self { addr, link, pipes }
     }
 
     fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
+        self.link.send_replace(Link::Cut);
         for pipe in self.pipes.lock().unwrap().drain(..) {
             pipe.abort();
         }
     }
 
+    fn stall(&self) {
+        self.link.send_replace(Link::Stalled);
+    }
+
+    /// Back up; connections held by a stall are closed, as a partition's end would show.
     fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.link.send_replace(Link::Up);
     }
 }
 
@@ -157,4 +193,97 @@ async fn shared_rate_limits_do_not_turn_a_database_outage_into_another_error() {
     renewed
         .expect("the refresh never succeeded after the database returned")
         .assert_tokens(3600, "default");
+}
+
+#[tokio::test]
+async fn a_database_that_stops_answering_is_503_within_seconds_and_the_node_recovers() {
+    let Some(database) = TestDatabase::create("db_partition").await else {
+        return;
+    };
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    // Shared rate limits too: their database round trip must not hang either.
+    let bucket = Some(tokengate::abuse::rate_limit::Rate {
+        per_second: 100.0,
+        burst: 100.0,
+    });
+    let app = node_behind(&proxy, &database, |s| {
+        s.rate_limit.per_ip = bucket;
+        s.rate_limit.per_client = bucket;
+    })
+    .await;
+    let (access, refresh) = app.login(None).await.assert_tokens(3600, "default");
+    let refresh = refresh.unwrap();
+
+    // A partition: open connections go silent, new ones are never answered.
+    proxy.stall();
+    let started = Instant::now();
+    let renewal = app.refresh(&refresh).await;
+    let renewal_took = started.elapsed();
+    let started = Instant::now();
+    let malformed = app
+        .post_token(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .await;
+    let malformed_took = started.elapsed();
+    let health = app.get("/health").await;
+
+    renewal.assert_error(503, "temporarily_unavailable");
+    assert!(renewal.header("retry-after").is_some());
+    // One second for the shared rate limit to give up, three for the token store.
+    assert!(renewal_took < Duration::from_secs(8), "{renewal_took:?}");
+    // Needs no database; the shared limits are paused after the first timeout.
+    malformed.assert_error(400, "invalid_grant");
+    assert!(
+        malformed_took < Duration::from_secs(2),
+        "{malformed_took:?}"
+    );
+    assert_eq!(health.status, 503, "{}", health.text);
+
+    proxy.restore();
+    let mut renewed = None;
+    for _ in 0..300 {
+        let reply = app.refresh(&refresh).await;
+        if reply.status == 200 {
+            renewed = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    renewed
+        .expect("the refresh never succeeded after the partition ended")
+        .assert_tokens(3600, "default");
+    assert_eq!(app.introspect(&access).await.body["active"], true);
+}
+
+#[tokio::test]
+async fn a_database_that_does_not_answer_in_time_is_503_and_leaves_nothing_half_done() {
+    let Some(database) = TestDatabase::create("db_slow").await else {
+        return;
+    };
+    let home = Arc::new(tempfile::tempdir().unwrap());
+    write_fixture_stores(home.path());
+    let settings = postgres_settings(home.path(), &database);
+    let app = spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await;
+    let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
+    let refresh = refresh.unwrap();
+
+    // Another session holds every refresh token row: the rotation's UPDATE waits on it, as a
+    // query does on a stuck or overloaded database.
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM refresh_tokens FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let renewal = app.refresh(&refresh).await;
+    let took = started.elapsed();
+    blocker.rollback().await.unwrap();
+
+    // Answered once the 3-second bound on a database operation ran out, not when the lock went.
+    renewal.assert_error(503, "temporarily_unavailable");
+    assert!(renewal.header("retry-after").is_some());
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    // The abandoned rotation did not commit: the refresh token was not spent.
+    app.refresh(&refresh).await.assert_tokens(3600, "default");
+    pool.close().await;
 }

@@ -102,16 +102,22 @@ impl Grant for PasswordGrant {
                 }
             }
         }
-        let user = service.users.find_user(&params.username).await?;
-        let checked = match user {
-            Some(user) if !user.disabled => {
-                service
+        // A user store that fails (a database outage) ends the attempt like a shed check:
+        // its lockout slot is given back below, so the account is not left "busy".
+        let checked: Result<bool, OAuthError> =
+            match service.users.find_user(&params.username).await {
+                Ok(Some(user)) if !user.disabled => service
                     .hasher
                     .verify(&user.password_hash, params.password)
                     .await
-            }
-            _ => service.hasher.verify_dummy(params.password).await,
-        };
+                    .map_err(OAuthError::from),
+                Ok(_) => service
+                    .hasher
+                    .verify_dummy(params.password)
+                    .await
+                    .map_err(OAuthError::from),
+                Err(err) => Err(OAuthError::from(err)),
+            };
         let step = match &checked {
             Ok(true) => AttemptStep::Succeeded,
             Ok(false) => AttemptStep::Failed,

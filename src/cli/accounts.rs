@@ -91,20 +91,14 @@ impl<'a> Accounts<'a> {
     pub async fn client_exists(&self, id: &str) -> Result<bool, CliError> {
         Ok(match &self.settings.stores.clients {
             DirectoryLocation::File(path) => load_clients(path).is_ok_and(|c| c.contains_key(id)),
-            DirectoryLocation::Database => {
-                let clients = self.database()?.directory.list_clients().await?;
-                clients.iter().any(|client| client.id == id)
-            }
+            DirectoryLocation::Database => self.database()?.directory.client_exists(id).await?,
         })
     }
 
     pub async fn add_user(&self, user: &User) -> Result<(), CliError> {
         match &self.settings.stores.users {
             DirectoryLocation::File(path) => {
-                admin::add_user(path, &user.name, &user.password_hash)?;
-                if user.disabled {
-                    admin::set_user_disabled(path, &user.name, true)?;
-                }
+                admin::add_user(path, user)?;
             }
             DirectoryLocation::Database => {
                 admin::check_user_name(&user.name)?;
@@ -199,11 +193,9 @@ impl<'a> Accounts<'a> {
                         introspect: client.introspect,
                         token_format: client.token_format.map(|f| f.as_str()),
                         audience: client.audience.as_deref(),
+                        disabled: client.disabled,
                     },
                 )?;
-                if client.disabled {
-                    admin::set_client_disabled(path, &client.id, true)?;
-                }
             }
             DirectoryLocation::Database => {
                 admin::check_client_id(&client.id)?;
@@ -242,8 +234,16 @@ impl<'a> Accounts<'a> {
         match &self.settings.stores.clients {
             DirectoryLocation::File(path) => Ok(admin::list_clients(path)?),
             DirectoryLocation::Database => {
-                let clients = self.database()?.directory.list_clients().await?;
-                Ok(clients.iter().map(admin::client_line).collect())
+                let rows = self.database()?.directory.list_clients().await?;
+                let mut lines = Vec::new();
+                for row in rows {
+                    match row.into_client() {
+                        Ok(client) => lines.push(admin::client_line(&client)),
+                        // Shown, not hidden: the operator is the one who can mend it.
+                        Err(err) => eprintln!("{err}"),
+                    }
+                }
+                Ok(lines)
             }
         }
     }

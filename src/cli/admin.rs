@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
 use crate::config::ConfigError;
-use crate::store::model::{Client, GrantType};
+use crate::store::model::{Client, GrantType, User};
 use crate::store::toml_file::{load_clients, load_users, parse_clients, parse_users};
 
 #[derive(Debug, thiserror::Error)]
@@ -200,23 +200,26 @@ pub fn check_client_id(id: &str) -> Result<(), AdminError> {
     }
 }
 
-pub fn add_user(path: &Path, name: &str, password_hash: &str) -> Result<(), AdminError> {
-    check_user_name(name)?;
-    locked(path, || add_user_unlocked(path, name, password_hash))
+pub fn add_user(path: &Path, user: &User) -> Result<(), AdminError> {
+    check_user_name(&user.name)?;
+    locked(path, || add_user_unlocked(path, user))
 }
 
-fn add_user_unlocked(path: &Path, name: &str, password_hash: &str) -> Result<(), AdminError> {
+fn add_user_unlocked(path: &Path, user: &User) -> Result<(), AdminError> {
     let mut doc = read_document(path, USERS_HEADER)?;
-    if section(&mut doc, "users")?.contains_key(name) {
+    if section(&mut doc, "users")?.contains_key(&user.name) {
         return Err(AdminError::Exists {
             place: path.display().to_string(),
             what: "user",
-            name: name.to_owned(),
+            name: user.name.clone(),
         });
     }
-    let mut user = Table::new();
-    user.insert("password_hash", value(password_hash));
-    insert_entry(&mut doc, "users", name, user)?;
+    let mut entry = Table::new();
+    entry.insert("password_hash", value(&user.password_hash));
+    if user.disabled {
+        entry.insert("disabled", value(true));
+    }
+    insert_entry(&mut doc, "users", &user.name, entry)?;
     let text = doc.to_string();
     validate_with(path, &text, parse_users)?;
     replace_file(path, &text)
@@ -357,6 +360,7 @@ pub struct NewClient<'a> {
     pub introspect: bool,
     pub token_format: Option<&'a str>,
     pub audience: Option<&'a str>,
+    pub disabled: bool,
 }
 
 pub fn add_client(path: &Path, client: &NewClient<'_>) -> Result<(), AdminError> {
@@ -419,6 +423,9 @@ fn client_table(client: &NewClient<'_>) -> Table {
     }
     if let Some(audience) = client.audience {
         table.insert("audience", value(audience));
+    }
+    if client.disabled {
+        table.insert("disabled", value(true));
     }
     table
 }

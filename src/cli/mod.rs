@@ -457,6 +457,7 @@ async fn client_action(
                     introspect,
                     token_format: token_format.as_deref(),
                     audience: audience.as_deref(),
+                    disabled: false,
                 })
                 .await?;
             eprintln!("added client `{id}` to {place}");

@@ -5,15 +5,15 @@
 //! every request, so each node keeps them in memory and re-reads them when the table's
 //! revision (moved by a trigger on every change) differs from the one it holds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::model::{Client, GrantType, User};
+use super::model::{Client, ClientFields, User};
 use super::{ClientStore, Directory, StoreError, UserStore};
-use crate::config::TokenFormat;
+use crate::crypto::password;
 
 /// Every client as [`ClientRow`]s (the same SQL in both dialects).
 pub const SELECT_CLIENTS: &str = "SELECT id, secret_hash, grant_types, scopes, \
@@ -50,10 +50,6 @@ fn seconds(value: Option<u64>) -> Option<i64> {
     value.and_then(|secs| i64::try_from(secs).ok())
 }
 
-fn corrupt(id: &str, column: &str) -> StoreError {
-    StoreError::Corrupt(format!("clients row `{id}`: bad {column}"))
-}
-
 impl ClientRow {
     pub fn from_client(client: &Client) -> Self {
         let grant_types: Vec<&str> = client.grant_types.iter().map(|g| g.as_str()).collect();
@@ -75,47 +71,50 @@ impl ClientRow {
         }
     }
 
-    /// A row someone wrote by hand may hold anything; it is reported, never trusted.
+    /// A row someone wrote by hand may hold anything: it is checked by the same rules as a
+    /// clients file, and reported, never trusted.
     pub fn into_client(self) -> Result<Client, StoreError> {
-        let id = self.id;
-        let mut grant_types = BTreeSet::new();
-        for name in self.grant_types.split_whitespace() {
-            grant_types.insert(GrantType::parse(name).ok_or_else(|| corrupt(&id, "grant_types"))?);
-        }
-        let validity = |value: Option<i64>, column: &str| match value {
-            None => Ok(None),
-            Some(secs) if secs >= 1 => Ok(u64::try_from(secs).ok()),
-            Some(_) => Err(corrupt(&id, column)),
-        };
-        let token_format = match self.token_format.as_deref() {
-            None => None,
-            Some(name) => {
-                Some(TokenFormat::parse(name).ok_or_else(|| corrupt(&id, "token_format"))?)
-            }
-        };
-        Ok(Client {
+        let words = |list: &str| list.split_whitespace().map(str::to_owned).collect();
+        let fields = ClientFields {
+            grant_types: words(&self.grant_types),
+            scopes: words(&self.scopes),
             secret_hash: self.secret_hash,
-            grant_types,
-            scopes: self.scopes.split_whitespace().map(str::to_owned).collect(),
-            access_token_validity_secs: validity(
-                self.access_token_validity_period,
-                "access_token_validity_period",
-            )?,
-            application_access_token_validity_secs: validity(
-                self.application_access_token_validity_period,
-                "application_access_token_validity_period",
-            )?,
-            refresh_token_validity_secs: validity(
-                self.refresh_token_validity_period,
-                "refresh_token_validity_period",
-            )?,
+            access_token_validity_period: self.access_token_validity_period,
+            application_access_token_validity_period: self.application_access_token_validity_period,
+            refresh_token_validity_period: self.refresh_token_validity_period,
             introspect: self.introspect,
-            token_format,
-            audience: self.audience.filter(|audience| !audience.is_empty()),
+            token_format: self.token_format,
+            audience: self.audience,
             disabled: self.disabled,
-            id,
-        })
+        };
+        let (client, problems) = Client::check(self.id, fields);
+        if problems.is_empty() {
+            return Ok(client);
+        }
+        let problems: Vec<String> = problems
+            .into_iter()
+            .map(|(field, message)| format!("{field} {message}"))
+            .collect();
+        Err(StoreError::Corrupt(format!(
+            "clients row `{}`: {}",
+            client.id,
+            problems.join("; ")
+        )))
     }
+}
+
+/// The usable clients of `rows`; each unusable row is logged and left out, so that one bad row
+/// written by hand does not take every client down with it.
+pub fn usable_clients(rows: Vec<ClientRow>) -> Vec<Client> {
+    rows.into_iter()
+        .filter_map(|row| match row.into_client() {
+            Ok(client) => Some(client),
+            Err(err) => {
+                tracing::error!(error = %err, "ignoring a client the clients table holds");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Users from the database, one query per lookup.
@@ -132,7 +131,17 @@ impl SqlUserStore {
 #[async_trait]
 impl UserStore for SqlUserStore {
     async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        self.directory.find_user(name).await
+        let user = self.directory.find_user(name).await?;
+        if let Some(user) = &user {
+            // Checked as a users file would be, rather than failing deep in the hasher.
+            password::check_phc(&user.password_hash).map_err(|err| {
+                StoreError::Corrupt(format!(
+                    "users row `{}`: password_hash is not an argon2 PHC string ({err})",
+                    user.name
+                ))
+            })?;
+        }
+        Ok(user)
     }
 }
 
@@ -204,9 +213,7 @@ impl SqlClientStore {
 /// is picked up at the next check instead of being missed.
 async fn read_clients(directory: &dyn Directory) -> Result<(i64, ClientMap), StoreError> {
     let revision = directory.clients_revision().await?;
-    let clients = directory
-        .list_clients()
-        .await?
+    let clients = usable_clients(directory.list_clients().await?)
         .into_iter()
         .map(|client| (client.id.clone(), Arc::new(client)))
         .collect();
@@ -227,12 +234,14 @@ impl ClientStore for SqlClientStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TokenFormat;
+    use crate::store::model::GrantType;
 
     #[test]
     fn a_client_survives_the_round_trip_through_its_row() {
         let client = Client {
             id: "app".into(),
-            secret_hash: "$sha256$abc".into(),
+            secret_hash: crate::crypto::secret::hash_sha256("s"),
             grant_types: [GrantType::Password, GrantType::RefreshToken].into(),
             scopes: ["read".to_owned(), "write".to_owned()].into(),
             access_token_validity_secs: Some(600),
@@ -253,9 +262,9 @@ mod tests {
     fn a_hand_written_row_with_an_unknown_grant_is_reported_not_trusted() {
         let mut row = ClientRow::from_client(&Client {
             id: "app".into(),
-            secret_hash: "$sha256$abc".into(),
-            grant_types: BTreeSet::new(),
-            scopes: BTreeSet::new(),
+            secret_hash: crate::crypto::secret::hash_sha256("s"),
+            grant_types: Default::default(),
+            scopes: Default::default(),
             access_token_validity_secs: None,
             application_access_token_validity_secs: None,
             refresh_token_validity_secs: None,
@@ -265,6 +274,11 @@ mod tests {
             disabled: false,
         });
         row.grant_types = "password implicit".into();
-        assert!(matches!(row.into_client(), Err(StoreError::Corrupt(_))));
+        row.access_token_validity_period = Some(0);
+        let Err(StoreError::Corrupt(why)) = row.into_client() else {
+            panic!("a bad row was accepted")
+        };
+        assert!(why.contains("unknown grant type `implicit`"), "{why}");
+        assert!(why.contains("access_token_validity_period"), "{why}");
     }
 }

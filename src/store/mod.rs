@@ -256,7 +256,9 @@ pub trait Directory: Send + Sync + 'static {
 
     /// A number that moves whenever the clients table changes (by any means).
     async fn clients_revision(&self) -> Result<i64, StoreError>;
-    async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+    /// Every row, unchecked (see [`directory::usable_clients`]).
+    async fn list_clients(&self) -> Result<Vec<directory::ClientRow>, StoreError>;
+    async fn client_exists(&self, id: &str) -> Result<bool, StoreError>;
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError>;
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError>;
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError>;

@@ -4,6 +4,8 @@ use std::collections::BTreeSet;
 
 use crate::config::TokenFormat;
 use crate::crypto::token::{SecretDigest, TokenId};
+use crate::crypto::{password, secret};
+use crate::oauth::scope::Scope;
 
 /// A resource owner from the user store (also a `users` row).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -62,6 +64,105 @@ pub struct Client {
     /// `aud` of this client's JWT access tokens; else `[oauth] default_audience`.
     pub audience: Option<String>,
     pub disabled: bool,
+}
+
+/// A client as an operator writes it (a clients file entry, a `clients` row), before it is
+/// checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFields {
+    pub secret_hash: String,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub access_token_validity_period: Option<i64>,
+    pub application_access_token_validity_period: Option<i64>,
+    pub refresh_token_validity_period: Option<i64>,
+    pub introspect: bool,
+    pub token_format: Option<String>,
+    pub audience: Option<String>,
+    pub disabled: bool,
+}
+
+impl Client {
+    /// The one set of rules for a client, whichever store holds it: the client, and every
+    /// problem as (field, message). A field with a problem is left out (or empty).
+    pub fn check(id: String, fields: ClientFields) -> (Client, Vec<(&'static str, String)>) {
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        let hash_ok = match secret::kind_of(&fields.secret_hash) {
+            Some(secret::SecretHashKind::Sha256) => {
+                secret::parse_sha256(&fields.secret_hash).is_some()
+            }
+            Some(secret::SecretHashKind::Argon2) => {
+                password::check_phc(&fields.secret_hash).is_ok()
+            }
+            None => false,
+        };
+        if !hash_ok {
+            problems.push((
+                "secret_hash",
+                "must be a $sha256$ or $argon2id$ PHC string (see `tokengate client add`)".into(),
+            ));
+        }
+        let mut grant_types = BTreeSet::new();
+        for name in &fields.grant_types {
+            match GrantType::parse(name) {
+                Some(grant) => {
+                    grant_types.insert(grant);
+                }
+                None => problems.push(("grant_types", format!("unknown grant type `{name}`"))),
+            }
+        }
+        for scope in &fields.scopes {
+            if scope.contains(' ') || Scope::parse(scope).is_err() {
+                problems.push(("scopes", format!("`{scope}` is not a scope token")));
+            }
+        }
+        let mut validity = |field: &'static str, value: Option<i64>| match value {
+            Some(secs) if secs < 1 || secs > i64::from(u32::MAX) => {
+                problems.push((field, "must be between 1 and 4294967295 seconds".into()));
+                None
+            }
+            other => other.and_then(|secs| u64::try_from(secs).ok()),
+        };
+        let access_token_validity_secs = validity(
+            "access_token_validity_period",
+            fields.access_token_validity_period,
+        );
+        let application_access_token_validity_secs = validity(
+            "application_access_token_validity_period",
+            fields.application_access_token_validity_period,
+        );
+        let refresh_token_validity_secs = validity(
+            "refresh_token_validity_period",
+            fields.refresh_token_validity_period,
+        );
+        let token_format = match fields.token_format.as_deref() {
+            None => None,
+            Some(name) => {
+                let format = TokenFormat::parse(name);
+                if format.is_none() {
+                    problems.push(("token_format", "must be \"opaque\" or \"jwt\"".into()));
+                }
+                format
+            }
+        };
+        if fields.audience.as_deref().is_some_and(str::is_empty) {
+            problems.push(("audience", "must not be empty".into()));
+        }
+        let client = Client {
+            id,
+            secret_hash: fields.secret_hash,
+            grant_types,
+            scopes: fields.scopes.into_iter().collect(),
+            access_token_validity_secs,
+            application_access_token_validity_secs,
+            refresh_token_validity_secs,
+            introspect: fields.introspect,
+            token_format,
+            audience: fields.audience,
+            disabled: fields.disabled,
+        };
+        (client, problems)
+    }
 }
 
 /// What is stored about every token, access or refresh.

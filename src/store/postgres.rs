@@ -552,15 +552,24 @@ impl Directory for PostgresTokenStore {
         .await
     }
 
-    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+    async fn list_clients(&self) -> Result<Vec<ClientRow>, StoreError> {
         bounded(async move {
-            sqlx::query_as::<_, ClientRow>(SELECT_CLIENTS)
+            sqlx::query_as(SELECT_CLIENTS)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(backend)?
-                .into_iter()
-                .map(ClientRow::into_client)
-                .collect()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn client_exists(&self, id: &str) -> Result<bool, StoreError> {
+        bounded(async move {
+            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM clients WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(found.is_some())
         })
         .await
     }

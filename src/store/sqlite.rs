@@ -726,14 +726,20 @@ impl Directory for SqliteTokenStore {
             .map_err(backend)
     }
 
-    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        sqlx::query_as::<_, ClientRow>(SELECT_CLIENTS)
+    async fn list_clients(&self) -> Result<Vec<ClientRow>, StoreError> {
+        sqlx::query_as(SELECT_CLIENTS)
             .fetch_all(&self.readers)
             .await
-            .map_err(backend)?
-            .into_iter()
-            .map(ClientRow::into_client)
-            .collect()
+            .map_err(backend)
+    }
+
+    async fn client_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM clients WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(backend)?;
+        Ok(found.is_some())
     }
 
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {

@@ -5,7 +5,7 @@
 //! (inode, size, mtime) and re-reads it when it changed. A file that no longer parses is
 //! reported in the log and the last good contents stay in force.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -14,11 +14,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::model::{Client, GrantType, User};
+use super::model::{Client, ClientFields, User};
 use super::{ClientStore, StoreError, UserStore};
-use crate::config::{ConfigError, ConfigProblem, TokenFormat};
-use crate::crypto::{password, secret};
-use crate::oauth::scope::Scope;
+use crate::config::{ConfigError, ConfigProblem};
+use crate::crypto::password;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,102 +119,27 @@ pub fn parse_clients(text: &str, path: &Path) -> Result<HashMap<String, Arc<Clie
     let raw: RawClientsFile = crate::config::validate::parse_toml(text, path)?;
     let mut problems = Vec::new();
     let mut clients = HashMap::new();
-    for (id, client) in raw.clients {
-        let key = |field: &str| format!("clients.{id}.{field}");
-        let hash_ok = match secret::kind_of(&client.secret_hash) {
-            Some(secret::SecretHashKind::Sha256) => {
-                secret::parse_sha256(&client.secret_hash).is_some()
-            }
-            Some(secret::SecretHashKind::Argon2) => {
-                password::check_phc(&client.secret_hash).is_ok()
-            }
-            None => false,
+    for (id, raw_client) in raw.clients {
+        let fields = ClientFields {
+            secret_hash: raw_client.secret_hash,
+            grant_types: raw_client.grant_types,
+            scopes: raw_client.scopes,
+            access_token_validity_period: raw_client.access_token_validity_period,
+            application_access_token_validity_period: raw_client
+                .application_access_token_validity_period,
+            refresh_token_validity_period: raw_client.refresh_token_validity_period,
+            introspect: raw_client.introspect,
+            token_format: raw_client.token_format,
+            audience: raw_client.audience,
+            disabled: raw_client.disabled,
         };
-        if !hash_ok {
-            problems.push(problem(
-                path,
-                key("secret_hash"),
-                "must be a $sha256$ or $argon2id$ PHC string (see `tokengate client add`)",
-            ));
-        }
-        let mut grant_types = BTreeSet::new();
-        for name in &client.grant_types {
-            match GrantType::parse(name) {
-                Some(grant) => {
-                    grant_types.insert(grant);
-                }
-                None => problems.push(problem(
-                    path,
-                    key("grant_types"),
-                    format!("unknown grant type `{name}`"),
-                )),
-            }
-        }
-        for scope in &client.scopes {
-            if scope.contains(' ') || Scope::parse(scope).is_err() {
-                problems.push(problem(
-                    path,
-                    key("scopes"),
-                    format!("`{scope}` is not a scope token"),
-                ));
-            }
-        }
-        let mut validity = |field: &str, value: Option<i64>| match value {
-            Some(secs) if secs < 1 || secs > i64::from(u32::MAX) => {
-                problems.push(problem(
-                    path,
-                    key(field),
-                    "must be between 1 and 4294967295 seconds",
-                ));
-                None
-            }
-            other => other.and_then(|secs| u64::try_from(secs).ok()),
-        };
-        let access_token_validity_secs = validity(
-            "access_token_validity_period",
-            client.access_token_validity_period,
+        let (client, found) = Client::check(id.clone(), fields);
+        problems.extend(
+            found
+                .into_iter()
+                .map(|(field, message)| problem(path, format!("clients.{id}.{field}"), message)),
         );
-        let application_access_token_validity_secs = validity(
-            "application_access_token_validity_period",
-            client.application_access_token_validity_period,
-        );
-        let refresh_token_validity_secs = validity(
-            "refresh_token_validity_period",
-            client.refresh_token_validity_period,
-        );
-        let token_format = match client.token_format.as_deref() {
-            None => None,
-            Some(name) => {
-                let format = TokenFormat::parse(name);
-                if format.is_none() {
-                    problems.push(problem(
-                        path,
-                        key("token_format"),
-                        "must be \"opaque\" or \"jwt\"",
-                    ));
-                }
-                format
-            }
-        };
-        if client.audience.as_deref().is_some_and(str::is_empty) {
-            problems.push(problem(path, key("audience"), "must not be empty"));
-        }
-        clients.insert(
-            id.clone(),
-            Arc::new(Client {
-                id,
-                secret_hash: client.secret_hash,
-                grant_types,
-                scopes: client.scopes.into_iter().collect(),
-                access_token_validity_secs,
-                application_access_token_validity_secs,
-                refresh_token_validity_secs,
-                introspect: client.introspect,
-                token_format,
-                audience: client.audience,
-                disabled: client.disabled,
-            }),
-        );
+        clients.insert(id, Arc::new(client));
     }
     if problems.is_empty() {
         Ok(clients)

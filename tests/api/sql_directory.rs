@@ -365,3 +365,46 @@ async fn a_client_added_on_postgres_by_plain_sql_is_picked_up_too() {
 async fn home_migrate(home: &Home) {
     home.run(&["migrate"], None).await.assert_success();
 }
+
+#[tokio::test]
+async fn a_bad_client_row_written_by_hand_is_reported_and_the_others_still_serve() {
+    // Arrange: a good client through the CLI, a bad one (unknown grant type, zero validity)
+    // straight into the table.
+    let home = sql_home(None);
+    let secret = add_user_and_client(&home, "bob", "bob-pw", "mobile-app").await;
+    let database = home.path().join("data/tokens.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
+         access_token_validity_period, created_at) \
+         VALUES ('broken', 'plain-text', 'password implicit', '', 0, 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    // Act
+    let server = serve(&home).await;
+    let good = login(&server, "mobile-app", &secret, "bob", "bob-pw").await;
+    let broken = login(&server, "broken", "plain-text", "bob", "bob-pw").await;
+    let listed = home.run(&["client", "list"], None).await;
+
+    // Assert
+    good.assert_tokens(3600, "PRODUCTION");
+    broken.assert_error(401, "invalid_client");
+    let log = server.log();
+    assert!(
+        log.contains("ignoring a client") && log.contains("clients row `broken`"),
+        "{log}"
+    );
+    assert!(log.contains("unknown grant type `implicit`"), "{log}");
+    listed.assert_success();
+    assert_eq!(listed.stdout_lines().len(), 1, "{listed:#?}");
+    assert!(
+        listed.stderr.contains("clients row `broken`") && listed.stderr.contains("secret_hash"),
+        "{listed:#?}"
+    );
+}

@@ -408,3 +408,58 @@ async fn a_bad_client_row_written_by_hand_is_reported_and_the_others_still_serve
         "{listed:#?}"
     );
 }
+
+#[tokio::test]
+async fn three_processes_share_account_lockouts_and_rate_limits_through_postgres() {
+    // Arrange: three real servers on one database; 3 failed logins lock an account, and one
+    // client IP may send 8 token requests (refilling too slowly to matter here).
+    let Some(database) = TestDatabase::create("shared_abuse_state").await else {
+        return;
+    };
+    let homes: Vec<Home> = (0..3)
+        .map(|_| {
+            let home = sql_home(Some(&database.url));
+            for (from, to) in [
+                (
+                    "max_failed_login_attempts = 5",
+                    "max_failed_login_attempts = 3",
+                ),
+                ("enabled = false", "enabled = true"),
+                ("per_ip_rate = 20", "per_ip_rate = 0.001"),
+                ("per_ip_burst = 40", "per_ip_burst = 8"),
+            ] {
+                home.edit("config/identity.toml", from, to);
+            }
+            home
+        })
+        .collect();
+    home_migrate(&homes[0]).await;
+    let secret = add_user_and_client(&homes[0], "bob", "bob-pw", "mobile-app").await;
+    let mut nodes = Vec::new();
+    for home in &homes {
+        nodes.push(serve(home).await);
+    }
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let bob = |node, password| login(node, "mobile-app", &secret, "bob", password);
+
+    // Act + Assert: one failed login on each node locks the account on every node.
+    for node in [a, b, c] {
+        bob(node, "wrong").await.assert_error(400, "invalid_grant");
+    }
+    bob(a, "bob-pw").await.assert_error(400, "invalid_grant");
+    homes[2]
+        .run(&["user", "unlock", "bob"], None)
+        .await
+        .assert_success();
+    bob(b, "bob-pw").await.assert_tokens(3600, "PRODUCTION");
+
+    // Five requests so far; three more use up the IP's 8, wherever they land.
+    for node in [c, a, b] {
+        bob(node, "bob-pw").await.assert_tokens(3600, "PRODUCTION");
+    }
+    for node in [c, a, b] {
+        let refused = bob(node, "bob-pw").await;
+        refused.assert_error(429, "slow_down");
+        assert!(refused.header("retry-after").is_some());
+    }
+}

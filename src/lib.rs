@@ -12,6 +12,7 @@ pub mod connection;
 pub mod crypto;
 pub mod http;
 pub mod janitor;
+pub mod key_sharing;
 pub mod oauth;
 pub mod reload;
 pub mod startup;

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, ConnectionLimits};
 use crate::janitor::{self, JanitorSettings};
+use crate::key_sharing;
 
 use crate::abuse::rate_limit::{Limiter, SharedBuckets};
 use crate::clock::{Clock, SystemClock};
@@ -27,7 +28,9 @@ use crate::oauth::token::ServiceParts;
 use crate::oauth::TokenService;
 use crate::store::directory::{SqlClientStore, SqlUserStore};
 use crate::store::toml_file::{TomlClientStore, TomlUserStore};
-use crate::store::{self, ClientStore, DatabaseStores, StoreError, TokenStore, UserStore};
+use crate::store::{
+    self, ClientStore, DatabaseStores, PublishedKeyStore, StoreError, TokenStore, UserStore,
+};
 use crate::tls::{self, TlsError};
 
 /// The demo credentials the shipped config carries, as the product tokengate replaces ships them.
@@ -65,6 +68,8 @@ pub struct Application {
     tokens: Arc<dyn TokenStore>,
     hasher: PasswordHasher,
     token_service: Arc<TokenService>,
+    /// Where the nodes of a cluster publish their signing keys (`None` on SQLite).
+    published_keys: Option<Arc<dyn PublishedKeyStore>>,
 }
 
 impl Application {
@@ -137,6 +142,15 @@ impl Application {
             clock,
         }));
         warn_about_demo_credentials(&token_service).await;
+        if let Some(store) = &database.published_keys {
+            // Before serving, so that this node's first /jwks already names the others' keys.
+            key_sharing::share_once(
+                &token_service,
+                store.as_ref(),
+                settings.stores.reload_interval,
+            )
+            .await;
+        }
         let service_for_janitor = token_service.clone();
         let router = http::router(AppState {
             ip_limiter: settings
@@ -159,6 +173,7 @@ impl Application {
             tokens,
             hasher,
             token_service: service_for_janitor,
+            published_keys: database.published_keys.clone(),
         })
     }
 
@@ -199,6 +214,14 @@ impl Application {
         let server = &self.settings.server;
         let connections = Arc::new(Semaphore::new(server.max_connections));
         let (stop_connections, connections_stop) = watch::channel(false);
+        if let Some(store) = &self.published_keys {
+            key_sharing::spawn(
+                self.token_service.clone(),
+                store.clone(),
+                self.settings.stores.reload_interval,
+                connections_stop.clone(),
+            );
+        }
         if let Some(interval) = self.settings.stores.janitor_interval {
             janitor::spawn(
                 self.token_service.clone(),

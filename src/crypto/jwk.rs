@@ -136,9 +136,9 @@ pub struct AccessTokenClaims {
     pub jti: String,
 }
 
-/// A JWT access token of ours whose signature checked out.
+/// The claims of a JWT access token of ours (see [`read_access_token`]).
 #[derive(Debug, Clone)]
-pub struct VerifiedAccessToken {
+pub struct JwtAccessToken {
     pub claims: AccessTokenClaims,
     pub issued_at: i64,
     pub expires_at: i64,
@@ -198,28 +198,6 @@ impl SigningKey {
             KeyMaterial::Rs256(key) => Rsa::rs256().token(&header, &claims, key.as_ref()),
         };
         signed.map_err(|err| KeyError::Signing(err.to_string()))
-    }
-
-    /// Checks the signature (only); the caller decides about expiry and revocation.
-    fn verify(&self, token: &UntrustedToken<'_>) -> Option<Claims<AccessTokenClaims>> {
-        if token.algorithm() != self.algorithm.as_str() {
-            return None;
-        }
-        let verified = match &self.material {
-            KeyMaterial::Ed25519(key) => Ed25519
-                .validator::<AccessTokenClaims>(&key.verifying_key())
-                .validate(token)
-                .ok(),
-            KeyMaterial::Es256(key) => Es256
-                .validator::<AccessTokenClaims>(key.verifying_key())
-                .validate(token)
-                .ok(),
-            KeyMaterial::Rs256(key) => Rsa::rs256()
-                .validator::<AccessTokenClaims>(&rsa::RsaPublicKey::from(key.as_ref()))
-                .validate(token)
-                .ok(),
-        };
-        verified.map(|token| token.into_parts().1)
     }
 }
 
@@ -295,10 +273,9 @@ impl KeySet {
             .collect()
     }
 
-    /// The JWKS document (RFC 7517 §5) of the published keys.
-    pub fn jwks(&self, now: i64, max_validity_secs: i64) -> serde_json::Value {
-        let keys: Vec<serde_json::Value> = self
-            .published(now, max_validity_secs)
+    /// The public JWKs of the published keys, as the JWKS lists them.
+    pub fn published_jwks(&self, now: i64, max_validity_secs: i64) -> Vec<serde_json::Value> {
+        self.published(now, max_validity_secs)
             .into_iter()
             .map(|key| {
                 let mut jwk = key.jwk.clone();
@@ -309,34 +286,27 @@ impl KeySet {
                 }
                 jwk
             })
-            .collect();
-        serde_json::json!({ "keys": keys })
+            .collect()
     }
+}
 
-    /// Verifies a JWT access token signed by one of the published keys; `None` for anything
-    /// else (malformed, other `typ`, unknown or retired `kid`, bad signature).
-    pub fn verify(
-        &self,
-        token: &str,
-        now: i64,
-        max_validity_secs: i64,
-    ) -> Option<VerifiedAccessToken> {
-        let untrusted = UntrustedToken::new(token).ok()?;
-        if untrusted.header().token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-            return None;
-        }
-        let kid = untrusted.header().key_id.as_deref()?;
-        let key = self
-            .published(now, max_validity_secs)
-            .into_iter()
-            .find(|key| key.kid == kid)?;
-        let claims = key.verify(&untrusted)?;
-        Some(VerifiedAccessToken {
-            issued_at: claims.issued_at?.timestamp(),
-            expires_at: claims.expiration?.timestamp(),
-            claims: claims.custom,
-        })
+/// Reads an access token's claims *without* checking its signature. Callers trust them only
+/// once the whole token matched the digest recorded when it was issued: that proves it is the
+/// very token this service issued, whichever node of a cluster signed it, with a key only that
+/// node holds. `None` for anything that is not an RFC 9068 access token.
+pub fn read_access_token(token: &str) -> Option<JwtAccessToken> {
+    let untrusted = UntrustedToken::new(token).ok()?;
+    if untrusted.header().token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        return None;
     }
+    let claims = untrusted
+        .deserialize_claims_unchecked::<AccessTokenClaims>()
+        .ok()?;
+    Some(JwtAccessToken {
+        issued_at: claims.issued_at?.timestamp(),
+        expires_at: claims.expiration?.timestamp(),
+        claims: claims.custom,
+    })
 }
 
 /// Writes a new key of `algorithm` into `dir` (owner-readable only); it signs from now on.
@@ -413,6 +383,8 @@ fn folder_stamp(dir: &Path) -> FolderStamp {
 pub struct KeyRing {
     dir: PathBuf,
     current: RwLock<(FolderStamp, Arc<KeySet>)>,
+    /// Public JWKs the other nodes of a cluster sign with (see `key_sharing`).
+    elsewhere: RwLock<Arc<Vec<serde_json::Value>>>,
     /// Files that appeared while running, and when: they activate no earlier than that.
     seen: std::sync::Mutex<HashMap<PathBuf, (i64, i64)>>,
 }
@@ -424,6 +396,7 @@ impl KeyRing {
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             current: RwLock::new((stamp, Arc::new(keys))),
+            elsewhere: RwLock::new(Arc::new(Vec::new())),
             seen: std::sync::Mutex::new(HashMap::new()),
         }))
     }
@@ -433,6 +406,30 @@ impl KeyRing {
             Ok(guard) => guard.1.clone(),
             Err(poisoned) => poisoned.into_inner().1.clone(),
         }
+    }
+
+    /// Sets the public JWKs the cluster's nodes publish (this node's own may be among them).
+    pub fn set_published_elsewhere(&self, keys: Vec<serde_json::Value>) {
+        if let Ok(mut guard) = self.elsewhere.write() {
+            *guard = Arc::new(keys);
+        }
+    }
+
+    /// The JWKS document (RFC 7517 §5): this node's published keys, then those of the other
+    /// nodes of a cluster.
+    pub fn jwks(&self, now: i64, max_validity_secs: i64) -> serde_json::Value {
+        let mut keys = self.keys().published_jwks(now, max_validity_secs);
+        let elsewhere = match self.elsewhere.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        for jwk in elsewhere.iter() {
+            let kid = jwk.get("kid");
+            if !keys.iter().any(|own| own.get("kid") == kid) {
+                keys.push(jwk.clone());
+            }
+        }
+        serde_json::json!({ "keys": keys })
     }
 
     fn reload_if_changed(&self) {

@@ -51,10 +51,7 @@ pub async fn authorization_server(State(state): State<AppState>) -> Result<Respo
 pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
     let service = &state.token_service;
     let max_validity = service.max_access_token_validity_secs().await?;
-    let document = service
-        .keys
-        .keys()
-        .jwks(service.clock.now_secs(), max_validity);
+    let document = service.keys.jwks(service.clock.now_secs(), max_validity);
     let mut response = Json(document).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

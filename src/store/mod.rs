@@ -274,6 +274,25 @@ pub trait RateLimitStore: Send + Sync + 'static {
         -> Result<Result<(), u64>, StoreError>;
 }
 
+/// A public JWT signing key as `/jwks` serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub kid: String,
+    /// The JWK, as JSON text.
+    pub jwk: String,
+}
+
+/// The public signing keys of every node on the database, so that each node's JWKS names
+/// every key any node signs with (private keys never leave their node).
+#[async_trait]
+pub trait PublishedKeyStore: Send + Sync + 'static {
+    /// Publishes `keys`, or keeps them published, until `valid_until` at least.
+    async fn publish_keys(&self, keys: &[PublicKey], valid_until: i64) -> Result<(), StoreError>;
+
+    /// Every key any node published that is still valid at `now`.
+    async fn published_keys(&self, now: i64) -> Result<Vec<PublicKey>, StoreError>;
+}
+
 /// The stores that live in the token database.
 pub struct DatabaseStores {
     pub tokens: Arc<dyn TokenStore>,
@@ -281,6 +300,8 @@ pub struct DatabaseStores {
     pub directory: Arc<dyn Directory>,
     /// `None` on SQLite: its database serves one node, whose own memory is the faster place.
     pub rate_limits: Option<Arc<dyn RateLimitStore>>,
+    /// `None` on SQLite (one node: its own keys are all there are).
+    pub published_keys: Option<Arc<dyn PublishedKeyStore>>,
 }
 
 /// Opens the token database the settings name.
@@ -293,6 +314,7 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreE
                 lockouts: store.clone(),
                 directory: store,
                 rate_limits: None,
+                published_keys: None,
             })
         }
         TokenStoreSettings::Postgres(postgres) => {
@@ -311,7 +333,8 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreE
                 tokens: store.clone(),
                 lockouts: store.clone(),
                 directory: store.clone(),
-                rate_limits: Some(store),
+                rate_limits: Some(store.clone()),
+                published_keys: Some(store),
             })
         }
     }

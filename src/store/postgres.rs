@@ -16,7 +16,8 @@ use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELEC
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::{
     attempt_step, Attempt, AttemptStep, Directory, FailureRow, LockoutPolicy, LockoutStore,
-    PurgeLimits, RateLimitStore, Rotation, RowChange, StoreError, TokenStore,
+    PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange, StoreError,
+    TokenStore,
 };
 use crate::abuse::rate_limit::Rate;
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -368,6 +369,13 @@ impl TokenStore for PostgresTokenStore {
             .await
             .map_err(backend)?
             .rows_affected();
+            // A handful of rows (keys of nodes), so no batching.
+            deleted += sqlx::query("DELETE FROM published_keys WHERE valid_until < $1")
+                .bind(limits.now)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?
+                .rows_affected();
             Ok(deleted)
         })
         .await
@@ -670,5 +678,50 @@ impl RateLimitStore for PostgresTokenStore {
         Ok(Err(crate::abuse::rate_limit::retry_after_secs(
             tokens, rate,
         )))
+    }
+}
+
+#[async_trait]
+impl PublishedKeyStore for PostgresTokenStore {
+    async fn publish_keys(&self, keys: &[PublicKey], valid_until: i64) -> Result<(), StoreError> {
+        bounded(async move {
+            for key in keys {
+                // Never shortens what was promised before (by this node before a restart).
+                sqlx::query(
+                    "INSERT INTO published_keys (kid, jwk, valid_until) VALUES ($1, $2, $3) \
+                     ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk, \
+                     valid_until = GREATEST(published_keys.valid_until, EXCLUDED.valid_until)",
+                )
+                .bind(&key.kid)
+                .bind(&key.jwk)
+                .bind(valid_until)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn published_keys(&self, now: i64) -> Result<Vec<PublicKey>, StoreError> {
+        bounded(async move {
+            let rows = sqlx::query(
+                "SELECT kid, jwk FROM published_keys WHERE valid_until >= $1 ORDER BY kid",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(PublicKey {
+                        kid: row.try_get("kid").map_err(backend)?,
+                        jwk: row.try_get("jwk").map_err(backend)?,
+                    })
+                })
+                .collect()
+        })
+        .await
     }
 }

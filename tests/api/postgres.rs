@@ -123,3 +123,93 @@ async fn an_account_lock_is_shared_by_every_node() {
         "locked: no argon2 work"
     );
 }
+
+/// A JWT login on `node` (the fixture JWT client); returns the access token.
+async fn jwt_login(node: &TestApp) -> String {
+    let reply = node
+        .post_token_as(
+            JWT_CLIENT_ID,
+            SHARED_SECRET,
+            &[
+                ("grant_type", "password"),
+                ("username", USER),
+                ("password", PASSWORD),
+                ("scope", "PRODUCTION"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.str("access_token").to_owned()
+}
+
+/// The kids `node`'s /jwks names.
+async fn published_kids(node: &TestApp) -> Vec<String> {
+    let jwks = node.get("/jwks").await.body;
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_node_signs_with_its_own_key_and_every_node_publishes_and_accepts_all_of_them() {
+    let Some(database) = TestDatabase::create("shared_jwks").await else {
+        return;
+    };
+    // Two nodes with key folders of their own (each generates a key at start) behind one
+    // issuer name, as behind a load balancer.
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let home = Arc::new(tempfile::tempdir().unwrap());
+        write_fixture_stores(home.path());
+        let mut settings = postgres_settings(home.path(), &database);
+        settings.oauth.issuer = Some("https://tokens.example.test".into());
+        nodes.push(spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let from_a = jwt_login(a).await;
+    let from_b = jwt_login(b).await;
+    let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let (kid_a, kid_b) = (kid_of(&from_a), kid_of(&from_b));
+    assert_ne!(kid_a, kid_b, "each node has a key of its own");
+
+    // Every node's JWKS names both keys (A learns of B's within its reload interval).
+    assert!(published_kids(b).await.contains(&kid_a));
+    let mut a_knows_b = false;
+    for _ in 0..100 {
+        if published_kids(a).await.contains(&kid_b) {
+            a_knows_b = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(a_knows_b, "A's JWKS never named B's key");
+
+    // A resource server holding B's JWKS verifies A's token.
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(b.get("/jwks").await.body).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid_a).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&[JWT_AUDIENCE]);
+    validation.set_issuer(&["https://tokens.example.test"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&from_a, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], USER);
+
+    // Introspected and revoked on the node that did not sign it.
+    assert_eq!(b.introspect(&from_a).await.body["active"], true);
+    let revoked = b
+        .post_form_as(
+            "/revoke",
+            JWT_CLIENT_ID,
+            SHARED_SECRET,
+            &[("token", from_a.as_str())],
+        )
+        .await;
+    assert_eq!(revoked.status, 200);
+    assert_eq!(a.introspect(&from_a).await.body["active"], false);
+    assert_eq!(a.introspect(&from_b).await.body["active"], true);
+}

@@ -78,11 +78,12 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         }
     }
 
-    /// Gives back the token `check` took for `key` (the request was refused elsewhere).
-    pub fn refund(&self, key: &K) {
+    /// Lowers the bucket of `key` to `tokens` if it holds more (the cluster's bucket, shared
+    /// by every node, turned out to hold only that many).
+    pub fn at_most(&self, key: &K, tokens: f64) {
         if let Ok(mut buckets) = self.buckets.lock() {
             if let Some(bucket) = buckets.get_mut(key) {
-                bucket.tokens = (bucket.tokens + 1.0).min(self.rate.burst);
+                bucket.tokens = bucket.tokens.min(tokens);
             }
         }
     }
@@ -117,7 +118,7 @@ impl SharedBuckets {
     }
 
     /// `None` when the shared buckets cannot say (paused, failed or slow): use the node's own.
-    async fn take(&self, key: &str, rate: Rate, now_ms: i64) -> Option<Result<(), u64>> {
+    async fn take(&self, key: &str, rate: Rate, now_ms: i64) -> Option<Take> {
         let paused = match self.paused_until.lock() {
             Ok(until) => until.is_some_and(|until| Instant::now() < until),
             Err(_) => false,
@@ -143,13 +144,25 @@ impl SharedBuckets {
     }
 }
 
+/// What a shared bucket said.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Take {
+    Allowed,
+    /// Empty: it holds only `tokens` (less than one).
+    Refused {
+        tokens: f64,
+    },
+}
+
 /// The limit on one kind of key (client IP, client id): this node's buckets and, in a cluster,
 /// the buckets every node shares through the database.
 ///
-/// The local bucket is checked first and counts what this node admitted (a token is given back
-/// when the shared bucket refuses), so it never holds fewer tokens than the shared one: when
-/// it is empty the cluster's is too, and the database is not asked. A flood from one key
-/// therefore costs the database at most `rate` writes a second.
+/// The local bucket is checked first. It only counts this node's requests, so it never holds
+/// fewer tokens than the shared one, and when it is empty the key is over its limit for the
+/// cluster too: the database is not asked. When the shared bucket refuses, the local one is
+/// lowered to what the shared one holds, so the next request from that key waits for a refill
+/// here too. A flood from one key therefore costs the database at most `rate` writes a second
+/// per node, and a node is never stricter than the cluster.
 pub struct Limiter<K> {
     local: RateLimiter<K>,
     shared: Option<Arc<SharedBuckets>>,
@@ -176,11 +189,11 @@ impl<K: Eq + Hash + Clone + Display> Limiter<K> {
         // When the database cannot say, the request goes on: the token store answers 503 for
         // anything that needs it, and the node's own bucket still applies.
         match shared.take(&shared_key, self.local.rate, now_ms).await {
-            Some(Err(retry)) => {
-                self.local.refund(key);
-                Err(retry)
+            Some(Take::Refused { tokens }) => {
+                self.local.at_most(key, tokens);
+                Err(retry_after_secs(tokens, self.local.rate))
             }
-            Some(Ok(())) | None => Ok(()),
+            Some(Take::Allowed) | None => Ok(()),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::abuse::rate_limit::Rate;
+use crate::abuse::rate_limit::{Rate, Take};
 use crate::config::{Settings, TokenStoreSettings};
 use crate::crypto::token::TokenId;
 use model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, User};
@@ -269,9 +269,7 @@ pub trait Directory: Send + Sync + 'static {
 #[async_trait]
 pub trait RateLimitStore: Send + Sync + 'static {
     /// Takes one token from the bucket `key` at `now_ms`; a new bucket starts full.
-    /// `Ok(Err(seconds))`: the bucket is empty, retry after that long.
-    async fn take(&self, key: &str, rate: Rate, now_ms: i64)
-        -> Result<Result<(), u64>, StoreError>;
+    async fn take(&self, key: &str, rate: Rate, now_ms: i64) -> Result<Take, StoreError>;
 }
 
 /// A public JWT signing key as `/jwks` serves it.

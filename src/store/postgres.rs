@@ -6,11 +6,12 @@
 //! upsert per failure.
 
 use std::future::Future;
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::Row as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection as _, Row as _};
 
 use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
@@ -19,13 +20,15 @@ use super::{
     PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange, StoreError,
     TokenStore,
 };
-use crate::abuse::rate_limit::Rate;
+use crate::abuse::rate_limit::{Rate, Take};
 use crate::crypto::token::{SecretDigest, TokenId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
 
 pub struct PostgresTokenStore {
     pool: PgPool,
+    /// Without the statement time limits: a migration may take as long as it takes.
+    migration_options: PgConnectOptions,
     /// For the shared rate-limit buckets only, so that checks for many keys at once (a flood)
     /// cannot take the connections token requests need.
     buckets: PgPool,
@@ -44,6 +47,8 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
             code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
+                || code == "57014" // query_canceled: statement_timeout
+                || code == "55P03" // lock_not_available: lock_timeout
                 || code == "40001"
                 || code == "40P01"
         }),
@@ -51,9 +56,16 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
-/// The longest one database operation may take before it counts as an outage (503): a database
-/// behind a network partition never answers, and without a bound requests would hang on it.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the database may work on one statement, or wait for a row lock, before it cancels
+/// the statement itself. Its transaction then rolls back, so the outcome is known (nothing was
+/// written) and the request gets a 503.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The backstop for a database that stops answering altogether (a network partition): only
+/// then does a node stop waiting without hearing how the operation ended. Well above
+/// [`STATEMENT_TIMEOUT`] plus the pool's acquire timeout, so a slow but working database is
+/// always answered by the database itself.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn bounded<T>(work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
     tokio::time::timeout(OPERATION_TIMEOUT, work)
@@ -78,25 +90,39 @@ impl PostgresTokenStore {
     /// Connects a pool of at most `max_connections` (lazily: a database that is down at start
     /// makes requests fail with 503 until it returns, instead of failing the start).
     pub fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let migration_options = PgConnectOptions::from_str(url)
+            .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
+        let limit = STATEMENT_TIMEOUT.as_millis().to_string();
+        let options = migration_options
+            .clone()
+            .options([("statement_timeout", &limit), ("lock_timeout", &limit)]);
         let pool = |max_connections: u32| {
             PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(3))
-                .connect_lazy(url)
-                .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))
+                .connect_lazy_with(options.clone())
         };
         Ok(Self {
-            pool: pool(max_connections)?,
-            buckets: pool(max_connections.div_ceil(4))?,
+            pool: pool(max_connections),
+            buckets: pool(max_connections.div_ceil(4)),
+            migration_options,
         })
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations, on a connection of their own without the statement limits.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
+        let failed = |err: &dyn std::fmt::Display| {
+            StoreError::Unavailable(format!("migrations failed: {err}"))
+        };
+        let mut connection = PgConnection::connect_with(&self.migration_options)
             .await
-            .map_err(|err| StoreError::Unavailable(format!("migrations failed: {err}")))
+            .map_err(|err| failed(&err))?;
+        let migrated = MIGRATOR
+            .run(&mut connection)
+            .await
+            .map_err(|err| failed(&err));
+        let _ = connection.close().await;
+        migrated
     }
 
     /// Whether every migration this version knows has been applied.
@@ -640,12 +666,7 @@ impl Directory for PostgresTokenStore {
 
 #[async_trait]
 impl RateLimitStore for PostgresTokenStore {
-    async fn take(
-        &self,
-        key: &str,
-        rate: Rate,
-        now_ms: i64,
-    ) -> Result<Result<(), u64>, StoreError> {
+    async fn take(&self, key: &str, rate: Rate, now_ms: i64) -> Result<Take, StoreError> {
         // One statement, atomic under the row lock: refill by the time since the last take
         // (never negative, whatever the nodes' clocks say), take a token if there is one, and
         // return the verdict stored with the row. `full_at_ms` is when the bucket will be full
@@ -672,12 +693,10 @@ impl RateLimitStore for PostgresTokenStore {
         .map_err(backend)?;
         let allowed: bool = row.try_get("allowed").map_err(backend)?;
         if allowed {
-            return Ok(Ok(()));
+            return Ok(Take::Allowed);
         }
         let tokens: f64 = row.try_get("tokens").map_err(backend)?;
-        Ok(Err(crate::abuse::rate_limit::retry_after_secs(
-            tokens, rate,
-        )))
+        Ok(Take::Refused { tokens })
     }
 }
 

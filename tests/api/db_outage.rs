@@ -279,11 +279,54 @@ async fn a_database_that_does_not_answer_in_time_is_503_and_leaves_nothing_half_
     let took = started.elapsed();
     blocker.rollback().await.unwrap();
 
-    // Answered once the 3-second bound on a database operation ran out, not when the lock went.
+    // The database gave up waiting for the lock after 3 s (lock_timeout) and rolled the
+    // rotation back: answered then, not when the lock went.
     renewal.assert_error(503, "temporarily_unavailable");
     assert!(renewal.header("retry-after").is_some());
     assert!(took < Duration::from_secs(6), "{took:?}");
     // The abandoned rotation did not commit: the refresh token was not spent.
     app.refresh(&refresh).await.assert_tokens(3600, "default");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_slow_commit_is_waited_for_so_the_answer_matches_what_was_saved() {
+    let Some(database) = TestDatabase::create("db_slow_commit").await else {
+        return;
+    };
+    let home = Arc::new(tempfile::tempdir().unwrap());
+    write_fixture_stores(home.path());
+    let settings = postgres_settings(home.path(), &database);
+    let app = spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await;
+    let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
+    let refresh = refresh.unwrap();
+
+    // A deferred trigger makes the COMMIT of a rotation itself take 4 s. PostgreSQL does not
+    // apply statement_timeout to a COMMIT, so a node that gave up waiting here could not know
+    // whether the rotation was saved, and the client's retry would look like token reuse.
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    for statement in [
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(4); RETURN NULL; END $$",
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON refresh_tokens \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let started = Instant::now();
+    let renewal = app.refresh(&refresh).await;
+    let took = started.elapsed();
+    sqlx::query("DROP TRIGGER slow_commit ON refresh_tokens")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // The node waited for the commit, so its answer is what the database saved: the new
+    // refresh token works, and the old one is spent.
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+    let (_, next) = renewal.assert_tokens(3600, "default");
+    app.refresh(&next.unwrap())
+        .await
+        .assert_tokens(3600, "default");
     pool.close().await;
 }

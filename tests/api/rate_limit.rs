@@ -251,3 +251,38 @@ async fn the_janitor_forgets_shared_buckets_once_they_are_full_again() {
     assert!(forgotten, "the full bucket was not purged");
     pool.close().await;
 }
+
+#[tokio::test]
+async fn once_the_cluster_refused_a_key_a_node_refuses_it_on_its_own_without_asking_the_database() {
+    let Some(database) = TestDatabase::create("shared_local_lowered").await else {
+        return;
+    };
+    let nodes = cluster(&database, 2, |s| {
+        s.rate_limit.per_ip = bucket(NO_REFILL, 2.0)
+    })
+    .await;
+    // Node A empties the shared bucket; node B has not seen the key yet.
+    for _ in 0..2 {
+        cheap(&nodes[0], None)
+            .await
+            .assert_error(400, "invalid_grant");
+    }
+    assert_limited(&cheap(&nodes[1], None).await);
+
+    // Forget the shared bucket: a node that asked the database now would find a full one.
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    sqlx::query("DELETE FROM rate_buckets")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // B learnt from the refusal that the key's bucket is empty and refuses by itself, so a
+    // flood from one key cannot cost the database a write per request.
+    assert_limited(&cheap(&nodes[1], None).await);
+    let asked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rate_buckets")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(asked, 0, "the database was asked");
+    pool.close().await;
+}

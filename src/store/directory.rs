@@ -13,7 +13,6 @@ use async_trait::async_trait;
 
 use super::model::{Client, ClientFields, User};
 use super::{ClientStore, Directory, StoreError, UserStore};
-use crate::crypto::password;
 
 /// Every client as [`ClientRow`]s (the same SQL in both dialects).
 pub const SELECT_CLIENTS: &str = "SELECT id, secret_hash, grant_types, scopes, \
@@ -103,18 +102,27 @@ impl ClientRow {
     }
 }
 
-/// The usable clients of `rows`; each unusable row is logged and left out, so that one bad row
-/// written by hand does not take every client down with it.
-pub fn usable_clients(rows: Vec<ClientRow>) -> Vec<Client> {
-    rows.into_iter()
-        .filter_map(|row| match row.into_client() {
-            Ok(client) => Some(client),
-            Err(err) => {
-                tracing::error!(error = %err, "ignoring a client the clients table holds");
-                None
+/// The usable clients of `rows`. An unusable row is logged; the client keeps the last good
+/// copy in `previous` if there is one (as a clients file with a mistake keeps its last good
+/// contents), else it is left out, so one bad row never takes every client down with it.
+pub fn usable_clients(rows: Vec<ClientRow>, previous: &ClientMap) -> ClientMap {
+    let mut clients = ClientMap::new();
+    for row in rows {
+        let id = row.id.clone();
+        match row.into_client() {
+            Ok(client) => {
+                clients.insert(id, Arc::new(client));
             }
-        })
-        .collect()
+            Err(err) => match previous.get(&id) {
+                Some(last_good) => {
+                    tracing::error!(error = %err, "keeping the last good copy of a client whose row is unusable");
+                    clients.insert(id, last_good.clone());
+                }
+                None => tracing::error!(error = %err, "ignoring a client the clients table holds"),
+            },
+        }
+    }
+    clients
 }
 
 /// Users from the database, one query per lookup.
@@ -131,17 +139,7 @@ impl SqlUserStore {
 #[async_trait]
 impl UserStore for SqlUserStore {
     async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let user = self.directory.find_user(name).await?;
-        if let Some(user) = &user {
-            // Checked as a users file would be, rather than failing deep in the hasher.
-            password::check_phc(&user.password_hash).map_err(|err| {
-                StoreError::Corrupt(format!(
-                    "users row `{}`: password_hash is not an argon2 PHC string ({err})",
-                    user.name
-                ))
-            })?;
-        }
-        Ok(user)
+        self.directory.find_user(name).await
     }
 }
 
@@ -159,7 +157,7 @@ impl SqlClientStore {
         directory: Arc<dyn Directory>,
         interval: Duration,
     ) -> Result<Arc<Self>, StoreError> {
-        let (revision, clients) = read_clients(directory.as_ref()).await?;
+        let (revision, clients) = read_clients(directory.as_ref(), &ClientMap::new()).await?;
         let store = Arc::new(Self {
             directory,
             current: RwLock::new((revision, Arc::new(clients))),
@@ -186,10 +184,10 @@ impl SqlClientStore {
     }
 
     async fn reload_if_changed(&self) {
-        let held = self.snapshot().0;
+        let (held, previous) = self.snapshot();
         match self.directory.clients_revision().await {
             Ok(revision) if revision == held => {}
-            Ok(_) => match read_clients(self.directory.as_ref()).await {
+            Ok(_) => match read_clients(self.directory.as_ref(), &previous).await {
                 Ok((revision, clients)) => {
                     if let Ok(mut guard) = self.current.write() {
                         *guard = (revision, Arc::new(clients));
@@ -211,12 +209,12 @@ impl SqlClientStore {
 
 /// The revision is read first: a change landing between the two reads moves it again, so it
 /// is picked up at the next check instead of being missed.
-async fn read_clients(directory: &dyn Directory) -> Result<(i64, ClientMap), StoreError> {
+async fn read_clients(
+    directory: &dyn Directory,
+    previous: &ClientMap,
+) -> Result<(i64, ClientMap), StoreError> {
     let revision = directory.clients_revision().await?;
-    let clients = usable_clients(directory.list_clients().await?)
-        .into_iter()
-        .map(|client| (client.id.clone(), Arc::new(client)))
-        .collect();
+    let clients = usable_clients(directory.list_clients().await?, previous);
     Ok((revision, clients))
 }
 

@@ -463,3 +463,91 @@ async fn three_processes_share_account_lockouts_and_rate_limits_through_postgres
         assert!(refused.header("retry-after").is_some());
     }
 }
+
+/// Runs one statement on the SQLite token database of `home`, as an operator with `sqlite3`.
+async fn run_sql(home: &Home, statement: &str) {
+    let database = home.path().join("data/tokens.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
+        .await
+        .unwrap();
+    sqlx::query(statement).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_client_row_spoilt_while_serving_keeps_its_last_good_copy() {
+    // Arrange
+    let home = sql_home(None);
+    let secret = add_user_and_client(&home, "bob", "bob-pw", "mobile-app").await;
+    let server = serve(&home).await;
+    let bob = || login(&server, "mobile-app", &secret, "bob", "bob-pw");
+    bob().await.assert_tokens(3600, "PRODUCTION");
+
+    // Act: a typo in the row, then (to know the node has looked) a new client added.
+    run_sql(
+        &home,
+        "UPDATE clients SET grant_types = 'password refresh-token' WHERE id = 'mobile-app'",
+    )
+    .await;
+    let other = home
+        .run(
+            &["client", "add", "other-app", "--scopes", "PRODUCTION"],
+            None,
+        )
+        .await;
+    other.assert_success();
+    let other_secret = other.stdout.trim().to_owned();
+    poll_until(
+        || login(&server, "other-app", &other_secret, "bob", "bob-pw"),
+        |reply| reply.status == 200,
+    )
+    .await
+    .assert_tokens(3600, "PRODUCTION");
+
+    // Assert: the spoilt client still works as it did, and the log says why.
+    bob().await.assert_tokens(3600, "PRODUCTION");
+    let log = server.log();
+    assert!(
+        log.contains("keeping the last good copy") && log.contains("refresh-token"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_users_row_with_an_unusable_hash_cannot_log_in_but_its_tokens_still_work() {
+    // Arrange
+    let home = sql_home(None);
+    let secret = add_user_and_client(&home, "bob", "bob-pw", "mobile-app").await;
+    let server = serve(&home).await;
+    let (_, refresh) = login(&server, "mobile-app", &secret, "bob", "bob-pw")
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+
+    // Act: the operator blocks password logins by hand, shadow-file style.
+    run_sql(
+        &home,
+        "UPDATE users SET password_hash = '!' WHERE name = 'bob'",
+    )
+    .await;
+    let password = login(&server, "mobile-app", &secret, "bob", "bob-pw").await;
+    let renewal = server
+        .post_token_form(
+            "/token",
+            "mobile-app",
+            &secret,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.unwrap().as_str()),
+            ],
+        )
+        .await;
+
+    // Assert
+    password.assert_error(400, "invalid_grant");
+    renewal.assert_tokens(3600, "PRODUCTION");
+    assert!(
+        server.log().contains("not an argon2 PHC string"),
+        "{}",
+        server.log()
+    );
+}

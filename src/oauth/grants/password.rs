@@ -8,13 +8,14 @@
 use secrecy::SecretString;
 
 use super::{required, required_secret, Grant};
+use crate::crypto::password;
 use crate::oauth::error::OAuthError;
 use crate::oauth::issue::{self, RefreshPlan, Subject};
 use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
 use crate::oauth::wire::TokenResponse;
-use crate::store::model::{Client, GrantType};
+use crate::store::model::{Client, GrantType, User};
 use crate::store::{Attempt, AttemptStep};
 
 pub struct PasswordGrant;
@@ -106,7 +107,7 @@ impl Grant for PasswordGrant {
         // its lockout slot is given back below, so the account is not left "busy".
         let checked: Result<bool, OAuthError> =
             match service.users.find_user(&params.username).await {
-                Ok(Some(user)) if !user.disabled => service
+                Ok(Some(user)) if !user.disabled && has_usable_hash(&user) => service
                     .hasher
                     .verify(&user.password_hash, params.password)
                     .await
@@ -151,4 +152,15 @@ impl Grant for PasswordGrant {
         service.tokens.create_tokens(tokens).await?;
         Ok(response)
     }
+}
+
+/// Only a users row written by hand can hold a hash that is not an argon2 PHC string (a file
+/// is checked when read): nobody can log in with it, and the attempt costs the same as a wrong
+/// password.
+fn has_usable_hash(user: &User) -> bool {
+    let usable = password::check_phc(&user.password_hash).is_ok();
+    if !usable {
+        tracing::warn!(user = %user.name, "login refused: the stored password hash is not an argon2 PHC string");
+    }
+    usable
 }

@@ -117,7 +117,16 @@ impl Application {
         )? {
             tracing::info!(key = %path.display(), algorithm = settings.oauth.jwt_algorithm.as_str(), "generated a JWT signing key");
         }
-        let keys = KeyRing::open(&settings.oauth.signing_keys_dir)?;
+        // In a cluster a new key signs only once every node names it in its JWKS: this node
+        // notices the file, publishes the key and the others read it, each within an interval;
+        // the rest covers whole-second file times and a busy machine.
+        let activation_delay_secs = if database.published_keys.is_some() {
+            let interval = i64::try_from(settings.stores.reload_interval.as_secs()).unwrap_or(60);
+            interval.saturating_mul(3).saturating_add(5)
+        } else {
+            0
+        };
+        let keys = KeyRing::open(&settings.oauth.signing_keys_dir, activation_delay_secs)?;
         keys.watch(settings.stores.reload_interval);
         let issuer = settings
             .oauth

@@ -204,6 +204,9 @@ impl SigningKey {
 /// Every key in the folder, oldest first.
 pub struct KeySet {
     keys: Vec<SigningKey>,
+    /// How long a new key is published before it signs (in a cluster, until every node names
+    /// it in its JWKS); 0 for a single node.
+    activation_delay_secs: i64,
 }
 
 impl KeySet {
@@ -231,7 +234,10 @@ impl KeySet {
                 &b.path,
             ))
         });
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            activation_delay_secs: 0,
+        })
     }
 
     /// Every key, oldest first.
@@ -239,12 +245,19 @@ impl KeySet {
         &self.keys
     }
 
-    /// The newest key of `algorithm`: the one that signs.
-    pub fn signer(&self, algorithm: JwtAlgorithm) -> Option<&SigningKey> {
-        self.keys
-            .iter()
+    /// The key of `algorithm` that signs at `now`: the newest one, once it has been published
+    /// for the activation delay. Until then the one before it signs, or, when every key is that
+    /// young (a node's first minutes), the oldest.
+    pub fn signer(&self, algorithm: JwtAlgorithm, now: i64) -> Option<&SigningKey> {
+        let mut of_algorithm = self.keys.iter().filter(|key| key.algorithm == algorithm);
+        if self.activation_delay_secs == 0 {
+            return of_algorithm.next_back();
+        }
+        let oldest = of_algorithm.clone().next();
+        of_algorithm
             .rev()
-            .find(|key| key.algorithm == algorithm)
+            .find(|key| key.activated_at.saturating_add(self.activation_delay_secs) <= now)
+            .or(oldest)
     }
 
     /// Keys whose tokens may still be live at `now`: every key that is the newest of its
@@ -262,9 +275,13 @@ impl KeySet {
                     .skip(index + 1)
                     .find(|newer| newer.algorithm == key.algorithm);
                 match successor {
-                    // Retired when its successor appeared; its tokens end by then + lifetime.
+                    // It signs until its successor has been published for the activation
+                    // delay; its tokens end by then + the lifetime.
                     Some(successor) => {
-                        now < successor.activated_at.saturating_add(max_validity_secs)
+                        now < successor
+                            .activated_at
+                            .saturating_add(self.activation_delay_secs)
+                            .saturating_add(max_validity_secs)
                     }
                     None => true,
                 }
@@ -342,7 +359,8 @@ pub fn ensure_signing_key(
     algorithm: JwtAlgorithm,
     now_ms: i64,
 ) -> Result<Option<PathBuf>, KeyError> {
-    if dir.exists() && KeySet::load(dir)?.signer(algorithm).is_some() {
+    let has_key = |keys: KeySet| keys.all().iter().any(|key| key.algorithm == algorithm);
+    if dir.exists() && has_key(KeySet::load(dir)?) {
         return Ok(None);
     }
     generate_key(dir, algorithm, now_ms).map(Some)
@@ -382,6 +400,8 @@ fn folder_stamp(dir: &Path) -> FolderStamp {
 /// The key set of a folder, re-read when files are added, changed or removed.
 pub struct KeyRing {
     dir: PathBuf,
+    /// See [`KeySet`]'s `activation_delay_secs`.
+    activation_delay_secs: i64,
     current: RwLock<(FolderStamp, Arc<KeySet>)>,
     /// Public JWKs the other nodes of a cluster sign with (see `key_sharing`).
     elsewhere: RwLock<Arc<Vec<serde_json::Value>>>,
@@ -390,11 +410,14 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    pub fn open(dir: &Path) -> Result<Arc<Self>, KeyError> {
+    /// `activation_delay_secs`: how long a new key is published before it signs.
+    pub fn open(dir: &Path, activation_delay_secs: i64) -> Result<Arc<Self>, KeyError> {
         let stamp = folder_stamp(dir);
-        let keys = KeySet::load(dir)?;
+        let mut keys = KeySet::load(dir)?;
+        keys.activation_delay_secs = activation_delay_secs;
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
+            activation_delay_secs,
             current: RwLock::new((stamp, Arc::new(keys))),
             elsewhere: RwLock::new(Arc::new(Vec::new())),
             seen: std::sync::Mutex::new(HashMap::new()),
@@ -468,7 +491,8 @@ impl KeyRing {
             Err(_) => HashMap::new(),
         };
         match KeySet::load_seen(&self.dir, &seen) {
-            Ok(keys) => {
+            Ok(mut keys) => {
+                keys.activation_delay_secs = self.activation_delay_secs;
                 tracing::info!(folder = %self.dir.display(), keys = keys.keys.len(), "signing keys reloaded");
                 if let Ok(mut guard) = self.current.write() {
                     *guard = (stamp, Arc::new(keys));

@@ -95,11 +95,13 @@ pub fn mint(
             TokenFormat::Opaque => (access.value.expose_secret().to_owned(), access.digest),
             TokenFormat::Jwt => {
                 let keys = service.keys.keys();
-                let signer = keys.signer(service.settings.jwt_algorithm).ok_or_else(|| {
-                    OAuthError::server_error(crate::crypto::jwk::KeyError::NoSigningKey(
-                        service.settings.jwt_algorithm.as_str(),
-                    ))
-                })?;
+                let signer = keys
+                    .signer(service.settings.jwt_algorithm, now_ms.div_euclid(1000))
+                    .ok_or_else(|| {
+                        OAuthError::server_error(crate::crypto::jwk::KeyError::NoSigningKey(
+                            service.settings.jwt_algorithm.as_str(),
+                        ))
+                    })?;
                 let claims = AccessTokenClaims {
                     iss: service.issuer.clone(),
                     sub: username.clone().unwrap_or_else(|| client.id.clone()),

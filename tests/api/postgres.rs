@@ -213,3 +213,49 @@ async fn each_node_signs_with_its_own_key_and_every_node_publishes_and_accepts_a
     assert_eq!(a.introspect(&from_a).await.body["active"], false);
     assert_eq!(a.introspect(&from_b).await.body["active"], true);
 }
+
+#[tokio::test]
+async fn after_a_rotation_on_one_node_every_token_it_signs_names_a_key_the_others_publish() {
+    let Some(database) = TestDatabase::create("rotation_in_a_cluster").await else {
+        return;
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let home = Arc::new(tempfile::tempdir().unwrap());
+        write_fixture_stores(home.path());
+        let settings = postgres_settings(home.path(), &database);
+        nodes.push(spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let first_kid = kid_of(&jwt_login(a).await);
+
+    // Act: a new key on A (what `tokengate keys rotate` does there).
+    tokengate::crypto::jwk::generate_key(
+        &a.settings.oauth.signing_keys_dir,
+        a.settings.oauth.jwt_algorithm,
+        tokengate::clock::Clock::now_ms(&tokengate::clock::SystemClock),
+    )
+    .unwrap();
+
+    // Assert: whatever A signs meanwhile, B already publishes its key; and A does move on.
+    let started = std::time::Instant::now();
+    let mut rotated = false;
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        // Keep A's clock with real time, in which the key file was written.
+        let real = tokengate::clock::Clock::now_ms(&tokengate::clock::SystemClock);
+        let behind_ms = real - tokengate::clock::Clock::now_ms(a.clock.as_ref());
+        a.clock.advance_secs(behind_ms.div_euclid(1000));
+        let kid = kid_of(&jwt_login(a).await);
+        assert!(
+            published_kids(b).await.contains(&kid),
+            "A signed with {kid} (first {first_kid}) after {:?}, which B does not publish yet: {:?}", started.elapsed(), published_kids(b).await
+        );
+        if kid != first_kid {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(rotated, "A never signed with its new key");
+}

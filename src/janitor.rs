@@ -56,7 +56,8 @@ pub async fn run_once(service: &TokenService, settings: JanitorSettings) {
         expired_before: now.saturating_sub(60),
         revoked_before: now.saturating_sub(longest).saturating_sub(60),
         failures_before: now.saturating_sub(settings.failure_window_secs),
-        buckets_full_before_ms: service.clock.now_ms(),
+        // A minute of slack: another node's clock may run behind this one's.
+        buckets_full_before_ms: service.clock.now_ms().saturating_sub(60_000),
         now,
         batch: settings.batch,
     };

@@ -455,7 +455,8 @@ impl KeyRing {
         serde_json::json!({ "keys": keys })
     }
 
-    fn reload_if_changed(&self) {
+    /// Re-reads the folder if files were added, changed or removed (blocking file I/O).
+    pub fn reload_if_changed(&self) {
         let stamp = folder_stamp(&self.dir);
         let unchanged = self
             .current

@@ -14,7 +14,7 @@ pub enum FoundToken {
     /// A JWT access token we issued (its digest matched its record), and that record.
     JwtAccess(JwtAccessToken, TokenRecord),
     Refresh(RefreshTokenRecord),
-    /// Not a token of ours (unknown, malformed, forged or signed by an unpublished key).
+    /// Not a token of ours (unknown, malformed, forged, or not the very token recorded).
     Unknown,
 }
 

@@ -259,3 +259,51 @@ async fn after_a_rotation_on_one_node_every_token_it_signs_names_a_key_the_other
     }
     assert!(rotated, "A never signed with its new key");
 }
+
+#[tokio::test]
+async fn a_withdrawn_key_leaves_every_nodes_jwks_at_once() {
+    let Some(database) = TestDatabase::create("withdrawn_key").await else {
+        return;
+    };
+    let nodes = nodes(&database, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let kid_a = kid_of(&jwt_login(a).await);
+    assert!(published_kids(b).await.contains(&kid_a));
+
+    // Act: `tokengate keys withdraw` on A's machine.
+    let store = tokengate::store::postgres::PostgresTokenStore::connect(&database.url, 1).unwrap();
+    let done = tokengate::key_sharing::withdraw(
+        &a.settings,
+        Some(&store),
+        &kid_a,
+        tokengate::clock::Clock::now_ms(&tokengate::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    tokengate::store::TokenStore::close(&store).await;
+
+    // Assert: gone from both JWKS within the reload interval, and A signs with a new key
+    // that B names too.
+    assert!(done.deleted_file.is_some() && done.new_key.is_some() && done.unpublished);
+    let mut gone = false;
+    for _ in 0..100 {
+        if !published_kids(a).await.contains(&kid_a) && !published_kids(b).await.contains(&kid_a) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the withdrawn key is still published");
+    let kid_now = kid_of(&jwt_login(a).await);
+    assert_ne!(kid_now, kid_a);
+    let mut named = false;
+    for _ in 0..100 {
+        if published_kids(b).await.contains(&kid_now) {
+            named = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(named, "B never published A's new key");
+}

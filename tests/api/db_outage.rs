@@ -110,6 +110,31 @@ async fn node_behind(
     spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await
 }
 
+/// A node behind `proxy` with shared rate limits far above what the tests send.
+async fn rate_limited_node_behind(proxy: &Proxy, database: &TestDatabase) -> TestApp {
+    let bucket = Some(tokengate::abuse::rate_limit::Rate {
+        per_second: 100.0,
+        burst: 100.0,
+    });
+    node_behind(proxy, database, |s| {
+        s.rate_limit.per_ip = bucket;
+        s.rate_limit.per_client = bucket;
+    })
+    .await
+}
+
+/// Retries a refresh until it succeeds (the database is back), for up to 30 s.
+async fn refresh_once_back(app: &TestApp, refresh: &str) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = app.refresh(refresh).await;
+        if reply.status == 200 || Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_database_outage_is_503_and_the_node_recovers_by_itself() {
     let Some(database) = TestDatabase::create("db_outage").await else {
@@ -157,15 +182,7 @@ async fn shared_rate_limits_do_not_turn_a_database_outage_into_another_error() {
         return;
     };
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let bucket = Some(tokengate::abuse::rate_limit::Rate {
-        per_second: 100.0,
-        burst: 100.0,
-    });
-    let app = node_behind(&proxy, &database, |s| {
-        s.rate_limit.per_ip = bucket;
-        s.rate_limit.per_client = bucket;
-    })
-    .await;
+    let app = rate_limited_node_behind(&proxy, &database).await;
     let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
     let refresh = refresh.unwrap();
 
@@ -181,17 +198,8 @@ async fn shared_rate_limits_do_not_turn_a_database_outage_into_another_error() {
     malformed.assert_error(400, "invalid_grant");
 
     proxy.restore();
-    let mut renewed = None;
-    for _ in 0..150 {
-        let reply = app.refresh(&refresh).await;
-        if reply.status == 200 {
-            renewed = Some(reply);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    renewed
-        .expect("the refresh never succeeded after the database returned")
+    refresh_once_back(&app, &refresh)
+        .await
         .assert_tokens(3600, "default");
 }
 
@@ -202,15 +210,7 @@ async fn a_database_that_stops_answering_is_503_within_seconds_and_the_node_reco
     };
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     // Shared rate limits too: their database round trip must not hang either.
-    let bucket = Some(tokengate::abuse::rate_limit::Rate {
-        per_second: 100.0,
-        burst: 100.0,
-    });
-    let app = node_behind(&proxy, &database, |s| {
-        s.rate_limit.per_ip = bucket;
-        s.rate_limit.per_client = bucket;
-    })
-    .await;
+    let app = rate_limited_node_behind(&proxy, &database).await;
     let (access, refresh) = app.login(None).await.assert_tokens(3600, "default");
     let refresh = refresh.unwrap();
 
@@ -239,17 +239,8 @@ async fn a_database_that_stops_answering_is_503_within_seconds_and_the_node_reco
     assert_eq!(health.status, 503, "{}", health.text);
 
     proxy.restore();
-    let mut renewed = None;
-    for _ in 0..300 {
-        let reply = app.refresh(&refresh).await;
-        if reply.status == 200 {
-            renewed = Some(reply);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    renewed
-        .expect("the refresh never succeeded after the partition ended")
+    refresh_once_back(&app, &refresh)
+        .await
         .assert_tokens(3600, "default");
     assert_eq!(app.introspect(&access).await.body["active"], true);
 }

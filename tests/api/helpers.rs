@@ -329,6 +329,21 @@ impl TestApp {
     }
 
     /// A password grant for alice as the main client; returns the reply.
+    /// A password grant for the fixture user with the fixture JWT client, scope PRODUCTION.
+    pub async fn jwt_password_grant(&self) -> Reply {
+        self.post_token_as(
+            JWT_CLIENT_ID,
+            SHARED_SECRET,
+            &[
+                ("grant_type", "password"),
+                ("username", USER),
+                ("password", PASSWORD),
+                ("scope", "PRODUCTION"),
+            ],
+        )
+        .await
+    }
+
     pub async fn login(&self, scope: Option<&str>) -> Reply {
         let mut form = vec![
             ("grant_type", "password"),

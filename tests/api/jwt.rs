@@ -15,18 +15,9 @@ use tokengate::clock::Clock as _;
 use crate::helpers::*;
 
 async fn jwt_login(app: &TestApp) -> (String, Option<String>) {
-    app.post_token_as(
-        JWT_CLIENT_ID,
-        SHARED_SECRET,
-        &[
-            ("grant_type", "password"),
-            ("username", USER),
-            ("password", PASSWORD),
-            ("scope", "PRODUCTION"),
-        ],
-    )
-    .await
-    .assert_jwt(3600, "PRODUCTION")
+    app.jwt_password_grant()
+        .await
+        .assert_jwt(3600, "PRODUCTION")
 }
 
 impl Reply {

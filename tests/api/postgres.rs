@@ -126,18 +126,7 @@ async fn an_account_lock_is_shared_by_every_node() {
 
 /// A JWT login on `node` (the fixture JWT client); returns the access token.
 async fn jwt_login(node: &TestApp) -> String {
-    let reply = node
-        .post_token_as(
-            JWT_CLIENT_ID,
-            SHARED_SECRET,
-            &[
-                ("grant_type", "password"),
-                ("username", USER),
-                ("password", PASSWORD),
-                ("scope", "PRODUCTION"),
-            ],
-        )
-        .await;
+    let reply = node.jwt_password_grant().await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     reply.str("access_token").to_owned()
 }

@@ -20,7 +20,7 @@ pub async fn share_once(service: &TokenService, store: &dyn PublishedKeyStore, i
             return;
         }
     };
-    // The folder as it is now, so that a key just withdrawn (its file deleted) is not
+    // The folder as it is now, so that a key whose file was just deleted is not
     // published again by a pass that ran before this node's own reload.
     let keys = service.keys.clone();
     let _ = tokio::task::spawn_blocking(move || keys.reload_if_changed()).await;
@@ -77,58 +77,4 @@ pub fn spawn(
             share_once(&service, store.as_ref(), interval).await;
         }
     });
-}
-
-/// What `tokengate keys withdraw` did.
-#[derive(Debug, Default)]
-pub struct Withdrawal {
-    /// This node's key file, now deleted.
-    pub deleted_file: Option<std::path::PathBuf>,
-    /// A new key made because the withdrawn one was this node's last of its algorithm.
-    pub new_key: Option<std::path::PathBuf>,
-    /// Whether the database published it (a cluster).
-    pub unpublished: bool,
-}
-
-/// Withdraws a signing key at once, for when it may be compromised: deletes its file from
-/// this node's folder (making a new key if it was the last of the configured algorithm, so the
-/// node keeps signing), and removes it from the keys the cluster publishes.
-pub async fn withdraw(
-    settings: &crate::config::Settings,
-    published: Option<&dyn PublishedKeyStore>,
-    kid: &str,
-    now_ms: i64,
-) -> Result<Withdrawal, WithdrawError> {
-    use crate::crypto::jwk;
-    let dir = &settings.oauth.signing_keys_dir;
-    let mut done = Withdrawal::default();
-    if dir.exists() {
-        let keys = jwk::KeySet::load(dir)?;
-        if let Some(key) = keys.all().iter().find(|key| key.kid == kid) {
-            std::fs::remove_file(&key.path).map_err(|err| WithdrawError::File {
-                path: key.path.clone(),
-                message: err.to_string(),
-            })?;
-            done.deleted_file = Some(key.path.clone());
-            let algorithm = settings.oauth.jwt_algorithm;
-            done.new_key = jwk::ensure_signing_key(dir, algorithm, now_ms)?;
-        }
-    }
-    if let Some(store) = published {
-        done.unpublished = store.withdraw_key(kid).await?;
-    }
-    Ok(done)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum WithdrawError {
-    #[error("{}: {message}", path.display())]
-    File {
-        path: std::path::PathBuf,
-        message: String,
-    },
-    #[error("{0}")]
-    Keys(#[from] crate::crypto::jwk::KeyError),
-    #[error("{0}")]
-    Store(#[from] crate::store::StoreError),
 }

@@ -69,12 +69,6 @@ pub enum KeysAction {
     Rotate,
     /// List the keys: id, algorithm, activation time, file
     List,
-    /// Withdraw a key at once (e.g. if it may be compromised): delete its file here (a new key
-    /// is made if it was the last one) and stop every node of a cluster publishing it
-    Withdraw {
-        /// The key id (`kid`), as `keys list` or the JWKS shows it
-        kid: String,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -523,23 +517,6 @@ fn keys(settings: &Settings, action: KeysAction) -> Result<ExitCode, CliError> {
                 settings.stores.reload_interval.as_secs()
             );
         }
-        KeysAction::Withdraw { kid } => {
-            let now_ms = crate::clock::SystemClock.now_ms();
-            let done = block_on(async {
-                let database = crate::store::open_database(settings).await?;
-                let done = crate::key_sharing::withdraw(
-                    settings,
-                    database.published_keys.as_deref(),
-                    &kid,
-                    now_ms,
-                )
-                .await
-                .map_err(|err| CliError::Input(err.to_string()));
-                database.tokens.close().await;
-                done
-            })?;
-            report_withdrawal(&kid, &done, settings)?;
-        }
         KeysAction::List => {
             for key in jwk::KeySet::load(dir)?.all() {
                 println!(
@@ -553,34 +530,4 @@ fn keys(settings: &Settings, action: KeysAction) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn report_withdrawal(
-    kid: &str,
-    done: &crate::key_sharing::Withdrawal,
-    settings: &Settings,
-) -> Result<(), CliError> {
-    let interval = settings.stores.reload_interval.as_secs();
-    if let Some(path) = &done.deleted_file {
-        eprintln!(
-            "deleted {}: this node stops signing with `{kid}` within {interval} s",
-            path.display()
-        );
-    }
-    if let Some(path) = &done.new_key {
-        eprintln!("added {}: it signs instead", path.display());
-    }
-    if done.unpublished {
-        eprintln!(
-            "`{kid}` is no longer published: every node drops it from its JWKS within {interval} s \
-             (if another node holds its file, run this there too, or that node publishes it again)"
-        );
-    }
-    if done.deleted_file.is_none() && !done.unpublished {
-        return Err(CliError::Input(format!(
-            "no key `{kid}` in {} or among the keys the cluster publishes",
-            settings.oauth.signing_keys_dir.display()
-        )));
-    }
-    Ok(())
 }

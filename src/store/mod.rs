@@ -289,9 +289,6 @@ pub trait PublishedKeyStore: Send + Sync + 'static {
 
     /// Every key any node published that is still valid at `now`.
     async fn published_keys(&self, now: i64) -> Result<Vec<PublicKey>, StoreError>;
-
-    /// Stops publishing a key (`tokengate keys withdraw`); whether it was published.
-    async fn withdraw_key(&self, kid: &str) -> Result<bool, StoreError>;
 }
 
 /// The stores that live in the token database.

@@ -723,18 +723,6 @@ impl PublishedKeyStore for PostgresTokenStore {
         .await
     }
 
-    async fn withdraw_key(&self, kid: &str) -> Result<bool, StoreError> {
-        bounded(async move {
-            let done = sqlx::query("DELETE FROM published_keys WHERE kid = $1")
-                .bind(kid)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
-            Ok(done.rows_affected() == 1)
-        })
-        .await
-    }
-
     async fn published_keys(&self, now: i64) -> Result<Vec<PublicKey>, StoreError> {
         bounded(async move {
             let rows = sqlx::query(

@@ -1447,57 +1447,6 @@ async fn client_remove_deletes_the_client_and_keeps_the_files_comments() {
 }
 
 #[tokio::test]
-async fn keys_withdraw_takes_a_key_out_at_once_and_a_new_one_signs() {
-    // Arrange: a server whose demo client gets JWT access tokens.
-    let home = Home::new();
-    home.edit(
-        "config/clients.toml",
-        "scopes = [\"PRODUCTION\", \"SANDBOX\"]",
-        "scopes = [\"PRODUCTION\", \"SANDBOX\"]\ntoken_format = \"jwt\"",
-    );
-    let server = serve(&home).await;
-    let first_kid = server.get("/jwks").await.body["keys"][0]["kid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-
-    // Act
-    let withdrawn = home.run(&["keys", "withdraw", &first_kid], None).await;
-    let unknown = home.run(&["keys", "withdraw", "no-such-kid"], None).await;
-
-    // Assert: the file is gone, a new key took its place, and the server follows.
-    withdrawn.assert_success();
-    assert!(withdrawn.stderr.contains("deleted"), "{withdrawn:#?}");
-    assert!(withdrawn.stderr.contains("signs instead"), "{withdrawn:#?}");
-    unknown.assert_failure();
-    assert!(
-        unknown.stderr.contains("no key `no-such-kid`"),
-        "{unknown:#?}"
-    );
-    let listed = home.run(&["keys", "list"], None).await;
-    assert_eq!(listed.stdout_lines().len(), 1, "{listed:#?}");
-    assert!(!listed.stdout.contains(&first_kid), "{listed:#?}");
-    let mut kids = Vec::new();
-    for _ in 0..100 {
-        kids = server.get("/jwks").await.body["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|key| key["kid"].as_str().unwrap().to_owned())
-            .collect();
-        if !kids.contains(&first_kid) {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    assert_eq!(kids.len(), 1, "{kids:?}");
-    assert!(!kids.contains(&first_kid), "{kids:?}");
-    let token = server.demo_login().await;
-    let header = jsonwebtoken::decode_header(token.str("access_token")).unwrap();
-    assert_eq!(header.kid.as_ref(), kids.first());
-}
-
-#[tokio::test]
 async fn keys_rotate_adds_a_key_that_a_running_server_publishes_and_signs_with() {
     // Arrange: a server whose demo client gets JWT access tokens.
     let home = Home::new();

@@ -64,7 +64,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
-    /// Add a new signing key of [oauth] jwt_algorithm; it signs from now on, and older keys
+    /// Add a new signing key of [oauth] jwt_algorithm; it signs once servers see it (in a
+    /// cluster, after every node publishes it), and older keys
     /// stay published until the tokens they signed have expired
     Rotate,
     /// List the keys: id, algorithm, activation time, file
@@ -511,7 +512,7 @@ fn keys(settings: &Settings, action: KeysAction) -> Result<ExitCode, CliError> {
             let algorithm = settings.oauth.jwt_algorithm;
             let path = jwk::generate_key(dir, algorithm, crate::clock::SystemClock.now_ms())?;
             eprintln!(
-                "added {} signing key {}; it signs from now on (running servers pick it up within {} s)",
+                "added {} signing key {}; running servers sign with it within {} s (in a cluster, once every node publishes it)",
                 algorithm.as_str(),
                 path.display(),
                 settings.stores.reload_interval.as_secs()

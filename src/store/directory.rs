@@ -109,11 +109,13 @@ pub fn usable_clients(rows: Vec<ClientRow>, previous: &ClientMap) -> ClientMap {
     let mut clients = ClientMap::new();
     for row in rows {
         let id = row.id.clone();
+        let disabled = row.disabled;
         match row.into_client() {
             Ok(client) => {
                 clients.insert(id, Arc::new(client));
             }
-            Err(err) => match previous.get(&id) {
+            // A row that says it is disabled is taken at its word, however broken the rest.
+            Err(err) => match previous.get(&id).filter(|_| !disabled) {
                 Some(last_good) => {
                     tracing::error!(error = %err, "keeping the last good copy of a client whose row is unusable");
                     clients.insert(id, last_good.clone());

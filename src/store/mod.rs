@@ -327,6 +327,7 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreE
                     "database migrations are pending: run `tokengate migrate`".into(),
                 ));
             }
+            store.warm_up().await;
             Ok(DatabaseStores {
                 tokens: store.clone(),
                 lockouts: store.clone(),

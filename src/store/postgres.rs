@@ -67,15 +67,23 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
 /// always answered by the database itself.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one janitor statement may scan and delete.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn bounded<T>(work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-    tokio::time::timeout(OPERATION_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(format!(
-                "the database did not answer within {} s",
-                OPERATION_TIMEOUT.as_secs()
-            )))
-        })
+    bounded_for(OPERATION_TIMEOUT, work).await
+}
+
+async fn bounded_for<T>(
+    limit: Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!(
+            "the database did not answer within {} s",
+            limit.as_secs()
+        )))
+    })
 }
 
 fn backend(err: sqlx::Error) -> StoreError {
@@ -93,9 +101,14 @@ impl PostgresTokenStore {
         let migration_options = PgConnectOptions::from_str(url)
             .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
         let limit = STATEMENT_TIMEOUT.as_millis().to_string();
-        let options = migration_options
-            .clone()
-            .options([("statement_timeout", &limit), ("lock_timeout", &limit)]);
+        // A transaction left open by a node that stopped (or was cut off) mid-way would hold
+        // its row and advisory locks until TCP gave up on it (hours): the server ends it.
+        let idle = OPERATION_TIMEOUT.as_millis().to_string();
+        let options = migration_options.clone().options([
+            ("statement_timeout", &limit),
+            ("lock_timeout", &limit),
+            ("idle_in_transaction_session_timeout", &idle),
+        ]);
         let pool = |max_connections: u32| {
             PgPoolOptions::new()
                 .max_connections(max_connections)
@@ -109,13 +122,56 @@ impl PostgresTokenStore {
         })
     }
 
+    /// One janitor statement, `binds` for its `$1`, `$2`…, in a transaction of its own that
+    /// raises the statement limit: scanning for expired rows in a large table may take longer
+    /// than a token request may.
+    async fn purge_one(&self, sql: &str, binds: &[i64]) -> Result<u64, StoreError> {
+        bounded_for(PURGE_TIMEOUT, async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            let limit = format!(
+                "SET LOCAL statement_timeout = {}",
+                PURGE_TIMEOUT.as_millis()
+            );
+            sqlx::query(&limit)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let mut query = sqlx::query(sql);
+            for value in binds {
+                query = query.bind(*value);
+            }
+            let rows = query
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+            tx.commit().await.map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Opens one connection of the rate-limit pool, so that the first shared check does not
+    /// pay for connecting (and trip the breaker on a busy machine). Best effort.
+    pub async fn warm_up(&self) {
+        let _ = bounded(async {
+            sqlx::query("SELECT 1")
+                .execute(&self.buckets)
+                .await
+                .map_err(backend)
+        })
+        .await;
+    }
+
     /// Applies pending migrations, on a connection of their own without the statement limits.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let failed = |err: &dyn std::fmt::Display| {
             StoreError::Unavailable(format!("migrations failed: {err}"))
         };
-        let mut connection = PgConnection::connect_with(&self.migration_options)
+        let connect = PgConnection::connect_with(&self.migration_options);
+        let mut connection = tokio::time::timeout(OPERATION_TIMEOUT, connect)
             .await
+            .map_err(|_| failed(&"the database did not answer"))?
             .map_err(|err| failed(&err))?;
         let migrated = MIGRATOR
             .run(&mut connection)
@@ -345,66 +401,68 @@ impl TokenStore for PostgresTokenStore {
     }
 
     async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError> {
-        bounded(async move {
-            let batch = i64::from(limits.batch);
-            let mut deleted = 0;
-            // SKIP LOCKED: nodes purging at the same moment take disjoint batches and never wait.
-            for table in ["access_tokens", "refresh_tokens"] {
-                deleted += sqlx::query(&format!(
-                    "DELETE FROM {table} WHERE id IN \
-                     (SELECT id FROM {table} WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
-                ))
-                .bind(limits.expired_before)
-                .bind(batch)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?
-                .rows_affected();
-            }
-            deleted += sqlx::query(
+        let batch = i64::from(limits.batch);
+        // SKIP LOCKED: nodes purging at the same moment take disjoint batches and never wait.
+        let expired = |table: &str| {
+            format!(
+                "DELETE FROM {table} WHERE id IN \
+                 (SELECT id FROM {table} WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            )
+        };
+        let deletes: [(String, Vec<i64>); 6] = [
+            (expired("access_tokens"), vec![limits.expired_before, batch]),
+            (
+                expired("refresh_tokens"),
+                vec![limits.expired_before, batch],
+            ),
+            (
                 "DELETE FROM revoked_families WHERE family_id IN \
                  (SELECT family_id FROM revoked_families WHERE revoked_at < $1 \
-                  AND COALESCE(keep_until, 0) < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(limits.revoked_before)
-            .bind(limits.now)
-            .bind(batch)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-            deleted += sqlx::query(
+                  AND COALESCE(keep_until, 0) < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                    .into(),
+                vec![limits.revoked_before, limits.now, batch],
+            ),
+            (
                 "DELETE FROM login_failures WHERE username IN \
                  (SELECT username FROM login_failures WHERE window_start < $1 \
-                  AND COALESCE(locked_until, 0) <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(limits.failures_before)
-            .bind(limits.now)
-            .bind(batch)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-            deleted += sqlx::query(
+                  AND COALESCE(locked_until, 0) <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                    .into(),
+                vec![limits.failures_before, limits.now, batch],
+            ),
+            (
                 "DELETE FROM rate_buckets WHERE key IN \
-                 (SELECT key FROM rate_buckets WHERE full_at_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(limits.buckets_full_before_ms)
-            .bind(batch)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-            // A handful of rows (keys of nodes), so no batching.
-            deleted += sqlx::query("DELETE FROM published_keys WHERE valid_until < $1")
-                .bind(limits.now)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?
-                .rows_affected();
-            Ok(deleted)
-        })
-        .await
+                 (SELECT key FROM rate_buckets WHERE full_at_ms < $1 LIMIT $2 \
+                  FOR UPDATE SKIP LOCKED)"
+                    .into(),
+                vec![limits.buckets_full_before_ms, batch],
+            ),
+            // A handful of rows (keys of nodes), so no batch.
+            (
+                "DELETE FROM published_keys WHERE valid_until < $1".into(),
+                vec![limits.now],
+            ),
+        ];
+        // Each table on its own: one that cannot be purged (e.g. a long scan cancelled) does
+        // not keep the others growing.
+        let mut deleted = 0;
+        let mut first_error = None;
+        let mut any_done = false;
+        for (sql, binds) in &deletes {
+            match self.purge_one(sql, binds).await {
+                Ok(rows) => {
+                    deleted += rows;
+                    any_done = true;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "janitor: one table not purged this time");
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) if !any_done => Err(err),
+            _ => Ok(deleted),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

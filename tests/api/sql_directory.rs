@@ -511,6 +511,16 @@ async fn a_client_row_spoilt_while_serving_keeps_its_last_good_copy() {
         log.contains("keeping the last good copy") && log.contains("refresh-token"),
         "{log}"
     );
+
+    // A spoilt row that says it is disabled is taken at its word.
+    run_sql(
+        &home,
+        "UPDATE clients SET disabled = 1 WHERE id = 'mobile-app'",
+    )
+    .await;
+    poll_until(bob, |reply| reply.status == 401)
+        .await
+        .assert_error(401, "invalid_client");
 }
 
 #[tokio::test]

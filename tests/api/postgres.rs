@@ -248,3 +248,63 @@ async fn after_a_rotation_on_one_node_every_token_it_signs_names_a_key_the_other
     }
     assert!(rotated, "A never signed with its new key");
 }
+
+#[tokio::test]
+async fn sslmode_decides_whether_a_node_reaches_its_database_over_tls() {
+    let Some(database) = TestDatabase::create("database_tls").await else {
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    if ssl != "on" {
+        eprintln!(
+            "skipped: the PostgreSQL server has ssl off (sslmode_decides_whether_a_node_reaches_its_database_over_tls)"
+        );
+        return;
+    }
+    // Two nodes: one that requires TLS, one that refuses it; `sslmode` decides.
+    let mut nodes = Vec::new();
+    for mode in ["require", "disable"] {
+        let home = Arc::new(tempfile::tempdir().unwrap());
+        write_fixture_stores(home.path());
+        let mut settings = postgres_settings(home.path(), &database);
+        if let tokengate::config::TokenStoreSettings::Postgres(postgres) =
+            &mut settings.stores.tokens
+        {
+            postgres.url = format!(
+                "{}?sslmode={mode}&application_name=node-{mode}",
+                database.url
+            );
+        }
+        let node = spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await;
+        let (_, refresh) = node.login(None).await.assert_tokens(3600, "default");
+        node.refresh(&refresh.unwrap())
+            .await
+            .assert_tokens(3600, "default");
+        nodes.push(node);
+    }
+
+    let encrypted = |mode: &'static str| {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT COUNT(*) FILTER (WHERE s.ssl), COUNT(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = $1",
+        )
+        .bind(format!("node-{mode}"))
+        .fetch_one(&pool)
+    };
+    let (tls, plain) = encrypted("require").await.unwrap();
+    assert!(
+        tls > 0 && plain == 0,
+        "sslmode=require: {tls} TLS, {plain} plain"
+    );
+    let (tls, plain) = encrypted("disable").await.unwrap();
+    assert!(
+        tls == 0 && plain > 0,
+        "sslmode=disable: {tls} TLS, {plain} plain"
+    );
+    pool.close().await;
+}

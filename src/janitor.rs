@@ -22,21 +22,10 @@ pub struct JanitorSettings {
 }
 
 /// Runs until `stop` changes.
-pub fn spawn(
-    service: Arc<TokenService>,
-    settings: JanitorSettings,
-    mut stop: watch::Receiver<bool>,
-) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(settings.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.changed() => return,
-            }
-            run_once(&service, settings).await;
-        }
+pub fn spawn(service: Arc<TokenService>, settings: JanitorSettings, stop: watch::Receiver<bool>) {
+    crate::reload::until_stopped(settings.interval, stop, move || {
+        let service = service.clone();
+        async move { run_once(&service, settings).await }
     });
 }
 

@@ -64,17 +64,10 @@ pub fn spawn(
     service: Arc<TokenService>,
     store: Arc<dyn PublishedKeyStore>,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.changed() => return,
-            }
-            share_once(&service, store.as_ref(), interval).await;
-        }
+    crate::reload::until_stopped(interval, stop, move || {
+        let (service, store) = (service.clone(), store.clone());
+        async move { share_once(&service, store.as_ref(), interval).await }
     });
 }

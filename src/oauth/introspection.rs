@@ -2,11 +2,9 @@
 //!
 //! Anything expired, revoked, spent or unknown is `{"active": false}` and nothing more (§2.2).
 
-use secrecy::SecretString;
-
 use super::error::{ErrorCode, OAuthError};
 use super::issue::audience_of;
-use super::lookup::{find_token, FoundToken, Hint};
+use super::lookup::{find_presented_token, FoundToken};
 use super::token::{TokenRequest, TokenService};
 use super::wire::IntrospectionResponse;
 use crate::store::model::TokenRecord;
@@ -22,15 +20,9 @@ pub async fn introspect(
             "this client may not introspect tokens",
         ));
     }
-    let form = request.form;
-    let token = form
-        .get("token")
-        .map(|t| SecretString::from(t.to_owned()))
-        .ok_or_else(|| OAuthError::invalid_request("missing parameter: token"))?;
-    let hint = Hint::parse(form.get("token_type_hint"));
     let now = service.clock.now_secs();
     let inactive = IntrospectionResponse::default();
-    let found = find_token(service, &token, hint).await?;
+    let found = find_presented_token(service, &request.form).await?;
     let owner_ok = match &found {
         FoundToken::Access(record) | FoundToken::JwtAccess(_, record) => {
             owners_enabled(service, record).await?

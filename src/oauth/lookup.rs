@@ -3,6 +3,7 @@
 use secrecy::SecretString;
 
 use super::error::OAuthError;
+use super::params::FormParams;
 use super::token::TokenService;
 use crate::crypto::jwk::{self, JwtAccessToken};
 use crate::crypto::token::{PresentedToken, SecretDigest, TokenId};
@@ -35,6 +36,19 @@ impl Hint {
             _ => Self::None,
         }
     }
+}
+
+/// The token a revocation or introspection request presents (`token`, `token_type_hint`),
+/// looked up.
+pub async fn find_presented_token(
+    service: &TokenService,
+    form: &FormParams,
+) -> Result<FoundToken, OAuthError> {
+    let token = form
+        .get("token")
+        .map(|t| SecretString::from(t.to_owned()))
+        .ok_or_else(|| OAuthError::invalid_request("missing parameter: token"))?;
+    find_token(service, &token, Hint::parse(form.get("token_type_hint"))).await
 }
 
 /// Looks the token up in every table, the hinted one first. Digests are compared in constant

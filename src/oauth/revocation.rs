@@ -5,22 +5,14 @@
 //! only revoke its own tokens. Revoking a refresh token revokes its whole grant (§2.1: "all
 //! access tokens based on the same authorization grant").
 
-use secrecy::SecretString;
-
 use super::error::OAuthError;
-use super::lookup::{find_token, FoundToken, Hint};
+use super::lookup::{find_presented_token, FoundToken};
 use super::token::{TokenRequest, TokenService};
 
 pub async fn revoke(service: &TokenService, request: TokenRequest) -> Result<(), OAuthError> {
     let client = service.authenticate_client(&request).await?;
-    let form = request.form;
-    let token = form
-        .get("token")
-        .map(|t| SecretString::from(t.to_owned()))
-        .ok_or_else(|| OAuthError::invalid_request("missing parameter: token"))?;
-    let hint = Hint::parse(form.get("token_type_hint"));
     let now = service.clock.now_secs();
-    match find_token(service, &token, hint).await? {
+    match find_presented_token(service, &request.form).await? {
         FoundToken::Refresh(record) if record.token.client_id == client.id => {
             if service.revoke_grant(&record.token.family_id, now).await? {
                 tracing::info!(target: "audit", client_id = %client.id, family = %record.token.family_id.to_uuid_string(), "grant revoked");

@@ -151,6 +151,18 @@ impl PostgresTokenStore {
         .await
     }
 
+    /// Runs one write within the time bound; whether it changed exactly one row.
+    async fn changed_one(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<bool, StoreError> {
+        bounded(async move {
+            let done = query.execute(&self.pool).await.map_err(backend)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
     /// Opens one connection of the rate-limit pool, so that the first shared check does not
     /// pay for connecting (and trip the breaker on a busy machine). Best effort.
     pub async fn warm_up(&self) {
@@ -592,45 +604,30 @@ impl Directory for PostgresTokenStore {
     }
 
     async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError> {
-        bounded(async move {
-            let done = sqlx::query(
+        self.changed_one(
+            sqlx::query(
                 "INSERT INTO users (name, password_hash, disabled, created_at) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
             )
             .bind(user.name.as_str())
             .bind(user.password_hash.as_str())
             .bind(user.disabled)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-            Ok(done.rows_affected() == 1)
-        })
+            .bind(now),
+        )
         .await
     }
 
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
-        bounded(async move {
-            let done = sqlx::query("DELETE FROM users WHERE name = $1")
-                .bind(name)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
-            Ok(done.rows_affected() == 1)
-        })
-        .await
+        self.changed_one(sqlx::query("DELETE FROM users WHERE name = $1").bind(name))
+            .await
     }
 
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
-        bounded(async move {
-            let done = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
+        self.changed_one(
+            sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
                 .bind(disabled)
-                .bind(name)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
-            Ok(done.rows_affected() == 1)
-        })
+                .bind(name),
+        )
         .await
     }
 
@@ -667,9 +664,9 @@ impl Directory for PostgresTokenStore {
     }
 
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {
-        bounded(async move {
-            let row = ClientRow::from_client(client);
-            let done = sqlx::query(
+        let row = ClientRow::from_client(client);
+        self.changed_one(
+            sqlx::query(
                 "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
                  access_token_validity_period, application_access_token_validity_period, \
                  refresh_token_validity_period, introspect, token_format, audience, disabled, \
@@ -687,37 +684,22 @@ impl Directory for PostgresTokenStore {
             .bind(row.token_format)
             .bind(row.audience)
             .bind(row.disabled)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-            Ok(done.rows_affected() == 1)
-        })
+            .bind(now),
+        )
         .await
     }
 
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
-        bounded(async move {
-            let done = sqlx::query("DELETE FROM clients WHERE id = $1")
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
-            Ok(done.rows_affected() == 1)
-        })
-        .await
+        self.changed_one(sqlx::query("DELETE FROM clients WHERE id = $1").bind(id))
+            .await
     }
 
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError> {
-        bounded(async move {
-            let done = sqlx::query("UPDATE clients SET disabled = $1 WHERE id = $2")
+        self.changed_one(
+            sqlx::query("UPDATE clients SET disabled = $1 WHERE id = $2")
                 .bind(disabled)
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
-            Ok(done.rows_affected() == 1)
-        })
+                .bind(id),
+        )
         .await
     }
 }

@@ -98,16 +98,12 @@ async fn node_behind(
     database: &TestDatabase,
     adjust: impl FnOnce(&mut tokengate::config::Settings),
 ) -> TestApp {
-    let home = Arc::new(tempfile::tempdir().unwrap());
-    write_fixture_stores(home.path());
-    let mut settings = postgres_settings(home.path(), database);
-    if let tokengate::config::TokenStoreSettings::Postgres(postgres) = &mut settings.stores.tokens {
-        postgres.url = postgres
-            .url
-            .replace("127.0.0.1:5432", &proxy.addr.to_string());
-    }
-    adjust(&mut settings);
-    spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await
+    postgres_node(database, Arc::new(ManualClock::starting_now()), |s| {
+        let url = postgres_url(s);
+        *url = url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+        adjust(s);
+    })
+    .await
 }
 
 /// A node behind `proxy` with shared rate limits far above what the tests send.
@@ -250,10 +246,7 @@ async fn a_database_that_does_not_answer_in_time_is_503_and_leaves_nothing_half_
     let Some(database) = TestDatabase::create("db_slow").await else {
         return;
     };
-    let home = Arc::new(tempfile::tempdir().unwrap());
-    write_fixture_stores(home.path());
-    let settings = postgres_settings(home.path(), &database);
-    let app = spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await;
+    let app = postgres_node(&database, Arc::new(ManualClock::starting_now()), |_| {}).await;
     let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
     let refresh = refresh.unwrap();
 
@@ -285,10 +278,7 @@ async fn a_slow_commit_is_waited_for_so_the_answer_matches_what_was_saved() {
     let Some(database) = TestDatabase::create("db_slow_commit").await else {
         return;
     };
-    let home = Arc::new(tempfile::tempdir().unwrap());
-    write_fixture_stores(home.path());
-    let settings = postgres_settings(home.path(), &database);
-    let app = spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await;
+    let app = postgres_node(&database, Arc::new(ManualClock::starting_now()), |_| {}).await;
     let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
     let refresh = refresh.unwrap();
 

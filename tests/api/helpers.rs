@@ -566,6 +566,28 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A node on `database` in a home folder of its own (fixture users and clients), with `adjust`
+/// applied to its settings.
+pub async fn postgres_node(
+    database: &TestDatabase,
+    clock: Arc<ManualClock>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let home = Arc::new(tempfile::tempdir().unwrap());
+    write_fixture_stores(home.path());
+    let mut settings = postgres_settings(home.path(), database);
+    adjust(&mut settings);
+    spawn_in(home, settings, clock).await
+}
+
+/// The PostgreSQL URL a node's settings hold, for tests that route or tune the connection.
+pub fn postgres_url(settings: &mut Settings) -> &mut String {
+    match &mut settings.stores.tokens {
+        tokengate::config::TokenStoreSettings::Postgres(postgres) => &mut postgres.url,
+        other => panic!("not a PostgreSQL node: {other:?}"),
+    }
+}
+
 /// Settings for a node on `database`, in a home folder of its own.
 pub fn postgres_settings(home: &Path, database: &TestDatabase) -> Settings {
     let mut settings = test_settings(home);

@@ -52,11 +52,10 @@ async fn the_janitor_purges_expired_tokens_on_postgres() {
     let Some(database) = TestDatabase::create("janitor").await else {
         return;
     };
-    let home = Arc::new(tempfile::tempdir().unwrap());
-    write_fixture_stores(home.path());
-    let mut settings = postgres_settings(home.path(), &database);
-    settings.stores.janitor_interval = Some(Duration::from_secs(1));
-    let app = spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await;
+    let app = postgres_node(&database, Arc::new(ManualClock::starting_now()), |s| {
+        s.stores.janitor_interval = Some(Duration::from_secs(1))
+    })
+    .await;
 
     expired_tokens_are_purged_and_live_ones_kept(app).await;
 }

@@ -12,10 +12,7 @@ use crate::helpers::*;
 async fn nodes(database: &TestDatabase, count: usize) -> Vec<TestApp> {
     let mut nodes = Vec::new();
     for _ in 0..count {
-        let home = Arc::new(tempfile::tempdir().unwrap());
-        write_fixture_stores(home.path());
-        let settings = postgres_settings(home.path(), database);
-        nodes.push(spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await);
+        nodes.push(postgres_node(database, Arc::new(ManualClock::starting_now()), |_| {}).await);
     }
     nodes
 }
@@ -151,11 +148,13 @@ async fn each_node_signs_with_its_own_key_and_every_node_publishes_and_accepts_a
     // issuer name, as behind a load balancer.
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let home = Arc::new(tempfile::tempdir().unwrap());
-        write_fixture_stores(home.path());
-        let mut settings = postgres_settings(home.path(), &database);
-        settings.oauth.issuer = Some("https://tokens.example.test".into());
-        nodes.push(spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await);
+        let clock = Arc::new(ManualClock::starting_now());
+        nodes.push(
+            postgres_node(&database, clock, |s| {
+                s.oauth.issuer = Some("https://tokens.example.test".into())
+            })
+            .await,
+        );
     }
     let (a, b) = (&nodes[0], &nodes[1]);
     let from_a = jwt_login(a).await;
@@ -208,13 +207,7 @@ async fn after_a_rotation_on_one_node_every_token_it_signs_names_a_key_the_other
     let Some(database) = TestDatabase::create("rotation_in_a_cluster").await else {
         return;
     };
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let home = Arc::new(tempfile::tempdir().unwrap());
-        write_fixture_stores(home.path());
-        let settings = postgres_settings(home.path(), &database);
-        nodes.push(spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await);
-    }
+    let nodes = nodes(&database, 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
     let first_kid = kid_of(&jwt_login(a).await);
@@ -268,18 +261,12 @@ async fn sslmode_decides_whether_a_node_reaches_its_database_over_tls() {
     // Two nodes: one that requires TLS, one that refuses it; `sslmode` decides.
     let mut nodes = Vec::new();
     for mode in ["require", "disable"] {
-        let home = Arc::new(tempfile::tempdir().unwrap());
-        write_fixture_stores(home.path());
-        let mut settings = postgres_settings(home.path(), &database);
-        if let tokengate::config::TokenStoreSettings::Postgres(postgres) =
-            &mut settings.stores.tokens
-        {
-            postgres.url = format!(
-                "{}?sslmode={mode}&application_name=node-{mode}",
-                database.url
-            );
-        }
-        let node = spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await;
+        let clock = Arc::new(ManualClock::starting_now());
+        let node = postgres_node(&database, clock, |s| {
+            let url = postgres_url(s);
+            *url = format!("{url}?sslmode={mode}&application_name=node-{mode}");
+        })
+        .await;
         let (_, refresh) = node.login(None).await.assert_tokens(3600, "default");
         node.refresh(&refresh.unwrap())
             .await

@@ -112,11 +112,7 @@ async fn cluster(
     let clock = std::sync::Arc::new(tokengate::clock::ManualClock::starting_now());
     let mut nodes = Vec::new();
     for _ in 0..count {
-        let home = std::sync::Arc::new(tempfile::tempdir().unwrap());
-        write_fixture_stores(home.path());
-        let mut settings = postgres_settings(home.path(), database);
-        adjust(&mut settings);
-        nodes.push(spawn_in(home, settings, clock.clone()).await);
+        nodes.push(postgres_node(database, clock.clone(), &adjust).await);
     }
     nodes
 }

@@ -372,19 +372,13 @@ async fn a_bad_client_row_written_by_hand_is_reported_and_the_others_still_serve
     // straight into the table.
     let home = sql_home(None);
     let secret = add_user_and_client(&home, "bob", "bob-pw", "mobile-app").await;
-    let database = home.path().join("data/tokens.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
-        .await
-        .unwrap();
-    sqlx::query(
+    run_sql(
+        &home,
         "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
          access_token_validity_period, created_at) \
          VALUES ('broken', 'plain-text', 'password implicit', '', 0, 0)",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    .await;
 
     // Act
     let server = serve(&home).await;

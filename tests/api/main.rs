@@ -12,10 +12,15 @@
 
 mod helpers;
 
-mod binary;
+mod cli_clients;
+mod cli_config;
+mod cli_keys;
+mod cli_users;
 mod client_credentials;
 mod client_secrets;
+mod cluster_processes;
 mod config_errors;
+mod crash;
 mod db_outage;
 mod hostile;
 mod interop;
@@ -30,6 +35,7 @@ mod rate_limit;
 mod refresh_reuse;
 mod restart;
 mod revoke;
+mod serve_binary;
 mod shutdown;
 mod sql_directory;
 mod store_failure;

@@ -2,7 +2,7 @@
 //! managed with the same `tokengate user …` / `client …` commands as the files, on SQLite and
 //! on PostgreSQL, and shared by every node of a cluster.
 
-use crate::binary::{poll_until, serve, Home, Server};
+use crate::helpers::process::{poll_until, serve, Home, Server};
 use crate::helpers::{Reply, TestDatabase};
 
 /// A home whose users and clients live in the token database (`tokens`, or the shipped SQLite

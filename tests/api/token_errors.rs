@@ -388,21 +388,6 @@ async fn password_grant_for_a_refresh_only_client_is_unauthorized_client() {
     assert_still_healthy(&app).await;
 }
 
-#[tokio::test]
-async fn client_credentials_for_a_client_not_allowed_it_is_unauthorized_client() {
-    // Arrange
-    let app = spawn_app().await;
-
-    // Act
-    let reply = app
-        .post_token(&[("grant_type", "client_credentials")])
-        .await;
-
-    // Assert
-    reply.assert_error(400, "unauthorized_client");
-    assert_still_healthy(&app).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Grant parameters
 // ---------------------------------------------------------------------------------------------
@@ -510,23 +495,6 @@ async fn an_unknown_client_is_401_invalid_client_with_basic_challenge() {
 
     // Assert
     assert_invalid_client(&reply);
-    assert_still_healthy(&app).await;
-}
-
-#[tokio::test]
-async fn client_id_and_secret_in_the_body_authenticate() {
-    // Arrange
-    let app = spawn_app().await;
-    let body = format!(
-        "{}&client_id={CLIENT_ID}&client_secret={CLIENT_SECRET}",
-        password_body()
-    );
-
-    // Act
-    let reply = post_authorized(&app, None, &body).await;
-
-    // Assert
-    reply.assert_tokens(ACCESS_TTL, "default");
     assert_still_healthy(&app).await;
 }
 

@@ -1,0 +1,12 @@
+//! The shared test harness: `app` (`spawn_app()`, an in-process server with a manual clock),
+//! `process` (the real `tokengate` binary: homes, CLI runs, `serve` child processes) and
+//! `postgres` (a database of its own per test, and nodes on it).
+
+#![allow(dead_code)] // not every test module uses every helper
+
+mod app;
+pub mod postgres;
+pub mod process;
+
+pub use app::*;
+pub use postgres::*;

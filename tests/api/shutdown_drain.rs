@@ -177,3 +177,132 @@ async fn during_the_drain_health_is_503_while_tokens_are_still_issued_then_the_s
     assert!(started.elapsed() >= DRAIN, "stopped before the drain ended");
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// One HTTP/2 frame (RFC 9113 §4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+const H2_HEADERS: u8 = 0x1;
+const H2_SETTINGS: u8 = 0x4;
+const H2_PING: u8 = 0x6;
+const H2_GOAWAY: u8 = 0x7;
+const H2_DATA: u8 = 0x0;
+
+/// Reads HTTP/2 frames as a client does (acknowledging the server's SETTINGS and PINGs) until
+/// `done` says so or the server closes; every frame read, as (type, flags, stream, payload).
+async fn h2_read_until(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    mut done: impl FnMut(&[(u8, u8, u32, Vec<u8>)]) -> bool,
+) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut frames = Vec::new();
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 16_384];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(&frames) {
+        while buffer.len() >= 9 {
+            let len =
+                usize::from(buffer[0]) << 16 | usize::from(buffer[1]) << 8 | usize::from(buffer[2]);
+            if buffer.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buffer[3], buffer[4]);
+            let stream = u32::from_be_bytes(buffer[5..9].try_into().unwrap()) & 0x7fff_ffff;
+            let payload = buffer[9..9 + len].to_vec();
+            buffer.drain(..9 + len);
+            if kind == H2_SETTINGS && flags & 0x1 == 0 {
+                tls.write_all(&h2_frame(H2_SETTINGS, 0x1, 0, &[]))
+                    .await
+                    .unwrap();
+            }
+            if kind == H2_PING && flags & 0x1 == 0 {
+                tls.write_all(&h2_frame(H2_PING, 0x1, 0, &payload))
+                    .await
+                    .unwrap();
+            }
+            frames.push((kind, flags, stream, payload));
+        }
+        if done(&frames) {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tls.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => buffer.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("no more HTTP/2 frames within 20 s: {frames:?}"),
+        }
+    }
+    frames
+}
+
+#[tokio::test]
+async fn an_http2_connection_gets_no_goaway_before_its_first_request_and_that_request_finishes() {
+    let app = spawn_app().await;
+    let addr = app.addr;
+    let mut tls = raw_tls_connection(&app, b"h2").await;
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    tls.write_all(&h2_frame(H2_SETTINGS, 0, 0, &[]))
+        .await
+        .unwrap();
+
+    let stopping = tokio::spawn(app.stop());
+    wait_until_refused(addr, Duration::from_secs(10)).await;
+    // A round trip after the stop: whatever the server sent before its answer, a client has
+    // seen before it sends its request (after a GOAWAY it would not send it).
+    tls.write_all(&h2_frame(H2_PING, 0, 0, b"roundtrp"))
+        .await
+        .unwrap();
+    let before_request = h2_read_until(&mut tls, |frames| {
+        frames.iter().any(|(kind, flags, _, payload)| {
+            *kind == H2_PING && flags & 0x1 == 1 && payload == b"roundtrp"
+        })
+    })
+    .await;
+    // GET https://localhost/health: HPACK indexed :method GET, :scheme https, then :path and
+    // :authority as literals with indexed names (RFC 7541 §6.2.2).
+    let mut block = vec![0x82, 0x87, 0x04, 7];
+    block.extend_from_slice(b"/health");
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"localhost");
+    tls.write_all(&h2_frame(H2_HEADERS, 0x4 | 0x1, 1, &block))
+        .await
+        .unwrap();
+    let after_request = h2_read_until(&mut tls, |_| false).await;
+
+    assert!(
+        !before_request.iter().any(|(kind, ..)| *kind == H2_GOAWAY),
+        "GOAWAY before the first request: {before_request:?}"
+    );
+    // :status 200 is HPACK static index 8.
+    assert!(
+        after_request
+            .iter()
+            .any(|(kind, _, stream, payload)| *kind == H2_HEADERS
+                && *stream == 1
+                && payload.first() == Some(&0x88)),
+        "no 200 on stream 1: {after_request:?}"
+    );
+    assert!(
+        after_request
+            .iter()
+            .any(|(kind, _, stream, payload)| *kind == H2_DATA
+                && *stream == 1
+                && String::from_utf8_lossy(payload).contains("\"ok\"")),
+        "{after_request:?}"
+    );
+    assert!(
+        after_request.iter().any(|(kind, ..)| *kind == H2_GOAWAY),
+        "no GOAWAY: {after_request:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(15), stopping)
+        .await
+        .expect("the server stops within its grace period")
+        .unwrap();
+}

@@ -351,9 +351,17 @@ impl Acceptor<'_> {
                     continue;
                 }
             };
-            let Some(ip_slot) = self.per_ip.try_acquire(peer.ip()) else {
-                tracing::warn!(peer = %peer, "connection limit per IP reached; closing the new connection");
-                continue;
+            let ip_slot = match self.per_ip.try_acquire(peer.ip()) {
+                Ok(slot) => slot,
+                Err(refused) => {
+                    // Once per episode: a host flooding connections must not flood the log.
+                    if refused.first {
+                        tracing::warn!(peer = %peer, "connection limit per IP reached; closing its new connections");
+                    } else {
+                        tracing::debug!(peer = %peer, "connection limit per IP reached; closing the new connection");
+                    }
+                    continue;
+                }
             };
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
                 tracing::warn!(peer = %peer, "connection limit reached; closing the new connection");

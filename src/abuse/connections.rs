@@ -18,7 +18,22 @@ pub struct ConnectionsPerIp {
     /// 0 is no limit.
     limit: usize,
     exempt: Arc<[IpNet]>,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<IpAddr, Open>>,
+}
+
+#[derive(Default)]
+struct Open {
+    connections: usize,
+    /// A refusal has been reported since the IP last had no connections open (one warning,
+    /// not one per connection a flooding host opens).
+    reported: bool,
+}
+
+/// Why a connection gets no slot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OverLimit {
+    /// The first refusal since this IP last had no connection open: worth a warning.
+    pub first: bool,
 }
 
 /// One counted connection of `ip`; dropping it gives the slot back.
@@ -36,11 +51,11 @@ impl ConnectionsPerIp {
         })
     }
 
-    /// A slot for a new connection from `peer`; `None` when that IP already holds `limit`.
-    pub fn try_acquire(self: &Arc<Self>, peer: IpAddr) -> Option<IpSlot> {
+    /// A slot for a new connection from `peer`; `Err` when that IP already holds `limit`.
+    pub fn try_acquire(self: &Arc<Self>, peer: IpAddr) -> Result<IpSlot, OverLimit> {
         let ip = peer.to_canonical();
         if self.limit == 0 || self.exempt.iter().any(|net| net.contains(&ip)) {
-            return Some(IpSlot {
+            return Ok(IpSlot {
                 counts: self.clone(),
                 ip: None,
             });
@@ -50,12 +65,14 @@ impl ConnectionsPerIp {
             .open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = open.entry(ip).or_insert(0);
-        if *count >= self.limit {
-            return None;
+        let entry = open.entry(ip).or_default();
+        if entry.connections >= self.limit {
+            let first = !entry.reported;
+            entry.reported = true;
+            return Err(OverLimit { first });
         }
-        *count += 1;
-        Some(IpSlot {
+        entry.connections += 1;
+        Ok(IpSlot {
             counts: self.clone(),
             ip: Some(ip),
         })
@@ -67,7 +84,8 @@ impl ConnectionsPerIp {
             .open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        open.get(&peer.to_canonical()).copied().unwrap_or(0)
+        open.get(&peer.to_canonical())
+            .map_or(0, |entry| entry.connections)
     }
 }
 
@@ -79,9 +97,9 @@ impl Drop for IpSlot {
             .open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
+        if let Some(entry) = open.get_mut(&ip) {
+            entry.connections = entry.connections.saturating_sub(1);
+            if entry.connections == 0 {
                 // Only IPs with open connections stay in memory.
                 open.remove(&ip);
             }
@@ -103,13 +121,35 @@ mod tests {
         let first = counts.try_acquire(ip("10.0.0.1"));
         let second = counts.try_acquire(ip("::ffff:10.0.0.1"));
 
-        assert!(first.is_some() && second.is_some());
-        assert!(counts.try_acquire(ip("10.0.0.1")).is_none());
-        assert!(counts.try_acquire(ip("::ffff:10.0.0.1")).is_none());
-        assert!(counts.try_acquire(ip("10.0.0.2")).is_some());
+        assert!(first.is_ok() && second.is_ok());
+        assert_eq!(
+            counts.try_acquire(ip("10.0.0.1")).err(),
+            Some(OverLimit { first: true })
+        );
+        assert_eq!(
+            counts.try_acquire(ip("::ffff:10.0.0.1")).err(),
+            Some(OverLimit { first: false })
+        );
+        assert!(counts.try_acquire(ip("10.0.0.2")).is_ok());
         drop(second);
         assert_eq!(counts.open_from(ip("10.0.0.1")), 1);
-        assert!(counts.try_acquire(ip("10.0.0.1")).is_some());
+        let again = counts.try_acquire(ip("10.0.0.1"));
+        assert!(again.is_ok());
+        assert_eq!(
+            counts.try_acquire(ip("10.0.0.1")).err(),
+            Some(OverLimit { first: false })
+        );
+        // Once the host has closed everything, a new episode at the limit is reported again.
+        drop((first, again));
+        let held = (
+            counts.try_acquire(ip("10.0.0.1")),
+            counts.try_acquire(ip("10.0.0.1")),
+        );
+        assert!(held.0.is_ok() && held.1.is_ok());
+        assert_eq!(
+            counts.try_acquire(ip("10.0.0.1")).err(),
+            Some(OverLimit { first: true })
+        );
     }
 
     #[test]
@@ -121,8 +161,8 @@ mod tests {
             .collect();
         let client = counts.try_acquire(ip("198.51.100.1"));
 
-        assert!(held.iter().all(Option::is_some));
-        assert!(client.is_some());
+        assert!(held.iter().all(Result::is_ok));
+        assert!(client.is_ok());
         drop(client);
         assert!(counts.open.lock().unwrap().is_empty());
     }

@@ -152,6 +152,11 @@ async fn a_trusted_proxy_is_not_limited() {
 #[tokio::test]
 async fn on_a_dual_stack_listener_a_mapped_ipv4_peer_counts_as_its_ipv4_address() {
     // `host = "::"` sees 127.0.0.1 as ::ffff:127.0.0.1; ::1 is another host.
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "skipped: no IPv6 loopback here");
+        return;
+    }
     let app = spawn_app_with(|s| {
         s.server.host = "::".parse().unwrap();
         s.server.max_connections_per_ip = 2;

@@ -137,6 +137,8 @@ cp -R "$ROOT/config" "$HOME_DIR/config"
 # Account lockout would answer repeated wrong passwords for one user without any argon2 work;
 # the invalid and flood scenarios are about the argon2 cost, so the bench turns it off.
 sed -i 's/^max_failed_login_attempts = .*/max_failed_login_attempts = 0/' "$HOME_DIR/config/identity.toml"
+# The load generator opens up to 1024 connections from one address.
+sed -i 's/^max_connections_per_ip = [0-9]*/max_connections_per_ip = 0   /' "$HOME_DIR/config/identity.toml"
 # TOKEN_STORE=postgres://… measures the PostgreSQL token store instead of the default SQLite.
 if [[ -n "${TOKEN_STORE:-}" ]]; then
   sed -i "s|^tokens = .*|tokens = \"$TOKEN_STORE\"|" "$HOME_DIR/config/identity.toml"

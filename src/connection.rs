@@ -6,7 +6,13 @@
 //! otherwise hold its connection slot for ever. The watchdog gives every connection
 //! `first_request_timeout` to start a request and `keep_alive_timeout` of idleness between
 //! requests, then shuts it down gracefully, and drops it if it does not finish within
-//! `CLOSE_GRACE`.
+//! `IDLE_CLOSE_GRACE`.
+//!
+//! At shutdown every connection accepted before it gets its request answered: one in flight
+//! finishes; one that has not sent its first request yet (even one still in its TLS handshake)
+//! is served that request if it starts within `first_request_timeout`. HTTP/1 answers carry
+//! `Connection: close` and the connection closes after them; HTTP/2 gets a graceful GOAWAY
+//! that lets the streams in flight finish. `shutdown_grace_period` bounds it all.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -109,6 +115,7 @@ struct Tracked {
     router: axum::Router,
     activity: Arc<Activity>,
     peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Service<Request<Incoming>> for Tracked {
@@ -126,8 +133,20 @@ impl Service<Request<Incoming>> for Tracked {
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
         let router = self.router.clone();
+        let shutdown = self.shutdown.clone();
+        let http1 = request.version() < hyper::Version::HTTP_2;
         Box::pin(async move {
-            let response = router.oneshot(request.map(Body::new)).await;
+            let mut response = router.oneshot(request.map(Body::new)).await;
+            // Once shutdown has begun this is the connection's last HTTP/1 exchange: say so,
+            // and hyper closes the connection after the answer (RFC 9112 §9.6).
+            if http1 && *shutdown.borrow() {
+                if let Ok(response) = &mut response {
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+            }
             drop(in_flight);
             response
         })
@@ -160,11 +179,17 @@ pub async fn serve(
         router,
         activity: activity.clone(),
         peer,
+        shutdown: shutdown.clone(),
     });
     let connection = builder.serve_connection(TokioIo::new(tls), service);
     let mut connection = std::pin::pin!(connection);
     let mut ticker = tokio::time::interval(WATCHDOG_TICK);
+    // When the connection is dropped whatever it is doing.
     let mut close_by: Option<tokio::time::Instant> = None;
+    // graceful_shutdown() has been called.
+    let mut closing = false;
+    // The server is shutting down: answer the request in flight or the first one, then close.
+    let mut stopping = false;
     loop {
         let forced_close = async {
             match close_by {
@@ -179,17 +204,30 @@ pub async fn serve(
                 }
                 return;
             }
-            changed = shutdown.changed(), if close_by.is_none() => {
+            changed = shutdown.changed(), if !stopping => {
                 // A dropped sender also means the server is going away.
                 let _ = changed;
-                connection.as_mut().graceful_shutdown();
-                close_by = Some(tokio::time::Instant::now() + limits.shutdown_grace_period);
+                stopping = true;
+                let deadline = tokio::time::Instant::now() + limits.shutdown_grace_period;
+                close_by = Some(close_by.map_or(deadline, |earlier| earlier.min(deadline)));
+                // A connection that has not sent its first request yet keeps waiting for it:
+                // hyper's graceful shutdown would close it unanswered.
+                if !closing && activity.requests.load(Ordering::Acquire) > 0 {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
-            _ = ticker.tick(), if close_by.is_none() => {
-                if activity.idle_too_long(&limits) {
+            _ = ticker.tick(), if !closing => {
+                if stopping && activity.requests.load(Ordering::Acquire) > 0 {
+                    // The first request has arrived: it finishes (HTTP/2: GOAWAY), nothing more.
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                } else if activity.idle_too_long(&limits) {
                     tracing::debug!(peer = %peer, "closing an idle connection");
                     connection.as_mut().graceful_shutdown();
-                    close_by = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
+                    closing = true;
+                    let deadline = tokio::time::Instant::now() + IDLE_CLOSE_GRACE;
+                    close_by = Some(close_by.map_or(deadline, |earlier| earlier.min(deadline)));
                 }
             }
             () = forced_close => {

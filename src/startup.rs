@@ -17,12 +17,14 @@ use crate::connection::{self, ConnectionLimits};
 use crate::janitor::{self, JanitorSettings};
 use crate::key_sharing;
 
+use crate::abuse::connections::ConnectionsPerIp;
 use crate::abuse::rate_limit::{Limiter, SharedBuckets};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::config::{DirectoryLocation, TokenStoreSettings};
 use crate::crypto::jwk::{self, KeyError, KeyRing};
 use crate::crypto::password::{HashError, PasswordHasher};
+use crate::http::health::Readiness;
 use crate::http::{self, AppState, HttpLimits};
 use crate::oauth::token::ServiceParts;
 use crate::oauth::TokenService;
@@ -70,6 +72,8 @@ pub struct Application {
     token_service: Arc<TokenService>,
     /// Where the nodes of a cluster publish their signing keys (`None` on SQLite).
     published_keys: Option<Arc<dyn PublishedKeyStore>>,
+    /// What `/health` says; told when the shutdown drain begins.
+    readiness: Arc<Readiness>,
 }
 
 impl Application {
@@ -161,6 +165,7 @@ impl Application {
             .await;
         }
         let service_for_janitor = token_service.clone();
+        let readiness = Readiness::for_store(tokens.clone());
         let router = http::router(AppState {
             ip_limiter: settings
                 .rate_limit
@@ -172,6 +177,7 @@ impl Application {
                 max_body_bytes: settings.server.max_body_bytes,
                 request_timeout: settings.server.request_timeout,
             },
+            readiness: readiness.clone(),
         });
         Ok(Self {
             settings: Arc::new(settings),
@@ -183,6 +189,7 @@ impl Application {
             hasher,
             token_service: service_for_janitor,
             published_keys: database.published_keys.clone(),
+            readiness,
         })
     }
 
@@ -213,15 +220,17 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` completes: stops accepting, lets in-flight requests finish
-    /// within the grace period, then closes the token store (committing queued writes).
+    /// Serves until `shutdown` completes, then: for `shutdown_drain_period` `/health` answers
+    /// 503 while everything else is still served; then no new connections (the listener is
+    /// closed), every open connection gets its request in flight, or its first request,
+    /// answered with `Connection: close`, within `shutdown_grace_period`; then the token store
+    /// is closed (committing queued writes).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartupError> {
         tracing::info!(address = %self.local_addr, "tokengate listening (HTTPS)");
         let server = &self.settings.server;
-        let connections = Arc::new(Semaphore::new(server.max_connections));
         let (stop_connections, connections_stop) = watch::channel(false);
         if let Some(store) = &self.published_keys {
             key_sharing::spawn(
@@ -246,64 +255,39 @@ impl Application {
                 connections_stop.clone(),
             );
         }
-        let limits = ConnectionLimits {
-            tls_handshake_timeout: server.tls_handshake_timeout,
-            first_request_timeout: server.header_read_timeout,
-            keep_alive_timeout: server.keep_alive_timeout,
-            shutdown_grace_period: server.shutdown_grace_period,
+        let accept = Acceptor {
+            app: &self,
+            connections: Arc::new(Semaphore::new(server.max_connections)),
+            per_ip: ConnectionsPerIp::new(
+                server.max_connections_per_ip,
+                self.settings.rate_limit.trusted_proxies.clone().into(),
+            ),
+            limits: ConnectionLimits {
+                tls_handshake_timeout: server.tls_handshake_timeout,
+                first_request_timeout: server.header_read_timeout,
+                keep_alive_timeout: server.keep_alive_timeout,
+                shutdown_grace_period: server.shutdown_grace_period,
+            },
+            builder: Arc::new(http_builder(server.header_read_timeout)),
+            stop: connections_stop,
         };
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout)
-            .max_buf_size(64 * 1024);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(128)
-            .max_header_list_size(64 * 1024)
-            // Pings find peers that vanished without closing.
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(10));
-        let builder = Arc::new(builder);
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                () = &mut shutdown => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tracing::warn!(peer = %peer, "connection limit reached; closing the new connection");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let serve = connection::serve(
-                tcp,
-                peer,
-                self.acceptor.clone(),
-                self.router.clone(),
-                builder.clone(),
-                limits,
-                connections_stop.clone(),
+        accept.until(shutdown).await;
+        let drain = server.shutdown_drain_period;
+        if !drain.is_zero() {
+            tracing::info!(
+                seconds = drain.as_secs(),
+                "shutting down: draining (/health answers 503, requests are still served)"
             );
-            tokio::spawn(async move {
-                serve.await;
-                drop(permit);
-            });
+            self.readiness.start_draining();
+            accept.until(tokio::time::sleep(drain)).await;
         }
-        drop(self.listener);
-        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        // Told before the listener closes, so that an answer to a connection that finds the
+        // port closed already says `Connection: close`.
         let _ = stop_connections.send(true);
+        let connections = accept.connections.clone();
+        drop(accept);
+        drop(self.listener);
+        tracing::info!("shutting down: no new connections; answering the requests of open ones");
         // Every connection holds a permit until it is closed: having them all back means done.
         let all = u32::try_from(server.max_connections).unwrap_or(u32::MAX);
         let grace = server.shutdown_grace_period;
@@ -316,6 +300,90 @@ impl Application {
         self.tokens.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// hyper's HTTP/1.1 and HTTP/2 settings for every connection.
+fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(128)
+        .max_header_list_size(64 * 1024)
+        // Pings find peers that vanished without closing.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+/// The accept loop and what every accepted connection needs.
+struct Acceptor<'a> {
+    app: &'a Application,
+    /// `max_connections`: a permit per open connection.
+    connections: Arc<Semaphore>,
+    per_ip: Arc<ConnectionsPerIp>,
+    limits: ConnectionLimits,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Acceptor<'_> {
+    /// Accepts and serves connections until `until` completes.
+    async fn until(&self, until: impl Future<Output = ()>) {
+        let mut until = std::pin::pin!(until);
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.app.listener.accept() => accepted,
+                () = &mut until => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Typically EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let ip_slot = match self.per_ip.try_acquire(peer.ip()) {
+                Ok(slot) => slot,
+                Err(refused) => {
+                    // Once per episode: a host flooding connections must not flood the log.
+                    if refused.first {
+                        tracing::warn!(peer = %peer, "connection limit per IP reached; closing its new connections");
+                    } else {
+                        tracing::debug!(peer = %peer, "connection limit per IP reached; closing the new connection");
+                    }
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                tracing::warn!(peer = %peer, "connection limit reached; closing the new connection");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let serve = connection::serve(
+                tcp,
+                peer,
+                self.app.acceptor.clone(),
+                self.app.router.clone(),
+                self.builder.clone(),
+                self.limits,
+                self.stop.clone(),
+            );
+            // The slots go back when the connection ends, also if its task is dropped.
+            tokio::spawn(async move {
+                serve.await;
+                drop(permit);
+                drop(ip_slot);
+            });
+        }
     }
 }
 

@@ -157,6 +157,8 @@ pub struct ServerSettings {
     pub https_port: u16,
     pub port_offset: i64,
     pub max_connections: usize,
+    /// Open connections one client IP may hold; 0 is no limit. Trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
     pub tls_handshake_timeout: Duration,
     /// Also the time a new connection has to start its first request.
     pub header_read_timeout: Duration,
@@ -164,7 +166,12 @@ pub struct ServerSettings {
     pub keep_alive_timeout: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// After the drain, how long requests (and connections waiting for their first request)
+    /// get to finish before the server stops regardless.
     pub shutdown_grace_period: Duration,
+    /// After SIGTERM, how long `/health` answers 503 while everything else is still served,
+    /// so that a load balancer takes the node out before connections are refused.
+    pub shutdown_drain_period: Duration,
 }
 
 #[derive(Debug, Clone)]

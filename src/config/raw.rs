@@ -66,12 +66,14 @@ pub(crate) struct RawServer {
     pub(crate) https_port: i64,
     pub(crate) port_offset: i64,
     pub(crate) max_connections: i64,
+    pub(crate) max_connections_per_ip: i64,
     pub(crate) tls_handshake_timeout: i64,
     pub(crate) header_read_timeout: i64,
     pub(crate) keep_alive_timeout: i64,
     pub(crate) request_timeout: i64,
     pub(crate) max_body_bytes: i64,
     pub(crate) shutdown_grace_period: i64,
+    pub(crate) shutdown_drain_period: i64,
 }
 
 impl Default for RawServer {
@@ -81,12 +83,14 @@ impl Default for RawServer {
             https_port: 8243,
             port_offset: 0,
             max_connections: 10_000,
+            max_connections_per_ip: 512,
             tls_handshake_timeout: 10,
             header_read_timeout: 10,
             keep_alive_timeout: 60,
             request_timeout: 30,
             max_body_bytes: 16 * 1024,
             shutdown_grace_period: 10,
+            shutdown_drain_period: 0,
         }
     }
 }

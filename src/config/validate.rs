@@ -108,6 +108,12 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
             1,
             1_000_000,
         )),
+        max_connections_per_ip: to_usize(problems.range(
+            "server.max_connections_per_ip",
+            raw.server.max_connections_per_ip,
+            0,
+            1_000_000,
+        )),
         tls_handshake_timeout: problems.seconds(
             "server.tls_handshake_timeout",
             raw.server.tls_handshake_timeout,
@@ -135,6 +141,12 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
             raw.server.shutdown_grace_period,
             0,
         ),
+        shutdown_drain_period: Duration::from_secs(to_u64(problems.range(
+            "server.shutdown_drain_period",
+            raw.server.shutdown_drain_period,
+            0,
+            3600,
+        ))),
     };
 
     let tls = TlsSettings {

@@ -39,6 +39,8 @@ pub struct AppState {
     pub ip_limiter: Option<Arc<Limiter<IpAddr>>>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[IpNet]>,
+    /// What `/health` answers: the shared store probe, and the shutdown drain.
+    pub readiness: Arc<health::Readiness>,
 }
 
 /// RFC 6749-style 429 for a client IP over its rate, before any other work on the request.

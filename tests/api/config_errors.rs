@@ -108,11 +108,13 @@ fn the_shipped_config_file_loads_with_its_documented_values() {
     assert_eq!(server.https_port, 8243);
     assert_eq!(server.port_offset, 0);
     assert_eq!(server.max_connections, 10_000);
+    assert_eq!(server.max_connections_per_ip, 512);
     assert_eq!(server.tls_handshake_timeout, Duration::from_secs(10));
     assert_eq!(server.header_read_timeout, Duration::from_secs(10));
     assert_eq!(server.request_timeout, Duration::from_secs(30));
     assert_eq!(server.max_body_bytes, 16_384);
     assert_eq!(server.shutdown_grace_period, Duration::from_secs(10));
+    assert_eq!(server.shutdown_drain_period, Duration::ZERO);
     assert_eq!(settings.tls.cert, home.join("certs/server.crt"));
     assert_eq!(settings.tls.key, home.join("certs/server.key"));
     assert!(settings.tls.generate_self_signed);
@@ -147,11 +149,16 @@ fn every_key_of_the_shipped_config_is_read_from_the_file() {
         ("https_port = 8243", "https_port = 9000"),
         ("port_offset = 0", "port_offset = 7"),
         ("max_connections = 10000", "max_connections = 11"),
+        (
+            "max_connections_per_ip = 512",
+            "max_connections_per_ip = 21",
+        ),
         ("tls_handshake_timeout = 10", "tls_handshake_timeout = 12"),
         ("header_read_timeout = 10", "header_read_timeout = 13"),
         ("request_timeout = 30", "request_timeout = 14"),
         ("max_body_bytes = 16384", "max_body_bytes = 2048"),
         ("shutdown_grace_period = 10", "shutdown_grace_period = 15"),
+        ("shutdown_drain_period = 0", "shutdown_drain_period = 22"),
         ("cert = \"certs/server.crt\"", "cert = \"tls/a.crt\""),
         ("key = \"certs/server.key\"", "key = \"tls/a.key\""),
         (
@@ -198,11 +205,13 @@ fn every_key_of_the_shipped_config_is_read_from_the_file() {
     assert_eq!(server.https_port, 9007);
     assert_eq!(server.port_offset, 7);
     assert_eq!(server.max_connections, 11);
+    assert_eq!(server.max_connections_per_ip, 21);
     assert_eq!(server.tls_handshake_timeout, Duration::from_secs(12));
     assert_eq!(server.header_read_timeout, Duration::from_secs(13));
     assert_eq!(server.request_timeout, Duration::from_secs(14));
     assert_eq!(server.max_body_bytes, 2048);
     assert_eq!(server.shutdown_grace_period, Duration::from_secs(15));
+    assert_eq!(server.shutdown_drain_period, Duration::from_secs(22));
     assert_eq!(settings.tls.cert, home.join("tls/a.crt"));
     assert_eq!(settings.tls.key, home.join("tls/a.key"));
     assert!(!settings.tls.generate_self_signed);
@@ -619,4 +628,21 @@ fn every_broken_entry_of_a_users_file_is_reported() {
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     assert!(keys.contains(&"users.a.shoe_size"), "{problems:#?}");
     assert!(keys.contains(&"users.b.pasword_hash"), "{problems:#?}");
+}
+
+#[test]
+fn a_negative_per_ip_connection_limit_and_an_hour_long_drain_name_their_keys() {
+    let text = shipped_with(&[
+        (
+            "max_connections_per_ip = 512",
+            "max_connections_per_ip = -1",
+        ),
+        ("shutdown_drain_period = 0", "shutdown_drain_period = 3601"),
+    ]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "server.max_connections_per_ip");
+    assert_names_key(&problems, "server.shutdown_drain_period");
+    assert_eq!(problems.len(), 2, "{problems:?}");
 }

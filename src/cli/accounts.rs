@@ -160,7 +160,9 @@ impl<'a> Accounts<'a> {
         let now_ms = SystemClock.now_ms();
         let ahead_ms = if after_file_edit && in_file {
             let reload = self.settings.stores.reload_interval.as_millis();
-            i64::try_from(reload).unwrap_or(i64::MAX).saturating_add(1000)
+            i64::try_from(reload)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1000)
         } else {
             0
         };

@@ -39,7 +39,10 @@ impl TokenId {
     pub fn lower_bound(ms: i64) -> Self {
         let millis = u64::try_from(ms).unwrap_or(0).min((1 << 48) - 1);
         let mut bytes = [0u8; 16];
-        for (slot, byte) in bytes.iter_mut().zip(millis.to_be_bytes().into_iter().skip(2)) {
+        for (slot, byte) in bytes
+            .iter_mut()
+            .zip(millis.to_be_bytes().into_iter().skip(2))
+        {
             *slot = byte;
         }
         Self(bytes)

@@ -151,12 +151,7 @@ pub fn mint(
     let refresh_record = refresh_minted
         .as_ref()
         .map(|(minted, plan)| RefreshTokenRecord {
-            token: record(
-                minted.id,
-                minted.digest,
-                &plan.scope,
-                refresh_expires_at,
-            ),
+            token: record(minted.id, minted.digest, &plan.scope, refresh_expires_at),
             spent_at: None,
             replaced_by: None,
         });

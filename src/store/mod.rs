@@ -288,8 +288,7 @@ pub trait Directory: Send + Sync + 'static {
     async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError>;
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError>;
     /// Replaces the user's password hash; `Ok(false)` when the user is unknown.
-    async fn set_user_password(&self, name: &str, password_hash: &str)
-        -> Result<bool, StoreError>;
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError>;
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError>;
 
     /// A number that moves whenever the clients table changes (by any means).

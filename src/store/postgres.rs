@@ -412,12 +412,12 @@ impl TokenStore for PostgresTokenStore {
                  {STILL_REDEEMABLE}"
             );
             let spent = sqlx::query(&sql)
-            .bind(now)
-            .bind(replaced_by)
-            .bind(old.0.as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+                .bind(now)
+                .bind(replaced_by)
+                .bind(old.0.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
             if spent.rows_affected() != 1 {
                 return Ok(Rotation::AlreadySpent);
             }
@@ -642,11 +642,7 @@ impl Directory for PostgresTokenStore {
             .await
     }
 
-    async fn set_user_password(
-        &self,
-        name: &str,
-        password_hash: &str,
-    ) -> Result<bool, StoreError> {
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
         self.changed_one(
             sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
                 .bind(password_hash)

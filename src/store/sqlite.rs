@@ -330,11 +330,11 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sql
                  {STILL_REDEEMABLE}"
             );
             let spent = sqlx::query(&sql)
-            .bind(now)
-            .bind(replaced_by)
-            .bind(old.0.as_slice())
-            .execute(&mut *conn)
-            .await?;
+                .bind(now)
+                .bind(replaced_by)
+                .bind(old.0.as_slice())
+                .execute(&mut *conn)
+                .await?;
             let rotated = spent.rows_affected() == 1;
             if rotated {
                 insert_tokens(conn, new).await?;
@@ -749,11 +749,7 @@ impl Directory for SqliteTokenStore {
         .await
     }
 
-    async fn set_user_password(
-        &self,
-        name: &str,
-        password_hash: &str,
-    ) -> Result<bool, StoreError> {
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
         self.submit(WriteOp::Directory(DirectoryChange::UserPassword {
             name: name.to_owned(),
             password_hash: password_hash.to_owned(),

@@ -13,6 +13,7 @@
 mod helpers;
 
 mod binary;
+mod cli_sessions;
 mod client_credentials;
 mod client_secrets;
 mod config_errors;
@@ -30,6 +31,7 @@ mod rate_limit;
 mod refresh_reuse;
 mod restart;
 mod revoke;
+mod sessions;
 mod shutdown;
 mod sql_directory;
 mod store_failure;

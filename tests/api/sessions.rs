@@ -375,3 +375,40 @@ async fn a_revocation_outlives_tokens_issued_under_a_longer_lifetime_on_postgres
     let app = long_refresh_app(Some(&database)).await;
     a_revocation_outlives_tokens_issued_under_a_longer_lifetime(app).await;
 }
+
+/// The shipped `identity.toml` with `refresh_token_max_lifetime` set to `value`, validated.
+fn shipped_config_with_max_lifetime(
+    value: &str,
+) -> Result<tokengate::config::Settings, tokengate::config::ConfigError> {
+    let text = std::fs::read_to_string(project_root().join("config/identity.toml")).unwrap();
+    let line = "refresh_token_max_lifetime = 0 ";
+    assert!(text.contains(line), "the shipped config documents the key");
+    tokengate::config::validate(
+        &text.replacen(line, &format!("refresh_token_max_lifetime = {value} "), 1),
+        std::path::Path::new("/etc/tokengate/identity.toml"),
+        &tokengate::config::ConfigSource {
+            config_path: None,
+            port_offset: None,
+            home: Some("/srv/tokengate".into()),
+        },
+    )
+}
+
+#[test]
+fn refresh_token_max_lifetime_is_read_from_the_file_and_a_negative_one_names_its_key() {
+    // Act
+    let shipped = shipped_config_with_max_lifetime("0").unwrap();
+    let set = shipped_config_with_max_lifetime("2592000").unwrap();
+    let negative = shipped_config_with_max_lifetime("-1").unwrap_err();
+
+    // Assert
+    assert_eq!(shipped.oauth.refresh_token_max_lifetime_secs, 0);
+    assert_eq!(set.oauth.refresh_token_max_lifetime_secs, 2_592_000);
+    assert!(
+        negative.problems.iter().any(|problem| {
+            problem.key == "oauth.refresh_token_max_lifetime"
+                && problem.file == std::path::Path::new("/etc/tokengate/identity.toml")
+        }),
+        "{negative}"
+    );
+}

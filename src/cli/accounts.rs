@@ -142,23 +142,24 @@ impl<'a> Accounts<'a> {
     /// Ends every token of the user or client issued so far, on every node, with one write:
     /// a not-before mark in the token database (see `TokenStore::revoke_subject`).
     ///
-    /// `after_file_edit`: the subject's file was just changed (a new password, a removal).
-    /// Running servers go on using the old entry until they re-read the file, within
-    /// `reload_interval`, so the mark is set that much (plus a second) ahead: tokens issued on
-    /// the old entry meanwhile are ended too, and so are logins of the next few seconds.
-    /// Returns the mark's time (Unix ms).
+    /// `after_edit`: the subject was just changed (a new password, a removal). Running servers
+    /// go on using the old entry until they re-read it, within `reload_interval` (users and
+    /// clients files, and the clients table, which nodes hold in memory; only users in the
+    /// database are read on every login), so the mark is then set that much (plus a second)
+    /// ahead: tokens issued on the old entry meanwhile are ended too, and so are logins of the
+    /// next few seconds. Returns the mark's time (Unix ms).
     pub async fn end_tokens(
         &self,
         kind: SubjectKind,
         name: &str,
-        after_file_edit: bool,
+        after_edit: bool,
     ) -> Result<i64, CliError> {
-        let in_file = match kind {
-            SubjectKind::User => &self.settings.stores.users,
-            SubjectKind::Client => &self.settings.stores.clients,
-        } != &DirectoryLocation::Database;
+        let seen_late = match kind {
+            SubjectKind::User => self.users_in_file(),
+            SubjectKind::Client => true,
+        };
         let now_ms = SystemClock.now_ms();
-        let ahead_ms = if after_file_edit && in_file {
+        let ahead_ms = if after_edit && seen_late {
             let reload = self.settings.stores.reload_interval.as_millis();
             i64::try_from(reload)
                 .unwrap_or(i64::MAX)

@@ -206,6 +206,65 @@ async fn a_later_mark_is_never_moved_back_by_an_earlier_one() {
     assert_inactive(&app.introspect(&access).await);
 }
 
+/// A rotation whose read came before a mark and whose write comes after it (the refresh grant
+/// read the token, then `revoke-tokens` committed): the conditional write must refuse, so that
+/// no live successor is minted.
+async fn a_rotation_racing_a_mark_mints_no_successor(app: TestApp) {
+    use tokengate::crypto::token::{PresentedToken, SecretDigest, TokenId};
+    use tokengate::store::model::{NewTokens, RefreshTokenRecord};
+    use tokengate::store::Rotation;
+
+    // Arrange: the grant's refresh token as the grant read it, then the mark.
+    let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
+    let id = PresentedToken::parse(&secrecy::SecretString::from(refresh.unwrap()))
+        .unwrap()
+        .id;
+    let old = app.store.find_refresh_token(&id).await.unwrap().unwrap();
+    assert!(old.token.revoked_at.is_none());
+    app.clock.advance_secs(1);
+    mark(&app, SubjectKind::User, USER).await;
+    let now_ms = app.clock.now_ms();
+    let successor = |id: TokenId| {
+        let mut record = old.token.clone();
+        record.id = id;
+        record.secret_digest = SecretDigest::of(b"successor");
+        record.issued_at = app.clock_now();
+        record
+    };
+    let new = NewTokens {
+        access: successor(TokenId::new(now_ms)),
+        refresh: Some(RefreshTokenRecord {
+            token: successor(TokenId::new(now_ms)),
+            spent_at: None,
+            replaced_by: None,
+        }),
+    };
+
+    // Act
+    let rotation = app
+        .store
+        .rotate_refresh_token(&id, app.clock_now(), new)
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(rotation, Rotation::AlreadySpent);
+}
+
+#[tokio::test]
+async fn a_rotation_racing_a_mark_mints_no_successor_on_sqlite() {
+    a_rotation_racing_a_mark_mints_no_successor(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn a_rotation_racing_a_mark_mints_no_successor_on_postgres() {
+    let Some(database) = TestDatabase::create("rotation_mark").await else {
+        return;
+    };
+    let app = postgres_node(&database, Arc::new(ManualClock::starting_now()), |_| {}).await;
+    a_rotation_racing_a_mark_mints_no_successor(app).await;
+}
+
 /// The refresh token's `exp` as introspection reports it.
 async fn refresh_expiry(app: &TestApp, refresh: &str) -> i64 {
     let reply = app.introspect(refresh).await;

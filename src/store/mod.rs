@@ -80,8 +80,10 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn revoke_access_token(&self, id: &TokenId, now: i64) -> Result<bool, StoreError>;
 
     /// RFC 7009 §2.1: revokes every token of a grant (refresh and access tokens sharing
-    /// `family_id`). The revocation is kept at least until `keep_until`, when every token of
-    /// the grant has expired. `Ok(false)` if the family was already revoked.
+    /// `family_id`). The revocation is kept until no token issued before it is stored (see
+    /// [`TokenStore::purge`]); `keep_until`, when every token of the grant expires under the
+    /// lifetimes configured now, is recorded but no longer decides. `Ok(false)` if the family
+    /// was already revoked.
     async fn revoke_family(
         &self,
         family_id: &TokenId,

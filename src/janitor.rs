@@ -31,19 +31,10 @@ pub fn spawn(service: Arc<TokenService>, settings: JanitorSettings, stop: watch:
 
 /// One janitor pass: batches until nothing is left or the per-tick bound is reached.
 pub async fn run_once(service: &TokenService, settings: JanitorSettings) {
-    // A revoked grant's tokens are all expired once the longest lifetime has passed.
-    let longest = match service.max_token_lifetime_secs().await {
-        Ok(longest) => longest,
-        Err(err) => {
-            tracing::warn!(error = %err, "janitor skipped a pass");
-            return;
-        }
-    };
     let now = service.clock.now_secs();
     let limits = PurgeLimits {
         // A token just past expiry may still be in a reuse check; a minute of slack is plenty.
         expired_before: now.saturating_sub(60),
-        revoked_before: now.saturating_sub(longest).saturating_sub(60),
         failures_before: now.saturating_sub(settings.failure_window_secs),
         // A minute of slack: another node's clock may run behind this one's.
         buckets_full_before_ms: service.clock.now_ms().saturating_sub(60_000),

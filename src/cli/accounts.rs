@@ -9,7 +9,7 @@ use crate::clock::{Clock as _, SystemClock};
 use crate::config::{DirectoryLocation, Settings};
 use crate::store::model::{Client, User};
 use crate::store::toml_file::{load_clients, load_users};
-use crate::store::{self, DatabaseStores};
+use crate::store::{self, DatabaseStores, SubjectKind};
 
 /// How the messages name the database.
 const DATABASE: &str = "the token database";
@@ -71,6 +71,11 @@ impl<'a> Accounts<'a> {
         }
     }
 
+    /// Whether users live in a file (running servers see changes within `reload_interval`).
+    pub fn users_in_file(&self) -> bool {
+        self.settings.stores.users != DirectoryLocation::Database
+    }
+
     pub fn users_place(&self) -> String {
         self.settings.stores.users.describe()
     }
@@ -119,6 +124,55 @@ impl<'a> Accounts<'a> {
                 found(removed, "user", name)
             }
         }
+    }
+
+    pub async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<(), CliError> {
+        match &self.settings.stores.users {
+            DirectoryLocation::File(path) => {
+                Ok(admin::set_user_password(path, name, password_hash)?)
+            }
+            DirectoryLocation::Database => {
+                let directory = &self.database()?.directory;
+                let changed = directory.set_user_password(name, password_hash).await?;
+                found(changed, "user", name)
+            }
+        }
+    }
+
+    /// Ends every token of the user or client issued so far, on every node, with one write:
+    /// a not-before mark in the token database (see `TokenStore::revoke_subject`).
+    ///
+    /// `after_edit`: the subject was just changed (a new password, a removal). Running servers
+    /// go on using the old entry until they re-read it, within `reload_interval` (users and
+    /// clients files, and the clients table, which nodes hold in memory; only users in the
+    /// database are read on every login), so the mark is then set that much (plus a second)
+    /// ahead: tokens issued on the old entry meanwhile are ended too, and so are logins of the
+    /// next few seconds. Returns the mark's time (Unix ms).
+    pub async fn end_tokens(
+        &self,
+        kind: SubjectKind,
+        name: &str,
+        after_edit: bool,
+    ) -> Result<i64, CliError> {
+        let seen_late = match kind {
+            SubjectKind::User => self.users_in_file(),
+            SubjectKind::Client => true,
+        };
+        let now_ms = SystemClock.now_ms();
+        let ahead_ms = if after_edit && seen_late {
+            let reload = self.settings.stores.reload_interval.as_millis();
+            i64::try_from(reload)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1000)
+        } else {
+            0
+        };
+        let not_before_ms = now_ms.saturating_add(ahead_ms);
+        self.database()?
+            .tokens
+            .revoke_subject(kind, name, not_before_ms, now_ms.div_euclid(1000))
+            .await?;
+        Ok(not_before_ms)
     }
 
     pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<(), CliError> {

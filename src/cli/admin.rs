@@ -286,6 +286,24 @@ pub fn set_user_disabled(path: &Path, name: &str, disabled: bool) -> Result<(), 
     })
 }
 
+/// Replaces the user's `password_hash`, keeping everything else in the file as it is.
+pub fn set_user_password(path: &Path, name: &str, password_hash: &str) -> Result<(), AdminError> {
+    locked(path, || {
+        edit_entry(path, &USERS, name, parse_users, |table| {
+            let mut hash = value(password_hash);
+            // A comment at the end of the old line stays at the end of the new one.
+            let old_decor = table
+                .get("password_hash")
+                .and_then(Item::as_value)
+                .map(|old| old.decor().clone());
+            if let (Some(decor), Some(new)) = (old_decor, hash.as_value_mut()) {
+                *new.decor_mut() = decor;
+            }
+            table.insert("password_hash", hash);
+        })
+    })
+}
+
 pub fn set_client_disabled(path: &Path, id: &str, disabled: bool) -> Result<(), AdminError> {
     locked(path, || {
         set_disabled(path, &CLIENTS, id, disabled, parse_clients)
@@ -319,6 +337,23 @@ fn set_disabled<T>(
     disabled: bool,
     parse: Parse<T>,
 ) -> Result<(), AdminError> {
+    edit_entry(path, entry, name, parse, |table| {
+        if disabled {
+            table.insert("disabled", value(true));
+        } else {
+            table.remove("disabled");
+        }
+    })
+}
+
+/// Applies `change` to the table of one existing entry, validates and replaces the file.
+fn edit_entry<T>(
+    path: &Path,
+    entry: &Entry,
+    name: &str,
+    parse: Parse<T>,
+    change: impl FnOnce(&mut Table),
+) -> Result<(), AdminError> {
     let mut doc = read_document(path, entry.header)?;
     let Some(table) = section(&mut doc, entry.section)?
         .get_mut(name)
@@ -330,11 +365,7 @@ fn set_disabled<T>(
             name: name.to_owned(),
         });
     };
-    if disabled {
-        table.insert("disabled", value(true));
-    } else {
-        table.remove("disabled");
-    }
+    change(table);
     let text = doc.to_string();
     validate_with(path, &text, parse)?;
     replace_file(path, &text)

@@ -13,6 +13,7 @@ use crate::config::{self, ConfigError, ConfigProblem, ConfigSource, DirectoryLoc
 use crate::crypto::{jwk, password, secret};
 use crate::startup::{Application, StartupError};
 use crate::store::model::User;
+use crate::store::SubjectKind;
 use accounts::Accounts;
 use admin::AdminError;
 
@@ -81,7 +82,20 @@ pub enum UserAction {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
-    /// Remove a user
+    /// Set a user's password, reading it from stdin; ends the user's tokens unless
+    /// --keep-sessions
+    SetPassword {
+        name: String,
+        /// Read the password from stdin (required: passwords never go on the command line)
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Keep the tokens issued so far (by default every token of the user is ended)
+        #[arg(long)]
+        keep_sessions: bool,
+    },
+    /// End every token of the user (all clients) on every node, keeping the account
+    RevokeTokens { name: String },
+    /// Remove a user and end its tokens for good
     Remove { name: String },
     /// List users
     List,
@@ -131,7 +145,9 @@ pub enum ClientAction {
         #[arg(long)]
         audience: Option<String>,
     },
-    /// Remove a client
+    /// End every token issued to the client (all users) on every node, keeping the client
+    RevokeTokens { id: String },
+    /// Remove a client and end its tokens for good
     Remove { id: String },
     /// List clients
     List,
@@ -318,7 +334,14 @@ fn with_accounts(
 }
 
 fn user(settings: &Settings, action: UserAction) -> Result<ExitCode, CliError> {
-    let with_database = matches!(action, UserAction::Unlock { .. });
+    // Unlocks and the not-before marks that end tokens live in the token database.
+    let with_database = matches!(
+        action,
+        UserAction::Unlock { .. }
+            | UserAction::SetPassword { .. }
+            | UserAction::RevokeTokens { .. }
+            | UserAction::Remove { .. }
+    );
     with_accounts(settings, with_database, async |accounts| {
         user_action(settings, accounts, action).await
     })
@@ -344,9 +367,40 @@ async fn user_action(
             accounts.add_user(&user).await?;
             eprintln!("added user `{name}` to {place}");
         }
+        UserAction::SetPassword {
+            name,
+            keep_sessions,
+            ..
+        } => {
+            if !accounts.user_exists(&name).await? {
+                return Err(not_found_in(&place, "user", &name));
+            }
+            let password = read_stdin_secret("password")?;
+            // Hash before anything changes: a slow or failed hash leaves the user as it was.
+            let hash = password::hash_password(&password, &settings.password_hashing)?;
+            accounts.set_user_password(&name, &hash).await?;
+            if keep_sessions {
+                eprintln!("set the password of `{name}` in {place}; its tokens are kept");
+            } else {
+                accounts.end_tokens(SubjectKind::User, &name, true).await?;
+                eprintln!(
+                    "set the password of `{name}` in {place} and ended its tokens{}",
+                    file_note(accounts.users_in_file(), settings)
+                );
+            }
+        }
+        UserAction::RevokeTokens { name } => {
+            if !accounts.user_exists(&name).await? {
+                return Err(not_found_in(&place, "user", &name));
+            }
+            accounts.end_tokens(SubjectKind::User, &name, false).await?;
+            eprintln!("ended every token of user `{name}`");
+        }
         UserAction::Remove { name } => {
             accounts.remove_user(&name).await?;
-            eprintln!("removed user `{name}` from {place}");
+            // For good: a user added later under the same name starts with no tokens.
+            accounts.end_tokens(SubjectKind::User, &name, true).await?;
+            eprintln!("removed user `{name}` from {place} and ended its tokens");
         }
         UserAction::List => {
             for (name, disabled) in accounts.list_users().await? {
@@ -409,8 +463,35 @@ fn words(list: &str) -> Vec<String> {
     list.split_whitespace().map(str::to_owned).collect()
 }
 
+/// `no {what} named {name}` in `place`.
+fn not_found_in(place: &str, what: &'static str, name: &str) -> CliError {
+    CliError::Admin(AdminError::NotFound {
+        place: place.to_owned(),
+        what,
+        name: name.to_owned(),
+    })
+}
+
+/// With users in a file, running servers take the new password within `reload_interval`; the
+/// tokens of logins until then are ended too.
+fn file_note(in_file: bool, settings: &Settings) -> String {
+    if in_file {
+        format!(
+            " (running servers take the change within {} s; logins until then are ended too \
+             and must be repeated)",
+            settings.stores.reload_interval.as_secs() + 1
+        )
+    } else {
+        String::new()
+    }
+}
+
 fn client(settings: &Settings, action: ClientAction) -> Result<ExitCode, CliError> {
-    with_accounts(settings, false, async |accounts| {
+    let with_database = matches!(
+        action,
+        ClientAction::RevokeTokens { .. } | ClientAction::Remove { .. }
+    );
+    with_accounts(settings, with_database, async |accounts| {
         client_action(settings, accounts, action).await
     })
 }
@@ -467,9 +548,18 @@ async fn client_action(
                 println!("{generated}");
             }
         }
+        ClientAction::RevokeTokens { id } => {
+            if !accounts.client_exists(&id).await? {
+                return Err(not_found_in(&place, "client", &id));
+            }
+            accounts.end_tokens(SubjectKind::Client, &id, false).await?;
+            eprintln!("ended every token of client `{id}`");
+        }
         ClientAction::Remove { id } => {
             accounts.remove_client(&id).await?;
-            eprintln!("removed client `{id}` from {place}");
+            // For good: a client added later under the same id starts with no tokens.
+            accounts.end_tokens(SubjectKind::Client, &id, true).await?;
+            eprintln!("removed client `{id}` from {place} and ended its tokens");
         }
         ClientAction::List => {
             for line in accounts.list_clients().await? {

@@ -192,6 +192,9 @@ pub struct OAuthSettings {
     /// Seconds during which the immediate predecessor of a grant's live refresh token is still
     /// honoured; 0 turns the grace off (any reuse revokes the grant).
     pub refresh_token_reuse_grace_secs: u64,
+    /// Seconds from the start of a grant (its first refresh token) after which no refresh
+    /// succeeds and no refresh token lives, however often it was rotated; 0 = no limit.
+    pub refresh_token_max_lifetime_secs: u64,
     /// `None`: `https://localhost:<the bound HTTPS port>`, settled at startup.
     pub issuer: Option<String>,
     pub token_format: TokenFormat,

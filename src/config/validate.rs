@@ -181,6 +181,12 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
             0,
             300,
         )),
+        refresh_token_max_lifetime_secs: to_u64(problems.range(
+            "oauth.refresh_token_max_lifetime",
+            raw.oauth.refresh_token_max_lifetime,
+            0,
+            i64::from(u32::MAX),
+        )),
         issuer: raw.oauth.issuer.clone(),
         token_format: TokenFormat::parse(&raw.oauth.token_format).unwrap_or_else(|| {
             problems.add(

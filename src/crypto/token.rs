@@ -33,6 +33,30 @@ impl TokenId {
         <[u8; 16]>::try_from(bytes).ok().map(Self)
     }
 
+    /// The smallest id of millisecond `ms` (its 48-bit time, then zero bytes): every id minted
+    /// before `ms` sorts below it, every id minted at or after it does not. Compared bytewise,
+    /// as the databases compare blobs.
+    pub fn lower_bound(ms: i64) -> Self {
+        let millis = u64::try_from(ms).unwrap_or(0).min((1 << 48) - 1);
+        let mut bytes = [0u8; 16];
+        for (slot, byte) in bytes
+            .iter_mut()
+            .zip(millis.to_be_bytes().into_iter().skip(2))
+        {
+            *slot = byte;
+        }
+        Self(bytes)
+    }
+
+    /// When the id was minted, in Unix milliseconds (its first 48 bits).
+    pub fn minted_at_ms(&self) -> i64 {
+        let mut millis = [0u8; 8];
+        for (slot, byte) in millis.iter_mut().skip(2).zip(self.0) {
+            *slot = byte;
+        }
+        i64::try_from(u64::from_be_bytes(millis)).unwrap_or(i64::MAX)
+    }
+
     /// The hyphenated UUID form, for logs and `jti`.
     pub fn to_uuid_string(&self) -> String {
         uuid::Uuid::from_bytes(self.0).hyphenated().to_string()
@@ -135,6 +159,17 @@ mod tests {
         let earlier = TokenId::new(1_700_000_000_000);
         let later = TokenId::new(1_700_000_000_001);
         assert!(earlier < later);
+    }
+
+    #[test]
+    fn the_lower_bound_of_a_millisecond_splits_ids_at_it() {
+        let ms = 1_700_000_000_123;
+        let bound = TokenId::lower_bound(ms);
+        assert!(TokenId::new(ms - 1) < bound);
+        assert!(TokenId::new(ms) > bound);
+        assert!(TokenId::new(ms + 1) > bound);
+        assert_eq!(TokenId::new(ms).minted_at_ms(), ms);
+        assert_eq!(bound.minted_at_ms(), ms);
     }
 
     #[test]

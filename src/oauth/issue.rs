@@ -46,6 +46,19 @@ fn secs_i64(secs: u64) -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
+/// RFC 9700 §4.14.2: when the grant rooted at `family_id` stops, with
+/// `refresh_token_max_lifetime` set: its start (the family id's mint time, that of the grant's
+/// first refresh token) plus the maximum. `None` without a maximum.
+pub fn grant_ends_at(service: &TokenService, family_id: &TokenId) -> Option<i64> {
+    let max = service.settings.refresh_token_max_lifetime_secs;
+    (max > 0).then(|| {
+        family_id
+            .minted_at_ms()
+            .div_euclid(1000)
+            .saturating_add(secs_i64(max))
+    })
+}
+
 /// The `aud` of a client's JWT access tokens.
 pub fn audience_of(service: &TokenService, client: Option<&Client>) -> String {
     client
@@ -130,15 +143,15 @@ pub fn mint(
         revoked_at: None,
     };
     let access_record = record(access.id, access_digest, &access_scope, expires_at);
+    // Rotation slides each refresh token's expiry, but never past the grant's maximum.
+    let mut refresh_expires_at = now.saturating_add(secs_i64(refresh_validity));
+    if let Some(ends_at) = grant_ends_at(service, &family_id) {
+        refresh_expires_at = refresh_expires_at.min(ends_at);
+    }
     let refresh_record = refresh_minted
         .as_ref()
         .map(|(minted, plan)| RefreshTokenRecord {
-            token: record(
-                minted.id,
-                minted.digest,
-                &plan.scope,
-                now.saturating_add(secs_i64(refresh_validity)),
-            ),
+            token: record(minted.id, minted.digest, &plan.scope, refresh_expires_at),
             spent_at: None,
             replaced_by: None,
         });

@@ -143,7 +143,7 @@ impl TokenService {
     }
 
     /// RFC 7009 §2.1 / RFC 9700 §4.14.2: revokes every token of a grant. The revocation is
-    /// kept until every token of the grant has expired, whatever lifetimes are configured
+    /// kept until no token issued before it is stored, whatever lifetimes are configured
     /// later. `Ok(false)` if it was already revoked.
     pub async fn revoke_grant(&self, family_id: &TokenId, now: i64) -> Result<bool, OAuthError> {
         let keep_until = now.saturating_add(self.max_token_lifetime_secs().await?);

@@ -4,6 +4,7 @@
 pub mod directory;
 pub mod model;
 pub mod postgres;
+mod revocation;
 pub mod sqlite;
 pub mod toml_file;
 
@@ -32,7 +33,6 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy)]
 pub struct PurgeLimits {
     pub expired_before: i64,
-    pub revoked_before: i64,
     /// Failed-login rows whose window started before this and that hold no current lock.
     pub failures_before: i64,
     /// Shared rate-limit buckets full again before this (ms): they mean nothing any more.
@@ -51,6 +51,25 @@ pub enum Rotation {
     AlreadySpent,
 }
 
+/// Whose tokens a not-before mark ends (see [`TokenStore::revoke_subject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    /// Every token of the user, whatever client it was issued to.
+    User,
+    /// Every token issued to the client, for any user or for the client itself.
+    Client,
+}
+
+impl SubjectKind {
+    /// The `kind` column of `revoked_subjects`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Client => "client",
+        }
+    }
+}
+
 /// Issued tokens, keyed by their time-ordered id, holding only digests of their secrets.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
@@ -61,8 +80,10 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn revoke_access_token(&self, id: &TokenId, now: i64) -> Result<bool, StoreError>;
 
     /// RFC 7009 §2.1: revokes every token of a grant (refresh and access tokens sharing
-    /// `family_id`). The revocation is kept at least until `keep_until`, when every token of
-    /// the grant has expired. `Ok(false)` if the family was already revoked.
+    /// `family_id`). The revocation is kept until no token issued before it is stored (see
+    /// [`TokenStore::purge`]); `keep_until`, when every token of the grant expires under the
+    /// lifetimes configured now, is recorded but no longer decides. `Ok(false)` if the family
+    /// was already revoked.
     async fn revoke_family(
         &self,
         family_id: &TokenId,
@@ -70,21 +91,36 @@ pub trait TokenStore: Send + Sync + 'static {
         keep_until: i64,
     ) -> Result<bool, StoreError>;
 
+    /// Not-before revocation (as Keycloak's): every token of every grant of the user or client
+    /// `name` that started before `not_before_ms` counts as revoked from the commit on, on
+    /// every node, with one write however many tokens there are. A grant started at or after
+    /// that millisecond is not affected. The mark is kept for good (one row per subject); a
+    /// later call with an earlier time does not move it back.
+    async fn revoke_subject(
+        &self,
+        kind: SubjectKind,
+        name: &str,
+        not_before_ms: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
     /// `Ok(None)` when no refresh token has this id. `revoked_at` includes the revocation of
-    /// the token's family.
+    /// the token's family and the not-before marks of its user and client.
     async fn find_refresh_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<RefreshTokenRecord>, StoreError>;
 
-    /// `Ok(None)` when no access token has this id; `revoked_at` includes its family's.
+    /// `Ok(None)` when no access token has this id; `revoked_at` includes its family's and
+    /// its user's and client's not-before marks.
     async fn find_access_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<AccessTokenRecord>, StoreError>;
 
     /// RFC 6749 §6 rotation: atomically marks `old` spent (only if it is neither spent nor
-    /// revoked, and its family not revoked) and records `new`. Exactly one of several concurrent calls for the same `old`
+    /// revoked, its family not revoked and no not-before mark of its user or client covers
+    /// it) and records `new`. Exactly one of several concurrent calls for the same `old`
     /// returns [`Rotation::Rotated`].
     async fn rotate_refresh_token(
         &self,
@@ -94,8 +130,9 @@ pub trait TokenStore: Send + Sync + 'static {
     ) -> Result<Rotation, StoreError>;
 
     /// Deletes at most `limits.batch` rows per table of what can no longer matter: tokens
-    /// expired before `limits.expired_before`, grant revocations older than
-    /// `limits.revoked_before`, failed-login counts whose window and lock are over. Returns the
+    /// expired before `limits.expired_before`, grant revocations older than every stored
+    /// token (so none issued before the revocation is left, whatever its lifetime),
+    /// failed-login counts whose window and lock are over. Not-before marks are never purged. Returns the
     /// rows deleted. Safe to run on every node at once (no two delete the same rows, and each
     /// batch is a short transaction).
     async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError>;
@@ -252,6 +289,8 @@ pub trait Directory: Send + Sync + 'static {
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
     async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError>;
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError>;
+    /// Replaces the user's password hash; `Ok(false)` when the user is unknown.
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError>;
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError>;
 
     /// A number that moves whenever the clients table changes (by any means).

@@ -15,10 +15,11 @@ use sqlx::{Connection as _, Row as _};
 
 use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
+use super::revocation::{upsert_mark, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS};
 use super::{
     attempt_step, Attempt, AttemptStep, Directory, FailureRow, LockoutPolicy, LockoutStore,
     PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange, StoreError,
-    TokenStore,
+    SubjectKind, TokenStore,
 };
 use crate::abuse::rate_limit::{Rate, Take};
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -210,12 +211,6 @@ impl PostgresTokenStore {
     }
 }
 
-const TOKEN_COLUMNS: &str = "t.id AS id, t.secret_sha256 AS secret_sha256, \
-    t.client_id AS client_id, t.username AS username, t.scope AS scope, \
-    t.family_id AS family_id, t.issued_at AS issued_at, t.expires_at AS expires_at, \
-    COALESCE(t.revoked_at, (SELECT f.revoked_at FROM revoked_families f \
-                            WHERE f.family_id = t.family_id)) AS revoked_at";
-
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
@@ -334,6 +329,28 @@ impl TokenStore for PostgresTokenStore {
         .await
     }
 
+    async fn revoke_subject(
+        &self,
+        kind: SubjectKind,
+        name: &str,
+        not_before_ms: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let not_before = TokenId::lower_bound(not_before_ms);
+        bounded(async move {
+            sqlx::query(&upsert_mark(["$1", "$2", "$3", "$4"]))
+                .bind(kind.as_str())
+                .bind(name)
+                .bind(not_before.0.as_slice())
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn find_refresh_token(
         &self,
         id: &TokenId,
@@ -390,18 +407,17 @@ impl TokenStore for PostgresTokenStore {
         bounded(async move {
             let mut tx = self.pool.begin().await.map_err(backend)?;
             let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
-            let spent = sqlx::query(
-                "UPDATE refresh_tokens SET spent_at = $1, replaced_by = $2 \
-                 WHERE id = $3 AND spent_at IS NULL AND revoked_at IS NULL \
-                 AND NOT EXISTS (SELECT 1 FROM revoked_families f \
-                                 WHERE f.family_id = refresh_tokens.family_id)",
-            )
-            .bind(now)
-            .bind(replaced_by)
-            .bind(old.0.as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            let sql = format!(
+                "UPDATE refresh_tokens SET spent_at = $1, replaced_by = $2 WHERE id = $3 \
+                 {STILL_REDEEMABLE}"
+            );
+            let spent = sqlx::query(&sql)
+                .bind(now)
+                .bind(replaced_by)
+                .bind(old.0.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
             if spent.rows_affected() != 1 {
                 return Ok(Rotation::AlreadySpent);
             }
@@ -427,12 +443,16 @@ impl TokenStore for PostgresTokenStore {
                 expired("refresh_tokens"),
                 vec![limits.expired_before, batch],
             ),
+            // A revocation goes only once no token issued before it is stored, whatever
+            // lifetimes the grant's tokens were issued with.
             (
-                "DELETE FROM revoked_families WHERE family_id IN \
-                 (SELECT family_id FROM revoked_families WHERE revoked_at < $1 \
-                  AND COALESCE(keep_until, 0) < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)"
-                    .into(),
-                vec![limits.revoked_before, limits.now, batch],
+                format!(
+                    "DELETE FROM revoked_families WHERE family_id IN \
+                     (SELECT family_id FROM revoked_families \
+                      WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, $1) \
+                      LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                ),
+                vec![i64::MAX, batch],
             ),
             (
                 "DELETE FROM login_failures WHERE username IN \
@@ -620,6 +640,15 @@ impl Directory for PostgresTokenStore {
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         self.changed_one(sqlx::query("DELETE FROM users WHERE name = $1").bind(name))
             .await
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
+        self.changed_one(
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+                .bind(password_hash)
+                .bind(name),
+        )
+        .await
     }
 
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {

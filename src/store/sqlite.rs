@@ -21,9 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
+use super::revocation::{upsert_mark, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS};
 use super::{
     attempt_step, Attempt, AttemptStep, Directory, FailureRow, LockoutPolicy, LockoutStore,
-    PurgeLimits, Rotation, RowChange, StoreError, TokenStore,
+    PurgeLimits, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
 };
 use crate::config::SqliteSynchronous;
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -52,6 +53,12 @@ enum WriteOp {
         now: i64,
         keep_until: i64,
     },
+    RevokeSubject {
+        kind: SubjectKind,
+        name: String,
+        not_before: TokenId,
+        now: i64,
+    },
     Attempt {
         username: String,
         step: AttemptStep,
@@ -70,6 +77,7 @@ enum WriteOp {
 enum DirectoryChange {
     AddUser { user: User, now: i64 },
     RemoveUser(String),
+    UserPassword { name: String, password_hash: String },
     UserDisabled { name: String, disabled: bool },
     AddClient { client: ClientRow, now: i64 },
     RemoveClient(String),
@@ -317,17 +325,16 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sql
         }
         WriteOp::Rotate { old, now, new } => {
             let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
-            let spent = sqlx::query(
-                "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 \
-                     WHERE id = ?3 AND spent_at IS NULL AND revoked_at IS NULL \
-                     AND NOT EXISTS (SELECT 1 FROM revoked_families f \
-                                     WHERE f.family_id = refresh_tokens.family_id)",
-            )
-            .bind(now)
-            .bind(replaced_by)
-            .bind(old.0.as_slice())
-            .execute(&mut *conn)
-            .await?;
+            let sql = format!(
+                "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 WHERE id = ?3 \
+                 {STILL_REDEEMABLE}"
+            );
+            let spent = sqlx::query(&sql)
+                .bind(now)
+                .bind(replaced_by)
+                .bind(old.0.as_slice())
+                .execute(&mut *conn)
+                .await?;
             let rotated = spent.rows_affected() == 1;
             if rotated {
                 insert_tokens(conn, new).await?;
@@ -362,6 +369,22 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sql
             .rows_affected()
                 == 1
         }
+        WriteOp::RevokeSubject {
+            kind,
+            name,
+            not_before,
+            now,
+        } => {
+            sqlx::query(&upsert_mark(["?1", "?2", "?3", "?4"]))
+                .bind(kind.as_str())
+                .bind(name.as_str())
+                .bind(not_before.0.as_slice())
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                == 1
+        }
         WriteOp::Attempt { .. } => true, // answered above
         WriteOp::ClearFailures { username } => {
             sqlx::query("DELETE FROM login_failures WHERE username = ?1")
@@ -394,6 +417,12 @@ async fn change_directory(
         DirectoryChange::RemoveUser(name) => {
             sqlx::query("DELETE FROM users WHERE name = ?1").bind(name.as_str())
         }
+        DirectoryChange::UserPassword {
+            name,
+            password_hash,
+        } => sqlx::query("UPDATE users SET password_hash = ?1 WHERE name = ?2")
+            .bind(password_hash.as_str())
+            .bind(name.as_str()),
         DirectoryChange::UserDisabled { name, disabled } => {
             sqlx::query("UPDATE users SET disabled = ?1 WHERE name = ?2")
                 .bind(disabled)
@@ -445,13 +474,14 @@ async fn purge(conn: &mut SqliteConnection, limits: PurgeLimits) -> Result<u64, 
         .await?
         .rows_affected();
     }
-    deleted += sqlx::query(
+    // A revocation goes only once no token issued before it is stored, whatever lifetimes
+    // the grant's tokens were issued with (keep_until is not enough: lifetimes change).
+    deleted += sqlx::query(&format!(
         "DELETE FROM revoked_families WHERE family_id IN \
-         (SELECT family_id FROM revoked_families WHERE revoked_at < ?1 \
-          AND COALESCE(keep_until, 0) < ?2 LIMIT ?3)",
-    )
-    .bind(limits.revoked_before)
-    .bind(limits.now)
+         (SELECT family_id FROM revoked_families \
+          WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, ?1) LIMIT ?2)"
+    ))
+    .bind(i64::MAX)
     .bind(batch)
     .execute(&mut *conn)
     .await?
@@ -516,14 +546,6 @@ fn digest(row: &SqliteRow) -> Result<SecretDigest, StoreError> {
     SecretDigest::from_slice(&bytes).ok_or_else(|| corrupt("secret_sha256"))
 }
 
-/// The columns every token table shares, in [`decode_token`]'s order.
-/// A token counts as revoked when it was revoked itself or its whole grant (family) was.
-const TOKEN_COLUMNS: &str = "t.id AS id, t.secret_sha256 AS secret_sha256, \
-    t.client_id AS client_id, t.username AS username, t.scope AS scope, \
-    t.family_id AS family_id, t.issued_at AS issued_at, t.expires_at AS expires_at, \
-    COALESCE(t.revoked_at, (SELECT f.revoked_at FROM revoked_families f \
-                            WHERE f.family_id = t.family_id)) AS revoked_at";
-
 fn decode_token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
         id: token_id(row, "id")?,
@@ -560,6 +582,23 @@ impl TokenStore for SqliteTokenStore {
             keep_until,
         })
         .await
+    }
+
+    async fn revoke_subject(
+        &self,
+        kind: SubjectKind,
+        name: &str,
+        not_before_ms: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.submit(WriteOp::RevokeSubject {
+            kind,
+            name: name.to_owned(),
+            not_before: TokenId::lower_bound(not_before_ms),
+            now,
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn find_refresh_token(
@@ -707,6 +746,14 @@ impl Directory for SqliteTokenStore {
         self.submit(WriteOp::Directory(DirectoryChange::RemoveUser(
             name.to_owned(),
         )))
+        .await
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
+        self.submit(WriteOp::Directory(DirectoryChange::UserPassword {
+            name: name.to_owned(),
+            password_hash: password_hash.to_owned(),
+        }))
         .await
     }
 

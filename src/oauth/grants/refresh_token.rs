@@ -93,6 +93,7 @@ impl Grant for RefreshTokenGrant {
                 },
             }
         } else {
+            refuse_past_max_lifetime(service, record, now)?;
             let (mut tokens, mut response) = issue::mint(
                 service,
                 client,
@@ -119,6 +120,7 @@ async fn rotate(
     access_scope: &Scope,
     now: i64,
 ) -> Result<Option<TokenResponse>, OAuthError> {
+    refuse_past_max_lifetime(service, &old.token, now)?;
     // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
     let plan = RefreshPlan::continue_family(old.token.scope.clone(), old.token.family_id);
     let (tokens, response) = issue::mint(
@@ -188,6 +190,19 @@ async fn redeem_spent(
         "refresh token reuse detected: every token of the grant is revoked"
     );
     Err(rejected())
+}
+
+/// `refresh_token_max_lifetime`: no refresh once the grant is that old, whatever the
+/// token's own expiry (it may have been issued before the maximum was configured).
+fn refuse_past_max_lifetime(
+    service: &TokenService,
+    record: &TokenRecord,
+    now: i64,
+) -> Result<(), OAuthError> {
+    match issue::grant_ends_at(service, &record.family_id) {
+        Some(ends_at) if ends_at <= now => Err(rejected()),
+        _ => Ok(()),
+    }
 }
 
 /// The user may have been removed or disabled since the grant.

@@ -1,3 +1,4 @@
 //! Defences against abuse of the token endpoint beyond the protocol itself.
 
+pub mod client_failures;
 pub mod rate_limit;

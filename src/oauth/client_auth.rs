@@ -7,6 +7,7 @@
 //! change to the client's secret invalidates the entry.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use rand::rngs::OsRng;
@@ -17,6 +18,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::error::OAuthError;
 use super::params::{AuthorizationHeader, FormParams};
+use crate::abuse::client_failures::ClientAuthFailures;
 use crate::clock::Clock;
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::secret::{self, SecretHashKind};
@@ -109,6 +111,8 @@ pub struct ClientAuthenticator {
     wrong: Mutex<HashMap<String, VecDeque<CachedVerification>>>,
     /// One argon2 verification per client at a time.
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Wrong secrets per (client, address); `None` when not limited.
+    failures: Option<ClientAuthFailures>,
 }
 
 /// Wrong secrets remembered per client.
@@ -125,6 +129,7 @@ impl ClientAuthenticator {
         clients: Arc<dyn ClientStore>,
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
+        failures: Option<ClientAuthFailures>,
     ) -> Self {
         let mut cache_key = [0u8; 32];
         OsRng.fill_bytes(&mut cache_key);
@@ -136,6 +141,7 @@ impl ClientAuthenticator {
             cache: Mutex::new(HashMap::new()),
             wrong: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            failures,
         }
     }
 
@@ -257,10 +263,13 @@ impl ClientAuthenticator {
         })
     }
 
-    /// Returns the client if the credentials are right; `invalid_client` otherwise.
+    /// Returns the client if the credentials are right; `invalid_client` otherwise, also —
+    /// without checking the secret — while too many wrong secrets from `client_ip` lock the
+    /// client for that address.
     pub async fn authenticate(
         &self,
         presented: PresentedClient,
+        client_ip: Option<IpAddr>,
     ) -> Result<Arc<Client>, OAuthError> {
         let (id, secret) = match presented {
             PresentedClient::Basic { id, secret } => (id, secret),
@@ -278,7 +287,22 @@ impl ClientAuthenticator {
         let Some(client) = client.filter(|client| !client.disabled) else {
             return Err(OAuthError::invalid_client());
         };
-        if self.secret_matches(&client, secret).await? {
+        let limited = self.failures.as_ref().zip(client_ip);
+        let now = self.clock.now_secs();
+        if let Some((failures, ip)) = limited {
+            if failures.locked(&client.id, ip, now) {
+                return Err(OAuthError::invalid_client());
+            }
+        }
+        let matches = self.secret_matches(&client, secret).await?;
+        if let Some((failures, ip)) = limited {
+            if matches {
+                failures.succeeded(&client.id, ip);
+            } else if let Some(until) = failures.failed(&client.id, ip, now) {
+                tracing::warn!(target: "audit", client_id = %client.id, client_ip = %ip, locked_until = until, "client locked for this address after repeated failed authentications");
+            }
+        }
+        if matches {
             Ok(client)
         } else {
             Err(OAuthError::invalid_client())

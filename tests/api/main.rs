@@ -23,6 +23,8 @@ mod introspect;
 mod janitor;
 mod jwt;
 mod lockout;
+mod lockout_in_flight;
+mod lockout_sources;
 mod metadata;
 mod overload;
 mod postgres;

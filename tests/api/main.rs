@@ -13,10 +13,12 @@
 mod helpers;
 
 mod binary;
+mod client_auth_abuse;
 mod client_credentials;
 mod client_secrets;
 mod config_errors;
 mod db_outage;
+mod dual_stack;
 mod hostile;
 mod interop;
 mod introspect;

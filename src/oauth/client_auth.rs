@@ -180,7 +180,12 @@ impl ClientAuthenticator {
     /// argon2 verification of an operator-chosen secret. Successes are cached; so are recent
     /// wrong secrets, and only one verification per client runs at a time, so a flood of
     /// guesses against one (public) client id costs at most one hashing thread.
-    async fn verify_slow(&self, client: &Client, secret: SecretString) -> Result<bool, OAuthError> {
+    async fn verify_slow(
+        &self,
+        client: &Client,
+        secret: SecretString,
+        client_ip: Option<IpAddr>,
+    ) -> Result<bool, OAuthError> {
         let digest = self.digest(&client.id, &secret);
         if self.cached(client, &digest) {
             return Ok(true);
@@ -195,11 +200,12 @@ impl ClientAuthenticator {
                 ClientGateBusy,
             ));
         };
-        // Whoever held the gate may have settled this very secret.
+        // Whoever held the gate may have settled this very secret, or locked this address
+        // (guesses sent at the same moment all wait here).
         if self.cached(client, &digest) {
             return Ok(true);
         }
-        if self.known_wrong(client, &digest) {
+        if self.known_wrong(client, &digest) || self.locked(client, client_ip) {
             return Ok(false);
         }
         let verified = self.hasher.verify(&client.secret_hash, secret).await?;
@@ -254,13 +260,30 @@ impl ClientAuthenticator {
         client: &Client,
         secret: SecretString,
     ) -> Result<bool, OAuthError> {
+        self.secret_matches_from(client, secret, None).await
+    }
+
+    async fn secret_matches_from(
+        &self,
+        client: &Client,
+        secret: SecretString,
+        client_ip: Option<IpAddr>,
+    ) -> Result<bool, OAuthError> {
         Ok(match secret::kind_of(&client.secret_hash) {
             Some(SecretHashKind::Sha256) => {
                 secret::verify_sha256(&client.secret_hash, secret.expose_secret())
             }
-            Some(SecretHashKind::Argon2) => self.verify_slow(client, secret).await?,
+            Some(SecretHashKind::Argon2) => self.verify_slow(client, secret, client_ip).await?,
             None => false,
         })
+    }
+
+    /// Whether too many wrong secrets from `client_ip` lock `client` for that address.
+    fn locked(&self, client: &Client, client_ip: Option<IpAddr>) -> bool {
+        match (&self.failures, client_ip) {
+            (Some(failures), Some(ip)) => failures.locked(&client.id, ip, self.clock.now_secs()),
+            _ => false,
+        }
     }
 
     /// Returns the client if the credentials are right; `invalid_client` otherwise, also —
@@ -287,18 +310,14 @@ impl ClientAuthenticator {
         let Some(client) = client.filter(|client| !client.disabled) else {
             return Err(OAuthError::invalid_client());
         };
-        let limited = self.failures.as_ref().zip(client_ip);
-        let now = self.clock.now_secs();
-        if let Some((failures, ip)) = limited {
-            if failures.locked(&client.id, ip, now) {
-                return Err(OAuthError::invalid_client());
-            }
+        if self.locked(&client, client_ip) {
+            return Err(OAuthError::invalid_client());
         }
-        let matches = self.secret_matches(&client, secret).await?;
-        if let Some((failures, ip)) = limited {
+        let matches = self.secret_matches_from(&client, secret, client_ip).await?;
+        if let Some((failures, ip)) = self.failures.as_ref().zip(client_ip) {
             if matches {
                 failures.succeeded(&client.id, ip);
-            } else if let Some(until) = failures.failed(&client.id, ip, now) {
+            } else if let Some(until) = failures.failed(&client.id, ip, self.clock.now_secs()) {
                 tracing::warn!(target: "audit", client_id = %client.id, client_ip = %ip, locked_until = until, "client locked for this address after repeated failed authentications");
             }
         }

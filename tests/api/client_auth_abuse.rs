@@ -132,3 +132,21 @@ async fn the_client_auth_limit_can_be_turned_off() {
         .await
         .assert_error(400, "invalid_grant");
 }
+
+#[tokio::test]
+async fn wrong_secrets_sent_at_the_same_moment_get_no_more_checks_than_the_allowance() {
+    let app = spawn_app_with(behind_proxy).await;
+    let before = app.hasher.verifications_started();
+
+    let replies = futures::future::join_all((0..30).map(|guess| {
+        let app = &app;
+        async move { argon_client_from(app, "198.51.100.1", &format!("guess {guess}")).await }
+    }))
+    .await;
+
+    for reply in &replies {
+        reply.assert_error(401, "invalid_client");
+    }
+    let checked = app.hasher.verifications_started() - before;
+    assert!(checked <= 10, "{checked} secrets were hashed");
+}

@@ -17,6 +17,7 @@ mod client_auth_abuse;
 mod client_credentials;
 mod client_secrets;
 mod config_errors;
+mod config_lockout;
 mod db_outage;
 mod dual_stack;
 mod hostile;

@@ -144,3 +144,81 @@ async fn on_postgres_both_counts_are_shared_by_the_cluster() {
         .await
         .assert_error(400, "invalid_grant");
 }
+
+/// How many lockout rows the app's database holds.
+async fn lockout_rows(app: &TestApp) -> i64 {
+    use sqlx::Connection as _;
+    const QUERY: &str = "SELECT COUNT(*) FROM login_failures";
+    match &app.settings.stores.tokens {
+        tokengate::config::TokenStoreSettings::Sqlite { path, .. } => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .read_only(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            let found = sqlx::query_scalar(QUERY)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            let _ = conn.close().await;
+            found
+        }
+        tokengate::config::TokenStoreSettings::Postgres(postgres) => {
+            let mut conn = sqlx::PgConnection::connect(&postgres.url).await.unwrap();
+            let found = sqlx::query_scalar(QUERY)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            let _ = conn.close().await;
+            found
+        }
+    }
+}
+
+async fn the_janitor_forgets_both_rows_once_the_window_is_over(app: TestApp) {
+    fail_from(&app, "198.51.100.1").await;
+    assert_eq!(
+        lockout_rows(&app).await,
+        2,
+        "the address's row and the name's"
+    );
+
+    app.clock.advance_secs(901);
+    let mut purged = false;
+    // Passes run every second; the bound is generous because CI shares the machine.
+    for _ in 0..300 {
+        if lockout_rows(&app).await == 0 {
+            purged = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    assert!(purged, "the finished lockout rows were not purged");
+}
+
+#[tokio::test]
+async fn the_janitor_forgets_finished_lockout_rows_on_sqlite() {
+    let app = spawn_app_with(|s| {
+        behind_proxy(s);
+        s.stores.janitor_interval = Some(std::time::Duration::from_secs(1));
+    })
+    .await;
+
+    the_janitor_forgets_both_rows_once_the_window_is_over(app).await;
+}
+
+#[tokio::test]
+async fn the_janitor_forgets_finished_lockout_rows_on_postgres() {
+    let Some(database) = TestDatabase::create("lockout_sources_janitor").await else {
+        return;
+    };
+    let app = postgres_node(&database, Arc::new(ManualClock::starting_now()), |s| {
+        behind_proxy(s);
+        s.stores.janitor_interval = Some(std::time::Duration::from_secs(1));
+    })
+    .await;
+
+    the_janitor_forgets_both_rows_once_the_window_is_over(app).await;
+}

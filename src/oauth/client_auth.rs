@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq as _;
 use super::error::OAuthError;
 use super::params::{AuthorizationHeader, FormParams};
 use crate::abuse::client_failures::ClientAuthFailures;
+use crate::abuse::rate_limit::bucket_key;
 use crate::clock::Clock;
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::secret::{self, SecretHashKind};
@@ -310,6 +311,8 @@ impl ClientAuthenticator {
         let Some(client) = client.filter(|client| !client.disabled) else {
             return Err(OAuthError::invalid_client());
         };
+        // Counted per rate-limit bucket: an IPv6 client gains nothing by hopping within its /64.
+        let client_ip = client_ip.map(bucket_key);
         if self.locked(&client, client_ip) {
             return Err(OAuthError::invalid_client());
         }

@@ -150,3 +150,24 @@ async fn wrong_secrets_sent_at_the_same_moment_get_no_more_checks_than_the_allow
     let checked = app.hasher.verifications_started() - before;
     assert!(checked <= 10, "{checked} secrets were hashed");
 }
+
+#[tokio::test]
+async fn an_ipv6_guesser_gains_nothing_by_hopping_within_its_64() {
+    let app = spawn_app_with(behind_proxy).await;
+    for guess in 0..10 {
+        argon_client_from(
+            &app,
+            &format!("2001:db8:1:2::{guess:x}"),
+            &format!("guess {guess}"),
+        )
+        .await
+        .assert_error(401, "invalid_client");
+    }
+    let before = app.hasher.verifications_started();
+
+    argon_client_from(&app, "2001:db8:1:2:ffff::1", "guess 10")
+        .await
+        .assert_error(401, "invalid_client");
+
+    assert_eq!(app.hasher.verifications_started(), before);
+}

@@ -150,6 +150,7 @@ impl Application {
                 .rate_limit
                 .per_client
                 .map(|rate| Limiter::new(rate, "client", shared_buckets.clone())),
+            client_auth_lockout: settings.security.client_auth_lockout,
             keys,
             hasher: hasher.clone(),
             clock,

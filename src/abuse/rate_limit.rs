@@ -217,8 +217,10 @@ pub fn bucket_key(ip: IpAddr) -> IpAddr {
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the nearest
 /// address in `X-Forwarded-For` that is not itself a trusted proxy (the rightmost untrusted
-/// hop: earlier entries can be forged by the client).
+/// hop: earlier entries can be forged by the client). An IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`, what a dual-stack listener sees for an IPv4 peer) is its IPv4 address.
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -227,7 +229,7 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
         return peer;
     };
     for hop in header.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
+        match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) if is_trusted(&ip) => continue,
             Ok(ip) => return ip,
             // A malformed hop: stop trusting the chain here.
@@ -278,6 +280,25 @@ mod tests {
         );
         assert_eq!(client_ip(proxy, None, &trusted), proxy);
         assert_eq!(client_ip(proxy, Some("garbage"), &trusted), proxy);
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_and_hops_are_their_ipv4_address() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let mapped_proxy: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let mapped_outsider: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
+        assert_eq!(
+            client_ip(mapped_outsider, None, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(
+                mapped_proxy,
+                Some("::ffff:198.51.100.1, ::ffff:127.0.0.1"),
+                &trusted
+            ),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

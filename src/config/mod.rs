@@ -148,6 +148,9 @@ pub struct RateLimitSettings {
 pub struct SecuritySettings {
     /// Account lockout: `None` when `max_failed_login_attempts = 0`.
     pub lockout: Option<crate::store::LockoutPolicy>,
+    /// Failed client authentications per client and address: `None` when
+    /// `max_failed_client_auth_attempts = 0`.
+    pub client_auth_lockout: Option<crate::abuse::client_failures::ClientAuthPolicy>,
 }
 
 #[derive(Debug, Clone)]

@@ -45,6 +45,8 @@ impl Default for RawRateLimit {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawSecurity {
     pub(crate) max_failed_login_attempts: i64,
+    pub(crate) max_failed_login_attempts_per_user: i64,
+    pub(crate) max_failed_client_auth_attempts: i64,
     pub(crate) failed_login_window: i64,
     pub(crate) account_lock_duration: i64,
 }
@@ -53,6 +55,8 @@ impl Default for RawSecurity {
     fn default() -> Self {
         Self {
             max_failed_login_attempts: 5,
+            max_failed_login_attempts_per_user: 50,
+            max_failed_client_auth_attempts: 10,
             failed_login_window: 900,
             account_lock_duration: 900,
         }

@@ -333,11 +333,39 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         1,
         30 * 86_400,
     );
+    let max_failures_per_user = problems.range(
+        "security.max_failed_login_attempts_per_user",
+        raw.security.max_failed_login_attempts_per_user,
+        0,
+        1_000_000,
+    );
+    if max_failures_per_user > 0 && max_failures_per_user < max_failures {
+        problems.add(
+            "security.max_failed_login_attempts_per_user",
+            format!(
+                "must be 0 (off) or at least security.max_failed_login_attempts ({max_failures}), got {max_failures_per_user}"
+            ),
+        );
+    }
+    let max_client_failures = problems.range(
+        "security.max_failed_client_auth_attempts",
+        raw.security.max_failed_client_auth_attempts,
+        0,
+        1_000_000,
+    );
     let security = SecuritySettings {
         lockout: (max_failures > 0).then(|| crate::store::LockoutPolicy {
             max_failures: to_u32(max_failures),
+            max_failures_per_user: to_u32(max_failures_per_user),
             window_secs,
             lock_secs,
+        }),
+        client_auth_lockout: (max_client_failures > 0).then(|| {
+            crate::abuse::client_failures::ClientAuthPolicy {
+                max_failures: to_u32(max_client_failures),
+                window_secs,
+                lock_secs,
+            }
         }),
     };
 

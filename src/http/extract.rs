@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, ClientIp};
 use crate::oauth::params::{parse_authorization, parse_form, AuthorizationHeader};
 use crate::oauth::{OAuthError, TokenRequest};
 
@@ -68,6 +68,10 @@ impl FromRequest<AppState> for TokenForm {
             return Err(ApiError::PayloadTooLarge { limit });
         }
         let authorization = authorization(headers)?;
+        let client_ip = request
+            .extensions()
+            .get::<ClientIp>()
+            .map(|ClientIp(ip)| *ip);
         let body = Limited::new(request.into_body(), limit);
         let collected = tokio::time::timeout(state.limits.request_timeout, body.collect())
             .await
@@ -84,6 +88,7 @@ impl FromRequest<AppState> for TokenForm {
         Ok(Self(TokenRequest {
             authorization,
             form,
+            client_ip,
         }))
     }
 }

@@ -35,12 +35,40 @@ pub struct HttpLimits {
 pub struct AppState {
     pub token_service: Arc<TokenService>,
     pub limits: HttpLimits,
-    /// Requests per client IP on `/token`; `None` is unlimited.
+    /// Requests per client IP on `/token`, `/revoke` and `/introspect`; `None` is unlimited.
     pub ip_limiter: Option<Arc<Limiter<IpAddr>>>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[IpNet]>,
     /// What `/health` answers: the shared store probe, and the shutdown drain.
     pub readiness: Arc<health::Readiness>,
+}
+
+/// The client's address as every defence sees it (rate limits, lockout, client
+/// authentication): the peer, or the address a trusted proxy forwarded (see
+/// [`client_ip`]). Put in the request's extensions once, by [`find_client_ip`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// Works out the [`ClientIp`] of a request before anything else looks at it.
+async fn find_client_ip(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        // A proxy may add its own X-Forwarded-For line after the client's: read them all,
+        // in order, so the rightmost hop is the one the nearest proxy saw.
+        let forwarded: Vec<String> = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .collect();
+        let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+        let ip = client_ip(peer.ip(), forwarded.as_deref(), &state.trusted_proxies);
+        request.extensions_mut().insert(ClientIp(ip));
+    }
+    next.run(request).await
 }
 
 /// RFC 6749-style 429 for a client IP over its rate, before any other work on the request.
@@ -50,24 +78,10 @@ async fn limit_by_ip(
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(limiter) = &state.ip_limiter {
-        if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            // A proxy may add its own X-Forwarded-For line after the client's: read them all,
-            // in order, so the rightmost hop is the one the nearest proxy saw.
-            let forwarded: Vec<String> = request
-                .headers()
-                .get_all("x-forwarded-for")
-                .iter()
-                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
-                .collect();
-            let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
-            let ip = bucket_key(client_ip(
-                peer.ip(),
-                forwarded.as_deref(),
-                &state.trusted_proxies,
-            ));
+        if let Some(ClientIp(ip)) = request.extensions().get::<ClientIp>() {
             let now = state.token_service.clock.now_ms();
             limiter
-                .check(&ip, now)
+                .check(&bucket_key(*ip), now)
                 .await
                 .map_err(|retry| ApiError::from(OAuthError::rate_limited(retry)))?;
         }
@@ -88,17 +102,24 @@ async fn only_get() -> ApiError {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Every endpoint that authenticates clients is limited per client IP.
+    let by_ip = || middleware::from_fn_with_state(state.clone(), limit_by_ip);
     Router::new()
         .route(
             "/token",
-            post(token::token)
-                .fallback(only_post)
-                .route_layer(middleware::from_fn_with_state(state.clone(), limit_by_ip)),
+            post(token::token).fallback(only_post).route_layer(by_ip()),
         )
-        .route("/revoke", post(revoke::revoke).fallback(only_post))
+        .route(
+            "/revoke",
+            post(revoke::revoke)
+                .fallback(only_post)
+                .route_layer(by_ip()),
+        )
         .route(
             "/introspect",
-            post(introspect::introspect).fallback(only_post),
+            post(introspect::introspect)
+                .fallback(only_post)
+                .route_layer(by_ip()),
         )
         .route(
             "/.well-known/oauth-authorization-server",
@@ -107,5 +128,9 @@ pub fn router(state: AppState) -> Router {
         .route("/jwks", get(metadata::jwks).fallback(only_get))
         .route("/health", get(health::health).fallback(only_get))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            find_client_ip,
+        ))
         .with_state(state)
 }

@@ -7,6 +7,7 @@
 //! change to the client's secret invalidates the entry.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use rand::rngs::OsRng;
@@ -17,6 +18,8 @@ use subtle::ConstantTimeEq as _;
 
 use super::error::OAuthError;
 use super::params::{AuthorizationHeader, FormParams};
+use crate::abuse::client_failures::ClientAuthFailures;
+use crate::abuse::rate_limit::bucket_key;
 use crate::clock::Clock;
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::secret::{self, SecretHashKind};
@@ -109,6 +112,8 @@ pub struct ClientAuthenticator {
     wrong: Mutex<HashMap<String, VecDeque<CachedVerification>>>,
     /// One argon2 verification per client at a time.
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Wrong secrets per (client, address); `None` when not limited.
+    failures: Option<ClientAuthFailures>,
 }
 
 /// Wrong secrets remembered per client.
@@ -125,6 +130,7 @@ impl ClientAuthenticator {
         clients: Arc<dyn ClientStore>,
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
+        failures: Option<ClientAuthFailures>,
     ) -> Self {
         let mut cache_key = [0u8; 32];
         OsRng.fill_bytes(&mut cache_key);
@@ -136,6 +142,7 @@ impl ClientAuthenticator {
             cache: Mutex::new(HashMap::new()),
             wrong: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            failures,
         }
     }
 
@@ -174,7 +181,12 @@ impl ClientAuthenticator {
     /// argon2 verification of an operator-chosen secret. Successes are cached; so are recent
     /// wrong secrets, and only one verification per client runs at a time, so a flood of
     /// guesses against one (public) client id costs at most one hashing thread.
-    async fn verify_slow(&self, client: &Client, secret: SecretString) -> Result<bool, OAuthError> {
+    async fn verify_slow(
+        &self,
+        client: &Client,
+        secret: SecretString,
+        client_ip: Option<IpAddr>,
+    ) -> Result<bool, OAuthError> {
         let digest = self.digest(&client.id, &secret);
         if self.cached(client, &digest) {
             return Ok(true);
@@ -189,11 +201,12 @@ impl ClientAuthenticator {
                 ClientGateBusy,
             ));
         };
-        // Whoever held the gate may have settled this very secret.
+        // Whoever held the gate may have settled this very secret, or locked this address
+        // (guesses sent at the same moment all wait here).
         if self.cached(client, &digest) {
             return Ok(true);
         }
-        if self.known_wrong(client, &digest) {
+        if self.known_wrong(client, &digest) || self.locked(client, client_ip) {
             return Ok(false);
         }
         let verified = self.hasher.verify(&client.secret_hash, secret).await?;
@@ -248,19 +261,39 @@ impl ClientAuthenticator {
         client: &Client,
         secret: SecretString,
     ) -> Result<bool, OAuthError> {
+        self.secret_matches_from(client, secret, None).await
+    }
+
+    async fn secret_matches_from(
+        &self,
+        client: &Client,
+        secret: SecretString,
+        client_ip: Option<IpAddr>,
+    ) -> Result<bool, OAuthError> {
         Ok(match secret::kind_of(&client.secret_hash) {
             Some(SecretHashKind::Sha256) => {
                 secret::verify_sha256(&client.secret_hash, secret.expose_secret())
             }
-            Some(SecretHashKind::Argon2) => self.verify_slow(client, secret).await?,
+            Some(SecretHashKind::Argon2) => self.verify_slow(client, secret, client_ip).await?,
             None => false,
         })
     }
 
-    /// Returns the client if the credentials are right; `invalid_client` otherwise.
+    /// Whether too many wrong secrets from `client_ip` lock `client` for that address.
+    fn locked(&self, client: &Client, client_ip: Option<IpAddr>) -> bool {
+        match (&self.failures, client_ip) {
+            (Some(failures), Some(ip)) => failures.locked(&client.id, ip, self.clock.now_secs()),
+            _ => false,
+        }
+    }
+
+    /// Returns the client if the credentials are right; `invalid_client` otherwise, also —
+    /// without checking the secret — while too many wrong secrets from `client_ip` lock the
+    /// client for that address.
     pub async fn authenticate(
         &self,
         presented: PresentedClient,
+        client_ip: Option<IpAddr>,
     ) -> Result<Arc<Client>, OAuthError> {
         let (id, secret) = match presented {
             PresentedClient::Basic { id, secret } => (id, secret),
@@ -278,7 +311,20 @@ impl ClientAuthenticator {
         let Some(client) = client.filter(|client| !client.disabled) else {
             return Err(OAuthError::invalid_client());
         };
-        if self.secret_matches(&client, secret).await? {
+        // Counted per rate-limit bucket: an IPv6 client gains nothing by hopping within its /64.
+        let client_ip = client_ip.map(bucket_key);
+        if self.locked(&client, client_ip) {
+            return Err(OAuthError::invalid_client());
+        }
+        let matches = self.secret_matches_from(&client, secret, client_ip).await?;
+        if let Some((failures, ip)) = self.failures.as_ref().zip(client_ip) {
+            if matches {
+                failures.succeeded(&client.id, ip);
+            } else if let Some(until) = failures.failed(&client.id, ip, self.clock.now_secs()) {
+                tracing::warn!(target: "audit", client_id = %client.id, client_ip = %ip, locked_until = until, "client locked for this address after repeated failed authentications");
+            }
+        }
+        if matches {
             Ok(client)
         } else {
             Err(OAuthError::invalid_client())

@@ -4,15 +4,17 @@
 //! `unsupported_grant_type` happen here, once. A new grant is a new file in `grants/` and one
 //! line in [`TokenService::exchange`].
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use super::client_auth::{presented_client, ClientAuthenticator};
+use super::client_auth::{presented_client, ClientAuthenticator, PresentedClient};
 use super::error::{ErrorCode, OAuthError};
 use super::grants::{self, Grant};
 use super::params::{AuthorizationHeader, FormParams};
 use super::wire::TokenResponse;
+use crate::abuse::client_failures::{ClientAuthFailures, ClientAuthPolicy};
 use crate::abuse::rate_limit::Limiter;
 use crate::clock::Clock;
 use crate::config::OAuthSettings;
@@ -27,6 +29,8 @@ use crate::store::{ClientStore, LockoutPolicy, LockoutStore, TokenStore, UserSto
 pub struct TokenRequest {
     pub authorization: Option<AuthorizationHeader>,
     pub form: FormParams,
+    /// The client's address (after trusted proxies); `None` only when the transport has none.
+    pub client_ip: Option<IpAddr>,
 }
 
 /// What one exchange was about, for the per-request log line.
@@ -48,6 +52,8 @@ pub struct ServiceParts {
     pub lockout_policy: Option<LockoutPolicy>,
     /// Requests per authenticated client; `None` is unlimited.
     pub client_limiter: Option<Limiter<String>>,
+    /// Wrong client secrets per (client, address) that lock the pair; `None` is unlimited.
+    pub client_auth_lockout: Option<ClientAuthPolicy>,
     pub keys: Arc<KeyRing>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
@@ -75,6 +81,7 @@ impl TokenService {
             parts.clients.clone(),
             parts.hasher.clone(),
             parts.clock.clone(),
+            parts.client_auth_lockout.map(ClientAuthFailures::new),
         );
         Self {
             settings: parts.settings,
@@ -92,13 +99,29 @@ impl TokenService {
         }
     }
 
-    /// Authenticates the client of a request to any endpoint (token, revocation, introspection).
+    /// Authenticates the client of a request to any endpoint (token, revocation,
+    /// introspection), then takes from its rate limit.
     pub async fn authenticate_client(
         &self,
         request: &TokenRequest,
     ) -> Result<Arc<Client>, OAuthError> {
         let presented = presented_client(request.authorization.clone(), &request.form)?;
-        self.client_auth.authenticate(presented).await
+        self.authenticate(presented, request.client_ip).await
+    }
+
+    async fn authenticate(
+        &self,
+        presented: PresentedClient,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let client = self.client_auth.authenticate(presented, client_ip).await?;
+        if let Some(limiter) = &self.client_limiter {
+            limiter
+                .check(&client.id, self.clock.now_ms())
+                .await
+                .map_err(OAuthError::rate_limited)?;
+        }
+        Ok(client)
     }
 
     /// The longest (access token, refresh token) lifetimes a token issued now can have, over
@@ -175,13 +198,7 @@ impl TokenService {
             .get("grant_type")
             .ok_or_else(|| OAuthError::invalid_request("missing parameter: grant_type"))?;
         summary.grant_type = Some(grant_type.to_owned());
-        let client = self.client_auth.authenticate(presented).await?;
-        if let Some(limiter) = &self.client_limiter {
-            limiter
-                .check(&client.id, self.clock.now_ms())
-                .await
-                .map_err(OAuthError::rate_limited)?;
-        }
+        let client = self.authenticate(presented, request.client_ip).await?;
         let Some(grant) = GrantType::parse(grant_type) else {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
@@ -196,7 +213,10 @@ impl TokenService {
         }
         match grant {
             GrantType::Password => {
-                run(&grants::password::PasswordGrant, self, &client, &form).await
+                let grant = grants::password::PasswordGrant {
+                    client_ip: request.client_ip,
+                };
+                run(&grant, self, &client, &form).await
             }
             GrantType::RefreshToken => {
                 run(

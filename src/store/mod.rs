@@ -144,24 +144,41 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// The lockout rule applied by [`LockoutStore::record_failure`].
+/// The lockout rule applied by [`LockoutStore::attempt`].
 #[derive(Debug, Clone, Copy)]
 pub struct LockoutPolicy {
+    /// Failures of one user name from one client address that lock the name for that address.
     pub max_failures: u32,
+    /// Failures of one user name from all addresses together that lock it everywhere; 0 = no
+    /// such limit.
+    pub max_failures_per_user: u32,
     pub window_secs: i64,
     pub lock_secs: i64,
 }
 
-/// A step in the life of one login attempt (see [`attempt_step`]).
+impl LockoutPolicy {
+    /// Whether the name's attempts from every address together are counted too.
+    pub(crate) fn counts_every_address(&self) -> bool {
+        self.max_failures_per_user > 0
+    }
+}
+
+/// The `source` of the row that counts a user name's attempts from every address.
+pub const ALL_SOURCES: &str = "";
+
+/// A step in the life of one login attempt (see [`attempt_steps`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptStep {
     /// Before the password is checked.
     Begin,
-    /// The password was right: everything about this name is forgotten.
+    /// The password was right: the failures from this address are forgotten (not those from
+    /// every address, so that one honest login cannot give a guesser elsewhere a fresh
+    /// allowance).
     Succeeded,
     /// The password was wrong.
     Failed,
-    /// The check never happened (e.g. the hashing pool shed it): release the slot only.
+    /// The check never happened or was never answered (the hashing pool shed it, the client
+    /// went away): release the slot only.
     Abandoned,
 }
 
@@ -174,8 +191,9 @@ pub enum Attempt {
     Locked { until: i64 },
     /// Checks already in flight use up the allowance: retry in a moment (503).
     Busy,
-    /// This failure locked the account until then.
-    LockedNow { until: i64 },
+    /// This failure locked the account until then: for every address when `everywhere`, else
+    /// for the address it came from.
+    LockedNow { until: i64, everywhere: bool },
 }
 
 /// One row of the failure table: failures in the current window, its start, the lock's end,
@@ -189,17 +207,18 @@ pub(crate) enum RowChange {
     Store(FailureRow),
 }
 
-/// The lockout rule, shared by every backend. A check in flight counts against the allowance
-/// until it ends, so attempts sent at the same moment cannot get more password checks than
-/// `max_failures`; the surplus is told to retry (`Busy`), not refused, so concurrent honest
+/// The lockout rule for one row, shared by every backend. A check in flight counts against
+/// the allowance until it ends, so attempts sent at the same moment cannot get more password
+/// checks than `max`; the surplus is told to retry (`Busy`), not refused, so concurrent honest
 /// logins for one account still succeed.
-pub(crate) fn attempt_step(
+fn attempt_step(
     row: Option<FailureRow>,
     step: AttemptStep,
     now: i64,
+    max: u32,
     policy: LockoutPolicy,
 ) -> (Attempt, RowChange) {
-    let max = i64::from(policy.max_failures);
+    let max = i64::from(max);
     let locked = row.and_then(|(_, _, until, _)| until.filter(|until| *until > now));
     // Counts from an elapsed window no longer matter (nor do checks a crashed node never ended).
     let (failures, start, pending) = match row {
@@ -234,7 +253,10 @@ pub(crate) fn attempt_step(
             if failures >= max {
                 let until = now.saturating_add(policy.lock_secs);
                 (
-                    Attempt::LockedNow { until },
+                    Attempt::LockedNow {
+                        until,
+                        everywhere: false,
+                    },
                     RowChange::Store((0, now, Some(until), pending)),
                 )
             } else {
@@ -247,21 +269,92 @@ pub(crate) fn attempt_step(
     }
 }
 
-/// Login attempts per user name and account locks. Kept in the token database so that every
-/// node of a cluster sees the same counts.
+/// The rows one attempt touches: the user name from this address, and the user name from
+/// every address (`None` when there is no per-user limit).
+pub(crate) struct AttemptRows<T> {
+    pub(crate) source: T,
+    pub(crate) all: Option<T>,
+}
+
+/// The lockout rule, shared by every backend: [`attempt_step`] applied to the row of the
+/// address and to the row of every address. `Begin` is `Locked` or `Busy` if either row says
+/// so (and then changes neither), else takes a slot in both. A success forgets the failures
+/// from its address and gives back its slot in the every-address row, whose failures stay.
+pub(crate) fn attempt_steps(
+    rows: AttemptRows<Option<FailureRow>>,
+    step: AttemptStep,
+    now: i64,
+    policy: LockoutPolicy,
+) -> (Attempt, AttemptRows<RowChange>) {
+    let (source_verdict, source_change) =
+        attempt_step(rows.source, step, now, policy.max_failures, policy);
+    let all = rows.all.map(|row| {
+        // A success is no proof about the other addresses' guesses.
+        let step = match step {
+            AttemptStep::Succeeded => AttemptStep::Abandoned,
+            other => other,
+        };
+        let (verdict, change) = attempt_step(row, step, now, policy.max_failures_per_user, policy);
+        let verdict = match verdict {
+            Attempt::LockedNow { until, .. } => Attempt::LockedNow {
+                until,
+                everywhere: true,
+            },
+            other => other,
+        };
+        (verdict, change)
+    });
+    let Some((all_verdict, all_change)) = all else {
+        return (
+            source_verdict,
+            AttemptRows {
+                source: source_change,
+                all: None,
+            },
+        );
+    };
+    let unchanged = || AttemptRows {
+        source: RowChange::Keep,
+        all: Some(RowChange::Keep),
+    };
+    let verdict = match (source_verdict, all_verdict) {
+        (Attempt::Locked { until: a }, Attempt::Locked { until: b }) => {
+            return (Attempt::Locked { until: a.max(b) }, unchanged())
+        }
+        (Attempt::Locked { until }, _) | (_, Attempt::Locked { until }) => {
+            return (Attempt::Locked { until }, unchanged())
+        }
+        (Attempt::Busy, _) | (_, Attempt::Busy) => return (Attempt::Busy, unchanged()),
+        (_, everywhere @ Attempt::LockedNow { .. }) => everywhere,
+        (verdict, _) => verdict,
+    };
+    (
+        verdict,
+        AttemptRows {
+            source: source_change,
+            all: Some(all_change),
+        },
+    )
+}
+
+/// Login attempts per user name and client address, and account locks. Kept in the token
+/// database so that every node of a cluster sees the same counts.
 #[async_trait]
 pub trait LockoutStore: Send + Sync + 'static {
-    /// Applies one step of an attempt for `username`, atomically (see [`attempt_step`]).
+    /// Applies one step of an attempt for `username` from `source` (the client address as
+    /// text), to the rows of that address and of every address ([`ALL_SOURCES`]), atomically
+    /// (see [`attempt_steps`]).
     async fn attempt(
         &self,
         username: &str,
+        source: &str,
         step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
     ) -> Result<Attempt, StoreError>;
 
-    /// Forgets attempts and any lock (`tokengate user unlock`). Returns whether there was
-    /// anything to forget.
+    /// Forgets attempts and any lock of the name, from every address (`tokengate user
+    /// unlock`). Returns whether there was anything to forget.
     async fn clear_failures(&self, username: &str) -> Result<bool, StoreError>;
 }
 
@@ -395,5 +488,85 @@ pub async fn migrate(settings: &Settings) -> Result<(), StoreError> {
             store.close().await;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: LockoutPolicy = LockoutPolicy {
+        max_failures: 2,
+        max_failures_per_user: 3,
+        window_secs: 100,
+        lock_secs: 50,
+    };
+
+    fn rows(
+        source: Option<FailureRow>,
+        all: Option<FailureRow>,
+    ) -> AttemptRows<Option<FailureRow>> {
+        AttemptRows {
+            source,
+            all: Some(all),
+        }
+    }
+
+    fn stored(change: &RowChange) -> Option<FailureRow> {
+        match change {
+            RowChange::Store(row) => Some(*row),
+            RowChange::Keep | RowChange::Delete => None,
+        }
+    }
+
+    #[test]
+    fn begin_takes_a_slot_in_both_rows() {
+        let (verdict, changes) = attempt_steps(rows(None, None), AttemptStep::Begin, 0, POLICY);
+        assert_eq!(verdict, Attempt::Allowed);
+        assert_eq!(stored(&changes.source), Some((0, 0, None, 1)));
+        assert_eq!(stored(changes.all.as_ref().unwrap()), Some((0, 0, None, 1)));
+    }
+
+    #[test]
+    fn a_lock_or_a_full_allowance_in_either_row_changes_neither() {
+        let locked = Some((0, 0, Some(60), 0));
+        let (verdict, changes) = attempt_steps(rows(None, locked), AttemptStep::Begin, 10, POLICY);
+        assert_eq!(verdict, Attempt::Locked { until: 60 });
+        assert!(matches!(changes.source, RowChange::Keep));
+
+        let busy = Some((1, 0, None, 1));
+        let (verdict, changes) = attempt_steps(rows(busy, None), AttemptStep::Begin, 10, POLICY);
+        assert_eq!(verdict, Attempt::Busy);
+        assert!(matches!(changes.all, Some(RowChange::Keep)));
+    }
+
+    #[test]
+    fn the_every_address_count_locks_everywhere() {
+        let (verdict, _) = attempt_steps(
+            rows(Some((0, 0, None, 1)), Some((2, 0, None, 1))),
+            AttemptStep::Failed,
+            10,
+            POLICY,
+        );
+        assert_eq!(
+            verdict,
+            Attempt::LockedNow {
+                until: 60,
+                everywhere: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_success_forgets_its_address_but_not_the_others_failures() {
+        let (verdict, changes) = attempt_steps(
+            rows(Some((1, 0, None, 1)), Some((2, 0, None, 1))),
+            AttemptStep::Succeeded,
+            10,
+            POLICY,
+        );
+        assert_eq!(verdict, Attempt::Allowed);
+        assert!(matches!(changes.source, RowChange::Delete));
+        assert_eq!(stored(changes.all.as_ref().unwrap()), Some((2, 0, None, 0)));
     }
 }

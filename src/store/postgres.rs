@@ -17,9 +17,9 @@ use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELEC
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::revocation::{upsert_mark, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS};
 use super::{
-    attempt_step, Attempt, AttemptStep, Directory, FailureRow, LockoutPolicy, LockoutStore,
-    PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange, StoreError,
-    SubjectKind, TokenStore,
+    attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
+    LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
+    ALL_SOURCES,
 };
 use crate::abuse::rate_limit::{Rate, Take};
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -455,8 +455,8 @@ impl TokenStore for PostgresTokenStore {
                 vec![i64::MAX, batch],
             ),
             (
-                "DELETE FROM login_failures WHERE username IN \
-                 (SELECT username FROM login_failures WHERE window_start < $1 \
+                "DELETE FROM login_failures WHERE (username, source) IN \
+                 (SELECT username, source FROM login_failures WHERE window_start < $1 \
                   AND COALESCE(locked_until, 0) <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED)"
                     .into(),
                 vec![limits.failures_before, limits.now, batch],
@@ -520,66 +520,95 @@ impl TokenStore for PostgresTokenStore {
     }
 }
 
+/// Writes one failure row as a lockout step left it.
+async fn change_failures(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    username: &str,
+    source: &str,
+    change: RowChange,
+) -> Result<(), StoreError> {
+    match change {
+        RowChange::Keep => {}
+        RowChange::Delete => {
+            sqlx::query("DELETE FROM login_failures WHERE username = $1 AND source = $2")
+                .bind(username)
+                .bind(source)
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+        }
+        RowChange::Store((failures, window_start, locked_until, pending)) => {
+            sqlx::query(
+                "INSERT INTO login_failures (username, source, failures, window_start, \
+                 locked_until, pending) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (username, source) DO UPDATE SET \
+                 failures = $3, window_start = $4, locked_until = $5, pending = $6",
+            )
+            .bind(username)
+            .bind(source)
+            .bind(failures)
+            .bind(window_start)
+            .bind(locked_until)
+            .bind(pending)
+            .execute(&mut **tx)
+            .await
+            .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl LockoutStore for PostgresTokenStore {
     async fn attempt(
         &self,
         username: &str,
+        source: &str,
         step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
     ) -> Result<Attempt, StoreError> {
         bounded(async move {
             // A transaction-scoped advisory lock on the name serialises attempts for it across
-            // every node, whether or not its row exists yet.
+            // every node, whether or not its rows exist yet; both rows change in one transaction.
             let mut tx = self.pool.begin().await.map_err(backend)?;
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(username)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
-            let row = sqlx::query(
-                "SELECT failures, window_start, locked_until, pending FROM login_failures \
-                 WHERE username = $1",
+            let found = sqlx::query(
+                "SELECT source, failures, window_start, locked_until, pending FROM login_failures \
+                 WHERE username = $1 AND source IN ($2, $3)",
             )
             .bind(username)
-            .fetch_optional(&mut *tx)
+            .bind(source)
+            .bind(ALL_SOURCES)
+            .fetch_all(&mut *tx)
             .await
             .map_err(backend)?;
-            let row: Option<FailureRow> = match row {
-                Some(row) => Some((
+            let mut rows = AttemptRows {
+                source: None,
+                all: policy.counts_every_address().then_some(None),
+            };
+            for row in found {
+                let values: FailureRow = (
                     row.try_get("failures").map_err(backend)?,
                     row.try_get("window_start").map_err(backend)?,
                     row.try_get("locked_until").map_err(backend)?,
                     row.try_get("pending").map_err(backend)?,
-                )),
-                None => None,
-            };
-            let (verdict, change) = attempt_step(row, step, now, policy);
-            match change {
-                RowChange::Keep => {}
-                RowChange::Delete => {
-                    sqlx::query("DELETE FROM login_failures WHERE username = $1")
-                        .bind(username)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(backend)?;
+                );
+                let row_source: String = row.try_get("source").map_err(backend)?;
+                if row_source == source {
+                    rows.source = Some(values);
+                } else if let Some(all) = rows.all.as_mut() {
+                    *all = Some(values);
                 }
-                RowChange::Store((failures, window_start, locked_until, pending)) => {
-                    sqlx::query(
-                        "INSERT INTO login_failures (username, failures, window_start, locked_until, \
-                         pending) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO UPDATE SET \
-                         failures = $2, window_start = $3, locked_until = $4, pending = $5",
-                    )
-                    .bind(username)
-                    .bind(failures)
-                    .bind(window_start)
-                    .bind(locked_until)
-                    .bind(pending)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                }
+            }
+            let (verdict, changes) = attempt_steps(rows, step, now, policy);
+            change_failures(&mut tx, username, source, changes.source).await?;
+            if let Some(change) = changes.all {
+                change_failures(&mut tx, username, ALL_SOURCES, change).await?;
             }
             tx.commit().await.map_err(backend)?;
             Ok(verdict)

@@ -23,8 +23,9 @@ use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELEC
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::revocation::{upsert_mark, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS};
 use super::{
-    attempt_step, Attempt, AttemptStep, Directory, FailureRow, LockoutPolicy, LockoutStore,
-    PurgeLimits, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
+    attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
+    LockoutStore, PurgeLimits, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
+    ALL_SOURCES,
 };
 use crate::config::SqliteSynchronous;
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -61,6 +62,7 @@ enum WriteOp {
     },
     Attempt {
         username: String,
+        source: String,
         step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
@@ -254,46 +256,74 @@ async fn apply_batch(
     Ok(outcomes)
 }
 
-/// One step of a login attempt (see `store::attempt_step`) inside the writer's transaction.
+/// One step of a login attempt (see `store::attempt_steps`) inside the writer's transaction.
 async fn attempt_in(
     conn: &mut SqliteConnection,
     username: &str,
+    source: &str,
     step: AttemptStep,
     now: i64,
     policy: LockoutPolicy,
 ) -> Result<Attempt, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT failures, window_start, locked_until, pending FROM login_failures \
-         WHERE username = ?1",
+    let found = sqlx::query(
+        "SELECT source, failures, window_start, locked_until, pending FROM login_failures \
+         WHERE username = ?1 AND source IN (?2, ?3)",
     )
     .bind(username)
-    .fetch_optional(&mut *conn)
+    .bind(source)
+    .bind(ALL_SOURCES)
+    .fetch_all(&mut *conn)
     .await?;
-    let row: Option<FailureRow> = match row {
-        Some(row) => Some((
+    let mut rows = AttemptRows {
+        source: None,
+        all: policy.counts_every_address().then_some(None),
+    };
+    for row in found {
+        let values: FailureRow = (
             row.try_get("failures")?,
             row.try_get("window_start")?,
             row.try_get("locked_until")?,
             row.try_get("pending")?,
-        )),
-        None => None,
-    };
-    let (verdict, change) = attempt_step(row, step, now, policy);
+        );
+        let row_source: String = row.try_get("source")?;
+        if row_source == source {
+            rows.source = Some(values);
+        } else if let Some(all) = rows.all.as_mut() {
+            *all = Some(values);
+        }
+    }
+    let (verdict, changes) = attempt_steps(rows, step, now, policy);
+    change_failures(conn, username, source, changes.source).await?;
+    if let Some(change) = changes.all {
+        change_failures(conn, username, ALL_SOURCES, change).await?;
+    }
+    Ok(verdict)
+}
+
+async fn change_failures(
+    conn: &mut SqliteConnection,
+    username: &str,
+    source: &str,
+    change: RowChange,
+) -> Result<(), sqlx::Error> {
     match change {
         RowChange::Keep => {}
         RowChange::Delete => {
-            sqlx::query("DELETE FROM login_failures WHERE username = ?1")
+            sqlx::query("DELETE FROM login_failures WHERE username = ?1 AND source = ?2")
                 .bind(username)
+                .bind(source)
                 .execute(&mut *conn)
                 .await?;
         }
         RowChange::Store((failures, window_start, locked_until, pending)) => {
             sqlx::query(
-                "INSERT INTO login_failures (username, failures, window_start, locked_until, \
-                 pending) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (username) DO UPDATE SET \
-                 failures = ?2, window_start = ?3, locked_until = ?4, pending = ?5",
+                "INSERT INTO login_failures (username, source, failures, window_start, \
+                 locked_until, pending) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (username, source) DO UPDATE SET \
+                 failures = ?3, window_start = ?4, locked_until = ?5, pending = ?6",
             )
             .bind(username)
+            .bind(source)
             .bind(failures)
             .bind(window_start)
             .bind(locked_until)
@@ -302,20 +332,21 @@ async fn attempt_in(
             .await?;
         }
     }
-    Ok(verdict)
+    Ok(())
 }
 
 /// Applies one write inside the batch's transaction.
 async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sqlx::Error> {
     if let WriteOp::Attempt {
         username,
+        source,
         step,
         now,
         policy,
     } = op
     {
         return Ok(Outcome::Attempt(
-            attempt_in(conn, username, *step, *now, *policy).await?,
+            attempt_in(conn, username, source, *step, *now, *policy).await?,
         ));
     }
     Ok(Outcome::Changed(match op {
@@ -487,8 +518,8 @@ async fn purge(conn: &mut SqliteConnection, limits: PurgeLimits) -> Result<u64, 
     .await?
     .rows_affected();
     deleted += sqlx::query(
-        "DELETE FROM login_failures WHERE username IN \
-         (SELECT username FROM login_failures WHERE window_start < ?1 \
+        "DELETE FROM login_failures WHERE (username, source) IN \
+         (SELECT username, source FROM login_failures WHERE window_start < ?1 \
           AND COALESCE(locked_until, 0) <= ?2 LIMIT ?3)",
     )
     .bind(limits.failures_before)
@@ -691,6 +722,7 @@ impl LockoutStore for SqliteTokenStore {
     async fn attempt(
         &self,
         username: &str,
+        source: &str,
         step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
@@ -698,6 +730,7 @@ impl LockoutStore for SqliteTokenStore {
         let outcome = self
             .submit_for(WriteOp::Attempt {
                 username: username.to_owned(),
+                source: source.to_owned(),
                 step,
                 now,
                 policy,

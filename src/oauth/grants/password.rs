@@ -5,10 +5,16 @@
 //! disabled user is verified against a dummy hash, so every failure costs the same time and
 //! gives the same answer.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use secrecy::SecretString;
+use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 use super::{required, required_secret, Grant};
-use crate::crypto::password;
+use crate::abuse::rate_limit::bucket_key;
+use crate::crypto::password::{self, PasswordHasher};
 use crate::oauth::error::OAuthError;
 use crate::oauth::issue::{self, RefreshPlan, Subject};
 use crate::oauth::params::FormParams;
@@ -16,9 +22,12 @@ use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
 use crate::oauth::wire::TokenResponse;
 use crate::store::model::{Client, GrantType, User};
-use crate::store::{Attempt, AttemptStep};
+use crate::store::{Attempt, AttemptStep, LockoutPolicy, LockoutStore, UserStore};
 
-pub struct PasswordGrant;
+pub struct PasswordGrant {
+    /// The client's address: failed logins are counted per user name and address.
+    pub client_ip: Option<IpAddr>,
+}
 
 /// Longer names cannot belong to a user (the CLI allows 255 characters) and are not tracked,
 /// so junk names cannot bloat the failure table.
@@ -68,72 +77,32 @@ impl Grant for PasswordGrant {
                 "the requested scope is not allowed for this client",
             ));
         }
-        let now = service.clock.now_secs();
-        let lockout = service
-            .lockout_policy
-            .filter(|_| params.username.len() <= MAX_TRACKED_NAME);
-        // A check in flight counts against the allowance until it ends, so guesses sent at the
-        // same moment cannot get more password checks than the lockout allows. Attempts over
-        // the allowance wait for the checks in flight (an honest burst of logins for one
-        // account then goes through), and get a 503 only if that takes too long.
-        if let Some(policy) = lockout {
-            let mut waited = std::time::Duration::ZERO;
-            loop {
-                let verdict = service
-                    .lockouts
-                    .attempt(&params.username, AttemptStep::Begin, now, policy)
-                    .await?;
-                match verdict {
-                    Attempt::Locked { until } => {
-                        // Same answer as a wrong password, and no argon2 work.
-                        tracing::warn!(target: "audit", username = %params.username, locked_until = until, "login refused: account locked");
-                        return Err(invalid_credentials());
-                    }
-                    Attempt::Busy if waited < BUSY_WAIT_LIMIT => {
-                        tokio::time::sleep(BUSY_POLL).await;
-                        waited += BUSY_POLL;
-                    }
-                    Attempt::Busy => {
-                        return Err(OAuthError::unavailable(
-                            "other logins for this account are being checked; retry in a moment",
-                            AttemptsInFlight,
-                        ));
-                    }
-                    Attempt::Allowed | Attempt::LockedNow { .. } => break,
-                }
-            }
-        }
-        // A user store that fails (a database outage) ends the attempt like a shed check:
-        // its lockout slot is given back below, so the account is not left "busy".
-        let checked: Result<bool, OAuthError> =
-            match service.users.find_user(&params.username).await {
-                Ok(Some(user)) if !user.disabled && has_usable_hash(&user) => service
-                    .hasher
-                    .verify(&user.password_hash, params.password)
-                    .await
-                    .map_err(OAuthError::from),
-                Ok(_) => service
-                    .hasher
-                    .verify_dummy(params.password)
-                    .await
-                    .map_err(OAuthError::from),
-                Err(err) => Err(OAuthError::from(err)),
-            };
-        let step = match &checked {
-            Ok(true) => AttemptStep::Succeeded,
-            Ok(false) => AttemptStep::Failed,
-            Err(_) => AttemptStep::Abandoned,
+        let attempt = LoginAttempt {
+            lockouts: service.lockouts.clone(),
+            users: service.users.clone(),
+            hasher: service.hasher.clone(),
+            policy: service
+                .lockout_policy
+                .filter(|_| params.username.len() <= MAX_TRACKED_NAME),
+            username: params.username.clone(),
+            source: self.client_ip.map_or_else(
+                || UNKNOWN_SOURCE.to_owned(),
+                |ip| bucket_key(ip).to_string(),
+            ),
+            now: service.clock.now_secs(),
         };
-        if let Some(policy) = lockout {
-            let outcome = service
-                .lockouts
-                .attempt(&params.username, step, now, policy)
-                .await?;
-            if let Attempt::LockedNow { until } = outcome {
-                // Unknown names are counted too, so lockouts do not reveal which names exist.
-                tracing::warn!(target: "audit", username = %params.username, locked_until = until, failures = policy.max_failures, "account locked after repeated failed logins");
-            }
-        }
+        // The attempt runs in a task of its own that this request cannot cancel: a client that
+        // disconnects drops this future at any await, and the lockout slot the attempt takes
+        // must still be given back (else the account answers 503 for the whole window).
+        let (reply, answer) = oneshot::channel();
+        tokio::spawn(
+            attempt
+                .run(params.password, reply)
+                .instrument(tracing::Span::current()),
+        );
+        let checked = answer
+            .await
+            .map_err(|_| OAuthError::server_error(AttemptLost))?;
         if !checked? {
             return Err(invalid_credentials());
         }
@@ -151,6 +120,123 @@ impl Grant for PasswordGrant {
         )?;
         service.tokens.create_tokens(tokens).await?;
         Ok(response)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the login attempt ended without an answer")]
+struct AttemptLost;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the client went away before its login was checked")]
+struct RequesterGone;
+
+/// The lockout `source` of a request without a client address (never over TCP).
+const UNKNOWN_SOURCE: &str = "-";
+
+/// One password check with its lockout steps, owned by a task of its own (see `issue`).
+struct LoginAttempt {
+    lockouts: Arc<dyn LockoutStore>,
+    users: Arc<dyn UserStore>,
+    hasher: PasswordHasher,
+    policy: Option<LockoutPolicy>,
+    username: String,
+    /// The client's address (its rate-limit bucket) as text.
+    source: String,
+    now: i64,
+}
+
+type Checked = Result<bool, OAuthError>;
+
+impl LoginAttempt {
+    async fn run(self, password: SecretString, reply: oneshot::Sender<Checked>) {
+        let checked = self.check(password, &reply).await;
+        // The requester may be gone; the attempt has ended either way.
+        let _ = reply.send(checked);
+    }
+
+    /// Begin (waiting while other checks use the allowance), verify, end: every step that
+    /// took a slot is ended here, whatever the requester does.
+    async fn check(&self, password: SecretString, reply: &oneshot::Sender<Checked>) -> Checked {
+        // A check in flight counts against the allowance until it ends, so guesses sent at the
+        // same moment cannot get more password checks than the lockout allows. Attempts over
+        // the allowance wait for the checks in flight (an honest burst of logins for one
+        // account then goes through), and get a 503 only if that takes too long.
+        if let Some(policy) = self.policy {
+            let mut waited = std::time::Duration::ZERO;
+            loop {
+                let verdict = self
+                    .lockouts
+                    .attempt(
+                        &self.username,
+                        &self.source,
+                        AttemptStep::Begin,
+                        self.now,
+                        policy,
+                    )
+                    .await?;
+                match verdict {
+                    Attempt::Locked { until } => {
+                        // Same answer as a wrong password, and no argon2 work.
+                        tracing::warn!(target: "audit", username = %self.username, client_ip = %self.source, locked_until = until, "login refused: account locked");
+                        return Ok(false);
+                    }
+                    // Nobody is waiting for this answer any more: stop without a slot.
+                    Attempt::Busy if reply.is_closed() => {
+                        return Err(OAuthError::server_error(RequesterGone))
+                    }
+                    Attempt::Busy if waited < BUSY_WAIT_LIMIT => {
+                        tokio::time::sleep(BUSY_POLL).await;
+                        waited += BUSY_POLL;
+                    }
+                    Attempt::Busy => {
+                        return Err(OAuthError::unavailable(
+                            "other logins for this account are being checked; retry in a moment",
+                            AttemptsInFlight,
+                        ));
+                    }
+                    Attempt::Allowed | Attempt::LockedNow { .. } => break,
+                }
+            }
+        }
+        // A user store that fails (a database outage) ends the attempt like a shed check:
+        // its lockout slot is given back below, so the account is not left "busy".
+        let checked: Checked = match self.users.find_user(&self.username).await {
+            Ok(Some(user)) if !user.disabled && has_usable_hash(&user) => self
+                .hasher
+                .verify(&user.password_hash, password)
+                .await
+                .map_err(OAuthError::from),
+            Ok(_) => self
+                .hasher
+                .verify_dummy(password)
+                .await
+                .map_err(OAuthError::from),
+            Err(err) => Err(OAuthError::from(err)),
+        };
+        let Some(policy) = self.policy else {
+            return checked;
+        };
+        let step = match &checked {
+            // A guess nobody hears the answer to is not counted (nor is a success unseen).
+            _ if reply.is_closed() => AttemptStep::Abandoned,
+            Ok(true) => AttemptStep::Succeeded,
+            Ok(false) => AttemptStep::Failed,
+            Err(_) => AttemptStep::Abandoned,
+        };
+        let outcome = self
+            .lockouts
+            .attempt(&self.username, &self.source, step, self.now, policy)
+            .await?;
+        if let Attempt::LockedNow { until, everywhere } = outcome {
+            // Unknown names are counted too, so lockouts do not reveal which names exist.
+            if everywhere {
+                tracing::warn!(target: "audit", username = %self.username, locked_until = until, failures = policy.max_failures_per_user, "account locked for every address after repeated failed logins");
+            } else {
+                tracing::warn!(target: "audit", username = %self.username, client_ip = %self.source, locked_until = until, failures = policy.max_failures, "account locked for this address after repeated failed logins");
+            }
+        }
+        checked
     }
 }
 

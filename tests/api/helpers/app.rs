@@ -500,3 +500,26 @@ impl TestApp {
         self.clock.now_secs()
     }
 }
+impl TestApp {
+    /// POSTs a form to `path` as the given client (HTTP Basic), with `X-Forwarded-For:
+    /// forwarded_for` (believed when 127.0.0.1 is a trusted proxy: a client at that address).
+    pub async fn post_form_from(
+        &self,
+        forwarded_for: &str,
+        path: &str,
+        client_id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> Reply {
+        let response = self
+            .client
+            .post(self.url(path))
+            .basic_auth(client_id, Some(secret))
+            .header("x-forwarded-for", forwarded_for)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        Reply::read(response).await
+    }
+}

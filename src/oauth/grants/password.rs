@@ -86,7 +86,7 @@ impl Grant for PasswordGrant {
                 match verdict {
                     Attempt::Locked { until } => {
                         // Same answer as a wrong password, and no argon2 work.
-                        tracing::warn!(target: "audit", username = %params.username, locked_until = until, "login refused: account locked");
+                        tracing::warn!(target: "audit", username = ?crate::telemetry::cut(&params.username), locked_until = until, "login refused: account locked");
                         return Err(invalid_credentials());
                     }
                     Attempt::Busy if waited < BUSY_WAIT_LIMIT => {
@@ -131,7 +131,7 @@ impl Grant for PasswordGrant {
                 .await?;
             if let Attempt::LockedNow { until } = outcome {
                 // Unknown names are counted too, so lockouts do not reveal which names exist.
-                tracing::warn!(target: "audit", username = %params.username, locked_until = until, failures = policy.max_failures, "account locked after repeated failed logins");
+                tracing::warn!(target: "audit", username = ?crate::telemetry::cut(&params.username), locked_until = until, failures = policy.max_failures, "account locked after repeated failed logins");
             }
         }
         if !checked? {
@@ -160,7 +160,7 @@ impl Grant for PasswordGrant {
 fn has_usable_hash(user: &User) -> bool {
     let usable = password::check_phc(&user.password_hash).is_ok();
     if !usable {
-        tracing::warn!(user = %user.name, "login refused: the stored password hash is not an argon2 PHC string");
+        tracing::warn!(user = ?crate::telemetry::cut(&user.name), "login refused: the stored password hash is not an argon2 PHC string");
     }
     usable
 }

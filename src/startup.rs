@@ -126,6 +126,7 @@ impl Application {
         } else {
             0
         };
+        crate::secret_files::warn_exposed(&settings);
         let keys = KeyRing::open(&settings.oauth.signing_keys_dir, activation_delay_secs)?;
         keys.watch(settings.stores.reload_interval);
         let issuer = settings

@@ -48,7 +48,7 @@ pub fn ensure_certificate(settings: &TlsSettings) -> Result<bool, TlsError> {
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), TlsError> {
     use std::io::Write as _;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
+        crate::secret_files::create_private_dir_all(parent)
             .map_err(|err| file_error(parent, format!("cannot create the folder: {err}")))?;
     }
     let mut file = std::fs::OpenOptions::new()

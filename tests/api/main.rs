@@ -13,6 +13,7 @@
 mod helpers;
 
 mod binary;
+mod check_config;
 mod client_credentials;
 mod client_secrets;
 mod config_errors;
@@ -32,6 +33,7 @@ mod rate_limit;
 mod refresh_reuse;
 mod restart;
 mod revoke;
+mod secret_files;
 mod shutdown;
 mod sql_directory;
 mod store_failure;

@@ -91,6 +91,11 @@ impl Application {
         }
         let tls_config = tls::server_config(&settings.tls)?;
         let hasher = PasswordHasher::start(&settings.password_hashing)?;
+        if let TokenStoreSettings::Postgres(postgres) = &settings.stores.tokens {
+            if let Some(warning) = store::postgres::unauthenticated_server_warning(&postgres.url) {
+                tracing::warn!("{warning}");
+            }
+        }
         let database = store::open_database(&settings).await?;
         let users = open_user_store(&settings, &database)?;
         let clients = open_client_store(&settings, &database).await?;

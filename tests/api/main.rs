@@ -29,6 +29,7 @@ mod metadata;
 mod nul_bytes;
 mod overload;
 mod postgres;
+mod postgres_tls;
 mod rate_limit;
 mod refresh_reuse;
 mod restart;

@@ -120,7 +120,7 @@ pub fn warning(path: &Path, mode: u32) -> String {
 /// Logs a warning for every exposed secret file (at `serve`).
 pub fn warn_exposed(settings: &Settings) {
     for (path, mode) in exposed(settings) {
-        tracing::warn!(file = %path.display(), "{}", warning(&path, mode));
+        tracing::warn!("{}", warning(&path, mode));
     }
 }
 

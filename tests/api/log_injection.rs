@@ -64,10 +64,11 @@ async fn a_user_name_with_newlines_and_ansi_escapes_cannot_forge_a_log_line() {
 }
 
 #[tokio::test]
-async fn client_ids_in_log_lines_are_cut_to_128_characters() {
+async fn client_ids_and_user_names_in_log_lines_are_cut_to_128_characters() {
     let home = Home::new();
     let server = serve(&home).await;
     let long_id = format!("{}{}", "c".repeat(128), "d".repeat(10_000));
+    let long_user = format!("{}{}", "u".repeat(128), "v".repeat(500));
 
     let reply = server
         .post_token_form(
@@ -78,12 +79,24 @@ async fn client_ids_in_log_lines_are_cut_to_128_characters() {
         )
         .await;
     reply.assert_error(401, "invalid_client");
+    // Enough failures to lock the name, which the audit line names.
+    for _ in 0..5 {
+        server
+            .password_grant(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, &long_user, "wrong")
+            .await
+            .assert_error(400, "invalid_grant");
+    }
 
-    let shown = format!("client_id=\"{}\"…", "c".repeat(128));
-    let log = log_containing(&server, &shown).await;
-    assert!(log.contains(&shown), "the client id is not cut:\n{log}");
+    let shown_id = format!("client_id=\"{}\"…", "c".repeat(128));
+    let shown_user = format!("username=\"{}\"…", "u".repeat(128));
+    let log = log_containing(&server, &shown_user).await;
+    assert!(log.contains(&shown_id), "the client id is not cut:\n{log}");
     assert!(
-        !log.contains("cd"),
+        log.contains(&shown_user),
+        "the user name is not cut:\n{log}"
+    );
+    assert!(
+        !log.contains("cd") && !log.contains("uv"),
         "more than 128 characters logged:\n{log}"
     );
 }

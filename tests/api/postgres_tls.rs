@@ -293,6 +293,17 @@ async fn sslmode_require_starts_with_a_warning_that_the_server_is_not_authentica
             "tokens = \"sqlite://data/tokens.db\"",
             &format!("tokens = \"{}\"", url_through(&database, &front, &query)),
         );
+        // A password in the URL (the test database trusts local connections, so it is not
+        // checked) makes the config file a secret file, and here everyone can read it.
+        let user = PgConnectOptions::from_str(&database.url)
+            .unwrap()
+            .get_username()
+            .to_owned();
+        home.edit(
+            "config/identity.toml",
+            &format!("postgres://{user}@"),
+            &format!("postgres://{user}:hunter2@"),
+        );
         let server = serve(&home).await;
         server.demo_login().await.assert_tokens(3600, "PRODUCTION");
         let log = wait_for_log(&server, "token request").await;
@@ -302,5 +313,12 @@ async fn sslmode_require_starts_with_a_warning_that_the_server_is_not_authentica
             warns,
             "{query}:\n{log}"
         );
+        let identity = home.path().join("config/identity.toml");
+        let exposed = format!(
+            "{}: holds secrets and is readable by group or others (mode 644)",
+            identity.display()
+        );
+        assert!(log.contains(&exposed), "{query}:\n{log}");
+        assert!(!log.contains("hunter2"), "the password was logged:\n{log}");
     }
 }

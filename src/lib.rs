@@ -15,6 +15,7 @@ pub mod janitor;
 pub mod key_sharing;
 pub mod oauth;
 pub mod reload;
+pub mod secret_files;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -95,6 +95,11 @@ impl Application {
         }
         let tls_config = tls::server_config(&settings.tls)?;
         let hasher = PasswordHasher::start(&settings.password_hashing)?;
+        if let TokenStoreSettings::Postgres(postgres) = &settings.stores.tokens {
+            if let Some(warning) = store::postgres::unauthenticated_server_warning(&postgres.url) {
+                tracing::warn!("{warning}");
+            }
+        }
         let database = store::open_database(&settings).await?;
         let users = open_user_store(&settings, &database)?;
         let clients = open_client_store(&settings, &database).await?;
@@ -130,6 +135,7 @@ impl Application {
         } else {
             0
         };
+        crate::secret_files::warn_exposed(&settings);
         let keys = KeyRing::open(&settings.oauth.signing_keys_dir, activation_delay_secs)?;
         keys.watch(settings.stores.reload_interval);
         let issuer = settings

@@ -1,7 +1,18 @@
 //! Logging setup. Secrets never reach a log: they are `SecretString`s or redacted types, and
-//! request spans record only named, non-secret fields.
+//! request spans record only named, non-secret fields. Every field and message goes through
+//! [`EscapedFields`], so a value from a request cannot start a forged line or send terminal
+//! escapes; [`cut`] bounds how much of such a value a line carries.
 
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::EnvFilter;
+
+/// The most characters of a request value (client id, user name) one log field shows.
+pub const MAX_LOGGED_CHARS: usize = 128;
 
 /// Logs to stderr; the filter comes from `TOKENGATE_LOG` (e.g. `debug`), default `info`.
 pub fn init() {
@@ -9,6 +20,7 @@ pub fn init() {
         EnvFilter::try_from_env("TOKENGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .fmt_fields(EscapedFields)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
@@ -24,5 +36,204 @@ pub fn warn_unknown_env_vars() {
                 "unknown TOKENGATE_ environment variable is ignored"
             );
         }
+    }
+}
+
+/// A request value as a log field, cut to [`MAX_LOGGED_CHARS`] characters (a cut value ends
+/// in `…`): `client_id = ?telemetry::cut(id)` quotes it like any other string field.
+pub fn cut(value: &str) -> Cut<'_> {
+    Cut(value)
+}
+
+/// See [`cut`].
+pub struct Cut<'a>(&'a str);
+
+impl Cut<'_> {
+    fn parts(&self) -> (&str, bool) {
+        match self.0.char_indices().nth(MAX_LOGGED_CHARS) {
+            Some((end, _)) => (self.0.get(..end).unwrap_or(self.0), true),
+            None => (self.0, false),
+        }
+    }
+}
+
+impl fmt::Debug for Cut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (shown, was_cut) = self.parts();
+        write!(f, "{shown:?}{}", if was_cut { "…" } else { "" })
+    }
+}
+
+impl fmt::Display for Cut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (shown, was_cut) = self.parts();
+        write!(f, "{shown}{}", if was_cut { "…" } else { "" })
+    }
+}
+
+/// Formats event and span fields as `name=value` separated by spaces (the message bare), like
+/// tracing-subscriber's default, with every control character (and U+2028/U+2029, which some
+/// viewers treat as line ends) written as an escape. Being the one field formatter, it covers
+/// `%` (Display) fields and messages too, which the default leaves as they are.
+pub struct EscapedFields;
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'writer> {
+    writer: Writer<'writer>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl EscapingVisitor<'_> {
+    fn write(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        let name = field.name();
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.result = if name == "message" {
+            self.writer.write_str(separator)
+        } else {
+            write!(self.writer, "{separator}{name}=")
+        }
+        .and_then(|()| Escaping(&mut self.writer).write_fmt(value));
+    }
+}
+
+impl Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, format_args!("{value}"));
+        } else {
+            self.write(field, format_args!("{value:?}"));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.write(field, format_args!("{value}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, format_args!("{value:?}"));
+    }
+}
+
+/// Passes text through, writing control characters as `\n`, `\r`, `\t` or `\u{..}`.
+struct Escaping<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut plain_from = 0;
+        for (at, ch) in text.char_indices() {
+            if !(ch.is_control() || ch == '\u{2028}' || ch == '\u{2029}') {
+                continue;
+            }
+            self.0
+                .write_str(text.get(plain_from..at).unwrap_or_default())?;
+            match ch {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                other => write!(self.0, "\\u{{{:x}}}", u32::from(other))?,
+            }
+            plain_from = at + ch.len_utf8();
+        }
+        self.0.write_str(text.get(plain_from..).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `log` writes through the same formatter as `init`.
+    fn logged(log: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(EscapedFields)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    const HOSTILE: &str =
+        "eve\n2026-12-01T00:00:00Z  INFO tokengate: forged\r\x1b[31mred\u{2028}\u{85}";
+
+    #[test]
+    fn control_characters_in_display_fields_debug_fields_and_messages_are_escaped() {
+        let text = logged(|| {
+            tracing::info!(display = %HOSTILE, debug = ?HOSTILE, plain = HOSTILE, "said {HOSTILE}");
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            !text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{2028}'),
+            "{text:?}"
+        );
+        assert!(text.contains(r"said eve\n2026-12-01T00:00:00Z  INFO tokengate: forged\r\u{1b}[31mred\u{2028}\u{85}"), "{text}");
+        assert!(text.contains(r"display=eve\n2026"), "{text}");
+        assert!(text.contains(r#"debug="eve\n2026"#), "{text}");
+        assert!(text.contains(r#"plain="eve\n2026"#), "{text}");
+    }
+
+    #[test]
+    fn span_fields_are_escaped_too() {
+        let text = logged(|| {
+            let span = tracing::info_span!("request", user = %HOSTILE);
+            let _entered = span.enter();
+            tracing::info!("inside");
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains(r"user=eve\n2026"), "{text}");
+    }
+
+    #[test]
+    fn request_values_are_cut_to_128_characters() {
+        let long = "é".repeat(300);
+        let text = logged(|| tracing::info!(client_id = ?cut(&long), user = %cut("bob"), "x"));
+        let shown = format!("client_id=\"{}\"…", "é".repeat(MAX_LOGGED_CHARS));
+        assert!(text.contains(&shown), "{text}");
+        assert!(!text.contains(&"é".repeat(MAX_LOGGED_CHARS + 1)), "{text}");
+        assert!(
+            text.contains("user=bob x") || text.contains("user=bob"),
+            "{text}"
+        );
+        assert_eq!(format!("{}", cut(&"a".repeat(128))), "a".repeat(128));
     }
 }

@@ -2,11 +2,11 @@
 //! for localhost when the config allows it; build the rustls config (TLS 1.2 and 1.3 only,
 //! ALPN h2 and http/1.1) with the ring provider, which needs no system libraries to build.
 
-use std::io::BufReader;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject as _};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsSettings;
@@ -48,7 +48,7 @@ pub fn ensure_certificate(settings: &TlsSettings) -> Result<bool, TlsError> {
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), TlsError> {
     use std::io::Write as _;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
+        crate::secret_files::create_private_dir_all(parent)
             .map_err(|err| file_error(parent, format!("cannot create the folder: {err}")))?;
     }
     let mut file = std::fs::OpenOptions::new()
@@ -75,10 +75,13 @@ pub fn generate_self_signed(cert_path: &Path, key_path: &Path) -> Result<(), Tls
     write_file(cert_path, &certified.cert.pem(), 0o644)
 }
 
+fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|err| file_error(path, format!("cannot open: {err}")))
+}
+
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let file =
-        std::fs::File::open(path).map_err(|err| file_error(path, format!("cannot open: {err}")))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+    let pem = read_pem(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| file_error(path, format!("not a PEM certificate file: {err}")))?;
     if certs.is_empty() {
@@ -88,16 +91,11 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let file =
-        std::fs::File::open(path).map_err(|err| file_error(path, format!("cannot open: {err}")))?;
-    if let Ok(meta) = file.metadata() {
-        if meta.permissions().mode() & 0o004 != 0 {
-            tracing::warn!(file = %path.display(), "the TLS private key is readable by every user; run chmod 600 on it");
-        }
-    }
-    rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(|err| file_error(path, format!("not a PEM key file: {err}")))?
-        .ok_or_else(|| file_error(path, "no private key found in the file"))
+    let pem = read_pem(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|err| match err {
+        pem::Error::NoItemsFound => file_error(path, "no private key found in the file"),
+        err => file_error(path, format!("not a PEM key file: {err}")),
+    })
 }
 
 /// The rustls server configuration for the HTTPS listener.

@@ -5,7 +5,7 @@
 //! files) never sees half a file; the result is validated before it replaces the original.
 
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use toml_edit::{value, Array, DocumentMut, Item, Table};
@@ -71,12 +71,13 @@ fn locked<T>(path: &Path, edit: impl FnOnce() -> Result<T, AdminError>) -> Resul
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let lock_path = path.with_file_name(format!(".{name}.lock"));
     if let Some(dir) = lock_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        crate::secret_files::create_private_dir_all(dir).map_err(io_error(dir))?;
     }
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(crate::secret_files::PRIVATE_FILE_MODE)
         .open(&lock_path)
         .map_err(io_error(&lock_path))?;
     lock.lock().map_err(io_error(&lock_path))?;
@@ -95,14 +96,14 @@ fn replace_file(path: &Path, text: &str) -> Result<(), AdminError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    crate::secret_files::create_private_dir_all(dir).map_err(io_error(dir))?;
     let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error(dir))?;
     temp.write_all(text.as_bytes()).map_err(io_error(path))?;
     let original = std::fs::metadata(path).ok();
     let mode = original
         .as_ref()
         .map(|m| m.permissions().mode())
-        .unwrap_or(0o600);
+        .unwrap_or(crate::secret_files::PRIVATE_FILE_MODE);
     temp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io_error(path))?;

@@ -243,33 +243,34 @@ fn read_stdin_secret(what: &str) -> Result<String, CliError> {
     Ok(trimmed.to_owned())
 }
 
+/// Every problem in every file in one run: the config file's own problems, then (with what
+/// could not be read at its default) the users and clients files, the TLS files and the keys.
+/// Secret files that others can read are warnings, not problems.
 fn check_config(source: &ConfigSource) -> ExitCode {
     let file = source.config_file();
-    let mut problems: Vec<ConfigProblem> = Vec::new();
-    match config::load(source) {
-        Ok(settings) => {
-            if let DirectoryLocation::File(path) = &settings.stores.users {
-                if let Err(err) = crate::store::toml_file::load_users(path) {
-                    problems.extend(err.problems);
-                }
-            }
-            if let DirectoryLocation::File(path) = &settings.stores.clients {
-                if let Err(err) = crate::store::toml_file::load_clients(path) {
-                    problems.extend(err.problems);
-                }
-            }
-            problems.extend(check_tls(&settings));
-            if settings.oauth.signing_keys_dir.exists() {
-                if let Err(err) = jwk::KeySet::load(&settings.oauth.signing_keys_dir) {
-                    problems.push(ConfigProblem {
-                        file: settings.config_file.clone(),
-                        key: "oauth.signing_keys".into(),
-                        message: err.to_string(),
-                    });
-                }
-            }
+    let (settings, mut problems) = config::load_with_fallbacks(source);
+    if let DirectoryLocation::File(path) = &settings.stores.users {
+        if let Err(err) = crate::store::toml_file::load_users(path) {
+            problems.extend(err.problems);
         }
-        Err(err) => problems.extend(err.problems),
+    }
+    if let DirectoryLocation::File(path) = &settings.stores.clients {
+        if let Err(err) = crate::store::toml_file::load_clients(path) {
+            problems.extend(err.problems);
+        }
+    }
+    problems.extend(check_tls(&settings));
+    if settings.oauth.signing_keys_dir.exists() {
+        if let Err(err) = jwk::KeySet::load(&settings.oauth.signing_keys_dir) {
+            problems.push(ConfigProblem {
+                file: settings.config_file.clone(),
+                key: "oauth.signing_keys".into(),
+                message: err.to_string(),
+            });
+        }
+    }
+    for (path, mode) in crate::secret_files::exposed(&settings) {
+        eprintln!("warning: {}", crate::secret_files::warning(&path, mode));
     }
     if problems.is_empty() {
         println!("{}: ok", file.display());

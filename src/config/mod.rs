@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use validate::validate;
+pub use validate::{validate, validate_with_fallbacks};
 
 /// The default config file, relative to the home directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/identity.toml";
@@ -118,6 +118,24 @@ pub fn load(source: &ConfigSource) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(&file)
         .map_err(|err| ConfigError::single(&file, "", format!("cannot read the file: {err}")))?;
     validate(&text, &file, source)
+}
+
+/// As [`load`], but settings come back whatever is wrong: what cannot be read (a key, or the
+/// whole file) is its default, and the problems say so (`check-config`).
+pub fn load_with_fallbacks(source: &ConfigSource) -> (Settings, Vec<ConfigProblem>) {
+    let file = source.config_file();
+    match std::fs::read_to_string(&file) {
+        Ok(text) => validate_with_fallbacks(&text, &file, source),
+        Err(err) => {
+            let (settings, _) = validate_with_fallbacks("", &file, source);
+            let problem = ConfigProblem {
+                file: file.clone(),
+                key: String::new(),
+                message: format!("cannot read the file: {err}"),
+            };
+            (settings, vec![problem])
+        }
+    }
 }
 
 /// Validated configuration. Durations and ports are final (offset applied), paths are absolute.

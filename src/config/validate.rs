@@ -60,11 +60,25 @@ fn to_usize(value: i64) -> usize {
 
 /// Parses the text of `file` and checks every rule.
 pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settings, ConfigError> {
-    let raw: RawConfig = parse_toml(text, file)?;
-    let mut problems = Problems {
-        file,
-        found: Vec::new(),
-    };
+    let (settings, problems) = validate_with_fallbacks(text, file, source);
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// As [`validate`], but always returns settings: a key that cannot be read (or the whole file,
+/// if it is not TOML) falls back to its default, so `check-config` can still check the files
+/// the settings name. The problems say what fell back.
+pub fn validate_with_fallbacks(
+    text: &str,
+    file: &Path,
+    source: &ConfigSource,
+) -> (Settings, Vec<ConfigProblem>) {
+    let (raw, found) = parse_toml_partial::<RawConfig>(text, file);
+    let raw = raw.unwrap_or_default();
+    let mut problems = Problems { file, found };
 
     let host = match raw.server.host.parse::<IpAddr>() {
         Ok(ip) => ip,
@@ -412,12 +426,7 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         shared: limits.shared,
     };
 
-    if !problems.found.is_empty() {
-        return Err(ConfigError {
-            problems: problems.found,
-        });
-    }
-    Ok(Settings {
+    let settings = Settings {
         config_file: file.to_path_buf(),
         server,
         tls,
@@ -426,7 +435,8 @@ pub fn validate(text: &str, file: &Path, source: &ConfigSource) -> Result<Settin
         stores,
         security,
         rate_limit,
-    })
+    };
+    (settings, problems.found)
 }
 
 /// Deserialises a TOML document into `T`, reporting every unknown key and every value of the
@@ -436,17 +446,35 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
     text: &str,
     file: &Path,
 ) -> Result<T, ConfigError> {
+    match parse_toml_partial(text, file) {
+        (Some(value), problems) if problems.is_empty() => Ok(value),
+        (_, problems) => Err(ConfigError { problems }),
+    }
+}
+
+/// As [`parse_toml`], also returning what could be read with the offending keys left out
+/// (`None` when the text is not TOML or the rest does not deserialise either).
+fn parse_toml_partial<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> (Option<T>, Vec<ConfigProblem>) {
     let one_line = |message: String| message.split_whitespace().collect::<Vec<_>>().join(" ");
     // Nothing more can be said about a file that is not TOML; toml's message has the line.
-    let mut table: toml::Table = toml::from_str(text)
-        .map_err(|err| ConfigError::single(file, "", one_line(err.to_string())))?;
+    let mut table: toml::Table = match toml::from_str(text) {
+        Ok(table) => table,
+        Err(err) => {
+            return (
+                None,
+                ConfigError::single(file, "", one_line(err.to_string())).problems,
+            )
+        }
+    };
     let mut problems = Vec::new();
     // Each round removes one offending key; a file cannot have more keys than characters.
     for _ in 0..=text.len() {
         let attempt = serde_path_to_error::deserialize::<_, T>(toml::Value::Table(table.clone()));
         let err = match attempt {
-            Ok(value) if problems.is_empty() => return Ok(value),
-            Ok(_) => break,
+            Ok(value) => return (Some(value), problems),
             Err(err) => err,
         };
         let mut path: Vec<String> = err
@@ -476,7 +504,7 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
             break;
         }
     }
-    Err(ConfigError { problems })
+    (None, problems)
 }
 
 /// Removes the key at `path` (a chain of table keys); false if there was nothing to remove.

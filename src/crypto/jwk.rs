@@ -9,7 +9,7 @@
 //! (`tokengate keys rotate` does), and delete old files whenever convenient.
 
 use std::collections::HashMap;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -329,7 +329,7 @@ pub fn read_access_token(token: &str) -> Option<JwtAccessToken> {
 /// Writes a new key of `algorithm` into `dir` (owner-readable only); it signs from now on.
 pub fn generate_key(dir: &Path, algorithm: JwtAlgorithm, now_ms: i64) -> Result<PathBuf, KeyError> {
     use std::io::Write as _;
-    std::fs::create_dir_all(dir)
+    crate::secret_files::create_private_dir_all(dir)
         .map_err(|err| file_error(dir, format!("cannot create the folder: {err}")))?;
     let material = KeyMaterial::generate(algorithm)?;
     let pem = material.to_pem()?;
@@ -341,11 +341,7 @@ pub fn generate_key(dir: &Path, algorithm: JwtAlgorithm, now_ms: i64) -> Result<
         algorithm.as_str().to_ascii_lowercase()
     );
     let path = dir.join(name);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
+    let mut file = crate::secret_files::create_private_file(&path)
         .map_err(|err| file_error(&path, format!("cannot create: {err}")))?;
     file.write_all(pem.as_bytes())
         .and_then(|()| file.sync_all())

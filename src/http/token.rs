@@ -27,19 +27,20 @@ pub async fn token(
         Err(rejection) => Err(rejection),
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let client_id = summary.client_id.as_deref().unwrap_or("-");
-    let grant_type = summary.grant_type.as_deref().unwrap_or("-");
+    // The claimed id, before authentication: anything a client sent.
+    let client_id = crate::telemetry::cut(summary.client_id.as_deref().unwrap_or("-"));
+    let grant_type = crate::telemetry::cut(summary.grant_type.as_deref().unwrap_or("-"));
     match &outcome {
         Ok(_) => tracing::info!(
-            client_id,
-            grant_type,
+            client_id = ?client_id,
+            grant_type = ?grant_type,
             outcome = "issued",
             latency_ms,
             "token request"
         ),
         Err(err) => tracing::info!(
-            client_id,
-            grant_type,
+            client_id = ?client_id,
+            grant_type = ?grant_type,
             outcome = err.code(),
             latency_ms,
             "token request"

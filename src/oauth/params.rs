@@ -17,6 +17,10 @@ pub enum ParamError {
     NotUtf8,
     #[error("a parameter name is empty")]
     EmptyName,
+    /// No protocol value holds one, PostgreSQL text cannot store one, and C-based tools that
+    /// read logs or files stop at one.
+    #[error("a parameter contains a NUL byte")]
+    Nul,
     #[error("the Authorization header is not valid Basic credentials: {0}")]
     MalformedBasic(&'static str),
 }
@@ -67,13 +71,17 @@ impl FormParams {
     }
 }
 
-/// One name or value of a form body: `+` is a space, `%XX` a byte, and the bytes must be UTF-8.
+/// One name or value of a form body: `+` is a space, `%XX` a byte, and the bytes must be UTF-8
+/// without NUL.
 fn decode_component(raw: &[u8]) -> Result<String, ParamError> {
     let plus_as_space: Vec<u8> = raw
         .iter()
         .map(|&byte| if byte == b'+' { b' ' } else { byte })
         .collect();
     let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
+    if bytes.contains(&0) {
+        return Err(ParamError::Nul);
+    }
     String::from_utf8(bytes).map_err(|_| ParamError::NotUtf8)
 }
 
@@ -150,13 +158,22 @@ pub fn parse_authorization(value: &[u8]) -> Result<AuthorizationHeader, ParamErr
         .map_err(|_| ParamError::MalformedBasic("invalid base64"))?;
     let decoded =
         String::from_utf8(decoded).map_err(|_| ParamError::MalformedBasic("not UTF-8"))?;
+    if decoded.contains('\0') {
+        return Err(ParamError::Nul);
+    }
     let (raw_id, raw_secret) = decoded.split_once(':').ok_or(ParamError::MalformedBasic(
         "no `:` between client id and secret",
     ))?;
-    let client_id = decode_component(raw_id.as_bytes())
-        .map_err(|_| ParamError::MalformedBasic("client id is not UTF-8"))?;
-    let client_secret = decode_component(raw_secret.as_bytes())
-        .map_err(|_| ParamError::MalformedBasic("client secret is not UTF-8"))?;
+    let not_utf8 = |what: &'static str| {
+        move |err| match err {
+            ParamError::Nul => ParamError::Nul,
+            _ => ParamError::MalformedBasic(what),
+        }
+    };
+    let client_id =
+        decode_component(raw_id.as_bytes()).map_err(not_utf8("client id is not UTF-8"))?;
+    let client_secret =
+        decode_component(raw_secret.as_bytes()).map_err(not_utf8("client secret is not UTF-8"))?;
     if client_id.is_empty() {
         return Err(ParamError::MalformedBasic("empty client id"));
     }
@@ -204,6 +221,31 @@ mod tests {
         assert_eq!(parse_form(b"username=%C3%28"), Err(ParamError::NotUtf8));
         assert_eq!(parse_form(b"username=\xff"), Err(ParamError::NotUtf8));
         assert_eq!(parse_form(b"username=%C0%AF"), Err(ParamError::NotUtf8));
+    }
+
+    #[test]
+    fn a_nul_byte_in_a_name_or_value_is_refused() {
+        for body in [
+            &b"username=a%00b&grant_type=password"[..],
+            b"username=a\0b",
+            b"user%00name=a",
+            b"\0=a",
+            b"password=%00",
+        ] {
+            assert_eq!(parse_form(body), Err(ParamError::Nul), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_nul_byte_in_basic_credentials_is_refused() {
+        for raw in ["a\0b:secret", "id:se\0cret", "a%00b:secret", "id:s%00"] {
+            let header = format!("Basic {}", STANDARD.encode(raw));
+            assert_eq!(
+                parse_authorization(header.as_bytes()).map(|_| ()),
+                Err(ParamError::Nul),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]
@@ -300,6 +342,25 @@ mod properties {
             let form = parse_form(body.join("&").as_bytes()).unwrap();
             let parsed: BTreeMap<String, String> = form.values;
             prop_assert_eq!(parsed, pairs);
+        }
+
+        #[test]
+        fn no_parsed_name_or_value_holds_a_nul(body in proptest::collection::vec(prop_oneof![Just(b'\0'), Just(b'%'), Just(b'0'), Just(b'='), Just(b'&'), any::<u8>()], 0..64)) {
+            match parse_form(&body) {
+                Ok(form) => prop_assert!(form.values.iter().all(|(k, v)| !k.contains('\0') && !v.contains('\0'))),
+                Err(ParamError::Nul) => prop_assert!(body.contains(&0) || body.windows(3).any(|w| w == b"%00")),
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn a_nul_anywhere_in_basic_credentials_is_refused(id in "\\PC{1,10}", secret in "\\PC{0,10}", at in 0usize..20, encoded in any::<bool>()) {
+            let mut raw = format!("{}:{}", encode(&id), encode(&secret));
+            let nul = if encoded { "%00" } else { "\0" };
+            let at = raw.char_indices().map(|(i, _)| i).chain([raw.len()]).nth(at % (raw.chars().count() + 1)).unwrap();
+            raw.insert_str(at, nul);
+            let header = format!("Basic {}", STANDARD.encode(&raw));
+            prop_assert_eq!(parse_authorization(header.as_bytes()).err(), Some(ParamError::Nul), "{:?}", raw);
         }
 
         #[test]

@@ -15,7 +15,7 @@ pub async fn revoke(service: &TokenService, request: TokenRequest) -> Result<(),
     match find_presented_token(service, &request.form).await? {
         FoundToken::Refresh(record) if record.token.client_id == client.id => {
             if service.revoke_grant(&record.token.family_id, now).await? {
-                tracing::info!(target: "audit", client_id = %client.id, family = %record.token.family_id.to_uuid_string(), "grant revoked");
+                tracing::info!(target: "audit", client_id = ?crate::telemetry::cut(&client.id), family = %record.token.family_id.to_uuid_string(), "grant revoked");
             }
         }
         FoundToken::Access(record) | FoundToken::JwtAccess(_, record)
@@ -24,7 +24,7 @@ pub async fn revoke(service: &TokenService, request: TokenRequest) -> Result<(),
             service.tokens.revoke_access_token(&record.id, now).await?;
         }
         FoundToken::Refresh(_) | FoundToken::Access(_) | FoundToken::JwtAccess(..) => {
-            tracing::warn!(client_id = %client.id, "a client tried to revoke another client's token");
+            tracing::warn!(client_id = ?crate::telemetry::cut(&client.id), "a client tried to revoke another client's token");
         }
         FoundToken::Unknown => {}
     }

@@ -10,7 +10,7 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{Connection as _, Row as _};
 
 use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
@@ -18,8 +18,8 @@ use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, Tok
 use super::revocation::{upsert_mark, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
-    LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
-    ALL_SOURCES,
+    LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange,
+    StoreError, SubjectKind, TokenStore, ALL_SOURCES,
 };
 use crate::abuse::rate_limit::{Rate, Take};
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -92,6 +92,29 @@ fn backend(err: sqlx::Error) -> StoreError {
         StoreError::Unavailable(err.to_string())
     } else {
         StoreError::Backend(Box::new(err))
+    }
+}
+
+/// What `serve` says when `url`'s `sslmode` does not authenticate the database server (libpq's
+/// modes: only `verify-full` checks both the certificate chain and the host name).
+pub fn unauthenticated_server_warning(url: &str) -> Option<&'static str> {
+    match PgConnectOptions::from_str(url).ok()?.get_ssl_mode() {
+        PgSslMode::Require => Some(
+            "sslmode=require encrypts the connection to PostgreSQL but does not authenticate \
+             the server: whoever can intercept it can pose as the database. Use \
+             sslmode=verify-full with sslrootcert=<the CA that signed the server's certificate>",
+        ),
+        PgSslMode::Prefer | PgSslMode::Allow => Some(
+            "the PostgreSQL URL's sslmode (prefer when unset, or allow) may connect without TLS \
+             and does not authenticate the server. Use sslmode=verify-full with \
+             sslrootcert=<the CA that signed the server's certificate>",
+        ),
+        PgSslMode::VerifyCa => Some(
+            "sslmode=verify-ca checks the PostgreSQL server's certificate chain but not its host \
+             name: any server with a certificate from that CA can pose as the database. Use \
+             sslmode=verify-full",
+        ),
+        PgSslMode::Disable | PgSslMode::VerifyFull => None,
     }
 }
 

@@ -146,11 +146,16 @@ impl SqliteTokenStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: &Path, synchronous: SqliteSynchronous) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|err| {
+            crate::secret_files::create_private_dir_all(parent).map_err(|err| {
                 StoreError::Unavailable(format!("cannot create {}: {err}", parent.display()))
             })?;
         }
         let existed = path.exists();
+        // SQLite gives the -wal and -shm files the main file's mode: creating it 0600 first
+        // keeps all three private (a file SQLite created would follow the umask).
+        crate::secret_files::ensure_private_file(path).map_err(|err| {
+            StoreError::Unavailable(format!("cannot create {}: {err}", path.display()))
+        })?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(backend)?
             .filename(path)

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::process::{poll_until, serve, Home, Server, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET};
+use crate::helpers::process::{
+    poll_until, serve, Home, Server, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET,
+};
 use crate::helpers::Reply;
 
 const ADMIN: &str = "admin";

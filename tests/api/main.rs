@@ -12,6 +12,7 @@
 
 mod helpers;
 
+mod check_config;
 mod cli_clients;
 mod cli_config;
 mod cli_keys;
@@ -36,13 +37,17 @@ mod jwt;
 mod lockout;
 mod lockout_in_flight;
 mod lockout_sources;
+mod log_injection;
 mod metadata;
+mod nul_bytes;
 mod overload;
 mod postgres;
+mod postgres_tls;
 mod rate_limit;
 mod refresh_reuse;
 mod restart;
 mod revoke;
+mod secret_files;
 mod serve_binary;
 mod sessions;
 mod shutdown;

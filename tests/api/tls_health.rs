@@ -5,7 +5,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ProtocolVersion, SupportedProtocolVersion};
 use serde_json::json;
 use tokengate::config::Settings;
@@ -37,7 +38,7 @@ async fn assert_healthy(app: &TestApp) {
 fn app_roots(app: &TestApp) -> rustls::RootCertStore {
     let pem = std::fs::read(&app.settings.tls.cert).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in <CertificateDer<'static> as PemObject>::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     roots

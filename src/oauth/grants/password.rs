@@ -178,7 +178,7 @@ impl LoginAttempt {
                 match verdict {
                     Attempt::Locked { until } => {
                         // Same answer as a wrong password, and no argon2 work.
-                        tracing::warn!(target: "audit", username = %self.username, client_ip = %self.source, locked_until = until, "login refused: account locked");
+                        tracing::warn!(target: "audit", username = ?crate::telemetry::cut(&self.username), client_ip = %self.source, locked_until = until, "login refused: account locked");
                         return Ok(false);
                     }
                     // Nobody is waiting for this answer any more: stop without a slot.
@@ -231,9 +231,9 @@ impl LoginAttempt {
         if let Attempt::LockedNow { until, everywhere } = outcome {
             // Unknown names are counted too, so lockouts do not reveal which names exist.
             if everywhere {
-                tracing::warn!(target: "audit", username = %self.username, locked_until = until, failures = policy.max_failures_per_user, "account locked for every address after repeated failed logins");
+                tracing::warn!(target: "audit", username = ?crate::telemetry::cut(&self.username), locked_until = until, failures = policy.max_failures_per_user, "account locked for every address after repeated failed logins");
             } else {
-                tracing::warn!(target: "audit", username = %self.username, client_ip = %self.source, locked_until = until, failures = policy.max_failures, "account locked for this address after repeated failed logins");
+                tracing::warn!(target: "audit", username = ?crate::telemetry::cut(&self.username), client_ip = %self.source, locked_until = until, failures = policy.max_failures, "account locked for this address after repeated failed logins");
             }
         }
         checked
@@ -246,7 +246,7 @@ impl LoginAttempt {
 fn has_usable_hash(user: &User) -> bool {
     let usable = password::check_phc(&user.password_hash).is_ok();
     if !usable {
-        tracing::warn!(user = %user.name, "login refused: the stored password hash is not an argon2 PHC string");
+        tracing::warn!(user = ?crate::telemetry::cut(&user.name), "login refused: the stored password hash is not an argon2 PHC string");
     }
     usable
 }

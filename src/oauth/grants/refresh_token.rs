@@ -171,7 +171,7 @@ async fn redeem_spent(
                         rotate(service, client, &successor, &access_scope, now).await?
                     {
                         tracing::info!(
-                            client_id = %client.id,
+                            client_id = ?crate::telemetry::cut(&client.id),
                             family = %spent.token.family_id.to_uuid_string(),
                             "spent refresh token honoured within the reuse grace period"
                         );
@@ -184,8 +184,8 @@ async fn redeem_spent(
     service.revoke_grant(&spent.token.family_id, now).await?;
     tracing::warn!(
         target: "audit",
-        client_id = %client.id,
-        username = spent.token.username.as_deref().unwrap_or("-"),
+        client_id = ?crate::telemetry::cut(&client.id),
+        username = ?crate::telemetry::cut(spent.token.username.as_deref().unwrap_or("-")),
         family = %spent.token.family_id.to_uuid_string(),
         "refresh token reuse detected: every token of the grant is revoked"
     );

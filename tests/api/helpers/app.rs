@@ -7,7 +7,8 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokengate::clock::ManualClock;
@@ -394,7 +395,7 @@ pub async fn raw_http1_connection(app: &TestApp) -> tokio_rustls::client::TlsStr
 pub fn tls_client_config(app: &TestApp, alpn: &[u8]) -> rustls::ClientConfig {
     let pem = std::fs::read(&app.settings.tls.cert).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in <CertificateDer<'static> as PemObject>::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -19,8 +19,13 @@ fn new_home() -> Home {
     let home = Home::new();
     home.edit(
         "config/identity.toml",
-        "max_failed_login_attempts = 5",
-        "max_failed_login_attempts = 1000",
+        "max_failed_login_attempts = 5 ",
+        "max_failed_login_attempts = 1000 ",
+    );
+    home.edit(
+        "config/identity.toml",
+        "max_failed_login_attempts_per_user = 50",
+        "max_failed_login_attempts_per_user = 1000",
     );
     home
 }

@@ -412,7 +412,7 @@ pub fn validate_with_fallbacks(
             .parse::<ipnet::IpNet>()
             .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from));
         match parsed {
-            Ok(net) => trusted_proxies.push(net),
+            Ok(net) => trusted_proxies.push(canonical_net(net)),
             Err(_) => problems.add(
                 "rate_limit.trusted_proxies",
                 format!("`{entry}` is not an IP address or CIDR block"),
@@ -576,5 +576,34 @@ fn parse_token_store(
                 synchronous,
             }
         }
+    }
+}
+
+/// Peers are compared as canonical addresses (an IPv4-mapped `::ffff:a.b.c.d` is `a.b.c.d`), so
+/// a trusted proxy written in its mapped form is matched too.
+fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) => match (v6.addr().to_ipv4_mapped(), v6.prefix_len()) {
+            (Some(v4), prefix) if prefix >= 96 => {
+                ipnet::Ipv4Net::new(v4, prefix - 96).map_or(net, ipnet::IpNet::V4)
+            }
+            _ => net,
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod canonical_net_tests {
+    use super::canonical_net;
+
+    #[test]
+    fn a_mapped_ipv4_proxy_is_written_as_its_ipv4_network() {
+        let mapped: ipnet::IpNet = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(canonical_net(mapped), "10.0.0.0/8".parse().unwrap());
+        let host: ipnet::IpNet = "::ffff:127.0.0.1/128".parse().unwrap();
+        assert_eq!(canonical_net(host), "127.0.0.1/32".parse().unwrap());
+        let v6: ipnet::IpNet = "2001:db8::/32".parse().unwrap();
+        assert_eq!(canonical_net(v6), v6);
     }
 }

@@ -178,3 +178,37 @@ async fn every_token_answered_200_survives_sigkill_under_load() {
         }
     }
 }
+
+#[tokio::test]
+async fn sigterm_with_a_drain_period_turns_health_503_while_tokens_are_still_issued_then_exits_0() {
+    // Arrange
+    let home = Home::new();
+    home.edit(
+        "config/identity.toml",
+        "shutdown_drain_period = 0",
+        "shutdown_drain_period = 3",
+    );
+    let mut server = serve(&home).await;
+    assert_eq!(server.get("/health").await.status, 200);
+
+    // Act
+    server.send_signal("TERM");
+
+    // Assert: the load balancer sees the node go unready, while requests still get answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let health = loop {
+        let health = server.get("/health").await;
+        if health.status == 503 || std::time::Instant::now() > deadline {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(health.status, 503, "{}\n{}", health.text, server.log());
+    let during_drain = server.demo_login().await;
+    during_drain.assert_tokens(3600, "PRODUCTION");
+    let status = server
+        .wait_for_exit(GRACE_PERIOD + Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|| panic!("still running after the drain:\n{}", server.log()));
+    assert_eq!(status.code(), Some(0), "{status}\n{}", server.log());
+}

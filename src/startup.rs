@@ -224,7 +224,8 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        self.run_until(shutdown_signal()).await
+        // A second signal during the drain ends it at once (an operator in a hurry).
+        self.run_stopping(shutdown_signal(), shutdown_signal).await
     }
 
     /// Serves until `shutdown` completes, then: for `shutdown_drain_period` `/health` answers
@@ -235,6 +236,17 @@ impl Application {
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), StartupError> {
+        self.run_stopping(shutdown, std::future::pending::<()>)
+            .await
+    }
+
+    /// [`Self::run_until`], with the drain cut short when the future `cut_drain_short` makes
+    /// (once the drain has begun) completes.
+    async fn run_stopping<F: Future<Output = ()> + Send>(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        cut_drain_short: impl FnOnce() -> F + Send,
     ) -> Result<(), StartupError> {
         tracing::info!(address = %self.local_addr, "tokengate listening (HTTPS)");
         let server = &self.settings.server;
@@ -286,7 +298,17 @@ impl Application {
                 "shutting down: draining (/health answers 503, requests are still served)"
             );
             self.readiness.start_draining();
-            accept.until(tokio::time::sleep(drain)).await;
+            let cut_short = cut_drain_short();
+            accept
+                .until(async {
+                    tokio::select! {
+                        () = tokio::time::sleep(drain) => {}
+                        () = cut_short => {
+                            tracing::info!("shutting down: second signal, the drain ends now");
+                        }
+                    }
+                })
+                .await;
         }
         // Told before the listener closes, so that an answer to a connection that finds the
         // port closed already says `Connection: close`.

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 
+use super::rate_limit::bucket_key;
+
 /// The open connections of every client IP.
 pub struct ConnectionsPerIp {
     /// 0 is no limit.
@@ -65,6 +67,9 @@ impl ConnectionsPerIp {
             .open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // An IPv6 host is counted by its /64, as the rate limits and the lockout count it: a
+        // host holds a whole /64 and could otherwise open connections from every address in it.
+        let ip = bucket_key(ip);
         let entry = open.entry(ip).or_default();
         if entry.connections >= self.limit {
             let first = !entry.reported;
@@ -84,7 +89,7 @@ impl ConnectionsPerIp {
             .open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        open.get(&peer.to_canonical())
+        open.get(&bucket_key(peer.to_canonical()))
             .map_or(0, |entry| entry.connections)
     }
 }

@@ -291,16 +291,18 @@ pub fn set_user_disabled(path: &Path, name: &str, disabled: bool) -> Result<(), 
 pub fn set_user_password(path: &Path, name: &str, password_hash: &str) -> Result<(), AdminError> {
     locked(path, || {
         edit_entry(path, &USERS, name, parse_users, |table| {
-            let mut hash = value(password_hash);
-            // A comment at the end of the old line stays at the end of the new one.
-            let old_decor = table
-                .get("password_hash")
-                .and_then(Item::as_value)
-                .map(|old| old.decor().clone());
-            if let (Some(decor), Some(new)) = (old_decor, hash.as_value_mut()) {
-                *new.decor_mut() = decor;
+            // The value is replaced in place: the key keeps the comment lines above it, the
+            // value the comment at the end of its line.
+            match table.get_mut("password_hash").and_then(Item::as_value_mut) {
+                Some(old) => {
+                    let decor = old.decor().clone();
+                    *old = toml_edit::Value::from(password_hash);
+                    *old.decor_mut() = decor;
+                }
+                None => {
+                    table.insert("password_hash", value(password_hash));
+                }
             }
-            table.insert("password_hash", hash);
         })
     })
 }

@@ -259,7 +259,16 @@ fn check_config(source: &ConfigSource) -> ExitCode {
             problems.extend(err.problems);
         }
     }
-    problems.extend(check_tls(&settings));
+    // The TLS files are checked only against what identity.toml says: with the file or its
+    // [tls] unreadable, the built-in defaults would report files the operator never named.
+    let tls_unknown = problems.iter().any(|problem| {
+        problem.file == file && (problem.key.is_empty() || problem.key.starts_with("tls."))
+    });
+    if tls_unknown {
+        eprintln!("note: the TLS files were not checked, since [tls] could not be read");
+    } else {
+        problems.extend(check_tls(&settings));
+    }
     if settings.oauth.signing_keys_dir.exists() {
         if let Err(err) = jwk::KeySet::load(&settings.oauth.signing_keys_dir) {
             problems.push(ConfigProblem {
@@ -383,7 +392,14 @@ async fn user_action(
             if keep_sessions {
                 eprintln!("set the password of `{name}` in {place}; its tokens are kept");
             } else {
-                accounts.end_tokens(SubjectKind::User, &name, true).await?;
+                // After the new hash: a mark set before it would miss logins with the old
+                // password in between.
+                accounts
+                    .end_tokens(SubjectKind::User, &name, true)
+                    .await
+                    .map_err(|err| {
+                        tokens_not_ended("user", &name, "the password was changed", err)
+                    })?;
                 eprintln!(
                     "set the password of `{name}` in {place} and ended its tokens{}",
                     file_note(accounts.users_in_file(), settings)
@@ -391,16 +407,25 @@ async fn user_action(
             }
         }
         UserAction::RevokeTokens { name } => {
+            // A name that is gone (removed by hand from a file, say) may still have tokens.
             if !accounts.user_exists(&name).await? {
-                return Err(not_found_in(&place, "user", &name));
+                eprintln!("warning: {place} has no user `{name}`; ending its tokens anyway");
             }
             accounts.end_tokens(SubjectKind::User, &name, false).await?;
             eprintln!("ended every token of user `{name}`");
         }
         UserAction::Remove { name } => {
+            if !accounts.user_exists(&name).await? {
+                return Err(not_found_in(&place, "user", &name));
+            }
+            // For good: a user added later under the same name starts with no tokens. Marked
+            // before the removal too, so an unreachable database changes nothing.
+            accounts.end_tokens(SubjectKind::User, &name, false).await?;
             accounts.remove_user(&name).await?;
-            // For good: a user added later under the same name starts with no tokens.
-            accounts.end_tokens(SubjectKind::User, &name, true).await?;
+            accounts
+                .end_tokens(SubjectKind::User, &name, true)
+                .await
+                .map_err(|err| tokens_not_ended("user", &name, "the user was removed", err))?;
             eprintln!("removed user `{name}` from {place} and ended its tokens");
         }
         UserAction::List => {
@@ -465,6 +490,15 @@ fn words(list: &str) -> Vec<String> {
 }
 
 /// `no {what} named {name}` in `place`.
+/// The account was changed but the mark that ends its tokens could not be written: say what
+/// happened and what to run.
+fn tokens_not_ended(what: &str, name: &str, done: &str, err: CliError) -> CliError {
+    CliError::Input(format!(
+        "{done}, but its tokens could not be ended ({err}); when the token database answers, \
+         run `tokengate {what} revoke-tokens {name}`"
+    ))
+}
+
 fn not_found_in(place: &str, what: &'static str, name: &str) -> CliError {
     CliError::Admin(AdminError::NotFound {
         place: place.to_owned(),
@@ -551,15 +585,23 @@ async fn client_action(
         }
         ClientAction::RevokeTokens { id } => {
             if !accounts.client_exists(&id).await? {
-                return Err(not_found_in(&place, "client", &id));
+                eprintln!("warning: {place} has no client `{id}`; ending its tokens anyway");
             }
             accounts.end_tokens(SubjectKind::Client, &id, false).await?;
             eprintln!("ended every token of client `{id}`");
         }
         ClientAction::Remove { id } => {
+            if !accounts.client_exists(&id).await? {
+                return Err(not_found_in(&place, "client", &id));
+            }
+            // For good: a client added later under the same id starts with no tokens (marked
+            // before the removal too, so an unreachable database changes nothing).
+            accounts.end_tokens(SubjectKind::Client, &id, false).await?;
             accounts.remove_client(&id).await?;
-            // For good: a client added later under the same id starts with no tokens.
-            accounts.end_tokens(SubjectKind::Client, &id, true).await?;
+            accounts
+                .end_tokens(SubjectKind::Client, &id, true)
+                .await
+                .map_err(|err| tokens_not_ended("client", &id, "the client was removed", err))?;
             eprintln!("removed client `{id}` from {place} and ended its tokens");
         }
         ClientAction::List => {

@@ -30,6 +30,9 @@ pub enum ApiError {
     BodyTimeout,
     #[error("not ready: {0}")]
     NotReady(String),
+    /// The shutdown drain: unready on purpose, so load balancers take the node out.
+    #[error("shutting down")]
+    Draining,
 }
 
 impl ApiError {
@@ -47,7 +50,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady(_) | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -59,7 +62,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } | Self::PayloadTooLarge { .. } | Self::BodyTimeout => {
                 "invalid_request"
             }
-            Self::NotReady(_) => "temporarily_unavailable",
+            Self::NotReady(_) | Self::Draining => "temporarily_unavailable",
         }
     }
 }
@@ -81,6 +84,11 @@ impl IntoResponse for ApiError {
             Self::NotReady(cause) => {
                 tracing::warn!(cause = %cause, "not ready");
                 "the server is not ready; retry later".to_owned()
+            }
+            // Every health check of the drain would otherwise log a warning.
+            Self::Draining => {
+                tracing::debug!("not ready: shutting down");
+                "the server is shutting down".to_owned()
             }
             other => other.to_string(),
         };

@@ -73,6 +73,10 @@ impl Readiness {
     }
 
     /// From now on the node reports not ready (the shutdown drain has begun).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
@@ -134,6 +138,9 @@ impl Readiness {
 }
 
 pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if state.readiness.is_draining() {
+        return Err(ApiError::Draining);
+    }
     state.readiness.check().await.map_err(ApiError::NotReady)?;
     Ok(Json(json!({ "status": "ok", "store": "ok" })))
 }

@@ -279,9 +279,19 @@ impl ClientAuthenticator {
         })
     }
 
+    /// The failure counts that guard `client`: only operator-chosen (argon2) secrets are
+    /// guarded. A generated 256-bit secret cannot be guessed and costs microseconds to check,
+    /// so locking it would only let anyone who shares an address with a public app's users
+    /// (carrier NAT, an unlisted proxy) lock them out with ten requests.
+    fn failures_for(&self, client: &Client) -> Option<&ClientAuthFailures> {
+        self.failures
+            .as_ref()
+            .filter(|_| secret::kind_of(&client.secret_hash) == Some(SecretHashKind::Argon2))
+    }
+
     /// Whether too many wrong secrets from `client_ip` lock `client` for that address.
     fn locked(&self, client: &Client, client_ip: Option<IpAddr>) -> bool {
-        match (&self.failures, client_ip) {
+        match (self.failures_for(client), client_ip) {
             (Some(failures), Some(ip)) => failures.locked(&client.id, ip, self.clock.now_secs()),
             _ => false,
         }
@@ -317,7 +327,7 @@ impl ClientAuthenticator {
             return Err(OAuthError::invalid_client());
         }
         let matches = self.secret_matches_from(&client, secret, client_ip).await?;
-        if let Some((failures, ip)) = self.failures.as_ref().zip(client_ip) {
+        if let Some((failures, ip)) = self.failures_for(&client).zip(client_ip) {
             if matches {
                 failures.succeeded(&client.id, ip);
             } else if let Some(until) = failures.failed(&client.id, ip, self.clock.now_secs()) {

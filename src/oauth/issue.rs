@@ -76,6 +76,22 @@ pub fn mint(
     refresh: Option<RefreshPlan>,
 ) -> Result<(NewTokens, TokenResponse), OAuthError> {
     let now_ms = service.clock.now_ms();
+    mint_started_at(service, client, subject, access_scope, refresh, now_ms)
+}
+
+/// [`mint`] for a grant whose checks began at `started_ms`: a new family's id carries that
+/// time, so a not-before mark written while the checks ran (say a password change after the
+/// old hash was read) covers the grant.
+pub fn mint_started_at(
+    service: &TokenService,
+    client: &Client,
+    subject: Subject,
+    access_scope: String,
+    refresh: Option<RefreshPlan>,
+    started_ms: i64,
+) -> Result<(NewTokens, TokenResponse), OAuthError> {
+    let now_ms = service.clock.now_ms();
+    let started_ms = started_ms.min(now_ms);
     let now = now_ms.div_euclid(1000);
     let (username, access_validity) = match subject {
         Subject::User(name) => (
@@ -96,8 +112,14 @@ pub fn mint(
         .unwrap_or(service.settings.refresh_token_validity_secs);
     let expires_at = now.saturating_add(secs_i64(access_validity));
 
-    let access = MintedToken::new(now_ms);
-    let refresh_minted = refresh.map(|plan| (MintedToken::new(now_ms), plan));
+    // The token that roots a new family is minted at the grant's start (see above).
+    let (access_ms, refresh_ms) = match &refresh {
+        Some(plan) if plan.family_id.is_none() => (now_ms, started_ms),
+        Some(_) => (now_ms, now_ms),
+        None => (started_ms, now_ms),
+    };
+    let access = MintedToken::new(access_ms);
+    let refresh_minted = refresh.map(|plan| (MintedToken::new(refresh_ms), plan));
     let family_id = match &refresh_minted {
         Some((minted, plan)) => plan.family_id.unwrap_or(minted.id),
         None => access.id,

@@ -124,9 +124,9 @@ impl TokenService {
         Ok(client)
     }
 
-    /// The longest (access token, refresh token) lifetimes a token issued now can have, over
-    /// the settings and every client's overrides.
-    async fn longest_lifetimes(&self) -> Result<(i64, i64), OAuthError> {
+    /// The longest an access token issued now can live, over the settings and every client's
+    /// overrides: a signing key stays published this long after it is retired.
+    pub async fn max_access_token_validity_secs(&self) -> Result<i64, OAuthError> {
         let clients = self.clients.list_clients().await?;
         let access = clients
             .iter()
@@ -143,37 +143,14 @@ impl TokenService {
             ])
             .max()
             .unwrap_or(0);
-        let refresh = clients
-            .iter()
-            .filter_map(|c| c.refresh_token_validity_secs)
-            .chain([self.settings.refresh_token_validity_secs])
-            .max()
-            .unwrap_or(0);
-        let secs = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        Ok((secs(access), secs(refresh)))
-    }
-
-    /// The longest any token issued now can live (refresh tokens included).
-    pub async fn max_token_lifetime_secs(&self) -> Result<i64, OAuthError> {
-        let (access, refresh) = self.longest_lifetimes().await?;
-        Ok(access.max(refresh))
-    }
-
-    /// The longest an access token issued now can live: a signing key stays published this
-    /// long after it is retired.
-    pub async fn max_access_token_validity_secs(&self) -> Result<i64, OAuthError> {
-        Ok(self.longest_lifetimes().await?.0)
+        Ok(i64::try_from(access).unwrap_or(i64::MAX))
     }
 
     /// RFC 7009 §2.1 / RFC 9700 §4.14.2: revokes every token of a grant. The revocation is
     /// kept until no token issued before it is stored, whatever lifetimes are configured
     /// later. `Ok(false)` if it was already revoked.
     pub async fn revoke_grant(&self, family_id: &TokenId, now: i64) -> Result<bool, OAuthError> {
-        let keep_until = now.saturating_add(self.max_token_lifetime_secs().await?);
-        Ok(self
-            .tokens
-            .revoke_family(family_id, now, keep_until)
-            .await?)
+        Ok(self.tokens.revoke_family(family_id, now).await?)
     }
 
     /// Whether `secret` is the client's secret (see `client_auth`).

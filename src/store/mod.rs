@@ -81,15 +81,9 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// RFC 7009 §2.1: revokes every token of a grant (refresh and access tokens sharing
     /// `family_id`). The revocation is kept until no token issued before it is stored (see
-    /// [`TokenStore::purge`]); `keep_until`, when every token of the grant expires under the
-    /// lifetimes configured now, is recorded but no longer decides. `Ok(false)` if the family
-    /// was already revoked.
-    async fn revoke_family(
-        &self,
-        family_id: &TokenId,
-        now: i64,
-        keep_until: i64,
-    ) -> Result<bool, StoreError>;
+    /// [`TokenStore::purge`]), whatever lifetimes are configured later. `Ok(false)` if the
+    /// family was already revoked.
+    async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError>;
 
     /// Not-before revocation (as Keycloak's): every token of every grant of the user or client
     /// `name` that started before `not_before_ms` counts as revoked from the commit on, on

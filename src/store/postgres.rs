@@ -15,7 +15,9 @@ use sqlx::{Connection as _, Row as _};
 
 use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
-use super::revocation::{upsert_mark, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS};
+use super::revocation::{
+    upsert_mark, CLOCK_SKEW_SLACK_SECS, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS,
+};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
     LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange,
@@ -330,20 +332,14 @@ impl TokenStore for PostgresTokenStore {
         .await
     }
 
-    async fn revoke_family(
-        &self,
-        family_id: &TokenId,
-        now: i64,
-        keep_until: i64,
-    ) -> Result<bool, StoreError> {
+    async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError> {
         bounded(async move {
             let done = sqlx::query(
-                "INSERT INTO revoked_families (family_id, revoked_at, keep_until) \
-                 VALUES ($1, $2, $3) ON CONFLICT (family_id) DO NOTHING",
+                "INSERT INTO revoked_families (family_id, revoked_at) \
+                 VALUES ($1, $2) ON CONFLICT (family_id) DO NOTHING",
             )
             .bind(family_id.0.as_slice())
             .bind(now)
-            .bind(keep_until)
             .execute(&self.pool)
             .await
             .map_err(backend)?;
@@ -472,7 +468,7 @@ impl TokenStore for PostgresTokenStore {
                 format!(
                     "DELETE FROM revoked_families WHERE family_id IN \
                      (SELECT family_id FROM revoked_families \
-                      WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, $1) \
+                      WHERE revoked_at + {CLOCK_SKEW_SLACK_SECS} < COALESCE({OLDEST_TOKEN_ISSUED_AT}, $1) \
                       LIMIT $2 FOR UPDATE SKIP LOCKED)"
                 ),
                 vec![i64::MAX, batch],

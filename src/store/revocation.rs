@@ -40,6 +40,11 @@ pub(crate) const OLDEST_TOKEN_ISSUED_AT: &str = "(SELECT MIN(o.issued_at) FROM \
      UNION ALL \
      SELECT * FROM (SELECT issued_at FROM refresh_tokens ORDER BY id LIMIT 1) r) o)";
 
+/// Seconds by which node clocks may disagree: a revocation goes only once it is this much
+/// older than the oldest stored token, since `revoked_at` and `issued_at` may come from the
+/// clocks of different nodes.
+pub(crate) const CLOCK_SKEW_SLACK_SECS: i64 = 300;
+
 /// Sets or moves forward a not-before mark (`$1`/`?1` kind, name, not_before, revoked_at):
 /// an earlier mark never replaces a later one.
 pub(crate) fn upsert_mark(placeholders: [&str; 4]) -> String {

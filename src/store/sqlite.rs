@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
-use super::revocation::{upsert_mark, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS};
+use super::revocation::{
+    upsert_mark, CLOCK_SKEW_SLACK_SECS, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS,
+};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
     LockoutStore, PurgeLimits, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
@@ -52,7 +54,6 @@ enum WriteOp {
     RevokeFamily {
         family_id: TokenId,
         now: i64,
-        keep_until: i64,
     },
     RevokeSubject {
         kind: SubjectKind,
@@ -388,18 +389,13 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sql
             .rows_affected()
                 == 1
         }
-        WriteOp::RevokeFamily {
-            family_id,
-            now,
-            keep_until,
-        } => {
+        WriteOp::RevokeFamily { family_id, now } => {
             sqlx::query(
-                "INSERT INTO revoked_families (family_id, revoked_at, keep_until) \
-                 VALUES (?1, ?2, ?3) ON CONFLICT (family_id) DO NOTHING",
+                "INSERT INTO revoked_families (family_id, revoked_at) \
+                 VALUES (?1, ?2) ON CONFLICT (family_id) DO NOTHING",
             )
             .bind(family_id.0.as_slice())
             .bind(now)
-            .bind(keep_until)
             .execute(&mut *conn)
             .await?
             .rows_affected()
@@ -515,7 +511,7 @@ async fn purge(conn: &mut SqliteConnection, limits: PurgeLimits) -> Result<u64, 
     deleted += sqlx::query(&format!(
         "DELETE FROM revoked_families WHERE family_id IN \
          (SELECT family_id FROM revoked_families \
-          WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, ?1) LIMIT ?2)"
+          WHERE revoked_at + {CLOCK_SKEW_SLACK_SECS} < COALESCE({OLDEST_TOKEN_ISSUED_AT}, ?1) LIMIT ?2)"
     ))
     .bind(i64::MAX)
     .bind(batch)
@@ -606,16 +602,10 @@ impl TokenStore for SqliteTokenStore {
         self.submit(WriteOp::RevokeAccess { id: *id, now }).await
     }
 
-    async fn revoke_family(
-        &self,
-        family_id: &TokenId,
-        now: i64,
-        keep_until: i64,
-    ) -> Result<bool, StoreError> {
+    async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError> {
         self.submit(WriteOp::RevokeFamily {
             family_id: *family_id,
             now,
-            keep_until,
         })
         .await
     }

@@ -171,3 +171,28 @@ async fn an_ipv6_guesser_gains_nothing_by_hopping_within_its_64() {
 
     assert_eq!(app.hasher.verifications_started(), before);
 }
+
+#[tokio::test]
+async fn wrong_generated_secrets_do_not_lock_the_client_for_its_address() {
+    // A generated 256-bit secret cannot be guessed: locking it would only let a neighbour on a
+    // shared address (carrier NAT) lock a public app's users out.
+    let app = spawn_app_with(behind_proxy).await;
+    let refresh_as = |secret: &'static str| {
+        app.post_form_from(
+            "198.51.100.9",
+            "/token",
+            CLIENT_ID,
+            secret,
+            &[("grant_type", "refresh_token"), ("refresh_token", "x")],
+        )
+    };
+    for _ in 0..12 {
+        refresh_as("not-the-secret")
+            .await
+            .assert_error(401, "invalid_client");
+    }
+
+    let right = refresh_as(CLIENT_SECRET).await;
+
+    right.assert_error(400, "invalid_grant");
+}

@@ -77,6 +77,8 @@ impl Grant for PasswordGrant {
                 "the requested scope is not allowed for this client",
             ));
         }
+        // Before the user is read: a mark written from here on covers this grant.
+        let started_ms = service.clock.now_ms();
         let attempt = LoginAttempt {
             lockouts: service.lockouts.clone(),
             users: service.users.clone(),
@@ -111,12 +113,13 @@ impl Grant for PasswordGrant {
             .grant_types
             .contains(&GrantType::RefreshToken)
             .then(|| RefreshPlan::new_family(scope.clone()));
-        let (tokens, response) = issue::mint(
+        let (tokens, response) = issue::mint_started_at(
             service,
             client,
             Subject::User(params.username),
             scope,
             refresh,
+            started_ms,
         )?;
         service.tokens.create_tokens(tokens).await?;
         Ok(response)
@@ -149,15 +152,15 @@ struct LoginAttempt {
 type Checked = Result<bool, OAuthError>;
 
 impl LoginAttempt {
-    async fn run(self, password: SecretString, reply: oneshot::Sender<Checked>) {
-        let checked = self.check(password, &reply).await;
+    async fn run(self, password: SecretString, mut reply: oneshot::Sender<Checked>) {
+        let checked = self.check(password, &mut reply).await;
         // The requester may be gone; the attempt has ended either way.
         let _ = reply.send(checked);
     }
 
     /// Begin (waiting while other checks use the allowance), verify, end: every step that
     /// took a slot is ended here, whatever the requester does.
-    async fn check(&self, password: SecretString, reply: &oneshot::Sender<Checked>) -> Checked {
+    async fn check(&self, password: SecretString, reply: &mut oneshot::Sender<Checked>) -> Checked {
         // A check in flight counts against the allowance until it ends, so guesses sent at the
         // same moment cannot get more password checks than the lockout allows. Attempts over
         // the allowance wait for the checks in flight (an honest burst of logins for one
@@ -200,19 +203,12 @@ impl LoginAttempt {
             }
         }
         // A user store that fails (a database outage) ends the attempt like a shed check:
-        // its lockout slot is given back below, so the account is not left "busy".
-        let checked: Checked = match self.users.find_user(&self.username).await {
-            Ok(Some(user)) if !user.disabled && has_usable_hash(&user) => self
-                .hasher
-                .verify(&user.password_hash, password)
-                .await
-                .map_err(OAuthError::from),
-            Ok(_) => self
-                .hasher
-                .verify_dummy(password)
-                .await
-                .map_err(OAuthError::from),
-            Err(err) => Err(OAuthError::from(err)),
+        // its lockout slot is given back below, so the account is not left "busy". A requester
+        // that goes away stops the check: its queued argon2 job is skipped, so clients that
+        // send logins and hang up cannot keep the hashing queue full.
+        let checked: Checked = tokio::select! {
+            checked = self.verify(password) => checked,
+            () = reply.closed() => Err(OAuthError::server_error(RequesterGone)),
         };
         let Some(policy) = self.policy else {
             return checked;
@@ -224,10 +220,7 @@ impl LoginAttempt {
             Ok(false) => AttemptStep::Failed,
             Err(_) => AttemptStep::Abandoned,
         };
-        let outcome = self
-            .lockouts
-            .attempt(&self.username, &self.source, step, self.now, policy)
-            .await?;
+        let outcome = self.end(step, policy).await?;
         if let Attempt::LockedNow { until, everywhere } = outcome {
             // Unknown names are counted too, so lockouts do not reveal which names exist.
             if everywhere {
@@ -239,6 +232,51 @@ impl LoginAttempt {
         checked
     }
 }
+
+impl LoginAttempt {
+    async fn verify(&self, password: SecretString) -> Checked {
+        match self.users.find_user(&self.username).await {
+            Ok(Some(user)) if !user.disabled && has_usable_hash(&user) => self
+                .hasher
+                .verify(&user.password_hash, password)
+                .await
+                .map_err(OAuthError::from),
+            Ok(_) => self
+                .hasher
+                .verify_dummy(password)
+                .await
+                .map_err(OAuthError::from),
+            Err(err) => Err(OAuthError::from(err)),
+        }
+    }
+
+    /// Ends the attempt, retrying a failed write a few times: a step that is never written
+    /// leaves its slot taken until the failure window ends.
+    async fn end(&self, step: AttemptStep, policy: LockoutPolicy) -> Result<Attempt, OAuthError> {
+        let mut delay = END_RETRY_FIRST_DELAY;
+        let mut tries = 1;
+        loop {
+            match self
+                .lockouts
+                .attempt(&self.username, &self.source, step, self.now, policy)
+                .await
+            {
+                Ok(outcome) => return Ok(outcome),
+                Err(err) if tries >= END_TRIES => return Err(err.into()),
+                Err(err) => {
+                    tracing::warn!(error = %err, "ending a login attempt failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                    tries += 1;
+                }
+            }
+        }
+    }
+}
+
+/// How often ending an attempt is tried, and the first pause between tries (then 4× longer).
+const END_TRIES: u32 = 4;
+const END_RETRY_FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Only a users row written by hand can hold a hash that is not an argon2 PHC string (a file
 /// is checked when read): nobody can log in with it, and the attempt costs the same as a wrong

@@ -94,6 +94,8 @@ enum Outcome {
     Changed(bool),
     /// The verdict on a login attempt.
     Attempt(Attempt),
+    /// The rows a purge deleted.
+    Deleted(u64),
 }
 
 /// A write's reply: whether it changed anything (a rotation whose token was already spent, or a
@@ -197,6 +199,7 @@ impl SqliteTokenStore {
         Ok(match self.submit_for(op).await? {
             Outcome::Changed(changed) => changed,
             Outcome::Attempt(_) => true,
+            Outcome::Deleted(rows) => rows > 0,
         })
     }
 
@@ -355,6 +358,9 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sql
             attempt_in(conn, username, source, *step, *now, *policy).await?,
         ));
     }
+    if let WriteOp::Purge(limits) = op {
+        return Ok(Outcome::Deleted(purge(conn, *limits).await?));
+    }
     Ok(Outcome::Changed(match op {
         WriteOp::Create(tokens) => {
             insert_tokens(conn, tokens).await?;
@@ -427,7 +433,7 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sql
                 > 0
         }
         WriteOp::Directory(change) => change_directory(conn, change).await?,
-        WriteOp::Purge(limits) => purge(conn, *limits).await? > 0,
+        WriteOp::Purge(_) => true, // answered above
         WriteOp::Shutdown => true,
     }))
 }
@@ -687,9 +693,12 @@ impl TokenStore for SqliteTokenStore {
     }
 
     async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError> {
-        // The writer reports only whether anything went; count what is left to go instead.
-        let any = self.submit(WriteOp::Purge(limits)).await?;
-        Ok(u64::from(any))
+        match self.submit_for(WriteOp::Purge(limits)).await? {
+            Outcome::Deleted(rows) => Ok(rows),
+            Outcome::Changed(_) | Outcome::Attempt(_) => Err(StoreError::Corrupt(
+                "the writer answered the wrong write".into(),
+            )),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -733,7 +742,7 @@ impl LockoutStore for SqliteTokenStore {
             .await?;
         match outcome {
             Outcome::Attempt(attempt) => Ok(attempt),
-            Outcome::Changed(_) => Err(StoreError::Corrupt(
+            Outcome::Changed(_) | Outcome::Deleted(_) => Err(StoreError::Corrupt(
                 "the writer answered the wrong write".into(),
             )),
         }

@@ -53,6 +53,7 @@ mod sessions;
 mod shutdown;
 mod shutdown_drain;
 mod sql_directory;
+mod store_contract;
 mod store_failure;
 mod timeouts;
 mod tls_health;

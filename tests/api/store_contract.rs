@@ -1,0 +1,1107 @@
+//! The storage contract: what every token database promises, written once per case and run on
+//! SQLite always and on PostgreSQL when TOKENGATE_TEST_DATABASE_URL is set (each case in a
+//! database of its own; without the variable each prints its own `skipped:` line). The stores
+//! are opened through the library, as the server opens them; no HTTP. A new backend passes
+//! this suite or it is not done.
+
+use tempfile::TempDir;
+
+use tokengate::abuse::rate_limit::{Rate, Take};
+use tokengate::config::{Settings, SqliteSynchronous, TokenFormat, TokenStoreSettings};
+use tokengate::crypto::secret;
+use tokengate::crypto::token::{SecretDigest, TokenId};
+use tokengate::store::directory::ClientRow;
+use tokengate::store::model::{
+    Client, GrantType, NewTokens, RefreshTokenRecord, TokenRecord, User,
+};
+use tokengate::store::{
+    open_database, Attempt, AttemptStep, DatabaseStores, LockoutPolicy, PublicKey, PurgeLimits,
+    Rotation, StoreError, SubjectKind,
+};
+
+use crate::helpers::{postgres_settings, test_settings, TestDatabase};
+
+/// Each case once, as a test per backend: `store_contract::sqlite::<case>` and
+/// `store_contract::postgres::<case>`.
+macro_rules! contract {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::sqlite().await).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(backend) = super::Backend::postgres(stringify!($case)).await else {
+                        return;
+                    };
+                    super::$case(backend).await;
+                }
+            )+
+        }
+    };
+}
+
+contract!(
+    what_is_not_there_is_not_found,
+    created_tokens_are_found_as_they_were_stored,
+    a_closed_store_refuses_work_and_reopened_has_every_token,
+    of_sixteen_concurrent_rotations_exactly_one_wins,
+    an_access_token_is_revoked_once,
+    a_revoked_family_reads_revoked_in_every_token_and_cannot_rotate,
+    subject_marks_end_the_grants_started_before_them,
+    purge_counts_exactly_the_tokens_it_deletes,
+    purge_keeps_the_revocations_still_needed,
+    purge_drops_only_finished_lockout_rows,
+    failures_from_one_address_lock_the_name_for_that_address,
+    checks_in_flight_use_up_the_allowance_until_they_end,
+    concurrent_attempts_get_no_more_checks_than_the_allowance,
+    failures_from_every_address_lock_the_name_everywhere,
+    clearing_failures_forgets_every_address_and_lock,
+    users_are_added_edited_and_removed,
+    clients_are_added_edited_and_removed_and_each_change_moves_the_revision,
+    shared_rate_limits_and_published_keys_live_on_postgres_only,
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// One backend's stores, with what keeps its database alive (dropped after the stores).
+struct Backend {
+    kind: Kind,
+    settings: Settings,
+    stores: DatabaseStores,
+    _home: TempDir,
+    _database: Option<TestDatabase>,
+}
+
+impl Backend {
+    async fn sqlite() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let mut settings = test_settings(home.path());
+        settings.stores.tokens = TokenStoreSettings::Sqlite {
+            path: home.path().join("data/tokens.db"),
+            synchronous: SqliteSynchronous::Normal,
+        };
+        let stores = open_database(&settings).await.unwrap();
+        Self {
+            kind: Kind::Sqlite,
+            settings,
+            stores,
+            _home: home,
+            _database: None,
+        }
+    }
+
+    async fn postgres(case: &str) -> Option<Self> {
+        let database = TestDatabase::create(case).await?;
+        let home = tempfile::tempdir().unwrap();
+        let mut settings = postgres_settings(home.path(), &database);
+        if let TokenStoreSettings::Postgres(postgres) = &mut settings.stores.tokens {
+            // Enough for the concurrent rotations to reach the database at once.
+            postgres.max_connections = 8;
+        }
+        let stores = open_database(&settings).await.unwrap();
+        Some(Self {
+            kind: Kind::Postgres,
+            settings,
+            stores,
+            _home: home,
+            _database: Some(database),
+        })
+    }
+
+    async fn access(&self, tokens: &NewTokens) -> Option<TokenRecord> {
+        self.stores
+            .tokens
+            .find_access_token(&tokens.access.id)
+            .await
+            .unwrap()
+    }
+
+    async fn refresh(&self, tokens: &NewTokens) -> Option<RefreshTokenRecord> {
+        let id = tokens.refresh.as_ref().unwrap().token.id;
+        self.stores.tokens.find_refresh_token(&id).await.unwrap()
+    }
+
+    /// `revoked_at` of the grant's access and refresh tokens as read now.
+    async fn revoked(&self, tokens: &NewTokens) -> (Option<i64>, Option<i64>) {
+        let access = self.access(tokens).await.unwrap().revoked_at;
+        let refresh = self.refresh(tokens).await.unwrap().token.revoked_at;
+        (access, refresh)
+    }
+
+    async fn create(&self, tokens: &NewTokens) {
+        self.stores
+            .tokens
+            .create_tokens(tokens.clone())
+            .await
+            .unwrap();
+    }
+
+    async fn rotate(&self, old: &NewTokens, now: i64, new: &NewTokens) -> Rotation {
+        let id = old.refresh.as_ref().unwrap().token.id;
+        self.stores
+            .tokens
+            .rotate_refresh_token(&id, now, new.clone())
+            .await
+            .unwrap()
+    }
+
+    /// How many of the rows of `grants` are stored.
+    async fn stored_rows(&self, grants: &[NewTokens]) -> u64 {
+        let mut rows = 0;
+        for grant in grants {
+            rows += u64::from(self.access(grant).await.is_some());
+            if grant.refresh.is_some() {
+                rows += u64::from(self.refresh(grant).await.is_some());
+            }
+        }
+        rows
+    }
+
+    async fn purge(&self, limits: PurgeLimits) -> u64 {
+        self.stores.tokens.purge(limits).await.unwrap()
+    }
+
+    async fn attempt(
+        &self,
+        user: &str,
+        source: &str,
+        step: AttemptStep,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> Attempt {
+        self.stores
+            .lockouts
+            .attempt(user, source, step, now, policy)
+            .await
+            .unwrap()
+    }
+
+    /// A whole wrong-password attempt: `Begin`, then `Failed` if it was allowed.
+    async fn fail(&self, user: &str, source: &str, now: i64, policy: LockoutPolicy) -> Attempt {
+        match self
+            .attempt(user, source, AttemptStep::Begin, now, policy)
+            .await
+        {
+            Attempt::Allowed => {
+                self.attempt(user, source, AttemptStep::Failed, now, policy)
+                    .await
+            }
+            refused => refused,
+        }
+    }
+}
+
+/// Seconds; tokens are minted at this time and after.
+const NOW: i64 = 1_800_000_000;
+
+fn ms(secs: i64) -> i64 {
+    secs * 1000
+}
+
+/// The tokens of one grant started at `started`: an access token and, with `refresh`, the
+/// refresh token whose id is the family id (else the access token's own id is).
+fn grant(
+    client: &str,
+    user: Option<&str>,
+    started: i64,
+    expires_at: i64,
+    refresh: bool,
+) -> NewTokens {
+    let refresh_id = TokenId::new(ms(started));
+    let access_id = TokenId::new(ms(started));
+    let family_id = if refresh { refresh_id } else { access_id };
+    let record = |id: TokenId| TokenRecord {
+        id,
+        secret_digest: SecretDigest::of(&id.0),
+        client_id: client.to_owned(),
+        username: user.map(str::to_owned),
+        scope: "read write".into(),
+        family_id,
+        issued_at: started,
+        expires_at,
+        revoked_at: None,
+    };
+    NewTokens {
+        access: record(access_id),
+        refresh: refresh.then(|| RefreshTokenRecord {
+            token: record(refresh_id),
+            spent_at: None,
+            replaced_by: None,
+        }),
+    }
+}
+
+/// What a rotation of `old` at `now` records: new tokens of the same grant.
+fn successor(old: &NewTokens, now: i64) -> NewTokens {
+    let old = &old.refresh.as_ref().unwrap().token;
+    let mut next = grant(
+        &old.client_id,
+        old.username.as_deref(),
+        now,
+        now + 3600,
+        true,
+    );
+    next.access.family_id = old.family_id;
+    if let Some(refresh) = next.refresh.as_mut() {
+        refresh.token.family_id = old.family_id;
+    }
+    next
+}
+
+fn family(tokens: &NewTokens) -> TokenId {
+    tokens.access.family_id
+}
+
+fn refresh_id(tokens: &NewTokens) -> TokenId {
+    tokens.refresh.as_ref().unwrap().token.id
+}
+
+fn limits(expired_before: i64, failures_before: i64, now: i64, batch: u32) -> PurgeLimits {
+    PurgeLimits {
+        expired_before,
+        failures_before,
+        buckets_full_before_ms: 0,
+        now,
+        batch,
+    }
+}
+
+fn user(name: &str, password: &str) -> User {
+    User {
+        name: name.into(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$hash-of-{password}"),
+        disabled: false,
+    }
+}
+
+fn client(id: &str) -> Client {
+    Client {
+        id: id.into(),
+        secret_hash: secret::hash_sha256("a secret"),
+        grant_types: [GrantType::Password, GrantType::RefreshToken].into(),
+        scopes: ["read".to_owned(), "write".to_owned()].into(),
+        access_token_validity_secs: Some(600),
+        application_access_token_validity_secs: None,
+        refresh_token_validity_secs: Some(86_400),
+        introspect: true,
+        token_format: Some(TokenFormat::Jwt),
+        audience: Some("https://api.example".into()),
+        disabled: false,
+    }
+}
+
+async fn what_is_not_there_is_not_found(b: Backend) {
+    let unknown = TokenId::new(ms(NOW));
+    let tokens = &b.stores.tokens;
+    assert_eq!(tokens.find_access_token(&unknown).await.unwrap(), None);
+    assert_eq!(tokens.find_refresh_token(&unknown).await.unwrap(), None);
+    assert!(!tokens.revoke_access_token(&unknown, NOW).await.unwrap());
+
+    // Rotating an unknown token writes nothing, not even the new tokens.
+    let new = grant("app", Some("alice"), NOW, NOW + 3600, true);
+    let rotation = tokens
+        .rotate_refresh_token(&unknown, NOW, new.clone())
+        .await
+        .unwrap();
+    assert_eq!(rotation, Rotation::AlreadySpent);
+    assert_eq!(b.access(&new).await, None);
+    assert_eq!(b.refresh(&new).await, None);
+
+    assert!(!b.stores.lockouts.clear_failures("nobody").await.unwrap());
+
+    let directory = &b.stores.directory;
+    assert_eq!(directory.find_user("nobody").await.unwrap(), None);
+    assert!(directory.list_users().await.unwrap().is_empty());
+    assert!(!directory.remove_user("nobody").await.unwrap());
+    assert!(!directory.set_user_password("nobody", "$x").await.unwrap());
+    assert!(!directory.set_user_disabled("nobody", true).await.unwrap());
+    assert!(directory.list_clients().await.unwrap().is_empty());
+    assert!(!directory.client_exists("nobody").await.unwrap());
+    assert!(!directory.remove_client("nobody").await.unwrap());
+    assert!(!directory.set_client_disabled("nobody", true).await.unwrap());
+}
+
+async fn created_tokens_are_found_as_they_were_stored(b: Backend) {
+    let password = grant("app", Some("alice"), NOW, NOW + 3600, true);
+    let application = grant("service", None, NOW, NOW + 60, false);
+    // Reads do not judge expiry (the protocol does); the janitor deletes the row later.
+    let expired = grant("app", Some("bob"), NOW - 7200, NOW - 3600, true);
+    for tokens in [&password, &application, &expired] {
+        b.create(tokens).await;
+    }
+
+    assert_eq!(b.access(&password).await, Some(password.access.clone()));
+    assert_eq!(b.refresh(&password).await, password.refresh.clone());
+    assert_eq!(
+        b.access(&application).await,
+        Some(application.access.clone())
+    );
+    assert_eq!(b.access(&expired).await, Some(expired.access.clone()));
+    assert_eq!(b.refresh(&expired).await, expired.refresh.clone());
+    let stored = b.refresh(&expired).await.unwrap().token;
+    assert_eq!(
+        (stored.issued_at, stored.expires_at),
+        (NOW - 7200, NOW - 3600)
+    );
+
+    // Each kind is looked up in its own table.
+    let tokens = &b.stores.tokens;
+    assert_eq!(
+        tokens
+            .find_refresh_token(&application.access.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        tokens
+            .find_access_token(&refresh_id(&password))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn a_closed_store_refuses_work_and_reopened_has_every_token(mut b: Backend) {
+    b.stores.tokens.ping().await.unwrap();
+    let tokens = grant("app", Some("alice"), NOW, NOW + 3600, true);
+    b.create(&tokens).await;
+
+    b.stores.tokens.close().await;
+
+    assert!(b.stores.tokens.ping().await.is_err());
+    let refused = b
+        .stores
+        .tokens
+        .create_tokens(grant("app", Some("alice"), NOW, NOW + 3600, true))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+
+    b.stores = open_database(&b.settings).await.unwrap();
+    b.stores.tokens.ping().await.unwrap();
+    assert_eq!(b.access(&tokens).await, Some(tokens.access.clone()));
+    assert_eq!(b.refresh(&tokens).await, tokens.refresh.clone());
+}
+
+async fn of_sixteen_concurrent_rotations_exactly_one_wins(b: Backend) {
+    let first = grant("app", Some("alice"), NOW, NOW + 86_400, true);
+    b.create(&first).await;
+    let old = refresh_id(&first);
+    let candidates: Vec<NewTokens> = (0..16).map(|_| successor(&first, NOW + 10)).collect();
+
+    let rotations = candidates.iter().map(|new| {
+        let (tokens, new) = (b.stores.tokens.clone(), new.clone());
+        tokio::spawn(async move { tokens.rotate_refresh_token(&old, NOW + 10, new).await })
+    });
+    let outcomes: Vec<Rotation> = futures::future::join_all(rotations)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap().unwrap())
+        .collect();
+
+    let winners: Vec<usize> = (0..outcomes.len())
+        .filter(|i| outcomes[*i] == Rotation::Rotated)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Rotation::AlreadySpent)
+            .count(),
+        15
+    );
+    let winner = &candidates[winners[0]];
+    let spent = b.refresh(&first).await.unwrap();
+    assert_eq!(spent.spent_at, Some(NOW + 10));
+    assert_eq!(spent.replaced_by, Some(refresh_id(winner)));
+    assert_eq!(spent.token.revoked_at, None);
+    assert_eq!(b.access(winner).await, Some(winner.access.clone()));
+    assert_eq!(b.refresh(winner).await, winner.refresh.clone());
+    for (i, loser) in candidates.iter().enumerate() {
+        if i != winners[0] {
+            assert_eq!(b.access(loser).await, None, "a losing rotation wrote");
+            assert_eq!(b.refresh(loser).await, None, "a losing rotation wrote");
+        }
+    }
+
+    // The spent token stays spent; its successor rotates in turn.
+    let again = successor(&first, NOW + 20);
+    assert_eq!(
+        b.rotate(&first, NOW + 20, &again).await,
+        Rotation::AlreadySpent
+    );
+    assert_eq!(b.access(&again).await, None);
+    let next = successor(winner, NOW + 30);
+    assert_eq!(b.rotate(winner, NOW + 30, &next).await, Rotation::Rotated);
+    assert_eq!(b.refresh(winner).await.unwrap().spent_at, Some(NOW + 30));
+    assert_eq!(b.refresh(&next).await, next.refresh.clone());
+}
+
+async fn an_access_token_is_revoked_once(b: Backend) {
+    let tokens = grant("app", Some("alice"), NOW, NOW + 3600, true);
+    b.create(&tokens).await;
+
+    let store = &b.stores.tokens;
+    assert!(store
+        .revoke_access_token(&tokens.access.id, NOW + 5)
+        .await
+        .unwrap());
+    assert!(!store
+        .revoke_access_token(&tokens.access.id, NOW + 6)
+        .await
+        .unwrap());
+
+    assert_eq!(b.revoked(&tokens).await, (Some(NOW + 5), None));
+    // The grant goes on: only the access token was revoked.
+    let next = successor(&tokens, NOW + 7);
+    assert_eq!(b.rotate(&tokens, NOW + 7, &next).await, Rotation::Rotated);
+}
+
+async fn a_revoked_family_reads_revoked_in_every_token_and_cannot_rotate(b: Backend) {
+    let first = grant("app", Some("alice"), NOW, NOW + 3600, true);
+    let other = grant("app", Some("alice"), NOW, NOW + 3600, true);
+    b.create(&first).await;
+    b.create(&other).await;
+    let store = &b.stores.tokens;
+    assert!(store
+        .revoke_access_token(&first.access.id, NOW + 1)
+        .await
+        .unwrap());
+    let second = successor(&first, NOW + 2);
+    assert_eq!(b.rotate(&first, NOW + 2, &second).await, Rotation::Rotated);
+
+    assert!(store.revoke_family(&family(&first), NOW + 3).await.unwrap());
+    assert!(!store.revoke_family(&family(&first), NOW + 4).await.unwrap());
+
+    // A token's own revocation comes first; every other token of the grant reads as revoked
+    // by the family's, whether spent, live, or issued by a rotation.
+    assert_eq!(b.revoked(&first).await, (Some(NOW + 1), Some(NOW + 3)));
+    assert_eq!(b.revoked(&second).await, (Some(NOW + 3), Some(NOW + 3)));
+    assert_eq!(b.revoked(&other).await, (None, None));
+
+    let third = successor(&second, NOW + 5);
+    assert_eq!(
+        b.rotate(&second, NOW + 5, &third).await,
+        Rotation::AlreadySpent
+    );
+    assert_eq!(b.refresh(&second).await.unwrap().spent_at, None);
+    assert_eq!(b.access(&third).await, None);
+    let next = successor(&other, NOW + 6);
+    assert_eq!(b.rotate(&other, NOW + 6, &next).await, Rotation::Rotated);
+}
+
+async fn subject_marks_end_the_grants_started_before_them(b: Backend) {
+    let mark = NOW + 100;
+    let alice_before = grant("app", Some("alice"), NOW, NOW + 3600, true);
+    let alice_between = grant("app", Some("alice"), NOW + 50, NOW + 3600, true);
+    // Started in the mark's very millisecond: not covered.
+    let alice_at_mark = grant("app", Some("alice"), mark, NOW + 3600, true);
+    let bob_before = grant("app", Some("bob"), NOW, NOW + 3600, true);
+    let service_before = grant("service", None, NOW, NOW + 3600, false);
+    let other_before = grant("other", Some("bob"), NOW, NOW + 3600, true);
+    for tokens in [
+        &alice_before,
+        &alice_between,
+        &alice_at_mark,
+        &bob_before,
+        &service_before,
+        &other_before,
+    ] {
+        b.create(tokens).await;
+    }
+    let store = &b.stores.tokens;
+
+    store
+        .revoke_subject(SubjectKind::User, "alice", ms(mark), NOW + 60)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        b.revoked(&alice_before).await,
+        (Some(NOW + 60), Some(NOW + 60))
+    );
+    assert_eq!(
+        b.revoked(&alice_between).await,
+        (Some(NOW + 60), Some(NOW + 60))
+    );
+    assert_eq!(b.revoked(&alice_at_mark).await, (None, None));
+    assert_eq!(b.revoked(&bob_before).await, (None, None));
+    // A token an old grant issues after the mark (a rotation racing it) is covered too.
+    let late = successor(&alice_before, NOW + 200);
+    b.create(&late).await;
+    assert_eq!(b.revoked(&late).await, (Some(NOW + 60), Some(NOW + 60)));
+    let next = successor(&alice_before, NOW + 201);
+    assert_eq!(
+        b.rotate(&alice_before, NOW + 201, &next).await,
+        Rotation::AlreadySpent
+    );
+    assert_eq!(b.access(&next).await, None);
+
+    // A later call with an earlier time never moves the mark back.
+    store
+        .revoke_subject(SubjectKind::User, "alice", ms(NOW + 10), NOW + 70)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.revoked(&alice_between).await,
+        (Some(NOW + 60), Some(NOW + 60))
+    );
+    // One with a later time moves it forward.
+    store
+        .revoke_subject(SubjectKind::User, "alice", ms(NOW + 300), NOW + 80)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.revoked(&alice_at_mark).await,
+        (Some(NOW + 80), Some(NOW + 80))
+    );
+    let after_marks = grant("app", Some("alice"), NOW + 300, NOW + 3600, true);
+    b.create(&after_marks).await;
+    assert_eq!(b.revoked(&after_marks).await, (None, None));
+
+    // A client's mark covers its tokens whoever the user, and no other client's.
+    store
+        .revoke_subject(SubjectKind::Client, "service", ms(mark), NOW + 90)
+        .await
+        .unwrap();
+    store
+        .revoke_subject(SubjectKind::Client, "other", ms(mark), NOW + 91)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.access(&service_before).await.unwrap().revoked_at,
+        Some(NOW + 90)
+    );
+    assert_eq!(
+        b.revoked(&other_before).await,
+        (Some(NOW + 91), Some(NOW + 91))
+    );
+    assert_eq!(b.revoked(&bob_before).await, (None, None));
+    let next = successor(&other_before, NOW + 202);
+    assert_eq!(
+        b.rotate(&other_before, NOW + 202, &next).await,
+        Rotation::AlreadySpent
+    );
+}
+
+async fn purge_counts_exactly_the_tokens_it_deletes(b: Backend) {
+    let cut = NOW - 100;
+    let mut expired = Vec::new();
+    for _ in 0..5 {
+        expired.push(grant("service", None, NOW - 1000, NOW - 500, false));
+    }
+    for _ in 0..3 {
+        expired.push(grant("app", Some("alice"), NOW - 1000, NOW - 500, true));
+    }
+    // Expiring at the cut itself is not expired before it.
+    let at_cut = grant("app", Some("alice"), NOW - 200, cut, true);
+    let live = [
+        grant("app", Some("alice"), NOW, NOW + 3600, true),
+        grant("service", None, NOW, NOW + 3600, false),
+    ];
+    for tokens in expired.iter().chain([&at_cut]).chain(&live) {
+        b.create(tokens).await;
+    }
+    let mut known = expired.clone();
+    known.push(at_cut.clone());
+    known.extend(live.iter().cloned());
+
+    // Small batches: every call says exactly how many rows it took away.
+    let mut total = 0;
+    for _ in 0..50 {
+        let before = b.stored_rows(&known).await;
+        let deleted = b.purge(limits(cut, 0, NOW, 2)).await;
+        let after = b.stored_rows(&known).await;
+        assert_eq!(deleted, before - after, "purge reported {deleted} rows");
+        total += deleted;
+        if deleted == 0 {
+            break;
+        }
+    }
+
+    assert_eq!(total, 8 + 3);
+    assert_eq!(b.stored_rows(&expired).await, 0);
+    assert_eq!(b.stored_rows(&[at_cut]).await, 2);
+    assert_eq!(b.stored_rows(&live).await, 3);
+    assert_eq!(b.purge(limits(cut, 0, NOW, 1000)).await, 0);
+}
+
+async fn purge_keeps_the_revocations_still_needed(b: Backend) {
+    // The oldest stored token was issued at NOW - 200.
+    let oldest = grant("app", Some("alice"), NOW - 200, NOW + 3600, true);
+    let live = grant("app", Some("alice"), NOW, NOW + 3600, true);
+    let carol = grant("app", Some("carol"), NOW, NOW + 3600, true);
+    for tokens in [&oldest, &live, &carol] {
+        b.create(tokens).await;
+    }
+    let store = &b.stores.tokens;
+    // A grant whose tokens are all gone, revoked before any stored token was issued.
+    let gone = TokenId::new(ms(NOW - 2000));
+    assert!(store.revoke_family(&gone, NOW - 600).await.unwrap());
+    // Older than the oldest stored token, but by less than the clock-skew allowance (300 s).
+    let within_slack = TokenId::new(ms(NOW - 1900));
+    assert!(store.revoke_family(&within_slack, NOW - 400).await.unwrap());
+    // Revoked after the oldest stored token was issued: it may still cover it.
+    assert!(store
+        .revoke_family(&family(&oldest), NOW - 150)
+        .await
+        .unwrap());
+    assert!(store.revoke_family(&family(&live), NOW + 1).await.unwrap());
+    store
+        .revoke_subject(SubjectKind::User, "carol", ms(NOW + 2), NOW + 2)
+        .await
+        .unwrap();
+
+    // Expiry bound and lifetimes do not decide: the oldest stored token does.
+    let deleted = b.purge(limits(NOW, NOW, NOW + 10_000, 1000)).await;
+
+    assert_eq!(deleted, 1);
+    assert_eq!(b.purge(limits(NOW, NOW, NOW + 10_000, 1000)).await, 0);
+    assert_eq!(b.revoked(&oldest).await, (Some(NOW - 150), Some(NOW - 150)));
+    assert_eq!(b.revoked(&live).await, (Some(NOW + 1), Some(NOW + 1)));
+    // Not-before marks are never purged.
+    assert_eq!(b.revoked(&carol).await, (Some(NOW + 2), Some(NOW + 2)));
+    assert!(!store.revoke_family(&family(&live), NOW + 3).await.unwrap());
+    assert!(
+        store.revoke_family(&gone, NOW + 3).await.unwrap(),
+        "the revocation no token needed was kept"
+    );
+    assert!(
+        !store.revoke_family(&within_slack, NOW + 3).await.unwrap(),
+        "a revocation within the clock-skew allowance was dropped"
+    );
+}
+
+async fn purge_drops_only_finished_lockout_rows(b: Backend) {
+    let lock_long = LockoutPolicy {
+        max_failures: 1,
+        max_failures_per_user: 5,
+        window_secs: 60,
+        lock_secs: 10_000,
+    };
+    let lenient = LockoutPolicy {
+        max_failures: 3,
+        ..lock_long
+    };
+    let per_address = LockoutPolicy {
+        max_failures: 2,
+        max_failures_per_user: 0,
+        ..lock_long
+    };
+    // dora: her address's row holds a lock until NOW + 9000; her every-address row only a
+    // failure of a finished window.
+    assert_eq!(
+        b.fail("dora", "10.0.0.1", NOW - 1000, lock_long).await,
+        Attempt::LockedNow {
+            until: NOW + 9000,
+            everywhere: false
+        }
+    );
+    // erin: two rows of a finished window, no lock.
+    assert_eq!(
+        b.fail("erin", "10.0.0.2", NOW - 1000, lenient).await,
+        Attempt::Allowed
+    );
+    // fay: one row, of a window still running.
+    assert_eq!(
+        b.fail("fay", "10.0.0.3", NOW - 10, per_address).await,
+        Attempt::Allowed
+    );
+
+    let deleted = b.purge(limits(0, NOW - 60, NOW, 1000)).await;
+
+    assert_eq!(deleted, 3);
+    assert_eq!(b.purge(limits(0, NOW - 60, NOW, 1000)).await, 0);
+    assert_eq!(
+        b.attempt("dora", "10.0.0.1", AttemptStep::Begin, NOW, lock_long)
+            .await,
+        Attempt::Locked { until: NOW + 9000 }
+    );
+    // fay's first failure was kept: the second locks.
+    assert_eq!(
+        b.fail("fay", "10.0.0.3", NOW, per_address).await,
+        Attempt::LockedNow {
+            until: NOW + 10_000,
+            everywhere: false
+        }
+    );
+}
+
+const PER_ADDRESS: LockoutPolicy = LockoutPolicy {
+    max_failures: 2,
+    max_failures_per_user: 0,
+    window_secs: 100,
+    lock_secs: 50,
+};
+
+async fn failures_from_one_address_lock_the_name_for_that_address(b: Backend) {
+    let (a, other) = ("192.0.2.1", "192.0.2.2");
+    assert_eq!(b.fail("alice", a, NOW, PER_ADDRESS).await, Attempt::Allowed);
+    assert_eq!(
+        b.fail("alice", a, NOW + 1, PER_ADDRESS).await,
+        Attempt::LockedNow {
+            until: NOW + 51,
+            everywhere: false
+        }
+    );
+
+    let begin = |user: &'static str, source: &'static str, now: i64| {
+        b.attempt(user, source, AttemptStep::Begin, now, PER_ADDRESS)
+    };
+    assert_eq!(
+        begin("alice", a, NOW + 2).await,
+        Attempt::Locked { until: NOW + 51 }
+    );
+    assert_eq!(begin("alice", other, NOW + 2).await, Attempt::Allowed);
+    assert_eq!(
+        b.attempt("alice", other, AttemptStep::Succeeded, NOW + 2, PER_ADDRESS)
+            .await,
+        Attempt::Allowed
+    );
+    assert_eq!(begin("bob", a, NOW + 2).await, Attempt::Allowed);
+    assert_eq!(
+        b.attempt("bob", a, AttemptStep::Abandoned, NOW + 2, PER_ADDRESS)
+            .await,
+        Attempt::Allowed
+    );
+    // The lock ends on time; a success forgets the address's failures.
+    assert_eq!(begin("alice", a, NOW + 51).await, Attempt::Allowed);
+    assert_eq!(
+        b.attempt("alice", a, AttemptStep::Succeeded, NOW + 51, PER_ADDRESS)
+            .await,
+        Attempt::Allowed
+    );
+    assert_eq!(
+        b.fail("alice", a, NOW + 52, PER_ADDRESS).await,
+        Attempt::Allowed
+    );
+    // Failures of an elapsed window no longer count.
+    assert_eq!(
+        b.fail("alice", a, NOW + 200, PER_ADDRESS).await,
+        Attempt::Allowed
+    );
+    assert_eq!(
+        b.fail("alice", a, NOW + 201, PER_ADDRESS).await,
+        Attempt::LockedNow {
+            until: NOW + 251,
+            everywhere: false
+        }
+    );
+}
+
+async fn checks_in_flight_use_up_the_allowance_until_they_end(b: Backend) {
+    let a = "192.0.2.1";
+    let step = |step: AttemptStep| b.attempt("alice", a, step, NOW, PER_ADDRESS);
+    assert_eq!(step(AttemptStep::Begin).await, Attempt::Allowed);
+    assert_eq!(step(AttemptStep::Begin).await, Attempt::Allowed);
+    assert_eq!(step(AttemptStep::Begin).await, Attempt::Busy);
+
+    // An abandoned check gives its slot back without counting as a failure.
+    assert_eq!(step(AttemptStep::Abandoned).await, Attempt::Allowed);
+    assert_eq!(step(AttemptStep::Begin).await, Attempt::Allowed);
+    assert_eq!(step(AttemptStep::Failed).await, Attempt::Allowed);
+    assert_eq!(step(AttemptStep::Abandoned).await, Attempt::Allowed);
+    // One failure and no check in flight: one more check.
+    assert_eq!(step(AttemptStep::Begin).await, Attempt::Allowed);
+    assert_eq!(step(AttemptStep::Begin).await, Attempt::Busy);
+}
+
+async fn concurrent_attempts_get_no_more_checks_than_the_allowance(b: Backend) {
+    let policy = LockoutPolicy {
+        max_failures: 3,
+        max_failures_per_user: 4,
+        ..PER_ADDRESS
+    };
+    // Sixteen attempts at once, from two addresses: each row's allowance holds.
+    let begins = (0..16).map(|i| {
+        let lockouts = b.stores.lockouts.clone();
+        let source = if i % 2 == 0 { "192.0.2.1" } else { "192.0.2.2" };
+        tokio::spawn(async move {
+            lockouts
+                .attempt("alice", source, AttemptStep::Begin, NOW, policy)
+                .await
+        })
+    });
+    let verdicts: Vec<Attempt> = futures::future::join_all(begins)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap().unwrap())
+        .collect();
+
+    let allowed = verdicts.iter().filter(|v| **v == Attempt::Allowed).count();
+    let busy = verdicts.iter().filter(|v| **v == Attempt::Busy).count();
+    assert_eq!((allowed, busy), (4, 12), "{verdicts:?}");
+}
+
+async fn failures_from_every_address_lock_the_name_everywhere(b: Backend) {
+    let policy = LockoutPolicy {
+        max_failures: 2,
+        max_failures_per_user: 3,
+        window_secs: 100,
+        lock_secs: 50,
+    };
+    assert_eq!(
+        b.fail("alice", "192.0.2.1", NOW, policy).await,
+        Attempt::Allowed
+    );
+    // A success forgets its own address's failures, not every address's.
+    assert_eq!(
+        b.attempt("alice", "192.0.2.1", AttemptStep::Begin, NOW, policy)
+            .await,
+        Attempt::Allowed
+    );
+    assert_eq!(
+        b.attempt("alice", "192.0.2.1", AttemptStep::Succeeded, NOW, policy)
+            .await,
+        Attempt::Allowed
+    );
+    assert_eq!(
+        b.fail("alice", "192.0.2.1", NOW + 1, policy).await,
+        Attempt::Allowed
+    );
+    assert_eq!(
+        b.fail("alice", "192.0.2.2", NOW + 2, policy).await,
+        Attempt::LockedNow {
+            until: NOW + 52,
+            everywhere: true
+        }
+    );
+
+    assert_eq!(
+        b.attempt("alice", "192.0.2.9", AttemptStep::Begin, NOW + 3, policy)
+            .await,
+        Attempt::Locked { until: NOW + 52 }
+    );
+    assert_eq!(
+        b.attempt("bob", "192.0.2.9", AttemptStep::Begin, NOW + 3, policy)
+            .await,
+        Attempt::Allowed
+    );
+}
+
+async fn clearing_failures_forgets_every_address_and_lock(b: Backend) {
+    let policy = LockoutPolicy {
+        max_failures: 1,
+        max_failures_per_user: 2,
+        window_secs: 100,
+        lock_secs: 50,
+    };
+    assert!(matches!(
+        b.fail("alice", "192.0.2.1", NOW, policy).await,
+        Attempt::LockedNow { .. }
+    ));
+    assert!(matches!(
+        b.fail("alice", "192.0.2.2", NOW, policy).await,
+        Attempt::LockedNow {
+            everywhere: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        b.fail("bob", "192.0.2.1", NOW, policy).await,
+        Attempt::LockedNow { .. }
+    ));
+
+    assert!(b.stores.lockouts.clear_failures("alice").await.unwrap());
+    assert!(!b.stores.lockouts.clear_failures("alice").await.unwrap());
+
+    for source in ["192.0.2.1", "192.0.2.2"] {
+        assert_eq!(
+            b.attempt("alice", source, AttemptStep::Begin, NOW + 1, policy)
+                .await,
+            Attempt::Allowed
+        );
+    }
+    assert_eq!(
+        b.attempt("bob", "192.0.2.1", AttemptStep::Begin, NOW + 1, policy)
+            .await,
+        Attempt::Locked { until: NOW + 50 }
+    );
+}
+
+async fn users_are_added_edited_and_removed(b: Backend) {
+    let directory = &b.stores.directory;
+    let alice = user("alice", "one");
+    let bob = User {
+        disabled: true,
+        ..user("bob", "two")
+    };
+    assert!(directory.add_user(&bob, NOW).await.unwrap());
+    assert!(directory.add_user(&alice, NOW).await.unwrap());
+    // A taken name is refused and the user kept as they were.
+    assert!(!directory
+        .add_user(&user("alice", "three"), NOW)
+        .await
+        .unwrap());
+    assert_eq!(
+        directory.find_user("alice").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        directory.list_users().await.unwrap(),
+        vec![alice.clone(), bob.clone()]
+    );
+
+    let rehashed = user("alice", "four").password_hash;
+    assert!(directory
+        .set_user_password("alice", &rehashed)
+        .await
+        .unwrap());
+    assert!(directory.set_user_disabled("alice", true).await.unwrap());
+    assert!(directory.set_user_disabled("bob", false).await.unwrap());
+    assert_eq!(
+        directory.find_user("alice").await.unwrap(),
+        Some(User {
+            password_hash: rehashed,
+            disabled: true,
+            ..alice
+        })
+    );
+    assert!(!directory.find_user("bob").await.unwrap().unwrap().disabled);
+
+    assert!(directory.remove_user("alice").await.unwrap());
+    assert!(!directory.remove_user("alice").await.unwrap());
+    assert_eq!(directory.find_user("alice").await.unwrap(), None);
+    assert!(!directory.set_user_disabled("alice", false).await.unwrap());
+    assert_eq!(
+        directory.list_users().await.unwrap(),
+        vec![User {
+            disabled: false,
+            ..bob
+        }]
+    );
+}
+
+async fn clients_are_added_edited_and_removed_and_each_change_moves_the_revision(b: Backend) {
+    let directory = &b.stores.directory;
+    let revision = || directory.clients_revision();
+    let app = client("app");
+    let service = Client {
+        grant_types: [GrantType::ClientCredentials].into(),
+        scopes: Default::default(),
+        access_token_validity_secs: None,
+        refresh_token_validity_secs: None,
+        application_access_token_validity_secs: Some(300),
+        introspect: false,
+        token_format: None,
+        audience: None,
+        ..client("service")
+    };
+    let start = revision().await.unwrap();
+
+    assert!(directory.add_client(&service, NOW).await.unwrap());
+    let added = revision().await.unwrap();
+    assert!(added > start, "{start} -> {added}");
+    assert!(directory.add_client(&app, NOW).await.unwrap());
+    let both = revision().await.unwrap();
+    assert!(both > added, "{added} -> {both}");
+    assert!(!directory.add_client(&client("app"), NOW).await.unwrap());
+    assert!(directory.client_exists("app").await.unwrap());
+    assert_eq!(
+        directory.list_clients().await.unwrap(),
+        vec![
+            ClientRow::from_client(&app),
+            ClientRow::from_client(&service)
+        ]
+    );
+    let rows = directory.list_clients().await.unwrap();
+    assert_eq!(rows[0].clone().into_client().unwrap(), app);
+
+    assert!(directory.set_client_disabled("app", true).await.unwrap());
+    let disabled = revision().await.unwrap();
+    assert!(disabled > both, "{both} -> {disabled}");
+    assert!(directory.list_clients().await.unwrap()[0].disabled);
+    assert!(directory.set_client_disabled("app", false).await.unwrap());
+    let enabled = revision().await.unwrap();
+    assert!(enabled > disabled, "{disabled} -> {enabled}");
+    assert!(!directory.list_clients().await.unwrap()[0].disabled);
+
+    assert!(directory.remove_client("app").await.unwrap());
+    let removed = revision().await.unwrap();
+    assert!(removed > enabled, "{enabled} -> {removed}");
+    assert!(!directory.remove_client("app").await.unwrap());
+    assert!(!directory.client_exists("app").await.unwrap());
+    assert_eq!(
+        directory.list_clients().await.unwrap(),
+        vec![ClientRow::from_client(&service)]
+    );
+}
+
+async fn shared_rate_limits_and_published_keys_live_on_postgres_only(b: Backend) {
+    let (Some(buckets), Some(keys)) = (&b.stores.rate_limits, &b.stores.published_keys) else {
+        // One node per SQLite database: its own memory holds both.
+        assert_eq!(b.kind, Kind::Sqlite);
+        assert!(b.stores.rate_limits.is_none());
+        assert!(b.stores.published_keys.is_none());
+        return;
+    };
+    assert_eq!(b.kind, Kind::Postgres);
+    let rate = Rate {
+        per_second: 1.0,
+        burst: 2.0,
+    };
+    let t = ms(NOW);
+    // A new bucket starts full; an empty one refills at the rate.
+    assert_eq!(buckets.take("ip:a", rate, t).await.unwrap(), Take::Allowed);
+    assert_eq!(buckets.take("ip:a", rate, t).await.unwrap(), Take::Allowed);
+    let refused = buckets.take("ip:a", rate, t + 10).await.unwrap();
+    assert!(
+        matches!(refused, Take::Refused { tokens } if tokens < 1.0),
+        "{refused:?}"
+    );
+    assert_eq!(
+        buckets.take("ip:b", rate, t + 10).await.unwrap(),
+        Take::Allowed
+    );
+    assert_eq!(
+        buckets.take("ip:a", rate, t + 1010).await.unwrap(),
+        Take::Allowed
+    );
+
+    let key = |kid: &str, jwk: &str| PublicKey {
+        kid: kid.into(),
+        jwk: jwk.into(),
+    };
+    keys.publish_keys(
+        &[key("k2", "{\"two\":1}"), key("k1", "{\"one\":1}")],
+        NOW + 100,
+    )
+    .await
+    .unwrap();
+    // Publishing again never shortens what was promised, and replaces the JWK text.
+    keys.publish_keys(&[key("k1", "{\"one\":2}")], NOW + 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.published_keys(NOW + 100).await.unwrap(),
+        vec![key("k1", "{\"one\":2}"), key("k2", "{\"two\":1}")]
+    );
+    assert!(keys.published_keys(NOW + 101).await.unwrap().is_empty());
+
+    // Full buckets and keys past their promise are purged, and counted.
+    let deleted = b
+        .purge(PurgeLimits {
+            buckets_full_before_ms: t + 10_000,
+            ..limits(0, 0, NOW + 101, 1000)
+        })
+        .await;
+    assert_eq!(deleted, 2 + 2);
+    assert_eq!(
+        buckets.take("ip:a", rate, t + 10_000).await.unwrap(),
+        Take::Allowed
+    );
+}

@@ -121,6 +121,17 @@ mod tests {
     }
 
     #[test]
+    fn addresses_of_one_ipv6_64_share_one_count() {
+        let counts = ConnectionsPerIp::new(1, Arc::from(Vec::new()));
+        let first = counts.try_acquire(ip("2001:db8:1:2::1"));
+        let same_64 = counts.try_acquire(ip("2001:db8:1:2:ffff::9"));
+        let other_64 = counts.try_acquire(ip("2001:db8:1:3::1"));
+        assert!(first.is_ok());
+        assert!(same_64.is_err(), "a host cannot hop within its /64");
+        assert!(other_64.is_ok());
+    }
+
+    #[test]
     fn a_mapped_ipv4_peer_shares_the_count_of_its_ipv4_address() {
         let counts = ConnectionsPerIp::new(2, Arc::from(Vec::new()));
         let first = counts.try_acquire(ip("10.0.0.1"));

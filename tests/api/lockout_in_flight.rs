@@ -95,3 +95,74 @@ async fn on_postgres_clients_that_go_away_mid_check_do_not_leave_the_account_bus
 
     reply.assert_tokens(3600, "default");
 }
+
+/// Password checks begun (lockout rows taken) for names starting with `prefix`.
+async fn begun_for(app: &TestApp, prefix: &str) -> i64 {
+    let TokenStoreSettings::Sqlite { path, .. } = &app.settings.stores.tokens else {
+        panic!("a SQLite app")
+    };
+    let options = SqliteConnectOptions::new().filename(path).read_only(true);
+    let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+    let found = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM login_failures WHERE source = '' AND pending > 0 \
+         AND username LIKE ?1",
+    )
+    .bind(format!("{prefix}%"))
+    .fetch_one(&mut conn)
+    .await;
+    let _ = conn.close().await;
+    found.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn checks_whose_clients_went_away_are_not_hashed() {
+    // Clients that send logins and hang up must not keep the hashing queue full.
+    let app = spawn_app_with(|settings| settings.password_hashing.workers = 1).await;
+    let before = app.hasher.verifications_started();
+    let send = |name: String| {
+        let client = app.client.clone();
+        let url = app.url("/token");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+                .form(&[
+                    ("grant_type", "password"),
+                    ("username", name.as_str()),
+                    ("password", "a guess"),
+                ])
+                .send()
+                .await
+        })
+    };
+    let blocker = send("blocker".to_owned());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.hasher.verifications_started() == before {
+        assert!(Instant::now() < deadline, "the blocker did not start");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let queued: Vec<_> = (0..10).map(|n| send(format!("queued-{n}"))).collect();
+    while begun_for(&app, "queued-").await < 10 {
+        assert!(Instant::now() < deadline, "the queued checks did not begin");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    // Act
+    for request in &queued {
+        request.abort();
+    }
+    for request in queued {
+        let _ = request.await;
+    }
+    // Queued behind whatever is left: once it is answered, the queue has been worked off.
+    let login = app.login(None).await;
+
+    // Assert
+    login.assert_tokens(3600, "default");
+    let _ = blocker.await;
+    let hashed = app.hasher.verifications_started() - before;
+    assert!(
+        hashed <= 3,
+        "{hashed} verifications for 1 blocker, 1 login and 10 abandoned checks"
+    );
+}

@@ -471,3 +471,77 @@ fn refresh_token_max_lifetime_is_read_from_the_file_and_a_negative_one_names_its
         "{negative}"
     );
 }
+
+#[tokio::test]
+async fn a_login_whose_check_began_before_a_mark_is_ended_by_it_though_minted_after() {
+    // A password change lands while a login with the old password is still being checked: the
+    // grant counts from the start of the check, so the mark covers it.
+    let app = spawn_app_with(|settings| settings.password_hashing.workers = 1).await;
+    let before = app.hasher.verifications_started();
+    // Unknown names (one each, so no lockout) keep the one hashing worker busy.
+    let blockers: Vec<_> = (0..6)
+        .map(|n| {
+            let client = app.client.clone();
+            let url = app.url("/token");
+            tokio::spawn(async move {
+                post_basic_form(
+                    &client,
+                    &url,
+                    CLIENT_ID,
+                    CLIENT_SECRET,
+                    &[
+                        ("grant_type", "password"),
+                        ("username", &format!("blocker-{n}")),
+                        ("password", "wrong"),
+                    ],
+                )
+                .await
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.hasher.verifications_started() < before + 1 {
+        assert!(Instant::now() < deadline, "the blockers never started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let login = {
+        let client = app.client.clone();
+        let url = app.url("/token");
+        tokio::spawn(async move {
+            post_basic_form(
+                &client,
+                &url,
+                CLIENT_ID,
+                CLIENT_SECRET,
+                &[
+                    ("grant_type", "password"),
+                    ("username", USER),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await
+        })
+    };
+    // The login has long read the user by the time three more blockers have started hashing.
+    while app.hasher.verifications_started() < before + 4 {
+        assert!(Instant::now() < deadline, "the blockers stalled");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    // Act: the mark is written while the login still waits for its hash.
+    let mark_ms = app.clock.now_ms() + 5_000;
+    app.clock.advance_secs(10);
+    app.store
+        .revoke_subject(SubjectKind::User, USER, mark_ms, app.clock.now_secs())
+        .await
+        .unwrap();
+    let reply = login.await.unwrap();
+    for blocker in blockers {
+        blocker.await.unwrap().assert_error(400, "invalid_grant");
+    }
+
+    // Assert: the tokens were issued after the mark, yet the mark ended them.
+    let (_, refresh) = reply.assert_tokens(3600, "default");
+    let refreshed = app.refresh(&refresh.unwrap()).await;
+    refreshed.assert_error(400, "invalid_grant");
+}

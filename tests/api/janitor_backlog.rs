@@ -57,8 +57,8 @@ impl Database {
             Self::Sqlite(_) => {
                 let series = |count: i64| {
                     format!(
-                        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
-                         WHERE i < {count}) SELECT"
+                        "WITH RECURSIVE n(i) AS (SELECT 1 WHERE {count} > 0 UNION ALL \
+                         SELECT i + 1 FROM n WHERE i < {count}) SELECT"
                     )
                 };
                 let tokens_from = |table: &str| {

@@ -1,17 +1,26 @@
 //! The janitor: deletes what can no longer matter (expired tokens, old grant revocations,
-//! finished lockout windows, full shared rate-limit buckets) in bounded batches, every `janitor_interval`. Every node of a
-//! cluster may run it: the stores hand each node disjoint batches.
+//! finished lockout windows, full shared rate-limit buckets), every `janitor_interval`. A pass
+//! repeats batches for as long as they find rows, up to [`PASS_BUDGET`]; a pass that ran out
+//! of time is followed by another after [`CATCH_UP_PAUSE`], so a backlog of any size goes at
+//! the store's purge rate rather than at `batch` rows per interval. Every node of a cluster
+//! may run it: the stores hand each node disjoint batches.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::oauth::TokenService;
 use crate::store::PurgeLimits;
 
-/// Batches one tick may run before it waits for the next tick.
-const MAX_BATCHES_PER_TICK: usize = 100;
+/// How long one pass may keep purging. Each batch is one short transaction (on SQLite one
+/// write of the writer), so token requests interleave between batches; the bound keeps a
+/// pass from holding the store's attention for long at a time.
+pub const PASS_BUDGET: Duration = Duration::from_secs(5);
+
+/// The wait after a pass that ran out of time with rows left (instead of the interval).
+pub const CATCH_UP_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 pub struct JanitorSettings {
@@ -21,17 +30,51 @@ pub struct JanitorSettings {
     pub failure_window_secs: i64,
 }
 
-/// Runs until `stop` changes.
-pub fn spawn(service: Arc<TokenService>, settings: JanitorSettings, stop: watch::Receiver<bool>) {
-    crate::reload::until_stopped(settings.interval, stop, move || {
-        let service = service.clone();
-        async move { run_once(&service, settings).await }
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Rows deleted (as the store counts them).
+    pub purged: u64,
+    /// The pass stopped at its time budget while batches still found rows.
+    pub unfinished: bool,
+}
+
+/// Runs a pass at once and then every `interval` (or [`CATCH_UP_PAUSE`] after an unfinished
+/// one), until `stop` changes.
+pub fn spawn(
+    service: Arc<TokenService>,
+    settings: JanitorSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let pass = run_once(&service, settings, PASS_BUDGET, &stop).await;
+            let wait = if pass.unfinished {
+                CATCH_UP_PAUSE.min(settings.interval)
+            } else {
+                settings.interval
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+        }
     });
 }
 
-/// One janitor pass: batches until nothing is left or the per-tick bound is reached.
-pub async fn run_once(service: &TokenService, settings: JanitorSettings) {
+/// One janitor pass: batches until one finds nothing, `budget` has passed (measured on the
+/// monotonic timer: it bounds work, while the injected clock says what has expired), or
+/// `stop` changed.
+pub async fn run_once(
+    service: &TokenService,
+    settings: JanitorSettings,
+    budget: Duration,
+    stop: &watch::Receiver<bool>,
+) -> Pass {
+    let started = Instant::now();
     let now = service.clock.now_secs();
+    // Fixed for the pass: rows that expire while it runs wait for the next one, so a pass
+    // under steady traffic ends once it has caught up.
     let limits = PurgeLimits {
         // A token just past expiry may still be in a reuse check; a minute of slack is plenty.
         expired_before: now.saturating_sub(60),
@@ -41,19 +84,37 @@ pub async fn run_once(service: &TokenService, settings: JanitorSettings) {
         now,
         batch: settings.batch,
     };
-    let mut total = 0u64;
-    for _ in 0..MAX_BATCHES_PER_TICK {
+    let mut pass = Pass {
+        purged: 0,
+        unfinished: false,
+    };
+    loop {
         match service.tokens.purge(limits).await {
+            // Nothing left in any table (a batch that found rows might have been the last,
+            // but one more that finds none is cheap with the purge indexes).
             Ok(0) => break,
-            Ok(deleted) => total += deleted,
+            Ok(deleted) => pass.purged = pass.purged.saturating_add(deleted),
             Err(err) => {
                 tracing::warn!(error = %err, "janitor batch failed; retrying next pass");
                 break;
             }
         }
+        if started.elapsed() >= budget {
+            pass.unfinished = true;
+            break;
+        }
+        if stop.has_changed().unwrap_or(true) {
+            break;
+        }
         tokio::task::yield_now().await;
     }
-    if total > 0 {
-        tracing::info!(purged = total, "janitor purged expired rows");
+    if pass.purged > 0 {
+        tracing::info!(
+            purged = pass.purged,
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            unfinished = pass.unfinished,
+            "janitor purged expired rows"
+        );
     }
+    pass
 }

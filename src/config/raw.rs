@@ -197,7 +197,7 @@ impl Default for RawStores {
             pool_size: 10,
             run_migrations: true,
             reload_interval: 2,
-            janitor_interval: 300,
+            janitor_interval: 60,
             janitor_batch: 1000,
         }
     }

@@ -450,10 +450,12 @@ impl TokenStore for PostgresTokenStore {
     async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError> {
         let batch = i64::from(limits.batch);
         // SKIP LOCKED: nodes purging at the same moment take disjoint batches and never wait.
+        // `ctid = ANY(ARRAY(…))`: the rows the batch locked are deleted by their address (a
+        // TID scan); `IN (subquery)` let the planner hash-join against the whole table.
         let expired = |table: &str| {
             format!(
-                "DELETE FROM {table} WHERE id IN \
-                 (SELECT id FROM {table} WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} \
+                 WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))"
             )
         };
         let deletes: [(String, Vec<i64>); 6] = [
@@ -466,24 +468,23 @@ impl TokenStore for PostgresTokenStore {
             // lifetimes the grant's tokens were issued with.
             (
                 format!(
-                    "DELETE FROM revoked_families WHERE family_id IN \
-                     (SELECT family_id FROM revoked_families \
-                      WHERE revoked_at + {CLOCK_SKEW_SLACK_SECS} < COALESCE({OLDEST_TOKEN_ISSUED_AT}, $1) \
-                      LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                    "DELETE FROM revoked_families WHERE ctid = ANY(ARRAY(\
+                     SELECT ctid FROM revoked_families \
+                      WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, $1) - {CLOCK_SKEW_SLACK_SECS} \
+                      LIMIT $2 FOR UPDATE SKIP LOCKED))"
                 ),
                 vec![i64::MAX, batch],
             ),
             (
-                "DELETE FROM login_failures WHERE (username, source) IN \
-                 (SELECT username, source FROM login_failures WHERE window_start < $1 \
-                  AND COALESCE(locked_until, 0) <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                "DELETE FROM login_failures WHERE ctid = ANY(ARRAY(SELECT ctid FROM \
+                 login_failures WHERE window_start < $1 AND COALESCE(locked_until, 0) <= $2 \
+                 LIMIT $3 FOR UPDATE SKIP LOCKED))"
                     .into(),
                 vec![limits.failures_before, limits.now, batch],
             ),
             (
-                "DELETE FROM rate_buckets WHERE key IN \
-                 (SELECT key FROM rate_buckets WHERE full_at_ms < $1 LIMIT $2 \
-                  FOR UPDATE SKIP LOCKED)"
+                "DELETE FROM rate_buckets WHERE ctid = ANY(ARRAY(SELECT ctid FROM \
+                 rate_buckets WHERE full_at_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))"
                     .into(),
                 vec![limits.buckets_full_before_ms, batch],
             ),

@@ -517,7 +517,8 @@ async fn purge(conn: &mut SqliteConnection, limits: PurgeLimits) -> Result<u64, 
     deleted += sqlx::query(&format!(
         "DELETE FROM revoked_families WHERE family_id IN \
          (SELECT family_id FROM revoked_families \
-          WHERE revoked_at + {CLOCK_SKEW_SLACK_SECS} < COALESCE({OLDEST_TOKEN_ISSUED_AT}, ?1) LIMIT ?2)"
+          WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, ?1) - {CLOCK_SKEW_SLACK_SECS} \
+          LIMIT ?2)"
     ))
     .bind(i64::MAX)
     .bind(batch)

@@ -33,6 +33,7 @@ mod hostile;
 mod interop;
 mod introspect;
 mod janitor;
+mod janitor_backlog;
 mod jwt;
 mod lockout;
 mod lockout_in_flight;

@@ -98,6 +98,22 @@ async fn login(
     )
 }
 
+/// A server on `home`, a resource server to introspect with (its secret), and the demo user's
+/// access and refresh tokens.
+async fn demo_session(home: &Home) -> (Server, String, String, String) {
+    let server = serve(home).await;
+    let rs = add_resource_server(home, &server).await;
+    let (access, refresh_token) = login(
+        &server,
+        DEMO_CLIENT_ID,
+        DEMO_CLIENT_SECRET,
+        ADMIN,
+        ADMIN_PASSWORD,
+    )
+    .await;
+    (server, rs, access, refresh_token)
+}
+
 fn assert_active(reply: &Reply, active: bool) {
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.body["active"], active, "{}", reply.text);
@@ -139,16 +155,7 @@ async fn wait_for_a_lasting_login(
 async fn set_password_ends_the_old_sessions_keeps_the_files_comments_and_the_new_password_works() {
     // Arrange
     let home = new_home();
-    let server = serve(&home).await;
-    let rs = add_resource_server(&home, &server).await;
-    let (access, refresh_token) = login(
-        &server,
-        DEMO_CLIENT_ID,
-        DEMO_CLIENT_SECRET,
-        ADMIN,
-        ADMIN_PASSWORD,
-    )
-    .await;
+    let (server, rs, access, refresh_token) = demo_session(&home).await;
     home.edit(
         "config/users.toml",
         "[users.admin]\npassword_hash",
@@ -193,16 +200,7 @@ async fn set_password_ends_the_old_sessions_keeps_the_files_comments_and_the_new
 async fn set_password_with_keep_sessions_keeps_the_tokens() {
     // Arrange
     let home = new_home();
-    let server = serve(&home).await;
-    let rs = add_resource_server(&home, &server).await;
-    let (access, refresh_token) = login(
-        &server,
-        DEMO_CLIENT_ID,
-        DEMO_CLIENT_SECRET,
-        ADMIN,
-        ADMIN_PASSWORD,
-    )
-    .await;
+    let (server, rs, access, refresh_token) = demo_session(&home).await;
 
     // Act
     home.run(
@@ -483,16 +481,7 @@ async fn a_removed_user_or_client_added_again_starts_with_no_tokens() {
 async fn disable_suspends_the_tokens_and_enable_restores_them() {
     // Arrange
     let home = new_home();
-    let server = serve(&home).await;
-    let rs = add_resource_server(&home, &server).await;
-    let (access, refresh_token) = login(
-        &server,
-        DEMO_CLIENT_ID,
-        DEMO_CLIENT_SECRET,
-        ADMIN,
-        ADMIN_PASSWORD,
-    )
-    .await;
+    let (server, rs, access, refresh_token) = demo_session(&home).await;
 
     // Act + Assert: suspended while disabled.
     home.run(&["user", "disable", ADMIN], None)

@@ -100,7 +100,7 @@ impl Application {
                 tracing::warn!("{warning}");
             }
         }
-        let database = store::open_database(&settings).await?;
+        let database = store::open_database(&settings.stores.tokens).await?;
         let users = open_user_store(&settings, &database)?;
         let clients = open_client_store(&settings, &database).await?;
         warn_about_file_stores_in_a_cluster(&settings);

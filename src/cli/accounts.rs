@@ -51,7 +51,7 @@ impl<'a> Accounts<'a> {
             || settings.stores.users == DirectoryLocation::Database
             || settings.stores.clients == DirectoryLocation::Database;
         let database = if needed {
-            Some(store::open_database(settings).await?)
+            Some(store::open_database(&settings.stores.tokens).await?)
         } else {
             None
         };

@@ -192,7 +192,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::CheckConfig => Ok(check_config(&source)),
         Command::Migrate => {
             let settings = config::load(&source)?;
-            block_on(async { Ok(crate::store::migrate(&settings).await?) })?;
+            block_on(async { Ok(crate::store::migrate(&settings.stores.tokens).await?) })?;
             eprintln!("the token database is up to date");
             Ok(ExitCode::SUCCESS)
         }

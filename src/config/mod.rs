@@ -226,31 +226,7 @@ pub struct OAuthSettings {
     pub signing_keys_dir: PathBuf,
 }
 
-/// How access tokens are represented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenFormat {
-    /// `<id>.<secret>`, checked against the store.
-    Opaque,
-    /// RFC 9068 JWT, verifiable by resource servers with the published keys.
-    Jwt,
-}
-
-impl TokenFormat {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "opaque" => Some(Self::Opaque),
-            "jwt" => Some(Self::Jwt),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Opaque => "opaque",
-            Self::Jwt => "jwt",
-        }
-    }
-}
+pub use crate::store::model::TokenFormat;
 
 /// The JWS algorithm of JWT access tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -327,40 +303,6 @@ impl DirectoryLocation {
     }
 }
 
-#[derive(Debug, Clone)]
-pub enum TokenStoreSettings {
-    Sqlite {
-        path: PathBuf,
-        synchronous: SqliteSynchronous,
-    },
-    Postgres(PostgresSettings),
-}
-
-/// A PostgreSQL token store, shared by the nodes of a cluster.
-#[derive(Clone)]
-pub struct PostgresSettings {
-    /// `postgres://user:password@host/db?sslmode=require`; may hold a password, so it is
-    /// never printed.
-    pub url: String,
-    pub max_connections: u32,
-    /// Apply pending migrations at start (else `tokengate migrate` must have run).
-    pub run_migrations: bool,
-}
-
-impl fmt::Debug for PostgresSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresSettings")
-            .field("url", &"<redacted>")
-            .field("max_connections", &self.max_connections)
-            .field("run_migrations", &self.run_migrations)
-            .finish()
-    }
-}
-
-/// SQLite's `synchronous` pragma. `Normal` (WAL) survives a killed process; `Full` also survives
-/// power loss, at the price of an fsync per commit batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SqliteSynchronous {
-    Normal,
-    Full,
-}
+// The token store's own settings live with the store (the store knows nothing of config).
+pub use crate::store::sqlite::SqliteSynchronous;
+pub use crate::store::{PostgresSettings, TokenStoreSettings};

@@ -234,8 +234,8 @@ impl ClientStore for SqlClientStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TokenFormat;
     use crate::store::model::GrantType;
+    use crate::store::model::TokenFormat;
 
     #[test]
     fn a_client_survives_the_round_trip_through_its_row() {

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::abuse::rate_limit::{Rate, Take};
-use crate::config::{Settings, TokenStoreSettings};
 use crate::crypto::token::TokenId;
 use model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, User};
+use std::fmt;
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -428,9 +429,40 @@ pub struct DatabaseStores {
     pub published_keys: Option<Arc<dyn PublishedKeyStore>>,
 }
 
+/// Where the tokens live: `[stores] tokens` and the keys that tune it.
+#[derive(Debug, Clone)]
+pub enum TokenStoreSettings {
+    Sqlite {
+        path: PathBuf,
+        synchronous: sqlite::SqliteSynchronous,
+    },
+    Postgres(PostgresSettings),
+}
+
+/// A PostgreSQL token store, shared by the nodes of a cluster.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host/db?sslmode=require`; may hold a password, so it is
+    /// never printed.
+    pub url: String,
+    pub max_connections: u32,
+    /// Apply pending migrations at start (else `tokengate migrate` must have run).
+    pub run_migrations: bool,
+}
+
+impl fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .field("run_migrations", &self.run_migrations)
+            .finish()
+    }
+}
+
 /// Opens the token database the settings name.
-pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreError> {
-    match &settings.stores.tokens {
+pub async fn open_database(settings: &TokenStoreSettings) -> Result<DatabaseStores, StoreError> {
+    match settings {
         TokenStoreSettings::Sqlite { path, synchronous } => {
             let store = Arc::new(sqlite::SqliteTokenStore::open(path, *synchronous).await?);
             Ok(DatabaseStores {
@@ -466,8 +498,8 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseStores, StoreE
 }
 
 /// `tokengate migrate`: applies the token database's pending migrations.
-pub async fn migrate(settings: &Settings) -> Result<(), StoreError> {
-    match &settings.stores.tokens {
+pub async fn migrate(settings: &TokenStoreSettings) -> Result<(), StoreError> {
+    match settings {
         // SQLite migrates whenever it is opened.
         TokenStoreSettings::Sqlite { path, synchronous } => {
             sqlite::SqliteTokenStore::open(path, *synchronous)

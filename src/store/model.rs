@@ -2,10 +2,35 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::TokenFormat;
 use crate::crypto::token::{SecretDigest, TokenId};
 use crate::crypto::{password, secret};
 use crate::oauth::scope::Scope;
+
+/// How access tokens are represented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFormat {
+    /// `<id>.<secret>`, checked against the store.
+    Opaque,
+    /// RFC 9068 JWT, verifiable by resource servers with the published keys.
+    Jwt,
+}
+
+impl TokenFormat {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "opaque" => Some(Self::Opaque),
+            "jwt" => Some(Self::Jwt),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opaque => "opaque",
+            Self::Jwt => "jwt",
+        }
+    }
+}
 
 /// A resource owner from the user store (also a `users` row).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -29,10 +29,17 @@ use super::{
     LockoutStore, PurgeLimits, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
     ALL_SOURCES,
 };
-use crate::config::SqliteSynchronous;
 use crate::crypto::token::{SecretDigest, TokenId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+
+/// SQLite's `synchronous` pragma. `Normal` (WAL) survives a killed process; `Full` also survives
+/// power loss, at the price of an fsync per commit batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    Normal,
+    Full,
+}
 
 /// Most writes committed in one transaction; bounds the latency one commit adds.
 const MAX_BATCH: usize = 512;

@@ -91,7 +91,7 @@ impl Backend {
             path: home.path().join("data/tokens.db"),
             synchronous: SqliteSynchronous::Normal,
         };
-        let stores = open_database(&settings).await.unwrap();
+        let stores = open_database(&settings.stores.tokens).await.unwrap();
         Self {
             kind: Kind::Sqlite,
             settings,
@@ -109,7 +109,7 @@ impl Backend {
             // Enough for the concurrent rotations to reach the database at once.
             postgres.max_connections = 8;
         }
-        let stores = open_database(&settings).await.unwrap();
+        let stores = open_database(&settings.stores.tokens).await.unwrap();
         Some(Self {
             kind: Kind::Postgres,
             settings,
@@ -391,7 +391,7 @@ async fn a_closed_store_refuses_work_and_reopened_has_every_token(mut b: Backend
         "{refused:?}"
     );
 
-    b.stores = open_database(&b.settings).await.unwrap();
+    b.stores = open_database(&b.settings.stores.tokens).await.unwrap();
     b.stores.tokens.ping().await.unwrap();
     assert_eq!(b.access(&tokens).await, Some(tokens.access.clone()));
     assert_eq!(b.refresh(&tokens).await, tokens.refresh.clone());

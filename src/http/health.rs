@@ -72,18 +72,19 @@ impl Readiness {
         })
     }
 
-    /// From now on the node reports not ready (the shutdown drain has begun).
+    /// Whether the shutdown drain has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
+    /// From now on the node reports not ready (the shutdown drain has begun).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
 
     /// `Err(cause)` when the node should not get traffic.
     pub async fn check(self: &Arc<Self>) -> ProbeResult {
-        if self.draining.load(Ordering::Acquire) {
+        if self.is_draining() {
             return Err("shutting down".to_owned());
         }
         let mut answer = {

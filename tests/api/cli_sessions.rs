@@ -348,17 +348,8 @@ async fn user_revoke_tokens_ends_that_users_tokens_on_every_client_and_no_one_el
 async fn client_revoke_tokens_ends_that_clients_tokens_for_every_user_and_no_other_clients() {
     // Arrange
     let home = new_home();
-    let server = serve(&home).await;
-    let rs = add_resource_server(&home, &server).await;
+    let (server, rs, access, refresh_token) = demo_session(&home).await;
     let other_secret = add_client(&home, &server, "other-app", &[]).await;
-    let (access, refresh_token) = login(
-        &server,
-        DEMO_CLIENT_ID,
-        DEMO_CLIENT_SECRET,
-        ADMIN,
-        ADMIN_PASSWORD,
-    )
-    .await;
     let (other_access, other_refresh) =
         login(&server, "other-app", &other_secret, ADMIN, ADMIN_PASSWORD).await;
 
@@ -414,17 +405,8 @@ async fn revoke_tokens_of_a_name_not_in_the_store_warns_and_still_writes_the_mar
 async fn a_removed_user_or_client_added_again_starts_with_no_tokens() {
     // Arrange
     let home = new_home();
-    let server = serve(&home).await;
-    let rs = add_resource_server(&home, &server).await;
+    let (server, rs, access, refresh_token) = demo_session(&home).await;
     let app_secret = add_client(&home, &server, "mobile-app", &[]).await;
-    let (access, refresh_token) = login(
-        &server,
-        DEMO_CLIENT_ID,
-        DEMO_CLIENT_SECRET,
-        ADMIN,
-        ADMIN_PASSWORD,
-    )
-    .await;
     home.run(
         &["user", "add", "dave", "--password-stdin"],
         Some("dave-pw"),

@@ -1,31 +1,47 @@
 //! Command-line flags of `tgload`. Hand-rolled (no clap) to keep the build small; every
 //! value is checked here, so the rest of the program works with trusted settings.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use tgload::target::{parse_target, Target, TlsTrust};
 
 /// Upper bound on measured + warm-up time of one call: the tool must stop by itself.
 const MAX_LOAD_SECS: u64 = 60;
 const MAX_CONCURRENCY: usize = 1024;
 
 pub const USAGE: &str = "\
-Usage: tgload --url https://127.0.0.1:PORT/token --scenario password|refresh|invalid
+Usage: tgload --url https://127.0.0.1:PORT/PATH --scenario SCENARIO
               (--insecure | --cacert FILE) [options]
-Closed-loop HTTPS load on an OAuth2 token endpoint: C keep-alive HTTP/1.1 connections,
-one request in flight on each. Prints one JSON line on stdout, a summary on stderr.
+Closed-loop HTTPS load on one endpoint of an OAuth2 server: C keep-alive HTTP/1.1
+connections, one request in flight on each. Prints one JSON line on stdout, a summary on
+stderr.
 
-  --url URL            token endpoint; loopback only (127.0.0.0/8, ::1, localhost)
-  --scenario S         password: grant_type=password (expects 200 + access_token)
-                       refresh:  refresh_token chain per connection, rotated tokens
-                       invalid:  password grant with a wrong password (expects 400/401 + error)
+  --url URL            where the timed requests go; loopback only (127.0.0.0/8, ::1,
+                       localhost). Without a path: /token, /introspect for introspect,
+                       /health for ceiling
+  --scenario S         password:   grant_type=password (expects 200 + access_token)
+                       refresh:    refresh_token chain per connection, rotated tokens
+                       invalid:    password grant with a wrong password (expects 400/401 + error)
+                       cc:         grant_type=client_credentials (expects 200 + access_token)
+                       introspect: RFC 7662 POST of one live access token, got once before
+                                   the load by a client_credentials grant of the token client
+                                   (expects 200 + \"active\":true)
+                       ceiling:    GET without credentials (expects 200): what TLS + HTTP
+                                   cost on this machine
   --duration SECS      measured time (default 20)
   --warmup SECS        load before the measured window, not recorded (default 0);
                        duration + warmup <= 60
   --concurrency C      connections (default 32, at most 1024)
   --threads N          runtime worker threads (default 2)
-  --client-id ID       HTTP Basic client id (default bench-client)
-  --client-secret S    HTTP Basic client secret (default bench-secret)
+  --client-id ID       HTTP Basic client id of the requests (default bench-client);
+                       for introspect: the resource server that introspects
+  --client-secret S    its secret (default bench-secret)
+  --token-client-id ID  introspect: the client whose client_credentials token is
+                       introspected (default bench-client)
+  --token-client-secret S  its secret (default bench-secret)
+  --token-path PATH    token endpoint for untimed grants (refresh seeds, the introspected
+                       token) on the same host (default /token)
   --username U         resource owner (default alice)
   --password P         resource owner's password (default alice-password);
                        the invalid scenario sends P + \"-wrong\"
@@ -38,6 +54,9 @@ pub enum Scenario {
     Password,
     Refresh,
     Invalid,
+    ClientCredentials,
+    Introspect,
+    Ceiling,
 }
 
 impl Scenario {
@@ -46,31 +65,41 @@ impl Scenario {
             Scenario::Password => "password",
             Scenario::Refresh => "refresh",
             Scenario::Invalid => "invalid",
+            Scenario::ClientCredentials => "cc",
+            Scenario::Introspect => "introspect",
+            Scenario::Ceiling => "ceiling",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "password" => Scenario::Password,
+            "refresh" => Scenario::Refresh,
+            "invalid" => Scenario::Invalid,
+            "cc" => Scenario::ClientCredentials,
+            "introspect" => Scenario::Introspect,
+            "ceiling" => Scenario::Ceiling,
+            _ => return None,
+        })
+    }
+
+    /// Path of the timed requests when `--url` names none.
+    fn default_path(self) -> &'static str {
+        match self {
+            Scenario::Introspect => "/introspect",
+            Scenario::Ceiling => "/health",
+            _ => "/token",
         }
     }
 }
 
 #[derive(Debug)]
-pub enum TlsTrust {
-    /// Any certificate; the handshake signature is still checked against it.
-    Insecure,
-    CaFile(PathBuf),
-}
-
-#[derive(Debug)]
-pub struct Target {
-    /// Resolved address; always a loopback address.
-    pub addr: SocketAddr,
-    /// Host as TLS SNI / certificate name (no brackets around IPv6).
-    pub host: String,
-    /// `host:port` as written in the URL, for the Host header.
-    pub authority: String,
-    pub path: String,
-}
-
-#[derive(Debug)]
 pub struct Args {
     pub target: Target,
+    /// Path of the timed requests.
+    pub path: String,
+    /// Path of untimed token requests (refresh seeds, the token to introspect).
+    pub token_path: String,
     pub scenario: Scenario,
     pub duration: Duration,
     pub warmup: Duration,
@@ -78,6 +107,8 @@ pub struct Args {
     pub threads: usize,
     pub client_id: String,
     pub client_secret: String,
+    pub token_client_id: String,
+    pub token_client_secret: String,
     pub username: String,
     pub password: String,
     pub trust: TlsTrust,
@@ -94,6 +125,9 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Strin
     let mut threads = 2usize;
     let mut client_id = "bench-client".to_owned();
     let mut client_secret = "bench-secret".to_owned();
+    let mut token_client_id = "bench-client".to_owned();
+    let mut token_client_secret = "bench-secret".to_owned();
+    let mut token_path = "/token".to_owned();
     let mut username = "alice".to_owned();
     let mut password = "alice-password".to_owned();
     let mut insecure = false;
@@ -105,12 +139,10 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Strin
             "-h" | "--help" => return Ok(None),
             "--url" => url = Some(value()?),
             "--scenario" => {
-                scenario = Some(match value()?.as_str() {
-                    "password" => Scenario::Password,
-                    "refresh" => Scenario::Refresh,
-                    "invalid" => Scenario::Invalid,
-                    other => return Err(format!("unknown scenario {other:?}")),
-                })
+                let name = value()?;
+                scenario = Some(
+                    Scenario::parse(&name).ok_or_else(|| format!("unknown scenario {name:?}"))?,
+                );
             }
             "--duration" => duration = number(&flag, &value()?)?,
             "--warmup" => warmup = number(&flag, &value()?)?,
@@ -118,6 +150,9 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Strin
             "--threads" => threads = number(&flag, &value()?)?,
             "--client-id" => client_id = value()?,
             "--client-secret" => client_secret = value()?,
+            "--token-client-id" => token_client_id = value()?,
+            "--token-client-secret" => token_client_secret = value()?,
+            "--token-path" => token_path = value()?,
             "--username" => username = value()?,
             "--password" => password = value()?,
             "--insecure" => insecure = true,
@@ -139,13 +174,19 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Strin
     if threads == 0 {
         return Err("threads must be at least 1".into());
     }
-    let trust = match (insecure, cacert) {
-        (true, None) => TlsTrust::Insecure,
-        (false, Some(path)) => TlsTrust::CaFile(path),
-        _ => return Err("give exactly one of --insecure and --cacert FILE".into()),
-    };
+    if !token_path.starts_with('/') {
+        return Err("--token-path must start with /".into());
+    }
+    let trust = TlsTrust::from_flags(insecure, cacert)?;
+    let target = parse_target(&url)?;
+    let path = target
+        .path
+        .clone()
+        .unwrap_or_else(|| scenario.default_path().to_owned());
     Ok(Some(Args {
-        target: parse_target(&url)?,
+        target,
+        path,
+        token_path,
         scenario,
         duration: Duration::from_secs(duration),
         warmup: Duration::from_secs(warmup),
@@ -153,6 +194,8 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Strin
         threads,
         client_id,
         client_secret,
+        token_client_id,
+        token_client_secret,
         username,
         password,
         trust,
@@ -164,43 +207,6 @@ fn number<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T, String> {
         .map_err(|_| format!("{flag} needs a whole number, got {s:?}"))
 }
 
-/// Accepts only `https://HOST[:PORT][/path]` whose HOST resolves to loopback addresses only:
-/// this tool generates load and must never be pointed at another machine.
-fn parse_target(url: &str) -> Result<Target, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad --url {url:?}: {e}"))?;
-    if uri.scheme_str() != Some("https") {
-        return Err("--url must start with https://".into());
-    }
-    let authority = uri.authority().ok_or("--url has no host")?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(443);
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
-    let addr = *addrs
-        .first()
-        .ok_or_else(|| format!("{host} resolves to nothing"))?;
-    if addrs.iter().any(|a| !a.ip().is_loopback()) {
-        return Err(format!(
-            "refusing {host}: only loopback targets (127.0.0.0/8, ::1) are allowed"
-        ));
-    }
-    let path = match uri.path_and_query().map(|p| p.as_str()) {
-        None | Some("") | Some("/") => "/token".to_owned(),
-        Some(p) => p.to_owned(),
-    };
-    Ok(Target {
-        addr,
-        host: host.to_owned(),
-        authority: authority.as_str().to_owned(),
-        path,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,26 +216,51 @@ mod tests {
     }
 
     #[test]
-    fn loopback_url_is_accepted_and_path_defaults_to_token() {
+    fn path_defaults_per_scenario() {
+        for (scenario, path) in [
+            ("refresh", "/token"),
+            ("cc", "/token"),
+            ("introspect", "/introspect"),
+            ("ceiling", "/health"),
+        ] {
+            let a = args(&[
+                "--url",
+                "https://127.0.0.1:9443",
+                "--scenario",
+                scenario,
+                "--insecure",
+            ])
+            .unwrap()
+            .unwrap();
+            assert_eq!(a.path, path, "{scenario}");
+            assert_eq!(a.token_path, "/token");
+            assert_eq!(a.target.addr.port(), 9443);
+        }
         let a = args(&[
             "--url",
-            "https://127.0.0.1:9443",
+            "https://127.0.0.1:9443/.well-known/oauth-authorization-server",
             "--scenario",
-            "refresh",
+            "ceiling",
             "--insecure",
         ])
         .unwrap()
         .unwrap();
-        assert_eq!(a.target.path, "/token");
-        assert_eq!(a.target.addr.port(), 9443);
-        assert_eq!(a.target.authority, "127.0.0.1:9443");
+        assert_eq!(a.path, "/.well-known/oauth-authorization-server");
     }
 
     #[test]
-    fn non_loopback_and_plain_http_are_refused() {
+    fn non_loopback_plain_http_and_unknown_scenarios_are_refused() {
         for url in ["https://10.0.0.1:9443/token", "http://127.0.0.1:9443/token"] {
             assert!(args(&["--url", url, "--scenario", "password", "--insecure"]).is_err());
         }
+        assert!(args(&[
+            "--url",
+            "https://127.0.0.1:1/token",
+            "--scenario",
+            "nope",
+            "--insecure"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! One keep-alive HTTPS/1.1 connection to the token endpoint and the POST it sends.
+//! One keep-alive HTTPS/1.1 connection and the requests the tools send on it.
 //! TLS is rustls with the ring provider (no aws-lc-rs, no openssl: builds with Rust + gcc only).
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Request, StatusCode};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -18,15 +18,13 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::args::{Args, TlsTrust};
+use crate::target::{Target, TlsTrust};
 
-/// Everything needed to open connections and build requests; shared by all workers.
+/// Everything needed to open connections to one server; shared by all workers.
 pub struct Endpoint {
     addr: std::net::SocketAddr,
     server_name: ServerName<'static>,
     authority: HeaderValue,
-    path: String,
-    basic: HeaderValue,
     tls: TlsConnector,
 }
 
@@ -41,30 +39,44 @@ impl Conn {
     }
 }
 
+/// One request: a POST of a form when `form` is set, else a GET.
+pub struct Call<'a> {
+    pub path: &'a Uri,
+    pub basic: Option<&'a HeaderValue>,
+    pub form: Option<String>,
+}
+
+/// `Authorization: Basic` for a client. RFC 6749 §2.3.1: id and secret are form-urlencoded
+/// before Basic encoding.
+pub fn basic_auth(client_id: &str, client_secret: &str) -> Result<HeaderValue, String> {
+    let credentials = format!(
+        "{}:{}",
+        form_urlencode(client_id),
+        form_urlencode(client_secret)
+    );
+    HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    ))
+    .map_err(|e| format!("bad client credentials: {e}"))
+}
+
+/// A request path as a URI (checked once, cloned per request).
+pub fn path_uri(path: &str) -> Result<Uri, String> {
+    path.parse().map_err(|e| format!("bad path {path:?}: {e}"))
+}
+
 impl Endpoint {
-    pub fn new(args: &Args) -> Result<Self, String> {
-        let server_name = ServerName::try_from(args.target.host.clone())
-            .map_err(|e| format!("bad TLS server name {:?}: {e}", args.target.host))?;
-        let authority = HeaderValue::from_str(&args.target.authority)
+    pub fn new(target: &Target, trust: &TlsTrust) -> Result<Self, String> {
+        let server_name = ServerName::try_from(target.host.clone())
+            .map_err(|e| format!("bad TLS server name {:?}: {e}", target.host))?;
+        let authority = HeaderValue::from_str(&target.authority)
             .map_err(|e| format!("bad host in --url: {e}"))?;
-        // RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
-        let credentials = format!(
-            "{}:{}",
-            form_urlencode(&args.client_id),
-            form_urlencode(&args.client_secret)
-        );
-        let basic = HeaderValue::from_str(&format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(credentials)
-        ))
-        .map_err(|e| format!("bad client credentials: {e}"))?;
         Ok(Self {
-            addr: args.target.addr,
+            addr: target.addr,
             server_name,
             authority,
-            path: args.target.path.clone(),
-            basic,
-            tls: TlsConnector::from(Arc::new(tls_config(&args.trust)?)),
+            tls: TlsConnector::from(Arc::new(tls_config(trust)?)),
         })
     }
 
@@ -73,6 +85,11 @@ impl Endpoint {
         let tcp = TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("connect {}: {e}", self.addr))?;
+        self.handshake(tcp).await
+    }
+
+    /// TLS + HTTP/1.1 handshake on a connected socket.
+    pub async fn handshake(&self, tcp: TcpStream) -> Result<Conn, String> {
         // One small request per round trip: Nagle + delayed ACK would add tens of ms.
         tcp.set_nodelay(true)
             .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
@@ -92,21 +109,33 @@ impl Endpoint {
         Ok(Conn { sender })
     }
 
-    /// POSTs an `application/x-www-form-urlencoded` body; returns status and full body.
-    pub async fn post(&self, conn: &mut Conn, form: String) -> Result<(StatusCode, Bytes), String> {
+    /// Sends `call` (a form POST, or a GET); returns status and full body.
+    pub async fn send(
+        &self,
+        conn: &mut Conn,
+        call: Call<'_>,
+    ) -> Result<(StatusCode, Bytes), String> {
         conn.sender
             .ready()
             .await
             .map_err(|e| format!("connection lost: {e}"))?;
-        let request = Request::post(self.path.as_str())
-            .header(HOST, self.authority.clone())
-            .header(AUTHORIZATION, self.basic.clone())
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-www-form-urlencoded"),
-            )
-            .body(Full::new(Bytes::from(form)))
-            .map_err(|e| format!("build request: {e}"))?;
+        let mut builder = Request::builder()
+            .uri(call.path.clone())
+            .header(HOST, self.authority.clone());
+        if let Some(basic) = call.basic {
+            builder = builder.header(AUTHORIZATION, basic.clone());
+        }
+        let request = match call.form {
+            Some(form) => builder
+                .method(Method::POST)
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                )
+                .body(Full::new(Bytes::from(form))),
+            None => builder.method(Method::GET).body(Full::new(Bytes::new())),
+        }
+        .map_err(|e| format!("build request: {e}"))?;
         let response = conn
             .sender
             .send_request(request)

@@ -1,4 +1,5 @@
-//! `tgload`: closed-loop HTTPS load generator for tokengate's `POST /token`.
+//! `tgload`: closed-loop HTTPS load generator for tokengate's endpoints (`POST /token`,
+//! `POST /introspect`, a cheap `GET` as the ceiling).
 //!
 //! Model: C keep-alive HTTP/1.1 connections, each with exactly one request in flight (closed
 //! loop, so latency percentiles are at saturation and grow with C). Before the clock starts,
@@ -7,24 +8,25 @@
 //! whose refresh token starts the connection's own chain: the server rotates refresh tokens,
 //! so each connection always sends the newest token it received. A failed refresh breaks the
 //! chain; it is counted as an error and the connection re-seeds with an untimed password grant.
+//! In the `introspect` scenario one access token is obtained (client_credentials grant of the
+//! token client) before any connection is set up, and every request introspects it.
 //! Requests still in flight at the deadline are dropped and not counted.
 
 mod args;
-mod client;
-mod stats;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::StatusCode;
+use hyper::header::HeaderValue;
+use hyper::{StatusCode, Uri};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use args::{Args, Scenario, USAGE};
-use client::{form_urlencode, Conn, Endpoint};
-use stats::Stats;
+use tgload::client::{basic_auth, form_urlencode, path_uri, Call, Conn, Endpoint};
+use tgload::stats::Stats;
 
 /// Bound on opening all connections and their first request; then the run starts anyway.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,11 +69,28 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode, String> {
-    let endpoint = Arc::new(Endpoint::new(&args)?);
-    let plan = Arc::new(Plan::new(&args));
+    let endpoint = Arc::new(Endpoint::new(&args.target, &args.trust)?);
 
     let setup_started = Instant::now();
     let setup_deadline = setup_started + SETUP_TIMEOUT;
+    let introspected = match args.scenario {
+        Scenario::Introspect => {
+            match timeout_at(setup_deadline, obtain_token(&endpoint, &args)).await {
+                Ok(Ok(token)) => Some(token),
+                Ok(Err(e)) => {
+                    eprintln!("tgload: no token to introspect: {e}");
+                    return Ok(ExitCode::from(3));
+                }
+                Err(_) => {
+                    eprintln!("tgload: no token to introspect: timed out");
+                    return Ok(ExitCode::from(3));
+                }
+            }
+        }
+        _ => None,
+    };
+    let plan = Arc::new(Plan::new(&args, introspected.as_deref())?);
+
     let mut tasks = JoinSet::new();
     for _ in 0..args.concurrency {
         let mut worker = Worker::new(endpoint.clone(), plan.clone())?;
@@ -109,15 +128,47 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Untimed: a client_credentials grant of the token client, on a connection of its own.
+async fn obtain_token(endpoint: &Endpoint, args: &Args) -> Result<String, String> {
+    let mut conn = endpoint.connect().await?;
+    let basic = basic_auth(&args.token_client_id, &args.token_client_secret)?;
+    let path = path_uri(&args.token_path)?;
+    let call = Call {
+        path: &path,
+        basic: Some(&basic),
+        form: Some("grant_type=client_credentials".to_owned()),
+    };
+    let (status, body) = endpoint.send(&mut conn, call).await?;
+    serde_json::from_slice::<Value>(&body)
+        .ok()
+        .filter(|_| status == StatusCode::OK)
+        .and_then(|v| v.get("access_token")?.as_str().map(str::to_owned))
+        .ok_or_else(|| {
+            format!(
+                "client_credentials grant of {}: {}",
+                args.token_client_id,
+                describe(status, &body)
+            )
+        })
+}
+
 /// What to send and what counts as success, per scenario.
 struct Plan {
     scenario: Scenario,
+    /// Path of the timed requests.
+    path: Uri,
+    /// Path of the untimed seeding password grants (refresh).
+    token_path: Uri,
+    /// Credentials of every request but the ceiling's.
+    basic: HeaderValue,
     password_form: String,
     invalid_form: String,
+    /// The body of every timed request of the cc and introspect scenarios.
+    fixed_form: String,
 }
 
 impl Plan {
-    fn new(args: &Args) -> Self {
+    fn new(args: &Args, introspected: Option<&str>) -> Result<Self, String> {
         let grant = |password: &str| {
             format!(
                 "grant_type=password&username={}&password={}",
@@ -125,24 +176,53 @@ impl Plan {
                 form_urlencode(password)
             )
         };
-        Self {
+        let fixed_form = match (args.scenario, introspected) {
+            (Scenario::ClientCredentials, _) => "grant_type=client_credentials".to_owned(),
+            (Scenario::Introspect, Some(token)) => format!("token={}", form_urlencode(token)),
+            _ => String::new(),
+        };
+        Ok(Self {
             scenario: args.scenario,
+            path: path_uri(&args.path)?,
+            token_path: path_uri(&args.token_path)?,
+            basic: basic_auth(&args.client_id, &args.client_secret)?,
             password_form: grant(&args.password),
             invalid_form: grant(&format!("{}-wrong", args.password)),
-        }
+            fixed_form,
+        })
     }
 
-    /// Body of the next timed request; `None` for refresh without a live chain.
-    fn timed_form(&self, refresh_token: Option<&str>) -> Option<String> {
-        match self.scenario {
-            Scenario::Password => Some(self.password_form.clone()),
-            Scenario::Invalid => Some(self.invalid_form.clone()),
-            Scenario::Refresh => refresh_token.map(|t| {
-                format!(
-                    "grant_type=refresh_token&refresh_token={}",
-                    form_urlencode(t)
-                )
-            }),
+    /// The next timed request; `None` for refresh without a live chain.
+    fn timed_call(&self, refresh_token: Option<&str>) -> Option<Call<'_>> {
+        let form = match self.scenario {
+            Scenario::Ceiling => {
+                return Some(Call {
+                    path: &self.path,
+                    basic: None,
+                    form: None,
+                })
+            }
+            Scenario::Password => self.password_form.clone(),
+            Scenario::Invalid => self.invalid_form.clone(),
+            Scenario::ClientCredentials | Scenario::Introspect => self.fixed_form.clone(),
+            Scenario::Refresh => format!(
+                "grant_type=refresh_token&refresh_token={}",
+                form_urlencode(refresh_token?)
+            ),
+        };
+        Some(Call {
+            path: &self.path,
+            basic: Some(&self.basic),
+            form: Some(form),
+        })
+    }
+
+    /// Untimed password grant that starts a refresh chain.
+    fn seed_call(&self) -> Call<'_> {
+        Call {
+            path: &self.token_path,
+            basic: Some(&self.basic),
+            form: Some(self.password_form.clone()),
         }
     }
 
@@ -151,7 +231,9 @@ impl Plan {
         let json: Option<Value> = serde_json::from_slice(body).ok();
         let field = |name: &str| json.as_ref()?.get(name)?.as_str().map(str::to_owned);
         let ok = match self.scenario {
-            Scenario::Password => status == StatusCode::OK && field("access_token").is_some(),
+            Scenario::Password | Scenario::ClientCredentials => {
+                status == StatusCode::OK && field("access_token").is_some()
+            }
             Scenario::Refresh if status == StatusCode::OK && field("access_token").is_some() => {
                 return field("refresh_token")
                     .map(Some)
@@ -160,6 +242,12 @@ impl Plan {
             Scenario::Refresh => false,
             // RFC 6749 §5.2: a wrong password is 400 invalid_grant; 401 is tolerated.
             Scenario::Invalid => matches!(status.as_u16(), 400 | 401) && field("error").is_some(),
+            // RFC 7662 §2.2: a live token is {"active": true, ...}.
+            Scenario::Introspect => {
+                status == StatusCode::OK
+                    && json.as_ref().and_then(|v| v.get("active")?.as_bool()) == Some(true)
+            }
+            Scenario::Ceiling => status == StatusCode::OK,
         };
         if ok {
             Ok(None)
@@ -209,15 +297,13 @@ impl Worker {
     async fn setup(&mut self, deadline: Instant) {
         let result = timeout_at(deadline, async {
             self.conn = Some(self.endpoint.connect().await?);
-            match self.plan.scenario {
-                Scenario::Refresh => self.seed().await,
-                Scenario::Password | Scenario::Invalid => {
-                    let form = self.plan.timed_form(None).unwrap_or_default();
-                    let conn = self.conn.as_mut().ok_or("not connected")?;
-                    let (status, body) = self.endpoint.post(conn, form).await?;
-                    self.plan.judge(status, &body).map(|_| ())
-                }
+            if self.plan.scenario == Scenario::Refresh {
+                return self.seed().await;
             }
+            let call = self.plan.timed_call(None).ok_or("no request")?;
+            let conn = self.conn.as_mut().ok_or("not connected")?;
+            let (status, body) = self.endpoint.send(conn, call).await?;
+            self.plan.judge(status, &body).map(|_| ())
         })
         .await
         .unwrap_or_else(|_| Err("setup timed out".to_owned()));
@@ -233,11 +319,7 @@ impl Worker {
     /// Password grant on this connection; its refresh token starts a new chain.
     async fn seed(&mut self) -> Result<(), String> {
         let conn = self.conn.as_mut().ok_or("not connected")?;
-        match self
-            .endpoint
-            .post(conn, self.plan.password_form.clone())
-            .await
-        {
+        match self.endpoint.send(conn, self.plan.seed_call()).await {
             Ok((status, body)) => {
                 self.refresh_token = Some(Plan::seed_token(status, &body)?);
                 Ok(())
@@ -274,15 +356,15 @@ impl Worker {
                 }
                 continue;
             }
-            let (Some(conn), Some(form)) = (
+            let (Some(conn), Some(call)) = (
                 self.conn.as_mut(),
-                self.plan.timed_form(self.refresh_token.as_deref()),
+                self.plan.timed_call(self.refresh_token.as_deref()),
             ) else {
                 continue;
             };
 
             let started = Instant::now();
-            let Ok(result) = timeout_at(end, self.endpoint.post(conn, form)).await else {
+            let Ok(result) = timeout_at(end, self.endpoint.send(conn, call)).await else {
                 break; // still in flight at the deadline: not counted
             };
             let finished = Instant::now();
@@ -342,6 +424,7 @@ fn report(args: &Args, stats: &Stats, setup_time: Duration) {
     let line = json!({
         "tool": concat!("tgload ", env!("CARGO_PKG_VERSION")),
         "scenario": args.scenario.name(),
+        "path": args.path,
         "concurrency": args.concurrency,
         "threads": args.threads,
         "duration": args.duration.as_secs(),

@@ -1,22 +1,29 @@
-//! The embedded token store: SQLite through sqlx, in WAL mode.
+//! The embedded token store: SQLite in WAL mode, called through rusqlite on threads of its own.
 //!
-//! Reads go through a small pool. Writes go through one connection owned by a writer task that
-//! drains every write waiting in its queue and commits them in a single transaction (group
-//! commit), so concurrent token requests share a commit instead of queueing for the lock. A
-//! request is answered only after the commit that holds its tokens: with WAL and
+//! SQLite calls block, so none runs on the async runtime. One writer thread owns the only
+//! write connection: it takes every write waiting in its queue and commits them in a single
+//! transaction (group commit), so concurrent token requests share a commit instead of queueing
+//! for the lock. Reads go to a few reader threads, each with its own connection (WAL lets them
+//! read while the writer writes). A request hands its work to such a thread and awaits the
+//! answer: one thread switch each way per store call (sqlx's SQLite driver paid one per
+//! statement, and that switching was most of a refresh grant's CPU). Statements are prepared
+//! once per connection and cached.
+//!
+//! A request is answered only after the commit that holds its tokens: with WAL and
 //! `synchronous=NORMAL` the tokens survive the process being killed; `synchronous=FULL` also
-//! survives power loss.
+//! survives power loss. Migrations run through sqlx's migrator when the store opens, so
+//! `tokengate migrate` reports the same versions on both backends.
 
 use std::path::Path;
 use std::str::FromStr as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous as SqlxSynchronous,
-};
-use sqlx::{Connection as _, Row as _};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, TransactionBehavior};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
+use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
@@ -41,11 +48,26 @@ pub enum SqliteSynchronous {
     Full,
 }
 
+impl SqliteSynchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+}
+
 /// Most writes committed in one transaction; bounds the latency one commit adds.
 const MAX_BATCH: usize = 512;
 /// Writes allowed to wait for the writer before callers wait for queue space.
 const WRITE_QUEUE: usize = 4096;
-const READ_CONNECTIONS: u32 = 4;
+/// Reader threads (each one connection). Reads are primary-key lookups of microseconds: two
+/// keep up with a two-core machine, and more would only add switching.
+const READER_THREADS: usize = 2;
+/// How long a connection waits for another process's lock (the CLI, a second server).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Distinct statements per connection: every one this file prepares fits.
+const STATEMENT_CACHE: usize = 64;
 
 enum WriteOp {
     Create(NewTokens),
@@ -97,7 +119,8 @@ enum DirectoryChange {
 /// What a write reports back.
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
-    /// Whether the write changed anything.
+    /// Whether the write changed anything (a rotation whose token was already spent, or a
+    /// revocation of an already revoked token, did not).
     Changed(bool),
     /// The verdict on a login attempt.
     Attempt(Attempt),
@@ -105,33 +128,37 @@ enum Outcome {
     Deleted(u64),
 }
 
-/// A write's reply: whether it changed anything (a rotation whose token was already spent, or a
-/// revocation of an already revoked token, did not).
 struct WriteJob {
     op: WriteOp,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
+/// A read, run on a reader thread with that thread's connection; it sends its own answer.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
 pub struct SqliteTokenStore {
-    readers: SqlitePool,
     writes: mpsc::Sender<WriteJob>,
+    reads: crossbeam_channel::Sender<ReadJob>,
+    closed: AtomicBool,
 }
 
-/// SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_IOERR (10), SQLITE_FULL (13): the database is
-/// contended, the disk full or failing; a retry may succeed. sqlx reports extended codes
-/// (e.g. 778 = SQLITE_IOERR_WRITE), whose low byte is the primary code.
-fn is_unavailable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|code| code.parse::<u32>().ok())
-            .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13)),
-        _ => false,
-    }
+/// SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN: the database is
+/// contended, the disk full or failing; a retry may succeed.
+fn is_unavailable(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(failure, _) if matches!(
+            failure.code,
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+        )
+    )
 }
 
-fn backend(err: sqlx::Error) -> StoreError {
+fn backend(err: rusqlite::Error) -> StoreError {
     if is_unavailable(&err) {
         StoreError::Unavailable(err.to_string())
     } else {
@@ -144,12 +171,41 @@ fn backend(err: sqlx::Error) -> StoreError {
 #[error("commit failed: {0}")]
 struct BatchFailed(String);
 
-fn batch_error(err: &sqlx::Error) -> StoreError {
+fn batch_error(err: &rusqlite::Error) -> StoreError {
     if is_unavailable(err) {
         StoreError::Unavailable(err.to_string())
     } else {
         StoreError::Backend(Box::new(BatchFailed(err.to_string())))
     }
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the token store is closed".into())
+}
+
+/// Opens one connection of the store with its pragmas.
+fn connect(
+    path: &Path,
+    synchronous: SqliteSynchronous,
+    query_only: bool,
+) -> Result<Connection, StoreError> {
+    let unavailable = |err: rusqlite::Error| {
+        StoreError::Unavailable(format!("cannot open {}: {err}", path.display()))
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(unavailable)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA query_only = {};",
+        synchronous.pragma(),
+        if query_only { "ON" } else { "OFF" }
+    ))
+    .map_err(unavailable)?;
+    Ok(conn)
 }
 
 impl SqliteTokenStore {
@@ -166,39 +222,37 @@ impl SqliteTokenStore {
         crate::secret_files::ensure_private_file(path).map_err(|err| {
             StoreError::Unavailable(format!("cannot create {}: {err}", path.display()))
         })?;
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(backend)?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match synchronous {
-                SqliteSynchronous::Normal => SqlxSynchronous::Normal,
-                SqliteSynchronous::Full => SqlxSynchronous::Full,
-            })
-            .busy_timeout(Duration::from_secs(5));
-        let mut writer = SqliteConnection::connect_with(&options)
-            .await
-            .map_err(|err| {
-                StoreError::Unavailable(format!("cannot open {}: {err}", path.display()))
-            })?;
-        MIGRATOR
-            .run(&mut writer)
-            .await
-            .map_err(|err| StoreError::Backend(Box::new(err)))?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(backend)?;
+        migrate(path).await?;
+        let writer = connect(path, synchronous, false)?;
+        let (reads, read_queue) = crossbeam_channel::unbounded::<ReadJob>();
+        for n in 0..READER_THREADS {
+            let reader = connect(path, synchronous, true)?;
+            let queue = read_queue.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{n}"))
+                .spawn(move || {
+                    // Ends when the store (the only sender) is dropped.
+                    while let Ok(job) = queue.recv() {
+                        job(&reader);
+                    }
+                })
+                .map_err(|err| StoreError::Unavailable(format!("cannot start a reader: {err}")))?;
+        }
+        let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_writer(writer, write_queue))
+            .map_err(|err| StoreError::Unavailable(format!("cannot start the writer: {err}")))?;
         if existed {
             tracing::info!(path = %path.display(), "token store opened");
         } else {
             tracing::info!(path = %path.display(), "token store created");
         }
-        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
-        tokio::spawn(run_writer(writer, queue));
-        Ok(Self { readers, writes })
+        Ok(Self {
+            writes,
+            reads,
+            closed: AtomicBool::new(false),
+        })
     }
 
     /// Submits a write and reports whether it changed anything.
@@ -210,24 +264,76 @@ impl SqliteTokenStore {
         })
     }
 
+    /// Queues a write. A caller that goes away while it waits does not undo it: the write
+    /// commits (or fails) with its batch, and only the answer is lost.
     async fn submit_for(&self, op: WriteOp) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(WriteJob { op, reply })
             .await
-            .map_err(|_| StoreError::Unavailable("the token store is closed".into()))?;
+            .map_err(|_| closed())?;
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the token store writer stopped".into()))?
     }
+
+    /// Runs `read` on a reader thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(closed());
+        }
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(read(conn));
+        });
+        self.reads.send(job).map_err(|_| closed())?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("a token store reader stopped".into()))?
+    }
 }
 
-async fn run_writer(mut conn: SqliteConnection, mut queue: mpsc::Receiver<WriteJob>) {
+/// Applies the pending migrations through sqlx's migrator (its `_sqlx_migrations` table is
+/// what `tokengate migrate` and the PostgreSQL store read too).
+async fn migrate(path: &Path) -> Result<(), StoreError> {
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|err| StoreError::Backend(Box::new(err)))?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(BUSY_TIMEOUT);
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|err| StoreError::Unavailable(format!("cannot open {}: {err}", path.display())))?;
+    let migrated = MIGRATOR
+        .run(&mut conn)
+        .await
+        .map_err(|err| StoreError::Backend(Box::new(err)));
+    if let Err(err) = conn.close().await {
+        tracing::warn!(error = %err, "closing the migration connection");
+    }
+    migrated
+}
+
+fn run_writer(mut conn: Connection, mut queue: mpsc::Receiver<WriteJob>) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
     let mut shutting_down = false;
-    while !shutting_down && queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while !shutting_down {
+        let Some(first) = queue.blocking_recv() else {
+            break;
+        };
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
         shutting_down = batch.iter().any(|job| matches!(job.op, WriteOp::Shutdown));
-        match apply_batch(&mut conn, &batch).await {
+        match apply_batch(&mut conn, &batch) {
             Ok(outcomes) => {
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
@@ -241,67 +347,48 @@ async fn run_writer(mut conn: SqliteConnection, mut queue: mpsc::Receiver<WriteJ
             }
         }
     }
+    // Writes queued behind the shutdown are answered "stopped" by dropping them.
     queue.close();
-    if let Err(err) = conn.close().await {
+    if let Err((_, err)) = conn.close() {
         tracing::warn!(error = %err, "closing the token store writer");
     }
 }
 
-async fn apply_batch(
-    conn: &mut SqliteConnection,
-    batch: &[WriteJob],
-) -> Result<Vec<Outcome>, sqlx::Error> {
+fn apply_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Outcome>, rusqlite::Error> {
     // IMMEDIATE takes the write lock up front: a deferred transaction that reads before it
     // writes fails at once with SQLITE_BUSY when another process (a second server on the same
-    // file, the CLI) wrote meanwhile, instead of waiting out busy_timeout.
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for job in batch {
-        match apply(conn, &job.op).await {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(err) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(err);
-            }
-        }
-    }
-    if let Err(err) = sqlx::query("COMMIT").execute(&mut *conn).await {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        return Err(err);
-    }
+    // file, the CLI) wrote meanwhile, instead of waiting out busy_timeout. A transaction
+    // dropped before its commit (an error) is rolled back.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let outcomes = batch
+        .iter()
+        .map(|job| apply(&tx, &job.op))
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit()?;
     Ok(outcomes)
 }
 
 /// One step of a login attempt (see `store::attempt_steps`) inside the writer's transaction.
-async fn attempt_in(
-    conn: &mut SqliteConnection,
+fn attempt_in(
+    conn: &Connection,
     username: &str,
     source: &str,
     step: AttemptStep,
     now: i64,
     policy: LockoutPolicy,
-) -> Result<Attempt, sqlx::Error> {
-    let found = sqlx::query(
-        "SELECT source, failures, window_start, locked_until, pending FROM login_failures \
-         WHERE username = ?1 AND source IN (?2, ?3)",
-    )
-    .bind(username)
-    .bind(source)
-    .bind(ALL_SOURCES)
-    .fetch_all(&mut *conn)
-    .await?;
+) -> Result<Attempt, rusqlite::Error> {
     let mut rows = AttemptRows {
         source: None,
         all: policy.counts_every_address().then_some(None),
     };
-    for row in found {
-        let values: FailureRow = (
-            row.try_get("failures")?,
-            row.try_get("window_start")?,
-            row.try_get("locked_until")?,
-            row.try_get("pending")?,
-        );
-        let row_source: String = row.try_get("source")?;
+    let mut select = conn.prepare_cached(
+        "SELECT source, failures, window_start, locked_until, pending FROM login_failures \
+         WHERE username = ?1 AND source IN (?2, ?3)",
+    )?;
+    let mut found = select.query(params![username, source, ALL_SOURCES])?;
+    while let Some(row) = found.next()? {
+        let values: FailureRow = (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
+        let row_source: String = row.get(0)?;
         if row_source == source {
             rows.source = Some(values);
         } else if let Some(all) = rows.all.as_mut() {
@@ -309,109 +396,96 @@ async fn attempt_in(
         }
     }
     let (verdict, changes) = attempt_steps(rows, step, now, policy);
-    change_failures(conn, username, source, changes.source).await?;
+    change_failures(conn, username, source, changes.source)?;
     if let Some(change) = changes.all {
-        change_failures(conn, username, ALL_SOURCES, change).await?;
+        change_failures(conn, username, ALL_SOURCES, change)?;
     }
     Ok(verdict)
 }
 
-async fn change_failures(
-    conn: &mut SqliteConnection,
+fn change_failures(
+    conn: &Connection,
     username: &str,
     source: &str,
     change: RowChange,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), rusqlite::Error> {
     match change {
         RowChange::Keep => {}
         RowChange::Delete => {
-            sqlx::query("DELETE FROM login_failures WHERE username = ?1 AND source = ?2")
-                .bind(username)
-                .bind(source)
-                .execute(&mut *conn)
-                .await?;
+            conn.prepare_cached("DELETE FROM login_failures WHERE username = ?1 AND source = ?2")?
+                .execute(params![username, source])?;
         }
         RowChange::Store((failures, window_start, locked_until, pending)) => {
-            sqlx::query(
+            conn.prepare_cached(
                 "INSERT INTO login_failures (username, source, failures, window_start, \
                  locked_until, pending) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (username, source) DO UPDATE SET \
                  failures = ?3, window_start = ?4, locked_until = ?5, pending = ?6",
-            )
-            .bind(username)
-            .bind(source)
-            .bind(failures)
-            .bind(window_start)
-            .bind(locked_until)
-            .bind(pending)
-            .execute(&mut *conn)
-            .await?;
+            )?
+            .execute(params![
+                username,
+                source,
+                failures,
+                window_start,
+                locked_until,
+                pending
+            ])?;
         }
     }
     Ok(())
 }
 
+static SPEND_REFRESH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 WHERE id = ?3 \
+         {STILL_REDEEMABLE}"
+    )
+});
+
 /// Applies one write inside the batch's transaction.
-async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sqlx::Error> {
-    if let WriteOp::Attempt {
-        username,
-        source,
-        step,
-        now,
-        policy,
-    } = op
-    {
-        return Ok(Outcome::Attempt(
-            attempt_in(conn, username, source, *step, *now, *policy).await?,
-        ));
-    }
-    if let WriteOp::Purge(limits) = op {
-        return Ok(Outcome::Deleted(purge(conn, *limits).await?));
-    }
+fn apply(conn: &Connection, op: &WriteOp) -> Result<Outcome, rusqlite::Error> {
     Ok(Outcome::Changed(match op {
+        WriteOp::Attempt {
+            username,
+            source,
+            step,
+            now,
+            policy,
+        } => {
+            return Ok(Outcome::Attempt(attempt_in(
+                conn, username, source, *step, *now, *policy,
+            )?))
+        }
+        WriteOp::Purge(limits) => return Ok(Outcome::Deleted(purge(conn, *limits)?)),
         WriteOp::Create(tokens) => {
-            insert_tokens(conn, tokens).await?;
+            insert_tokens(conn, tokens)?;
             true
         }
         WriteOp::Rotate { old, now, new } => {
-            let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
-            let sql = format!(
-                "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 WHERE id = ?3 \
-                 {STILL_REDEEMABLE}"
-            );
-            let spent = sqlx::query(&sql)
-                .bind(now)
-                .bind(replaced_by)
-                .bind(old.0.as_slice())
-                .execute(&mut *conn)
-                .await?;
-            let rotated = spent.rows_affected() == 1;
+            let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.as_slice());
+            let rotated = conn.prepare_cached(&SPEND_REFRESH)?.execute(params![
+                now,
+                replaced_by,
+                old.0.as_slice()
+            ])? == 1;
             if rotated {
-                insert_tokens(conn, new).await?;
+                insert_tokens(conn, new)?;
             }
             rotated
         }
         WriteOp::RevokeAccess { id, now } => {
-            sqlx::query(
+            conn.prepare_cached(
                 "UPDATE access_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(id.0.as_slice())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
+            )?
+            .execute(params![now, id.0.as_slice()])?
                 == 1
         }
         WriteOp::RevokeFamily { family_id, now } => {
-            sqlx::query(
+            conn.prepare_cached(
                 "INSERT INTO revoked_families (family_id, revoked_at) \
                  VALUES (?1, ?2) ON CONFLICT (family_id) DO NOTHING",
-            )
-            .bind(family_id.0.as_slice())
-            .bind(now)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
+            )?
+            .execute(params![family_id.0.as_slice(), now])?
                 == 1
         }
         WriteOp::RevokeSubject {
@@ -420,130 +494,109 @@ async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Outcome, sql
             not_before,
             now,
         } => {
-            sqlx::query(&upsert_mark(["?1", "?2", "?3", "?4"]))
-                .bind(kind.as_str())
-                .bind(name.as_str())
-                .bind(not_before.0.as_slice())
-                .bind(now)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
+            conn.prepare_cached(&upsert_mark(["?1", "?2", "?3", "?4"]))?
+                .execute(params![kind.as_str(), name, not_before.0.as_slice(), now])?
                 == 1
         }
-        WriteOp::Attempt { .. } => true, // answered above
         WriteOp::ClearFailures { username } => {
-            sqlx::query("DELETE FROM login_failures WHERE username = ?1")
-                .bind(username.as_str())
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
+            conn.prepare_cached("DELETE FROM login_failures WHERE username = ?1")?
+                .execute(params![username])?
                 > 0
         }
-        WriteOp::Directory(change) => change_directory(conn, change).await?,
-        WriteOp::Purge(_) => true, // answered above
+        WriteOp::Directory(change) => change_directory(conn, change)?,
         WriteOp::Shutdown => true,
     }))
 }
 
 /// Applies a user or client edit; whether it changed a row.
-async fn change_directory(
-    conn: &mut SqliteConnection,
-    change: &DirectoryChange,
-) -> Result<bool, sqlx::Error> {
-    let query = match change {
-        DirectoryChange::AddUser { user, now } => sqlx::query(
-            "INSERT INTO users (name, password_hash, disabled, created_at) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(user.name.as_str())
-        .bind(user.password_hash.as_str())
-        .bind(user.disabled)
-        .bind(now),
-        DirectoryChange::RemoveUser(name) => {
-            sqlx::query("DELETE FROM users WHERE name = ?1").bind(name.as_str())
-        }
+fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool, rusqlite::Error> {
+    let changed = match change {
+        DirectoryChange::AddUser { user, now } => conn
+            .prepare_cached(
+                "INSERT INTO users (name, password_hash, disabled, created_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
+            )?
+            .execute(params![user.name, user.password_hash, user.disabled, now])?,
+        DirectoryChange::RemoveUser(name) => conn
+            .prepare_cached("DELETE FROM users WHERE name = ?1")?
+            .execute(params![name])?,
         DirectoryChange::UserPassword {
             name,
             password_hash,
-        } => sqlx::query("UPDATE users SET password_hash = ?1 WHERE name = ?2")
-            .bind(password_hash.as_str())
-            .bind(name.as_str()),
-        DirectoryChange::UserDisabled { name, disabled } => {
-            sqlx::query("UPDATE users SET disabled = ?1 WHERE name = ?2")
-                .bind(disabled)
-                .bind(name.as_str())
-        }
-        DirectoryChange::AddClient { client, now } => sqlx::query(
-            "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
-             access_token_validity_period, application_access_token_validity_period, \
-             refresh_token_validity_period, introspect, token_format, audience, disabled, \
-             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(client.id.as_str())
-        .bind(client.secret_hash.as_str())
-        .bind(client.grant_types.as_str())
-        .bind(client.scopes.as_str())
-        .bind(client.access_token_validity_period)
-        .bind(client.application_access_token_validity_period)
-        .bind(client.refresh_token_validity_period)
-        .bind(client.introspect)
-        .bind(client.token_format.as_deref())
-        .bind(client.audience.as_deref())
-        .bind(client.disabled)
-        .bind(now),
-        DirectoryChange::RemoveClient(id) => {
-            sqlx::query("DELETE FROM clients WHERE id = ?1").bind(id.as_str())
-        }
-        DirectoryChange::ClientDisabled { id, disabled } => {
-            sqlx::query("UPDATE clients SET disabled = ?1 WHERE id = ?2")
-                .bind(disabled)
-                .bind(id.as_str())
-        }
+        } => conn
+            .prepare_cached("UPDATE users SET password_hash = ?1 WHERE name = ?2")?
+            .execute(params![password_hash, name])?,
+        DirectoryChange::UserDisabled { name, disabled } => conn
+            .prepare_cached("UPDATE users SET disabled = ?1 WHERE name = ?2")?
+            .execute(params![disabled, name])?,
+        DirectoryChange::AddClient { client, now } => conn
+            .prepare_cached(
+                "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
+                 access_token_validity_period, application_access_token_validity_period, \
+                 refresh_token_validity_period, introspect, token_format, audience, disabled, \
+                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![
+                client.id,
+                client.secret_hash,
+                client.grant_types,
+                client.scopes,
+                client.access_token_validity_period,
+                client.application_access_token_validity_period,
+                client.refresh_token_validity_period,
+                client.introspect,
+                client.token_format,
+                client.audience,
+                client.disabled,
+                now
+            ])?,
+        DirectoryChange::RemoveClient(id) => conn
+            .prepare_cached("DELETE FROM clients WHERE id = ?1")?
+            .execute(params![id])?,
+        DirectoryChange::ClientDisabled { id, disabled } => conn
+            .prepare_cached("UPDATE clients SET disabled = ?1 WHERE id = ?2")?
+            .execute(params![disabled, id])?,
     };
-    Ok(query.execute(&mut *conn).await?.rows_affected() == 1)
+    Ok(changed == 1)
 }
 
-/// One bounded purge batch per table (see `TokenStore::purge`). Returns the rows deleted.
-async fn purge(conn: &mut SqliteConnection, limits: PurgeLimits) -> Result<u64, sqlx::Error> {
-    let batch = i64::from(limits.batch);
-    let mut deleted = 0;
-    for table in ["access_tokens", "refresh_tokens"] {
-        deleted += sqlx::query(&format!(
-            "DELETE FROM {table} WHERE id IN \
-             (SELECT id FROM {table} WHERE expires_at < ?1 LIMIT ?2)"
-        ))
-        .bind(limits.expired_before)
-        .bind(batch)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    }
+static PURGE_REVOCATIONS: LazyLock<String> = LazyLock::new(|| {
     // A revocation goes only once no token issued before it is stored, whatever lifetimes
     // the grant's tokens were issued with (keep_until is not enough: lifetimes change).
-    deleted += sqlx::query(&format!(
+    format!(
         "DELETE FROM revoked_families WHERE family_id IN \
          (SELECT family_id FROM revoked_families \
           WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, ?1) - {CLOCK_SKEW_SLACK_SECS} \
           LIMIT ?2)"
-    ))
-    .bind(i64::MAX)
-    .bind(batch)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    deleted += sqlx::query(
-        "DELETE FROM login_failures WHERE (username, source) IN \
-         (SELECT username, source FROM login_failures WHERE window_start < ?1 \
-          AND COALESCE(locked_until, 0) <= ?2 LIMIT ?3)",
     )
-    .bind(limits.failures_before)
-    .bind(limits.now)
-    .bind(batch)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(deleted)
+});
+
+/// One bounded purge batch per table (see `TokenStore::purge`). Returns the rows deleted.
+fn purge(conn: &Connection, limits: PurgeLimits) -> Result<u64, rusqlite::Error> {
+    let batch = i64::from(limits.batch);
+    let mut deleted = 0;
+    for sql in [
+        "DELETE FROM access_tokens WHERE id IN \
+         (SELECT id FROM access_tokens WHERE expires_at < ?1 LIMIT ?2)",
+        "DELETE FROM refresh_tokens WHERE id IN \
+         (SELECT id FROM refresh_tokens WHERE expires_at < ?1 LIMIT ?2)",
+    ] {
+        deleted += conn
+            .prepare_cached(sql)?
+            .execute(params![limits.expired_before, batch])?;
+    }
+    deleted += conn
+        .prepare_cached(&PURGE_REVOCATIONS)?
+        .execute(params![i64::MAX, batch])?;
+    deleted += conn
+        .prepare_cached(
+            "DELETE FROM login_failures WHERE (username, source) IN \
+             (SELECT username, source FROM login_failures WHERE window_start < ?1 \
+              AND COALESCE(locked_until, 0) <= ?2 LIMIT ?3)",
+        )?
+        .execute(params![limits.failures_before, limits.now, batch])?;
+    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }
 
 const INSERT_ACCESS: &str = "INSERT INTO access_tokens (id, secret_sha256, client_id, \
@@ -551,29 +604,24 @@ const INSERT_ACCESS: &str = "INSERT INTO access_tokens (id, secret_sha256, clien
 const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (id, secret_sha256, client_id, \
     username, scope, family_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-async fn insert_token(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
-    token: &TokenRecord,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(sql)
-        .bind(token.id.0.as_slice())
-        .bind(token.secret_digest.0.as_slice())
-        .bind(token.client_id.as_str())
-        .bind(token.username.as_deref())
-        .bind(token.scope.as_str())
-        .bind(token.family_id.0.as_slice())
-        .bind(token.issued_at)
-        .bind(token.expires_at)
-        .execute(conn)
-        .await
-        .map(|_| ())
+fn insert_token(conn: &Connection, sql: &str, token: &TokenRecord) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute(params![
+        token.id.0.as_slice(),
+        token.secret_digest.0.as_slice(),
+        token.client_id,
+        token.username,
+        token.scope,
+        token.family_id.0.as_slice(),
+        token.issued_at,
+        token.expires_at
+    ])?;
+    Ok(())
 }
 
-async fn insert_tokens(conn: &mut SqliteConnection, tokens: &NewTokens) -> Result<(), sqlx::Error> {
-    insert_token(conn, INSERT_ACCESS, &tokens.access).await?;
+fn insert_tokens(conn: &Connection, tokens: &NewTokens) -> Result<(), rusqlite::Error> {
+    insert_token(conn, INSERT_ACCESS, &tokens.access)?;
     if let Some(refresh) = &tokens.refresh {
-        insert_token(conn, INSERT_REFRESH, &refresh.token).await?;
+        insert_token(conn, INSERT_REFRESH, &refresh.token)?;
     }
     Ok(())
 }
@@ -582,29 +630,113 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
-fn token_id(row: &SqliteRow, column: &str) -> Result<TokenId, StoreError> {
-    let bytes: Vec<u8> = row.try_get(column).map_err(backend)?;
-    TokenId::from_slice(&bytes).ok_or_else(|| corrupt(column))
+fn blob<'row>(row: &'row Row<'_>, column: &str) -> Result<&'row [u8], StoreError> {
+    row.get_ref(column)
+        .map_err(backend)?
+        .as_blob()
+        .map_err(|_| corrupt(column))
 }
 
-fn digest(row: &SqliteRow) -> Result<SecretDigest, StoreError> {
-    let bytes: Vec<u8> = row.try_get("secret_sha256").map_err(backend)?;
-    SecretDigest::from_slice(&bytes).ok_or_else(|| corrupt("secret_sha256"))
+fn token_id(row: &Row<'_>, column: &str) -> Result<TokenId, StoreError> {
+    TokenId::from_slice(blob(row, column)?).ok_or_else(|| corrupt(column))
 }
 
-fn decode_token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+fn decode_token(row: &Row<'_>) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
         id: token_id(row, "id")?,
-        secret_digest: digest(row)?,
-        client_id: row.try_get("client_id").map_err(backend)?,
-        username: row.try_get("username").map_err(backend)?,
-        scope: row.try_get("scope").map_err(backend)?,
+        secret_digest: SecretDigest::from_slice(blob(row, "secret_sha256")?)
+            .ok_or_else(|| corrupt("secret_sha256"))?,
+        client_id: row.get("client_id").map_err(backend)?,
+        username: row.get("username").map_err(backend)?,
+        scope: row.get("scope").map_err(backend)?,
         family_id: token_id(row, "family_id")?,
-        issued_at: row.try_get("issued_at").map_err(backend)?,
-        expires_at: row.try_get("expires_at").map_err(backend)?,
-        revoked_at: row.try_get("revoked_at").map_err(backend)?,
+        issued_at: row.get("issued_at").map_err(backend)?,
+        expires_at: row.get("expires_at").map_err(backend)?,
+        revoked_at: row.get("revoked_at").map_err(backend)?,
     })
 }
+
+fn decode_refresh(row: &Row<'_>) -> Result<RefreshTokenRecord, StoreError> {
+    let replaced_by = match row
+        .get_ref("replaced_by")
+        .map_err(backend)?
+        .as_blob_or_null()
+    {
+        Ok(Some(bytes)) => Some(TokenId::from_slice(bytes).ok_or_else(|| corrupt("replaced_by"))?),
+        Ok(None) => None,
+        Err(_) => return Err(corrupt("replaced_by")),
+    };
+    Ok(RefreshTokenRecord {
+        token: decode_token(row)?,
+        spent_at: row.get("spent_at").map_err(backend)?,
+        replaced_by,
+    })
+}
+
+fn decode_user(row: &Row<'_>) -> Result<User, StoreError> {
+    Ok(User {
+        name: row.get("name").map_err(backend)?,
+        password_hash: row.get("password_hash").map_err(backend)?,
+        disabled: row.get("disabled").map_err(backend)?,
+    })
+}
+
+fn decode_client(row: &Row<'_>) -> Result<ClientRow, StoreError> {
+    Ok(ClientRow {
+        id: row.get("id").map_err(backend)?,
+        secret_hash: row.get("secret_hash").map_err(backend)?,
+        grant_types: row.get("grant_types").map_err(backend)?,
+        scopes: row.get("scopes").map_err(backend)?,
+        access_token_validity_period: row.get("access_token_validity_period").map_err(backend)?,
+        application_access_token_validity_period: row
+            .get("application_access_token_validity_period")
+            .map_err(backend)?,
+        refresh_token_validity_period: row.get("refresh_token_validity_period").map_err(backend)?,
+        introspect: row.get("introspect").map_err(backend)?,
+        token_format: row.get("token_format").map_err(backend)?,
+        audience: row.get("audience").map_err(backend)?,
+        disabled: row.get("disabled").map_err(backend)?,
+    })
+}
+
+/// The first row of `sql` with `params`, decoded; `Ok(None)` when there is none.
+fn query_one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql).map_err(backend)?;
+    let mut rows = statement.query(params).map_err(backend)?;
+    match rows.next().map_err(backend)? {
+        Some(row) => decode(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every row of `sql`, decoded.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    decode: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql).map_err(backend)?;
+    let mut rows = statement.query([]).map_err(backend)?;
+    let mut all = Vec::new();
+    while let Some(row) = rows.next().map_err(backend)? {
+        all.push(decode(row)?);
+    }
+    Ok(all)
+}
+
+static FIND_REFRESH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {TOKEN_COLUMNS}, t.spent_at AS spent_at, t.replaced_by AS replaced_by \
+         FROM refresh_tokens t WHERE t.id = ?1"
+    )
+});
+static FIND_ACCESS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {TOKEN_COLUMNS} FROM access_tokens t WHERE t.id = ?1"));
 
 #[async_trait]
 impl TokenStore for SqliteTokenStore {
@@ -645,39 +777,18 @@ impl TokenStore for SqliteTokenStore {
         &self,
         id: &TokenId,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {TOKEN_COLUMNS}, t.spent_at AS spent_at, t.replaced_by AS replaced_by \
-             FROM refresh_tokens t WHERE t.id = ?1"
-        );
-        let row = sqlx::query(&sql)
-            .bind(id.0.as_slice())
-            .fetch_optional(&self.readers)
+        let id = *id;
+        self.read(move |conn| query_one(conn, &FIND_REFRESH, [id.0.as_slice()], decode_refresh))
             .await
-            .map_err(backend)?;
-        let Some(row) = row else { return Ok(None) };
-        let replaced_by: Option<Vec<u8>> = row.try_get("replaced_by").map_err(backend)?;
-        let replaced_by = match replaced_by {
-            Some(bytes) => Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("replaced_by"))?),
-            None => None,
-        };
-        Ok(Some(RefreshTokenRecord {
-            token: decode_token(&row)?,
-            spent_at: row.try_get("spent_at").map_err(backend)?,
-            replaced_by,
-        }))
     }
 
     async fn find_access_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<AccessTokenRecord>, StoreError> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM access_tokens t WHERE t.id = ?1");
-        let row = sqlx::query(&sql)
-            .bind(id.0.as_slice())
-            .fetch_optional(&self.readers)
+        let id = *id;
+        self.read(move |conn| query_one(conn, &FIND_ACCESS, [id.0.as_slice()], decode_token))
             .await
-            .map_err(backend)?;
-        row.as_ref().map(decode_token).transpose()
     }
 
     async fn rotate_refresh_token(
@@ -715,17 +826,18 @@ impl TokenStore for SqliteTokenStore {
                 "the token store writer stopped".into(),
             ));
         }
-        sqlx::query("SELECT 1")
-            .execute(&self.readers)
-            .await
-            .map(|_| ())
-            .map_err(backend)
+        self.read(|conn| {
+            conn.prepare_cached("SELECT 1")
+                .and_then(|mut select| select.query_row([], |_| Ok(())))
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn close(&self) {
         // Queued behind every write already accepted, so those still commit.
         let _ = self.submit(WriteOp::Shutdown).await;
-        self.readers.close().await;
+        self.closed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -767,18 +879,21 @@ impl LockoutStore for SqliteTokenStore {
 #[async_trait]
 impl Directory for SqliteTokenStore {
     async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        sqlx::query_as("SELECT name, password_hash, disabled FROM users WHERE name = ?1")
-            .bind(name)
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(backend)
+        let name = name.to_owned();
+        self.read(move |conn| {
+            query_one(
+                conn,
+                "SELECT name, password_hash, disabled FROM users WHERE name = ?1",
+                [name.as_str()],
+                decode_user,
+            )
+        })
+        .await
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        sqlx::query_as(SELECT_USERS)
-            .fetch_all(&self.readers)
+        self.read(|conn| query_all(conn, SELECT_USERS, decode_user))
             .await
-            .map_err(backend)
     }
 
     async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError> {
@@ -812,26 +927,32 @@ impl Directory for SqliteTokenStore {
     }
 
     async fn clients_revision(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar(SELECT_CLIENTS_REVISION)
-            .fetch_one(&self.readers)
-            .await
-            .map_err(backend)
+        self.read(|conn| {
+            query_one(conn, SELECT_CLIENTS_REVISION, [], |row| {
+                row.get(0).map_err(backend)
+            })?
+            .ok_or_else(|| corrupt("directory_revisions has no clients row"))
+        })
+        .await
     }
 
     async fn list_clients(&self) -> Result<Vec<ClientRow>, StoreError> {
-        sqlx::query_as(SELECT_CLIENTS)
-            .fetch_all(&self.readers)
+        self.read(|conn| query_all(conn, SELECT_CLIENTS, decode_client))
             .await
-            .map_err(backend)
     }
 
     async fn client_exists(&self, id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM clients WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(backend)?;
-        Ok(found.is_some())
+        let id = id.to_owned();
+        self.read(move |conn| {
+            Ok(query_one(
+                conn,
+                "SELECT 1 FROM clients WHERE id = ?1",
+                [id.as_str()],
+                |_| Ok(()),
+            )?
+            .is_some())
+        })
+        .await
     }
 
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {

@@ -20,5 +20,6 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod toml_parse;
 
 pub use startup::Application;

@@ -442,7 +442,9 @@ fn open_user_store(
 ) -> Result<Arc<dyn UserStore>, StartupError> {
     Ok(match &settings.stores.users {
         DirectoryLocation::File(path) => {
-            Arc::new(TomlUserStore::open(path, settings.stores.reload_interval)?)
+            let store = TomlUserStore::open(path, settings.stores.reload_interval)
+                .map_err(ConfigError::from)?;
+            Arc::new(store)
         }
         DirectoryLocation::Database => Arc::new(SqlUserStore::new(database.directory.clone())),
     })
@@ -453,10 +455,10 @@ async fn open_client_store(
     database: &DatabaseStores,
 ) -> Result<Arc<dyn ClientStore>, StartupError> {
     Ok(match &settings.stores.clients {
-        DirectoryLocation::File(path) => Arc::new(TomlClientStore::open(
-            path,
-            settings.stores.reload_interval,
-        )?),
+        DirectoryLocation::File(path) => Arc::new(
+            TomlClientStore::open(path, settings.stores.reload_interval)
+                .map_err(ConfigError::from)?,
+        ),
         DirectoryLocation::Database => {
             SqlClientStore::open(database.directory.clone(), settings.stores.reload_interval)
                 .await?

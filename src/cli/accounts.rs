@@ -6,7 +6,7 @@ use std::path::Path;
 use super::admin::{self, AdminError, NewClient};
 use super::CliError;
 use crate::clock::{Clock as _, SystemClock};
-use crate::config::{DirectoryLocation, Settings};
+use crate::config::{ConfigError, DirectoryLocation, Settings};
 use crate::store::model::{Client, User};
 use crate::store::toml_file::{load_clients, load_users};
 use crate::store::{self, DatabaseStores, SubjectKind};
@@ -309,14 +309,18 @@ fn now() -> i64 {
 
 /// The users of a users file, for `user import`, by name.
 pub fn users_in_file(path: &Path) -> Result<Vec<User>, CliError> {
-    let mut users: Vec<User> = load_users(path)?.into_values().collect();
+    let mut users: Vec<User> = load_users(path)
+        .map_err(ConfigError::from)?
+        .into_values()
+        .collect();
     users.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(users)
 }
 
 /// The clients of a clients file, for `client import`, by id.
 pub fn clients_in_file(path: &Path) -> Result<Vec<Client>, CliError> {
-    let mut clients: Vec<Client> = load_clients(path)?
+    let mut clients: Vec<Client> = load_clients(path)
+        .map_err(ConfigError::from)?
         .into_values()
         .map(|client| Client::clone(&client))
         .collect();

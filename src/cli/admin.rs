@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
-use crate::config::ConfigError;
 use crate::store::model::{Client, GrantType, User};
-use crate::store::toml_file::{load_clients, load_users, parse_clients, parse_users};
+use crate::store::toml_file::{load_clients, load_users, parse_clients, parse_users, FileError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -40,7 +39,7 @@ pub enum AdminError {
     #[error("{0}")]
     Invalid(String),
     #[error("the edit would leave an invalid file:\n{0}")]
-    Validation(ConfigError),
+    Validation(FileError),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> AdminError + '_ {
@@ -160,7 +159,7 @@ fn insert_entry(
 }
 
 /// Parses a user or client file's text; problems name `path`.
-type Parse<T> = fn(&str, &Path) -> Result<T, ConfigError>;
+type Parse<T> = fn(&str, &Path) -> Result<T, FileError>;
 
 /// Validates a file's new text before it replaces the original.
 fn validate_with<T>(path: &Path, text: &str, parse: Parse<T>) -> Result<T, AdminError> {

@@ -251,12 +251,12 @@ fn check_config(source: &ConfigSource) -> ExitCode {
     let (settings, mut problems) = config::load_with_fallbacks(source);
     if let DirectoryLocation::File(path) = &settings.stores.users {
         if let Err(err) = crate::store::toml_file::load_users(path) {
-            problems.extend(err.problems);
+            problems.extend(ConfigError::from(err).problems);
         }
     }
     if let DirectoryLocation::File(path) = &settings.stores.clients {
         if let Err(err) = crate::store::toml_file::load_clients(path) {
-            problems.extend(err.problems);
+            problems.extend(ConfigError::from(err).problems);
         }
     }
     // The TLS files are checked only against what identity.toml says: with the file or its

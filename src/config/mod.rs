@@ -10,6 +10,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::store::toml_file::FileError;
+
 pub use validate::{validate, validate_with_fallbacks};
 
 /// The default config file, relative to the home directory.
@@ -56,6 +58,23 @@ impl ConfigError {
                 key: key.to_owned(),
                 message: message.into(),
             }],
+        }
+    }
+}
+
+/// A users or clients file's problems are configuration problems to the operator.
+impl From<FileError> for ConfigError {
+    fn from(err: FileError) -> Self {
+        Self {
+            problems: err
+                .problems
+                .into_iter()
+                .map(|problem| ConfigProblem {
+                    file: problem.file,
+                    key: problem.key,
+                    message: problem.message,
+                })
+                .collect(),
         }
     }
 }

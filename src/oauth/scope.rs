@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::error::OAuthError;
+use crate::store::model::is_scope_token;
 
 /// The scope every client may have without listing it, granted when none is requested.
 pub const DEFAULT_SCOPE: &str = "default";
@@ -11,14 +12,6 @@ pub const DEFAULT_SCOPE: &str = "default";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     tokens: Vec<String>,
-}
-
-/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-fn is_scope_token(token: &str) -> bool {
-    !token.is_empty()
-        && token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 impl Scope {

@@ -6,6 +6,7 @@
 //! reported in the log and the last good contents stay in force.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -16,8 +17,41 @@ use serde::Deserialize;
 
 use super::model::{Client, ClientFields, User};
 use super::{ClientStore, StoreError, UserStore};
-use crate::config::{ConfigError, ConfigProblem};
 use crate::crypto::password;
+use crate::toml_parse;
+
+/// One thing wrong with a users or clients file, naming where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    pub file: PathBuf,
+    /// Dotted key path (`clients.ID.scopes`); empty when the problem is the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+        }
+    }
+}
+
+/// Every problem of an unreadable users or clients file, one a line (`config` turns it into a
+/// `FileError`).
+#[derive(Debug, thiserror::Error)]
+pub struct FileError {
+    pub problems: Vec<FileProblem>,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+        write!(f, "{}", lines.join("\n"))
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,27 +96,42 @@ struct RawClient {
     description: Option<String>,
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map_err(|err| ConfigError::single(path, "", format!("cannot read the file: {err}")))
+fn read(path: &Path) -> Result<String, FileError> {
+    std::fs::read_to_string(path).map_err(|err| FileError {
+        problems: vec![problem(
+            path,
+            String::new(),
+            format!("cannot read the file: {err}"),
+        )],
+    })
 }
 
-fn problem(file: &Path, key: String, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem {
+fn problem(file: &Path, key: String, message: impl Into<String>) -> FileProblem {
+    FileProblem {
         file: file.to_path_buf(),
         key,
         message: message.into(),
     }
 }
 
+/// [`toml_parse::parse`], its problems naming `path`.
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, FileError> {
+    toml_parse::parse(text).map_err(|found| FileError {
+        problems: found
+            .into_iter()
+            .map(|found| problem(path, found.key, found.message))
+            .collect(),
+    })
+}
+
 /// Reads and validates a users file, collecting every problem.
-pub fn load_users(path: &Path) -> Result<HashMap<String, User>, ConfigError> {
+pub fn load_users(path: &Path) -> Result<HashMap<String, User>, FileError> {
     parse_users(&read(path)?, path)
 }
 
 /// Validates the text of a users file; problems name `path`.
-pub fn parse_users(text: &str, path: &Path) -> Result<HashMap<String, User>, ConfigError> {
-    let raw: RawUsersFile = crate::config::validate::parse_toml(text, path)?;
+pub fn parse_users(text: &str, path: &Path) -> Result<HashMap<String, User>, FileError> {
+    let raw: RawUsersFile = parse_toml(text, path)?;
     let mut problems = Vec::new();
     let mut users = HashMap::new();
     for (name, user) in raw.users {
@@ -105,18 +154,18 @@ pub fn parse_users(text: &str, path: &Path) -> Result<HashMap<String, User>, Con
     if problems.is_empty() {
         Ok(users)
     } else {
-        Err(ConfigError { problems })
+        Err(FileError { problems })
     }
 }
 
 /// Reads and validates a clients file, collecting every problem.
-pub fn load_clients(path: &Path) -> Result<HashMap<String, Arc<Client>>, ConfigError> {
+pub fn load_clients(path: &Path) -> Result<HashMap<String, Arc<Client>>, FileError> {
     parse_clients(&read(path)?, path)
 }
 
 /// Validates the text of a clients file; problems name `path`.
-pub fn parse_clients(text: &str, path: &Path) -> Result<HashMap<String, Arc<Client>>, ConfigError> {
-    let raw: RawClientsFile = crate::config::validate::parse_toml(text, path)?;
+pub fn parse_clients(text: &str, path: &Path) -> Result<HashMap<String, Arc<Client>>, FileError> {
+    let raw: RawClientsFile = parse_toml(text, path)?;
     let mut problems = Vec::new();
     let mut clients = HashMap::new();
     for (id, raw_client) in raw.clients {
@@ -144,7 +193,7 @@ pub fn parse_clients(text: &str, path: &Path) -> Result<HashMap<String, Arc<Clie
     if problems.is_empty() {
         Ok(clients)
     } else {
-        Err(ConfigError { problems })
+        Err(FileError { problems })
     }
 }
 
@@ -158,12 +207,12 @@ fn stamp_of(path: &Path) -> Option<Stamp> {
 /// A parsed file kept current by a background task.
 struct WatchedFile<T> {
     path: PathBuf,
-    load: fn(&Path) -> Result<T, ConfigError>,
+    load: fn(&Path) -> Result<T, FileError>,
     current: RwLock<(Option<Stamp>, Arc<T>)>,
 }
 
 impl<T: Send + Sync + 'static> WatchedFile<T> {
-    fn open(path: &Path, load: fn(&Path) -> Result<T, ConfigError>) -> Result<Self, ConfigError> {
+    fn open(path: &Path, load: fn(&Path) -> Result<T, FileError>) -> Result<Self, FileError> {
         let stamp = stamp_of(path);
         let value = load(path)?;
         Ok(Self {
@@ -218,7 +267,7 @@ pub struct TomlUserStore {
 }
 
 impl TomlUserStore {
-    pub fn open(path: &Path, reload_interval: Duration) -> Result<Self, ConfigError> {
+    pub fn open(path: &Path, reload_interval: Duration) -> Result<Self, FileError> {
         let file = Arc::new(WatchedFile::open(path, load_users)?);
         file.watch(reload_interval);
         Ok(Self { file })
@@ -243,7 +292,7 @@ pub struct TomlClientStore {
 }
 
 impl TomlClientStore {
-    pub fn open(path: &Path, reload_interval: Duration) -> Result<Self, ConfigError> {
+    pub fn open(path: &Path, reload_interval: Duration) -> Result<Self, FileError> {
         let file = Arc::new(WatchedFile::open(path, load_clients)?);
         file.watch(reload_interval);
         Ok(Self { file })

@@ -15,16 +15,31 @@ use tracing_subscriber::EnvFilter;
 pub const MAX_LOGGED_CHARS: usize = 128;
 
 /// Logs to stderr; the filter comes from `TOKENGATE_LOG` (e.g. `debug`), default `info`.
-pub fn init() {
+///
+/// Lines are formatted by the code that logs and written by a thread of their own, so a
+/// request never waits for stderr (a slow terminal or pipe). The queue is not lossy: when it
+/// is full, loggers wait rather than drop a line. Keep the returned guard alive: dropping it
+/// writes what is queued.
+pub fn init() -> LogGuard {
     let filter =
         EnvFilter::try_from_env("TOKENGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .fmt_fields(EscapedFields)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer)
+        .with_ansi(ansi)
         .try_init();
+    LogGuard(guard)
 }
+
+/// Flushes the queued log lines when dropped (see [`init`]).
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
 
 /// Warns about `TOKENGATE_*` variables that tokengate does not read (likely typos).
 pub fn warn_unknown_env_vars() {

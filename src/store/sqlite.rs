@@ -3,11 +3,12 @@
 //! SQLite calls block, so none runs on the async runtime. One writer thread owns the only
 //! write connection: it takes every write waiting in its queue and commits them in a single
 //! transaction (group commit), so concurrent token requests share a commit instead of queueing
-//! for the lock. Reads go to a few reader threads, each with its own connection (WAL lets them
-//! read while the writer writes). A request hands its work to such a thread and awaits the
-//! answer: one thread switch each way per store call (sqlx's SQLite driver paid one per
-//! statement, and that switching was most of a refresh grant's CPU). Statements are prepared
-//! once per connection and cached.
+//! for the lock; a request hands its write over and awaits the commit (sqlx's SQLite driver
+//! switched threads once per statement, and that switching was most of a refresh grant's CPU).
+//! Reads run where they are asked for, on one of a few read connections (WAL lets them read
+//! while the writer writes): a primary-key lookup costs a few microseconds, less than the two
+//! thread switches that handing it to another thread would. Statements are prepared once per
+//! connection and cached.
 //!
 //! A request is answered only after the commit that holds its tokens: with WAL and
 //! `synchronous=NORMAL` the tokens survive the process being killed; `synchronous=FULL` also
@@ -16,8 +17,8 @@
 
 use std::path::Path;
 use std::str::FromStr as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex, TryLockError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,11 +62,15 @@ impl SqliteSynchronous {
 const MAX_BATCH: usize = 512;
 /// Writes allowed to wait for the writer before callers wait for queue space.
 const WRITE_QUEUE: usize = 4096;
-/// Reader threads (each one connection). Reads are primary-key lookups of microseconds: two
-/// keep up with a two-core machine, and more would only add switching.
-const READER_THREADS: usize = 2;
-/// How long a connection waits for another process's lock (the CLI, a second server).
+/// Read connections. One per runtime thread is enough that a read hardly ever waits for
+/// another; a few more cover the janitor and health probes.
+const READ_CONNECTIONS: usize = 4;
+/// How long the writer waits for another process's lock (the CLI, a second server).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read waits. In WAL mode a reader waits only while another process recovers the
+/// write-ahead log after a crash; reads run on the async runtime's threads, so they give up
+/// soon (503) rather than stall every connection on that thread.
+const READ_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 /// Distinct statements per connection: every one this file prepares fits.
 const STATEMENT_CACHE: usize = 64;
 
@@ -133,12 +138,11 @@ struct WriteJob {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
-/// A read, run on a reader thread with that thread's connection; it sends its own answer.
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
-
 pub struct SqliteTokenStore {
     writes: mpsc::Sender<WriteJob>,
-    reads: crossbeam_channel::Sender<ReadJob>,
+    readers: Vec<Mutex<Connection>>,
+    /// Where the next read starts looking for a free connection.
+    next_reader: AtomicUsize,
     closed: AtomicBool,
 }
 
@@ -188,6 +192,7 @@ fn connect(
     path: &Path,
     synchronous: SqliteSynchronous,
     query_only: bool,
+    busy_timeout: Duration,
 ) -> Result<Connection, StoreError> {
     let unavailable = |err: rusqlite::Error| {
         StoreError::Unavailable(format!("cannot open {}: {err}", path.display()))
@@ -197,7 +202,7 @@ fn connect(
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(unavailable)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    conn.busy_timeout(busy_timeout).map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {}; PRAGMA query_only = {};",
@@ -223,21 +228,10 @@ impl SqliteTokenStore {
             StoreError::Unavailable(format!("cannot create {}: {err}", path.display()))
         })?;
         migrate(path).await?;
-        let writer = connect(path, synchronous, false)?;
-        let (reads, read_queue) = crossbeam_channel::unbounded::<ReadJob>();
-        for n in 0..READER_THREADS {
-            let reader = connect(path, synchronous, true)?;
-            let queue = read_queue.clone();
-            std::thread::Builder::new()
-                .name(format!("sqlite-reader-{n}"))
-                .spawn(move || {
-                    // Ends when the store (the only sender) is dropped.
-                    while let Ok(job) = queue.recv() {
-                        job(&reader);
-                    }
-                })
-                .map_err(|err| StoreError::Unavailable(format!("cannot start a reader: {err}")))?;
-        }
+        let writer = connect(path, synchronous, false, BUSY_TIMEOUT)?;
+        let readers = (0..READ_CONNECTIONS)
+            .map(|_| connect(path, synchronous, true, READ_BUSY_TIMEOUT).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -250,7 +244,8 @@ impl SqliteTokenStore {
         }
         Ok(Self {
             writes,
-            reads,
+            readers,
+            next_reader: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         })
     }
@@ -277,22 +272,35 @@ impl SqliteTokenStore {
             .map_err(|_| StoreError::Unavailable("the token store writer stopped".into()))?
     }
 
-    /// Runs `read` on a reader thread.
-    async fn read<T: Send + 'static>(
+    /// Runs `read` on a free read connection (waiting for one only when all are taken, which
+    /// takes more concurrent reads than the runtime has threads). No await while one is held.
+    fn read<T>(
         &self,
-        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(closed());
         }
-        let (reply, answer) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            let _ = reply.send(read(conn));
-        });
-        self.reads.send(job).map_err(|_| closed())?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("a token store reader stopped".into()))?
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let count = self.readers.len();
+        for offset in 0..count {
+            let Some(slot) = self.readers.get((start + offset) % count) else {
+                continue;
+            };
+            match slot.try_lock() {
+                Ok(conn) => return read(&conn),
+                // A read that panicked cannot have left the connection half-way: SQLite
+                // resets its statements.
+                Err(TryLockError::Poisoned(poisoned)) => return read(&poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let slot = self
+            .readers
+            .get(start % count)
+            .ok_or_else(|| StoreError::Unavailable("no read connection".into()))?;
+        let conn = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        read(&conn)
     }
 }
 
@@ -777,18 +785,14 @@ impl TokenStore for SqliteTokenStore {
         &self,
         id: &TokenId,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        let id = *id;
-        self.read(move |conn| query_one(conn, &FIND_REFRESH, [id.0.as_slice()], decode_refresh))
-            .await
+        self.read(|conn| query_one(conn, &FIND_REFRESH, [id.0.as_slice()], decode_refresh))
     }
 
     async fn find_access_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<AccessTokenRecord>, StoreError> {
-        let id = *id;
-        self.read(move |conn| query_one(conn, &FIND_ACCESS, [id.0.as_slice()], decode_token))
-            .await
+        self.read(|conn| query_one(conn, &FIND_ACCESS, [id.0.as_slice()], decode_token))
     }
 
     async fn rotate_refresh_token(
@@ -831,7 +835,6 @@ impl TokenStore for SqliteTokenStore {
                 .and_then(|mut select| select.query_row([], |_| Ok(())))
                 .map_err(backend)
         })
-        .await
     }
 
     async fn close(&self) {
@@ -879,21 +882,18 @@ impl LockoutStore for SqliteTokenStore {
 #[async_trait]
 impl Directory for SqliteTokenStore {
     async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let name = name.to_owned();
-        self.read(move |conn| {
+        self.read(|conn| {
             query_one(
                 conn,
                 "SELECT name, password_hash, disabled FROM users WHERE name = ?1",
-                [name.as_str()],
+                [name],
                 decode_user,
             )
         })
-        .await
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.read(|conn| query_all(conn, SELECT_USERS, decode_user))
-            .await
     }
 
     async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError> {
@@ -933,26 +933,22 @@ impl Directory for SqliteTokenStore {
             })?
             .ok_or_else(|| corrupt("directory_revisions has no clients row"))
         })
-        .await
     }
 
     async fn list_clients(&self) -> Result<Vec<ClientRow>, StoreError> {
         self.read(|conn| query_all(conn, SELECT_CLIENTS, decode_client))
-            .await
     }
 
     async fn client_exists(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        self.read(move |conn| {
+        self.read(|conn| {
             Ok(query_one(
                 conn,
                 "SELECT 1 FROM clients WHERE id = ?1",
-                [id.as_str()],
+                [id],
                 |_| Ok(()),
             )?
             .is_some())
         })
-        .await
     }
 
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {

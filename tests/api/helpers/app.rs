@@ -60,7 +60,8 @@ fn init_tracing() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            tokengate::telemetry::init();
+            // Never dropped: the log writer runs as long as the test binary.
+            std::mem::forget(tokengate::telemetry::init());
         }
     });
 }

@@ -25,7 +25,7 @@ use crate::config::{DirectoryLocation, TokenStoreSettings};
 use crate::crypto::jwk::{self, KeyError, KeyRing};
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::http::health::Readiness;
-use crate::http::{self, AppState, HttpLimits};
+use crate::http::{self, AppParts, AppState, HttpLimits};
 use crate::oauth::token::ServiceParts;
 use crate::oauth::TokenService;
 use crate::store::directory::{SqlClientStore, SqlUserStore};
@@ -173,7 +173,7 @@ impl Application {
         }
         let service_for_janitor = token_service.clone();
         let readiness = Readiness::for_store(tokens.clone());
-        let router = http::router(AppState {
+        let router = http::router(AppState::new(AppParts {
             ip_limiter: settings
                 .rate_limit
                 .per_ip
@@ -185,7 +185,7 @@ impl Application {
                 request_timeout: settings.server.request_timeout,
             },
             readiness: readiness.clone(),
-        });
+        }));
         Ok(Self {
             settings: Arc::new(settings),
             listener,

@@ -30,9 +30,27 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
 }
 
-/// Shared by every handler.
+/// Shared by every handler: one `Arc`, so the clone every extractor and middleware takes is
+/// one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct AppParts {
     pub token_service: Arc<TokenService>,
     pub limits: HttpLimits,
     /// Requests per client IP on `/token`, `/revoke` and `/introspect`; `None` is unlimited.

@@ -8,7 +8,8 @@
 //! grant started before it issues afterwards (a rotation or refresh racing the mark). Each
 //! mark is one primary-key lookup.
 
-/// The columns every token table shares, as `t`, with `revoked_at` folded from all three.
+/// The columns every token table shares, as `t`, with `revoked_at` folded from all three; in
+/// this order, which the SQLite store reads by position.
 pub(crate) const TOKEN_COLUMNS: &str = "t.id AS id, t.secret_sha256 AS secret_sha256, \
     t.client_id AS client_id, t.username AS username, t.scope AS scope, \
     t.family_id AS family_id, t.issued_at AS issued_at, t.expires_at AS expires_at, \

@@ -638,45 +638,44 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
-fn blob<'row>(row: &'row Row<'_>, column: &str) -> Result<&'row [u8], StoreError> {
+fn blob<'row>(row: &'row Row<'_>, column: usize, name: &str) -> Result<&'row [u8], StoreError> {
     row.get_ref(column)
         .map_err(backend)?
         .as_blob()
-        .map_err(|_| corrupt(column))
+        .map_err(|_| corrupt(name))
 }
 
-fn token_id(row: &Row<'_>, column: &str) -> Result<TokenId, StoreError> {
-    TokenId::from_slice(blob(row, column)?).ok_or_else(|| corrupt(column))
+fn token_id(row: &Row<'_>, column: usize, name: &str) -> Result<TokenId, StoreError> {
+    TokenId::from_slice(blob(row, column, name)?).ok_or_else(|| corrupt(name))
 }
 
+/// A token row as [`TOKEN_COLUMNS`] lists it, read by position (looking columns up by name
+/// was a measurable part of a read).
 fn decode_token(row: &Row<'_>) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
-        id: token_id(row, "id")?,
-        secret_digest: SecretDigest::from_slice(blob(row, "secret_sha256")?)
+        id: token_id(row, 0, "id")?,
+        secret_digest: SecretDigest::from_slice(blob(row, 1, "secret_sha256")?)
             .ok_or_else(|| corrupt("secret_sha256"))?,
-        client_id: row.get("client_id").map_err(backend)?,
-        username: row.get("username").map_err(backend)?,
-        scope: row.get("scope").map_err(backend)?,
-        family_id: token_id(row, "family_id")?,
-        issued_at: row.get("issued_at").map_err(backend)?,
-        expires_at: row.get("expires_at").map_err(backend)?,
-        revoked_at: row.get("revoked_at").map_err(backend)?,
+        client_id: row.get(2).map_err(backend)?,
+        username: row.get(3).map_err(backend)?,
+        scope: row.get(4).map_err(backend)?,
+        family_id: token_id(row, 5, "family_id")?,
+        issued_at: row.get(6).map_err(backend)?,
+        expires_at: row.get(7).map_err(backend)?,
+        revoked_at: row.get(8).map_err(backend)?,
     })
 }
 
+/// [`TOKEN_COLUMNS`], then `spent_at` and `replaced_by` (see `FIND_REFRESH`).
 fn decode_refresh(row: &Row<'_>) -> Result<RefreshTokenRecord, StoreError> {
-    let replaced_by = match row
-        .get_ref("replaced_by")
-        .map_err(backend)?
-        .as_blob_or_null()
-    {
+    let replaced_by = match row.get_ref(10).map_err(backend)?.as_blob_or_null() {
         Ok(Some(bytes)) => Some(TokenId::from_slice(bytes).ok_or_else(|| corrupt("replaced_by"))?),
         Ok(None) => None,
         Err(_) => return Err(corrupt("replaced_by")),
     };
     Ok(RefreshTokenRecord {
         token: decode_token(row)?,
-        spent_at: row.get("spent_at").map_err(backend)?,
+        spent_at: row.get(9).map_err(backend)?,
         replaced_by,
     })
 }

@@ -1,9 +1,16 @@
 //! The PostgreSQL token store, for several tokengate nodes sharing one database.
 //!
-//! Same contract as the SQLite store. Every write is its own transaction; the rotation is one
-//! conditional `UPDATE` (which takes the row lock) plus inserts, so of two nodes redeeming the
-//! same refresh token at the same moment exactly one succeeds. Lockout counts are one atomic
-//! upsert per failure.
+//! Same contract as the SQLite store. The token writes of concurrent requests (creations,
+//! rotations, revocations) are committed together, one statement and one WAL flush per batch
+//! (`group_commit`); the rotation is a conditional `UPDATE` (which takes the row lock), so of
+//! two nodes, or two requests of one batch, redeeming the same refresh token exactly one
+//! succeeds. The shared rate-limit buckets are taken from in batches too (`buckets`). Reads,
+//! lockout steps, directory edits and the janitor's purges are statements of their own.
+//! Lockout counts are one atomic upsert per failure.
+
+mod batcher;
+mod buckets;
+mod group_commit;
 
 use std::future::Future;
 use std::str::FromStr as _;
@@ -12,11 +19,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{Connection as _, Row as _};
+use tokio::sync::oneshot;
+
+use batcher::{Batcher, Limits};
+use buckets::{BucketTakes, TakeJob};
+use group_commit::{TokenWrites, Write, WriteJob};
 
 use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::revocation::{
-    upsert_mark, CLOCK_SKEW_SLACK_SECS, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS,
+    upsert_mark, CLOCK_SKEW_SLACK_SECS, OLDEST_TOKEN_ISSUED_AT, TOKEN_COLUMNS,
 };
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
@@ -35,7 +47,29 @@ pub struct PostgresTokenStore {
     /// For the shared rate-limit buckets only, so that checks for many keys at once (a flood)
     /// cannot take the connections token requests need.
     buckets: PgPool,
+    /// The group commit's connections.
+    writer: PgPool,
+    /// Token writes, committed in batches.
+    writes: Batcher<TokenWrites>,
+    /// Takes from the shared rate-limit buckets, in batches.
+    takes: Batcher<BucketTakes>,
 }
+
+/// Token writes: a batch holds what waited while the previous ones were committed. Two in
+/// flight: one statement runs while the other waits for its WAL flush, and the database's
+/// own group commit lets them share flushes.
+const WRITE_BATCHES: Limits = Limits {
+    max_jobs: 512,
+    in_flight: 2,
+    queue: 4096,
+};
+
+/// Rate-limit takes: one unlogged row update per bucket per batch, no WAL flush to wait for.
+const TAKE_BATCHES: Limits = Limits {
+    max_jobs: 512,
+    in_flight: 2,
+    queue: 4096,
+};
 
 /// Connection failures (to sqlx, a connection cut mid-handshake is a protocol error),
 /// resource exhaustion, operator shutdown and serialization conflicts are worth a retry: 503.
@@ -135,15 +169,45 @@ impl PostgresTokenStore {
             ("lock_timeout", &limit),
             ("idle_in_transaction_session_timeout", &idle),
         ]);
-        let pool = |max_connections: u32| {
+        // The batch statements are planned once per connection: their plan (index and TID
+        // lookups per array element) is the right one whatever the batch size, and planning
+        // them anew for each batch, as PostgreSQL does while the batches are smaller than
+        // its generic estimate, cost more than running them.
+        let generic = options
+            .clone()
+            .options([("plan_cache_mode", "force_generic_plan")]);
+        let pool = |max_connections: u32, options: &PgConnectOptions| {
             PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(3))
                 .connect_lazy_with(options.clone())
         };
+        // The group commit's connections come out of the node's `max_connections`, the rest
+        // serve reads and the other writes (at least one).
+        let writers = u32::try_from(WRITE_BATCHES.in_flight).unwrap_or(1);
+        let pool_size = max_connections.saturating_sub(writers).max(1);
+        let (pool, writer, buckets) = (
+            pool(pool_size, &options),
+            pool(writers, &generic),
+            pool(max_connections.div_ceil(4), &generic),
+        );
         Ok(Self {
-            pool: pool(max_connections),
-            buckets: pool(max_connections.div_ceil(4)),
+            writes: Batcher::new(
+                TokenWrites {
+                    batches: writer.clone(),
+                    alone: pool.clone(),
+                },
+                WRITE_BATCHES,
+            ),
+            takes: Batcher::new(
+                BucketTakes {
+                    pool: buckets.clone(),
+                },
+                TAKE_BATCHES,
+            ),
+            pool,
+            writer,
+            buckets,
             migration_options,
         })
     }
@@ -173,6 +237,19 @@ impl PostgresTokenStore {
                 .rows_affected();
             tx.commit().await.map_err(backend)?;
             Ok(rows)
+        })
+        .await
+    }
+
+    /// Hands a token write to the group commit and waits for its commit; whether it changed
+    /// anything.
+    async fn write(&self, write: Write) -> Result<bool, StoreError> {
+        bounded(async move {
+            let (reply, answer) = oneshot::channel();
+            self.writes.submit(WriteJob { write, reply }).await?;
+            answer.await.map_err(|_| {
+                StoreError::Unavailable("the token writer stopped before answering".into())
+            })?
         })
         .await
     }
@@ -260,90 +337,20 @@ fn decode_token(row: &PgRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
-async fn insert_token(
-    conn: &mut sqlx::PgConnection,
-    table: Table,
-    token: &TokenRecord,
-) -> Result<(), sqlx::Error> {
-    let sql = match table {
-        Table::Access => {
-            "INSERT INTO access_tokens (id, secret_sha256, client_id, username, \
-            scope, family_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        }
-        Table::Refresh => {
-            "INSERT INTO refresh_tokens (id, secret_sha256, client_id, username, \
-            scope, family_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        }
-    };
-    sqlx::query(sql)
-        .bind(token.id.0.as_slice())
-        .bind(token.secret_digest.0.as_slice())
-        .bind(token.client_id.as_str())
-        .bind(token.username.as_deref())
-        .bind(token.scope.as_str())
-        .bind(token.family_id.0.as_slice())
-        .bind(token.issued_at)
-        .bind(token.expires_at)
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
-
-#[derive(Clone, Copy)]
-enum Table {
-    Access,
-    Refresh,
-}
-
-async fn insert_tokens(
-    conn: &mut sqlx::PgConnection,
-    tokens: &NewTokens,
-) -> Result<(), sqlx::Error> {
-    insert_token(conn, Table::Access, &tokens.access).await?;
-    if let Some(refresh) = &tokens.refresh {
-        insert_token(conn, Table::Refresh, &refresh.token).await?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl TokenStore for PostgresTokenStore {
     async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError> {
-        bounded(async move {
-            let mut tx = self.pool.begin().await.map_err(backend)?;
-            insert_tokens(&mut tx, &tokens).await.map_err(backend)?;
-            tx.commit().await.map_err(backend)
-        })
-        .await
+        self.write(Write::Create(tokens)).await.map(|_| ())
     }
 
     async fn revoke_access_token(&self, id: &TokenId, now: i64) -> Result<bool, StoreError> {
-        bounded(async move {
-            let done = sqlx::query(
-                "UPDATE access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(id.0.as_slice())
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-            Ok(done.rows_affected() == 1)
-        })
-        .await
+        self.write(Write::RevokeAccess { id: *id, now }).await
     }
 
     async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError> {
-        bounded(async move {
-            let done = sqlx::query(
-                "INSERT INTO revoked_families (family_id, revoked_at) \
-                 VALUES ($1, $2) ON CONFLICT (family_id) DO NOTHING",
-            )
-            .bind(family_id.0.as_slice())
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-            Ok(done.rows_affected() == 1)
+        self.write(Write::RevokeFamily {
+            family_id: *family_id,
+            now,
         })
         .await
     }
@@ -423,28 +430,16 @@ impl TokenStore for PostgresTokenStore {
         now: i64,
         new: NewTokens,
     ) -> Result<Rotation, StoreError> {
-        bounded(async move {
-            let mut tx = self.pool.begin().await.map_err(backend)?;
-            let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.to_vec());
-            let sql = format!(
-                "UPDATE refresh_tokens SET spent_at = $1, replaced_by = $2 WHERE id = $3 \
-                 {STILL_REDEEMABLE}"
-            );
-            let spent = sqlx::query(&sql)
-                .bind(now)
-                .bind(replaced_by)
-                .bind(old.0.as_slice())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            if spent.rows_affected() != 1 {
-                return Ok(Rotation::AlreadySpent);
-            }
-            insert_tokens(&mut tx, &new).await.map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
-            Ok(Rotation::Rotated)
+        let rotated = self.write(Write::Rotate {
+            old: *old,
+            now,
+            new,
+        });
+        Ok(if rotated.await? {
+            Rotation::Rotated
+        } else {
+            Rotation::AlreadySpent
         })
-        .await
     }
 
     async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError> {
@@ -536,7 +531,12 @@ impl TokenStore for PostgresTokenStore {
     }
 
     async fn close(&self) {
+        // The writes already accepted are committed (or fail) first.
+        self.writes.close().await;
+        self.takes.close().await;
         self.pool.close().await;
+        self.writer.close().await;
+        self.buckets.close().await;
     }
 }
 
@@ -785,36 +785,21 @@ impl Directory for PostgresTokenStore {
 #[async_trait]
 impl RateLimitStore for PostgresTokenStore {
     async fn take(&self, key: &str, rate: Rate, now_ms: i64) -> Result<Take, StoreError> {
-        // One statement, atomic under the row lock: refill by the time since the last take
-        // (never negative, whatever the nodes' clocks say), take a token if there is one, and
-        // return the verdict stored with the row. `full_at_ms` is when the bucket will be full
-        // again, after which the row means nothing and the janitor may drop it.
-        let row = sqlx::query(
-            "INSERT INTO rate_buckets AS b (key, tokens, updated_ms, allowed, full_at_ms) \
-             VALUES ($1, $2 - 1, $3, TRUE, $3 + CEIL(1000.0 / $4)::BIGINT) \
-             ON CONFLICT (key) DO UPDATE SET (tokens, allowed, updated_ms, full_at_ms) = \
-               (SELECT kept, refilled >= 1, stamp, \
-                       stamp + CEIL(($2 - kept) * 1000.0 / $4)::BIGINT \
-                FROM (SELECT refilled, stamp, \
-                             CASE WHEN refilled >= 1 THEN refilled - 1 ELSE refilled END AS kept \
-                      FROM (SELECT LEAST($2, b.tokens + \
-                                   GREATEST($3 - b.updated_ms, 0) * $4 / 1000.0) AS refilled, \
-                                   GREATEST(b.updated_ms, $3) AS stamp) AS r) AS k) \
-             RETURNING tokens, allowed",
-        )
-        .bind(key)
-        .bind(rate.burst)
-        .bind(now_ms)
-        .bind(rate.per_second)
-        .fetch_one(&self.buckets)
+        bounded(async move {
+            let (reply, answer) = oneshot::channel();
+            self.takes
+                .submit(TakeJob {
+                    key: key.to_owned(),
+                    rate,
+                    now_ms,
+                    reply,
+                })
+                .await?;
+            answer.await.map_err(|_| {
+                StoreError::Unavailable("the rate-limit writer stopped before answering".into())
+            })?
+        })
         .await
-        .map_err(backend)?;
-        let allowed: bool = row.try_get("allowed").map_err(backend)?;
-        if allowed {
-            return Ok(Take::Allowed);
-        }
-        let tokens: f64 = row.try_get("tokens").map_err(backend)?;
-        Ok(Take::Refused { tokens })
     }
 }
 

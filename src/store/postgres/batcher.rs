@@ -1,0 +1,146 @@
+//! Coalescing concurrent calls into batches: a dispatcher task takes every job waiting in its
+//! queue (up to a maximum) and hands them to a [`Run`] as one batch, with at most a few batches
+//! in flight at once. While the batches in flight wait on the database, new jobs pile up in the
+//! queue and leave together as the next batch: the busier the node, the larger the batches,
+//! with no timer adding latency when it is idle.
+//!
+//! A job carries its own reply channel; the runner answers every job of its batch. A caller
+//! that goes away does not take its job back: the job runs with its batch, only the answer is
+//! lost.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::store::StoreError;
+
+/// What runs one batch and answers each of its jobs.
+pub(super) trait Run: Send + Sync + 'static {
+    type Job: Send + 'static;
+
+    fn run(self: Arc<Self>, jobs: Vec<Self::Job>) -> impl Future<Output = ()> + Send;
+}
+
+enum Message<J> {
+    Job(J),
+    /// Stop taking jobs, finish those accepted, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// The shape of the batches.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Most jobs in one batch.
+    pub(super) max_jobs: usize,
+    /// Batches running at once.
+    pub(super) in_flight: usize,
+    /// Jobs allowed to wait before callers wait for queue space.
+    pub(super) queue: usize,
+}
+
+/// A queue of jobs and the dispatcher draining it, started on first use (inside the runtime
+/// that will serve the calls).
+pub(super) struct Batcher<R: Run> {
+    runner: Arc<R>,
+    limits: Limits,
+    queue: OnceLock<mpsc::Sender<Message<R::Job>>>,
+}
+
+pub(super) fn closed() -> StoreError {
+    StoreError::Unavailable("the token store is closed".into())
+}
+
+impl<R: Run> Batcher<R> {
+    pub(super) fn new(runner: R, limits: Limits) -> Self {
+        Self {
+            runner: Arc::new(runner),
+            limits,
+            queue: OnceLock::new(),
+        }
+    }
+
+    fn queue(&self) -> &mpsc::Sender<Message<R::Job>> {
+        self.queue.get_or_init(|| {
+            let (queue, jobs) = mpsc::channel(self.limits.queue.max(1));
+            tokio::spawn(dispatch(self.runner.clone(), jobs, self.limits));
+            queue
+        })
+    }
+
+    /// Queues `job`; the runner answers through the reply channel inside it.
+    pub(super) async fn submit(&self, job: R::Job) -> Result<(), StoreError> {
+        self.queue()
+            .send(Message::Job(job))
+            .await
+            .map_err(|_| closed())
+    }
+
+    /// Refuses new jobs, and returns once every job accepted before has been run.
+    pub(super) async fn close(&self) {
+        let Some(queue) = self.queue.get() else {
+            // Never used: nothing to finish. Later jobs find the pool closed.
+            return;
+        };
+        let (done, finished) = oneshot::channel();
+        if queue.send(Message::Close(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+async fn dispatch<R: Run>(
+    runner: Arc<R>,
+    mut queue: mpsc::Receiver<Message<R::Job>>,
+    limits: Limits,
+) {
+    let in_flight = limits.in_flight.max(1);
+    let slots = Arc::new(Semaphore::new(in_flight));
+    let mut closers = Vec::new();
+    while closers.is_empty() {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let Some(first) = queue.recv().await else {
+            break; // the store is gone
+        };
+        let mut jobs = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Job(job) => jobs.push(job),
+                Message::Close(done) => closers.push(done),
+            }
+            if jobs.len() < limits.max_jobs {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !jobs.is_empty() {
+            let runner = runner.clone();
+            tokio::spawn(async move {
+                runner.run(jobs).await;
+                drop(slot);
+            });
+        }
+    }
+    // Jobs accepted before the close still run; later ones are refused by the closed queue.
+    queue.close();
+    let mut rest = Vec::new();
+    while let Some(message) = queue.recv().await {
+        match message {
+            Message::Job(job) => rest.push(job),
+            Message::Close(done) => closers.push(done),
+        }
+    }
+    while !rest.is_empty() {
+        let batch: Vec<R::Job> = rest.drain(..rest.len().min(limits.max_jobs)).collect();
+        runner.clone().run(batch).await;
+    }
+    // Every batch in flight has ended once all the slots are free again.
+    let _ = slots
+        .acquire_many(u32::try_from(in_flight).unwrap_or(u32::MAX))
+        .await;
+    for done in closers {
+        let _ = done.send(());
+    }
+}

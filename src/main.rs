@@ -13,14 +13,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = tokengate::cli::Cli::parse();
     let log_guard = tokengate::telemetry::init();
-    let code = match tokengate::cli::run(cli) {
+    let outcome = tokengate::cli::run(cli);
+    // The queued log lines go out before the error and the exit code.
+    drop(log_guard);
+    match outcome {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
-    };
-    // The queued log lines are written before the exit code is.
-    drop(log_guard);
-    code
+    }
 }

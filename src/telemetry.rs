@@ -40,7 +40,11 @@ pub fn init() -> LogGuard {
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
+    /// Lines left out because stderr was not keeping up, not yet reported.
+    dropped: u64,
     stopping: bool,
+    /// The writer thread has written everything and ended.
+    finished: bool,
 }
 
 #[derive(Default)]
@@ -48,35 +52,40 @@ struct LogQueue {
     pending: Mutex<Pending>,
     /// Wakes the writer thread early: a large backlog, or stopping.
     wake_writer: Condvar,
-    /// Wakes loggers waiting for room.
-    drained: Condvar,
+    /// Tells the guard the writer thread has finished.
+    finished: Condvar,
 }
 
 /// Written by this many bytes at once, or every [`LOG_FLUSH_INTERVAL`].
 const LOG_FLUSH_BYTES: usize = 64 * 1024;
 const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
-/// A logger waits (rather than drop its line) once this much is queued: stderr is stuck.
+/// Past this much queued, stderr is stuck (a full pipe nobody reads): lines are left out and
+/// counted rather than waited for, since the loggers are the runtime's threads.
 const LOG_MAX_PENDING: usize = 4 * 1024 * 1024;
+/// How long the exit waits for queued lines to be written.
+const LOG_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Where log lines go: appended to a shared buffer (one lock, one copy), which a thread of its
 /// own writes to stderr every 20 ms or every 64 KiB, in one system call. At tens of thousands
 /// of requests a second a write per line, or a thread woken per line (`tracing-appender`), was
-/// a tenth of the server's CPU. Nothing is dropped: past 4 MiB queued, loggers wait.
+/// a tenth of the server's CPU. A logger never waits for stderr: when 4 MiB are queued, lines
+/// are left out, and how many is written once stderr takes lines again. If the thread cannot
+/// be started, lines are written directly.
 #[derive(Clone)]
-pub struct LogWriter(Arc<LogQueue>);
+pub struct LogWriter(Option<Arc<LogQueue>>);
 
 impl LogWriter {
     fn start() -> (Self, LogGuard) {
         let queue = Arc::new(LogQueue::default());
-        let thread = {
+        let started = {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name("log-writer".into())
                 .spawn(move || write_out(&queue))
-                .ok()
+                .is_ok()
         };
-        let writer = Self(queue.clone());
-        (writer, LogGuard { queue, thread })
+        let queue = started.then_some(queue);
+        (Self(queue.clone()), LogGuard { queue })
     }
 }
 
@@ -92,7 +101,7 @@ fn lock(queue: &LogQueue) -> MutexGuard<'_, Pending> {
 fn write_out(queue: &LogQueue) {
     let mut spare = Vec::new();
     loop {
-        let stopping = {
+        let (stopping, dropped) = {
             let mut pending = lock(queue);
             // Under load this writes every 20 ms, whatever the line rate.
             if pending.bytes.len() < LOG_FLUSH_BYTES && !pending.stopping {
@@ -103,15 +112,24 @@ fn write_out(queue: &LogQueue) {
                     .unwrap_or_else(|poisoned| poisoned.into_inner().0);
             }
             std::mem::swap(&mut pending.bytes, &mut spare);
-            pending.stopping
+            (pending.stopping, std::mem::take(&mut pending.dropped))
         };
-        queue.drained.notify_all();
+        let mut stderr = std::io::stderr().lock();
+        // Nowhere to report a failed write to stderr.
+        if dropped > 0 {
+            let _ = writeln!(
+                stderr,
+                "{dropped} log lines were left out: stderr was not taking lines fast enough"
+            );
+        }
         if !spare.is_empty() {
-            // Nowhere to report a failed write to stderr.
-            let _ = std::io::stderr().write_all(&spare);
+            let _ = stderr.write_all(&spare);
             spare.clear();
         }
+        drop(stderr);
         if stopping && lock(queue).bytes.is_empty() {
+            lock(queue).finished = true;
+            queue.finished.notify_all();
             return;
         }
     }
@@ -119,17 +137,17 @@ fn write_out(queue: &LogQueue) {
 
 impl std::io::Write for LogWriter {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let mut pending = lock(&self.0);
-        while pending.bytes.len() > LOG_MAX_PENDING && !pending.stopping {
-            pending = self
-                .0
-                .drained
-                .wait(pending)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        pending.bytes.extend_from_slice(line);
-        if pending.bytes.len() >= LOG_FLUSH_BYTES {
-            self.0.wake_writer.notify_one();
+        let Some(queue) = &self.0 else {
+            return std::io::stderr().write_all(line).map(|()| line.len());
+        };
+        let mut pending = lock(queue);
+        if pending.bytes.len() > LOG_MAX_PENDING {
+            pending.dropped += 1;
+        } else {
+            pending.bytes.extend_from_slice(line);
+            if pending.bytes.len() >= LOG_FLUSH_BYTES {
+                queue.wake_writer.notify_one();
+            }
         }
         Ok(line.len())
     }
@@ -147,19 +165,30 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
-/// Stops the log writer thread when dropped, after it has written everything queued.
+/// Stops the log writer thread when dropped, after it has written everything queued (waiting
+/// at most 2 s: a stuck stderr must not keep the process from exiting).
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
-    queue: Arc<LogQueue>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    queue: Option<Arc<LogQueue>>,
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        lock(&self.queue).stopping = true;
-        self.queue.wake_writer.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let Some(queue) = &self.queue else { return };
+        let mut pending = lock(queue);
+        pending.stopping = true;
+        queue.wake_writer.notify_one();
+        let deadline = std::time::Instant::now() + LOG_EXIT_WAIT;
+        while !pending.finished {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            pending = queue
+                .finished
+                .wait_timeout(pending, left)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod directory;
 pub mod model;
 pub mod postgres;
 mod revocation;
+mod sql;
 pub mod sqlite;
 pub mod toml_file;
 

@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::str::FromStr as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{LazyLock, Mutex, TryLockError};
+use std::sync::{Mutex, TryLockError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,11 +27,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot};
 
-use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
+use super::directory::ClientRow;
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
-use super::revocation::{
-    upsert_mark, CLOCK_SKEW_SLACK_SECS, OLDEST_TOKEN_ISSUED_AT, STILL_REDEEMABLE, TOKEN_COLUMNS,
-};
+use super::sql::{directory, lockouts, purge, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
     LockoutStore, PurgeLimits, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
@@ -62,9 +60,9 @@ impl SqliteSynchronous {
 const MAX_BATCH: usize = 512;
 /// Writes allowed to wait for the writer before callers wait for queue space.
 const WRITE_QUEUE: usize = 4096;
-/// Read connections. One per runtime thread is enough that a read hardly ever waits for
-/// another; a few more cover the janitor and health probes.
-const READ_CONNECTIONS: usize = 4;
+/// Read connections beyond one per runtime thread (one per core), for the janitor and health
+/// probes: a read hardly ever waits for another.
+const SPARE_READ_CONNECTIONS: usize = 2;
 /// How long the writer waits for another process's lock (the CLI, a second server).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a read waits. In WAL mode a reader waits only while another process recovers the
@@ -146,8 +144,9 @@ pub struct SqliteTokenStore {
     closed: AtomicBool,
 }
 
-/// SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN: the database is
-/// contended, the disk full or failing; a retry may succeed.
+/// SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_READONLY,
+/// SQLITE_NOMEM, SQLITE_PROTOCOL: the database is contended, the disk full, failing or
+/// remounted read-only, memory short; a retry (or the operator) may fix it, so 503.
 fn is_unavailable(err: &rusqlite::Error) -> bool {
     matches!(
         err,
@@ -158,6 +157,9 @@ fn is_unavailable(err: &rusqlite::Error) -> bool {
                 | ErrorCode::SystemIoFailure
                 | ErrorCode::DiskFull
                 | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::OutOfMemory
+                | ErrorCode::FileLockingProtocolFailed
         )
     )
 }
@@ -229,7 +231,8 @@ impl SqliteTokenStore {
         })?;
         migrate(path).await?;
         let writer = connect(path, synchronous, false, BUSY_TIMEOUT)?;
-        let readers = (0..READ_CONNECTIONS)
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let readers = (0..cores + SPARE_READ_CONNECTIONS)
             .map(|_| connect(path, synchronous, true, READ_BUSY_TIMEOUT).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
         let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
@@ -344,10 +347,19 @@ fn run_writer(mut conn: Connection, mut queue: mpsc::Receiver<WriteJob>) {
         match apply_batch(&mut conn, &batch) {
             Ok(outcomes) => {
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
+                    if let Some(outcome) = outcome {
+                        let _ = job.reply.send(Ok(outcome));
+                    }
                 }
             }
             Err(err) => {
+                // A failed ROLLBACK would leave the connection inside the transaction, and
+                // every later batch would fail to begin.
+                if !conn.is_autocommit() {
+                    if let Err(rollback) = conn.execute_batch("ROLLBACK") {
+                        tracing::error!(error = %rollback, "token store rollback failed");
+                    }
+                }
                 tracing::error!(error = %err, writes = batch.len(), "token store commit failed; batch rolled back");
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(batch_error(&err)));
@@ -362,15 +374,30 @@ fn run_writer(mut conn: Connection, mut queue: mpsc::Receiver<WriteJob>) {
     }
 }
 
-fn apply_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Outcome>, rusqlite::Error> {
+/// Applies a batch in one transaction; `None` for a write left out because its caller had
+/// gone away.
+fn apply_batch(
+    conn: &mut Connection,
+    batch: &[WriteJob],
+) -> Result<Vec<Option<Outcome>>, rusqlite::Error> {
     // IMMEDIATE takes the write lock up front: a deferred transaction that reads before it
     // writes fails at once with SQLITE_BUSY when another process (a second server on the same
     // file, the CLI) wrote meanwhile, instead of waiting out busy_timeout. A transaction
     // dropped before its commit (an error) is rolled back.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Checked once the lock is ours, after any wait for it: a caller that went away meanwhile
+    // (a client that hung up because the store was slow) never hears the outcome. Writing it
+    // anyway would spend a refresh token behind the client's back, and its retry would look
+    // like reuse and revoke the grant; left out, it was never written and the retry works.
     let outcomes = batch
         .iter()
-        .map(|job| apply(&tx, &job.op))
+        .map(|job| {
+            if job.reply.is_closed() {
+                Ok(None)
+            } else {
+                apply(&tx, &job.op).map(Some)
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
     tx.commit()?;
     Ok(outcomes)
@@ -389,10 +416,7 @@ fn attempt_in(
         source: None,
         all: policy.counts_every_address().then_some(None),
     };
-    let mut select = conn.prepare_cached(
-        "SELECT source, failures, window_start, locked_until, pending FROM login_failures \
-         WHERE username = ?1 AND source IN (?2, ?3)",
-    )?;
+    let mut select = conn.prepare_cached(lockouts::SELECT_ROWS)?;
     let mut found = select.query(params![username, source, ALL_SOURCES])?;
     while let Some(row) = found.next()? {
         let values: FailureRow = (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
@@ -420,17 +444,11 @@ fn change_failures(
     match change {
         RowChange::Keep => {}
         RowChange::Delete => {
-            conn.prepare_cached("DELETE FROM login_failures WHERE username = ?1 AND source = ?2")?
+            conn.prepare_cached(lockouts::DELETE_ROW)?
                 .execute(params![username, source])?;
         }
         RowChange::Store((failures, window_start, locked_until, pending)) => {
-            conn.prepare_cached(
-                "INSERT INTO login_failures (username, source, failures, window_start, \
-                 locked_until, pending) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (username, source) DO UPDATE SET \
-                 failures = ?3, window_start = ?4, locked_until = ?5, pending = ?6",
-            )?
-            .execute(params![
+            conn.prepare_cached(lockouts::UPSERT_ROW)?.execute(params![
                 username,
                 source,
                 failures,
@@ -442,13 +460,6 @@ fn change_failures(
     }
     Ok(())
 }
-
-static SPEND_REFRESH: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "UPDATE refresh_tokens SET spent_at = ?1, replaced_by = ?2 WHERE id = ?3 \
-         {STILL_REDEEMABLE}"
-    )
-});
 
 /// Applies one write inside the batch's transaction.
 fn apply(conn: &Connection, op: &WriteOp) -> Result<Outcome, rusqlite::Error> {
@@ -471,29 +482,23 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Outcome, rusqlite::Error> {
         }
         WriteOp::Rotate { old, now, new } => {
             let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.as_slice());
-            let rotated = conn.prepare_cached(&SPEND_REFRESH)?.execute(params![
-                now,
-                replaced_by,
-                old.0.as_slice()
-            ])? == 1;
+            let rotated = conn
+                .prepare_cached(&tokens::SPEND_REFRESH)?
+                .execute(params![now, replaced_by, old.0.as_slice()])?
+                == 1;
             if rotated {
                 insert_tokens(conn, new)?;
             }
             rotated
         }
         WriteOp::RevokeAccess { id, now } => {
-            conn.prepare_cached(
-                "UPDATE access_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-            )?
-            .execute(params![now, id.0.as_slice()])?
+            conn.prepare_cached(tokens::REVOKE_ACCESS)?
+                .execute(params![now, id.0.as_slice()])?
                 == 1
         }
         WriteOp::RevokeFamily { family_id, now } => {
-            conn.prepare_cached(
-                "INSERT INTO revoked_families (family_id, revoked_at) \
-                 VALUES (?1, ?2) ON CONFLICT (family_id) DO NOTHING",
-            )?
-            .execute(params![family_id.0.as_slice(), now])?
+            conn.prepare_cached(tokens::REVOKE_FAMILY)?
+                .execute(params![family_id.0.as_slice(), now])?
                 == 1
         }
         WriteOp::RevokeSubject {
@@ -502,12 +507,15 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Outcome, rusqlite::Error> {
             not_before,
             now,
         } => {
-            conn.prepare_cached(&upsert_mark(["?1", "?2", "?3", "?4"]))?
-                .execute(params![kind.as_str(), name, not_before.0.as_slice(), now])?
-                == 1
+            conn.prepare_cached(&tokens::UPSERT_MARK)?.execute(params![
+                kind.as_str(),
+                name,
+                not_before.0.as_slice(),
+                now
+            ])? == 1
         }
         WriteOp::ClearFailures { username } => {
-            conn.prepare_cached("DELETE FROM login_failures WHERE username = ?1")?
+            conn.prepare_cached(lockouts::CLEAR_USER)?
                 .execute(params![username])?
                 > 0
         }
@@ -520,31 +528,22 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Outcome, rusqlite::Error> {
 fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool, rusqlite::Error> {
     let changed = match change {
         DirectoryChange::AddUser { user, now } => conn
-            .prepare_cached(
-                "INSERT INTO users (name, password_hash, disabled, created_at) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
-            )?
+            .prepare_cached(directory::INSERT_USER)?
             .execute(params![user.name, user.password_hash, user.disabled, now])?,
         DirectoryChange::RemoveUser(name) => conn
-            .prepare_cached("DELETE FROM users WHERE name = ?1")?
+            .prepare_cached(directory::DELETE_USER)?
             .execute(params![name])?,
         DirectoryChange::UserPassword {
             name,
             password_hash,
         } => conn
-            .prepare_cached("UPDATE users SET password_hash = ?1 WHERE name = ?2")?
+            .prepare_cached(directory::SET_USER_PASSWORD)?
             .execute(params![password_hash, name])?,
         DirectoryChange::UserDisabled { name, disabled } => conn
-            .prepare_cached("UPDATE users SET disabled = ?1 WHERE name = ?2")?
+            .prepare_cached(directory::SET_USER_DISABLED)?
             .execute(params![disabled, name])?,
         DirectoryChange::AddClient { client, now } => conn
-            .prepare_cached(
-                "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
-                 access_token_validity_period, application_access_token_validity_period, \
-                 refresh_token_validity_period, introspect, token_format, audience, disabled, \
-                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-                 ON CONFLICT (id) DO NOTHING",
-            )?
+            .prepare_cached(directory::INSERT_CLIENT)?
             .execute(params![
                 client.id,
                 client.secret_hash,
@@ -560,57 +559,32 @@ fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool,
                 now
             ])?,
         DirectoryChange::RemoveClient(id) => conn
-            .prepare_cached("DELETE FROM clients WHERE id = ?1")?
+            .prepare_cached(directory::DELETE_CLIENT)?
             .execute(params![id])?,
         DirectoryChange::ClientDisabled { id, disabled } => conn
-            .prepare_cached("UPDATE clients SET disabled = ?1 WHERE id = ?2")?
+            .prepare_cached(directory::SET_CLIENT_DISABLED)?
             .execute(params![disabled, id])?,
     };
     Ok(changed == 1)
 }
 
-static PURGE_REVOCATIONS: LazyLock<String> = LazyLock::new(|| {
-    // A revocation goes only once no token issued before it is stored, whatever lifetimes
-    // the grant's tokens were issued with (keep_until is not enough: lifetimes change).
-    format!(
-        "DELETE FROM revoked_families WHERE family_id IN \
-         (SELECT family_id FROM revoked_families \
-          WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, ?1) - {CLOCK_SKEW_SLACK_SECS} \
-          LIMIT ?2)"
-    )
-});
-
 /// One bounded purge batch per table (see `TokenStore::purge`). Returns the rows deleted.
 fn purge(conn: &Connection, limits: PurgeLimits) -> Result<u64, rusqlite::Error> {
     let batch = i64::from(limits.batch);
     let mut deleted = 0;
-    for sql in [
-        "DELETE FROM access_tokens WHERE id IN \
-         (SELECT id FROM access_tokens WHERE expires_at < ?1 LIMIT ?2)",
-        "DELETE FROM refresh_tokens WHERE id IN \
-         (SELECT id FROM refresh_tokens WHERE expires_at < ?1 LIMIT ?2)",
-    ] {
+    for sql in purge::TOKENS_SQLITE {
         deleted += conn
             .prepare_cached(sql)?
             .execute(params![limits.expired_before, batch])?;
     }
     deleted += conn
-        .prepare_cached(&PURGE_REVOCATIONS)?
+        .prepare_cached(&purge::REVOCATIONS_SQLITE)?
         .execute(params![i64::MAX, batch])?;
     deleted += conn
-        .prepare_cached(
-            "DELETE FROM login_failures WHERE (username, source) IN \
-             (SELECT username, source FROM login_failures WHERE window_start < ?1 \
-              AND COALESCE(locked_until, 0) <= ?2 LIMIT ?3)",
-        )?
+        .prepare_cached(purge::LOCKOUTS_SQLITE)?
         .execute(params![limits.failures_before, limits.now, batch])?;
     Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }
-
-const INSERT_ACCESS: &str = "INSERT INTO access_tokens (id, secret_sha256, client_id, \
-    username, scope, family_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (id, secret_sha256, client_id, \
-    username, scope, family_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 fn insert_token(conn: &Connection, sql: &str, token: &TokenRecord) -> Result<(), rusqlite::Error> {
     conn.prepare_cached(sql)?.execute(params![
@@ -626,10 +600,10 @@ fn insert_token(conn: &Connection, sql: &str, token: &TokenRecord) -> Result<(),
     Ok(())
 }
 
-fn insert_tokens(conn: &Connection, tokens: &NewTokens) -> Result<(), rusqlite::Error> {
-    insert_token(conn, INSERT_ACCESS, &tokens.access)?;
-    if let Some(refresh) = &tokens.refresh {
-        insert_token(conn, INSERT_REFRESH, &refresh.token)?;
+fn insert_tokens(conn: &Connection, new: &NewTokens) -> Result<(), rusqlite::Error> {
+    insert_token(conn, tokens::INSERT_ACCESS, &new.access)?;
+    if let Some(refresh) = &new.refresh {
+        insert_token(conn, tokens::INSERT_REFRESH, &refresh.token)?;
     }
     Ok(())
 }
@@ -649,7 +623,7 @@ fn token_id(row: &Row<'_>, column: usize, name: &str) -> Result<TokenId, StoreEr
     TokenId::from_slice(blob(row, column, name)?).ok_or_else(|| corrupt(name))
 }
 
-/// A token row as [`TOKEN_COLUMNS`] lists it, read by position (looking columns up by name
+/// A token row as `revocation::TOKEN_COLUMNS` lists it, read by position (looking columns up by name
 /// was a measurable part of a read).
 fn decode_token(row: &Row<'_>) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
@@ -666,7 +640,7 @@ fn decode_token(row: &Row<'_>) -> Result<TokenRecord, StoreError> {
     })
 }
 
-/// [`TOKEN_COLUMNS`], then `spent_at` and `replaced_by` (see `FIND_REFRESH`).
+/// A token row, then `spent_at` and `replaced_by` (see `sql::tokens::FIND_REFRESH`).
 fn decode_refresh(row: &Row<'_>) -> Result<RefreshTokenRecord, StoreError> {
     let replaced_by = match row.get_ref(10).map_err(backend)?.as_blob_or_null() {
         Ok(Some(bytes)) => Some(TokenId::from_slice(bytes).ok_or_else(|| corrupt("replaced_by"))?),
@@ -736,15 +710,6 @@ fn query_all<T>(
     Ok(all)
 }
 
-static FIND_REFRESH: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {TOKEN_COLUMNS}, t.spent_at AS spent_at, t.replaced_by AS replaced_by \
-         FROM refresh_tokens t WHERE t.id = ?1"
-    )
-});
-static FIND_ACCESS: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {TOKEN_COLUMNS} FROM access_tokens t WHERE t.id = ?1"));
-
 #[async_trait]
 impl TokenStore for SqliteTokenStore {
     async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError> {
@@ -784,14 +749,21 @@ impl TokenStore for SqliteTokenStore {
         &self,
         id: &TokenId,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        self.read(|conn| query_one(conn, &FIND_REFRESH, [id.0.as_slice()], decode_refresh))
+        self.read(|conn| {
+            query_one(
+                conn,
+                &tokens::FIND_REFRESH,
+                [id.0.as_slice()],
+                decode_refresh,
+            )
+        })
     }
 
     async fn find_access_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<AccessTokenRecord>, StoreError> {
-        self.read(|conn| query_one(conn, &FIND_ACCESS, [id.0.as_slice()], decode_token))
+        self.read(|conn| query_one(conn, &tokens::FIND_ACCESS, [id.0.as_slice()], decode_token))
     }
 
     async fn rotate_refresh_token(
@@ -881,18 +853,11 @@ impl LockoutStore for SqliteTokenStore {
 #[async_trait]
 impl Directory for SqliteTokenStore {
     async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        self.read(|conn| {
-            query_one(
-                conn,
-                "SELECT name, password_hash, disabled FROM users WHERE name = ?1",
-                [name],
-                decode_user,
-            )
-        })
+        self.read(|conn| query_one(conn, directory::FIND_USER, [name], decode_user))
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        self.read(|conn| query_all(conn, SELECT_USERS, decode_user))
+        self.read(|conn| query_all(conn, directory::SELECT_USERS, decode_user))
     }
 
     async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError> {
@@ -927,7 +892,7 @@ impl Directory for SqliteTokenStore {
 
     async fn clients_revision(&self) -> Result<i64, StoreError> {
         self.read(|conn| {
-            query_one(conn, SELECT_CLIENTS_REVISION, [], |row| {
+            query_one(conn, directory::SELECT_CLIENTS_REVISION, [], |row| {
                 row.get(0).map_err(backend)
             })?
             .ok_or_else(|| corrupt("directory_revisions has no clients row"))
@@ -935,19 +900,11 @@ impl Directory for SqliteTokenStore {
     }
 
     async fn list_clients(&self) -> Result<Vec<ClientRow>, StoreError> {
-        self.read(|conn| query_all(conn, SELECT_CLIENTS, decode_client))
+        self.read(|conn| query_all(conn, directory::SELECT_CLIENTS, decode_client))
     }
 
     async fn client_exists(&self, id: &str) -> Result<bool, StoreError> {
-        self.read(|conn| {
-            Ok(query_one(
-                conn,
-                "SELECT 1 FROM clients WHERE id = ?1",
-                [id],
-                |_| Ok(()),
-            )?
-            .is_some())
-        })
+        self.read(|conn| Ok(query_one(conn, directory::CLIENT_EXISTS, [id], |_| Ok(()))?.is_some()))
     }
 
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {

@@ -48,3 +48,47 @@ async fn a_store_that_cannot_write_answers_503_and_recovers() {
     app.refresh(&refresh).await.assert_tokens(3600, "default");
     app.login(None).await.assert_tokens(3600, "default");
 }
+
+/// A refresh whose client hung up while the store was waiting for its lock is not written
+/// afterwards: the client never learnt of a rotation, so its retry with the same refresh
+/// token works instead of being taken for reuse (which would revoke the grant).
+#[tokio::test]
+async fn a_rotation_whose_client_hung_up_while_the_store_waited_is_not_written() {
+    let app = spawn_app().await;
+    let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
+    let refresh = refresh.unwrap();
+    let tokengate::config::TokenStoreSettings::Sqlite { path, .. } =
+        app.settings.stores.tokens.clone()
+    else {
+        panic!("the test config uses SQLite")
+    };
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
+        .unwrap()
+        .filename(&path);
+    let mut intruder = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+
+    // The client gives up while the store waits for the lock...
+    let gave_up =
+        tokio::time::timeout(std::time::Duration::from_millis(500), app.refresh(&refresh)).await;
+    assert!(gave_up.is_err(), "the refresh should still be waiting");
+    // ...and the lock is released before the store's busy timeout (5 s) runs out.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+    drop(intruder);
+
+    let retried = app.refresh(&refresh).await;
+    let (_, next) = retried.assert_tokens(3600, "default");
+    // The grant is alive: the new refresh token works too.
+    app.refresh(&next.unwrap())
+        .await
+        .assert_tokens(3600, "default");
+}

@@ -1,0 +1,40 @@
+//! Users and clients kept in the token database (`stores.users = "sql"`,
+//! `stores.clients = "sql"`). Shared by both dialects.
+
+/// Every user, as `store::model::User` (name, password_hash, disabled).
+pub(crate) const SELECT_USERS: &str =
+    "SELECT name, password_hash, disabled FROM users ORDER BY name";
+
+pub(crate) const FIND_USER: &str =
+    "SELECT name, password_hash, disabled FROM users WHERE name = $1";
+
+pub(crate) const INSERT_USER: &str = "INSERT INTO users (name, password_hash, disabled, \
+    created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING";
+
+pub(crate) const DELETE_USER: &str = "DELETE FROM users WHERE name = $1";
+
+pub(crate) const SET_USER_PASSWORD: &str = "UPDATE users SET password_hash = $1 WHERE name = $2";
+
+pub(crate) const SET_USER_DISABLED: &str = "UPDATE users SET disabled = $1 WHERE name = $2";
+
+/// Every client, as `store::directory::ClientRow`s, columns in the order of its fields.
+pub(crate) const SELECT_CLIENTS: &str = "SELECT id, secret_hash, grant_types, scopes, \
+    access_token_validity_period, application_access_token_validity_period, \
+    refresh_token_validity_period, introspect, token_format, audience, disabled \
+    FROM clients ORDER BY id";
+
+/// The number the triggers move on every change to `clients`.
+pub(crate) const SELECT_CLIENTS_REVISION: &str =
+    "SELECT revision FROM directory_revisions WHERE what = 'clients'";
+
+pub(crate) const CLIENT_EXISTS: &str = "SELECT 1 FROM clients WHERE id = $1";
+
+/// A new client, `ClientRow`'s fields in order, then `created_at` (`$12`).
+pub(crate) const INSERT_CLIENT: &str = "INSERT INTO clients (id, secret_hash, grant_types, \
+    scopes, access_token_validity_period, application_access_token_validity_period, \
+    refresh_token_validity_period, introspect, token_format, audience, disabled, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING";
+
+pub(crate) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE id = $1";
+
+pub(crate) const SET_CLIENT_DISABLED: &str = "UPDATE clients SET disabled = $1 WHERE id = $2";

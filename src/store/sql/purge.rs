@@ -1,0 +1,33 @@
+//! What the janitor deletes (see `TokenStore::purge`), one bounded batch per statement.
+//! SQLite's single writer deletes by primary key. (PostgreSQL's differ: its nodes may purge at
+//! once, so each takes rows the others have not locked; they are still in `postgres.rs`.)
+
+use std::sync::LazyLock;
+
+use crate::store::revocation::{CLOCK_SKEW_SLACK_SECS, OLDEST_TOKEN_ISSUED_AT};
+
+/// Tokens expired before `$1`, at most `$2` per table.
+pub(crate) const TOKENS_SQLITE: [&str; 2] = [
+    "DELETE FROM access_tokens WHERE id IN \
+     (SELECT id FROM access_tokens WHERE expires_at < $1 LIMIT $2)",
+    "DELETE FROM refresh_tokens WHERE id IN \
+     (SELECT id FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+];
+
+/// Grant revocations older than every stored token (with the clock-skew slack), at most `$2`;
+/// `$1` stands in for "no token stored" (`i64::MAX`). A revocation goes only once no token
+/// issued before it is stored, whatever lifetimes the grant's tokens were issued with.
+pub(crate) static REVOCATIONS_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "DELETE FROM revoked_families WHERE family_id IN \
+         (SELECT family_id FROM revoked_families \
+          WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, $1) - {CLOCK_SKEW_SLACK_SECS} \
+          LIMIT $2)"
+    )
+});
+
+/// Failed-login rows whose window started before `$1` and that hold no lock at `$2`, at most
+/// `$3`.
+pub(crate) const LOCKOUTS_SQLITE: &str = "DELETE FROM login_failures WHERE (username, source) \
+    IN (SELECT username, source FROM login_failures WHERE window_start < $1 \
+    AND COALESCE(locked_until, 0) <= $2 LIMIT $3)";

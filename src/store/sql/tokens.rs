@@ -1,0 +1,48 @@
+//! Tokens: recording, finding, rotating and revoking them. Every statement is shared by both
+//! dialects (PostgreSQL's store also has batched forms of some, in `postgres/`).
+
+use std::sync::LazyLock;
+
+use crate::store::revocation::{upsert_mark, STILL_REDEEMABLE, TOKEN_COLUMNS};
+
+pub(crate) const INSERT_ACCESS: &str = "INSERT INTO access_tokens (id, secret_sha256, \
+    client_id, username, scope, family_id, issued_at, expires_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+pub(crate) const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (id, secret_sha256, \
+    client_id, username, scope, family_id, issued_at, expires_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// A refresh token by id: [`TOKEN_COLUMNS`] (revocations folded in), then `spent_at` and
+/// `replaced_by`, in this order.
+pub(crate) static FIND_REFRESH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {TOKEN_COLUMNS}, t.spent_at AS spent_at, t.replaced_by AS replaced_by \
+         FROM refresh_tokens t WHERE t.id = $1"
+    )
+});
+
+/// An access token by id: [`TOKEN_COLUMNS`].
+pub(crate) static FIND_ACCESS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {TOKEN_COLUMNS} FROM access_tokens t WHERE t.id = $1"));
+
+/// RFC 6749 §6 rotation: spends `$3` (`spent_at = $1`, `replaced_by = $2`) only if it is still
+/// redeemable, so of concurrent rotations exactly one changes a row.
+pub(crate) static SPEND_REFRESH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE refresh_tokens SET spent_at = $1, replaced_by = $2 WHERE id = $3 \
+         {STILL_REDEEMABLE}"
+    )
+});
+
+/// RFC 7009: revokes access token `$2` at `$1`; no row when it already was.
+pub(crate) const REVOKE_ACCESS: &str =
+    "UPDATE access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";
+
+/// Revokes grant `$1` at `$2`; no row when it already was.
+pub(crate) const REVOKE_FAMILY: &str = "INSERT INTO revoked_families (family_id, revoked_at) \
+    VALUES ($1, $2) ON CONFLICT (family_id) DO NOTHING";
+
+/// A not-before mark: kind `$1`, name `$2`, not_before `$3`, revoked_at `$4`.
+pub(crate) static UPSERT_MARK: LazyLock<String> =
+    LazyLock::new(|| upsert_mark(["$1", "$2", "$3", "$4"]));

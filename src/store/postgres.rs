@@ -1,19 +1,23 @@
 //! The PostgreSQL token store, for several tokengate nodes sharing one database.
 //!
-//! Same contract as the SQLite store. The token writes of concurrent requests (creations,
-//! rotations, revocations) are committed together, one statement and one WAL flush per batch
-//! (`group_commit`); the rotation is a conditional `UPDATE` (which takes the row lock), so of
-//! two nodes, or two requests of one batch, redeeming the same refresh token exactly one
-//! succeeds. The shared rate-limit buckets are taken from in batches too (`buckets`). Reads,
-//! lockout steps, directory edits and the janitor's purges are statements of their own.
-//! Lockout counts are one atomic upsert per failure.
+//! Same contract as the SQLite store. What every token request does goes in batches (`batcher`):
+//! the token writes of concurrent requests (creations, rotations, revocations) are committed
+//! together, one statement and one WAL flush per batch (`group_commit`); the lookups of refresh
+//! tokens, access tokens and users are one statement per batch (`reads`); so are the takes from
+//! the shared rate-limit buckets, which a node also takes ahead of time while a bucket is far
+//! from empty (`buckets`). The rotation is a conditional `UPDATE` (which takes the row lock),
+//! so of two nodes, or two requests of one batch, redeeming the same refresh token exactly one
+//! succeeds. Lockout steps, directory edits, not-before marks and the janitor's purges are
+//! statements of their own; lockout counts are one atomic upsert per failure.
 
 mod batcher;
 mod buckets;
 mod group_commit;
+mod reads;
 
 use std::future::Future;
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,14 +26,13 @@ use sqlx::{Connection as _, Row as _};
 use tokio::sync::oneshot;
 
 use batcher::{Batcher, Limits};
-use buckets::{BucketTakes, TakeJob};
+use buckets::{BucketTakes, Leases, TakeJob};
 use group_commit::{TokenWrites, Write, WriteJob};
+use reads::{AccessTokens, ReadJob, Reads, RefreshTokens, Users};
 
 use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
-use super::revocation::{
-    upsert_mark, CLOCK_SKEW_SLACK_SECS, OLDEST_TOKEN_ISSUED_AT, TOKEN_COLUMNS,
-};
+use super::revocation::{upsert_mark, CLOCK_SKEW_SLACK_SECS, OLDEST_TOKEN_ISSUED_AT};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
     LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange,
@@ -47,29 +50,58 @@ pub struct PostgresTokenStore {
     /// For the shared rate-limit buckets only, so that checks for many keys at once (a flood)
     /// cannot take the connections token requests need.
     buckets: PgPool,
-    /// The group commit's connections.
-    writer: PgPool,
+    /// The connections of the batches of token writes and lookups.
+    batches: PgPool,
     /// Token writes, committed in batches.
     writes: Batcher<TokenWrites>,
+    /// Lookups, in batches.
+    refresh_reads: Batcher<Reads<RefreshTokens>>,
+    access_reads: Batcher<Reads<AccessTokens>>,
+    user_reads: Batcher<Reads<Users>>,
     /// Takes from the shared rate-limit buckets, in batches.
     takes: Batcher<BucketTakes>,
+    /// Tokens of shared buckets this node took ahead of time.
+    leases: Arc<Leases>,
 }
 
-/// Token writes: a batch holds what waited while the previous ones were committed. Two in
-/// flight: one statement runs while the other waits for its WAL flush, and the database's
-/// own group commit lets them share flushes.
+/// How the batches are shaped. One batch of each kind at a time (more only while one is stuck,
+/// see `batcher`): the next one gathers what comes in meanwhile, so batches grow with the load
+/// and the database runs one statement (and, for writes, one WAL flush) per batch. Measured on
+/// two cores with the database on the same machine, a second write batch in flight did not
+/// shorten the wait (its commit needs a WAL flush of its own, after the first one's) and
+/// halved the batches, so the database spent more per request; lookups did no better with two
+/// in flight either.
 const WRITE_BATCHES: Limits = Limits {
     max_jobs: 512,
-    in_flight: 2,
+    in_flight: 1,
+    most_in_flight: 3,
     queue: 4096,
 };
 
-/// Rate-limit takes: one unlogged row update per bucket per batch, no WAL flush to wait for.
-const TAKE_BATCHES: Limits = Limits {
+/// Lookups of one kind (refresh tokens, access tokens, users): a primary-key lookup per key.
+const READ_BATCHES: Limits = Limits {
     max_jobs: 512,
-    in_flight: 2,
+    in_flight: 1,
+    most_in_flight: 2,
     queue: 4096,
 };
+
+/// Takes from the shared rate-limit buckets: one unlogged row update per bucket per batch, no
+/// WAL flush to wait for, and a second batch in flight would only wait on the first one's row
+/// locks (every request of a client takes from the same two buckets).
+const TAKE_BATCHES: Limits = Limits {
+    max_jobs: 512,
+    in_flight: 1,
+    most_in_flight: 2,
+    queue: 4096,
+};
+
+/// Connections for the batches of token writes and lookups (one per kind, and room for a
+/// stuck batch's successor), taken out of the node's `max_connections` when it is large
+/// enough.
+const BATCH_CONNECTIONS: u32 = 6;
+/// Connections left for everything else (the other writes, the janitor, readiness).
+const MIN_OTHER_CONNECTIONS: u32 = 2;
 
 /// Connection failures (to sqlx, a connection cut mid-handshake is a protocol error),
 /// resource exhaustion, operator shutdown and serialization conflicts are worth a retry: 503.
@@ -155,8 +187,10 @@ pub fn unauthenticated_server_warning(url: &str) -> Option<&'static str> {
 }
 
 impl PostgresTokenStore {
-    /// Connects a pool of at most `max_connections` (lazily: a database that is down at start
-    /// makes requests fail with 503 until it returns, instead of failing the start).
+    /// Connects pools of `max_connections` in all (at least [`BATCH_CONNECTIONS`] +
+    /// [`MIN_OTHER_CONNECTIONS`]), plus a quarter as many for the shared rate limits, lazily:
+    /// a database that is down at start makes requests fail with 503 until it returns, instead
+    /// of failing the start.
     pub fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let migration_options = PgConnectOptions::from_str(url)
             .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
@@ -182,31 +216,36 @@ impl PostgresTokenStore {
                 .acquire_timeout(Duration::from_secs(3))
                 .connect_lazy_with(options.clone())
         };
-        // The group commit's connections come out of the node's `max_connections`, the rest
-        // serve reads and the other writes (at least one).
-        let writers = u32::try_from(WRITE_BATCHES.in_flight).unwrap_or(1);
-        let pool_size = max_connections.saturating_sub(writers).max(1);
-        let (pool, writer, buckets) = (
+        let pool_size = max_connections
+            .saturating_sub(BATCH_CONNECTIONS)
+            .max(MIN_OTHER_CONNECTIONS);
+        let (pool, batches, buckets) = (
             pool(pool_size, &options),
-            pool(writers, &generic),
+            pool(BATCH_CONNECTIONS, &generic),
             pool(max_connections.div_ceil(4), &generic),
         );
+        let leases = Arc::new(Leases::default());
         Ok(Self {
+            leases: leases.clone(),
             writes: Batcher::new(
                 TokenWrites {
-                    batches: writer.clone(),
+                    batches: batches.clone(),
                     alone: pool.clone(),
                 },
                 WRITE_BATCHES,
             ),
+            refresh_reads: Batcher::new(Reads::new(batches.clone()), READ_BATCHES),
+            access_reads: Batcher::new(Reads::new(batches.clone()), READ_BATCHES),
+            user_reads: Batcher::new(Reads::new(batches.clone()), READ_BATCHES),
             takes: Batcher::new(
                 BucketTakes {
                     pool: buckets.clone(),
+                    leases: leases.clone(),
                 },
                 TAKE_BATCHES,
             ),
             pool,
-            writer,
+            batches,
             buckets,
             migration_options,
         })
@@ -249,6 +288,22 @@ impl PostgresTokenStore {
             self.writes.submit(WriteJob { write, reply }).await?;
             answer.await.map_err(|_| {
                 StoreError::Unavailable("the token writer stopped before answering".into())
+            })?
+        })
+        .await
+    }
+
+    /// Looks `key` up with the concurrent lookups of its kind.
+    async fn read<L: reads::Lookup>(
+        &self,
+        batcher: &Batcher<Reads<L>>,
+        key: L::Key,
+    ) -> Result<Option<L::Record>, StoreError> {
+        bounded(async move {
+            let (reply, answer) = oneshot::channel();
+            batcher.submit(ReadJob { key, reply }).await?;
+            answer.await.map_err(|_| {
+                StoreError::Unavailable("the token store stopped before answering".into())
             })?
         })
         .await
@@ -381,47 +436,14 @@ impl TokenStore for PostgresTokenStore {
         &self,
         id: &TokenId,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        bounded(async move {
-            let sql = format!(
-                "SELECT {TOKEN_COLUMNS}, t.spent_at AS spent_at, t.replaced_by AS replaced_by \
-                 FROM refresh_tokens t WHERE t.id = $1"
-            );
-            let row = sqlx::query(&sql)
-                .bind(id.0.as_slice())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
-            let Some(row) = row else { return Ok(None) };
-            let replaced_by: Option<Vec<u8>> = row.try_get("replaced_by").map_err(backend)?;
-            let replaced_by = match replaced_by {
-                Some(bytes) => {
-                    Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("replaced_by"))?)
-                }
-                None => None,
-            };
-            Ok(Some(RefreshTokenRecord {
-                token: decode_token(&row)?,
-                spent_at: row.try_get("spent_at").map_err(backend)?,
-                replaced_by,
-            }))
-        })
-        .await
+        self.read(&self.refresh_reads, *id).await
     }
 
     async fn find_access_token(
         &self,
         id: &TokenId,
     ) -> Result<Option<AccessTokenRecord>, StoreError> {
-        bounded(async move {
-            let sql = format!("SELECT {TOKEN_COLUMNS} FROM access_tokens t WHERE t.id = $1");
-            let row = sqlx::query(&sql)
-                .bind(id.0.as_slice())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
-            row.as_ref().map(decode_token).transpose()
-        })
-        .await
+        self.read(&self.access_reads, *id).await
     }
 
     async fn rotate_refresh_token(
@@ -534,8 +556,11 @@ impl TokenStore for PostgresTokenStore {
         // The writes already accepted are committed (or fail) first.
         self.writes.close().await;
         self.takes.close().await;
+        self.refresh_reads.close().await;
+        self.access_reads.close().await;
+        self.user_reads.close().await;
         self.pool.close().await;
-        self.writer.close().await;
+        self.batches.close().await;
         self.buckets.close().await;
     }
 }
@@ -652,14 +677,7 @@ impl LockoutStore for PostgresTokenStore {
 #[async_trait]
 impl Directory for PostgresTokenStore {
     async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        bounded(async move {
-            sqlx::query_as("SELECT name, password_hash, disabled FROM users WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)
-        })
-        .await
+        self.read(&self.user_reads, name.to_owned()).await
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
@@ -785,6 +803,9 @@ impl Directory for PostgresTokenStore {
 #[async_trait]
 impl RateLimitStore for PostgresTokenStore {
     async fn take(&self, key: &str, rate: Rate, now_ms: i64) -> Result<Take, StoreError> {
+        if self.leases.take(key, now_ms) {
+            return Ok(Take::Allowed);
+        }
         bounded(async move {
             let (reply, answer) = oneshot::channel();
             self.takes

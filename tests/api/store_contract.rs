@@ -52,6 +52,9 @@ contract!(
     created_tokens_are_found_as_they_were_stored,
     a_closed_store_refuses_work_and_reopened_has_every_token,
     of_sixteen_concurrent_rotations_exactly_one_wins,
+    concurrent_writes_to_one_row_have_one_winner_and_leave_the_other_writes_alone,
+    a_write_the_database_refuses_fails_without_undoing_the_others,
+    a_write_waiting_for_a_row_lock_does_not_hold_up_the_others,
     an_access_token_is_revoked_once,
     a_revoked_family_reads_revoked_in_every_token_and_cannot_rotate,
     subject_marks_end_the_grants_started_before_them,
@@ -449,6 +452,249 @@ async fn of_sixteen_concurrent_rotations_exactly_one_wins(b: Backend) {
     assert_eq!(b.rotate(winner, NOW + 30, &next).await, Rotation::Rotated);
     assert_eq!(b.refresh(winner).await.unwrap().spent_at, Some(NOW + 30));
     assert_eq!(b.refresh(&next).await, next.refresh.clone());
+}
+
+/// The stores may commit concurrent writes together (a group commit): writes to one row that
+/// arrive together are still judged one after the other, and the other writes of the moment
+/// are unaffected.
+async fn concurrent_writes_to_one_row_have_one_winner_and_leave_the_other_writes_alone(b: Backend) {
+    let shared = grant("app", Some("alice"), NOW, NOW + 86_400, true);
+    let others: Vec<NewTokens> = (0..8)
+        .map(|_| grant("app", Some("bob"), NOW, NOW + 86_400, true))
+        .collect();
+    let revoked = grant("app", Some("carol"), NOW, NOW + 3600, true);
+    for tokens in std::iter::once(&shared).chain(&others).chain([&revoked]) {
+        b.create(tokens).await;
+    }
+    let contenders: Vec<NewTokens> = (0..12).map(|_| successor(&shared, NOW + 10)).collect();
+    let successors: Vec<NewTokens> = others.iter().map(|o| successor(o, NOW + 10)).collect();
+    let created: Vec<NewTokens> = (0..8)
+        .map(|_| grant("service", None, NOW + 10, NOW + 3600, false))
+        .collect();
+
+    let store = &b.stores.tokens;
+    let spawn_rotation = |old: TokenId, new: &NewTokens| {
+        let (store, new) = (store.clone(), new.clone());
+        tokio::spawn(async move { store.rotate_refresh_token(&old, NOW + 10, new).await })
+    };
+    let shared_rotations: Vec<_> = contenders
+        .iter()
+        .map(|new| spawn_rotation(refresh_id(&shared), new))
+        .collect();
+    let other_rotations: Vec<_> = others
+        .iter()
+        .zip(&successors)
+        .map(|(old, new)| spawn_rotation(refresh_id(old), new))
+        .collect();
+    let creations: Vec<_> = created
+        .iter()
+        .map(|tokens| {
+            let (store, tokens) = (store.clone(), tokens.clone());
+            tokio::spawn(async move { store.create_tokens(tokens).await })
+        })
+        .collect();
+    let access_revocations: Vec<_> = (0..6)
+        .map(|n| {
+            let (store, id) = (store.clone(), revoked.access.id);
+            tokio::spawn(async move { store.revoke_access_token(&id, NOW + 11 + n).await })
+        })
+        .collect();
+    let family_revocations: Vec<_> = (0..6)
+        .map(|_| {
+            let (store, id) = (store.clone(), family(&revoked));
+            tokio::spawn(async move { store.revoke_family(&id, NOW + 12).await })
+        })
+        .collect();
+
+    let outcomes = |joined: Vec<Result<Result<Rotation, StoreError>, _>>| -> Vec<Rotation> {
+        joined.into_iter().map(|j| j.unwrap().unwrap()).collect()
+    };
+    let shared_outcomes = outcomes(futures::future::join_all(shared_rotations).await);
+    let other_outcomes = outcomes(futures::future::join_all(other_rotations).await);
+    for created in futures::future::join_all(creations).await {
+        created.unwrap().unwrap();
+    }
+    let revoked_access: Vec<bool> = futures::future::join_all(access_revocations)
+        .await
+        .into_iter()
+        .map(|j| j.unwrap().unwrap())
+        .collect();
+    let revoked_family: Vec<bool> = futures::future::join_all(family_revocations)
+        .await
+        .into_iter()
+        .map(|j| j.unwrap().unwrap())
+        .collect();
+
+    let winners: Vec<&NewTokens> = contenders
+        .iter()
+        .zip(&shared_outcomes)
+        .filter(|(_, outcome)| **outcome == Rotation::Rotated)
+        .map(|(new, _)| new)
+        .collect();
+    assert_eq!(winners.len(), 1, "{shared_outcomes:?}");
+    assert_eq!(
+        b.refresh(&shared).await.unwrap().replaced_by,
+        Some(refresh_id(winners[0]))
+    );
+    for new in &contenders {
+        let won = std::ptr::eq(new, winners[0]);
+        assert_eq!(
+            b.access(new).await.is_some(),
+            won,
+            "a losing rotation wrote"
+        );
+        assert_eq!(
+            b.refresh(new).await.is_some(),
+            won,
+            "a losing rotation wrote"
+        );
+    }
+    assert_eq!(other_outcomes, vec![Rotation::Rotated; others.len()]);
+    assert_eq!(
+        b.stored_rows(&successors).await,
+        2 * successors.len() as u64
+    );
+    assert_eq!(b.stored_rows(&created).await, created.len() as u64);
+    assert_eq!(
+        revoked_access.iter().filter(|r| **r).count(),
+        1,
+        "{revoked_access:?}"
+    );
+    assert_eq!(
+        revoked_family.iter().filter(|r| **r).count(),
+        1,
+        "{revoked_family:?}"
+    );
+    let (access, refresh) = b.revoked(&revoked).await;
+    assert!(access.is_some_and(|at| (NOW + 11..NOW + 17).contains(&at)));
+    assert_eq!(refresh, Some(NOW + 12));
+}
+
+/// A write the database refuses (here: a token id that is already stored) fails; every write
+/// reported done is stored and none reported failed is. PostgreSQL retries the other writes
+/// of a refused batch one by one, so there they all succeed; SQLite reports the failure of its
+/// batch to each write in it.
+async fn a_write_the_database_refuses_fails_without_undoing_the_others(b: Backend) {
+    let existing = grant("app", Some("alice"), NOW, NOW + 3600, true);
+    b.create(&existing).await;
+    let rotated: Vec<NewTokens> = (0..4)
+        .map(|_| grant("app", Some("bob"), NOW, NOW + 3600, true))
+        .collect();
+    for tokens in &rotated {
+        b.create(tokens).await;
+    }
+    let successors: Vec<NewTokens> = rotated.iter().map(|o| successor(o, NOW + 5)).collect();
+    let created: Vec<NewTokens> = (0..16)
+        .map(|_| grant("app", Some("carol"), NOW + 5, NOW + 3600, true))
+        .collect();
+
+    let store = &b.stores.tokens;
+    let create = |tokens: &NewTokens| {
+        let (store, tokens) = (store.clone(), tokens.clone());
+        tokio::spawn(async move { store.create_tokens(tokens).await })
+    };
+    // The refused write among others, so that it shares a batch with some: the first writes
+    // leave at once, the ones after them wait together for the next commit.
+    let mut creations: Vec<_> = created.iter().take(8).map(create).collect();
+    let duplicate = create(&existing);
+    creations.extend(created.iter().skip(8).map(create));
+    let rotations: Vec<_> = rotated
+        .iter()
+        .zip(&successors)
+        .map(|(old, new)| {
+            let (store, old, new) = (store.clone(), refresh_id(old), new.clone());
+            tokio::spawn(async move { store.rotate_refresh_token(&old, NOW + 5, new).await })
+        })
+        .collect();
+
+    assert!(duplicate.await.unwrap().is_err());
+    for (tokens, done) in created
+        .iter()
+        .zip(futures::future::join_all(creations).await)
+    {
+        let done = done.unwrap();
+        let stored = b.stored_rows(std::slice::from_ref(tokens)).await;
+        assert_eq!(stored, if done.is_ok() { 2 } else { 0 }, "{done:?}");
+        if b.kind == Kind::Postgres {
+            assert!(done.is_ok(), "{done:?}");
+        }
+    }
+    for (new, done) in successors
+        .iter()
+        .zip(futures::future::join_all(rotations).await)
+    {
+        let done = done.unwrap();
+        let stored = b.stored_rows(std::slice::from_ref(new)).await;
+        assert_eq!(
+            stored,
+            if matches!(done, Ok(Rotation::Rotated)) {
+                2
+            } else {
+                0
+            },
+            "{done:?}"
+        );
+        if b.kind == Kind::Postgres {
+            assert_eq!(done.unwrap(), Rotation::Rotated);
+        }
+    }
+    // The refused write changed nothing.
+    assert_eq!(b.access(&existing).await, Some(existing.access.clone()));
+}
+
+/// PostgreSQL: a write that waits for a row lock another session holds (up to the 3 s lock
+/// limit) does not make the writes after it wait too. (SQLite has no row locks: a writer from
+/// another process holds the whole database.)
+async fn a_write_waiting_for_a_row_lock_does_not_hold_up_the_others(b: Backend) {
+    let Some(database) = &b._database else {
+        return;
+    };
+    let locked = grant("app", Some("alice"), NOW, NOW + 3600, true);
+    b.create(&locked).await;
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM refresh_tokens WHERE id = $1 FOR UPDATE")
+        .bind(refresh_id(&locked).0.as_slice())
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+
+    let waiting = {
+        let (store, old, new) = (
+            b.stores.tokens.clone(),
+            refresh_id(&locked),
+            successor(&locked, NOW + 1),
+        );
+        tokio::spawn(async move { store.rotate_refresh_token(&old, NOW + 1, new).await })
+    };
+    // Until the rotation waits for the lock.
+    let mut waits = false;
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            waits = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(waits, "the rotation never waited for the lock");
+    let started = std::time::Instant::now();
+    let other = grant("app", Some("bob"), NOW + 1, NOW + 3600, true);
+    b.create(&other).await;
+    let took = started.elapsed();
+    blocker.rollback().await.unwrap();
+
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    assert_eq!(b.access(&other).await, Some(other.access.clone()));
+    // The lock went within its 3 s: the waiting rotation went ahead.
+    assert_eq!(waiting.await.unwrap().unwrap(), Rotation::Rotated);
+    pool.close().await;
 }
 
 async fn an_access_token_is_revoked_once(b: Backend) {

@@ -1,8 +1,10 @@
 //! Coalescing concurrent calls into batches: a dispatcher task takes every job waiting in its
-//! queue (up to a maximum) and hands them to a [`Run`] as one batch, with at most a few batches
-//! in flight at once. While the batches in flight wait on the database, new jobs pile up in the
-//! queue and leave together as the next batch: the busier the node, the larger the batches,
-//! with no timer adding latency when it is idle.
+//! queue (up to a maximum) and hands them to a [`Run`] as one batch, normally one batch at a
+//! time. While a batch waits on the database, new jobs pile up in the queue and leave together
+//! as the next batch: the busier the node, the larger the batches, with no timer adding latency
+//! when it is idle. A batch that takes unusually long (a row lock another session holds, a
+//! database that stopped answering) does not hold up the jobs behind it: after [`STALL`] the
+//! next batch may start beside it, up to a few at once.
 //!
 //! A job carries its own reply channel; the runner answers every job of its batch. A caller
 //! that goes away does not take its job back: the job runs with its batch, only the answer is
@@ -10,6 +12,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -33,8 +36,10 @@ enum Message<J> {
 pub(super) struct Limits {
     /// Most jobs in one batch.
     pub(super) max_jobs: usize,
-    /// Batches running at once.
+    /// Batches running at once...
     pub(super) in_flight: usize,
+    /// ...and at most, while those take longer than [`STALL`].
+    pub(super) most_in_flight: usize,
     /// Jobs allowed to wait before callers wait for queue space.
     pub(super) queue: usize,
 }
@@ -46,6 +51,11 @@ pub(super) struct Batcher<R: Run> {
     limits: Limits,
     queue: OnceLock<mpsc::Sender<Message<R::Job>>>,
 }
+
+/// How long the batches in flight may run before the next one starts beside them: well above
+/// a batch's usual time (a few ms, a WAL flush included), well below the 3 s a statement may
+/// wait for a row lock.
+pub(super) const STALL: Duration = Duration::from_millis(50);
 
 pub(super) fn closed() -> StoreError {
     StoreError::Unavailable("the token store is closed".into())
@@ -95,14 +105,29 @@ async fn dispatch<R: Run>(
     limits: Limits,
 ) {
     let in_flight = limits.in_flight.max(1);
+    let extra_in_flight = limits.most_in_flight.saturating_sub(in_flight);
     let slots = Arc::new(Semaphore::new(in_flight));
+    let extra = Arc::new(Semaphore::new(extra_in_flight));
     let mut closers = Vec::new();
     while closers.is_empty() {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
         let Some(first) = queue.recv().await else {
             break; // the store is gone
+        };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Ok(slot),
+            Err(_) => {
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot,
+                    () = tokio::time::sleep(STALL) => tokio::select! {
+                        slot = slots.clone().acquire_owned() => slot,
+                        slot = extra.clone().acquire_owned() => slot,
+                    },
+                }
+            }
+        };
+        // The semaphores are never closed.
+        let Ok(slot) = slot else {
+            break;
         };
         let mut jobs = Vec::new();
         let mut next = Some(first);
@@ -137,6 +162,9 @@ async fn dispatch<R: Run>(
         runner.clone().run(batch).await;
     }
     // Every batch in flight has ended once all the slots are free again.
+    let _ = extra
+        .acquire_many(u32::try_from(extra_in_flight).unwrap_or(u32::MAX))
+        .await;
     let _ = slots
         .acquire_many(u32::try_from(in_flight).unwrap_or(u32::MAX))
         .await;

@@ -83,10 +83,33 @@ const SPENT: i32 = 0;
 const ACCESS_REVOKED: i32 = 1;
 const FAMILY_REVOKED: i32 = 2;
 
-/// The columns a token insert takes, `rotates` holding the old id of the rotation the token
-/// belongs to (NULL for a plain creation).
-fn insert_from_arrays(table: &str, first: usize) -> String {
+/// The parts a batch's statement may have; a statement holds only those its writes need
+/// (each part costs the database some set-up per execution, used or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parts(usize);
+
+impl Parts {
+    const ROTATIONS: usize = 1;
+    const ACCESS: usize = 2;
+    const REFRESH: usize = 4;
+    const REVOKE_ACCESS: usize = 8;
+    const REVOKE_FAMILY: usize = 16;
+    const VARIANTS: usize = 32;
+
+    fn has(self, part: usize) -> bool {
+        self.0 & part != 0
+    }
+}
+
+/// The insert of one token table's rows from arrays, `rotates` holding the old id of the
+/// rotation a token belongs to (NULL for a plain creation): a losing rotation inserts nothing.
+fn insert_from_arrays(table: &str, first: usize, after_rotations: bool) -> String {
     let p = |n: usize| format!("${}", first + n);
+    let condition = if after_rotations {
+        " WHERE t.rotates IS NULL OR t.rotates IN (SELECT s.id FROM spent s)"
+    } else {
+        ""
+    };
     format!(
         "INSERT INTO {table} (id, secret_sha256, client_id, username, scope, family_id, \
          issued_at, expires_at) \
@@ -95,8 +118,7 @@ fn insert_from_arrays(table: &str, first: usize) -> String {
          FROM UNNEST({}::bytea[], {}::bytea[], {}::text[], {}::text[], {}::text[], \
                      {}::bytea[], {}::int8[], {}::int8[], {}::bytea[]) \
               AS t(id, secret_sha256, client_id, username, scope, family_id, issued_at, \
-                   expires_at, rotates) \
-         WHERE t.rotates IS NULL OR t.rotates IN (SELECT s.id FROM spent s)",
+                   expires_at, rotates){condition}",
         p(0),
         p(1),
         p(2),
@@ -109,46 +131,110 @@ fn insert_from_arrays(table: &str, first: usize) -> String {
     )
 }
 
-/// The one statement every batch runs ($1-$3 rotations, $4-$12 access tokens, $13-$21
-/// refresh tokens, $22-$23 access revocations, $24-$25 grant revocations). The same text each
-/// time, so each connection prepares it once.
-static BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH rotation AS ( \
-           SELECT r.spent_now, r.successor, t.at \
-           FROM UNNEST($1::bytea[], $2::int8[], $3::bytea[]) AS r(old_id, spent_now, successor) \
-           CROSS JOIN LATERAL ( \
-             SELECT refresh_tokens.ctid AS at FROM refresh_tokens \
-             WHERE refresh_tokens.id = r.old_id {STILL_REDEEMABLE} OFFSET 0) AS t \
-         ), spent AS ( \
-           UPDATE refresh_tokens SET spent_at = rotation.spent_now, \
-                                     replaced_by = rotation.successor \
-           FROM rotation WHERE refresh_tokens.ctid = rotation.at \
-             AND refresh_tokens.spent_at IS NULL AND refresh_tokens.revoked_at IS NULL \
-           RETURNING refresh_tokens.id \
-         ), new_access AS ({}), new_refresh AS ({}), \
-         revoked_access AS ( \
-           UPDATE access_tokens SET revoked_at = v.revoked_now \
-           FROM (SELECT v.revoked_now, t.at \
-                 FROM UNNEST($22::bytea[], $23::int8[]) AS v(token_id, revoked_now) \
-                 CROSS JOIN LATERAL ( \
-                   SELECT access_tokens.ctid AS at FROM access_tokens \
-                   WHERE access_tokens.id = v.token_id AND access_tokens.revoked_at IS NULL \
-                   OFFSET 0) AS t) AS v \
-           WHERE access_tokens.ctid = v.at AND access_tokens.revoked_at IS NULL \
-           RETURNING access_tokens.id \
-         ), revoked_family AS ( \
-           INSERT INTO revoked_families (family_id, revoked_at) \
-           SELECT * FROM UNNEST($24::bytea[], $25::int8[]) \
-           ON CONFLICT (family_id) DO NOTHING \
-           RETURNING family_id \
-         ) \
-         SELECT {SPENT} AS kind, id FROM spent \
-         UNION ALL SELECT {ACCESS_REVOKED}, id FROM revoked_access \
-         UNION ALL SELECT {FAMILY_REVOKED}, family_id FROM revoked_family",
-        insert_from_arrays("access_tokens", 4),
-        insert_from_arrays("refresh_tokens", 13),
-    )
+/// The statement for a batch with `parts`, its arrays bound in the order of the parts
+/// (rotations: 3 arrays, access and refresh tokens: 9 each, access revocations and grant
+/// revocations: 2 each). The same text for the same parts, so each connection prepares each
+/// variant once.
+///
+/// Each row a rotation or revocation updates is found by a primary-key lookup per array
+/// element (`LATERAL … OFFSET 0`, which the planner keeps as a lookup) and updated by its
+/// address (`ctid`), so the one prepared plan is right for a table of any size: a join the
+/// planner may pick while a table is small (a hash join over a scan of the whole table)
+/// would stay in the prepared plan as the table grows. A row that another session changes
+/// meanwhile (it spent the token, revoked it or purged the row) moves to a new address, and
+/// the update then skips it: that write lost the race, as it should.
+fn batch_sql(parts: Parts) -> String {
+    let mut next = 1;
+    let mut params = |count: usize| {
+        let first = next;
+        next += count;
+        first
+    };
+    let mut ctes = Vec::new();
+    let mut results = Vec::new();
+    if parts.has(Parts::ROTATIONS) {
+        let p = params(3);
+        ctes.push(format!(
+            "rotation AS ( \
+               SELECT r.spent_now, r.successor, t.at \
+               FROM UNNEST(${}::bytea[], ${}::int8[], ${}::bytea[]) \
+                 AS r(old_id, spent_now, successor) \
+               CROSS JOIN LATERAL ( \
+                 SELECT refresh_tokens.ctid AS at FROM refresh_tokens \
+                 WHERE refresh_tokens.id = r.old_id {STILL_REDEEMABLE} OFFSET 0) AS t \
+             ), spent AS ( \
+               UPDATE refresh_tokens SET spent_at = rotation.spent_now, \
+                                         replaced_by = rotation.successor \
+               FROM rotation WHERE refresh_tokens.ctid = rotation.at \
+                 AND refresh_tokens.spent_at IS NULL AND refresh_tokens.revoked_at IS NULL \
+               RETURNING refresh_tokens.id \
+             )",
+            p,
+            p + 1,
+            p + 2
+        ));
+        results.push(format!("SELECT {SPENT} AS kind, id FROM spent"));
+    }
+    let after_rotations = parts.has(Parts::ROTATIONS);
+    if parts.has(Parts::ACCESS) {
+        let sql = insert_from_arrays("access_tokens", params(9), after_rotations);
+        ctes.push(format!("new_access AS ({sql})"));
+    }
+    if parts.has(Parts::REFRESH) {
+        let sql = insert_from_arrays("refresh_tokens", params(9), after_rotations);
+        ctes.push(format!("new_refresh AS ({sql})"));
+    }
+    if parts.has(Parts::REVOKE_ACCESS) {
+        let p = params(2);
+        ctes.push(format!(
+            "revoked_access AS ( \
+               UPDATE access_tokens SET revoked_at = v.revoked_now \
+               FROM (SELECT v.revoked_now, t.at \
+                     FROM UNNEST(${}::bytea[], ${}::int8[]) AS v(token_id, revoked_now) \
+                     CROSS JOIN LATERAL ( \
+                       SELECT access_tokens.ctid AS at FROM access_tokens \
+                       WHERE access_tokens.id = v.token_id \
+                         AND access_tokens.revoked_at IS NULL \
+                       OFFSET 0) AS t) AS v \
+               WHERE access_tokens.ctid = v.at AND access_tokens.revoked_at IS NULL \
+               RETURNING access_tokens.id \
+             )",
+            p,
+            p + 1
+        ));
+        results.push(format!(
+            "SELECT {ACCESS_REVOKED} AS kind, id FROM revoked_access"
+        ));
+    }
+    if parts.has(Parts::REVOKE_FAMILY) {
+        let p = params(2);
+        ctes.push(format!(
+            "revoked_family AS ( \
+               INSERT INTO revoked_families (family_id, revoked_at) \
+               SELECT * FROM UNNEST(${}::bytea[], ${}::int8[]) \
+               ON CONFLICT (family_id) DO NOTHING \
+               RETURNING family_id \
+             )",
+            p,
+            p + 1
+        ));
+        results.push(format!(
+            "SELECT {FAMILY_REVOKED} AS kind, family_id AS id FROM revoked_family"
+        ));
+    }
+    if results.is_empty() {
+        results.push(format!(
+            "SELECT {SPENT} AS kind, NULL::bytea AS id WHERE FALSE"
+        ));
+    }
+    format!("WITH {} {}", ctes.join(", "), results.join(" UNION ALL "))
+}
+
+/// Every variant's text, made once.
+static BATCH_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+    (0..Parts::VARIANTS)
+        .map(|bits| batch_sql(Parts(bits)))
+        .collect()
 });
 
 /// One array per column of a token insert.
@@ -259,18 +345,42 @@ async fn execute(pool: &PgPool, writes: &[&Write]) -> Result<Changed, sqlx::Erro
         spent_now.push(now);
         successors.push(successor);
     }
-    let query = sqlx::query(BATCH_SQL.as_str())
-        .bind(old_ids)
-        .bind(spent_now)
-        .bind(successors);
-    let query = refresh.bind(access.bind(query));
-    let rows = query
-        .bind(revoke_access.0)
-        .bind(revoke_access.1)
-        .bind(revoke_family.0)
-        .bind(revoke_family.1)
-        .fetch_all(pool)
-        .await?;
+    let mut bits = 0;
+    for (present, part) in [
+        (!old_ids.is_empty(), Parts::ROTATIONS),
+        (!access.id.is_empty(), Parts::ACCESS),
+        (!refresh.id.is_empty(), Parts::REFRESH),
+        (!revoke_access.0.is_empty(), Parts::REVOKE_ACCESS),
+        (!revoke_family.0.is_empty(), Parts::REVOKE_FAMILY),
+    ] {
+        if present {
+            bits |= part;
+        }
+    }
+    let parts = Parts(bits);
+    let Some(sql) = BATCH_SQL.get(parts.0) else {
+        return Ok(Changed::default());
+    };
+    if parts.0 == 0 {
+        return Ok(Changed::default());
+    }
+    let mut query = sqlx::query(sql.as_str());
+    if parts.has(Parts::ROTATIONS) {
+        query = query.bind(old_ids).bind(spent_now).bind(successors);
+    }
+    if parts.has(Parts::ACCESS) {
+        query = access.bind(query);
+    }
+    if parts.has(Parts::REFRESH) {
+        query = refresh.bind(query);
+    }
+    if parts.has(Parts::REVOKE_ACCESS) {
+        query = query.bind(revoke_access.0).bind(revoke_access.1);
+    }
+    if parts.has(Parts::REVOKE_FAMILY) {
+        query = query.bind(revoke_family.0).bind(revoke_family.1);
+    }
+    let rows = query.fetch_all(pool).await?;
     let mut changed = Changed::default();
     for row in rows {
         let kind: i32 = row.try_get("kind")?;

@@ -5,11 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-// mimalloc: a request makes many small, short-lived allocations, which glibc's allocator
-// served at several times the cost (measured with perf under the refresh benchmark).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = tokengate::cli::Cli::parse();
     let log_guard = tokengate::telemetry::init();

@@ -11,6 +11,10 @@
 # load (nothing is refused), to measure what checking them costs: "shared" keeps the buckets in
 # PostgreSQL (one upsert per check), "local" in each node's memory. All load comes from one IP
 # and one client, so "shared" measures the worst case: every check updates the same two rows.
+# It also prints the CPU used during the load, in % of one core (2 cores = 200 %): the nodes, this
+# database's PostgreSQL backends, the load generator, and "other" (the rest of the machine: other
+# builds or benchmarks, PostgreSQL's own background processes, the kernel). Above 10 % other,
+# the figures are disturbed: run again on a quiet machine.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
@@ -79,13 +83,30 @@ for port in "${PORTS[@]}"; do
 done
 
 echo "refresh grants on $NODES node(s), $CONC connections each, ${DURATION}s, rate limits: $RATE_LIMIT, PostgreSQL on the same machine"
+CLK_TCK="$(getconf CLK_TCK)"
+# utime + stime (clock ticks) of the given processes; those gone count 0
+ticks() { local t=0 v p; for p in "$@"; do v="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')"; t=$((t + ${v:-0})); done; echo "$t"; }
+machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+# user + system seconds of reaped children, from the output of `times`
+child_cpu_s() { awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] } print n + 0 }' "$1"; }
+# The backends serving this database: the nodes' pools connect as the load needs them, so
+# those there at the start count from then, those that come later from their start.
+pg_pids() { psql "$DATABASE_URL" -XAtc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB' AND pid <> pg_backend_pid()"; }
+declare -A PG0=()
+for pid in $(pg_pids); do PG0[$pid]="$(ticks "$pid")"; done
 LOADS=()
+times >"$WORK/times0"
+n0="$(ticks "${PIDS[@]}")"; m0="$(machine_ticks)"; t0="$(date +%s%N)"
 for port in "${PORTS[@]}"; do
   "$TGLOAD" --url "https://127.0.0.1:$port/token" --scenario refresh --duration "$DURATION" --warmup 2 \
     --concurrency "$CONC" --insecure >"$WORK/out-$port.json" 2>"$WORK/err-$port" &
   LOADS+=($!)
 done
 for pid in "${LOADS[@]}"; do wait "$pid"; done
+t1="$(date +%s%N)"; n1="$(ticks "${PIDS[@]}")"; m1="$(machine_ticks)"
+pg=0
+for pid in $(pg_pids); do pg=$((pg + $(ticks "$pid") - ${PG0[$pid]:-0})); done
+times >"$WORK/times1"
 total=0
 for port in "${PORTS[@]}"; do
   line="$(tail -n 1 "$WORK/err-$port")"
@@ -94,3 +115,10 @@ for port in "${PORTS[@]}"; do
   total="$(python3 -c "print(round($total + $rps, 1))")"
 done
 echo "total: $total refresh grants/s (ok)"
+# The load generators' CPU includes their untimed setup (connections, one password grant each).
+awk -v n=$((n1 - n0)) -v p="$pg" -v m=$((m1 - m0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) \
+  -v l0="$(child_cpu_s "$WORK/times0")" -v l1="$(child_cpu_s "$WORK/times1")" 'BEGIN {
+    s = ns / 1e9; nodes = n / hz / s * 100; pg = p / hz / s * 100; load = (l1 - l0) / s * 100
+    other = m / hz / s * 100 - nodes - pg - load; if (other < 0) other = 0
+    printf "CPU during the load (%% of one core): nodes %.0f, PostgreSQL backends of this database %.0f, load generator %.0f, other %.0f\n", nodes, pg, load, other
+  }'

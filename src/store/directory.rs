@@ -14,19 +14,6 @@ use async_trait::async_trait;
 use super::model::{Client, ClientFields, User};
 use super::{ClientStore, Directory, StoreError, UserStore};
 
-/// Every client as [`ClientRow`]s (the same SQL in both dialects).
-pub const SELECT_CLIENTS: &str = "SELECT id, secret_hash, grant_types, scopes, \
-    access_token_validity_period, application_access_token_validity_period, \
-    refresh_token_validity_period, introspect, token_format, audience, disabled \
-    FROM clients ORDER BY id";
-
-/// The number the triggers move on every change to `clients`.
-pub const SELECT_CLIENTS_REVISION: &str =
-    "SELECT revision FROM directory_revisions WHERE what = 'clients'";
-
-/// Every user as [`User`]s.
-pub const SELECT_USERS: &str = "SELECT name, password_hash, disabled FROM users ORDER BY name";
-
 /// A `clients` row as both backends store it; the one place rows become [`Client`]s.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ClientRow {

@@ -30,9 +30,9 @@ use buckets::{BucketTakes, Leases, TakeJob};
 use group_commit::{TokenWrites, Write, WriteJob};
 use reads::{AccessTokens, ReadJob, Reads, RefreshTokens, Users};
 
-use super::directory::{ClientRow, SELECT_CLIENTS, SELECT_CLIENTS_REVISION, SELECT_USERS};
+use super::directory::ClientRow;
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
-use super::revocation::{upsert_mark, CLOCK_SKEW_SLACK_SECS, OLDEST_TOKEN_ISSUED_AT};
+use super::sql::{directory, lockouts, purge, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
     LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange,
@@ -419,7 +419,7 @@ impl TokenStore for PostgresTokenStore {
     ) -> Result<(), StoreError> {
         let not_before = TokenId::lower_bound(not_before_ms);
         bounded(async move {
-            sqlx::query(&upsert_mark(["$1", "$2", "$3", "$4"]))
+            sqlx::query(&tokens::UPSERT_MARK)
                 .bind(kind.as_str())
                 .bind(name)
                 .bind(not_before.0.as_slice())
@@ -469,47 +469,21 @@ impl TokenStore for PostgresTokenStore {
         // SKIP LOCKED: nodes purging at the same moment take disjoint batches and never wait.
         // `ctid = ANY(ARRAY(…))`: the rows the batch locked are deleted by their address (a
         // TID scan); `IN (subquery)` let the planner hash-join against the whole table.
-        let expired = |table: &str| {
-            format!(
-                "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} \
-                 WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))"
-            )
-        };
-        let deletes: [(String, Vec<i64>); 6] = [
-            (expired("access_tokens"), vec![limits.expired_before, batch]),
+        let [access, refresh] = purge::TOKENS_POSTGRES;
+        let deletes: [(&str, Vec<i64>); 6] = [
+            (access, vec![limits.expired_before, batch]),
+            (refresh, vec![limits.expired_before, batch]),
+            (&purge::REVOCATIONS_POSTGRES, vec![i64::MAX, batch]),
             (
-                expired("refresh_tokens"),
-                vec![limits.expired_before, batch],
-            ),
-            // A revocation goes only once no token issued before it is stored, whatever
-            // lifetimes the grant's tokens were issued with.
-            (
-                format!(
-                    "DELETE FROM revoked_families WHERE ctid = ANY(ARRAY(\
-                     SELECT ctid FROM revoked_families \
-                      WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, $1) - {CLOCK_SKEW_SLACK_SECS} \
-                      LIMIT $2 FOR UPDATE SKIP LOCKED))"
-                ),
-                vec![i64::MAX, batch],
-            ),
-            (
-                "DELETE FROM login_failures WHERE ctid = ANY(ARRAY(SELECT ctid FROM \
-                 login_failures WHERE window_start < $1 AND COALESCE(locked_until, 0) <= $2 \
-                 LIMIT $3 FOR UPDATE SKIP LOCKED))"
-                    .into(),
+                purge::LOCKOUTS_POSTGRES,
                 vec![limits.failures_before, limits.now, batch],
             ),
             (
-                "DELETE FROM rate_buckets WHERE ctid = ANY(ARRAY(SELECT ctid FROM \
-                 rate_buckets WHERE full_at_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))"
-                    .into(),
+                purge::RATE_BUCKETS_POSTGRES,
                 vec![limits.buckets_full_before_ms, batch],
             ),
             // A handful of rows (keys of nodes), so no batch.
-            (
-                "DELETE FROM published_keys WHERE valid_until < $1".into(),
-                vec![limits.now],
-            ),
+            (purge::PUBLISHED_KEYS_POSTGRES, vec![limits.now]),
         ];
         // Each table on its own: one that cannot be purged (e.g. a long scan cancelled) does
         // not keep the others growing.
@@ -575,7 +549,7 @@ async fn change_failures(
     match change {
         RowChange::Keep => {}
         RowChange::Delete => {
-            sqlx::query("DELETE FROM login_failures WHERE username = $1 AND source = $2")
+            sqlx::query(lockouts::DELETE_ROW)
                 .bind(username)
                 .bind(source)
                 .execute(&mut **tx)
@@ -583,21 +557,16 @@ async fn change_failures(
                 .map_err(backend)?;
         }
         RowChange::Store((failures, window_start, locked_until, pending)) => {
-            sqlx::query(
-                "INSERT INTO login_failures (username, source, failures, window_start, \
-                 locked_until, pending) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (username, source) DO UPDATE SET \
-                 failures = $3, window_start = $4, locked_until = $5, pending = $6",
-            )
-            .bind(username)
-            .bind(source)
-            .bind(failures)
-            .bind(window_start)
-            .bind(locked_until)
-            .bind(pending)
-            .execute(&mut **tx)
-            .await
-            .map_err(backend)?;
+            sqlx::query(lockouts::UPSERT_ROW)
+                .bind(username)
+                .bind(source)
+                .bind(failures)
+                .bind(window_start)
+                .bind(locked_until)
+                .bind(pending)
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
         }
     }
     Ok(())
@@ -622,16 +591,13 @@ impl LockoutStore for PostgresTokenStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
-            let found = sqlx::query(
-                "SELECT source, failures, window_start, locked_until, pending FROM login_failures \
-                 WHERE username = $1 AND source IN ($2, $3)",
-            )
-            .bind(username)
-            .bind(source)
-            .bind(ALL_SOURCES)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
+            let found = sqlx::query(lockouts::SELECT_ROWS)
+                .bind(username)
+                .bind(source)
+                .bind(ALL_SOURCES)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
             let mut rows = AttemptRows {
                 source: None,
                 all: policy.counts_every_address().then_some(None),
@@ -663,7 +629,7 @@ impl LockoutStore for PostgresTokenStore {
 
     async fn clear_failures(&self, username: &str) -> Result<bool, StoreError> {
         bounded(async move {
-            let done = sqlx::query("DELETE FROM login_failures WHERE username = $1")
+            let done = sqlx::query(lockouts::CLEAR_USER)
                 .bind(username)
                 .execute(&self.pool)
                 .await
@@ -682,7 +648,7 @@ impl Directory for PostgresTokenStore {
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         bounded(async move {
-            sqlx::query_as(SELECT_USERS)
+            sqlx::query_as(directory::SELECT_USERS)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(backend)
@@ -692,26 +658,23 @@ impl Directory for PostgresTokenStore {
 
     async fn add_user(&self, user: &User, now: i64) -> Result<bool, StoreError> {
         self.changed_one(
-            sqlx::query(
-                "INSERT INTO users (name, password_hash, disabled, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(user.name.as_str())
-            .bind(user.password_hash.as_str())
-            .bind(user.disabled)
-            .bind(now),
+            sqlx::query(directory::INSERT_USER)
+                .bind(user.name.as_str())
+                .bind(user.password_hash.as_str())
+                .bind(user.disabled)
+                .bind(now),
         )
         .await
     }
 
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
-        self.changed_one(sqlx::query("DELETE FROM users WHERE name = $1").bind(name))
+        self.changed_one(sqlx::query(directory::DELETE_USER).bind(name))
             .await
     }
 
     async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
         self.changed_one(
-            sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+            sqlx::query(directory::SET_USER_PASSWORD)
                 .bind(password_hash)
                 .bind(name),
         )
@@ -720,7 +683,7 @@ impl Directory for PostgresTokenStore {
 
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
         self.changed_one(
-            sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
+            sqlx::query(directory::SET_USER_DISABLED)
                 .bind(disabled)
                 .bind(name),
         )
@@ -729,7 +692,7 @@ impl Directory for PostgresTokenStore {
 
     async fn clients_revision(&self) -> Result<i64, StoreError> {
         bounded(async move {
-            sqlx::query_scalar(SELECT_CLIENTS_REVISION)
+            sqlx::query_scalar(directory::SELECT_CLIENTS_REVISION)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(backend)
@@ -739,7 +702,7 @@ impl Directory for PostgresTokenStore {
 
     async fn list_clients(&self) -> Result<Vec<ClientRow>, StoreError> {
         bounded(async move {
-            sqlx::query_as(SELECT_CLIENTS)
+            sqlx::query_as(directory::SELECT_CLIENTS)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(backend)
@@ -749,7 +712,7 @@ impl Directory for PostgresTokenStore {
 
     async fn client_exists(&self, id: &str) -> Result<bool, StoreError> {
         bounded(async move {
-            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM clients WHERE id = $1")
+            let found: Option<i32> = sqlx::query_scalar(directory::CLIENT_EXISTS)
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
@@ -762,37 +725,31 @@ impl Directory for PostgresTokenStore {
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {
         let row = ClientRow::from_client(client);
         self.changed_one(
-            sqlx::query(
-                "INSERT INTO clients (id, secret_hash, grant_types, scopes, \
-                 access_token_validity_period, application_access_token_validity_period, \
-                 refresh_token_validity_period, introspect, token_format, audience, disabled, \
-                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(row.id)
-            .bind(row.secret_hash)
-            .bind(row.grant_types)
-            .bind(row.scopes)
-            .bind(row.access_token_validity_period)
-            .bind(row.application_access_token_validity_period)
-            .bind(row.refresh_token_validity_period)
-            .bind(row.introspect)
-            .bind(row.token_format)
-            .bind(row.audience)
-            .bind(row.disabled)
-            .bind(now),
+            sqlx::query(directory::INSERT_CLIENT)
+                .bind(row.id)
+                .bind(row.secret_hash)
+                .bind(row.grant_types)
+                .bind(row.scopes)
+                .bind(row.access_token_validity_period)
+                .bind(row.application_access_token_validity_period)
+                .bind(row.refresh_token_validity_period)
+                .bind(row.introspect)
+                .bind(row.token_format)
+                .bind(row.audience)
+                .bind(row.disabled)
+                .bind(now),
         )
         .await
     }
 
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
-        self.changed_one(sqlx::query("DELETE FROM clients WHERE id = $1").bind(id))
+        self.changed_one(sqlx::query(directory::DELETE_CLIENT).bind(id))
             .await
     }
 
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError> {
         self.changed_one(
-            sqlx::query("UPDATE clients SET disabled = $1 WHERE id = $2")
+            sqlx::query(directory::SET_CLIENT_DISABLED)
                 .bind(disabled)
                 .bind(id),
         )

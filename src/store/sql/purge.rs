@@ -1,6 +1,8 @@
-//! What the janitor deletes (see `TokenStore::purge`), one bounded batch per statement.
-//! SQLite's single writer deletes by primary key. (PostgreSQL's differ: its nodes may purge at
-//! once, so each takes rows the others have not locked; they are still in `postgres.rs`.)
+//! What the janitor deletes (see `TokenStore::purge`), one bounded batch per statement. The
+//! dialects differ here, so each statement is written twice, side by side: SQLite's single
+//! writer deletes by primary key; PostgreSQL's nodes may purge at once, so each takes rows
+//! the others have not locked (`FOR UPDATE SKIP LOCKED`) and deletes them by `ctid`, without
+//! a second index lookup.
 
 use std::sync::LazyLock;
 
@@ -12,6 +14,12 @@ pub(crate) const TOKENS_SQLITE: [&str; 2] = [
      (SELECT id FROM access_tokens WHERE expires_at < $1 LIMIT $2)",
     "DELETE FROM refresh_tokens WHERE id IN \
      (SELECT id FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+];
+pub(crate) const TOKENS_POSTGRES: [&str; 2] = [
+    "DELETE FROM access_tokens WHERE ctid = ANY(ARRAY(SELECT ctid FROM access_tokens \
+     WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    "DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(SELECT ctid FROM refresh_tokens \
+     WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))",
 ];
 
 /// Grant revocations older than every stored token (with the clock-skew slack), at most `$2`;
@@ -25,9 +33,29 @@ pub(crate) static REVOCATIONS_SQLITE: LazyLock<String> = LazyLock::new(|| {
           LIMIT $2)"
     )
 });
+pub(crate) static REVOCATIONS_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "DELETE FROM revoked_families WHERE ctid = ANY(ARRAY(\
+         SELECT ctid FROM revoked_families \
+         WHERE revoked_at < COALESCE({OLDEST_TOKEN_ISSUED_AT}, $1) - {CLOCK_SKEW_SLACK_SECS} \
+         LIMIT $2 FOR UPDATE SKIP LOCKED))"
+    )
+});
 
 /// Failed-login rows whose window started before `$1` and that hold no lock at `$2`, at most
 /// `$3`.
 pub(crate) const LOCKOUTS_SQLITE: &str = "DELETE FROM login_failures WHERE (username, source) \
     IN (SELECT username, source FROM login_failures WHERE window_start < $1 \
     AND COALESCE(locked_until, 0) <= $2 LIMIT $3)";
+pub(crate) const LOCKOUTS_POSTGRES: &str = "DELETE FROM login_failures WHERE ctid = \
+    ANY(ARRAY(SELECT ctid FROM login_failures WHERE window_start < $1 \
+    AND COALESCE(locked_until, 0) <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED))";
+
+/// Shared rate-limit buckets (PostgreSQL only) full again before `$1` (ms), at most `$2`.
+pub(crate) const RATE_BUCKETS_POSTGRES: &str = "DELETE FROM rate_buckets WHERE ctid = \
+    ANY(ARRAY(SELECT ctid FROM rate_buckets WHERE full_at_ms < $1 LIMIT $2 \
+    FOR UPDATE SKIP LOCKED))";
+
+/// Published keys (PostgreSQL only) no longer valid at `$1`.
+pub(crate) const PUBLISHED_KEYS_POSTGRES: &str =
+    "DELETE FROM published_keys WHERE valid_until < $1";

@@ -470,6 +470,17 @@ pub(super) struct TokenWrites {
 impl TokenWrites {
     /// One round: writes of which no two touch the same row.
     async fn commit_round(&self, jobs: Vec<WriteJob>) {
+        // A caller that went away while its write waited (its 10 s bound ran out, or its
+        // client hung up) never hears the outcome: writing it anyway would spend a refresh
+        // token behind the client's back, and the retry would look like reuse and revoke the
+        // grant. Left out, it was never written, and the retry works.
+        let jobs: Vec<WriteJob> = jobs
+            .into_iter()
+            .filter(|job| !job.reply.is_closed())
+            .collect();
+        if jobs.is_empty() {
+            return;
+        }
         let writes: Vec<&Write> = jobs.iter().map(|job| &job.write).collect();
         let failure = match execute_bounded(&self.batches, &writes).await {
             Ok(changed) => {
@@ -490,6 +501,9 @@ impl TokenWrites {
                 for job in jobs {
                     let pool = self.alone.clone();
                     alone.spawn(async move {
+                        if job.reply.is_closed() {
+                            return;
+                        }
                         let answer = execute_bounded(&pool, &[&job.write])
                             .await
                             .map(|changed| changed.outcome(&job.write))

@@ -42,6 +42,9 @@ struct Pending {
     bytes: Vec<u8>,
     /// Lines left out because stderr was not keeping up, not yet reported.
     dropped: u64,
+    /// The writer thread waits for a first line (nothing was logged for 20 ms): the next
+    /// line wakes it, so a quiet server's lines appear at once.
+    idle: bool,
     stopping: bool,
     /// The writer thread has written everything and ended.
     finished: bool,
@@ -50,7 +53,8 @@ struct Pending {
 #[derive(Default)]
 struct LogQueue {
     pending: Mutex<Pending>,
-    /// Wakes the writer thread early: a large backlog, or stopping.
+    /// Wakes the writer thread early: a first line after a quiet spell, a large backlog, or
+    /// stopping.
     wake_writer: Condvar,
     /// Tells the guard the writer thread has finished.
     finished: Condvar,
@@ -66,13 +70,23 @@ const LOG_MAX_PENDING: usize = 4 * 1024 * 1024;
 const LOG_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Where log lines go: appended to a shared buffer (one lock, one copy), which a thread of its
-/// own writes to stderr every 20 ms or every 64 KiB, in one system call. At tens of thousands
+/// own writes to stderr in one system call. The per-request summary lines are written every
+/// 20 ms (or 64 KiB) while they keep coming, at once after a quiet spell; any other line wakes
+/// the writer at once. At tens of thousands
 /// of requests a second a write per line, or a thread woken per line (`tracing-appender`), was
 /// a tenth of the server's CPU. A logger never waits for stderr: when 4 MiB are queued, lines
 /// are left out, and how many is written once stderr takes lines again. If the thread cannot
 /// be started, lines are written directly.
 #[derive(Clone)]
-pub struct LogWriter(Option<Arc<LogQueue>>);
+pub struct LogWriter {
+    queue: Option<Arc<LogQueue>>,
+    /// Written at once: every line but the per-request summaries, which come at the request
+    /// rate and are what the batching is for.
+    urgent: bool,
+}
+
+/// The target of the one summary line per token request (`http/token.rs`).
+const REQUEST_SUMMARY_TARGET: &str = "tokengate::http::token";
 
 impl LogWriter {
     fn start() -> (Self, LogGuard) {
@@ -85,7 +99,11 @@ impl LogWriter {
                 .is_ok()
         };
         let queue = started.then_some(queue);
-        (Self(queue.clone()), LogGuard { queue })
+        let writer = Self {
+            queue: queue.clone(),
+            urgent: true,
+        };
+        (writer, LogGuard { queue })
     }
 }
 
@@ -103,13 +121,22 @@ fn write_out(queue: &LogQueue) {
     loop {
         let (stopping, dropped) = {
             let mut pending = lock(queue);
-            // Under load this writes every 20 ms, whatever the line rate.
             if pending.bytes.len() < LOG_FLUSH_BYTES && !pending.stopping {
+                // While lines keep coming, they are written every 20 ms, whatever their rate.
                 pending = queue
                     .wake_writer
                     .wait_timeout(pending, LOG_FLUSH_INTERVAL)
                     .map(|(guard, _)| guard)
                     .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+                // A quiet spell: sleep until the next line.
+                while pending.bytes.is_empty() && pending.dropped == 0 && !pending.stopping {
+                    pending.idle = true;
+                    pending = queue
+                        .wake_writer
+                        .wait(pending)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                pending.idle = false;
             }
             std::mem::swap(&mut pending.bytes, &mut spare);
             (pending.stopping, std::mem::take(&mut pending.dropped))
@@ -137,7 +164,7 @@ fn write_out(queue: &LogQueue) {
 
 impl std::io::Write for LogWriter {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let Some(queue) = &self.0 else {
+        let Some(queue) = &self.queue else {
             return std::io::stderr().write_all(line).map(|()| line.len());
         };
         let mut pending = lock(queue);
@@ -145,7 +172,8 @@ impl std::io::Write for LogWriter {
             pending.dropped += 1;
         } else {
             pending.bytes.extend_from_slice(line);
-            if pending.bytes.len() >= LOG_FLUSH_BYTES {
+            if self.urgent || pending.idle || pending.bytes.len() >= LOG_FLUSH_BYTES {
+                pending.idle = false;
                 queue.wake_writer.notify_one();
             }
         }
@@ -162,6 +190,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        Self {
+            queue: self.queue.clone(),
+            urgent: meta.target() != REQUEST_SUMMARY_TARGET
+                || meta.level() <= &tracing::Level::WARN,
+        }
     }
 }
 

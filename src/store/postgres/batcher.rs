@@ -7,8 +7,8 @@
 //! next batch may start beside it, up to a few at once.
 //!
 //! A job carries its own reply channel; the runner answers every job of its batch. A caller
-//! that goes away does not take its job back: the job runs with its batch, only the answer is
-//! lost.
+//! that goes away does not take its job back, but a runner may leave out the jobs whose
+//! callers are gone when their round starts (the token writes do, see `group_commit`).
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};

@@ -96,12 +96,12 @@ const TAKE_BATCHES: Limits = Limits {
     queue: 4096,
 };
 
-/// Connections for the batches of token writes and lookups (one per kind, and room for a
-/// stuck batch's successor), taken out of the node's `max_connections` when it is large
-/// enough.
-const BATCH_CONNECTIONS: u32 = 6;
-/// Connections left for everything else (the other writes, the janitor, readiness).
-const MIN_OTHER_CONNECTIONS: u32 = 2;
+/// Connections for the batches of token writes and lookups, one per kind (a stuck batch's
+/// successor waits for one to come free), taken out of the node's `max_connections`...
+const BATCH_CONNECTIONS: u32 = 4;
+/// ...as long as this many are left for everything else (lockout steps, directory edits, the
+/// janitor, readiness, writes retried one by one); below that the batches' come on top.
+const MIN_OTHER_CONNECTIONS: u32 = 4;
 
 /// Connection failures (to sqlx, a connection cut mid-handshake is a protocol error),
 /// resource exhaustion, operator shutdown and serialization conflicts are worth a retry: 503.
@@ -187,10 +187,10 @@ pub fn unauthenticated_server_warning(url: &str) -> Option<&'static str> {
 }
 
 impl PostgresTokenStore {
-    /// Connects pools of `max_connections` in all (at least [`BATCH_CONNECTIONS`] +
-    /// [`MIN_OTHER_CONNECTIONS`]), plus a quarter as many for the shared rate limits, lazily:
-    /// a database that is down at start makes requests fail with 503 until it returns, instead
-    /// of failing the start.
+    /// Connects pools of `max_connections` in all (at least [`BATCH_CONNECTIONS`] more than
+    /// the others keep, see [`MIN_OTHER_CONNECTIONS`]), plus a quarter as many for the shared
+    /// rate limits, lazily: a database that is down at start makes requests fail with 503
+    /// until it returns, instead of failing the start.
     pub fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let migration_options = PgConnectOptions::from_str(url)
             .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
@@ -218,7 +218,7 @@ impl PostgresTokenStore {
         };
         let pool_size = max_connections
             .saturating_sub(BATCH_CONNECTIONS)
-            .max(MIN_OTHER_CONNECTIONS);
+            .max(max_connections.min(MIN_OTHER_CONNECTIONS));
         let (pool, batches, buckets) = (
             pool(pool_size, &options),
             pool(BATCH_CONNECTIONS, &generic),

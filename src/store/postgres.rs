@@ -13,6 +13,7 @@
 mod batcher;
 mod buckets;
 mod group_commit;
+mod kept;
 mod reads;
 
 use std::future::Future;
@@ -28,6 +29,7 @@ use tokio::sync::oneshot;
 use batcher::{Batcher, Limits};
 use buckets::{BucketTakes, Leases, TakeJob};
 use group_commit::{TokenWrites, Write, WriteJob};
+use kept::Kept;
 use reads::{AccessTokens, ReadJob, Reads, RefreshTokens, Users};
 
 use super::directory::ClientRow;
@@ -229,7 +231,7 @@ impl PostgresTokenStore {
             leases: leases.clone(),
             writes: Batcher::new(
                 TokenWrites {
-                    batches: batches.clone(),
+                    batches: Kept::new(batches.clone()),
                     alone: pool.clone(),
                 },
                 WRITE_BATCHES,
@@ -239,7 +241,7 @@ impl PostgresTokenStore {
             user_reads: Batcher::new(Reads::new(batches.clone()), READ_BATCHES),
             takes: Batcher::new(
                 BucketTakes {
-                    pool: buckets.clone(),
+                    conn: Kept::new(buckets.clone()),
                     leases: leases.clone(),
                 },
                 TAKE_BATCHES,

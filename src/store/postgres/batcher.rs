@@ -23,6 +23,10 @@ pub(super) trait Run: Send + Sync + 'static {
     type Job: Send + 'static;
 
     fn run(self: Arc<Self>, jobs: Vec<Self::Job>) -> impl Future<Output = ()> + Send;
+
+    /// Called once no batch runs any more and none will (the store closes): gives back what
+    /// the runner kept between batches.
+    fn stop(&self) {}
 }
 
 enum Message<J> {
@@ -168,6 +172,7 @@ async fn dispatch<R: Run>(
     let _ = slots
         .acquire_many(u32::try_from(in_flight).unwrap_or(u32::MAX))
         .await;
+    runner.stop();
     for done in closers {
         let _ = done.send(());
     }

@@ -29,11 +29,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use sqlx::postgres::PgPool;
 use sqlx::Row as _;
 use tokio::sync::oneshot;
 
 use super::batcher::Run;
+use super::kept::Kept;
 use super::{bounded, StoreError};
 use crate::abuse::rate_limit::{Rate, Take};
 
@@ -212,10 +212,7 @@ impl Bucket {
 /// Statements one batch may need: a bucket created by another node meanwhile takes another.
 const ATTEMPTS: usize = 3;
 
-async fn take_all(
-    pool: &PgPool,
-    buckets: &[Bucket],
-) -> Result<HashMap<String, Reached>, StoreError> {
+async fn take_all(kept: &Kept, buckets: &[Bucket]) -> Result<HashMap<String, Reached>, StoreError> {
     let mut keys = Vec::with_capacity(buckets.len());
     let mut takes = Vec::with_capacity(buckets.len());
     let mut now_ms = Vec::with_capacity(buckets.len());
@@ -234,16 +231,18 @@ async fn take_all(
         );
     }
     let rows = bounded(async {
-        sqlx::query(TAKE_SQL.as_str())
+        let mut conn = kept.get().await.map_err(super::backend)?;
+        let rows = sqlx::query(TAKE_SQL.as_str())
             .bind(keys)
             .bind(takes)
             .bind(now_ms)
             .bind(burst)
             .bind(per_second)
             .bind(lease)
-            .fetch_all(pool)
-            .await
-            .map_err(super::backend)
+            .fetch_all(&mut *conn)
+            .await;
+        kept.put(conn, &rows);
+        rows.map_err(super::backend)
     })
     .await?;
     let mut reached = HashMap::with_capacity(rows.len());
@@ -273,12 +272,16 @@ fn copy(err: &StoreError) -> StoreError {
 
 /// The shared buckets' runner.
 pub(super) struct BucketTakes {
-    pub(super) pool: PgPool,
+    pub(super) conn: Kept,
     pub(super) leases: Arc<Leases>,
 }
 
 impl Run for BucketTakes {
     type Job = TakeJob;
+
+    fn stop(&self) {
+        self.conn.release();
+    }
 
     async fn run(self: Arc<Self>, jobs: Vec<TakeJob>) {
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -302,7 +305,7 @@ impl Run for BucketTakes {
             }
         }
         for _ in 0..ATTEMPTS {
-            let mut reached = match take_all(&self.pool, &pending).await {
+            let mut reached = match take_all(&self.conn, &pending).await {
                 Ok(reached) => reached,
                 Err(err) => {
                     for bucket in pending {

@@ -22,12 +22,13 @@
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::Row as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::batcher::Run;
+use super::kept::Kept;
 use super::{is_unavailable, OPERATION_TIMEOUT};
 use crate::crypto::token::TokenId;
 use crate::store::model::{NewTokens, TokenRecord};
@@ -304,7 +305,7 @@ impl Changed {
 }
 
 /// Runs `writes` (no two on the same row) as one statement: committed as a whole or not at all.
-async fn execute(pool: &PgPool, writes: &[&Write]) -> Result<Changed, sqlx::Error> {
+async fn execute(conn: &mut PgConnection, writes: &[&Write]) -> Result<Changed, sqlx::Error> {
     let mut rotations: Vec<(&TokenId, i64, Option<&[u8]>)> = Vec::new();
     let mut access = TokenColumns::default();
     let mut refresh = TokenColumns::default();
@@ -380,7 +381,7 @@ async fn execute(pool: &PgPool, writes: &[&Write]) -> Result<Changed, sqlx::Erro
     if parts.has(Parts::REVOKE_FAMILY) {
         query = query.bind(revoke_family.0).bind(revoke_family.1);
     }
-    let rows = query.fetch_all(pool).await?;
+    let rows = query.fetch_all(conn).await?;
     let mut changed = Changed::default();
     for row in rows {
         let kind: i32 = row.try_get("kind")?;
@@ -436,9 +437,29 @@ fn worth_retrying_alone(err: &sqlx::Error) -> bool {
         || code.starts_with("57P"))
 }
 
+/// Where a statement gets its connection.
+#[derive(Clone, Copy)]
+enum Conns<'a> {
+    /// The batches': the runner's kept one.
+    Kept(&'a Kept),
+    /// Writes retried one by one: any of the pool.
+    Pool(&'a PgPool),
+}
+
 /// Runs `writes` once within the backstop.
-async fn execute_bounded(pool: &PgPool, writes: &[&Write]) -> Result<Changed, Failure> {
-    match tokio::time::timeout(OPERATION_TIMEOUT, execute(pool, writes)).await {
+async fn execute_bounded(conns: Conns<'_>, writes: &[&Write]) -> Result<Changed, Failure> {
+    let run = async {
+        match conns {
+            Conns::Kept(kept) => {
+                let mut conn = kept.get().await?;
+                let outcome = execute(&mut conn, writes).await;
+                kept.put(conn, &outcome);
+                outcome
+            }
+            Conns::Pool(pool) => execute(&mut *pool.acquire().await?, writes).await,
+        }
+    };
+    match tokio::time::timeout(OPERATION_TIMEOUT, run).await {
         Ok(Ok(changed)) => Ok(changed),
         Ok(Err(err)) => Err(Failure::Sql(err)),
         Err(_) => Err(Failure::TimedOut),
@@ -461,8 +482,8 @@ impl Failure {
 
 /// The token writes' runner: one statement per round of a batch.
 pub(super) struct TokenWrites {
-    /// For the batches (with their one prepared plan).
-    pub(super) batches: PgPool,
+    /// For the batches (with their prepared plans).
+    pub(super) batches: Kept,
     /// For writes retried one at a time.
     pub(super) alone: PgPool,
 }
@@ -482,7 +503,7 @@ impl TokenWrites {
             return;
         }
         let writes: Vec<&Write> = jobs.iter().map(|job| &job.write).collect();
-        let failure = match execute_bounded(&self.batches, &writes).await {
+        let failure = match execute_bounded(Conns::Kept(&self.batches), &writes).await {
             Ok(changed) => {
                 for job in jobs {
                     let outcome = changed.outcome(&job.write);
@@ -504,7 +525,7 @@ impl TokenWrites {
                         if job.reply.is_closed() {
                             return;
                         }
-                        let answer = execute_bounded(&pool, &[&job.write])
+                        let answer = execute_bounded(Conns::Pool(&pool), &[&job.write])
                             .await
                             .map(|changed| changed.outcome(&job.write))
                             .map_err(|failure| failure.to_store_error());
@@ -527,6 +548,10 @@ impl TokenWrites {
 
 impl Run for TokenWrites {
     type Job = WriteJob;
+
+    fn stop(&self) {
+        self.batches.release();
+    }
 
     async fn run(self: Arc<Self>, jobs: Vec<WriteJob>) {
         let mut pending = jobs;

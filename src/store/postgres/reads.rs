@@ -19,6 +19,7 @@ use sqlx::{Postgres, Row as _};
 use tokio::sync::oneshot;
 
 use super::batcher::Run;
+use super::kept::Kept;
 use super::{backend, bounded, corrupt, decode_token};
 use crate::crypto::token::TokenId;
 use crate::store::model::{AccessTokenRecord, RefreshTokenRecord, User};
@@ -48,14 +49,14 @@ pub(super) struct ReadJob<L: Lookup> {
 
 /// The lookups' runner.
 pub(super) struct Reads<L> {
-    pool: PgPool,
+    conn: Kept,
     kind: PhantomData<fn() -> L>,
 }
 
 impl<L> Reads<L> {
     pub(super) fn new(pool: PgPool) -> Self {
         Self {
-            pool,
+            conn: Kept::new(pool),
             kind: PhantomData,
         }
     }
@@ -75,14 +76,16 @@ fn copy(err: &StoreError) -> StoreError {
 }
 
 async fn fetch<L: Lookup>(
-    pool: &PgPool,
+    kept: &Kept,
     keys: &[L::Key],
 ) -> Result<HashMap<L::Key, Result<L::Record, StoreError>>, StoreError> {
     let rows = bounded(async {
-        L::bind(keys, sqlx::query(L::sql()))
-            .fetch_all(pool)
-            .await
-            .map_err(backend)
+        let mut conn = kept.get().await.map_err(backend)?;
+        let rows = L::bind(keys, sqlx::query(L::sql()))
+            .fetch_all(&mut *conn)
+            .await;
+        kept.put(conn, &rows);
+        rows.map_err(backend)
     })
     .await?;
     let mut found = HashMap::with_capacity(rows.len());
@@ -96,6 +99,10 @@ async fn fetch<L: Lookup>(
 impl<L: Lookup> Run for Reads<L> {
     type Job = ReadJob<L>;
 
+    fn stop(&self) {
+        self.conn.release();
+    }
+
     async fn run(self: Arc<Self>, jobs: Vec<ReadJob<L>>) {
         let mut seen = HashSet::with_capacity(jobs.len());
         let keys: Vec<L::Key> = jobs
@@ -103,7 +110,7 @@ impl<L: Lookup> Run for Reads<L> {
             .filter(|job| seen.insert(&job.key))
             .map(|job| job.key.clone())
             .collect();
-        match fetch::<L>(&self.pool, &keys).await {
+        match fetch::<L>(&self.conn, &keys).await {
             Ok(found) => {
                 for job in jobs {
                     let answer = match found.get(&job.key) {

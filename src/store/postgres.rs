@@ -98,12 +98,14 @@ const TAKE_BATCHES: Limits = Limits {
     queue: 4096,
 };
 
-/// Connections for the batches of token writes and lookups, one per kind (a stuck batch's
-/// successor waits for one to come free), taken out of the node's `max_connections`...
-const BATCH_CONNECTIONS: u32 = 4;
-/// ...as long as this many are left for everything else (lockout steps, directory edits, the
-/// janitor, readiness, writes retried one by one); below that the batches' come on top.
-const MIN_OTHER_CONNECTIONS: u32 = 4;
+/// Connections of the batches of token writes and lookups, on top of the node's pool for
+/// everything else: one per kind of batch while that kind is used (two under refresh load),
+/// and enough that a batch never waits for one while others are stuck (every kind's
+/// `most_in_flight`). Opened as needed.
+const BATCH_CONNECTIONS: u32 = 9;
+const _: () = assert!(
+    BATCH_CONNECTIONS as usize >= WRITE_BATCHES.most_in_flight + 3 * READ_BATCHES.most_in_flight
+);
 
 /// Connection failures (to sqlx, a connection cut mid-handshake is a protocol error),
 /// resource exhaustion, operator shutdown and serialization conflicts are worth a retry: 503.
@@ -189,10 +191,10 @@ pub fn unauthenticated_server_warning(url: &str) -> Option<&'static str> {
 }
 
 impl PostgresTokenStore {
-    /// Connects pools of `max_connections` in all (at least [`BATCH_CONNECTIONS`] more than
-    /// the others keep, see [`MIN_OTHER_CONNECTIONS`]), plus a quarter as many for the shared
-    /// rate limits, lazily: a database that is down at start makes requests fail with 503
-    /// until it returns, instead of failing the start.
+    /// Connects a pool of at most `max_connections`, plus the batches' own (see
+    /// [`BATCH_CONNECTIONS`]) and a quarter as many for the shared rate limits, lazily: a
+    /// database that is down at start makes requests fail with 503 until it returns, instead
+    /// of failing the start.
     pub fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let migration_options = PgConnectOptions::from_str(url)
             .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
@@ -218,11 +220,8 @@ impl PostgresTokenStore {
                 .acquire_timeout(Duration::from_secs(3))
                 .connect_lazy_with(options.clone())
         };
-        let pool_size = max_connections
-            .saturating_sub(BATCH_CONNECTIONS)
-            .max(max_connections.min(MIN_OTHER_CONNECTIONS));
         let (pool, batches, buckets) = (
-            pool(pool_size, &options),
+            pool(max_connections, &options),
             pool(BATCH_CONNECTIONS, &generic),
             pool(max_connections.div_ceil(4), &generic),
         );

@@ -168,6 +168,20 @@ pub struct Settings {
     pub stores: StoreSettings,
     pub security: SecuritySettings,
     pub rate_limit: RateLimitSettings,
+    pub management: ManagementSettings,
+}
+
+/// `[management]`: the plain-HTTP listener for `/metrics` and the health probes, apart from
+/// the token port so that it is not exposed by accident.
+#[derive(Debug, Clone)]
+pub struct ManagementSettings {
+    /// `false`: no management listener is bound (metrics are still recorded, unread).
+    pub enabled: bool,
+    pub host: IpAddr,
+    /// With the offset applied; 0 asks the OS for a free port (tests).
+    pub port: u16,
+    /// Adds `client_id` to `tokengate_token_requests_total`: one series per client.
+    pub per_client_metrics: bool,
 }
 
 /// `None` limits are off (`[rate_limit] enabled = false`).

@@ -13,6 +13,27 @@ pub(crate) struct RawConfig {
     pub(crate) stores: RawStores,
     pub(crate) security: RawSecurity,
     pub(crate) rate_limit: RawRateLimit,
+    pub(crate) management: RawManagement,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawManagement {
+    pub(crate) enabled: bool,
+    pub(crate) host: String,
+    pub(crate) port: i64,
+    pub(crate) per_client_metrics: bool,
+}
+
+impl Default for RawManagement {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            host: "127.0.0.1".into(),
+            port: 9000,
+            per_client_metrics: false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::raw::RawConfig;
 use super::{
-    ConfigError, ConfigProblem, ConfigSource, DirectoryLocation, JwtAlgorithm, OAuthSettings,
-    PasswordHashingSettings, RateLimitSettings, SecuritySettings, ServerSettings, Settings,
-    SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
+    ConfigError, ConfigProblem, ConfigSource, DirectoryLocation, JwtAlgorithm, ManagementSettings,
+    OAuthSettings, PasswordHashingSettings, RateLimitSettings, SecuritySettings, ServerSettings,
+    Settings, SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
 };
 
 /// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
@@ -104,22 +104,13 @@ pub fn validate_with_fallbacks(
         None => ("server.port_offset", raw.server.port_offset),
     };
     let port_offset = problems.range(offset_key, port_offset, 0, 65_535);
-    let https_port = if base_port == 0 {
-        0 // an OS-chosen port stays OS-chosen whatever the offset
-    } else {
-        match u16::try_from(base_port + port_offset) {
-            Ok(port) => port,
-            Err(_) => {
-                problems.add(
-                    offset_key,
-                    format!(
-                        "https_port {base_port} + offset {port_offset} is beyond the last port 65535"
-                    ),
-                );
-                0
-            }
-        }
-    };
+    let https_port = with_offset(
+        &mut problems,
+        offset_key,
+        "https_port",
+        base_port,
+        port_offset,
+    );
     let server = ServerSettings {
         host,
         https_port,
@@ -434,6 +425,8 @@ pub fn validate_with_fallbacks(
         shared: limits.shared,
     };
 
+    let management = management(&mut problems, &raw.management, &server, offset_key);
+
     let settings = Settings {
         config_file: file.to_path_buf(),
         server,
@@ -443,8 +436,81 @@ pub fn validate_with_fallbacks(
         stores,
         security,
         rate_limit,
+        management,
     };
     (settings, problems.found)
+}
+
+/// `base` + the port offset, as the port to bind; 0 stays 0 (the OS chooses, whatever the
+/// offset). `key` names the port in a problem.
+fn with_offset(
+    problems: &mut Problems<'_>,
+    offset_key: &str,
+    key: &str,
+    base: i64,
+    offset: i64,
+) -> u16 {
+    if base == 0 {
+        return 0;
+    }
+    match u16::try_from(base + offset) {
+        Ok(port) => port,
+        Err(_) => {
+            problems.add(
+                offset_key,
+                format!("{key} {base} + offset {offset} is beyond the last port 65535"),
+            );
+            0
+        }
+    }
+}
+
+/// `[management]`: host and port checked like `[server]`'s (the same offset applies), on a
+/// port of its own.
+fn management(
+    problems: &mut Problems<'_>,
+    raw: &super::raw::RawManagement,
+    server: &ServerSettings,
+    offset_key: &str,
+) -> ManagementSettings {
+    let host = match raw.host.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => {
+            problems.add(
+                "management.host",
+                format!("`{}` is not an IP address", raw.host),
+            );
+            IpAddr::from([127, 0, 0, 1])
+        }
+    };
+    let base_port = problems.range("management.port", raw.port, 0, 65_535);
+    let port = with_offset(
+        problems,
+        offset_key,
+        "management.port",
+        base_port,
+        server.port_offset,
+    );
+    if raw.enabled && port != 0 && port == server.https_port && hosts_overlap(host, server.host) {
+        problems.add(
+            "management.port",
+            format!(
+                "{port} is also server.https_port (after the offset): the management listener \
+                 needs a port of its own"
+            ),
+        );
+    }
+    ManagementSettings {
+        enabled: raw.enabled,
+        host,
+        port,
+        per_client_metrics: raw.per_client_metrics,
+    }
+}
+
+/// Whether listeners on `a` and `b` would take the same port (one of them may be a wildcard).
+fn hosts_overlap(a: IpAddr, b: IpAddr) -> bool {
+    a == b || a.is_unspecified() || b.is_unspecified()
 }
 
 fn required_path(

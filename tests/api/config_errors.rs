@@ -139,6 +139,11 @@ fn the_shipped_config_file_loads_with_its_documented_values() {
     assert_eq!(path, &home.join("data/tokens.db"));
     assert_eq!(*synchronous, SqliteSynchronous::Normal);
     assert_eq!(settings.stores.reload_interval, Duration::from_secs(2));
+    let management = &settings.management;
+    assert!(management.enabled);
+    assert_eq!(management.host, "127.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(management.port, 9000);
+    assert!(!management.per_client_metrics);
 }
 
 #[test]
@@ -193,6 +198,10 @@ fn every_key_of_the_shipped_config_is_read_from_the_file() {
             "sqlite_synchronous = \"full\"",
         ),
         ("reload_interval = 2", "reload_interval = 19"),
+        ("enabled = true", "enabled = false"),
+        ("host = \"127.0.0.1\"", "host = \"10.1.2.3\""),
+        ("\nport = 9000", "\nport = 9100"),
+        ("per_client_metrics = false", "per_client_metrics = true"),
     ]);
 
     // Act
@@ -232,6 +241,11 @@ fn every_key_of_the_shipped_config_is_read_from_the_file() {
     assert_eq!(path, &home.join("t/t.db"));
     assert_eq!(*synchronous, SqliteSynchronous::Full);
     assert_eq!(settings.stores.reload_interval, Duration::from_secs(19));
+    let management = &settings.management;
+    assert!(!management.enabled);
+    assert_eq!(management.host, "10.1.2.3".parse::<IpAddr>().unwrap());
+    assert_eq!(management.port, 9107, "the offset applies to it too");
+    assert!(management.per_client_metrics);
 }
 
 #[test]
@@ -499,6 +513,92 @@ fn several_problems_are_all_reported_at_once() {
     }
     let shown = ConfigError { problems }.to_string();
     assert_eq!(shown.lines().count(), 4, "one line per problem: {shown}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// [management]
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_management_port_beyond_65535_names_its_key() {
+    let text = shipped_with(&[("\nport = 9000", "\nport = 70000")]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "management.port");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
+fn a_management_host_that_is_not_an_ip_address_names_its_key() {
+    let text = shipped_with(&[("host = \"127.0.0.1\"", "host = \"localhost\"")]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "management.host");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
+fn management_values_of_the_wrong_type_name_their_keys() {
+    let text = shipped_with(&[
+        ("enabled = true", "enabled = \"yes\""),
+        ("per_client_metrics = false", "per_client_metrics = 1"),
+    ]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "management.enabled");
+    assert_names_key(&problems, "management.per_client_metrics");
+}
+
+#[test]
+fn an_unknown_key_in_the_management_section_names_the_file_and_the_key() {
+    let text = shipped_with(&[(
+        "per_client_metrics = false",
+        "per_client_metrics = false\ntls = true",
+    )]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "management.tls");
+}
+
+#[test]
+fn a_management_port_that_is_also_the_https_port_names_its_key() {
+    let text = shipped_with(&[("\nport = 9000", "\nport = 8243")]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "management.port");
+    assert!(problems[0].message.contains("https_port"), "{problems:?}");
+}
+
+#[test]
+fn an_offset_that_pushes_only_the_management_port_past_65535_is_reported() {
+    // 8243 + 57000 = 65243 still fits; 9000 + 57000 does not.
+    let text = shipped_with(&[("port_offset = 0", "port_offset = 57000")]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "server.port_offset");
+    assert!(
+        problems[0].message.contains("management.port"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_management_port_of_zero_stays_zero_whatever_the_offset() {
+    let text = shipped_with(&[
+        ("port_offset = 0", "port_offset = 5"),
+        ("\nport = 9000", "\nport = 0"),
+    ]);
+
+    let settings = validate(&text).unwrap();
+
+    assert_eq!(settings.management.port, 0);
+    assert_eq!(settings.server.https_port, 8248);
 }
 
 // ---------------------------------------------------------------------------------------------

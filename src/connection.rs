@@ -30,6 +30,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -153,23 +154,34 @@ impl Service<Request<Incoming>> for Tracked {
     }
 }
 
+/// The TLS side of every connection: the acceptor, and the count of handshakes that fail
+/// (`tokengate_tls_handshake_failures_total`).
+#[derive(Clone)]
+pub struct Handshake {
+    pub acceptor: TlsAcceptor,
+    pub failures: Counter,
+}
+
 /// Serves one TCP connection to the end.
 pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
+    handshake: Handshake,
     router: axum::Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await {
+    let accept = handshake.acceptor.accept(tcp);
+    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, accept).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
+            handshake.failures.inc();
             tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            handshake.failures.inc();
             tracing::debug!(peer = %peer, "TLS handshake timed out");
             return;
         }

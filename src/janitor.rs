@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::metrics::JanitorMetrics;
 use crate::oauth::TokenService;
 use crate::store::PurgeLimits;
 
@@ -44,11 +45,12 @@ pub struct Pass {
 pub fn spawn(
     service: Arc<TokenService>,
     settings: JanitorSettings,
+    metrics: JanitorMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
         loop {
-            let pass = run_once(&service, settings, PASS_BUDGET, &stop).await;
+            let pass = run_once(&service, settings, PASS_BUDGET, &stop, &metrics).await;
             let wait = if pass.unfinished {
                 CATCH_UP_PAUSE.min(settings.interval)
             } else {
@@ -70,6 +72,7 @@ pub async fn run_once(
     settings: JanitorSettings,
     budget: Duration,
     stop: &watch::Receiver<bool>,
+    metrics: &JanitorMetrics,
 ) -> Pass {
     let started = Instant::now();
     let now = service.clock.now_secs();
@@ -93,7 +96,11 @@ pub async fn run_once(
             // Nothing left in any table (a batch that found rows might have been the last,
             // but one more that finds none is cheap with the purge indexes).
             Ok(0) => break,
-            Ok(deleted) => pass.purged = pass.purged.saturating_add(deleted),
+            Ok(deleted) => {
+                // The store reports one total for all its tables.
+                metrics.purged("all", deleted);
+                pass.purged = pass.purged.saturating_add(deleted);
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "janitor batch failed; retrying next pass");
                 break;

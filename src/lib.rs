@@ -13,6 +13,8 @@ pub mod crypto;
 pub mod http;
 pub mod janitor;
 pub mod key_sharing;
+pub mod management;
+pub mod metrics;
 pub mod oauth;
 pub mod reload;
 pub mod secret_files;

@@ -22,10 +22,16 @@ use crate::abuse::rate_limit::{Limiter, SharedBuckets};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::config::{DirectoryLocation, TokenStoreSettings};
+use crate::config::{JwtAlgorithm, OAuthSettings};
 use crate::crypto::jwk::{self, KeyError, KeyRing};
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::http::health::Readiness;
 use crate::http::{self, AppParts, AppState, HttpLimits};
+use crate::management::{BeforeScrape, Management, ManagementState};
+use crate::metrics::{
+    ConnectionMetrics, JanitorMetrics, KeyState, Metrics, RateBucket, RejectReason,
+    SigningKeyMetrics,
+};
 use crate::oauth::token::ServiceParts;
 use crate::oauth::TokenService;
 use crate::store::directory::{SqlClientStore, SqlUserStore};
@@ -59,6 +65,12 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr} for [management] (metrics and probes): {source}")]
+    ManagementBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub struct Application {
@@ -74,6 +86,10 @@ pub struct Application {
     published_keys: Option<Arc<dyn PublishedKeyStore>>,
     /// What `/health` says; told when the shutdown drain begins.
     readiness: Arc<Readiness>,
+    /// The bound management listener (`None` when `[management] enabled = false`).
+    management: Option<Management>,
+    connection_metrics: ConnectionMetrics,
+    janitor_metrics: JanitorMetrics,
 }
 
 impl Application {
@@ -94,7 +110,20 @@ impl Application {
             );
         }
         let tls_config = tls::server_config(&settings.tls)?;
-        let hasher = PasswordHasher::start(&settings.password_hashing)?;
+        let Metrics {
+            registry,
+            token_endpoint,
+            password_pool,
+            grants,
+            rate_limits,
+            connections: connection_metrics,
+            janitor: janitor_metrics,
+            signing_keys,
+            reloads,
+            // The stores do not record yet (see README, Metrics).
+            store: _,
+        } = Metrics::new(settings.management.per_client_metrics);
+        let hasher = PasswordHasher::start(&settings.password_hashing, password_pool)?;
         if let TokenStoreSettings::Postgres(postgres) = &settings.stores.tokens {
             if let Some(warning) = store::postgres::unauthenticated_server_warning(&postgres.url) {
                 tracing::warn!("{warning}");
@@ -136,7 +165,11 @@ impl Application {
             0
         };
         crate::secret_files::warn_exposed(&settings);
-        let keys = KeyRing::open(&settings.oauth.signing_keys_dir, activation_delay_secs)?;
+        let keys = KeyRing::open(
+            &settings.oauth.signing_keys_dir,
+            activation_delay_secs,
+            reloads,
+        )?;
         keys.watch(settings.stores.reload_interval);
         let issuer = settings
             .oauth
@@ -152,14 +185,19 @@ impl Application {
             tokens: tokens.clone(),
             lockouts: database.lockouts.clone(),
             lockout_policy: settings.security.lockout,
-            client_limiter: settings
-                .rate_limit
-                .per_client
-                .map(|rate| Limiter::new(rate, "client", shared_buckets.clone())),
+            client_limiter: settings.rate_limit.per_client.map(|rate| {
+                Limiter::new(
+                    rate,
+                    "client",
+                    shared_buckets.clone(),
+                    rate_limits.refused(RateBucket::Client),
+                )
+            }),
             client_auth_lockout: settings.security.client_auth_lockout,
             keys,
             hasher: hasher.clone(),
-            clock,
+            clock: clock.clone(),
+            metrics: grants,
         }));
         warn_about_demo_credentials(&token_service).await;
         if let Some(store) = &database.published_keys {
@@ -173,11 +211,37 @@ impl Application {
         }
         let service_for_janitor = token_service.clone();
         let readiness = Readiness::for_store(tokens.clone());
+        let signing_key_gauges = Arc::new(SigningKeyGauges {
+            keys: token_service.keys.clone(),
+            clients: token_service.clients.clone(),
+            oauth: settings.oauth.clone(),
+            algorithm: settings.oauth.jwt_algorithm,
+            clock,
+            metrics: signing_keys,
+        });
+        let before_scrape: BeforeScrape = Arc::new(move || {
+            let gauges = signing_key_gauges.clone();
+            Box::pin(async move { gauges.refresh().await })
+        });
+        let management = if settings.management.enabled {
+            let addr = SocketAddr::new(settings.management.host, settings.management.port);
+            let state = ManagementState::new(registry, readiness.clone(), Some(before_scrape));
+            let management = Management::bind(addr, state)
+                .await
+                .map_err(|source| StartupError::ManagementBind { addr, source })?;
+            Some(management)
+        } else {
+            None
+        };
         let router = http::router(AppState::new(AppParts {
-            ip_limiter: settings
-                .rate_limit
-                .per_ip
-                .map(|rate| Arc::new(Limiter::new(rate, "ip", shared_buckets))),
+            ip_limiter: settings.rate_limit.per_ip.map(|rate| {
+                Arc::new(Limiter::new(
+                    rate,
+                    "ip",
+                    shared_buckets,
+                    rate_limits.refused(RateBucket::Ip),
+                ))
+            }),
             trusted_proxies: settings.rate_limit.trusted_proxies.clone().into(),
             token_service,
             limits: HttpLimits {
@@ -185,6 +249,7 @@ impl Application {
                 request_timeout: settings.server.request_timeout,
             },
             readiness: readiness.clone(),
+            metrics: token_endpoint,
         }));
         Ok(Self {
             settings: Arc::new(settings),
@@ -197,6 +262,9 @@ impl Application {
             token_service: service_for_janitor,
             published_keys: database.published_keys.clone(),
             readiness,
+            management,
+            connection_metrics,
+            janitor_metrics,
         })
     }
 
@@ -206,6 +274,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The management listener's address (`None` when `[management] enabled = false`).
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management.as_ref().map(Management::local_addr)
     }
 
     pub fn settings(&self) -> &Settings {
@@ -244,11 +317,17 @@ impl Application {
     /// [`Self::run_until`], with the drain cut short when the future `cut_drain_short` makes
     /// (once the drain has begun) completes.
     async fn run_stopping<F: Future<Output = ()> + Send>(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send,
         cut_drain_short: impl FnOnce() -> F + Send,
     ) -> Result<(), StartupError> {
         tracing::info!(address = %self.local_addr, "tokengate listening (HTTPS)");
+        // Served until the token port has stopped, so the probes see the drain and the grace.
+        let (stop_management, management_stop) = watch::channel(false);
+        let management = self
+            .management
+            .take()
+            .map(|management| tokio::spawn(management.serve(management_stop)));
         let server = &self.settings.server;
         let (stop_connections, connections_stop) = watch::channel(false);
         if let Some(store) = &self.published_keys {
@@ -271,6 +350,7 @@ impl Application {
                         .lockout
                         .map_or(0, |policy| policy.window_secs),
                 },
+                self.janitor_metrics.clone(),
                 connections_stop.clone(),
             );
         }
@@ -289,6 +369,7 @@ impl Application {
             },
             builder: Arc::new(http_builder(server.header_read_timeout)),
             stop: connections_stop,
+            metrics: self.connection_metrics.clone(),
         };
         accept.until(shutdown).await;
         let drain = server.shutdown_drain_period;
@@ -326,9 +407,53 @@ impl Application {
         {
             tracing::warn!("requests still in flight after the grace period were cut off");
         }
+        let _ = stop_management.send(true);
+        if let Some(management) = management {
+            // It gives its own requests in flight a second; this bound is a backstop.
+            if tokio::time::timeout(Duration::from_secs(2), management)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the management listener did not stop in time");
+            }
+        }
         self.tokens.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// `tokengate_signing_keys`, computed at scrape time: whether a key is pending, active,
+/// published or retired changes with time, not only when the folder does.
+struct SigningKeyGauges {
+    keys: Arc<KeyRing>,
+    clients: Arc<dyn ClientStore>,
+    oauth: OAuthSettings,
+    algorithm: JwtAlgorithm,
+    clock: Arc<dyn Clock>,
+    metrics: SigningKeyMetrics,
+}
+
+impl SigningKeyGauges {
+    async fn refresh(&self) {
+        let max_validity = match crate::oauth::token::max_access_token_validity_secs(
+            &self.oauth,
+            self.clients.as_ref(),
+        )
+        .await
+        {
+            Ok(max_validity) => max_validity,
+            // The clients cannot be listed (database down): the gauges keep their last values.
+            Err(_) => return,
+        };
+        let counts = self
+            .keys
+            .keys()
+            .counts(self.algorithm, self.clock.now_secs(), max_validity);
+        self.metrics.set(KeyState::Active, counts.active);
+        self.metrics.set(KeyState::Pending, counts.pending);
+        self.metrics.set(KeyState::Published, counts.published);
+        self.metrics.set(KeyState::Retired, counts.retired);
     }
 }
 
@@ -360,6 +485,7 @@ struct Acceptor<'a> {
     limits: ConnectionLimits,
     builder: Arc<auto::Builder<TokioExecutor>>,
     stop: watch::Receiver<bool>,
+    metrics: ConnectionMetrics,
 }
 
 impl Acceptor<'_> {
@@ -383,6 +509,7 @@ impl Acceptor<'_> {
             let ip_slot = match self.per_ip.try_acquire(peer.ip()) {
                 Ok(slot) => slot,
                 Err(refused) => {
+                    self.metrics.rejected(RejectReason::PerIpLimit);
                     // Once per episode: a host flooding connections must not flood the log.
                     if refused.first {
                         tracing::warn!(peer = %peer, "connection limit per IP reached; closing its new connections");
@@ -393,24 +520,31 @@ impl Acceptor<'_> {
                 }
             };
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                self.metrics.rejected(RejectReason::MaxConnections);
                 tracing::warn!(peer = %peer, "connection limit reached; closing the new connection");
                 continue;
             };
+            let open = self.metrics.opened();
             let _ = tcp.set_nodelay(true);
             let serve = connection::serve(
                 tcp,
                 peer,
-                self.app.acceptor.clone(),
+                connection::Handshake {
+                    acceptor: self.app.acceptor.clone(),
+                    failures: self.metrics.handshake_failures(),
+                },
                 self.app.router.clone(),
                 self.builder.clone(),
                 self.limits,
                 self.stop.clone(),
             );
-            // The slots go back when the connection ends, also if its task is dropped.
+            // The slots (and the open-connection count) go back when the connection ends, also
+            // if its task is dropped.
             tokio::spawn(async move {
                 serve.await;
                 drop(permit);
                 drop(ip_slot);
+                drop(open);
             });
         }
     }

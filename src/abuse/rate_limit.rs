@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::store::RateLimitStore;
 
@@ -168,19 +169,35 @@ pub struct Limiter<K> {
     shared: Option<Arc<SharedBuckets>>,
     /// Prefixes the key in the shared table (`ip`, `client`).
     kind: &'static str,
+    /// `tokengate_rate_limited_total` of this limiter's bucket.
+    refused: Counter,
 }
 
 impl<K: Eq + Hash + Clone + Display> Limiter<K> {
-    pub fn new(rate: Rate, kind: &'static str, shared: Option<Arc<SharedBuckets>>) -> Self {
+    pub fn new(
+        rate: Rate,
+        kind: &'static str,
+        shared: Option<Arc<SharedBuckets>>,
+        refused: Counter,
+    ) -> Self {
         Self {
             local: RateLimiter::new(rate),
             shared,
             kind,
+            refused,
         }
     }
 
     /// Takes one token for `key`. `Err(seconds)` says when to retry.
     pub async fn check(&self, key: &K, now_ms: i64) -> Result<(), u64> {
+        let checked = self.check_buckets(key, now_ms).await;
+        if checked.is_err() {
+            self.refused.inc();
+        }
+        checked
+    }
+
+    async fn check_buckets(&self, key: &K, now_ms: i64) -> Result<(), u64> {
         self.local.check(key, now_ms)?;
         let Some(shared) = &self.shared else {
             return Ok(());

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::config::JwtAlgorithm;
+use crate::metrics::ReloadMetrics;
 
 /// The `typ` of RFC 9068 access tokens.
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -201,6 +202,15 @@ impl SigningKey {
     }
 }
 
+/// Keys by state (see [`KeySet::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyCounts {
+    pub active: usize,
+    pub pending: usize,
+    pub published: usize,
+    pub retired: usize,
+}
+
 /// Every key in the folder, oldest first.
 pub struct KeySet {
     keys: Vec<SigningKey>,
@@ -288,6 +298,30 @@ impl KeySet {
             })
             .map(|(_, key)| key)
             .collect()
+    }
+
+    /// How many keys are in each state at `now`, for `tokengate_signing_keys`: the one that
+    /// signs for `algorithm` is active; newer keys of that algorithm still in their activation
+    /// delay are pending; other published keys are published; keys no longer published are
+    /// retired (their files may be deleted).
+    pub fn counts(&self, algorithm: JwtAlgorithm, now: i64, max_validity_secs: i64) -> KeyCounts {
+        let signer = self.signer(algorithm, now);
+        let published = self.published(now, max_validity_secs);
+        let signer_index =
+            signer.and_then(|signer| self.keys.iter().position(|key| std::ptr::eq(key, signer)));
+        let mut counts = KeyCounts::default();
+        for (index, key) in self.keys.iter().enumerate() {
+            if Some(index) == signer_index {
+                counts.active += 1;
+            } else if !published.iter().any(|shown| std::ptr::eq(*shown, key)) {
+                counts.retired += 1;
+            } else if key.algorithm == algorithm && signer_index.is_some_and(|at| index > at) {
+                counts.pending += 1;
+            } else {
+                counts.published += 1;
+            }
+        }
+        counts
     }
 
     /// The public JWKs of the published keys, as the JWKS lists them.
@@ -403,11 +437,17 @@ pub struct KeyRing {
     elsewhere: RwLock<Arc<Vec<serde_json::Value>>>,
     /// Files that appeared while running, and when: they activate no earlier than that.
     seen: std::sync::Mutex<HashMap<PathBuf, (i64, i64)>>,
+    reloads: ReloadMetrics,
 }
 
 impl KeyRing {
-    /// `activation_delay_secs`: how long a new key is published before it signs.
-    pub fn open(dir: &Path, activation_delay_secs: i64) -> Result<Arc<Self>, KeyError> {
+    /// `activation_delay_secs`: how long a new key is published before it signs. Re-reads
+    /// of the folder are counted in `reloads`.
+    pub fn open(
+        dir: &Path,
+        activation_delay_secs: i64,
+        reloads: ReloadMetrics,
+    ) -> Result<Arc<Self>, KeyError> {
         let stamp = folder_stamp(dir);
         let mut keys = KeySet::load(dir)?;
         keys.activation_delay_secs = activation_delay_secs;
@@ -417,6 +457,7 @@ impl KeyRing {
             current: RwLock::new((stamp, Arc::new(keys))),
             elsewhere: RwLock::new(Arc::new(Vec::new())),
             seen: std::sync::Mutex::new(HashMap::new()),
+            reloads,
         }))
     }
 
@@ -490,12 +531,14 @@ impl KeyRing {
         match KeySet::load_seen(&self.dir, &seen) {
             Ok(mut keys) => {
                 keys.activation_delay_secs = self.activation_delay_secs;
+                self.reloads.reloaded(true);
                 tracing::info!(folder = %self.dir.display(), keys = keys.keys.len(), "signing keys reloaded");
                 if let Ok(mut guard) = self.current.write() {
                     *guard = (stamp, Arc::new(keys));
                 }
             }
             Err(err) => {
+                self.reloads.reloaded(false);
                 tracing::error!(error = %err, "signing keys not reloaded; keeping the previous set");
                 if let Ok(mut guard) = self.current.write() {
                     guard.0 = stamp;

@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::sync::oneshot;
 
 use crate::config::PasswordHashingSettings;
+use crate::metrics::PasswordPoolMetrics;
 
 /// Stored hashes asking for more than this are refused rather than allowed to exhaust memory
 /// or pin a hashing thread for minutes (a pasted or hand-edited PHC string).
@@ -67,11 +68,15 @@ struct Inner {
     started: Arc<AtomicU64>,
     /// Verified against when the user does not exist, so that case costs the same time.
     dummy_hash: String,
+    metrics: PasswordPoolMetrics,
 }
 
 impl PasswordHasher {
     /// Starts `settings.workers` hashing threads.
-    pub fn start(settings: &PasswordHashingSettings) -> Result<Self, HashError> {
+    pub fn start(
+        settings: &PasswordHashingSettings,
+        metrics: PasswordPoolMetrics,
+    ) -> Result<Self, HashError> {
         let dummy_hash = hash_password(&crate::crypto::secret::generate_secret(), settings)?;
         let (jobs, queue) = crossbeam_channel::bounded(settings.queue_capacity);
         let started = Arc::new(AtomicU64::new(0));
@@ -79,9 +84,10 @@ impl PasswordHasher {
             let queue = queue.clone();
             let started = started.clone();
             let retained_kib = settings.argon2_memory_kib;
+            let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("tokengate-argon2-{index}"))
-                .spawn(move || run_worker(&queue, retained_kib, &started))
+                .spawn(move || run_worker(&queue, retained_kib, &started, &metrics))
                 .map_err(|err| {
                     HashError::Params(format!("cannot start a hashing thread: {err}"))
                 })?;
@@ -91,6 +97,7 @@ impl PasswordHasher {
                 jobs,
                 started,
                 dummy_hash,
+                metrics,
             }),
         })
     }
@@ -103,10 +110,20 @@ impl PasswordHasher {
             password,
             reply,
         };
+        // Counted before the send: a worker may take the job before `try_send` returns.
+        self.inner.metrics.queued();
         match self.inner.jobs.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(HashError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => return Err(HashError::WorkersGone),
+            Err(TrySendError::Full(_)) => {
+                self.inner.metrics.dequeued();
+                self.inner.metrics.shed();
+                return Err(HashError::Overloaded);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.inner.metrics.dequeued();
+                self.inner.metrics.shed();
+                return Err(HashError::WorkersGone);
+            }
         }
         answer.await.map_err(|_| HashError::WorkersGone)?
     }
@@ -123,16 +140,24 @@ impl PasswordHasher {
     }
 }
 
-fn run_worker(queue: &Receiver<Job>, retained_kib: u32, started: &AtomicU64) {
+fn run_worker(
+    queue: &Receiver<Job>,
+    retained_kib: u32,
+    started: &AtomicU64,
+    metrics: &PasswordPoolMetrics,
+) {
     let mut work_area: Vec<Block> = Vec::new();
     let retained_blocks = usize::try_from(retained_kib).unwrap_or(0);
     while let Ok(job) = queue.recv() {
+        metrics.dequeued();
         // The caller went away (client disconnected): don't spend 15 ms on nobody.
         if job.reply.is_closed() {
             continue;
         }
         started.fetch_add(1, Ordering::Relaxed);
+        let began = std::time::Instant::now();
         let outcome = verify_with(&job.phc, job.password.expose_secret(), &mut work_area);
+        metrics.verified(matches!(outcome, Ok(true)), began.elapsed());
         // A stored hash with unusually large `m` must not pin that much memory for good.
         if work_area.len() > retained_blocks {
             work_area.truncate(retained_blocks);
@@ -262,7 +287,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_verifies_and_the_dummy_always_fails() {
-        let hasher = PasswordHasher::start(&cheap_settings()).unwrap();
+        let hasher = PasswordHasher::start(
+            &cheap_settings(),
+            crate::metrics::Metrics::new(false).password_pool,
+        )
+        .unwrap();
         let phc = hash_password("pw", &cheap_settings()).unwrap();
         assert!(hasher.verify(&phc, SecretString::from("pw")).await.unwrap());
         assert!(!hasher.verify(&phc, SecretString::from("no")).await.unwrap());

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::metrics::Outcome;
 use crate::oauth::wire::ErrorBody;
 use crate::oauth::{ErrorCode, OAuthError};
 
@@ -65,6 +66,41 @@ impl ApiError {
             Self::NotReady(_) | Self::Draining => "temporarily_unavailable",
         }
     }
+
+    /// The `outcome` label of the request metrics: the code, with the server's own refusals
+    /// told apart (a saturated hashing pool or verification gate is `overloaded`, a store that
+    /// does not answer `unavailable`).
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::OAuth(err) => match err.code {
+                ErrorCode::InvalidRequest => Outcome::InvalidRequest,
+                ErrorCode::InvalidClient => Outcome::InvalidClient,
+                ErrorCode::InvalidGrant => Outcome::InvalidGrant,
+                ErrorCode::UnauthorizedClient => Outcome::UnauthorizedClient,
+                ErrorCode::UnsupportedGrantType => Outcome::UnsupportedGrantType,
+                ErrorCode::InvalidScope => Outcome::InvalidScope,
+                ErrorCode::AccessDenied => Outcome::AccessDenied,
+                ErrorCode::ServerError => Outcome::ServerError,
+                ErrorCode::SlowDown => Outcome::RateLimited,
+                ErrorCode::TemporarilyUnavailable => {
+                    let store_down = err
+                        .source
+                        .as_ref()
+                        .is_some_and(|source| source.is::<crate::store::StoreError>());
+                    if store_down {
+                        Outcome::Unavailable
+                    } else {
+                        Outcome::Overloaded
+                    }
+                }
+            },
+            Self::NotFound => Outcome::NotFound,
+            Self::MethodNotAllowed { .. } | Self::PayloadTooLarge { .. } | Self::BodyTimeout => {
+                Outcome::InvalidRequest
+            }
+            Self::NotReady(_) | Self::Draining => Outcome::Unavailable,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -97,6 +133,8 @@ impl IntoResponse for ApiError {
             error_description: &description,
         };
         let mut response = (status, Json(body)).into_response();
+        // For the request metrics (`measure.rs`), which count every answer in one place.
+        response.extensions_mut().insert(self.outcome());
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

@@ -4,6 +4,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod introspect;
+pub mod measure;
 pub mod metadata;
 pub mod revoke;
 pub mod token;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
+use axum::handler::Handler as _;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -20,6 +22,7 @@ use axum::Router;
 use ipnet::IpNet;
 
 use crate::abuse::rate_limit::{bucket_key, client_ip, Limiter};
+use crate::metrics::{Endpoint, TokenEndpointMetrics};
 use crate::oauth::{OAuthError, TokenService};
 use error::ApiError;
 
@@ -59,6 +62,8 @@ pub struct AppParts {
     pub trusted_proxies: Arc<[IpNet]>,
     /// What `/health` answers: the shared store probe, and the shutdown drain.
     pub readiness: Arc<health::Readiness>,
+    /// Requests per endpoint and outcome, recorded by [`measure`].
+    pub metrics: TokenEndpointMetrics,
 }
 
 /// The client's address as every defence sees it (rate limits, lockout, client
@@ -122,22 +127,34 @@ async fn only_get() -> ApiError {
 pub fn router(state: AppState) -> Router {
     // Every endpoint that authenticates clients is limited per client IP.
     let by_ip = || middleware::from_fn_with_state(state.clone(), limit_by_ip);
+    // Outermost, so that what the limit refuses is counted too.
+    let measured = |endpoint| {
+        middleware::from_fn_with_state(
+            measure::Measured::new(state.metrics.clone(), endpoint),
+            measure::measure,
+        )
+    };
     Router::new()
         .route(
             "/token",
-            post(token::token).fallback(only_post).route_layer(by_ip()),
+            post(token::token)
+                .fallback(only_post)
+                .route_layer(by_ip())
+                .route_layer(measured(Endpoint::Token)),
         )
         .route(
             "/revoke",
             post(revoke::revoke)
                 .fallback(only_post)
-                .route_layer(by_ip()),
+                .route_layer(by_ip())
+                .route_layer(measured(Endpoint::Revoke)),
         )
         .route(
             "/introspect",
             post(introspect::introspect)
                 .fallback(only_post)
-                .route_layer(by_ip()),
+                .route_layer(by_ip())
+                .route_layer(measured(Endpoint::Introspect)),
         )
         .route(
             "/.well-known/oauth-authorization-server",
@@ -145,7 +162,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/jwks", get(metadata::jwks).fallback(only_get))
         .route("/health", get(health::health).fallback(only_get))
-        .fallback(not_found)
+        .fallback(not_found.layer(measured(Endpoint::Other)))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             find_client_ip,

@@ -9,13 +9,14 @@ use axum::Json;
 
 use super::error::ApiError;
 use super::extract::TokenForm;
+use super::measure::{grant_label, RequestFacts};
 use super::AppState;
 use crate::oauth::token::ExchangeSummary;
 
 pub async fn token(
     State(state): State<AppState>,
     request: Result<TokenForm, ApiError>,
-) -> Result<Response, ApiError> {
+) -> Response {
     let started = Instant::now();
     let mut summary = ExchangeSummary::default();
     let outcome = match request {
@@ -46,11 +47,21 @@ pub async fn token(
             "token request"
         ),
     }
-    let body = outcome?;
-    let mut response = Json(body).into_response();
-    // RFC 6749 §5.1: responses carrying tokens must not be cached.
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    let facts = RequestFacts {
+        grant_type: grant_label(summary.grant_type.as_deref()),
+        client_id: summary.authenticated_client(),
+    };
+    let mut response = match outcome {
+        Ok(body) => {
+            let mut response = Json(body).into_response();
+            // RFC 6749 §5.1: responses carrying tokens must not be cached.
+            let headers = response.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(err) => err.into_response(),
+    };
+    response.extensions_mut().insert(facts);
+    response
 }

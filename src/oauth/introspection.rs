@@ -5,15 +5,16 @@
 use super::error::{ErrorCode, OAuthError};
 use super::issue::audience_of;
 use super::lookup::{find_presented_token, FoundToken};
-use super::token::{TokenRequest, TokenService};
+use super::token::{ExchangeSummary, TokenRequest, TokenService};
 use super::wire::IntrospectionResponse;
 use crate::store::model::TokenRecord;
 
 pub async fn introspect(
     service: &TokenService,
     request: TokenRequest,
+    summary: &mut ExchangeSummary,
 ) -> Result<IntrospectionResponse, OAuthError> {
-    let caller = service.authenticate_client(&request).await?;
+    let caller = service.authenticate_client(&request, summary).await?;
     if !caller.introspect {
         return Err(OAuthError::new(
             ErrorCode::AccessDenied,

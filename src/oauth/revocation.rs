@@ -7,10 +7,14 @@
 
 use super::error::OAuthError;
 use super::lookup::{find_presented_token, FoundToken};
-use super::token::{TokenRequest, TokenService};
+use super::token::{ExchangeSummary, TokenRequest, TokenService};
 
-pub async fn revoke(service: &TokenService, request: TokenRequest) -> Result<(), OAuthError> {
-    let client = service.authenticate_client(&request).await?;
+pub async fn revoke(
+    service: &TokenService,
+    request: TokenRequest,
+    summary: &mut ExchangeSummary,
+) -> Result<(), OAuthError> {
+    let client = service.authenticate_client(&request, summary).await?;
     let now = service.clock.now_secs();
     match find_presented_token(service, &request.form).await? {
         FoundToken::Refresh(record) if record.token.client_id == client.id => {

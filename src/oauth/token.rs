@@ -21,6 +21,7 @@ use crate::config::OAuthSettings;
 use crate::crypto::jwk::KeyRing;
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::token::TokenId;
+use crate::metrics::GrantMetrics;
 use crate::store::model::{Client, GrantType};
 use crate::store::{ClientStore, LockoutPolicy, LockoutStore, TokenStore, UserStore};
 
@@ -33,11 +34,21 @@ pub struct TokenRequest {
     pub client_ip: Option<IpAddr>,
 }
 
-/// What one exchange was about, for the per-request log line.
+/// What one request to an endpoint was about, for its log line and metrics.
 #[derive(Debug, Default)]
 pub struct ExchangeSummary {
+    /// The client id presented (claimed, until `authenticated`).
     pub client_id: Option<String>,
     pub grant_type: Option<String>,
+    /// `client_id` passed client authentication.
+    pub authenticated: bool,
+}
+
+impl ExchangeSummary {
+    /// The authenticated client's id, if authentication succeeded.
+    pub fn authenticated_client(self) -> Option<String> {
+        self.client_id.filter(|_| self.authenticated)
+    }
 }
 
 /// The stores and services every endpoint of the protocol layer works with.
@@ -57,6 +68,8 @@ pub struct ServiceParts {
     pub keys: Arc<KeyRing>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
+    /// Lockouts and refresh-token reuse, counted by the grants.
+    pub metrics: GrantMetrics,
 }
 
 /// Everything the grants need, shared by all requests.
@@ -73,6 +86,7 @@ pub struct TokenService {
     pub clock: Arc<dyn Clock>,
     client_auth: ClientAuthenticator,
     client_limiter: Option<Limiter<String>>,
+    metrics: GrantMetrics,
 }
 
 impl TokenService {
@@ -96,7 +110,13 @@ impl TokenService {
             clock: parts.clock,
             client_auth,
             client_limiter: parts.client_limiter,
+            metrics: parts.metrics,
         }
+    }
+
+    /// The grants' security-event counters.
+    pub fn metrics(&self) -> &GrantMetrics {
+        &self.metrics
     }
 
     /// Authenticates the client of a request to any endpoint (token, revocation,
@@ -104,9 +124,13 @@ impl TokenService {
     pub async fn authenticate_client(
         &self,
         request: &TokenRequest,
+        summary: &mut ExchangeSummary,
     ) -> Result<Arc<Client>, OAuthError> {
         let presented = presented_client(request.authorization.clone(), &request.form)?;
-        self.authenticate(presented, request.client_ip).await
+        summary.client_id = presented.claimed_id().map(str::to_owned);
+        let client = self.authenticate(presented, request.client_ip).await?;
+        summary.authenticated = true;
+        Ok(client)
     }
 
     async fn authenticate(
@@ -127,23 +151,7 @@ impl TokenService {
     /// The longest an access token issued now can live, over the settings and every client's
     /// overrides: a signing key stays published this long after it is retired.
     pub async fn max_access_token_validity_secs(&self) -> Result<i64, OAuthError> {
-        let clients = self.clients.list_clients().await?;
-        let access = clients
-            .iter()
-            .flat_map(|c| {
-                [
-                    c.access_token_validity_secs,
-                    c.application_access_token_validity_secs,
-                ]
-            })
-            .flatten()
-            .chain([
-                self.settings.access_token_validity_secs,
-                self.settings.application_access_token_validity_secs,
-            ])
-            .max()
-            .unwrap_or(0);
-        Ok(i64::try_from(access).unwrap_or(i64::MAX))
+        max_access_token_validity_secs(&self.settings, self.clients.as_ref()).await
     }
 
     /// RFC 7009 §2.1 / RFC 9700 §4.14.2: revokes every token of a grant. The revocation is
@@ -176,6 +184,7 @@ impl TokenService {
             .ok_or_else(|| OAuthError::invalid_request("missing parameter: grant_type"))?;
         summary.grant_type = Some(grant_type.to_owned());
         let client = self.authenticate(presented, request.client_ip).await?;
+        summary.authenticated = true;
         let Some(grant) = GrantType::parse(grant_type) else {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
@@ -215,6 +224,31 @@ impl TokenService {
             }
         }
     }
+}
+
+/// The longest an access token issued now can live, over `settings` and every client's
+/// overrides.
+pub async fn max_access_token_validity_secs(
+    settings: &OAuthSettings,
+    clients: &dyn ClientStore,
+) -> Result<i64, OAuthError> {
+    let clients = clients.list_clients().await?;
+    let access = clients
+        .iter()
+        .flat_map(|c| {
+            [
+                c.access_token_validity_secs,
+                c.application_access_token_validity_secs,
+            ]
+        })
+        .flatten()
+        .chain([
+            settings.access_token_validity_secs,
+            settings.application_access_token_validity_secs,
+        ])
+        .max()
+        .unwrap_or(0);
+    Ok(i64::try_from(access).unwrap_or(i64::MAX))
 }
 
 async fn run<G: Grant>(

@@ -40,6 +40,7 @@ mod lockout_in_flight;
 mod lockout_sources;
 mod log_injection;
 mod metadata;
+mod metrics;
 mod nul_bytes;
 mod overload;
 mod postgres;

@@ -68,6 +68,7 @@ async fn the_default_issuer_is_localhost_on_8243_shifted_by_the_offset() {
     };
     let mut settings = tokengate::config::load(&source).unwrap();
     settings.server.host = "127.0.0.1".parse().unwrap();
+    settings.management.port = 0;
     assert_eq!(settings.server.https_port, free_port);
 
     let app = spawn_in(

@@ -15,6 +15,7 @@ use tracing::Instrument as _;
 use super::{required, required_secret, Grant};
 use crate::abuse::rate_limit::bucket_key;
 use crate::crypto::password::{self, PasswordHasher};
+use crate::metrics::GrantMetrics;
 use crate::oauth::error::OAuthError;
 use crate::oauth::issue::{self, RefreshPlan, Subject};
 use crate::oauth::params::FormParams;
@@ -92,6 +93,7 @@ impl Grant for PasswordGrant {
                 |ip| bucket_key(ip).to_string(),
             ),
             now: service.clock.now_secs(),
+            metrics: service.metrics().clone(),
         };
         // The attempt runs in a task of its own that this request cannot cancel: a client that
         // disconnects drops this future at any await, and the lockout slot the attempt takes
@@ -147,6 +149,7 @@ struct LoginAttempt {
     /// The client's address (its rate-limit bucket) as text.
     source: String,
     now: i64,
+    metrics: GrantMetrics,
 }
 
 type Checked = Result<bool, OAuthError>;
@@ -222,6 +225,7 @@ impl LoginAttempt {
         };
         let outcome = self.end(step, policy).await?;
         if let Attempt::LockedNow { until, everywhere } = outcome {
+            self.metrics.account_locked();
             // Unknown names are counted too, so lockouts do not reveal which names exist.
             if everywhere {
                 tracing::warn!(target: "audit", username = ?crate::telemetry::cut(&self.username), locked_until = until, failures = policy.max_failures_per_user, "account locked for every address after repeated failed logins");

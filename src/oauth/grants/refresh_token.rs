@@ -182,6 +182,7 @@ async fn redeem_spent(
         }
     }
     service.revoke_grant(&spent.token.family_id, now).await?;
+    service.metrics().refresh_reuse_detected();
     tracing::warn!(
         target: "audit",
         client_id = ?crate::telemetry::cut(&client.id),

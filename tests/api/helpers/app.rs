@@ -135,6 +135,8 @@ pub fn test_settings(home: &Path) -> Settings {
     let mut settings = config::load(&source).expect("the shipped config is valid");
     settings.server.host = "127.0.0.1".parse().unwrap();
     settings.server.https_port = 0;
+    // Never the shipped 9000: tests run many servers at once.
+    settings.management.port = 0;
     settings.password_hashing = hashing();
     settings.stores.reload_interval = Duration::from_secs(1);
     settings
@@ -142,6 +144,8 @@ pub fn test_settings(home: &Path) -> Settings {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The management listener (`None` when `[management] enabled = false`).
+    pub management_addr: Option<SocketAddr>,
     pub base_url: String,
     pub client: reqwest::Client,
     pub home: Arc<TempDir>,
@@ -173,6 +177,7 @@ pub async fn spawn_in(home: Arc<TempDir>, settings: Settings, clock: Arc<ManualC
         .await
         .expect("the test app builds");
     let addr = app.local_addr();
+    let management_addr = app.management_addr();
     let store = app.token_store();
     let hasher = app.password_hasher();
     let (shutdown, stop) = oneshot::channel::<()>();
@@ -186,6 +191,7 @@ pub async fn spawn_in(home: Arc<TempDir>, settings: Settings, clock: Arc<ManualC
     let client = https_client(&settings.tls.cert);
     TestApp {
         addr,
+        management_addr,
         base_url: format!("https://127.0.0.1:{}", addr.port()),
         client,
         home,

@@ -1,0 +1,183 @@
+//! The management listener (`[management]`, issue 11): plain HTTP on its own port, by default
+//! 127.0.0.1:9000, apart from the token port so that metrics and probes are never exposed with
+//! it by accident.
+//!
+//! - `GET /metrics`: every metric of [`crate::metrics`], Prometheus text format 0.0.4;
+//! - `GET /health/live`: 200 while the process runs (a liveness probe restarts on anything else);
+//! - `GET /health/ready`: 200 once start-up is done and the token store answers, 503 while it
+//!   does not and during the shutdown drain: the same shared probe as `/health` on the token
+//!   port ([`Readiness`]).
+//!
+//! It is bound in `Application::build` (a port in use is a startup error) and served from the
+//! start of `run_until` until the server has stopped answering token requests, so it reports
+//! the drain and the grace period too.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::http::health::Readiness;
+
+/// Connections the management port serves at once; more are closed at once (a scraper and a
+/// few probes need a handful).
+const MAX_CONNECTIONS: usize = 64;
+/// Time to send a request's headers; also bounds a connection that sends nothing.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request in flight at shutdown may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Work to do before each scrape (gauges computed from state that changes with time).
+pub type BeforeScrape = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What the management routes answer from.
+#[derive(Clone)]
+pub struct ManagementState {
+    registry: Arc<Registry>,
+    readiness: Arc<Readiness>,
+    before_scrape: Option<BeforeScrape>,
+}
+
+impl ManagementState {
+    pub fn new(
+        registry: Registry,
+        readiness: Arc<Readiness>,
+        before_scrape: Option<BeforeScrape>,
+    ) -> Self {
+        Self {
+            registry: Arc::new(registry),
+            readiness,
+            before_scrape,
+        }
+    }
+}
+
+/// The bound management listener, not yet serving.
+pub struct Management {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+}
+
+impl Management {
+    /// Binds `addr` (port 0: the OS chooses).
+    pub async fn bind(addr: SocketAddr, state: ManagementState) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            router: router(state),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `stop` changes (or its sender is dropped), then gives the requests in flight
+    /// [`SHUTDOWN_GRACE`] and closes every connection.
+    pub async fn serve(self, mut stop: watch::Receiver<bool>) {
+        tracing::info!(address = %self.local_addr, "management listener (HTTP: /metrics, /health/live, /health/ready)");
+        let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let builder = Arc::new(builder);
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = stop.changed() => break,
+            };
+            let Ok((tcp, peer)) = accepted else {
+                // Typically EMFILE: back off briefly instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::debug!(peer = %peer, "management connection limit reached; closing");
+                continue;
+            };
+            let service = TowerToHyperService::new(self.router.clone());
+            let builder = builder.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let connection = builder.serve_connection(TokioIo::new(tcp), service);
+                let mut connection = std::pin::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    _ = stop.changed() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+                    }
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+fn router(state: ManagementState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<ManagementState>) -> Response {
+    if let Some(before_scrape) = &state.before_scrape {
+        before_scrape().await;
+    }
+    match crate::metrics::encode(&state.registry) {
+        Ok(text) => {
+            let mut response = text.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            response
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "metrics could not be encoded");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<ManagementState>) -> Response {
+    match state.readiness.check().await {
+        Ok(()) => Json(json!({ "status": "ok", "store": "ok" })).into_response(),
+        Err(cause) => {
+            // The cause is logged (at debug while draining: every probe would warn), never sent.
+            if state.readiness.is_draining() {
+                tracing::debug!("not ready: shutting down");
+            } else {
+                tracing::warn!(cause = %cause, "not ready");
+            }
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable" })),
+            )
+                .into_response()
+        }
+    }
+}

@@ -177,12 +177,13 @@ impl TokenService {
         summary: &mut ExchangeSummary,
     ) -> Result<TokenResponse, OAuthError> {
         let form = request.form;
+        // Noted first, so that a request refused for its credentials is still told by grant.
+        summary.grant_type = form.get("grant_type").map(str::to_owned);
         let presented = presented_client(request.authorization, &form)?;
         summary.client_id = presented.claimed_id().map(str::to_owned);
         let grant_type = form
             .get("grant_type")
             .ok_or_else(|| OAuthError::invalid_request("missing parameter: grant_type"))?;
-        summary.grant_type = Some(grant_type.to_owned());
         let client = self.authenticate(presented, request.client_ip).await?;
         summary.authenticated = true;
         let Some(grant) = GrantType::parse(grant_type) else {

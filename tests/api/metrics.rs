@@ -493,6 +493,21 @@ async fn metrics_and_probes_are_not_served_on_the_token_port() {
 }
 
 #[tokio::test]
+async fn the_management_listener_stops_with_the_server() {
+    // Arrange
+    let app = spawn_app().await;
+    let addr = management(&app);
+    assert_eq!(get_management(&app, "/health/live").await.status, 200);
+
+    // Act
+    app.stop().await;
+
+    // Assert
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "{addr} still accepts connections");
+}
+
+#[tokio::test]
 async fn a_disabled_management_listener_binds_no_port() {
     // Arrange: a port that was free a moment ago, configured but disabled.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

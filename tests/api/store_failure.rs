@@ -92,3 +92,44 @@ async fn a_rotation_whose_client_hung_up_while_the_store_waited_is_not_written()
         .await
         .assert_tokens(3600, "default");
 }
+
+/// The write-ahead log is copied into the database file while the server keeps running, by the
+/// store's checkpoint thread, not only when the writer's own (rare, late) automatic checkpoint
+/// or the close gets to it. Read here with `immutable`, which looks at the database file alone.
+#[tokio::test]
+async fn committed_tokens_reach_the_database_file_while_the_server_runs() {
+    let app = spawn_app().await;
+    let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
+    let mut refresh = refresh.unwrap();
+    for _ in 0..30 {
+        let (_, next) = app.refresh(&refresh).await.assert_tokens(3600, "default");
+        refresh = next.unwrap();
+    }
+    let tokengate::config::TokenStoreSettings::Sqlite { path, .. } =
+        app.settings.stores.tokens.clone()
+    else {
+        panic!("the test config uses SQLite")
+    };
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
+        .unwrap()
+        .filename(&path)
+        .immutable(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let in_file = loop {
+        // A fresh connection each time: an immutable one never looks at the file again.
+        let mut file = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
+            .fetch_one(&mut file)
+            .await
+            .unwrap();
+        file.close().await.unwrap();
+        if rows == 31 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(in_file, 31, "refresh tokens in the database file itself");
+    app.stop().await;
+}

@@ -134,6 +134,12 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
 /// written) and the request gets a 503.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a statement waits for a row lock another session holds. Below
+/// [`STATEMENT_TIMEOUT`], so that a batch held up by one locked row fails as a lock wait
+/// (`lock_not_available`, which the group commit retries one write at a time, so only the write
+/// on that row fails) and not as a slow statement (which fails every write of the batch).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The backstop for a database that stops answering altogether (a network partition): only
 /// then does a node stop waiting without hearing how the operation ended. Well above
 /// [`STATEMENT_TIMEOUT`] plus the pool's acquire timeout, so a slow but working database is
@@ -199,12 +205,13 @@ impl PostgresTokenStore {
         let migration_options = PgConnectOptions::from_str(url)
             .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
         let limit = STATEMENT_TIMEOUT.as_millis().to_string();
+        let lock_limit = LOCK_TIMEOUT.as_millis().to_string();
         // A transaction left open by a node that stopped (or was cut off) mid-way would hold
         // its row and advisory locks until TCP gave up on it (hours): the server ends it.
         let idle = OPERATION_TIMEOUT.as_millis().to_string();
         let options = migration_options.clone().options([
             ("statement_timeout", &limit),
-            ("lock_timeout", &limit),
+            ("lock_timeout", &lock_limit),
             ("idle_in_transaction_session_timeout", &idle),
         ]);
         // The batch statements are planned once per connection: their plan (index and TID

@@ -52,7 +52,7 @@ for n in $(seq 1 "$NODES"); do
   cp -R "$ROOT/config" "$home/config"
   sed -i -e "s|^tokens = .*|tokens = \"$NODE_URL\"|" -e 's|^users = [^#]*|users = "sql" |' \
     -e 's|^clients = [^#]*|clients = "sql" |' \
-    -e 's|^max_connections_per_ip = [0-9]*|max_connections_per_ip = 0|' "$home/config/identity.toml"
+    -e 's|^max_connections_per_ip = [0-9]*|max_connections_per_ip = 0|' -e 's|^port = [0-9]*|port = 0|' "$home/config/identity.toml"
   case "$RATE_LIMIT" in
     off) ;;
     shared | local)

@@ -250,6 +250,9 @@ cp -R "$ROOT/config" "$HOME_DIR/config"
 set_config max_failed_login_attempts 0
 # The load generator opens up to 1024 connections from one address.
 set_config max_connections_per_ip 0
+# The management listener (/metrics) stays on, as in production, on a port the OS picks:
+# pick_port only checks the HTTPS port, and 9000 + offset may be taken.
+set_config port 0
 # TOKEN_STORE=postgres://… measures the PostgreSQL token store instead of the default SQLite.
 if [[ -n "$TOKEN_STORE" ]]; then
   set_config tokens "\"$TOKEN_STORE\""

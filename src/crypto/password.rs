@@ -77,7 +77,7 @@ impl PasswordHasher {
         settings: &PasswordHashingSettings,
         metrics: PasswordPoolMetrics,
     ) -> Result<Self, HashError> {
-        let dummy_hash = hash_password(&crate::crypto::secret::generate_secret(), settings)?;
+        let dummy_hash = dummy_phc(settings)?;
         let (jobs, queue) = crossbeam_channel::bounded(settings.queue_capacity);
         let started = Arc::new(AtomicU64::new(0));
         for index in 0..settings.workers.max(1) {
@@ -226,6 +226,36 @@ pub fn hash_password(
         .map_err(|err| HashError::Params(err.to_string()))
 }
 
+/// A PHC string with the configured parameters, a random salt and a random output: verifying a
+/// password against it costs one verification, as for a real hash, and never succeeds. Written
+/// out rather than hashed, so that starting the server does not spend an argon2 run on it (half
+/// of the time from start to the first token).
+fn dummy_phc(settings: &PasswordHashingSettings) -> Result<String, HashError> {
+    let params = Params::new(
+        settings.argon2_memory_kib,
+        settings.argon2_iterations,
+        settings.argon2_parallelism,
+        None,
+    )
+    .map_err(|err| HashError::Params(err.to_string()))?;
+    let salt = SaltString::generate(&mut OsRng);
+    let mut output = [0_u8; Params::DEFAULT_OUTPUT_LEN];
+    rand::RngCore::fill_bytes(&mut OsRng, &mut output);
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: (&params)
+            .try_into()
+            .map_err(|err: password_hash::Error| HashError::Params(err.to_string()))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(
+            password_hash::Output::new(&output)
+                .map_err(|err| HashError::Params(err.to_string()))?,
+        ),
+    };
+    Ok(hash.to_string())
+}
+
 /// Whether `phc` parses as an argon2 hash we can verify (for `check-config`).
 pub fn check_phc(phc: &str) -> Result<(), HashError> {
     let parsed = PasswordHash::new(phc).map_err(|err| HashError::Malformed(err.to_string()))?;
@@ -283,6 +313,31 @@ mod tests {
         ] {
             assert!(verify_with(bad, "x", &mut work_area).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_configured_cost_and_matches_no_password() {
+        let settings = cheap_settings();
+        let dummy = dummy_phc(&settings).unwrap();
+        check_phc(&dummy).unwrap();
+        let parsed = PasswordHash::new(&dummy).unwrap();
+        let params = Params::try_from(&parsed).unwrap();
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (
+                settings.argon2_memory_kib,
+                settings.argon2_iterations,
+                settings.argon2_parallelism
+            )
+        );
+        assert_eq!(parsed.hash.unwrap().len(), Params::DEFAULT_OUTPUT_LEN);
+        // A full verification runs (Ok) and fails, as for a real hash and a wrong password.
+        assert!(!verify_with(&dummy, "pw", &mut Vec::new()).unwrap());
+        assert_ne!(
+            dummy,
+            dummy_phc(&settings).unwrap(),
+            "a fresh salt each time"
+        );
     }
 
     #[tokio::test]

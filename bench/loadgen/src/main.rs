@@ -24,6 +24,9 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
+/// Pause before a seeding password grant refused with 503 is sent again.
+const SEED_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 use args::{Args, Scenario, USAGE};
 use tgload::client::{basic_auth, form_urlencode, path_uri, Call, Conn, Endpoint};
 use tgload::stats::Stats;
@@ -316,17 +319,26 @@ impl Worker {
         }
     }
 
-    /// Password grant on this connection; its refresh token starts a new chain.
+    /// Password grant on this connection; its refresh token starts a new chain. A 503 (the
+    /// server's hashing queue is full, as under `flood`) is retried after a pause, as a real
+    /// client does after Retry-After, and counted in `seed_retries`: seeding is untimed set-up,
+    /// not the load being measured. The caller bounds the whole by its deadline.
     async fn seed(&mut self) -> Result<(), String> {
-        let conn = self.conn.as_mut().ok_or("not connected")?;
-        match self.endpoint.send(conn, self.plan.seed_call()).await {
-            Ok((status, body)) => {
-                self.refresh_token = Some(Plan::seed_token(status, &body)?);
-                Ok(())
-            }
-            Err(e) => {
-                self.conn = None;
-                Err(e)
+        loop {
+            let conn = self.conn.as_mut().ok_or("not connected")?;
+            match self.endpoint.send(conn, self.plan.seed_call()).await {
+                Ok((status, _)) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                    self.stats.seed_retries += 1;
+                    tokio::time::sleep(SEED_RETRY_PAUSE).await;
+                }
+                Ok((status, body)) => {
+                    self.refresh_token = Some(Plan::seed_token(status, &body)?);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.conn = None;
+                    return Err(e);
+                }
             }
         }
     }
@@ -442,6 +454,7 @@ fn report(args: &Args, stats: &Stats, setup_time: Duration) {
         "status": status,
         "untimed_errors": stats.untimed_errors,
         "reseeds": stats.reseeds,
+        "seed_retries": stats.seed_retries,
         "reconnects": stats.reconnects,
         "setup_s": round3(setup_time.as_secs_f64()),
         "first_error": stats.first_error,

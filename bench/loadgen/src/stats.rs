@@ -19,6 +19,8 @@ pub struct Stats {
     pub untimed_errors: u64,
     /// Password grants sent to restart a refresh chain after a failure (untimed).
     pub reseeds: u64,
+    /// Seeding password grants sent again after a 503.
+    pub seed_retries: u64,
     /// Connections reopened because the server closed or broke one (untimed).
     pub reconnects: u64,
     pub status: BTreeMap<u16, u64>,
@@ -34,6 +36,7 @@ impl Stats {
             ok: 0,
             untimed_errors: 0,
             reseeds: 0,
+            seed_retries: 0,
             reconnects: 0,
             status: BTreeMap::new(),
             first_error: None,
@@ -75,6 +78,7 @@ impl Stats {
         self.ok += other.ok;
         self.untimed_errors += other.untimed_errors;
         self.reseeds += other.reseeds;
+        self.seed_retries += other.seed_retries;
         self.reconnects += other.reconnects;
         for (code, n) in other.status {
             *self.status.entry(code).or_insert(0) += n;

@@ -81,12 +81,23 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// WAL pages after which the writer checkpoints by itself: only reached when the checkpoint
 /// thread cannot keep up (SQLite's default is 1000; the thread normally runs long before).
 const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
+/// How long a read answered by the writer (a refresh token's lookup, the health probe) waits
+/// for it. It waits behind the batch being committed, which may itself wait up to
+/// [`BUSY_TIMEOUT`] for another process's lock, or for a disk that stopped answering; past this
+/// the request gets a 503 (and the lookup, its caller gone, is left out).
+const WRITER_READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// Failed checkpoints in a row between two log lines about them (one a minute): a full or
+/// failing disk would otherwise log ten lines a second.
+const CHECKPOINT_FAILURES_PER_LOG: u32 = 600;
 
 /// What the writer thread is asked to do: every write, and the reads of refresh tokens (see
 /// `answer_reads`).
 enum WriterOp {
     /// A read of a refresh token, answered by the writer (see `find_refresh_token`).
     FindRefresh(TokenId),
+    /// The health probe: answered when the writer gets to it, so a writer stuck behind a lock
+    /// or a disk makes the node unready.
+    Ping,
     Create(NewTokens),
     Rotate {
         old: TokenId,
@@ -296,6 +307,18 @@ impl SqliteTokenStore {
             .map_err(|_| StoreError::Unavailable("the token store writer stopped".into()))?
     }
 
+    /// A read the writer answers, within [`WRITER_READ_TIMEOUT`].
+    async fn ask_writer(&self, op: WriterOp) -> Result<Outcome, StoreError> {
+        tokio::time::timeout(WRITER_READ_TIMEOUT, self.submit_for(op))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "the token store writer did not answer within {} s",
+                    WRITER_READ_TIMEOUT.as_secs()
+                )))
+            })
+    }
+
     /// Runs `read` on a free read connection (waiting for one only when all are taken, which
     /// takes more concurrent reads than the runtime has threads). No await while one is held.
     fn read<T>(
@@ -365,13 +388,18 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
+                let mut failures: u32 = 0;
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(CHECKPOINT_INTERVAL)
                 {
-                    if let Err(err) =
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(error = %err, "token store checkpoint failed");
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        Ok(()) => failures = 0,
+                        Err(err) => {
+                            if failures.is_multiple_of(CHECKPOINT_FAILURES_PER_LOG) {
+                                tracing::warn!(error = %err, failed_in_a_row = failures + 1, "token store checkpoint failed");
+                            }
+                            failures = failures.saturating_add(1);
+                        }
                     }
                 }
             })
@@ -442,7 +470,8 @@ fn run_writer(
     }
     // Writes queued behind the shutdown are answered "stopped" by dropping them.
     queue.close();
-    // Stopped first: closing the last connection checkpoints the whole log and removes it.
+    // Stopped before the writer's connection closes, so no checkpoint runs after it; the read
+    // connections close with the store, and the last to close checkpoints the whole log.
     drop(checkpointer);
     if let Err((_, err)) = conn.close() {
         tracing::warn!(error = %err, "closing the token store writer");
@@ -454,31 +483,36 @@ fn run_writer(
 /// finds its cache stale after every commit and reads the pages again from the files, which made
 /// a refresh token's lookup cost as much as its rotation.
 fn answer_reads(conn: &Connection, batch: &mut Vec<WriterJob>) {
-    if !batch
-        .iter()
-        .any(|job| matches!(job.op, WriterOp::FindRefresh(_)))
-    {
+    let is_read = |op: &WriterOp| matches!(op, WriterOp::FindRefresh(_) | WriterOp::Ping);
+    if !batch.iter().any(|job| is_read(&job.op)) {
         return;
     }
     // The writes keep their order: of two writes to one row, the first queued is applied first.
-    let (reads, writes): (Vec<_>, Vec<_>) = batch
-        .drain(..)
-        .partition(|job| matches!(job.op, WriterOp::FindRefresh(_)));
+    let (reads, writes): (Vec<_>, Vec<_>) = batch.drain(..).partition(|job| is_read(&job.op));
     batch.extend(writes);
+    // Still inside a transaction whose rollback failed: its rows were never committed.
+    let in_failed_transaction = !conn.is_autocommit();
     for job in reads {
-        let WriterOp::FindRefresh(id) = job.op else {
-            continue;
-        };
         if job.reply.is_closed() {
             continue;
         }
-        let found = query_one(
-            conn,
-            &tokens::FIND_REFRESH,
-            [id.0.as_slice()],
-            decode_refresh,
-        );
-        let _ = job.reply.send(found.map(Outcome::Refresh));
+        let answer = if in_failed_transaction {
+            Err(StoreError::Unavailable(
+                "the token store writer could not roll back".into(),
+            ))
+        } else {
+            match job.op {
+                WriterOp::FindRefresh(id) => query_one(
+                    conn,
+                    &tokens::FIND_REFRESH,
+                    [id.0.as_slice()],
+                    decode_refresh,
+                )
+                .map(Outcome::Refresh),
+                _ => Ok(Outcome::Changed(true)),
+            }
+        };
+        let _ = job.reply.send(answer);
     }
 }
 
@@ -630,7 +664,7 @@ fn apply(conn: &Connection, op: &WriterOp) -> Result<Outcome, rusqlite::Error> {
         WriterOp::Directory(change) => change_directory(conn, change)?,
         WriterOp::Shutdown => true,
         // Answered before the batch by `answer_reads`.
-        WriterOp::FindRefresh(_) => false,
+        WriterOp::FindRefresh(_) | WriterOp::Ping => false,
     }))
 }
 
@@ -859,7 +893,7 @@ impl TokenStore for SqliteTokenStore {
         &self,
         id: &TokenId,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        match self.submit_for(WriterOp::FindRefresh(*id)).await? {
+        match self.ask_writer(WriterOp::FindRefresh(*id)).await? {
             Outcome::Refresh(found) => Ok(found),
             _ => Err(StoreError::Corrupt(
                 "the writer answered a read with a write".into(),
@@ -909,6 +943,7 @@ impl TokenStore for SqliteTokenStore {
                 "the token store writer stopped".into(),
             ));
         }
+        self.ask_writer(WriterOp::Ping).await?;
         self.read(|conn| {
             conn.prepare_cached("SELECT 1")
                 .and_then(|mut select| select.query_row([], |_| Ok(())))

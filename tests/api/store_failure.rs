@@ -29,8 +29,21 @@ async fn a_store_that_cannot_write_answers_503_and_recovers() {
         .await
         .unwrap();
 
-    // Writes fail once the store's busy timeout runs out...
-    let (login, renewal) = tokio::join!(app.login(None), app.refresh(&refresh));
+    // Writes fail once the store's busy timeout runs out; meanwhile the writer is stuck, and
+    // the health probe (answered by the writer) says so...
+    let health_while_stuck = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+        loop {
+            let status = app.get("/health").await.status;
+            if status == 503 || std::time::Instant::now() > deadline {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let (login, renewal, health) =
+        tokio::join!(app.login(None), app.refresh(&refresh), health_while_stuck);
+    assert_eq!(health, 503, "/health while the writer waits for the lock");
     // ...while what needs no write goes on.
     let introspected = app.introspect(&access).await;
 
@@ -46,6 +59,14 @@ async fn a_store_that_cannot_write_answers_503_and_recovers() {
     drop(intruder);
     // Nothing was half-written: the refresh token that failed to rotate is still live.
     app.refresh(&refresh).await.assert_tokens(3600, "default");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app.get("/health").await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/health never recovered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     app.login(None).await.assert_tokens(3600, "default");
 }
 
@@ -117,14 +138,18 @@ async fn committed_tokens_reach_the_database_file_while_the_server_runs() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let in_file = loop {
         // A fresh connection each time: an immutable one never looks at the file again.
-        let mut file = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .unwrap();
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
-            .fetch_one(&mut file)
-            .await
-            .unwrap();
-        file.close().await.unwrap();
+        // The checkpoint may be writing the file meanwhile: a failed or torn read is "not yet".
+        let rows = match sqlx::SqliteConnection::connect_with(&options).await {
+            Ok(mut file) => {
+                let counted: Result<i64, _> =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
+                        .fetch_one(&mut file)
+                        .await;
+                let _ = file.close().await;
+                counted.unwrap_or(-1)
+            }
+            Err(_) => -1,
+        };
         if rows == 31 || std::time::Instant::now() > deadline {
             break rows;
         }

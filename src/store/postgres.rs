@@ -594,6 +594,15 @@ impl LockoutStore for PostgresTokenStore {
             // A transaction-scoped advisory lock on the name serialises attempts for it across
             // every node, whether or not its rows exist yet; both rows change in one transaction.
             let mut tx = self.pool.begin().await.map_err(backend)?;
+            // Attempts on one name queue here by design (a burst on one account): they get the
+            // whole statement timeout, not the short row-lock wait of the batches.
+            sqlx::query(&format!(
+                "SET LOCAL lock_timeout = {}",
+                STATEMENT_TIMEOUT.as_millis()
+            ))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(username)
                 .execute(&mut *tx)

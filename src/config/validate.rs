@@ -14,7 +14,12 @@ use super::{
 /// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
 const MIN_ARGON2_MEMORY_KIB: i64 = 7 * 1024;
 /// Above this a single verification could exhaust memory when multiplied by the workers.
-const MAX_ARGON2_MEMORY_KIB: i64 = 1024 * 1024;
+/// The most argon2 cost the server accepts, in its config and in any stored hash (the password
+/// pool refuses costlier stored hashes): one limit, so a config the server starts with cannot
+/// make every hash it writes unusable.
+pub(crate) const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
+pub(crate) const MAX_ARGON2_ITERATIONS: u32 = 20;
+pub(crate) const MAX_ARGON2_PARALLELISM: u32 = 16;
 
 struct Problems<'a> {
     file: &'a Path,
@@ -248,19 +253,19 @@ pub fn validate_with_fallbacks(
             "password_hashing.argon2_memory_kib",
             hashing.argon2_memory_kib,
             MIN_ARGON2_MEMORY_KIB,
-            MAX_ARGON2_MEMORY_KIB,
+            i64::from(MAX_ARGON2_MEMORY_KIB),
         )),
         argon2_iterations: to_u32(problems.range(
             "password_hashing.argon2_iterations",
             hashing.argon2_iterations,
             1,
-            100,
+            i64::from(MAX_ARGON2_ITERATIONS),
         )),
         argon2_parallelism: to_u32(problems.range(
             "password_hashing.argon2_parallelism",
             hashing.argon2_parallelism,
             1,
-            64,
+            i64::from(MAX_ARGON2_PARALLELISM),
         )),
         // More hashing threads than cores only adds memory and queueing, not throughput.
         workers: match problems.range("password_hashing.workers", hashing.workers, 0, 256) {

@@ -20,11 +20,12 @@ use tokio::sync::oneshot;
 use crate::config::PasswordHashingSettings;
 use crate::metrics::PasswordPoolMetrics;
 
-/// Stored hashes asking for more than this are refused rather than allowed to exhaust memory
-/// or pin a hashing thread for minutes (a pasted or hand-edited PHC string).
-const MAX_STORED_MEMORY_KIB: u32 = 256 * 1024;
-const MAX_STORED_ITERATIONS: u32 = 20;
-const MAX_STORED_PARALLELISM: u32 = 16;
+/// Stored hashes asking for more than the config allows are refused rather than allowed to
+/// exhaust memory or pin a hashing thread for minutes (a pasted or hand-edited PHC string).
+use crate::config::validate::{
+    MAX_ARGON2_ITERATIONS as MAX_STORED_ITERATIONS, MAX_ARGON2_MEMORY_KIB as MAX_STORED_MEMORY_KIB,
+    MAX_ARGON2_PARALLELISM as MAX_STORED_PARALLELISM,
+};
 
 fn check_cost(params: &Params) -> Result<(), HashError> {
     if params.m_cost() > MAX_STORED_MEMORY_KIB

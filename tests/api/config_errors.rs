@@ -433,6 +433,31 @@ fn an_argon2_memory_below_the_minimum_names_its_key() {
     assert_eq!(problems.len(), 1, "{problems:?}");
 }
 
+/// The config's upper limits are the ones stored hashes are verified under: a cost the pool
+/// would refuse to verify is refused here, by key, instead of making every login fail.
+#[test]
+fn an_argon2_cost_above_what_hashes_may_ask_names_its_keys() {
+    let text = shipped_with(&[
+        ("argon2_memory_kib = 19456", "argon2_memory_kib = 262145"),
+        ("argon2_iterations = 2", "argon2_iterations = 21"),
+        ("argon2_parallelism = 1", "argon2_parallelism = 17"),
+    ]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "password_hashing.argon2_memory_kib");
+    assert_names_key(&problems, "password_hashing.argon2_iterations");
+    assert_names_key(&problems, "password_hashing.argon2_parallelism");
+    assert_eq!(problems.len(), 3, "{problems:?}");
+
+    let at_the_limits = shipped_with(&[
+        ("argon2_memory_kib = 19456", "argon2_memory_kib = 262144"),
+        ("argon2_iterations = 2", "argon2_iterations = 20"),
+        ("argon2_parallelism = 1", "argon2_parallelism = 16"),
+    ]);
+    assert!(validate(&at_the_limits).is_ok());
+}
+
 #[test]
 fn a_zero_access_token_validity_names_its_key() {
     let text = shipped_with(&[(

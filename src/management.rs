@@ -34,6 +34,8 @@ use crate::http::health::Readiness;
 
 /// Connections the management port serves at once; more are closed at once (a scraper and a
 /// few probes need a handful).
+/// The longest a management connection stays open, answered or not (a scraper reconnects).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 const MAX_CONNECTIONS: usize = 64;
 /// Time to send a request's headers; also bounds a connection that sends nothing.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,6 +122,9 @@ impl Management {
                 let mut connection = std::pin::pin!(connection);
                 tokio::select! {
                     _ = connection.as_mut() => {}
+                    // A client that never reads its answers would keep its slot for ever, and
+                    // MAX_CONNECTIONS of them would shut out every scrape and probe.
+                    () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
                     _ = stop.changed() => {
                         connection.as_mut().graceful_shutdown();
                         let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;

@@ -78,8 +78,12 @@ const READ_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 const STATEMENT_CACHE: usize = 64;
 /// How often the checkpoint thread copies the write-ahead log into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
-/// WAL pages after which the writer checkpoints by itself: only reached when the checkpoint
-/// thread cannot keep up (SQLite's default is 1000; the thread normally runs long before).
+/// WAL pages after which the writer checkpoints by itself. Under steady load this is the usual
+/// way the log starts over: SQLite restarts it only when a write begins with every frame already
+/// copied, which the checkpoint thread, racing the commits, rarely leaves. By then that thread
+/// has copied nearly everything, so the writer's checkpoint is mostly one fsync; the log file
+/// grows to about 80 MB (4 KiB pages). Measured (refresh, c=32): 1000 pages (SQLite's default)
+/// cost about 25 % of the throughput and tripled p99, 4000 about 10 %.
 const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
 /// How long a read answered by the writer (a refresh token's lookup, the health probe) waits
 /// for it. It waits behind the batch being committed, which may itself wait up to

@@ -213,13 +213,7 @@ pub fn hash_password(
     password: &str,
     settings: &PasswordHashingSettings,
 ) -> Result<String, HashError> {
-    let params = Params::new(
-        settings.argon2_memory_kib,
-        settings.argon2_iterations,
-        settings.argon2_parallelism,
-        None,
-    )
-    .map_err(|err| HashError::Params(err.to_string()))?;
+    let params = configured_params(settings)?;
     let salt = SaltString::generate(&mut OsRng);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(password.as_bytes(), &salt)
@@ -227,18 +221,23 @@ pub fn hash_password(
         .map_err(|err| HashError::Params(err.to_string()))
 }
 
-/// A PHC string with the configured parameters, a random salt and a random output: verifying a
-/// password against it costs one verification, as for a real hash, and never succeeds. Written
-/// out rather than hashed, so that starting the server does not spend an argon2 run on it (half
-/// of the time from start to the first token).
-fn dummy_phc(settings: &PasswordHashingSettings) -> Result<String, HashError> {
-    let params = Params::new(
+/// The argon2 parameters new hashes (and the dummy) use.
+fn configured_params(settings: &PasswordHashingSettings) -> Result<Params, HashError> {
+    Params::new(
         settings.argon2_memory_kib,
         settings.argon2_iterations,
         settings.argon2_parallelism,
         None,
     )
-    .map_err(|err| HashError::Params(err.to_string()))?;
+    .map_err(|err| HashError::Params(err.to_string()))
+}
+
+/// A PHC string with the configured parameters, a random salt and a random output: verifying a
+/// password against it costs one verification, as for a real hash, and never succeeds. Written
+/// out rather than hashed, so that starting the server does not spend an argon2 run on it (half
+/// of the time from start to the first token).
+fn dummy_phc(settings: &PasswordHashingSettings) -> Result<String, HashError> {
+    let params = configured_params(settings)?;
     let salt = SaltString::generate(&mut OsRng);
     let mut output = [0_u8; Params::DEFAULT_OUTPUT_LEN];
     rand::RngCore::fill_bytes(&mut OsRng, &mut output);

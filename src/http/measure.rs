@@ -10,11 +10,14 @@
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
+
+use super::error::ApiError;
 
 use crate::metrics::{Endpoint, GrantLabel, Outcome, TokenEndpointMetrics};
+use crate::oauth::token::ExchangeSummary;
 use crate::store::model::GrantType;
 
 /// What a handler learnt about its request, for the metrics (in the response's extensions).
@@ -23,6 +26,36 @@ pub struct RequestFacts {
     pub grant_type: GrantLabel,
     /// The client, once authenticated (`None` before or without it).
     pub client_id: Option<String>,
+}
+
+impl RequestFacts {
+    /// `response` with these facts attached, for the measuring layer to read.
+    pub fn attach(self, mut response: Response) -> Response {
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// The answer of `/revoke` and `/introspect`: `ok` uncacheable (`Cache-Control: no-store`), an
+/// error rendered as usual, and no grant type to count under.
+pub fn answer_without_grant(
+    outcome: Result<Response, ApiError>,
+    summary: ExchangeSummary,
+) -> Response {
+    let response = match outcome {
+        Ok(mut response) => {
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(err) => err.into_response(),
+    };
+    RequestFacts {
+        grant_type: GrantLabel::None,
+        client_id: summary.authenticated_client(),
+    }
+    .attach(response)
 }
 
 /// The `grant_type` label of a `/token` request's `grant_type` parameter: a known grant, else

@@ -51,7 +51,7 @@ pub async fn token(
         grant_type: grant_label(summary.grant_type.as_deref()),
         client_id: summary.authenticated_client(),
     };
-    let mut response = match outcome {
+    let response = match outcome {
         Ok(body) => {
             let mut response = Json(body).into_response();
             // RFC 6749 §5.1: responses carrying tokens must not be cached.
@@ -62,6 +62,5 @@ pub async fn token(
         }
         Err(err) => err.into_response(),
     };
-    response.extensions_mut().insert(facts);
-    response
+    facts.attach(response)
 }

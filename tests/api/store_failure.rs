@@ -8,19 +8,23 @@ use sqlx::Connection as _;
 
 use crate::helpers::*;
 
+/// Connection options for the app's SQLite token store, opened from outside the server.
+fn store_file(app: &TestApp) -> sqlx::sqlite::SqliteConnectOptions {
+    let tokengate::config::TokenStoreSettings::Sqlite { path, .. } = &app.settings.stores.tokens
+    else {
+        panic!("the test config uses SQLite")
+    };
+    sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
+        .unwrap()
+        .filename(path)
+}
+
 #[tokio::test]
 async fn a_store_that_cannot_write_answers_503_and_recovers() {
     let app = spawn_app().await;
     let (access, refresh) = app.login(None).await.assert_tokens(3600, "default");
     let refresh = refresh.unwrap();
-    let tokengate::config::TokenStoreSettings::Sqlite { path, .. } =
-        app.settings.stores.tokens.clone()
-    else {
-        panic!("the test config uses SQLite")
-    };
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
-        .unwrap()
-        .filename(&path);
+    let options = store_file(&app);
     let mut intruder = sqlx::SqliteConnection::connect_with(&options)
         .await
         .unwrap();
@@ -78,14 +82,7 @@ async fn a_rotation_whose_client_hung_up_while_the_store_waited_is_not_written()
     let app = spawn_app().await;
     let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
     let refresh = refresh.unwrap();
-    let tokengate::config::TokenStoreSettings::Sqlite { path, .. } =
-        app.settings.stores.tokens.clone()
-    else {
-        panic!("the test config uses SQLite")
-    };
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
-        .unwrap()
-        .filename(&path);
+    let options = store_file(&app);
     let mut intruder = sqlx::SqliteConnection::connect_with(&options)
         .await
         .unwrap();
@@ -126,15 +123,7 @@ async fn committed_tokens_reach_the_database_file_while_the_server_runs() {
         let (_, next) = app.refresh(&refresh).await.assert_tokens(3600, "default");
         refresh = next.unwrap();
     }
-    let tokengate::config::TokenStoreSettings::Sqlite { path, .. } =
-        app.settings.stores.tokens.clone()
-    else {
-        panic!("the test config uses SQLite")
-    };
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
-        .unwrap()
-        .filename(&path)
-        .immutable(true);
+    let options = store_file(&app).immutable(true);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let in_file = loop {
         // A fresh connection each time: an immutable one never looks at the file again.

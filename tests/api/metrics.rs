@@ -556,6 +556,47 @@ async fn liveness_and_readiness_answer_200_on_the_management_port() {
 }
 
 #[tokio::test]
+async fn a_management_client_that_never_reads_loses_its_connection_after_30_seconds() {
+    use tokio::io::AsyncReadExt as _;
+
+    // Arrange: more pipelined scrapes than the socket buffers and the server's read buffer
+    // hold, so the server blocks writing answers nobody reads, with requests left unread.
+    let app = spawn_app().await;
+    let client = tokio::net::TcpStream::connect(management(&app))
+        .await
+        .unwrap();
+    let (mut answers_in, mut requests_out) = client.into_split();
+    let requests = "GET /metrics HTTP/1.1\r\nhost: m\r\n\r\n".repeat(50_000);
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        // Blocks once every buffer is full; fails once the server has closed.
+        let _ = requests_out.write_all(requests.as_bytes()).await;
+        requests_out
+    });
+
+    // Act: read nothing for longer than the connection may live.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let mut answers = vec![0; 1 << 16];
+    let mut received = 0_usize;
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(read @ 1..) = answers_in.read(&mut answers).await {
+            received += read;
+        }
+    })
+    .await;
+    writer.abort();
+
+    // Assert: the server had given up on it: what it wrote before is all there is (a live
+    // connection would go on answering the remaining scrapes, tens of kB each).
+    assert!(
+        drained.is_ok() && received < 64 << 20,
+        "the connection was still open {:?} after it was made ({received} bytes read)",
+        started.elapsed()
+    );
+    assert_eq!(get_management(&app, "/health/live").await.status, 200);
+}
+
+#[tokio::test]
 async fn metrics_and_probes_are_not_served_on_the_token_port() {
     // Arrange
     let app = spawn_app().await;

@@ -385,15 +385,18 @@ pub fn append_cli_event(
     }
 }
 
+/// What the writer thread is sent, in order: lines recorded before a reopen or new settings
+/// go where they went, those after to the new file.
 enum Message {
     Line(Vec<u8>),
-    /// Look at the control block (reopen, new settings).
-    Wake,
+    Reopen,
+    Settings(Box<AuditSettings>),
     /// Write everything queued before this, then answer.
     Flush(Sender<()>),
 }
 
-/// What the writer thread is asked to do besides writing.
+/// A reopen or new settings that did not fit in the full queue: applied before the writer's
+/// next batch.
 #[derive(Default)]
 struct Control {
     reopen: bool,
@@ -437,22 +440,6 @@ impl Audit {
     ) -> Result<Self, AuditError> {
         let target = Target::open(settings)?;
         Self::start_with(target, settings, node, clock, metrics, QUEUE_CAPACITY)
-    }
-
-    /// A trail that records nothing (tests of components that take one).
-    pub fn disabled(clock: Arc<dyn Clock>) -> Self {
-        let (queue, _) = crossbeam_channel::bounded(1);
-        Self {
-            shared: Arc::new(Shared {
-                node: String::new(),
-                clock,
-                enabled: AtomicBool::new(false),
-                queue,
-                control: Mutex::new(Control::default()),
-                metrics: AuditMetrics::unregistered(),
-                unreported_drops: AtomicU64::new(0),
-            }),
-        }
     }
 
     fn start_with(
@@ -547,31 +534,37 @@ impl Audit {
         );
     }
 
-    /// Opens the file again by its path (logrotate moved it away: SIGHUP). Lines queued
-    /// before go to whichever file the writer holds when it gets to them.
+    /// Opens the file again by its path (logrotate moved it away: SIGHUP). Events recorded
+    /// before go to the moved file, later ones to the new one.
     pub fn reopen(&self) {
-        self.control(|control| control.reopen = true);
+        if self.shared.queue.try_send(Message::Reopen).is_err() {
+            self.control(|control| control.reopen = true);
+        }
     }
 
-    /// Switches to new `[audit]` settings (a config reload): a new destination is opened by
-    /// the writer thread; if it cannot be, the old one is kept and an error logged.
+    /// Switches to new `[audit]` settings (a config reload): events recorded from now on go
+    /// to the new destination, opened by the writer thread; if it cannot be opened, the old
+    /// one is kept and an error logged.
     pub fn reconfigure(&self, settings: &AuditSettings) {
         self.shared.enabled.store(
             settings.destination != AuditDestination::Off,
             Ordering::Relaxed,
         );
-        let settings = settings.clone();
-        self.control(move |control| control.settings = Some(settings));
+        let message = Message::Settings(Box::new(settings.clone()));
+        if let Err(TrySendError::Full(Message::Settings(settings))) =
+            self.shared.queue.try_send(message)
+        {
+            self.control(move |control| control.settings = Some(*settings));
+        }
     }
 
+    /// The queue is full, so the writer is busy: it looks at the control block before its
+    /// next batch.
     fn control(&self, change: impl FnOnce(&mut Control)) {
         match self.shared.control.lock() {
             Ok(mut control) => change(&mut control),
             Err(poisoned) => change(&mut poisoned.into_inner()),
         }
-        // A full queue wakes the writer anyway: it is busy and looks at the control block
-        // before each batch.
-        let _ = self.shared.queue.try_send(Message::Wake);
     }
 
     /// Waits (at most `timeout`) until everything recorded so far is written: at shutdown.
@@ -636,28 +629,39 @@ impl Writer {
         let mut batch = Vec::new();
         // Ends when every sender is gone (the last `Audit` dropped), after writing the rest.
         while let Ok(first) = queue.recv() {
-            let mut flushes = Vec::new();
-            let mut take = |message: Message, batch: &mut Vec<u8>| match message {
-                Message::Line(line) => batch.extend_from_slice(&line),
-                Message::Wake => {}
-                Message::Flush(done) => flushes.push(done),
-            };
-            take(first, &mut batch);
-            for _ in 1..BATCH_LINES {
-                match queue.try_recv() {
-                    Ok(message) => take(message, &mut batch),
-                    Err(_) => break,
+            self.apply_control();
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Line(line) => batch.extend_from_slice(&line),
+                    Message::Reopen => {
+                        self.write_out(&mut batch);
+                        self.reopen();
+                    }
+                    Message::Settings(settings) => {
+                        self.write_out(&mut batch);
+                        self.apply_settings(&settings);
+                    }
+                    Message::Flush(done) => {
+                        self.write_out(&mut batch);
+                        let _ = done.send(());
+                    }
+                }
+                taken += 1;
+                if taken < BATCH_LINES {
+                    next = queue.try_recv().ok();
                 }
             }
-            self.apply_control();
-            if !batch.is_empty() {
-                self.write(&batch);
-                batch.clear();
-            }
+            self.write_out(&mut batch);
             self.report_drops();
-            for done in flushes {
-                let _ = done.send(());
-            }
+        }
+    }
+
+    fn write_out(&mut self, batch: &mut Vec<u8>) {
+        if !batch.is_empty() {
+            self.write(batch);
+            batch.clear();
         }
     }
 
@@ -673,24 +677,32 @@ impl Writer {
             (std::mem::take(&mut control.reopen), control.settings.take())
         };
         if let Some(settings) = settings {
-            match Target::open(&settings) {
-                Ok(target) => {
-                    self.target = target;
-                    self.max_bytes = settings.max_bytes;
-                    self.keep = settings.keep;
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "the new [audit] settings are not applied; audit events go where they went")
-                }
-            }
+            self.apply_settings(&settings);
         } else if reopen {
-            if let Target::File { path, file } = &mut self.target {
-                match open_append(path) {
-                    Ok(reopened) => *file = reopened,
-                    // Writing on to the moved file loses nothing.
-                    Err(err) => {
-                        tracing::error!(error = %err, "cannot reopen the audit file; writing on to the old one")
-                    }
+            self.reopen();
+        }
+    }
+
+    fn apply_settings(&mut self, settings: &AuditSettings) {
+        match Target::open(settings) {
+            Ok(target) => {
+                self.target = target;
+                self.max_bytes = settings.max_bytes;
+                self.keep = settings.keep;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "the new [audit] settings are not applied; audit events go where they went")
+            }
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Target::File { path, file } = &mut self.target {
+            match open_append(path) {
+                Ok(reopened) => *file = reopened,
+                // Writing on to the moved file loses nothing.
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot reopen the audit file; writing on to the old one")
                 }
             }
         }
@@ -871,6 +883,64 @@ mod tests {
             .collect();
         let expected: Vec<String> = (0..=capacity).map(|n| format!("token-{n}")).collect();
         assert_eq!(ids, expected);
+    }
+
+    fn file_settings(path: &Path) -> AuditSettings {
+        AuditSettings {
+            destination: AuditDestination::File(path.to_path_buf()),
+            max_bytes: None,
+            keep: 0,
+        }
+    }
+
+    fn lines_of(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn new_settings_move_the_trail_to_another_file_or_turn_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("a.jsonl"), dir.path().join("b/b.jsonl"));
+        let audit = Audit::start(
+            &file_settings(&first),
+            "node-a".into(),
+            Arc::new(ManualClock::new(0)),
+            AuditMetrics::unregistered(),
+        )
+        .unwrap();
+        let origin = Origin::default();
+
+        audit.record(&origin, None, None, issued(1));
+        audit.reconfigure(&file_settings(&second));
+        audit.config_reloaded(vec!["audit.file".into()], Vec::new(), Vec::new());
+        audit.reconfigure(&AuditSettings::off());
+        audit.record(&origin, None, None, issued(2));
+        assert!(audit.flush_blocking(Duration::from_secs(10)));
+
+        let first = lines_of(&first);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0]["token_id"], "token-1");
+        let second = lines_of(&second);
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert_eq!(second[0]["event"], "config_reloaded");
+        assert_eq!(second[0]["outcome"], "success");
+        assert_eq!(second[0]["changed"], serde_json::json!(["audit.file"]));
+        assert_eq!(second[0]["client_id"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_refused_config_reload_is_a_failure_naming_the_problems() {
+        let event = Event::ConfigReloaded {
+            changed: Vec::new(),
+            needs_restart: Vec::new(),
+            problems: vec!["identity.toml: oauth.issuer: must be an https URL".into()],
+        };
+        assert_eq!(event.outcome(), "failure");
+        assert_eq!(event.name(), "config_reloaded");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `X-Request-Id`: a sane id from the client is kept, anything else replaced by a generated
 //! one, and every answer carries it, errors included.
 
+use std::time::Duration;
+
 use tokengate::abuse::rate_limit::Rate;
 
 use crate::helpers::*;
@@ -136,4 +138,28 @@ async fn an_insane_request_id_is_replaced_and_never_reaches_the_trail() {
     )
     .await;
     assert_eq!(reply.header("x-request-id"), Some(longest.as_str()));
+}
+
+#[tokio::test]
+async fn the_503_of_the_shutdown_drain_carries_the_request_id_too() {
+    let app = spawn_app_with(|s| s.server.shutdown_drain_period = Duration::from_secs(2)).await;
+    let client = app.client.clone();
+    let health_url = app.url("/health");
+
+    let stopping = tokio::spawn(app.stop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let health = loop {
+        let reply = send(client.get(&health_url).header("x-request-id", "drain-1")).await;
+        if reply.status != 200 || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    health.assert_error(503, "temporarily_unavailable");
+    assert_eq!(health.header("x-request-id"), Some("drain-1"));
+    tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -252,13 +252,12 @@ impl TokenService {
         }?;
         // Recorded once here for every grant, after the tokens are stored.
         let tokens = issued.tokens;
+        // An application token's subject is the client, as its JWT `sub` says.
+        let subject = tokens.subject.as_deref().unwrap_or(client.id.as_str());
         self.audit.record(
             &origin,
             Some(client.id.as_str()),
-            tokens.subject.as_deref().or(match grant {
-                GrantType::ClientCredentials => Some(client.id.as_str()),
-                _ => None,
-            }),
+            Some(subject),
             Event::TokenIssued {
                 grant_type: grant.as_str(),
                 scope: tokens.scope,

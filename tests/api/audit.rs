@@ -375,3 +375,50 @@ async fn sighup_reopens_the_audit_file_after_it_was_moved() {
         .await
         .is_some_and(|status| status.success()));
 }
+
+#[tokio::test]
+async fn an_application_token_is_audited_with_the_client_as_its_subject() {
+    let app = spawn_app().await;
+
+    app.post_token_as(
+        SERVICE_CLIENT_ID,
+        SHARED_SECRET,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "reports.read"),
+        ],
+    )
+    .await
+    .assert_tokens(600, "reports.read");
+
+    let event = wait_for_event(&trail(&app), "token_issued", |_| true).await;
+    assert_eq!(event["grant_type"], "client_credentials");
+    assert_eq!(event["client_id"], SERVICE_CLIENT_ID);
+    assert_eq!(event["subject"], SERVICE_CLIENT_ID);
+    assert_eq!(event["scope"], "reports.read");
+    assert_eq!(event["refresh_token_id"], Value::Null);
+    assert_eq!(event["grant_id"], event["token_id"]);
+}
+
+#[tokio::test]
+async fn a_jwt_access_token_is_audited_by_its_jti() {
+    use base64::Engine as _;
+    let app = spawn_app().await;
+
+    let reply = app.jwt_password_grant().await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let jwt = reply.str("access_token");
+    let payload = jwt.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+
+    let event = wait_for_event(&trail(&app), "token_issued", |_| true).await;
+    assert_eq!(event["client_id"], JWT_CLIENT_ID);
+    assert_eq!(event["token_id"], claims["jti"]);
+    let text = std::fs::read_to_string(trail(&app)).unwrap();
+    assert!(!text.contains(payload), "the trail holds the JWT: {text}");
+}

@@ -375,14 +375,28 @@ pub fn append_cli_event(
             Ok(())
         }
         AuditDestination::File(path) => {
-            open_append(path)?
-                .write_all(&line)
-                .map_err(|source| AuditError::Write {
-                    path: path.clone(),
-                    source,
-                })
+            let existed = path.exists();
+            let mut file = open_append(path)?;
+            if !existed {
+                give_to_folder_owner(path);
+            }
+            file.write_all(&line).map_err(|source| AuditError::Write {
+                path: path.clone(),
+                source,
+            })
         }
     }
+}
+
+/// A file the CLI created (run as root, say) belongs to its folder's owner, the service's
+/// user, so that the server can still open it. Not being allowed to change it is fine: then
+/// the CLI runs as that user already, or the folder is its own.
+fn give_to_folder_owner(path: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(folder) = path.parent().and_then(|dir| std::fs::metadata(dir).ok()) else {
+        return;
+    };
+    let _ = std::os::unix::fs::chown(path, Some(folder.uid()), Some(folder.gid()));
 }
 
 /// What the writer thread is sent, in order: lines recorded before a reopen or new settings

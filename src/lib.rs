@@ -5,6 +5,7 @@
 //! operator's command line.
 
 pub mod abuse;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

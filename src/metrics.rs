@@ -523,6 +523,38 @@ impl ReloadMetrics {
     }
 }
 
+/// The audit trail's writer (`audit.rs`).
+#[derive(Clone, Debug)]
+pub struct AuditMetrics {
+    dropped: Counter,
+}
+
+impl AuditMetrics {
+    /// An audit event was left out: the queue to the writer thread was full.
+    pub fn dropped(&self) {
+        self.dropped.inc();
+    }
+
+    /// Counts into nothing (the CLI, which writes its events itself).
+    pub fn unregistered() -> Self {
+        Self {
+            dropped: Counter::default(),
+        }
+    }
+
+    /// A handle and its counter, for tests to read.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> (Self, Counter) {
+        let dropped = Counter::default();
+        (
+            Self {
+                dropped: dropped.clone(),
+            },
+            dropped,
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OpLabels {
     op: &'static str,
@@ -612,6 +644,7 @@ pub struct Metrics {
     pub signing_keys: SigningKeyMetrics,
     pub reloads: ReloadMetrics,
     pub store: StoreMetrics,
+    pub audit: AuditMetrics,
 }
 
 impl Metrics {
@@ -800,6 +833,12 @@ impl Metrics {
             "Always 1; the labels say which build this is",
             build_info,
         );
+        let audit = AuditMetrics::unregistered();
+        registry.register(
+            "tokengate_audit_events_dropped",
+            "Audit events left out because the queue to the audit file's writer was full",
+            audit.dropped.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
 
         Self {
@@ -813,6 +852,7 @@ impl Metrics {
             signing_keys,
             reloads,
             store,
+            audit,
         }
     }
 }
@@ -962,6 +1002,7 @@ mod tests {
             "tokengate_store_batch_size_sum 3",
             "tokengate_store_errors_total{kind=\"unavailable\"} 1",
             "tokengate_db_connections{state=\"busy\"} 1",
+            "tokengate_audit_events_dropped_total 0",
             "tokengate_build_info{version=\"",
             "process_resident_memory_bytes ",
             "process_cpu_seconds_total ",

@@ -19,6 +19,7 @@ use crate::key_sharing;
 
 use crate::abuse::connections::ConnectionsPerIp;
 use crate::abuse::rate_limit::{Limiter, SharedBuckets};
+use crate::audit::{node_name, Audit, AuditError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::config::{DirectoryLocation, TokenStoreSettings};
@@ -59,6 +60,8 @@ pub enum StartupError {
     Keys(#[from] KeyError),
     #[error("cannot start password hashing: {0}")]
     Hashing(#[from] HashError),
+    #[error("{0}")]
+    Audit(#[from] AuditError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -90,6 +93,7 @@ pub struct Application {
     management: Option<Management>,
     connection_metrics: ConnectionMetrics,
     janitor_metrics: JanitorMetrics,
+    audit: Audit,
 }
 
 impl Application {
@@ -121,7 +125,9 @@ impl Application {
             signing_keys,
             reloads,
             store: store_metrics,
+            audit: audit_metrics,
         } = Metrics::new(settings.management.per_client_metrics);
+        let audit = Audit::start(&settings.audit, node_name(), clock.clone(), audit_metrics)?;
         let hasher = PasswordHasher::start(&settings.password_hashing, password_pool)?;
         if let TokenStoreSettings::Postgres(postgres) = &settings.stores.tokens {
             if let Some(warning) = store::postgres::unauthenticated_server_warning(&postgres.url) {
@@ -198,6 +204,7 @@ impl Application {
             hasher: hasher.clone(),
             clock: clock.clone(),
             metrics: grants,
+            audit: audit.clone(),
         }));
         warn_about_demo_credentials(&token_service).await;
         if let Some(store) = &database.published_keys {
@@ -255,6 +262,7 @@ impl Application {
             },
             readiness: readiness.clone(),
             metrics: token_endpoint,
+            audit: audit.clone(),
         }));
         Ok(Self {
             settings: Arc::new(settings),
@@ -270,6 +278,7 @@ impl Application {
             management,
             connection_metrics,
             janitor_metrics,
+            audit,
         })
     }
 
@@ -295,6 +304,12 @@ impl Application {
         self.hasher.clone()
     }
 
+    /// The audit trail: [`Audit::reopen`] (SIGHUP), [`Audit::reconfigure`] and
+    /// [`Audit::config_reloaded`] for a config reload.
+    pub fn audit(&self) -> Audit {
+        self.audit.clone()
+    }
+
     /// The token store the server writes to (tests inspect stored records through it).
     pub fn token_store(&self) -> Arc<dyn TokenStore> {
         self.tokens.clone()
@@ -302,8 +317,13 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        // SIGHUP would otherwise end the process; tokio tells every listener of a signal, so
+        // other SIGHUP listeners (a config reload) coexist with this one.
+        let reopen = reopen_audit_on_sighup(self.audit.clone());
         // A second signal during the drain ends it at once (an operator in a hurry).
-        self.run_stopping(shutdown_signal(), shutdown_signal).await
+        let stopped = self.run_stopping(shutdown_signal(), shutdown_signal).await;
+        reopen.abort();
+        stopped
     }
 
     /// Serves until `shutdown` completes, then: for `shutdown_drain_period` `/health` answers
@@ -423,6 +443,14 @@ impl Application {
             }
         }
         self.tokens.close().await;
+        let audit = self.audit.clone();
+        // The queued audit events are written before the process ends.
+        let flushed = tokio::task::spawn_blocking(move || audit.flush_blocking(AUDIT_FLUSH_WAIT))
+            .await
+            .unwrap_or(false);
+        if !flushed {
+            tracing::warn!("audit events still queued at exit were not all written");
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -553,6 +581,28 @@ impl Acceptor<'_> {
             });
         }
     }
+}
+
+/// How long the exit waits for queued audit events to be written.
+const AUDIT_FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// logrotate's convention: on SIGHUP the audit file is opened again by its path.
+fn reopen_audit_on_sighup(audit: Audit) -> tokio::task::JoinHandle<()> {
+    // Listening from here on, before the first connection is accepted.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    tokio::spawn(async move {
+        let mut hangups = match hangups {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; the audit file is not reopened on it");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening the audit file");
+            audit.reopen();
+        }
+    })
 }
 
 async fn shutdown_signal() {

@@ -1,39 +1,180 @@
 //! Logging setup. Secrets never reach a log: they are `SecretString`s or redacted types, and
 //! request spans record only named, non-secret fields. Every field and message goes through
-//! [`EscapedFields`], so a value from a request cannot start a forged line or send terminal
-//! escapes; [`cut`] bounds how much of such a value a line carries.
+//! [`EscapedFields`] (text) or [`JsonFields`] (JSON lines), so a value from a request cannot
+//! start a forged line or send terminal escapes; [`cut`] bounds how much of such a value a line
+//! carries. `[logging]` (format and level) applies once the config is read, and again on a
+//! config reload, through [`reconfigure`].
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tracing::field::{Field, Visit};
+use tracing::Subscriber;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::FormatFields;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::time::FormatTime as _;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::{Layered, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 /// The most characters of a request value (client id, user name) one log field shows.
 pub const MAX_LOGGED_CHARS: usize = 128;
 
-/// Logs to stderr; the filter comes from `TOKENGATE_LOG` (e.g. `debug`), default `info`.
+/// The filter when neither `[logging] level` nor `TOKENGATE_LOG` says otherwise.
+pub const DEFAULT_LEVEL: &str = "info";
+
+/// The variable whose filter wins over `[logging] level`.
+const LOG_ENV: &str = "TOKENGATE_LOG";
+
+/// `[logging] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event (tracing-subscriber's layout).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`, `fields`.
+    Json,
+}
+
+/// `[logging]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingSettings {
+    pub format: LogFormat,
+    /// A filter directive (`info`, `warn,tokengate=debug`); `TOKENGATE_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: DEFAULT_LEVEL.to_owned(),
+        }
+    }
+}
+
+/// Parses a filter directive as `[logging] level` and `TOKENGATE_LOG` take it.
+pub fn parse_filter(directive: &str) -> Result<EnvFilter, LogConfigError> {
+    EnvFilter::builder()
+        .parse(directive)
+        .map_err(|err| LogConfigError::Filter(err.to_string()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogConfigError {
+    #[error("not a log filter: {0}")]
+    Filter(String),
+    #[error("the log settings could not be swapped: {0}")]
+    Reload(#[from] reload::Error),
+}
+
+type FilteredRegistry = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+type FormatLayer = Box<dyn Layer<FilteredRegistry> + Send + Sync>;
+
+/// What [`reconfigure`] changes in the one process-wide subscriber.
+struct LogControl {
+    filter: reload::Handle<EnvFilter, Registry>,
+    format: reload::Handle<FormatLayer, FilteredRegistry>,
+    writer: LogWriter,
+    ansi: bool,
+    current: Mutex<LogFormat>,
+}
+
+/// The tracing subscriber is process-wide (one per process, set once), so its handle is too;
+/// `None` until [`init`] ran (library users and tests that log elsewhere).
+static CONTROL: OnceLock<LogControl> = OnceLock::new();
+
+/// Logs to stderr; the filter comes from `TOKENGATE_LOG` (e.g. `debug`), default `info`,
+/// text format, until [`reconfigure`] applies `[logging]`.
 ///
 /// Lines are formatted by the code that logs and written by a thread of their own (see
 /// [`LogWriter`]), so a request never waits for stderr. Keep the returned guard alive:
 /// dropping it writes what is queued.
 pub fn init() -> LogGuard {
-    let filter =
-        EnvFilter::try_from_env("TOKENGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = env_filter().unwrap_or_else(|| EnvFilter::new(DEFAULT_LEVEL));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = LogWriter::start();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .fmt_fields(EscapedFields)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .try_init();
+    let (filter, filter_handle) = reload::Layer::new(filter);
+    let (format, format_handle) =
+        reload::Layer::new(format_layer(LogFormat::Text, writer.clone(), ansi));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(format)
+        .try_init()
+        .is_ok();
+    if installed {
+        let _ = CONTROL.set(LogControl {
+            filter: filter_handle,
+            format: format_handle,
+            writer,
+            ansi,
+            current: Mutex::new(LogFormat::Text),
+        });
+    }
     guard
+}
+
+/// Applies `[logging]` to the running process: the filter (unless `TOKENGATE_LOG` sets it)
+/// and the format, from the next line on. Called when `serve` and the CLI have read the
+/// config, and by a config reload. Does nothing before [`init`].
+pub fn reconfigure(settings: &LoggingSettings) -> Result<(), LogConfigError> {
+    let Some(control) = CONTROL.get() else {
+        return Ok(());
+    };
+    let filter = match env_filter() {
+        Some(filter) => filter,
+        None => parse_filter(&settings.level)?,
+    };
+    control.filter.reload(filter)?;
+    // `log` records (from rustls, sqlx) are dropped before tracing sees them above this level.
+    log::set_max_level(match tracing::level_filters::LevelFilter::current() {
+        tracing::level_filters::LevelFilter::OFF => log::LevelFilter::Off,
+        tracing::level_filters::LevelFilter::ERROR => log::LevelFilter::Error,
+        tracing::level_filters::LevelFilter::WARN => log::LevelFilter::Warn,
+        tracing::level_filters::LevelFilter::INFO => log::LevelFilter::Info,
+        tracing::level_filters::LevelFilter::DEBUG => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    });
+    let mut current = control
+        .current
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *current != settings.format {
+        control.format.reload(format_layer(
+            settings.format,
+            control.writer.clone(),
+            control.ansi,
+        ))?;
+        *current = settings.format;
+    }
+    Ok(())
+}
+
+/// `TOKENGATE_LOG`'s filter, when it is set and valid.
+fn env_filter() -> Option<EnvFilter> {
+    let directive = std::env::var(LOG_ENV).ok()?;
+    parse_filter(&directive).ok()
+}
+
+fn format_layer(format: LogFormat, writer: LogWriter, ansi: bool) -> FormatLayer {
+    match format {
+        LogFormat::Text => Box::new(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(EscapedFields)
+                .with_writer(writer)
+                .with_ansi(ansi),
+        ),
+        LogFormat::Json => Box::new(
+            tracing_subscriber::fmt::layer()
+                .event_format(JsonLines)
+                .fmt_fields(JsonFields)
+                .with_writer(writer)
+                .with_ansi(false),
+        ),
+    }
 }
 
 /// Lines waiting for the writer thread.
@@ -361,6 +502,170 @@ impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
     }
 }
 
+/// `[logging] format = "json"`: one object per line, `{"timestamp", "level", "target",
+/// "message", "fields"}`; `fields` holds the fields of the event's spans (outermost first, such
+/// as the request's `request_id`) and of the event. Values are JSON strings, numbers or
+/// booleans; a `?`-formatted string field (`client_id = ?cut(id)`) is its string, not its
+/// quoted `Debug` form. serde_json escapes control characters; U+2028/U+2029 are escaped too.
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let mut timestamp = String::new();
+        tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let mut members = Vec::new();
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                // Spans made while the text format was on carry text fields: left out.
+                if let Some(fields) = extensions.get::<FormattedFields<JsonFields>>() {
+                    if !fields.fields.is_empty() {
+                        members.push(fields.fields.clone());
+                    }
+                }
+            }
+        }
+        let mut visitor = JsonVisitor::default();
+        event.record(&mut visitor);
+        if !visitor.members.is_empty() {
+            members.push(visitor.members);
+        }
+        let metadata = event.metadata();
+        let line = format!(
+            "{{\"timestamp\":{},\"level\":{},\"target\":{},\"message\":{},\"fields\":{{{}}}}}",
+            json_string(&timestamp),
+            json_string(metadata.level().as_str()),
+            json_string(metadata.target()),
+            json_string(visitor.message.as_deref().unwrap_or_default()),
+            members.join(",")
+        );
+        writer.write_str(
+            &line
+                .replace('\u{2028}', "\\u2028")
+                .replace('\u{2029}', "\\u2029"),
+        )?;
+        writer.write_char('\n')
+    }
+}
+
+/// Span fields as JSON object members (`"name":value,...`), for [`JsonLines`].
+pub struct JsonFields;
+
+impl<'writer> FormatFields<'writer> for JsonFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = JsonVisitor::default();
+        fields.record(&mut visitor);
+        writer.write_str(&visitor.members)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let mut visitor = JsonVisitor::default();
+        fields.record(&mut visitor);
+        if !current.fields.is_empty() && !visitor.members.is_empty() {
+            current.fields.push(',');
+        }
+        current.fields.push_str(&visitor.members);
+        Ok(())
+    }
+}
+
+fn json_string(text: &str) -> String {
+    // Serialising a string cannot fail.
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// Collects fields as JSON members; the message apart.
+#[derive(Default)]
+struct JsonVisitor {
+    members: String,
+    message: Option<String>,
+}
+
+impl JsonVisitor {
+    fn member(&mut self, field: &Field, value: &str) {
+        if !self.members.is_empty() {
+            self.members.push(',');
+        }
+        let name = field.name();
+        self.members
+            .push_str(&json_string(name.strip_prefix("r#").unwrap_or(name)));
+        self.members.push(':');
+        self.members.push_str(value);
+    }
+}
+
+/// A `Debug`-formatted string (`"bob"`, or `"bob…"` from [`cut`]) as the string itself;
+/// anything else as its `Debug` text.
+fn unquoted(debug: &str) -> String {
+    if let Ok(text) = serde_json::from_str::<String>(debug) {
+        return text;
+    }
+    if let Some(quoted) = debug.strip_suffix('…') {
+        if let Ok(text) = serde_json::from_str::<String>(quoted) {
+            return format!("{text}…");
+        }
+    }
+    debug.to_owned()
+}
+
+impl Visit for JsonVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = Some(value.to_owned());
+        } else {
+            self.member(field, &json_string(value));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.member(field, &value.to_string());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.member(field, &value.to_string());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        match serde_json::Number::from_f64(value) {
+            Some(number) => self.member(field, &number.to_string()),
+            None => self.member(field, &json_string(&value.to_string())),
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.member(field, if value { "true" } else { "false" });
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.member(field, &json_string(&value.to_string()));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.message = Some(format!("{value:?}"));
+        } else {
+            self.member(field, &json_string(&unquoted(&format!("{value:?}"))));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -424,6 +729,47 @@ mod tests {
         });
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains(r"user=eve\n2026"), "{text}");
+    }
+
+    /// What `log` writes through the JSON format of `reconfigure`.
+    fn logged_json(log: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(JsonLines)
+            .fmt_fields(JsonFields)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn json_lines_hold_timestamp_level_target_message_and_the_span_and_event_fields() {
+        let text = logged_json(|| {
+            let span = tracing::info_span!("request", request_id = %"req-1");
+            let _entered = span.enter();
+            tracing::warn!(client_id = ?cut("app"), latency_ms = 1.5, attempts = 3_u64, ok = true, user = %HOSTILE, "said {}", "hi\u{2028}");
+        });
+
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            !text.contains('\u{2028}') && !text.contains('\x1b'),
+            "{text:?}"
+        );
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(line["timestamp"].as_str().unwrap()).is_ok());
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["target"], module_path!());
+        assert_eq!(line["message"], "said hi\u{2028}");
+        let fields = &line["fields"];
+        assert_eq!(fields["request_id"], "req-1");
+        assert_eq!(fields["client_id"], "app");
+        assert_eq!(fields["latency_ms"], 1.5);
+        assert_eq!(fields["attempts"], 3);
+        assert_eq!(fields["ok"], true);
+        assert_eq!(fields["user"], HOSTILE);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::Event;
 use crate::config::{self, ConfigError, ConfigProblem, ConfigSource, DirectoryLocation, Settings};
 use crate::crypto::{jwk, password, secret};
 use crate::startup::{Application, StartupError};
@@ -191,13 +192,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve { .. } => serve(&source),
         Command::CheckConfig => Ok(check_config(&source)),
         Command::Migrate => {
-            let settings = config::load(&source)?;
+            let settings = load(&source)?;
             block_on(async { Ok(crate::store::migrate(&settings.stores.tokens).await?) })?;
             eprintln!("the token database is up to date");
             Ok(ExitCode::SUCCESS)
         }
         Command::HashPassword => {
-            let settings = config::load(&source)?;
+            let settings = load(&source)?;
             let password = read_stdin_secret("password")?;
             println!(
                 "{}",
@@ -205,15 +206,39 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::User { action } => user(&config::load(&source)?, action),
-        Command::Client { action } => client(&config::load(&source)?, action),
-        Command::Keys { action } => keys(&config::load(&source)?, action),
+        Command::User { action } => user(&load(&source)?, action),
+        Command::Client { action } => client(&load(&source)?, action),
+        Command::Keys { action } => keys(&load(&source)?, action),
+    }
+}
+
+/// Reads the config and applies its `[logging]` to this process.
+fn load(source: &ConfigSource) -> Result<Settings, CliError> {
+    let settings = config::load(source)?;
+    if let Err(err) = crate::telemetry::reconfigure(&settings.logging) {
+        tracing::warn!(error = %err, "[logging] could not be applied; logging as before");
+    }
+    Ok(settings)
+}
+
+/// Appends the CLI's event to the audit trail. The change is made by then: a trail that
+/// cannot be written is a warning, not a failed command.
+fn audit(settings: &Settings, client_id: Option<&str>, subject: Option<&str>, event: Event) {
+    if let Err(err) = crate::audit::append_cli_event(
+        &settings.audit,
+        &crate::clock::SystemClock,
+        client_id,
+        subject,
+        &event,
+    ) {
+        eprintln!("warning: the change was made, but its audit event was not written: {err}");
     }
 }
 
 fn serve(source: &ConfigSource) -> Result<ExitCode, CliError> {
+    let settings = load(source)?;
+    // After `[logging]` applies, so that the warnings come in its format.
     crate::telemetry::warn_unknown_env_vars();
-    let settings = config::load(source)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -375,6 +400,7 @@ async fn user_action(
                 disabled: false,
             };
             accounts.add_user(&user).await?;
+            audit(settings, None, Some(&name), Event::UserAdded {});
             eprintln!("added user `{name}` to {place}");
         }
         UserAction::SetPassword {
@@ -389,6 +415,14 @@ async fn user_action(
             // Hash before anything changes: a slow or failed hash leaves the user as it was.
             let hash = password::hash_password(&password, &settings.password_hashing)?;
             accounts.set_user_password(&name, &hash).await?;
+            audit(
+                settings,
+                None,
+                Some(&name),
+                Event::PasswordSet {
+                    tokens_revoked: !keep_sessions,
+                },
+            );
             if keep_sessions {
                 eprintln!("set the password of `{name}` in {place}; its tokens are kept");
             } else {
@@ -412,6 +446,7 @@ async fn user_action(
                 eprintln!("warning: {place} has no user `{name}`; ending its tokens anyway");
             }
             accounts.end_tokens(SubjectKind::User, &name, false).await?;
+            audit(settings, None, Some(&name), Event::TokensRevoked {});
             eprintln!("ended every token of user `{name}`");
         }
         UserAction::Remove { name } => {
@@ -422,6 +457,7 @@ async fn user_action(
             // before the removal too, so an unreachable database changes nothing.
             accounts.end_tokens(SubjectKind::User, &name, false).await?;
             accounts.remove_user(&name).await?;
+            audit(settings, None, Some(&name), Event::UserRemoved {});
             accounts
                 .end_tokens(SubjectKind::User, &name, true)
                 .await
@@ -435,7 +471,9 @@ async fn user_action(
         }
         UserAction::Unlock { name } => {
             let lockouts = &accounts.database()?.lockouts;
-            if lockouts.clear_failures(&name).await? {
+            let cleared = lockouts.clear_failures(&name).await?;
+            audit(settings, None, Some(&name), Event::UserUnlocked {});
+            if cleared {
                 eprintln!("unlocked `{name}`: its failed logins and any lock are forgotten");
             } else {
                 eprintln!("`{name}` had no failed logins and no lock");
@@ -443,10 +481,12 @@ async fn user_action(
         }
         UserAction::Disable { name } => {
             accounts.set_user_disabled(&name, true).await?;
+            audit(settings, None, Some(&name), Event::UserDisabled {});
             eprintln!("disabled user `{name}` in {place}");
         }
         UserAction::Enable { name } => {
             accounts.set_user_disabled(&name, false).await?;
+            audit(settings, None, Some(&name), Event::UserEnabled {});
             eprintln!("enabled user `{name}` in {place}");
         }
         UserAction::Import { file } => {
@@ -462,6 +502,7 @@ async fn user_action(
                     accounts.client_exists(&user.name).await?,
                 )?;
                 accounts.add_user(&user).await?;
+                audit(settings, None, Some(&user.name), Event::UserAdded {});
                 added += 1;
             }
             eprintln!(
@@ -577,6 +618,16 @@ async fn client_action(
                     disabled: false,
                 })
                 .await?;
+            audit(
+                settings,
+                Some(&id),
+                None,
+                Event::ClientAdded {
+                    grant_types: words(&grant_types),
+                    scopes: words(&scopes),
+                    secret: if secret_stdin { "chosen" } else { "generated" },
+                },
+            );
             eprintln!("added client `{id}` to {place}");
             if let Some(generated) = generated {
                 eprintln!("client secret (shown once; only its hash is stored):");
@@ -588,6 +639,7 @@ async fn client_action(
                 eprintln!("warning: {place} has no client `{id}`; ending its tokens anyway");
             }
             accounts.end_tokens(SubjectKind::Client, &id, false).await?;
+            audit(settings, Some(&id), None, Event::TokensRevoked {});
             eprintln!("ended every token of client `{id}`");
         }
         ClientAction::Remove { id } => {
@@ -598,6 +650,7 @@ async fn client_action(
             // before the removal too, so an unreachable database changes nothing).
             accounts.end_tokens(SubjectKind::Client, &id, false).await?;
             accounts.remove_client(&id).await?;
+            audit(settings, Some(&id), None, Event::ClientRemoved {});
             accounts
                 .end_tokens(SubjectKind::Client, &id, true)
                 .await
@@ -611,10 +664,12 @@ async fn client_action(
         }
         ClientAction::Disable { id } => {
             accounts.set_client_disabled(&id, true).await?;
+            audit(settings, Some(&id), None, Event::ClientDisabled {});
             eprintln!("disabled client `{id}` in {place}");
         }
         ClientAction::Enable { id } => {
             accounts.set_client_disabled(&id, false).await?;
+            audit(settings, Some(&id), None, Event::ClientEnabled {});
             eprintln!("enabled client `{id}` in {place}");
         }
         ClientAction::Import { file } => {
@@ -626,6 +681,23 @@ async fn client_action(
                 }
                 refuse_shared_subject(&client.id, "user", accounts.user_exists(&client.id).await?)?;
                 accounts.add_existing_client(&client).await?;
+                audit(
+                    settings,
+                    Some(&client.id),
+                    None,
+                    Event::ClientAdded {
+                        grant_types: client
+                            .grant_types
+                            .iter()
+                            .map(|grant| grant.as_str().to_owned())
+                            .collect(),
+                        scopes: client.scopes.iter().cloned().collect(),
+                        secret: match secret::kind_of(&client.secret_hash) {
+                            Some(secret::SecretHashKind::Sha256) => "generated",
+                            _ => "chosen",
+                        },
+                    },
+                );
                 added += 1;
             }
             eprintln!(
@@ -644,6 +716,22 @@ fn keys(settings: &Settings, action: KeysAction) -> Result<ExitCode, CliError> {
         KeysAction::Rotate => {
             let algorithm = settings.oauth.jwt_algorithm;
             let path = jwk::generate_key(dir, algorithm, crate::clock::SystemClock.now_ms())?;
+            let kid = jwk::KeySet::load(dir)?
+                .all()
+                .iter()
+                .find(|key| key.path == path)
+                .map(|key| key.kid.clone())
+                .unwrap_or_default();
+            audit(
+                settings,
+                None,
+                None,
+                Event::KeyRotated {
+                    kid,
+                    algorithm: algorithm.as_str(),
+                    file: path.display().to_string(),
+                },
+            );
             eprintln!(
                 "added {} signing key {}; running servers sign with it within {} s (in a cluster, once every node publishes it)",
                 algorithm.as_str(),

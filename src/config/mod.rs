@@ -169,7 +169,13 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub rate_limit: RateLimitSettings,
     pub management: ManagementSettings,
+    pub logging: LoggingSettings,
+    pub audit: AuditSettings,
 }
+
+// `[logging]` and `[audit]` are the telemetry's and the audit trail's own types.
+pub use crate::audit::{AuditDestination, AuditSettings};
+pub use crate::telemetry::{LogFormat, LoggingSettings};
 
 /// `[management]`: the plain-HTTP listener for `/metrics` and the health probes, apart from
 /// the token port so that it is not exposed by accident.

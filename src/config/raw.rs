@@ -14,6 +14,42 @@ pub(crate) struct RawConfig {
     pub(crate) security: RawSecurity,
     pub(crate) rate_limit: RawRateLimit,
     pub(crate) management: RawManagement,
+    pub(crate) logging: RawLogging,
+    pub(crate) audit: RawAudit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLogging {
+    pub(crate) format: String,
+    pub(crate) level: String,
+}
+
+impl Default for RawLogging {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: crate::telemetry::DEFAULT_LEVEL.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAudit {
+    pub(crate) file: String,
+    pub(crate) max_bytes: i64,
+    pub(crate) keep: i64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            file: "logs/audit.jsonl".into(),
+            max_bytes: 0,
+            keep: 5,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

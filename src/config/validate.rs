@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use super::raw::RawConfig;
 use super::{
-    ConfigError, ConfigProblem, ConfigSource, DirectoryLocation, JwtAlgorithm, ManagementSettings,
-    OAuthSettings, PasswordHashingSettings, RateLimitSettings, SecuritySettings, ServerSettings,
-    Settings, SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
+    AuditDestination, AuditSettings, ConfigError, ConfigProblem, ConfigSource, DirectoryLocation,
+    JwtAlgorithm, LogFormat, LoggingSettings, ManagementSettings, OAuthSettings,
+    PasswordHashingSettings, RateLimitSettings, SecuritySettings, ServerSettings, Settings,
+    SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
 };
 
 /// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
@@ -431,6 +432,8 @@ pub fn validate_with_fallbacks(
     };
 
     let management = management(&mut problems, &raw.management, &server, offset_key);
+    let logging = logging(&mut problems, &raw.logging);
+    let audit = audit(&mut problems, source, &raw.audit);
 
     let settings = Settings {
         config_file: file.to_path_buf(),
@@ -442,6 +445,8 @@ pub fn validate_with_fallbacks(
         security,
         rate_limit,
         management,
+        logging,
+        audit,
     };
     (settings, problems.found)
 }
@@ -510,6 +515,72 @@ fn management(
         host,
         port,
         per_client_metrics: raw.per_client_metrics,
+    }
+}
+
+/// `[logging]`: the format by name, the level as a filter directive `TOKENGATE_LOG` would take.
+fn logging(problems: &mut Problems<'_>, raw: &super::raw::RawLogging) -> LoggingSettings {
+    let format = match raw.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            problems.add(
+                "logging.format",
+                format!("must be \"text\" or \"json\", got \"{other}\""),
+            );
+            LogFormat::Text
+        }
+    };
+    let level = match crate::telemetry::parse_filter(&raw.level) {
+        Ok(_) => raw.level.clone(),
+        Err(err) => {
+            problems.add(
+                "logging.level",
+                format!(
+                    "`{}` is not a log filter ({err}); e.g. \"info\" or \"warn,tokengate=debug\"",
+                    raw.level
+                ),
+            );
+            crate::telemetry::DEFAULT_LEVEL.to_owned()
+        }
+    };
+    LoggingSettings { format, level }
+}
+
+/// `[audit]`: `""` is off, `"-"` standard error, anything else a path (relative to the home).
+fn audit(
+    problems: &mut Problems<'_>,
+    source: &ConfigSource,
+    raw: &super::raw::RawAudit,
+) -> AuditSettings {
+    let destination = match raw.file.as_str() {
+        "" => AuditDestination::Off,
+        "-" => AuditDestination::Stderr,
+        path if path.trim().is_empty() => {
+            problems.add(
+                "audit.file",
+                "must be a path, \"-\" (standard error) or \"\" (off)",
+            );
+            AuditDestination::Off
+        }
+        path => AuditDestination::File(source.resolve(Path::new(path))),
+    };
+    let max_bytes = match raw.max_bytes {
+        0 => None,
+        bytes if (1024..=1 << 40).contains(&bytes) => Some(to_u64(bytes)),
+        bytes => {
+            problems.add(
+                "audit.max_bytes",
+                format!("must be 0 (no rotation) or between 1024 and 1099511627776, got {bytes}"),
+            );
+            None
+        }
+    };
+    let keep = to_u32(problems.range("audit.keep", raw.keep, 0, 1000));
+    AuditSettings {
+        destination,
+        max_bytes,
+        keep,
     }
 }
 

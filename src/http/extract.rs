@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use super::error::ApiError;
+use super::request_id::RequestId;
 use super::{AppState, ClientIp};
 use crate::oauth::params::{parse_authorization, parse_form, AuthorizationHeader};
 use crate::oauth::{OAuthError, TokenRequest};
@@ -72,6 +73,10 @@ impl FromRequest<AppState> for TokenForm {
             .extensions()
             .get::<ClientIp>()
             .map(|ClientIp(ip)| *ip);
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|RequestId(id)| id.clone());
         let body = Limited::new(request.into_body(), limit);
         let collected = tokio::time::timeout(state.limits.request_timeout, body.collect())
             .await
@@ -89,6 +94,7 @@ impl FromRequest<AppState> for TokenForm {
             authorization,
             form,
             client_ip,
+            request_id,
         }))
     }
 }

@@ -6,6 +6,7 @@ pub mod health;
 pub mod introspect;
 pub mod measure;
 pub mod metadata;
+pub mod request_id;
 pub mod revoke;
 pub mod token;
 
@@ -22,6 +23,7 @@ use axum::Router;
 use ipnet::IpNet;
 
 use crate::abuse::rate_limit::{bucket_key, client_ip, Limiter};
+use crate::audit::{Audit, Event, Origin};
 use crate::metrics::{Endpoint, TokenEndpointMetrics};
 use crate::oauth::{OAuthError, TokenService};
 use error::ApiError;
@@ -64,6 +66,9 @@ pub struct AppParts {
     pub readiness: Arc<health::Readiness>,
     /// Requests per endpoint and outcome, recorded by [`measure`].
     pub metrics: TokenEndpointMetrics,
+    /// The audit trail (the per-IP rate limit's refusals; the endpoints record through
+    /// `token_service`).
+    pub audit: Audit,
 }
 
 /// The client's address as every defence sees it (rate limits, lockout, client
@@ -103,10 +108,19 @@ async fn limit_by_ip(
     if let Some(limiter) = &state.ip_limiter {
         if let Some(ClientIp(ip)) = request.extensions().get::<ClientIp>() {
             let now = state.token_service.clock.now_ms();
-            limiter
-                .check(&bucket_key(*ip), now)
-                .await
-                .map_err(|retry| ApiError::from(OAuthError::rate_limited(retry)))?;
+            if let Err(retry) = limiter.check(&bucket_key(*ip), now).await {
+                let origin = Origin {
+                    request_id: request
+                        .extensions()
+                        .get::<request_id::RequestId>()
+                        .map(|id| id.0.clone()),
+                    ip: Some(*ip),
+                };
+                state
+                    .audit
+                    .record(&origin, None, None, Event::RateLimited { bucket: "ip" });
+                return Err(OAuthError::rate_limited(retry).into());
+            }
         }
     }
     Ok(next.run(request).await)
@@ -167,5 +181,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             find_client_ip,
         ))
+        // Outermost: every answer of the router carries the id, and every line logged for
+        // the request runs in its span.
+        .layer(middleware::from_fn(request_id::request_id))
         .with_state(state)
 }

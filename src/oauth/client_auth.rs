@@ -20,6 +20,7 @@ use super::error::OAuthError;
 use super::params::{AuthorizationHeader, FormParams};
 use crate::abuse::client_failures::ClientAuthFailures;
 use crate::abuse::rate_limit::bucket_key;
+use crate::audit::{rfc3339_secs, Audit, ClientAuthFailure, Event, Origin};
 use crate::clock::Clock;
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::secret::{self, SecretHashKind};
@@ -114,6 +115,7 @@ pub struct ClientAuthenticator {
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Wrong secrets per (client, address); `None` when not limited.
     failures: Option<ClientAuthFailures>,
+    audit: Audit,
 }
 
 /// Wrong secrets remembered per client.
@@ -131,6 +133,7 @@ impl ClientAuthenticator {
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
         failures: Option<ClientAuthFailures>,
+        audit: Audit,
     ) -> Self {
         let mut cache_key = [0u8; 32];
         OsRng.fill_bytes(&mut cache_key);
@@ -143,6 +146,7 @@ impl ClientAuthenticator {
             wrong: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
             failures,
+            audit,
         }
     }
 
@@ -303,8 +307,13 @@ impl ClientAuthenticator {
     pub async fn authenticate(
         &self,
         presented: PresentedClient,
-        client_ip: Option<IpAddr>,
+        origin: &Origin,
     ) -> Result<Arc<Client>, OAuthError> {
+        let failed = |id: Option<&str>, reason| {
+            self.audit
+                .record(origin, id, None, Event::ClientAuthFailed { reason });
+            OAuthError::invalid_client()
+        };
         let (id, secret) = match presented {
             PresentedClient::Basic { id, secret } => (id, secret),
             PresentedClient::Body {
@@ -312,19 +321,21 @@ impl ClientAuthenticator {
                 secret: Some(secret),
             } => (id, secret),
             // Only confidential clients exist here: an id without a secret cannot authenticate.
-            PresentedClient::Body { secret: None, .. } | PresentedClient::None => {
-                return Err(OAuthError::invalid_client())
+            PresentedClient::Body { id, secret: None } => {
+                return Err(failed(Some(id.as_str()), ClientAuthFailure::NoCredentials))
             }
-            PresentedClient::OtherScheme => return Err(OAuthError::invalid_client()),
+            PresentedClient::None | PresentedClient::OtherScheme => {
+                return Err(failed(None, ClientAuthFailure::NoCredentials))
+            }
         };
         let client = self.clients.find_client(&id).await?;
         let Some(client) = client.filter(|client| !client.disabled) else {
-            return Err(OAuthError::invalid_client());
+            return Err(failed(Some(id.as_str()), ClientAuthFailure::UnknownClient));
         };
         // Counted per rate-limit bucket: an IPv6 client gains nothing by hopping within its /64.
-        let client_ip = client_ip.map(bucket_key);
+        let client_ip = origin.ip.map(bucket_key);
         if self.locked(&client, client_ip) {
-            return Err(OAuthError::invalid_client());
+            return Err(failed(Some(id.as_str()), ClientAuthFailure::Locked));
         }
         let matches = self.secret_matches_from(&client, secret, client_ip).await?;
         if let Some((failures, ip)) = self.failures_for(&client).zip(client_ip) {
@@ -332,12 +343,23 @@ impl ClientAuthenticator {
                 failures.succeeded(&client.id, ip);
             } else if let Some(until) = failures.failed(&client.id, ip, self.clock.now_secs()) {
                 tracing::warn!(target: "audit", client_id = %client.id, client_ip = %ip, locked_until = until, "client locked for this address after repeated failed authentications");
+                self.audit.record(
+                    origin,
+                    Some(client.id.as_str()),
+                    None,
+                    Event::ClientLocked {
+                        locked_until: rfc3339_secs(until),
+                    },
+                );
             }
         }
         if matches {
             Ok(client)
         } else {
-            Err(OAuthError::invalid_client())
+            Err(failed(
+                Some(client.id.as_str()),
+                ClientAuthFailure::WrongSecret,
+            ))
         }
     }
 }

@@ -11,11 +11,12 @@ use secrecy::SecretString;
 
 use super::client_auth::{presented_client, ClientAuthenticator, PresentedClient};
 use super::error::{ErrorCode, OAuthError};
-use super::grants::{self, Grant};
+use super::grants::{self, Grant, Issued};
 use super::params::{AuthorizationHeader, FormParams};
 use super::wire::TokenResponse;
 use crate::abuse::client_failures::{ClientAuthFailures, ClientAuthPolicy};
 use crate::abuse::rate_limit::Limiter;
+use crate::audit::{Audit, Event, Origin};
 use crate::clock::Clock;
 use crate::config::OAuthSettings;
 use crate::crypto::jwk::KeyRing;
@@ -32,6 +33,18 @@ pub struct TokenRequest {
     pub form: FormParams,
     /// The client's address (after trusted proxies); `None` only when the transport has none.
     pub client_ip: Option<IpAddr>,
+    /// The request's id (`X-Request-Id`), for its audit events.
+    pub request_id: Option<String>,
+}
+
+impl TokenRequest {
+    /// Where the request came from, for its audit events.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            request_id: self.request_id.clone(),
+            ip: self.client_ip,
+        }
+    }
 }
 
 /// What one request to an endpoint was about, for its log line and metrics.
@@ -70,6 +83,8 @@ pub struct ServiceParts {
     pub clock: Arc<dyn Clock>,
     /// Lockouts and refresh-token reuse, counted by the grants.
     pub metrics: GrantMetrics,
+    /// The audit trail: every endpoint's security events.
+    pub audit: Audit,
 }
 
 /// Everything the grants need, shared by all requests.
@@ -87,6 +102,7 @@ pub struct TokenService {
     client_auth: ClientAuthenticator,
     client_limiter: Option<Limiter<String>>,
     metrics: GrantMetrics,
+    audit: Audit,
 }
 
 impl TokenService {
@@ -96,6 +112,7 @@ impl TokenService {
             parts.hasher.clone(),
             parts.clock.clone(),
             parts.client_auth_lockout.map(ClientAuthFailures::new),
+            parts.audit.clone(),
         );
         Self {
             settings: parts.settings,
@@ -111,7 +128,13 @@ impl TokenService {
             client_auth,
             client_limiter: parts.client_limiter,
             metrics: parts.metrics,
+            audit: parts.audit,
         }
+    }
+
+    /// The audit trail, for the grants and endpoints to record their events.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     /// The grants' security-event counters.
@@ -128,7 +151,7 @@ impl TokenService {
     ) -> Result<Arc<Client>, OAuthError> {
         let presented = presented_client(request.authorization.clone(), &request.form)?;
         summary.client_id = presented.claimed_id().map(str::to_owned);
-        let client = self.authenticate(presented, request.client_ip).await?;
+        let client = self.authenticate(presented, &request.origin()).await?;
         summary.authenticated = true;
         Ok(client)
     }
@@ -136,14 +159,19 @@ impl TokenService {
     async fn authenticate(
         &self,
         presented: PresentedClient,
-        client_ip: Option<IpAddr>,
+        origin: &Origin,
     ) -> Result<Arc<Client>, OAuthError> {
-        let client = self.client_auth.authenticate(presented, client_ip).await?;
+        let client = self.client_auth.authenticate(presented, origin).await?;
         if let Some(limiter) = &self.client_limiter {
-            limiter
-                .check(&client.id, self.clock.now_ms())
-                .await
-                .map_err(OAuthError::rate_limited)?;
+            if let Err(retry) = limiter.check(&client.id, self.clock.now_ms()).await {
+                self.audit.record(
+                    origin,
+                    Some(client.id.as_str()),
+                    None,
+                    Event::RateLimited { bucket: "client" },
+                );
+                return Err(OAuthError::rate_limited(retry));
+            }
         }
         Ok(client)
     }
@@ -176,6 +204,7 @@ impl TokenService {
         request: TokenRequest,
         summary: &mut ExchangeSummary,
     ) -> Result<TokenResponse, OAuthError> {
+        let origin = request.origin();
         let form = request.form;
         // Noted first, so that a request refused for its credentials is still told by grant.
         summary.grant_type = form.get("grant_type").map(str::to_owned);
@@ -184,7 +213,7 @@ impl TokenService {
         let grant_type = form
             .get("grant_type")
             .ok_or_else(|| OAuthError::invalid_request("missing parameter: grant_type"))?;
-        let client = self.authenticate(presented, request.client_ip).await?;
+        let client = self.authenticate(presented, &origin).await?;
         summary.authenticated = true;
         let Some(grant) = GrantType::parse(grant_type) else {
             return Err(OAuthError::new(
@@ -198,21 +227,18 @@ impl TokenService {
                 "this client is not allowed to use this grant type",
             ));
         }
-        match grant {
+        let issued = match grant {
             GrantType::Password => {
                 let grant = grants::password::PasswordGrant {
-                    client_ip: request.client_ip,
+                    origin: origin.clone(),
                 };
                 run(&grant, self, &client, &form).await
             }
             GrantType::RefreshToken => {
-                run(
-                    &grants::refresh_token::RefreshTokenGrant,
-                    self,
-                    &client,
-                    &form,
-                )
-                .await
+                let grant = grants::refresh_token::RefreshTokenGrant {
+                    origin: origin.clone(),
+                };
+                run(&grant, self, &client, &form).await
             }
             GrantType::ClientCredentials => {
                 run(
@@ -223,7 +249,24 @@ impl TokenService {
                 )
                 .await
             }
-        }
+        }?;
+        // Recorded once here for every grant, after the tokens are stored.
+        let tokens = issued.tokens;
+        // An application token's subject is the client, as its JWT `sub` says.
+        let subject = tokens.subject.as_deref().unwrap_or(client.id.as_str());
+        self.audit.record(
+            &origin,
+            Some(client.id.as_str()),
+            Some(subject),
+            Event::TokenIssued {
+                grant_type: grant.as_str(),
+                scope: tokens.scope,
+                token_id: tokens.token_id,
+                refresh_token_id: tokens.refresh_token_id,
+                grant_id: tokens.grant_id,
+            },
+        );
+        Ok(issued.response)
     }
 }
 
@@ -257,7 +300,7 @@ async fn run<G: Grant>(
     service: &TokenService,
     client: &Client,
     form: &FormParams,
-) -> Result<TokenResponse, OAuthError> {
+) -> Result<Issued, OAuthError> {
     let params = G::parse(form)?;
     grant.issue(service, client, params).await
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokengate::config::DirectoryLocation::{self, File};
 use tokengate::config::{
-    self, ConfigError, ConfigProblem, ConfigSource, Settings, SqliteSynchronous, TokenStoreSettings,
+    self, AuditDestination, AuditSettings, ConfigError, ConfigProblem, ConfigSource, LogFormat,
+    Settings, SqliteSynchronous, TokenStoreSettings,
 };
 
 use crate::helpers::{project_root, spawn_app_with, stored_access_token};
@@ -770,4 +771,103 @@ fn a_negative_per_ip_connection_limit_and_an_hour_long_drain_name_their_keys() {
     assert_names_key(&problems, "server.max_connections_per_ip");
     assert_names_key(&problems, "server.shutdown_drain_period");
     assert_eq!(problems.len(), 2, "{problems:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// [logging] and [audit]
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_shipped_logging_and_audit_sections_load_with_their_documented_defaults() {
+    let home = tempfile::tempdir().unwrap();
+    let source = ConfigSource {
+        config_path: Some(shipped_file()),
+        ..source_in(home.path())
+    };
+
+    let settings = config::load(&source).unwrap();
+
+    assert_eq!(settings.logging.format, LogFormat::Text);
+    assert_eq!(settings.logging.level, "info");
+    assert_eq!(
+        settings.audit,
+        AuditSettings {
+            destination: AuditDestination::File(home.path().join("logs/audit.jsonl")),
+            max_bytes: None,
+            keep: 5,
+        }
+    );
+}
+
+#[test]
+fn logging_and_audit_keys_are_read_from_the_file() {
+    let settings = validate(&shipped_with(&[
+        ("format = \"text\"", "format = \"json\""),
+        ("level = \"info\"", "level = \"warn,tokengate=debug\""),
+        (
+            "file = \"logs/audit.jsonl\"",
+            "file = \"/var/log/tokengate/audit.jsonl\"",
+        ),
+        ("max_bytes = 0", "max_bytes = 1048576"),
+        ("keep = 5", "keep = 9"),
+    ]))
+    .unwrap();
+
+    assert_eq!(settings.logging.format, LogFormat::Json);
+    assert_eq!(settings.logging.level, "warn,tokengate=debug");
+    assert_eq!(
+        settings.audit.destination,
+        AuditDestination::File(PathBuf::from("/var/log/tokengate/audit.jsonl"))
+    );
+    assert_eq!(settings.audit.max_bytes, Some(1_048_576));
+    assert_eq!(settings.audit.keep, 9);
+}
+
+#[test]
+fn an_audit_file_of_a_dash_is_stderr_and_an_empty_one_is_off() {
+    let stderr = validate(&shipped_with(&[(
+        "file = \"logs/audit.jsonl\"",
+        "file = \"-\"",
+    )]))
+    .unwrap();
+    let off = validate(&shipped_with(&[(
+        "file = \"logs/audit.jsonl\"",
+        "file = \"\"",
+    )]))
+    .unwrap();
+
+    assert_eq!(stderr.audit.destination, AuditDestination::Stderr);
+    assert_eq!(off.audit.destination, AuditDestination::Off);
+}
+
+#[test]
+fn an_unknown_log_format_names_its_key() {
+    let problems = problems_of(&shipped_with(&[("format = \"text\"", "format = \"xml\"")]));
+    assert_names_key(&problems, "logging.format");
+}
+
+#[test]
+fn a_log_level_that_is_not_a_filter_names_its_key() {
+    let problems = problems_of(&shipped_with(&[(
+        "level = \"info\"",
+        "level = \"tokengate=loudest\"",
+    )]));
+    assert_names_key(&problems, "logging.level");
+}
+
+#[test]
+fn audit_rotation_out_of_range_names_its_keys() {
+    let problems = problems_of(&shipped_with(&[
+        ("max_bytes = 0", "max_bytes = 100"),
+        ("keep = 5", "keep = -1"),
+    ]));
+    assert_names_key(&problems, "audit.max_bytes");
+    assert_names_key(&problems, "audit.keep");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+}
+
+#[test]
+fn an_unknown_key_in_the_audit_section_names_the_file_and_the_key() {
+    let problems = problems_of(&shipped_with(&[("keep = 5", "keep = 5\nrotate = true")]));
+    assert_names_key(&problems, "audit.rotate");
 }

@@ -12,6 +12,7 @@
 
 mod helpers;
 
+mod audit;
 mod check_config;
 mod cli_clients;
 mod cli_config;
@@ -39,6 +40,7 @@ mod lockout;
 mod lockout_in_flight;
 mod lockout_sources;
 mod log_injection;
+mod logging;
 mod metadata;
 mod metrics;
 mod nul_bytes;
@@ -47,6 +49,7 @@ mod postgres;
 mod postgres_tls;
 mod rate_limit;
 mod refresh_reuse;
+mod request_id;
 mod restart;
 mod revoke;
 mod secret_files;

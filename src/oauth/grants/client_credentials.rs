@@ -3,13 +3,12 @@
 //! §4.4.3: no refresh token is issued. The token's lifetime is the application token validity
 //! (`application_access_token_default_validity_period`, or the client's override).
 
-use super::Grant;
+use super::{Grant, Issued};
 use crate::oauth::error::OAuthError;
 use crate::oauth::issue::{self, Subject};
 use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
-use crate::oauth::wire::TokenResponse;
 use crate::store::model::{Client, GrantType};
 
 pub struct ClientCredentialsGrant;
@@ -33,7 +32,7 @@ impl Grant for ClientCredentialsGrant {
         service: &TokenService,
         client: &Client,
         params: ClientCredentialsParams,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<Issued, OAuthError> {
         let scope = Scope::parse_requested(params.scope.as_deref())?;
         if !scope.allowed_for(&client.scopes) {
             return Err(OAuthError::invalid_scope(
@@ -47,7 +46,8 @@ impl Grant for ClientCredentialsGrant {
             scope.as_string(),
             None,
         )?;
+        let issued = Issued::new(&tokens, response);
         service.tokens.create_tokens(tokens).await?;
-        Ok(response)
+        Ok(issued)
     }
 }

@@ -12,7 +12,46 @@ use super::error::OAuthError;
 use super::params::FormParams;
 use super::token::TokenService;
 use super::wire::TokenResponse;
-use crate::store::model::{Client, GrantType};
+use crate::store::model::{Client, GrantType, NewTokens};
+
+/// What a grant issued: the response (the only place the tokens appear) and, for the audit
+/// trail, what the tokens are by id.
+pub struct Issued {
+    pub response: TokenResponse,
+    pub tokens: IssuedTokens,
+}
+
+/// The issued tokens without their secrets.
+pub struct IssuedTokens {
+    /// The user; `None` for an application token.
+    pub subject: Option<String>,
+    pub scope: String,
+    /// The access token's id (its `jti` when a JWT).
+    pub token_id: String,
+    pub refresh_token_id: Option<String>,
+    /// The grant: the refresh-token family (the access token itself without one).
+    pub grant_id: String,
+}
+
+impl Issued {
+    /// Call after the last change to `tokens` (a family id set after minting, say).
+    pub fn new(tokens: &NewTokens, response: TokenResponse) -> Self {
+        let access = &tokens.access;
+        Self {
+            response,
+            tokens: IssuedTokens {
+                subject: access.username.clone(),
+                scope: access.scope.clone(),
+                token_id: access.id.to_uuid_string(),
+                refresh_token_id: tokens
+                    .refresh
+                    .as_ref()
+                    .map(|refresh| refresh.token.id.to_uuid_string()),
+                grant_id: access.family_id.to_uuid_string(),
+            },
+        }
+    }
+}
 
 /// The contract every grant implements: parse its parameters, then issue tokens.
 pub trait Grant {
@@ -30,7 +69,7 @@ pub trait Grant {
         service: &TokenService,
         client: &Client,
         params: Self::Params,
-    ) -> impl Future<Output = Result<TokenResponse, OAuthError>> + Send;
+    ) -> impl Future<Output = Result<Issued, OAuthError>> + Send;
 }
 
 pub(crate) fn required<'a>(form: &'a FormParams, name: &str) -> Result<&'a str, OAuthError> {

@@ -5,15 +5,15 @@
 //! disabled user is verified against a dummy hash, so every failure costs the same time and
 //! gives the same answer.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use secrecy::SecretString;
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
-use super::{required, required_secret, Grant};
+use super::{required, required_secret, Grant, Issued};
 use crate::abuse::rate_limit::bucket_key;
+use crate::audit::{rfc3339_secs, Audit, Event, LoginFailure, Origin};
 use crate::crypto::password::{self, PasswordHasher};
 use crate::metrics::GrantMetrics;
 use crate::oauth::error::OAuthError;
@@ -21,13 +21,13 @@ use crate::oauth::issue::{self, RefreshPlan, Subject};
 use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
-use crate::oauth::wire::TokenResponse;
 use crate::store::model::{Client, GrantType, User};
 use crate::store::{Attempt, AttemptStep, LockoutPolicy, LockoutStore, UserStore};
 
 pub struct PasswordGrant {
-    /// The client's address: failed logins are counted per user name and address.
-    pub client_ip: Option<IpAddr>,
+    /// The request's id and the client's address: failed logins are counted per user name
+    /// and address, and audited with both.
+    pub origin: Origin,
 }
 
 /// Longer names cannot belong to a user (the CLI allows 255 characters) and are not tracked,
@@ -70,7 +70,7 @@ impl Grant for PasswordGrant {
         service: &TokenService,
         client: &Client,
         params: PasswordParams,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<Issued, OAuthError> {
         // Checked before the password so a bad request costs no argon2 work.
         let scope = Scope::parse_requested(params.scope.as_deref())?;
         if !scope.allowed_for(&client.scopes) {
@@ -88,12 +88,15 @@ impl Grant for PasswordGrant {
                 .lockout_policy
                 .filter(|_| params.username.len() <= MAX_TRACKED_NAME),
             username: params.username.clone(),
-            source: self.client_ip.map_or_else(
+            source: self.origin.ip.map_or_else(
                 || UNKNOWN_SOURCE.to_owned(),
                 |ip| bucket_key(ip).to_string(),
             ),
             now: service.clock.now_secs(),
             metrics: service.metrics().clone(),
+            audit: service.audit().clone(),
+            origin: self.origin.clone(),
+            client_id: client.id.clone(),
         };
         // The attempt runs in a task of its own that this request cannot cancel: a client that
         // disconnects drops this future at any await, and the lockout slot the attempt takes
@@ -123,8 +126,9 @@ impl Grant for PasswordGrant {
             refresh,
             started_ms,
         )?;
+        let issued = Issued::new(&tokens, response);
         service.tokens.create_tokens(tokens).await?;
-        Ok(response)
+        Ok(issued)
     }
 }
 
@@ -150,6 +154,9 @@ struct LoginAttempt {
     source: String,
     now: i64,
     metrics: GrantMetrics,
+    audit: Audit,
+    origin: Origin,
+    client_id: String,
 }
 
 type Checked = Result<bool, OAuthError>;
@@ -185,6 +192,7 @@ impl LoginAttempt {
                     Attempt::Locked { until } => {
                         // Same answer as a wrong password, and no argon2 work.
                         tracing::warn!(target: "audit", username = ?crate::telemetry::cut(&self.username), client_ip = %self.source, locked_until = until, "login refused: account locked");
+                        self.login_failed(LoginFailure::AccountLocked);
                         return Ok(false);
                     }
                     // Nobody is waiting for this answer any more: stop without a slot.
@@ -213,6 +221,9 @@ impl LoginAttempt {
             checked = self.verify(password) => checked,
             () = reply.closed() => Err(OAuthError::server_error(RequesterGone)),
         };
+        if matches!(checked, Ok(false)) {
+            self.login_failed(LoginFailure::InvalidCredentials);
+        }
         let Some(policy) = self.policy else {
             return checked;
         };
@@ -226,6 +237,15 @@ impl LoginAttempt {
         let outcome = self.end(step, policy).await?;
         if let Attempt::LockedNow { until, everywhere } = outcome {
             self.metrics.account_locked();
+            self.audit.record(
+                &self.origin,
+                Some(self.client_id.as_str()),
+                Some(self.username.as_str()),
+                Event::AccountLocked {
+                    locked_for: if everywhere { "everywhere" } else { "address" },
+                    locked_until: rfc3339_secs(until),
+                },
+            );
             // Unknown names are counted too, so lockouts do not reveal which names exist.
             if everywhere {
                 tracing::warn!(target: "audit", username = ?crate::telemetry::cut(&self.username), locked_until = until, failures = policy.max_failures_per_user, "account locked for every address after repeated failed logins");
@@ -238,6 +258,15 @@ impl LoginAttempt {
 }
 
 impl LoginAttempt {
+    fn login_failed(&self, reason: LoginFailure) {
+        self.audit.record(
+            &self.origin,
+            Some(self.client_id.as_str()),
+            Some(self.username.as_str()),
+            Event::LoginFailed { reason },
+        );
+    }
+
     async fn verify(&self, password: SecretString) -> Checked {
         match self.users.find_user(&self.username).await {
             Ok(Some(user)) if !user.disabled && has_usable_hash(&user) => self

@@ -7,18 +7,21 @@
 
 use secrecy::SecretString;
 
-use super::{required_secret, Grant};
+use super::{required_secret, Grant, Issued};
+use crate::audit::{Event, Origin, RevokedBy};
 use crate::crypto::token::PresentedToken;
 use crate::oauth::error::OAuthError;
 use crate::oauth::issue::{self, RefreshPlan, Subject};
 use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
-use crate::oauth::wire::TokenResponse;
 use crate::store::model::{Client, GrantType, RefreshTokenRecord, TokenRecord};
 use crate::store::Rotation;
 
-pub struct RefreshTokenGrant;
+pub struct RefreshTokenGrant {
+    /// The request's id and the client's address, for the audit trail.
+    pub origin: Origin,
+}
 
 /// Refresh tokens are issued for users only (RFC 6749 §4.4.3: never for client_credentials).
 fn subject(username: Option<&String>) -> Subject {
@@ -55,7 +58,7 @@ impl Grant for RefreshTokenGrant {
         service: &TokenService,
         client: &Client,
         params: RefreshParams,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<Issued, OAuthError> {
         let now = service.clock.now_secs();
         let presented = PresentedToken::parse(&params.refresh_token).ok_or_else(rejected)?;
         let stored = service
@@ -76,7 +79,15 @@ impl Grant for RefreshTokenGrant {
         }
         // Reuse is judged before anything else, so no other answer can mask it.
         if stored.spent_at.is_some() {
-            return redeem_spent(service, client, &stored, params.scope.as_deref(), now).await;
+            return redeem_spent(
+                service,
+                client,
+                &stored,
+                params.scope.as_deref(),
+                now,
+                &self.origin,
+            )
+            .await;
         }
         check_user(service, record).await?;
         let access_scope = access_scope(record, params.scope.as_deref(), client)?;
@@ -86,8 +97,15 @@ impl Grant for RefreshTokenGrant {
                 // Another request spent it between our read and our write.
                 None => match service.tokens.find_refresh_token(&record.id).await? {
                     Some(now_spent) => {
-                        redeem_spent(service, client, &now_spent, params.scope.as_deref(), now)
-                            .await
+                        redeem_spent(
+                            service,
+                            client,
+                            &now_spent,
+                            params.scope.as_deref(),
+                            now,
+                            &self.origin,
+                        )
+                        .await
                     }
                     None => Err(rejected()),
                 },
@@ -102,11 +120,12 @@ impl Grant for RefreshTokenGrant {
                 None,
             )?;
             tokens.access.family_id = record.family_id;
-            service.tokens.create_tokens(tokens).await?;
             // Not rotating: the client keeps using the token it sent.
             response.refresh_token =
                 Some(secrecy::ExposeSecret::expose_secret(&params.refresh_token).to_owned());
-            Ok(response)
+            let issued = Issued::new(&tokens, response);
+            service.tokens.create_tokens(tokens).await?;
+            Ok(issued)
         }
     }
 }
@@ -119,7 +138,7 @@ async fn rotate(
     old: &RefreshTokenRecord,
     access_scope: &Scope,
     now: i64,
-) -> Result<Option<TokenResponse>, OAuthError> {
+) -> Result<Option<Issued>, OAuthError> {
     refuse_past_max_lifetime(service, &old.token, now)?;
     // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
     let plan = RefreshPlan::continue_family(old.token.scope.clone(), old.token.family_id);
@@ -130,12 +149,13 @@ async fn rotate(
         access_scope.as_string(),
         Some(plan),
     )?;
+    let issued = Issued::new(&tokens, response);
     match service
         .tokens
         .rotate_refresh_token(&old.token.id, now, tokens)
         .await?
     {
-        Rotation::Rotated => Ok(Some(response)),
+        Rotation::Rotated => Ok(Some(issued)),
         Rotation::AlreadySpent => Ok(None),
     }
 }
@@ -153,7 +173,8 @@ async fn redeem_spent(
     spent: &RefreshTokenRecord,
     requested_scope: Option<&str>,
     now: i64,
-) -> Result<TokenResponse, OAuthError> {
+    origin: &Origin,
+) -> Result<Issued, OAuthError> {
     let grace = i64::try_from(service.settings.refresh_token_reuse_grace_secs).unwrap_or(0);
     let within_grace = spent
         .spent_at
@@ -181,8 +202,30 @@ async fn redeem_spent(
             }
         }
     }
-    service.revoke_grant(&spent.token.family_id, now).await?;
+    let revoked = service.revoke_grant(&spent.token.family_id, now).await?;
     service.metrics().refresh_reuse_detected();
+    let (audit, subject) = (service.audit(), spent.token.username.as_deref());
+    let grant_id = spent.token.family_id.to_uuid_string();
+    audit.record(
+        origin,
+        Some(client.id.as_str()),
+        subject,
+        Event::RefreshReuseDetected {
+            token_id: spent.token.id.to_uuid_string(),
+            grant_id: grant_id.clone(),
+        },
+    );
+    if revoked {
+        audit.record(
+            origin,
+            Some(client.id.as_str()),
+            subject,
+            Event::GrantRevoked {
+                grant_id,
+                by: RevokedBy::ReuseDetection,
+            },
+        );
+    }
     tracing::warn!(
         target: "audit",
         client_id = ?crate::telemetry::cut(&client.id),

@@ -5,8 +5,10 @@
 #![allow(dead_code)] // not every test module uses every helper
 
 mod app;
+mod audit_trail;
 pub mod postgres;
 pub mod process;
 
 pub use app::*;
+pub use audit_trail::*;
 pub use postgres::*;

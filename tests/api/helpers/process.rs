@@ -35,6 +35,8 @@ pub(crate) const DEMO_PASSWORD: &str = "admin";
 pub(crate) struct Home {
     dir: TempDir,
     starts: std::cell::Cell<usize>,
+    /// `TOKENGATE_*` variables every command gets (all others are removed).
+    env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Home {
@@ -50,7 +52,15 @@ impl Home {
         Self {
             dir,
             starts: std::cell::Cell::new(0),
+            env: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// Sets `name` (a `TOKENGATE_*` variable) for every command run from now on.
+    pub(crate) fn set_env(&self, name: &str, value: &str) {
+        self.env
+            .borrow_mut()
+            .push((name.to_owned(), value.to_owned()));
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -84,6 +94,9 @@ impl Home {
         command
             .env("TOKENGATE_HOME", self.path())
             .current_dir(self.file("elsewhere"));
+        for (name, value) in self.env.borrow().iter() {
+            command.env(name, value);
+        }
         command
     }
 

@@ -1,0 +1,424 @@
+//! The audit trail: one JSON line per security event in `[audit] file`, with the common
+//! fields, the request's id and address, and never a token, secret or password.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokengate::abuse::rate_limit::Rate;
+use tokengate::config::{AuditDestination, AuditSettings};
+
+use crate::helpers::process::{serve, Home, DEMO_CLIENT_ID, DEMO_USER};
+use crate::helpers::*;
+
+fn trail(app: &TestApp) -> std::path::PathBuf {
+    audit_file(app.home.path())
+}
+
+#[tokio::test]
+async fn a_password_grant_writes_token_issued_naming_the_tokens_by_id_only() {
+    let app = spawn_app().await;
+
+    let reply = app.login(Some("PRODUCTION")).await;
+    let (access, refresh) = reply.assert_tokens(3600, "PRODUCTION");
+    let refresh = refresh.unwrap();
+
+    let event = wait_for_event(&trail(&app), "token_issued", |_| true).await;
+    assert_common_fields(&event, "server");
+    assert_eq!(event["outcome"], "success");
+    assert_eq!(event["grant_type"], "password");
+    assert_eq!(event["client_id"], CLIENT_ID);
+    assert_eq!(event["subject"], USER);
+    assert_eq!(event["scope"], "PRODUCTION");
+    assert_eq!(event["ip"], "127.0.0.1");
+    let stored = stored_access_token(&app, &access).await.unwrap();
+    assert_eq!(event["token_id"], stored.id.to_uuid_string());
+    assert_eq!(event["grant_id"], stored.family_id.to_uuid_string());
+    assert!(event["refresh_token_id"].is_string(), "{event}");
+    assert_eq!(
+        Some(event["request_id"].as_str().unwrap()),
+        reply.header("x-request-id")
+    );
+
+    let text = std::fs::read_to_string(trail(&app)).unwrap();
+    for secret in [
+        access.as_str(),
+        refresh.as_str(),
+        access.split_once('.').unwrap().1,
+        refresh.split_once('.').unwrap().1,
+        CLIENT_SECRET,
+        PASSWORD,
+    ] {
+        assert!(!text.contains(secret), "the trail holds a secret: {text}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_file_is_created_readable_by_its_owner_only() {
+    let app = spawn_app().await;
+    app.login(None).await.assert_tokens(3600, "default");
+    wait_for_event(&trail(&app), "token_issued", |_| true).await;
+
+    let mode = std::fs::metadata(trail(&app)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    let dir = std::fs::metadata(trail(&app).parent().unwrap()).unwrap();
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+}
+
+#[tokio::test]
+async fn a_wrong_password_writes_login_failed() {
+    let app = spawn_app().await;
+
+    let reply = app
+        .post_token(&[
+            ("grant_type", "password"),
+            ("username", USER),
+            ("password", "not-the-password"),
+        ])
+        .await;
+    reply.assert_error(400, "invalid_grant");
+
+    let event = wait_for_event(&trail(&app), "login_failed", |_| true).await;
+    assert_common_fields(&event, "server");
+    assert_eq!(event["outcome"], "failure");
+    assert_eq!(event["reason"], "invalid_credentials");
+    assert_eq!(event["client_id"], CLIENT_ID);
+    assert_eq!(event["subject"], USER);
+    assert_eq!(event["ip"], "127.0.0.1");
+    let text = std::fs::read_to_string(trail(&app)).unwrap();
+    assert!(!text.contains("not-the-password"), "{text}");
+}
+
+#[tokio::test]
+async fn repeated_failures_write_account_locked_then_refusals_say_locked() {
+    let app = spawn_app().await;
+    let wrong = [
+        ("grant_type", "password"),
+        ("username", USER),
+        ("password", "wrong"),
+    ];
+    // The shipped config locks a name for an address after 5 failures.
+    for _ in 0..5 {
+        app.post_token(&wrong)
+            .await
+            .assert_error(400, "invalid_grant");
+    }
+
+    let locked = wait_for_event(&trail(&app), "account_locked", |_| true).await;
+    assert_common_fields(&locked, "server");
+    assert_eq!(locked["outcome"], "failure");
+    assert_eq!(locked["subject"], USER);
+    assert_eq!(locked["locked_for"], "address");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(locked["locked_until"].as_str().unwrap()).is_ok(),
+        "{locked}"
+    );
+
+    // Even the right password is refused now, unchecked.
+    app.login(None).await.assert_error(400, "invalid_grant");
+    wait_for_event(&trail(&app), "login_failed", |e| {
+        e["reason"] == "account_locked"
+    })
+    .await;
+    assert!(events_named(&trail(&app), "token_issued").is_empty());
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_writes_reuse_detected_and_the_grants_revocation() {
+    let app = spawn_app().await;
+    let (_, first) = app.login(None).await.assert_tokens(3600, "default");
+    let first = first.unwrap();
+    app.refresh(&first).await.assert_tokens(3600, "default");
+
+    let reuse = app.refresh(&first).await;
+    reuse.assert_error(400, "invalid_grant");
+
+    let detected = wait_for_event(&trail(&app), "refresh_reuse_detected", |_| true).await;
+    assert_common_fields(&detected, "server");
+    assert_eq!(detected["outcome"], "failure");
+    assert_eq!(detected["client_id"], CLIENT_ID);
+    assert_eq!(detected["subject"], USER);
+    assert_eq!(
+        Some(detected["request_id"].as_str().unwrap()),
+        reuse.header("x-request-id")
+    );
+    let revoked = wait_for_event(&trail(&app), "grant_revoked", |_| true).await;
+    assert_eq!(revoked["by"], "reuse_detection");
+    assert_eq!(revoked["grant_id"], detected["grant_id"]);
+    assert_eq!(revoked["request_id"], detected["request_id"]);
+    // Login and the one good refresh issued tokens, in one grant.
+    let issued = events_named(&trail(&app), "token_issued");
+    assert_eq!(issued.len(), 2, "{issued:?}");
+    assert_eq!(issued[1]["grant_type"], "refresh_token");
+    assert_eq!(issued[1]["grant_id"], revoked["grant_id"]);
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_writes_grant_revoked_by_the_client() {
+    let app = spawn_app().await;
+    let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
+
+    let reply = app.revoke(&refresh.unwrap()).await;
+    assert_eq!(reply.status, 200);
+
+    let revoked = wait_for_event(&trail(&app), "grant_revoked", |_| true).await;
+    assert_common_fields(&revoked, "server");
+    assert_eq!(revoked["outcome"], "success");
+    assert_eq!(revoked["by"], "client");
+    assert_eq!(revoked["client_id"], CLIENT_ID);
+    assert_eq!(revoked["subject"], USER);
+    let issued = wait_for_event(&trail(&app), "token_issued", |_| true).await;
+    assert_eq!(revoked["grant_id"], issued["grant_id"]);
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_and_an_unknown_client_write_client_auth_failed() {
+    let app = spawn_app().await;
+    let form = [("grant_type", "client_credentials")];
+
+    app.post_token_as(CLIENT_ID, "not-the-secret", &form)
+        .await
+        .assert_error(401, "invalid_client");
+    app.post_token_as("nobody", "whatever", &form)
+        .await
+        .assert_error(401, "invalid_client");
+
+    let wrong = wait_for_event(&trail(&app), "client_auth_failed", |e| {
+        e["reason"] == "wrong_secret"
+    })
+    .await;
+    assert_common_fields(&wrong, "server");
+    assert_eq!(wrong["outcome"], "failure");
+    assert_eq!(wrong["client_id"], CLIENT_ID);
+    assert_eq!(wrong["ip"], "127.0.0.1");
+    let unknown = wait_for_event(&trail(&app), "client_auth_failed", |e| {
+        e["reason"] == "unknown_client"
+    })
+    .await;
+    assert_eq!(unknown["client_id"], "nobody");
+    let text = std::fs::read_to_string(trail(&app)).unwrap();
+    assert!(!text.contains("not-the-secret"), "{text}");
+}
+
+#[tokio::test]
+async fn a_request_over_the_rate_limit_writes_rate_limited_with_its_request_id() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_ip = Some(Rate {
+            per_second: 0.001,
+            burst: 1.0,
+        })
+    })
+    .await;
+    let form = [("grant_type", "refresh_token"), ("refresh_token", "x")];
+    app.post_token(&form)
+        .await
+        .assert_error(400, "invalid_grant");
+
+    let limited = app.post_token(&form).await;
+    limited.assert_error(429, "slow_down");
+
+    let event = wait_for_event(&trail(&app), "rate_limited", |_| true).await;
+    assert_common_fields(&event, "server");
+    assert_eq!(event["outcome"], "failure");
+    assert_eq!(event["bucket"], "ip");
+    assert_eq!(event["ip"], "127.0.0.1");
+    assert_eq!(
+        Some(event["request_id"].as_str().unwrap()),
+        limited.header("x-request-id")
+    );
+}
+
+#[tokio::test]
+async fn with_the_file_set_to_nothing_no_trail_is_written() {
+    let on = spawn_app().await;
+    let off = spawn_app_with(|s| s.audit = AuditSettings::off()).await;
+
+    on.login(None).await.assert_tokens(3600, "default");
+    off.login(None).await.assert_tokens(3600, "default");
+
+    wait_for_event(&trail(&on), "token_issued", |_| true).await;
+    assert!(!trail(&off).exists());
+    assert!(!off.home.path().join("logs").exists());
+}
+
+#[tokio::test]
+async fn with_max_bytes_the_file_is_rotated_keeping_the_newest_files() {
+    let app = spawn_app_with(|s| {
+        s.audit.max_bytes = Some(1024);
+        s.audit.keep = 2;
+    })
+    .await;
+    assert!(matches!(
+        app.settings.audit.destination,
+        AuditDestination::File(_)
+    ));
+
+    // Each token_issued line is ~400 bytes: 12 grants fill the file and both copies.
+    for _ in 0..12 {
+        app.post_token_as(
+            SERVICE_CLIENT_ID,
+            SHARED_SECRET,
+            &[("grant_type", "client_credentials")],
+        )
+        .await
+        .assert_tokens(600, "default");
+    }
+
+    let path = trail(&app);
+    let numbered = |n: u32| std::path::PathBuf::from(format!("{}.{n}", path.display()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !numbered(2).exists() {
+        assert!(std::time::Instant::now() < deadline, "never rotated twice");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!numbered(3).exists(), "keep = 2 keeps two rotated files");
+    for file in [path.clone(), numbered(1), numbered(2)] {
+        let size = std::fs::metadata(&file).unwrap().len();
+        assert!(size <= 1024, "{} is {size} bytes", file.display());
+        let events = audit_events(&file);
+        assert!(
+            events.iter().all(|e| e["event"] == "token_issued"),
+            "{events:?}"
+        );
+    }
+    let mode = std::fs::metadata(numbered(1)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// The CLI writes its changes to the same trail (a process of its own, appending).
+#[tokio::test]
+async fn the_clis_changes_to_users_clients_and_keys_are_audited() {
+    let home = Home::new();
+    let path = audit_file(home.path());
+
+    home.run(
+        &["user", "add", "carol", "--password-stdin"],
+        Some("carol's secret"),
+    )
+    .await
+    .assert_success();
+    home.run(&["client", "remove", DEMO_CLIENT_ID], None)
+        .await
+        .assert_success();
+    home.run(&["keys", "rotate"], None).await.assert_success();
+    home.run(&["user", "revoke-tokens", DEMO_USER], None)
+        .await
+        .assert_success();
+
+    let events = audit_events(&path);
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "user_added",
+            "client_removed",
+            "key_rotated",
+            "tokens_revoked"
+        ]
+    );
+    for event in &events {
+        assert_common_fields(event, "cli");
+        assert_eq!(event["outcome"], "success");
+        assert_eq!(event["ip"], Value::Null);
+        assert_eq!(event["request_id"], Value::Null);
+    }
+    assert_eq!(events[0]["subject"], "carol");
+    assert_eq!(events[1]["client_id"], DEMO_CLIENT_ID);
+    assert_eq!(events[2]["algorithm"], "EdDSA");
+    assert!(
+        events[2]["kid"].as_str().is_some_and(|kid| !kid.is_empty()),
+        "{}",
+        events[2]
+    );
+    assert_eq!(events[3]["subject"], DEMO_USER);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("carol's secret"), "{text}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// logrotate moves the file and sends SIGHUP: the server goes on in a new file at the path.
+#[tokio::test]
+async fn sighup_reopens_the_audit_file_after_it_was_moved() {
+    let home = Home::new();
+    let path = audit_file(home.path());
+    let moved = home.file("logs/audit.jsonl.moved");
+    let mut server = serve(&home).await;
+
+    server.demo_login().await.assert_tokens(3600, "PRODUCTION");
+    wait_for_event(&path, "token_issued", |_| true).await;
+    std::fs::rename(&path, &moved).unwrap();
+
+    server.send_signal("HUP");
+    // The writer opens the path again as soon as it is told, creating the file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = server.demo_login().await;
+    second.assert_tokens(3600, "PRODUCTION");
+
+    let request_id = second.header("x-request-id").unwrap();
+    wait_for_event(&path, "token_issued", |e| e["request_id"] == request_id).await;
+    assert_eq!(events_named(&moved, "token_issued").len(), 1);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // SIGHUP did not end the server.
+    assert_eq!(server.get("/health").await.status, 200);
+    server.send_signal("TERM");
+    assert!(server
+        .wait_for_exit(Duration::from_secs(30))
+        .await
+        .is_some_and(|status| status.success()));
+}
+
+#[tokio::test]
+async fn an_application_token_is_audited_with_the_client_as_its_subject() {
+    let app = spawn_app().await;
+
+    app.post_token_as(
+        SERVICE_CLIENT_ID,
+        SHARED_SECRET,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "reports.read"),
+        ],
+    )
+    .await
+    .assert_tokens(600, "reports.read");
+
+    let event = wait_for_event(&trail(&app), "token_issued", |_| true).await;
+    assert_eq!(event["grant_type"], "client_credentials");
+    assert_eq!(event["client_id"], SERVICE_CLIENT_ID);
+    assert_eq!(event["subject"], SERVICE_CLIENT_ID);
+    assert_eq!(event["scope"], "reports.read");
+    assert_eq!(event["refresh_token_id"], Value::Null);
+    assert_eq!(event["grant_id"], event["token_id"]);
+}
+
+#[tokio::test]
+async fn a_jwt_access_token_is_audited_by_its_jti() {
+    use base64::Engine as _;
+    let app = spawn_app().await;
+
+    let reply = app.jwt_password_grant().await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let jwt = reply.str("access_token");
+    let payload = jwt.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+
+    let event = wait_for_event(&trail(&app), "token_issued", |_| true).await;
+    assert_eq!(event["client_id"], JWT_CLIENT_ID);
+    assert_eq!(event["token_id"], claims["jti"]);
+    let text = std::fs::read_to_string(trail(&app)).unwrap();
+    assert!(!text.contains(payload), "the trail holds the JWT: {text}");
+}

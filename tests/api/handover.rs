@@ -7,11 +7,15 @@
 //! TLS) per request; password, refresh and client_credentials grants.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokengate::config::{SqliteSynchronous, TokenStoreSettings};
+use tokengate::crypto::token::{SecretDigest, TokenId};
 use tokengate::listener;
+use tokengate::store::model::{NewTokens, RefreshTokenRecord, TokenRecord};
+use tokengate::store::{open_database, Rotation};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -74,11 +78,17 @@ fn client_for(home: &Home, transport: Transport) -> reqwest::Client {
     .unwrap()
 }
 
+#[derive(Default)]
+struct Counts {
+    ok: AtomicUsize,
+    slowest_ms: AtomicU64,
+}
+
 /// A steady load on `url`'s server from tasks that count their successes and record every
 /// failure.
 struct Load {
     running: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
     tasks: Vec<JoinHandle<Vec<String>>>,
 }
 
@@ -87,7 +97,7 @@ impl Load {
     /// with a new connection per request.
     fn start(home: &Home, base: &str) -> Self {
         let running = Arc::new(AtomicBool::new(true));
-        let ok = Arc::new(AtomicUsize::new(0));
+        let counts = Arc::new(Counts::default());
         let transports = [
             Transport::Http1KeepAlive,
             Transport::Http1KeepAlive,
@@ -105,15 +115,27 @@ impl Load {
                 let client = client_for(home, transport);
                 let url = format!("{base}/token");
                 let running = running.clone();
-                let ok = ok.clone();
-                tokio::spawn(async move { load_task(n, transport, client, url, running, ok).await })
+                let counts = counts.clone();
+                tokio::spawn(
+                    async move { load_task(n, transport, client, url, running, counts).await },
+                )
             })
             .collect();
-        Self { running, ok, tasks }
+        Self {
+            running,
+            counts,
+            tasks,
+        }
     }
 
     fn ok(&self) -> usize {
-        self.ok.load(Ordering::Relaxed)
+        self.counts.ok.load(Ordering::Relaxed)
+    }
+
+    /// The longest a request took, in milliseconds (reported, not asserted: the machine may be
+    /// slow).
+    fn slowest_ms(&self) -> u64 {
+        self.counts.slowest_ms.load(Ordering::Relaxed)
     }
 
     /// Runs the load for `period`, or longer until at least `requests` more have succeeded
@@ -151,7 +173,7 @@ async fn load_task(
     client: reqwest::Client,
     url: String,
     running: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
 ) -> Vec<String> {
     let started = Instant::now();
     let mut failures = Vec::new();
@@ -172,6 +194,7 @@ async fn load_task(
         };
         let grant = form[0].1.clone();
         step += 1;
+        let sending = Instant::now();
         let sent = client
             .post(&url)
             .basic_auth(DEMO_CLIENT_ID, Some(DEMO_CLIENT_SECRET))
@@ -198,7 +221,9 @@ async fn load_task(
         };
         match outcome {
             Ok(body) => {
-                ok.fetch_add(1, Ordering::Relaxed);
+                counts.ok.fetch_add(1, Ordering::Relaxed);
+                let took = u64::try_from(sending.elapsed().as_millis()).unwrap();
+                counts.slowest_ms.fetch_max(took, Ordering::Relaxed);
                 if let Some(token) = body["refresh_token"].as_str() {
                     refresh_token = Some(token.to_owned());
                 }
@@ -344,10 +369,11 @@ async fn a_second_server_on_the_same_port_and_database_takes_over_without_a_fail
     let a_exit = a.wait_for_exit(EXIT_DEADLINE).await;
     load.run_for(PHASE, 50).await;
     let ok = load.ok();
+    let slowest_ms = load.slowest_ms();
     let failures = load.stop().await;
 
     eprintln!(
-        "handover: {ok} requests answered, {} failed; A issued {}, B {}",
+        "handover: {ok} requests answered (slowest {slowest_ms} ms), {} failed; A issued {}, B {}",
         failures.len(),
         issued(&a),
         issued(&b)
@@ -443,11 +469,13 @@ async fn a_rolling_restart_of_a_postgres_cluster_behind_a_tcp_balancer_fails_no_
     let new_two = restart(&home, &mut two).await;
     load.run_for(PHASE, 50).await;
     let ok = load.ok();
+    let slowest_ms = load.slowest_ms();
     let failures = load.stop().await;
     balancing.abort();
 
     eprintln!(
-        "rolling restart: {ok} requests answered, {} failed; the nodes issued {:?}",
+        "rolling restart: {ok} requests answered (slowest {slowest_ms} ms), {} failed; the \
+         nodes issued {:?}",
         failures.len(),
         [&one, &two, &new_one, &new_two].map(issued)
     );
@@ -456,4 +484,88 @@ async fn a_rolling_restart_of_a_postgres_cluster_behind_a_tcp_balancer_fails_no_
     for node in [&one, &two, &new_one, &new_two] {
         assert!(issued(node) > 0, "served nothing:\n{}", node.log());
     }
+}
+
+/// A grant's tokens as a password grant at `now` records them (or, with `family`, as the
+/// rotation of that grant's refresh token does).
+fn grant_tokens(now: i64, family: Option<TokenId>) -> NewTokens {
+    let refresh_id = TokenId::new(now * 1000);
+    let family_id = family.unwrap_or(refresh_id);
+    let record = |id: TokenId| TokenRecord {
+        id,
+        secret_digest: SecretDigest::of(&id.0),
+        client_id: DEMO_CLIENT_ID.into(),
+        username: Some(DEMO_USER.into()),
+        scope: "PRODUCTION".into(),
+        family_id,
+        issued_at: now,
+        expires_at: now + 3600,
+        revoked_at: None,
+    };
+    NewTokens {
+        access: record(TokenId::new(now * 1000)),
+        refresh: Some(RefreshTokenRecord {
+            token: record(refresh_id),
+            spent_at: None,
+            replaced_by: None,
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_writing_one_sqlite_database_at_full_speed_fail_no_write() {
+    // Arrange: the stores of two servers on one SQLite file, as during an upgrade; each has
+    // its writer thread, and they take turns on the database's one write lock.
+    let home = tempfile::tempdir().unwrap();
+    let settings = TokenStoreSettings::Sqlite {
+        path: home.path().join("data/tokens.db"),
+        synchronous: SqliteSynchronous::Normal,
+    };
+    let a = open_database(&settings).await.unwrap().tokens;
+    let b = open_database(&settings).await.unwrap().tokens;
+
+    // Act: 32 clients on each write as fast as they can: a login on one server, then a
+    // refresh of it on the other (the old token spent and the new pair written at once).
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for n in 0..64 {
+        let (here, there) = if n % 2 == 0 {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        };
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for now in 1_000_000..1_000_050 {
+                let login = grant_tokens(now, None);
+                let old = login.refresh.as_ref().unwrap().token.id;
+                if let Err(err) = here.create_tokens(login).await {
+                    failures.push(format!("login: {err}"));
+                    continue;
+                }
+                match there
+                    .rotate_refresh_token(&old, now, grant_tokens(now, Some(old)))
+                    .await
+                {
+                    Ok(Rotation::Rotated) => {}
+                    other => failures.push(format!("refresh: {other:?}")),
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(client.await.unwrap());
+    }
+    eprintln!(
+        "two SQLite writers: 6400 writes in {:?}, {} failed",
+        started.elapsed(),
+        failures.len()
+    );
+
+    // Assert: none failed (a write waits for the other server's commit, within busy_timeout).
+    assert!(failures.is_empty(), "{failures:#?}");
+    a.close().await;
+    b.close().await;
 }

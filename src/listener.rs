@@ -124,7 +124,8 @@ pub async fn close(listener: TcpListener, mut serve: impl FnMut(TcpStream, Socke
 /// A classic BPF socket filter that drops segments with SYN set and ACK clear (new
 /// connections) and keeps everything else, including the ACKs that complete handshakes
 /// already answered. A TCP socket's filter sees the segment from its TCP header on; byte 13
-/// holds the flags (RFC 9293 §3.1).
+/// holds the flags (RFC 9293 §3.1). Connections accepted afterwards inherit the filter, which
+/// lets everything they receive through.
 fn refuse_new_handshakes(listener: &TcpListener) -> io::Result<()> {
     const LD_B_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
     const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K

@@ -393,6 +393,10 @@ async fn a_second_server_on_the_same_port_and_database_takes_over_without_a_fail
         b.log()
     );
     assert_eq!(b.get("/health").await.status, 200);
+    // B shared the management port too (the shipped 9000 plus the same offset), and has it now.
+    let management = format!("http://127.0.0.1:{}/health/ready", port - 8243 + 9000);
+    let ready = reqwest::get(&management).await.unwrap();
+    assert_eq!(ready.status(), 200, "{management}");
 }
 
 /// A TCP balancer as simple as they come: each client connection goes to the next backend in

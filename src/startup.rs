@@ -312,9 +312,10 @@ impl Application {
 
     /// Serves until `shutdown` completes, then: for `shutdown_drain_period` `/health` answers
     /// 503 while everything else is still served; then no new connections (the listener is
-    /// closed), every open connection gets its request in flight, or its first request,
-    /// answered with `Connection: close`, within `shutdown_grace_period`; then the token store
-    /// is closed (committing queued writes).
+    /// closed without resetting one queued for it, see [`listener::close`]), every open
+    /// connection gets its request in flight, or its next one, answered with
+    /// `Connection: close`, within `shutdown_grace_period`; then the token store is closed
+    /// (committing queued writes).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send,

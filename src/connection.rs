@@ -10,15 +10,17 @@
 //!
 //! At shutdown every connection accepted before it gets its request answered: one in flight
 //! finishes; one that has not sent its first request yet (even one still in its TLS handshake)
-//! is served that request if it starts within `first_request_timeout`. HTTP/1 answers carry
-//! `Connection: close` and the connection closes after them; HTTP/2 gets a graceful GOAWAY
-//! that lets the streams in flight finish. `shutdown_grace_period` bounds it all.
+//! is served that request if it starts within `first_request_timeout`; an HTTP/1 keep-alive
+//! connection between two requests is served its next one if it starts within
+//! [`SHUTDOWN_IDLE_WAIT`]. HTTP/1 answers carry `Connection: close` and the connection closes
+//! after them; HTTP/2 gets a graceful GOAWAY that lets the streams in flight finish.
+//! `shutdown_grace_period` bounds it all.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -39,6 +41,12 @@ use tower::{Service, ServiceExt as _};
 /// How long an idle connection told to close may take to go.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 const WATCHDOG_TICK: Duration = Duration::from_millis(250);
+/// How long an idle HTTP/1 keep-alive connection may take to send its next request once the
+/// server stops. Closing it at once races a client that is just sending one (it would read a
+/// reset, and a POST is not retried); a busy client sends within milliseconds and gets its
+/// answer with `Connection: close`, while one idle this long is unlikely to send right now.
+/// HTTP/2 needs no wait: its GOAWAY tells the client which streams were taken.
+pub const SHUTDOWN_IDLE_WAIT: Duration = Duration::from_secs(2);
 
 /// Limits applied to every connection.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +64,8 @@ struct Activity {
     in_flight: AtomicUsize,
     requests: AtomicUsize,
     last_done_ms: AtomicU64,
+    /// Its requests came over HTTP/2.
+    http2: AtomicBool,
 }
 
 impl Activity {
@@ -65,6 +75,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
         }
     }
 
@@ -136,6 +147,9 @@ impl Service<Request<Incoming>> for Tracked {
         let router = self.router.clone();
         let shutdown = self.shutdown.clone();
         let http1 = request.version() < hyper::Version::HTTP_2;
+        if !http1 {
+            self.activity.http2.store(true, Ordering::Release);
+        }
         Box::pin(async move {
             let mut response = router.oneshot(request.map(Body::new)).await;
             // Once shutdown has begun this is the connection's last HTTP/1 exchange: say so,
@@ -200,8 +214,11 @@ pub async fn serve(
     let mut close_by: Option<tokio::time::Instant> = None;
     // graceful_shutdown() has been called.
     let mut closing = false;
-    // The server is shutting down: answer the request in flight or the first one, then close.
+    // The server is shutting down: answer the request in flight or the next one, then close.
     let mut stopping = false;
+    // Requests begun when the stop came, and when it came.
+    let mut requests_at_stop = 0;
+    let mut stopped_at = tokio::time::Instant::now();
     loop {
         let forced_close = async {
             match close_by {
@@ -220,18 +237,29 @@ pub async fn serve(
                 // A dropped sender also means the server is going away.
                 let _ = changed;
                 stopping = true;
-                let deadline = tokio::time::Instant::now() + limits.shutdown_grace_period;
+                stopped_at = tokio::time::Instant::now();
+                requests_at_stop = activity.requests.load(Ordering::Acquire);
+                let deadline = stopped_at + limits.shutdown_grace_period;
                 close_by = Some(close_by.map_or(deadline, |earlier| earlier.min(deadline)));
-                // A connection that has not sent its first request yet keeps waiting for it:
-                // hyper's graceful shutdown would close it unanswered.
-                if !closing && activity.requests.load(Ordering::Acquire) > 0 {
+                // A connection that has not sent its first request yet, or an idle HTTP/1 one,
+                // keeps waiting for its next: hyper's graceful shutdown would close it
+                // unanswered.
+                let waits = requests_at_stop == 0
+                    || (activity.in_flight.load(Ordering::Acquire) == 0
+                        && !activity.http2.load(Ordering::Acquire));
+                if !closing && !waits {
                     connection.as_mut().graceful_shutdown();
                     closing = true;
                 }
             }
             _ = ticker.tick(), if !closing => {
-                if stopping && activity.requests.load(Ordering::Acquire) > 0 {
-                    // The first request has arrived: it finishes (HTTP/2: GOAWAY), nothing more.
+                let requests = activity.requests.load(Ordering::Acquire);
+                let idle_since_stop = requests_at_stop > 0
+                    && requests == requests_at_stop
+                    && stopped_at.elapsed() > SHUTDOWN_IDLE_WAIT;
+                if stopping && (requests > requests_at_stop || idle_since_stop) {
+                    // The request awaited has arrived: it finishes (HTTP/1: its answer says
+                    // `Connection: close`; HTTP/2: GOAWAY), nothing more. Or it did not come.
                     connection.as_mut().graceful_shutdown();
                     closing = true;
                 } else if activity.idle_too_long(&limits) {

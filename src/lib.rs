@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod http;
 pub mod janitor;
 pub mod key_sharing;
+pub mod listener;
 pub mod management;
 pub mod metrics;
 pub mod oauth;

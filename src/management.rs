@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +28,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::http::health::Readiness;
+use crate::listener::{self, Bound};
 
 /// Connections the management port serves at once; more are closed at once (a scraper and a
 /// few probes need a handful).
@@ -67,22 +69,42 @@ impl ManagementState {
     }
 }
 
-/// The bound management listener, not yet serving.
+/// The management port, bound and not yet listening (see [`crate::listener`]): shared with
+/// the next process during an upgrade, so that starting it does not fail on this port.
+pub struct BoundManagement {
+    socket: Bound,
+    state: ManagementState,
+}
+
+/// The listening management listener, not yet serving.
 pub struct Management {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
 }
 
-impl Management {
-    /// Binds `addr` (port 0: the OS chooses).
-    pub async fn bind(addr: SocketAddr, state: ManagementState) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        Ok(Self {
+impl BoundManagement {
+    /// Starts listening; the error names the address.
+    pub fn listen(self) -> Result<Management, (SocketAddr, std::io::Error)> {
+        let local_addr = self.socket.local_addr();
+        let listener = self
+            .socket
+            .listen()
+            .map_err(|source| (local_addr, source))?;
+        Ok(Management {
             listener,
             local_addr,
-            router: router(state),
+            router: router(self.state),
+        })
+    }
+}
+
+impl Management {
+    /// Binds `addr` (port 0: the OS chooses).
+    pub fn bind(addr: SocketAddr, state: ManagementState) -> std::io::Result<BoundManagement> {
+        Ok(BoundManagement {
+            socket: listener::bind(addr)?,
+            state,
         })
     }
 
@@ -90,7 +112,8 @@ impl Management {
         self.local_addr
     }
 
-    /// Serves until `stop` changes (or its sender is dropped), then gives the requests in flight
+    /// Serves until `stop` changes (or its sender is dropped), then closes the listener (the
+    /// connections it still accepts get their requests answered), gives the requests in flight
     /// [`SHUTDOWN_GRACE`] and closes every connection.
     pub async fn serve(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(address = %self.local_addr, "management listener (HTTP: /metrics, /health/live, /health/ready)");
@@ -100,26 +123,27 @@ impl Management {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
         let builder = Arc::new(builder);
-        loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                _ = stop.changed() => break,
-            };
-            let Ok((tcp, peer)) = accepted else {
-                // Typically EMFILE: back off briefly instead of spinning.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
+        let stopping = AtomicBool::new(false);
+        let connection_stop = stop.clone();
+        let serve = |tcp: TcpStream, peer: SocketAddr| {
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 tracing::debug!(peer = %peer, "management connection limit reached; closing");
-                continue;
+                return;
             };
             let service = TowerToHyperService::new(self.router.clone());
             let builder = builder.clone();
-            let mut stop = stop.clone();
+            let mut stop = connection_stop.clone();
+            let accepted_while_stopping = stopping.load(Ordering::Relaxed);
             tokio::spawn(async move {
                 let connection = builder.serve_connection(TokioIo::new(tcp), service);
                 let mut connection = std::pin::pin!(connection);
+                if accepted_while_stopping {
+                    // Told to shut down before its request arrived, hyper would close it
+                    // unanswered: it gets the grace to be answered instead.
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+                    drop(permit);
+                    return;
+                }
                 tokio::select! {
                     _ = connection.as_mut() => {}
                     // A client that never reads its answers would keep its slot for ever, and
@@ -132,7 +156,23 @@ impl Management {
                 }
                 drop(permit);
             });
+        };
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = stop.changed() => break,
+            };
+            match accepted {
+                Ok((tcp, peer)) => serve(tcp, peer),
+                // Typically EMFILE: back off briefly instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
         }
+        stopping.store(true, Ordering::Relaxed);
+        // A probe or scrape the kernel queued here is answered, not reset.
+        listener::close(self.listener, serve).await;
+        let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all)).await;
     }
 }
 

@@ -9,13 +9,14 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use secrecy::SecretString;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, ConnectionLimits};
 use crate::janitor::{self, JanitorSettings};
 use crate::key_sharing;
+use crate::listener;
 
 use crate::abuse::connections::ConnectionsPerIp;
 use crate::abuse::rate_limit::{Limiter, SharedBuckets};
@@ -28,7 +29,7 @@ use crate::crypto::jwk::{self, KeyError, KeyRing};
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::http::health::Readiness;
 use crate::http::{self, AppParts, AppState, HttpLimits};
-use crate::management::{BeforeScrape, Management, ManagementState};
+use crate::management::{BeforeScrape, BoundManagement, Management, ManagementState};
 use crate::metrics::{
     ConnectionMetrics, JanitorMetrics, KeyState, Metrics, RateBucket, RejectReason,
     SigningKeyMetrics,
@@ -78,7 +79,8 @@ pub enum StartupError {
 
 pub struct Application {
     settings: Arc<Settings>,
-    listener: TcpListener,
+    /// Taken by `run_until`, which closes it.
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
     acceptor: TlsAcceptor,
     router: axum::Router,
@@ -147,12 +149,11 @@ impl Application {
             .map(|store| Arc::new(SharedBuckets::new(store)));
 
         let addr = SocketAddr::new(settings.server.host, settings.server.https_port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let socket = listener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let local_addr = socket.local_addr();
+        if socket.shared() {
+            warn_about_a_shared_port(local_addr);
+        }
 
         if let Some(path) = jwk::ensure_signing_key(
             &settings.oauth.signing_keys_dir,
@@ -239,7 +240,6 @@ impl Application {
             let addr = SocketAddr::new(settings.management.host, settings.management.port);
             let state = ManagementState::new(registry, readiness.clone(), Some(before_scrape));
             let management = Management::bind(addr, state)
-                .await
                 .map_err(|source| StartupError::ManagementBind { addr, source })?;
             Some(management)
         } else {
@@ -264,9 +264,18 @@ impl Application {
             metrics: token_endpoint,
             audit: audit.clone(),
         }));
+        // Last, once nothing above can fail: a listening socket shares the port's connections
+        // with the other process on it, and those queued here would be reset if this one exited.
+        let listener = socket
+            .listen()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let management = management
+            .map(BoundManagement::listen)
+            .transpose()
+            .map_err(|(addr, source)| StartupError::ManagementBind { addr, source })?;
         Ok(Self {
             settings: Arc::new(settings),
-            listener,
+            listener: Some(listener),
             local_addr,
             acceptor: TlsAcceptor::from(tls_config),
             router,
@@ -328,9 +337,10 @@ impl Application {
 
     /// Serves until `shutdown` completes, then: for `shutdown_drain_period` `/health` answers
     /// 503 while everything else is still served; then no new connections (the listener is
-    /// closed), every open connection gets its request in flight, or its first request,
-    /// answered with `Connection: close`, within `shutdown_grace_period`; then the token store
-    /// is closed (committing queued writes).
+    /// closed without resetting one queued for it, see [`listener::close`]), every open
+    /// connection gets its request in flight, or its next one, answered with
+    /// `Connection: close`, within `shutdown_grace_period`; then the token store is closed
+    /// (committing queued writes).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -346,6 +356,10 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
         cut_drain_short: impl FnOnce() -> F + Send,
     ) -> Result<(), StartupError> {
+        // Always there: `build` puts it there and this consumes the application.
+        let Some(listener) = self.listener.take() else {
+            return Ok(());
+        };
         tracing::info!(address = %self.local_addr, "tokengate listening (HTTPS)");
         // Served until the token port has stopped, so the probes see the drain and the grace.
         let (stop_management, management_stop) = watch::channel(false);
@@ -396,7 +410,7 @@ impl Application {
             stop: connections_stop,
             metrics: self.connection_metrics.clone(),
         };
-        accept.until(shutdown).await;
+        accept.until(&listener, shutdown).await;
         let drain = server.shutdown_drain_period;
         if !drain.is_zero() {
             tracing::info!(
@@ -406,7 +420,7 @@ impl Application {
             self.readiness.start_draining();
             let cut_short = cut_drain_short();
             accept
-                .until(async {
+                .until(&listener, async {
                     tokio::select! {
                         () = tokio::time::sleep(drain) => {}
                         () = cut_short => {
@@ -416,13 +430,14 @@ impl Application {
                 })
                 .await;
         }
-        // Told before the listener closes, so that an answer to a connection that finds the
-        // port closed already says `Connection: close`.
+        // Told before the listener closes, so that the connections it still accepts are
+        // answered once, with `Connection: close`.
         let _ = stop_connections.send(true);
+        tracing::info!("shutting down: no new connections; answering the requests of open ones");
+        // Another process on the port (an upgrade) gets the new connections from now on.
+        listener::close(listener, |tcp, peer| accept.serve(tcp, peer)).await;
         let connections = accept.connections.clone();
         drop(accept);
-        drop(self.listener);
-        tracing::info!("shutting down: no new connections; answering the requests of open ones");
         // Every connection holds a permit until it is closed: having them all back means done.
         let all = u32::try_from(server.max_connections).unwrap_or(u32::MAX);
         let grace = server.shutdown_grace_period;
@@ -434,8 +449,9 @@ impl Application {
         }
         let _ = stop_management.send(true);
         if let Some(management) = management {
-            // It gives its own requests in flight a second; this bound is a backstop.
-            if tokio::time::timeout(Duration::from_secs(2), management)
+            // It closes its listener (half a second) and gives the requests in flight a second;
+            // this bound is a backstop.
+            if tokio::time::timeout(Duration::from_secs(3), management)
                 .await
                 .is_err()
             {
@@ -523,63 +539,66 @@ struct Acceptor<'a> {
 
 impl Acceptor<'_> {
     /// Accepts and serves connections until `until` completes.
-    async fn until(&self, until: impl Future<Output = ()>) {
+    async fn until(&self, listener: &TcpListener, until: impl Future<Output = ()>) {
         let mut until = std::pin::pin!(until);
         loop {
             let accepted = tokio::select! {
-                accepted = self.app.listener.accept() => accepted,
+                accepted = listener.accept() => accepted,
                 () = &mut until => return,
             };
-            let (tcp, peer) = match accepted {
-                Ok(accepted) => accepted,
+            match accepted {
+                Ok((tcp, peer)) => self.serve(tcp, peer),
                 Err(err) => {
                     // Typically EMFILE: back off briefly instead of spinning.
                     tracing::warn!(error = %err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
-            };
-            let ip_slot = match self.per_ip.try_acquire(peer.ip()) {
-                Ok(slot) => slot,
-                Err(refused) => {
-                    self.metrics.rejected(RejectReason::PerIpLimit);
-                    // Once per episode: a host flooding connections must not flood the log.
-                    if refused.first {
-                        tracing::warn!(peer = %peer, "connection limit per IP reached; closing its new connections");
-                    } else {
-                        tracing::debug!(peer = %peer, "connection limit per IP reached; closing the new connection");
-                    }
-                    continue;
-                }
-            };
-            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                self.metrics.rejected(RejectReason::MaxConnections);
-                tracing::warn!(peer = %peer, "connection limit reached; closing the new connection");
-                continue;
-            };
-            let open = self.metrics.opened();
-            let _ = tcp.set_nodelay(true);
-            let serve = connection::serve(
-                tcp,
-                peer,
-                connection::Handshake {
-                    acceptor: self.app.acceptor.clone(),
-                    failures: self.metrics.handshake_failures(),
-                },
-                self.app.router.clone(),
-                self.builder.clone(),
-                self.limits,
-                self.stop.clone(),
-            );
-            // The slots (and the open-connection count) go back when the connection ends, also
-            // if its task is dropped.
-            tokio::spawn(async move {
-                serve.await;
-                drop(permit);
-                drop(ip_slot);
-                drop(open);
-            });
+            }
         }
+    }
+
+    /// Serves an accepted connection in a task of its own, within the connection limits.
+    fn serve(&self, tcp: TcpStream, peer: SocketAddr) {
+        let ip_slot = match self.per_ip.try_acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                self.metrics.rejected(RejectReason::PerIpLimit);
+                // Once per episode: a host flooding connections must not flood the log.
+                if refused.first {
+                    tracing::warn!(peer = %peer, "connection limit per IP reached; closing its new connections");
+                } else {
+                    tracing::debug!(peer = %peer, "connection limit per IP reached; closing the new connection");
+                }
+                return;
+            }
+        };
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            self.metrics.rejected(RejectReason::MaxConnections);
+            tracing::warn!(peer = %peer, "connection limit reached; closing the new connection");
+            return;
+        };
+        let open = self.metrics.opened();
+        let _ = tcp.set_nodelay(true);
+        let serve = connection::serve(
+            tcp,
+            peer,
+            connection::Handshake {
+                acceptor: self.app.acceptor.clone(),
+                failures: self.metrics.handshake_failures(),
+            },
+            self.app.router.clone(),
+            self.builder.clone(),
+            self.limits,
+            self.stop.clone(),
+        );
+        // The slots (and the open-connection count) go back when the connection ends, also
+        // if its task is dropped.
+        tokio::spawn(async move {
+            serve.await;
+            drop(permit);
+            drop(ip_slot);
+            drop(open);
+        });
     }
 }
 
@@ -672,6 +691,25 @@ fn warn_about_file_stores_in_a_cluster(settings: &Settings) {
             "shared PostgreSQL token store with users or clients in local files: every node \
              must get the same files, or the nodes will disagree about who may log in; set \
              [stores] users = \"sql\" and clients = \"sql\" to keep them in the database"
+        );
+    }
+}
+
+/// Another process listened on the token port when this one bound it: an upgrade under way
+/// (README, "Upgrading without dropping requests"), or a second server started by mistake.
+fn warn_about_a_shared_port(address: SocketAddr) {
+    tracing::info!(
+        address = %address,
+        "another process listens on this port: sharing its connections (SO_REUSEPORT) until \
+         it stops"
+    );
+    // Only a handshake the old process answered but had not completed when it closed depends
+    // on the sysctl (see listener.rs); this is the moment the operator can still set it.
+    if listener::migrate_requests() == Some(false) {
+        tracing::warn!(
+            "net.ipv4.tcp_migrate_req is 0: a connection still in its handshake with the \
+             process that stops can be reset; set it to 1 (README, \"Upgrading without \
+             dropping requests\")"
         );
     }
 }

@@ -29,6 +29,7 @@ mod connections_per_ip;
 mod crash;
 mod db_outage;
 mod dual_stack;
+mod handover;
 mod health_probe;
 mod hostile;
 mod interop;

@@ -306,3 +306,89 @@ async fn an_http2_connection_gets_no_goaway_before_its_first_request_and_that_re
         .expect("the server stops within its grace period")
         .unwrap();
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length body, leaving the connection open.
+async fn read_one_response(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&received).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap();
+                if received.len() >= end + 4 + length {
+                    return text;
+                }
+            }
+            let n = tls.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed mid-response: {text}");
+            received.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("a whole response within 20 s")
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_gets_its_next_request_after_the_stop_answered() {
+    // Arrange: an HTTP/1.1 connection that has had one answer and is idle, as a busy client's
+    // is between two requests; and an HTTP/2 one, whose GOAWAY shows when the stop has come.
+    let app = spawn_app().await;
+    let mut http1 = raw_http1_connection(&app).await;
+    http1.write_all(token_request().as_bytes()).await.unwrap();
+    let first = read_one_response(&mut http1).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(
+        !first.to_ascii_lowercase().contains("connection: close"),
+        "{first}"
+    );
+    let mut http2 = raw_tls_connection(&app, b"h2").await;
+    http2
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    http2
+        .write_all(&h2_frame(H2_SETTINGS, 0, 0, &[]))
+        .await
+        .unwrap();
+    // GET https://localhost/health (see the HTTP/2 test above for the encoding).
+    let mut block = vec![0x82, 0x87, 0x04, 7];
+    block.extend_from_slice(b"/health");
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"localhost");
+    http2
+        .write_all(&h2_frame(H2_HEADERS, 0x4 | 0x1, 1, &block))
+        .await
+        .unwrap();
+    h2_read_until(&mut http2, |frames| {
+        frames
+            .iter()
+            .any(|(kind, flags, stream, _)| *kind == H2_DATA && *stream == 1 && flags & 0x1 == 1)
+    })
+    .await;
+
+    // Act: the server stops; once it has said so (GOAWAY), the HTTP/1.1 client sends its
+    // next request on the connection it holds.
+    let stopping = tokio::spawn(app.stop());
+    h2_read_until(&mut http2, |frames| {
+        frames.iter().any(|(kind, ..)| *kind == H2_GOAWAY)
+    })
+    .await;
+    let answer = answer_to_token_request(&mut http1).await;
+
+    // Assert: answered, and told that the connection closes.
+    assert_token_answer_closing_the_connection(&answer);
+    tokio::time::timeout(Duration::from_secs(15), stopping)
+        .await
+        .expect("the server stops within its grace period")
+        .unwrap();
+}

@@ -181,13 +181,27 @@ pub(crate) fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill -{sig} {pid} failed");
 }
 
-/// A port that was free a moment ago and can be reached as 8243 + offset.
+/// `[management] port` in the shipped config; the offset is added to it.
+const SHIPPED_MANAGEMENT_PORT: u16 = 9000;
+
+/// A port that was free a moment ago and can be reached as 8243 + offset, with the management
+/// port of that offset free too: `serve` listens with SO_REUSEPORT, so a port another test's
+/// server already holds would be shared silently instead of failing to bind.
 pub(crate) fn free_port() -> u16 {
     for _ in 0..100 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        drop(listener);
-        if port >= SHIPPED_HTTPS_PORT {
+        if port < SHIPPED_HTTPS_PORT {
+            continue;
+        }
+        let Some(management) = (port - SHIPPED_HTTPS_PORT).checked_add(SHIPPED_MANAGEMENT_PORT)
+        else {
+            continue;
+        };
+        // One statement each: the first probe must be closed before the second binds.
+        let wildcard_free = std::net::TcpListener::bind(("0.0.0.0", management)).is_ok();
+        let loopback_free = std::net::TcpListener::bind(("127.0.0.1", management)).is_ok();
+        if wildcard_free && loopback_free {
             return port;
         }
     }
@@ -283,7 +297,48 @@ pub(crate) async fn serve_with(home: &Home, offset_from: OffsetFrom) -> Server {
     );
 }
 
+/// Starts `tokengate serve` on `port` (another process may listen there already: an upgrade)
+/// and waits until this process listens (its log says so) and `/health` answers 200 there.
+pub(crate) async fn serve_on(home: &Home, port: u16) -> Server {
+    let mut command = home.command(&["serve", "--port-offset", &offset_of(port)]);
+    let log = home.next_log();
+    let file = std::fs::File::create(&log).unwrap();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file));
+    let mut server = Server {
+        child: command.spawn().unwrap(),
+        port,
+        log,
+        client: reqwest::Client::new(),
+    };
+    let deadline = Instant::now() + HEALTH_DEADLINE;
+    while !server.log().contains("tokengate listening") {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("exited with {status} before listening:\n{}", server.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not listening within {HEALTH_DEADLINE:?}:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    match server.wait_until_healthy(&home.cert()).await {
+        Ok(client) => server.client = client,
+        Err(Startup::Exited(why) | Startup::TimedOut(why)) => {
+            panic!("port {port}: {why}\n{}", server.log())
+        }
+    }
+    server
+}
+
 impl Server {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }

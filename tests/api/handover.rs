@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokengate::config::{SqliteSynchronous, TokenStoreSettings};
 use tokengate::crypto::token::{SecretDigest, TokenId};
 use tokengate::listener;
+use tokengate::store::measured::Unobserved;
 use tokengate::store::model::{NewTokens, RefreshTokenRecord, TokenRecord};
 use tokengate::store::{open_database, Rotation};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -525,8 +526,14 @@ async fn two_servers_writing_one_sqlite_database_at_full_speed_fail_no_write() {
         path: home.path().join("data/tokens.db"),
         synchronous: SqliteSynchronous::Normal,
     };
-    let a = open_database(&settings).await.unwrap().tokens;
-    let b = open_database(&settings).await.unwrap().tokens;
+    let a = open_database(&settings, Arc::new(Unobserved))
+        .await
+        .unwrap()
+        .tokens;
+    let b = open_database(&settings, Arc::new(Unobserved))
+        .await
+        .unwrap()
+        .tokens;
 
     // Act: 32 clients on each write as fast as they can: a login on one server, then a
     // refresh of it on the other (the old token spent and the new pair written at once).

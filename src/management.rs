@@ -1,6 +1,7 @@
 //! The management listener (`[management]`, issue 11): plain HTTP on its own port, by default
 //! 127.0.0.1:9000, apart from the token port so that metrics and probes are never exposed with
-//! it by accident.
+//! it by accident; HTTPS with a certificate of its own when `[management] cert` and `key` are
+//! set (re-read like the token port's, [`crate::tls::reload`]).
 //!
 //! - `GET /metrics`: every metric of [`crate::metrics`], Prometheus text format 0.0.4;
 //! - `GET /health/live`: 200 while the process runs (a liveness probe restarts on anything else);
@@ -27,8 +28,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::http::health::Readiness;
 
@@ -72,17 +75,24 @@ pub struct Management {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
+    /// `Some`: HTTPS (`[management] cert`/`key`).
+    tls: Option<TlsAcceptor>,
 }
 
 impl Management {
-    /// Binds `addr` (port 0: the OS chooses).
-    pub async fn bind(addr: SocketAddr, state: ManagementState) -> std::io::Result<Self> {
+    /// Binds `addr` (port 0: the OS chooses); with `tls`, connections are HTTPS.
+    pub async fn bind(
+        addr: SocketAddr,
+        state: ManagementState,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         Ok(Self {
             listener,
             local_addr,
             router: router(state),
+            tls,
         })
     }
 
@@ -93,7 +103,8 @@ impl Management {
     /// Serves until `stop` changes (or its sender is dropped), then gives the requests in flight
     /// [`SHUTDOWN_GRACE`] and closes every connection.
     pub async fn serve(self, mut stop: watch::Receiver<bool>) {
-        tracing::info!(address = %self.local_addr, "management listener (HTTP: /metrics, /health/live, /health/ready)");
+        let scheme = if self.tls.is_some() { "HTTPS" } else { "HTTP" };
+        tracing::info!(address = %self.local_addr, "management listener ({scheme}: /metrics, /health/live, /health/ready)");
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -114,24 +125,53 @@ impl Management {
                 tracing::debug!(peer = %peer, "management connection limit reached; closing");
                 continue;
             };
-            let service = TowerToHyperService::new(self.router.clone());
+            let router = self.router.clone();
             let builder = builder.clone();
-            let mut stop = stop.clone();
+            let stop = stop.clone();
+            let tls = self.tls.clone();
             tokio::spawn(async move {
-                let connection = builder.serve_connection(TokioIo::new(tcp), service);
-                let mut connection = std::pin::pin!(connection);
-                tokio::select! {
-                    _ = connection.as_mut() => {}
-                    // A client that never reads its answers would keep its slot for ever, and
-                    // MAX_CONNECTIONS of them would shut out every scrape and probe.
-                    () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
-                    _ = stop.changed() => {
-                        connection.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+                match tls {
+                    None => serve_connection(tcp, router, &builder, stop).await,
+                    Some(acceptor) => {
+                        // The handshake counts against the time to send the request.
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
+                        {
+                            Ok(Ok(tls)) => serve_connection(tls, router, &builder, stop).await,
+                            Ok(Err(err)) => {
+                                tracing::debug!(peer = %peer, error = %err, "management TLS handshake failed");
+                            }
+                            Err(_) => {
+                                tracing::debug!(peer = %peer, "management TLS handshake timed out");
+                            }
+                        }
                     }
                 }
                 drop(permit);
             });
+        }
+    }
+}
+
+/// Serves one connection (plain or TLS) until it closes, its lifetime ends or `stop` changes.
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    builder: &hyper::server::conn::http1::Builder,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        // A client that never reads its answers would keep its slot for ever, and
+        // MAX_CONNECTIONS of them would shut out every scrape and probe.
+        () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
         }
     }
 }

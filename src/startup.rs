@@ -27,18 +27,21 @@ use crate::crypto::jwk::{self, KeyError, KeyRing};
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::http::health::Readiness;
 use crate::http::{self, AppParts, AppState, HttpLimits};
+use crate::live::Live;
 use crate::management::{BeforeScrape, Management, ManagementState};
 use crate::metrics::{
-    ConnectionMetrics, JanitorMetrics, KeyState, Metrics, RateBucket, RejectReason,
-    SigningKeyMetrics,
+    ConnectionMetrics, JanitorMetrics, KeyState, Metrics, RateBucket, RejectReason, ReloadSource,
+    SigningKeyMetrics, TlsListener,
 };
 use crate::oauth::token::ServiceParts;
 use crate::oauth::TokenService;
+use crate::reload::{LiveSettings, Reloader};
 use crate::store::directory::{SqlClientStore, SqlUserStore};
 use crate::store::toml_file::{TomlClientStore, TomlUserStore};
 use crate::store::{
     self, ClientStore, DatabaseStores, PublishedKeyStore, StoreError, TokenStore, UserStore,
 };
+use crate::tls::reload::{CertificateReporting, ServedCertificate};
 use crate::tls::{self, TlsError};
 
 /// The demo credentials the shipped config carries, as the product tokengate replaces ships them.
@@ -90,6 +93,8 @@ pub struct Application {
     management: Option<Management>,
     connection_metrics: ConnectionMetrics,
     janitor_metrics: JanitorMetrics,
+    /// Re-reads the config file on SIGHUP (`run_until_stopped`) or when a test asks.
+    reloader: Arc<Reloader>,
 }
 
 impl Application {
@@ -109,7 +114,6 @@ impl Application {
                 "generated a self-signed certificate for localhost; replace it with a real one for production"
             );
         }
-        let tls_config = tls::server_config(&settings.tls)?;
         let Metrics {
             registry,
             token_endpoint,
@@ -120,9 +124,40 @@ impl Application {
             janitor: janitor_metrics,
             signing_keys,
             reloads,
+            tls: tls_metrics,
             // The stores do not record yet (see README, Metrics).
             store: _,
         } = Metrics::new(settings.management.per_client_metrics);
+        let certificate = ServedCertificate::open(
+            &settings.tls.cert,
+            &settings.tls.key,
+            CertificateReporting {
+                listener: TlsListener::Https,
+                clock: clock.clone(),
+                metrics: tls_metrics.clone(),
+                reloads: reloads.of(ReloadSource::Tls),
+            },
+        )?;
+        certificate.watch(settings.stores.reload_interval);
+        let tls_config = tls::server_config_with(certificate.clone(), tls::HTTPS_ALPN)?;
+        let management_certificate = match (&settings.management.tls, settings.management.enabled) {
+            (Some(files), true) => {
+                let certificate = ServedCertificate::open(
+                    &files.cert,
+                    &files.key,
+                    CertificateReporting {
+                        listener: TlsListener::Management,
+                        clock: clock.clone(),
+                        metrics: tls_metrics,
+                        reloads: reloads.of(ReloadSource::ManagementTls),
+                    },
+                )?;
+                certificate.watch(settings.stores.reload_interval);
+                Some(certificate)
+            }
+            _ => None,
+        };
+        let live = LiveSettings::new(&settings);
         let hasher = PasswordHasher::start(&settings.password_hashing, password_pool)?;
         if let TokenStoreSettings::Postgres(postgres) = &settings.stores.tokens {
             if let Some(warning) = store::postgres::unauthenticated_server_warning(&postgres.url) {
@@ -168,7 +203,7 @@ impl Application {
         let keys = KeyRing::open(
             &settings.oauth.signing_keys_dir,
             activation_delay_secs,
-            reloads,
+            reloads.of(ReloadSource::SigningKeys),
         )?;
         keys.watch(settings.stores.reload_interval);
         let issuer = settings
@@ -178,22 +213,21 @@ impl Application {
             .unwrap_or_else(|| format!("https://localhost:{}", local_addr.port()));
 
         let token_service = Arc::new(TokenService::new(ServiceParts {
-            settings: settings.oauth.clone(),
+            settings: live.oauth.clone(),
             issuer,
             clients,
             users,
             tokens: tokens.clone(),
             lockouts: database.lockouts.clone(),
-            lockout_policy: settings.security.lockout,
-            client_limiter: settings.rate_limit.per_client.map(|rate| {
-                Limiter::new(
-                    rate,
-                    "client",
-                    shared_buckets.clone(),
-                    rate_limits.refused(RateBucket::Client),
-                )
-            }),
-            client_auth_lockout: settings.security.client_auth_lockout,
+            lockout_policy: live.lockout.clone(),
+            // Always made, so that a reload can turn the limit on; off, it checks nothing.
+            client_limiter: Some(Limiter::new(
+                live.per_client.clone(),
+                "client",
+                shared_buckets.clone(),
+                rate_limits.refused(RateBucket::Client),
+            )),
+            client_auth_lockout: live.client_auth_lockout.clone(),
             keys,
             hasher: hasher.clone(),
             clock: clock.clone(),
@@ -214,7 +248,7 @@ impl Application {
         let signing_key_gauges = Arc::new(SigningKeyGauges {
             keys: token_service.keys.clone(),
             clients: token_service.clients.clone(),
-            oauth: settings.oauth.clone(),
+            oauth: live.oauth.clone(),
             algorithm: settings.oauth.jwt_algorithm,
             clock,
             metrics: signing_keys,
@@ -226,7 +260,12 @@ impl Application {
         let management = if settings.management.enabled {
             let addr = SocketAddr::new(settings.management.host, settings.management.port);
             let state = ManagementState::new(registry, readiness.clone(), Some(before_scrape));
-            let management = Management::bind(addr, state)
+            let tls = management_certificate
+                .clone()
+                .map(|certificate| tls::server_config_with(certificate, tls::MANAGEMENT_ALPN))
+                .transpose()?
+                .map(TlsAcceptor::from);
+            let management = Management::bind(addr, state, tls)
                 .await
                 .map_err(|source| StartupError::ManagementBind { addr, source })?;
             Some(management)
@@ -234,14 +273,12 @@ impl Application {
             None
         };
         let router = http::router(AppState::new(AppParts {
-            ip_limiter: settings.rate_limit.per_ip.map(|rate| {
-                Arc::new(Limiter::new(
-                    rate,
-                    "ip",
-                    shared_buckets,
-                    rate_limits.refused(RateBucket::Ip),
-                ))
-            }),
+            ip_limiter: Some(Arc::new(Limiter::new(
+                live.per_ip.clone(),
+                "ip",
+                shared_buckets,
+                rate_limits.refused(RateBucket::Ip),
+            ))),
             trusted_proxies: settings.rate_limit.trusted_proxies.clone().into(),
             token_service,
             limits: HttpLimits {
@@ -251,6 +288,13 @@ impl Application {
             readiness: readiness.clone(),
             metrics: token_endpoint,
         }));
+        let reloader = Arc::new(Reloader::new(
+            settings.clone(),
+            live,
+            certificate,
+            management_certificate,
+            reloads.of(ReloadSource::Config),
+        ));
         Ok(Self {
             settings: Arc::new(settings),
             listener,
@@ -265,7 +309,13 @@ impl Application {
             management,
             connection_metrics,
             janitor_metrics,
+            reloader,
         })
+    }
+
+    /// What re-reads the config file (SIGHUP does, in [`Self::run_until_stopped`]).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -295,10 +345,16 @@ impl Application {
         self.tokens.clone()
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully; SIGHUP reloads the config
+    /// file and the TLS files ([`Reloader`]).
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        let reloads = reload_on_sighup(self.reloader.clone());
         // A second signal during the drain ends it at once (an operator in a hurry).
-        self.run_stopping(shutdown_signal(), shutdown_signal).await
+        let stopped = self.run_stopping(shutdown_signal(), shutdown_signal).await;
+        if let Some(reloads) = reloads {
+            reloads.abort();
+        }
+        stopped
     }
 
     /// Serves until `shutdown` completes, then: for `shutdown_drain_period` `/health` answers
@@ -428,7 +484,7 @@ impl Application {
 struct SigningKeyGauges {
     keys: Arc<KeyRing>,
     clients: Arc<dyn ClientStore>,
-    oauth: OAuthSettings,
+    oauth: Live<OAuthSettings>,
     algorithm: JwtAlgorithm,
     clock: Arc<dyn Clock>,
     metrics: SigningKeyMetrics,
@@ -437,7 +493,7 @@ struct SigningKeyGauges {
 impl SigningKeyGauges {
     async fn refresh(&self) {
         let max_validity = match crate::oauth::token::max_access_token_validity_secs(
-            &self.oauth,
+            &self.oauth.get(),
             self.clients.as_ref(),
         )
         .await
@@ -546,6 +602,24 @@ impl Acceptor<'_> {
                 drop(ip_slot);
                 drop(open);
             });
+        }
+    }
+}
+
+/// Reloads on every SIGHUP until aborted. Installed before serving, since SIGHUP's default
+/// action would end the process. `None` if the handler cannot be installed (logged).
+fn reload_on_sighup(reloader: Arc<Reloader>) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => Some(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                // Logged and counted inside.
+                let _ = reloader.reload().await;
+            }
+        })),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot handle SIGHUP: reloading is unavailable");
+            None
         }
     }
 }

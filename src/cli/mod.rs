@@ -1,4 +1,5 @@
-//! The command line (clap): `serve`, `check-config`, `hash-password`, `user …`, `client …`.
+//! The command line (clap): `serve`, `reload`, `check-config`, `hash-password`, `user …`,
+//! `client …`.
 
 pub mod accounts;
 pub mod admin;
@@ -40,6 +41,8 @@ pub enum Command {
         #[arg(long, env = "TOKENGATE_PORT_OFFSET", value_name = "N")]
         port_offset: Option<i64>,
     },
+    /// Tell the running server (named by [server] pid_file) to re-read its config and TLS files
+    Reload,
     /// Validate the config, user and client files and the TLS files; print every problem
     CheckConfig,
     /// Apply the token database's pending schema migrations
@@ -177,6 +180,8 @@ pub enum CliError {
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
+    PidFile(#[from] crate::pid_file::PidFileError),
+    #[error("{0}")]
     Input(String),
 }
 
@@ -189,6 +194,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let source = ConfigSource::from_env(cli.config.clone(), port_offset);
     match cli.command {
         Command::Serve { .. } => serve(&source),
+        Command::Reload => reload(&source),
         Command::CheckConfig => Ok(check_config(&source)),
         Command::Migrate => {
             let settings = config::load(&source)?;
@@ -214,6 +220,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
 fn serve(source: &ConfigSource) -> Result<ExitCode, CliError> {
     crate::telemetry::warn_unknown_env_vars();
     let settings = config::load(source)?;
+    // Before anything is bound: a second server on the same config stops here, saying so.
+    let pid_file = settings
+        .server
+        .pid_file
+        .as_deref()
+        .map(crate::pid_file::PidFile::create)
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -222,6 +235,26 @@ fn serve(source: &ConfigSource) -> Result<ExitCode, CliError> {
         let app = Application::build(settings).await?;
         app.run_until_stopped().await
     })?;
+    // Removed at a clean exit (and by its `Drop` on an error).
+    drop(pid_file);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tokengate reload`: SIGHUP to the server named by the pid file. The server logs what it
+/// applied, refused or needs a restart for.
+fn reload(source: &ConfigSource) -> Result<ExitCode, CliError> {
+    // Only the pid file's path is needed: a config with problems elsewhere must not stop the
+    // reload, which will report them itself.
+    let (settings, _) = config::load_with_fallbacks(source);
+    let path = settings
+        .server
+        .pid_file
+        .ok_or(crate::pid_file::PidFileError::NotConfigured)?;
+    let pid = crate::pid_file::signal_reload(&path)?;
+    eprintln!(
+        "sent SIGHUP to tokengate (pid {pid}, from {}); its log says what was applied",
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

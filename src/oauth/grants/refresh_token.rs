@@ -80,7 +80,7 @@ impl Grant for RefreshTokenGrant {
         }
         check_user(service, record).await?;
         let access_scope = access_scope(record, params.scope.as_deref(), client)?;
-        if service.settings.renew_refresh_token {
+        if service.settings().renew_refresh_token {
             match rotate(service, client, &stored, &access_scope, now).await? {
                 Some(response) => Ok(response),
                 // Another request spent it between our read and our write.
@@ -154,7 +154,7 @@ async fn redeem_spent(
     requested_scope: Option<&str>,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
-    let grace = i64::try_from(service.settings.refresh_token_reuse_grace_secs).unwrap_or(0);
+    let grace = i64::try_from(service.settings().refresh_token_reuse_grace_secs).unwrap_or(0);
     let within_grace = spent
         .spent_at
         .is_some_and(|spent_at| grace > 0 && now.saturating_sub(spent_at) <= grace);

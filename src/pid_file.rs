@@ -1,7 +1,9 @@
 //! The pid file (`[server] pid_file`): `serve` writes its process id there while it runs, so
 //! that `tokengate reload` (and scripts) can signal it. A file naming a live process stops a
-//! second `serve` with the same config; one naming a process that is gone (a crash, SIGKILL)
-//! is stale and replaced.
+//! second `serve` with the same config (with SO_REUSEPORT both would bind, and share the port
+//! unnoticed), unless it is started with `--takeover` for an in-place upgrade: then it takes
+//! the file, and the old process, stopping, leaves it alone. One naming a process that is gone
+//! (a crash, SIGKILL) is stale and replaced.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,8 +13,9 @@ use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 #[derive(Debug, thiserror::Error)]
 pub enum PidFileError {
     #[error(
-        "{}: tokengate is already running with this config (pid {pid}); stop it first, or set \
-         [server] pid_file to another file",
+        "{}: tokengate is already running with this config (pid {pid}); stop it first, start \
+         this one with --takeover to replace it (an in-place upgrade), or set [server] pid_file \
+         to another file",
         path.display()
     )]
     AlreadyRunning { path: PathBuf, pid: i32 },
@@ -107,8 +110,9 @@ pub fn signal_reload(path: &Path) -> Result<i32, PidFileError> {
 }
 
 impl PidFile {
-    /// Writes this process's id to `path`, unless a live process already holds it.
-    pub fn create(path: &Path) -> Result<Self, PidFileError> {
+    /// Writes this process's id to `path`, unless a live process already holds it and
+    /// `takeover` is false.
+    pub fn create(path: &Path, takeover: bool) -> Result<Self, PidFileError> {
         let io = |message: &'static str| {
             move |source| PidFileError::Io {
                 path: path.to_path_buf(),
@@ -119,13 +123,16 @@ impl PidFile {
         let own = std::process::id();
         match read(path) {
             Ok(pid) if u32::try_from(pid).is_ok_and(|pid| pid != own) => {
-                if Pid::from_raw(pid).is_some_and(alive) {
+                if !Pid::from_raw(pid).is_some_and(alive) {
+                    tracing::warn!(file = %path.display(), pid, "replacing a stale pid file (that process is gone)");
+                } else if takeover {
+                    tracing::info!(file = %path.display(), pid, "taking over the pid file from the running server (--takeover); stop it with SIGTERM once this one is ready");
+                } else {
                     return Err(PidFileError::AlreadyRunning {
                         path: path.to_path_buf(),
                         pid,
                     });
                 }
-                tracing::warn!(file = %path.display(), pid, "replacing a stale pid file (that process is gone)");
             }
             Ok(_) | Err(PidFileError::Missing { .. } | PidFileError::Invalid { .. }) => {}
             Err(err) => return Err(err),
@@ -174,7 +181,7 @@ mod tests {
     fn a_file_naming_this_live_process_is_ours_and_removed_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/tokengate.pid");
-        let file = PidFile::create(&path).unwrap();
+        let file = PidFile::create(&path, false).unwrap();
         assert_eq!(
             read(&path).unwrap(),
             i32::try_from(std::process::id()).unwrap()
@@ -189,7 +196,7 @@ mod tests {
         let path = dir.path().join("tokengate.pid");
         // Above the kernel's pid_max (4194304 at most): never a running process.
         std::fs::write(&path, "99999999\n").unwrap();
-        let file = PidFile::create(&path).unwrap();
+        let file = PidFile::create(&path, false).unwrap();
         drop(file);
 
         let mut child = std::process::Command::new("sleep")
@@ -197,12 +204,14 @@ mod tests {
             .spawn()
             .unwrap();
         std::fs::write(&path, format!("{}\n", child.id())).unwrap();
-        let refused = PidFile::create(&path);
+        let refused = PidFile::create(&path, false);
+        let taken = PidFile::create(&path, true);
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(
             matches!(refused, Err(PidFileError::AlreadyRunning { .. })),
             "{refused:?}"
         );
+        assert!(taken.is_ok(), "{taken:?}");
     }
 }

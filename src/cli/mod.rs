@@ -40,6 +40,10 @@ pub enum Command {
         /// Added to every listener's port (overrides [server] port_offset)
         #[arg(long, env = "TOKENGATE_PORT_OFFSET", value_name = "N")]
         port_offset: Option<i64>,
+        /// In-place upgrade: start while the old server still runs (same ports through
+        /// SO_REUSEPORT) and take over its pid file; then stop the old one with SIGTERM
+        #[arg(long)]
+        takeover: bool,
     },
     /// Tell the running server (named by [server] pid_file) to re-read its config and TLS files
     Reload,
@@ -188,12 +192,12 @@ pub enum CliError {
 /// Runs a parsed command line. `Ok` carries the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let port_offset = match &cli.command {
-        Command::Serve { port_offset } => *port_offset,
+        Command::Serve { port_offset, .. } => *port_offset,
         _ => None,
     };
     let source = ConfigSource::from_env(cli.config.clone(), port_offset);
     match cli.command {
-        Command::Serve { .. } => serve(&source),
+        Command::Serve { takeover, .. } => serve(&source, takeover),
         Command::Reload => reload(&source),
         Command::CheckConfig => Ok(check_config(&source)),
         Command::Migrate => {
@@ -217,7 +221,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
-fn serve(source: &ConfigSource) -> Result<ExitCode, CliError> {
+fn serve(source: &ConfigSource, takeover: bool) -> Result<ExitCode, CliError> {
     crate::telemetry::warn_unknown_env_vars();
     let settings = config::load(source)?;
     // Before anything is bound: a second server on the same config stops here, saying so.
@@ -225,7 +229,7 @@ fn serve(source: &ConfigSource) -> Result<ExitCode, CliError> {
         .server
         .pid_file
         .as_deref()
-        .map(crate::pid_file::PidFile::create)
+        .map(|path| crate::pid_file::PidFile::create(path, takeover))
         .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -35,6 +35,7 @@ mod introspect;
 mod janitor;
 mod janitor_backlog;
 mod jwt;
+mod live_reload;
 mod lockout;
 mod lockout_in_flight;
 mod lockout_sources;

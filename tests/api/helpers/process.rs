@@ -416,6 +416,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn send_signal(&self, sig: &str) {
         signal(self.child.id(), sig);
     }

@@ -305,6 +305,7 @@ fn check_config(source: &ConfigSource) -> ExitCode {
         eprintln!("note: the TLS files were not checked, since [tls] could not be read");
     } else {
         problems.extend(check_tls(&settings));
+        problems.extend(check_management_tls(&settings));
     }
     if settings.oauth.signing_keys_dir.exists() {
         if let Err(err) = jwk::KeySet::load(&settings.oauth.signing_keys_dir) {
@@ -351,6 +352,27 @@ fn check_tls(settings: &Settings) -> Vec<ConfigProblem> {
             Ok(_) => Vec::new(),
             Err(err) => vec![problem("tls", err.to_string())],
         },
+    }
+}
+
+/// `[management] cert` and `key`, loaded as the server would (no generation for these).
+fn check_management_tls(settings: &Settings) -> Vec<ConfigProblem> {
+    let Some(files) = settings
+        .management
+        .tls
+        .as_ref()
+        .filter(|_| settings.management.enabled)
+    else {
+        return Vec::new();
+    };
+    let now = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
+    match crate::tls::load_pair(&files.cert, &files.key, now) {
+        Ok(_) => Vec::new(),
+        Err(err) => vec![ConfigProblem {
+            file: settings.config_file.clone(),
+            key: "management".into(),
+            message: err.to_string(),
+        }],
     }
 }
 

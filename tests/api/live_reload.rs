@@ -627,3 +627,28 @@ async fn a_second_serve_on_the_same_config_is_refused_while_the_first_runs() {
     );
     assert_eq!(server.get("/health").await.status, 200);
 }
+
+#[tokio::test]
+async fn check_config_reports_a_management_certificate_that_does_not_load() {
+    // Arrange: an expired management pair.
+    let home = Home::new();
+    std::fs::create_dir_all(home.file("certs")).unwrap();
+    Pair::new("old", now() - 30 * DAY, now() - DAY).write(
+        &home.file("certs/management.crt"),
+        &home.file("certs/management.key"),
+    );
+    home.edit(
+        "config/identity.toml",
+        "per_client_metrics = false",
+        "per_client_metrics = false\ncert = \"certs/management.crt\"\nkey = \"certs/management.key\"",
+    );
+
+    // Act
+    let run = home.run(&["check-config"], None).await;
+
+    // Assert
+    run.assert_failure();
+    let cert = home.file("certs/management.crt").display().to_string();
+    assert!(run.stderr.contains(&cert), "{run:#?}");
+    assert!(run.stderr.contains("expired"), "{run:#?}");
+}

@@ -164,7 +164,6 @@ impl Reloader {
             );
         }
         let mut applied = with_live_part(&running, &new);
-        let changed = live_changes(&running, &applied);
         // The certificate is re-read on every reload, changed paths or not (SIGHUP is also
         // how an operator says "the files are replaced now"). A pair that does not load keeps
         // the served one and its paths; the rest of the file still applies.
@@ -177,6 +176,7 @@ impl Reloader {
         if let Some(certificate) = self.management_certificate.clone() {
             let _ = tokio::task::spawn_blocking(move || certificate.reload(None)).await;
         }
+        let changed = live_changes(&running, &applied);
         self.live.set(&applied);
         self.reapply_outputs(&applied);
         *running = applied;

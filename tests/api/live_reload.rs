@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::helpers::process::{free_port, offset_of, serve, Home, Server};
-use crate::helpers::{https_client, project_root, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{https_client, project_root, spawn_app, spawn_app_with, TestApp, USER};
 
 const POLL: Duration = Duration::from_millis(50);
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -367,6 +367,32 @@ async fn a_reload_applies_new_lifetimes_and_rate_limits_to_the_next_requests() {
     app.login(None).await.assert_error(429, "slow_down");
     assert_eq!(sample(&app, &reloads("config", "ok")).await, 1.0);
     assert_eq!(sample(&app, &reloads("config", "error")).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_reload_applies_a_stricter_lockout_to_the_next_logins() {
+    // Arrange: the shipped policy locks after 5 failures; the file now says 2.
+    let (app, file) = app_reading_its_own_config().await;
+    edit(
+        &file,
+        "max_failed_login_attempts = 5",
+        "max_failed_login_attempts = 2",
+    );
+
+    // Act
+    app.reloader.reload().await.unwrap();
+    for _ in 0..2 {
+        app.post_token(&[
+            ("grant_type", "password"),
+            ("username", USER),
+            ("password", "wrong"),
+        ])
+        .await
+        .assert_error(400, "invalid_grant");
+    }
+
+    // Assert: locked, so the right password is refused too.
+    app.login(None).await.assert_error(400, "invalid_grant");
 }
 
 #[tokio::test]

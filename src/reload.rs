@@ -86,6 +86,18 @@ impl LiveSettings {
     }
 }
 
+/// What one reload did, for the log and for the outputs re-applied after it (the audit
+/// trail's `config_reloaded` event names the same keys).
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Keys that changed and now apply.
+    pub changed: Vec<&'static str>,
+    /// Keys that changed but keep their running value until a restart.
+    pub needs_restart: Vec<&'static str>,
+    /// The file's problems (`FILE: KEY: message`); non-empty means it was refused whole.
+    pub problems: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// The file has problems: nothing of it was applied.
@@ -147,7 +159,11 @@ impl Reloader {
                     "{} problem(s) found; configuration not reloaded, the running one stays",
                     err.problems.len()
                 );
-                self.reapply_outputs(&running);
+                let report = ReloadReport {
+                    problems: err.problems.iter().map(ToString::to_string).collect(),
+                    ..ReloadReport::default()
+                };
+                self.reapply_outputs(&running, &report);
                 self.metrics.reloaded(false);
                 return Err(ReloadError::Config(err));
             }
@@ -157,7 +173,8 @@ impl Reloader {
                 return Err(err);
             }
         };
-        for key in needs_restart(&running, &new) {
+        let restart = needs_restart(&running, &new);
+        for key in &restart {
             tracing::warn!(
                 key,
                 "changed in the file, but needs a restart: the running value stays until then"
@@ -176,27 +193,38 @@ impl Reloader {
         if let Some(certificate) = self.management_certificate.clone() {
             let _ = tokio::task::spawn_blocking(move || certificate.reload(None)).await;
         }
-        let changed = live_changes(&running, &applied);
+        let report = ReloadReport {
+            changed: live_changes(&running, &applied),
+            needs_restart: restart,
+            problems: Vec::new(),
+        };
         self.live.set(&applied);
-        self.reapply_outputs(&applied);
-        *running = applied;
-        self.metrics.reloaded(true);
         tracing::info!(
             file = %file.display(),
-            changed = %if changed.is_empty() { "nothing that reloads".to_owned() } else { changed.join(", ") },
+            changed = %if report.changed.is_empty() { "nothing that reloads".to_owned() } else { report.changed.join(", ") },
             "configuration applied to new requests"
         );
+        self.reapply_outputs(&applied, &report);
+        *running = applied;
+        self.metrics.reloaded(true);
         Ok(())
     }
 
-    /// Where the outputs configured in the file are re-applied on every SIGHUP, with the new
-    /// settings or (when the file was refused) the running ones.
-    fn reapply_outputs(&self, _settings: &Settings) {
-        // HOOK (issue 11, logging and audit): one call each, given their handles through
-        // `Reloader::new` from `startup.rs` like the others:
-        //   - `[logging] level` and `format`: re-apply them (the new file's values);
-        //   - `[audit] file`: reopen it, also when the file was refused (logrotate's SIGHUP),
-        //     then write a `config_reloaded` event.
+    /// Runs after every reload, accepted (`settings` is what now runs, `report.problems` is
+    /// empty) or refused (`settings` is the running config, kept).
+    fn reapply_outputs(&self, _settings: &Settings, _report: &ReloadReport) {
+        // ===== HOOK: logging and audit (issue 11, built on the audit branch) =====
+        // One call each; give the `Audit` handle to `Reloader::new` from `startup.rs`, and
+        // copy `logging` and `audit` from `new` in `with_live_part` (else they keep their
+        // running values), adding their keys to `live_changes`:
+        //   if report.problems.is_empty() {
+        //       telemetry::reconfigure(&settings.logging)   // level and format; log an Err
+        //       audit.reconfigure(&settings.audit)          // a new [audit] file or rotation
+        //   }
+        //   audit.reopen()                                  // always: logrotate's SIGHUP
+        //   audit.config_reloaded(report.changed, report.needs_restart, report.problems)
+        // and drop the audit branch's own SIGHUP task (`reopen_audit_on_sighup`), so that
+        // one SIGHUP reopens the file once.
     }
 }
 

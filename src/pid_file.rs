@@ -140,8 +140,8 @@ impl PidFile {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io("cannot create the pid file's folder"))?;
         // Written beside it and renamed, so a reader never sees a half-written pid.
-        let mut temp = tempfile::NamedTempFile::new_in(dir)
-            .map_err(io("cannot create the pid file's folder"))?;
+        let mut temp =
+            tempfile::NamedTempFile::new_in(dir).map_err(io("cannot write the pid file"))?;
         writeln!(temp, "{own}").map_err(io("cannot write the pid file"))?;
         {
             use std::os::unix::fs::PermissionsExt as _;

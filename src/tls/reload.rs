@@ -106,7 +106,7 @@ impl ServedCertificate {
         served
             .metrics
             .certificate_expires(served.listener, validity.not_after);
-        served.warn_if_expiring(&mut served.lock());
+        let _ = served.warn_if_expiring(&mut served.lock());
         Ok(served)
     }
 
@@ -130,7 +130,7 @@ impl ServedCertificate {
             // Errors are logged and counted inside.
             let _ = self.replace(&mut files, cert, key, stamps);
         }
-        self.warn_if_expiring(&mut files);
+        let _ = self.warn_if_expiring(&mut files);
     }
 
     /// SIGHUP: re-reads the pair whether or not the files changed, from `paths` when given
@@ -179,7 +179,7 @@ impl ServedCertificate {
                     not_after = %rfc3339(validity.not_after),
                     "TLS certificate replaced; new connections get the new one"
                 );
-                self.warn_if_expiring(files);
+                let _ = self.warn_if_expiring(files);
                 Ok(())
             }
             Err(err) => {
@@ -199,22 +199,69 @@ impl ServedCertificate {
         }
     }
 
-    fn warn_if_expiring(&self, files: &mut Files) {
+    /// Logs the expiry warning if the certificate is close to its end and none was logged for
+    /// it in the last day; `true` if it did.
+    fn warn_if_expiring(&self, files: &mut Files) -> bool {
         let now = self.clock.now_secs();
         let left = files.not_after.saturating_sub(now);
         let soon = i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
         let due = files
             .warned_at
             .is_none_or(|at| now.saturating_sub(at) >= WARNING_EVERY_SECS);
-        if left <= soon && due {
-            files.warned_at = Some(now);
-            tracing::warn!(
-                listener = self.listener.as_str(),
-                cert = %files.cert.display(),
-                not_after = %rfc3339(files.not_after),
-                days_left = left.div_euclid(86_400),
-                "the TLS certificate expires soon; replace its files (they are re-read while serving)"
-            );
+        if left > soon || !due {
+            return false;
         }
+        files.warned_at = Some(now);
+        tracing::warn!(
+            listener = self.listener.as_str(),
+            cert = %files.cert.display(),
+            not_after = %rfc3339(files.not_after),
+            days_left = left.div_euclid(86_400),
+            "the TLS certificate expires soon; replace its files (they are re-read while serving)"
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::metrics::{Metrics, ReloadSource};
+
+    #[test]
+    fn the_expiry_warning_repeats_once_a_day_while_the_certificate_stays() {
+        // A pair ending 10 days from the clock's start.
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        params.not_before = epoch + Duration::from_secs(1_800_000_000 - 86_400);
+        params.not_after = epoch + Duration::from_secs(1_800_000_000 + 10 * 86_400);
+        let pair = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&cert, params.self_signed(&pair).unwrap().pem()).unwrap();
+        std::fs::write(&key, pair.serialize_pem()).unwrap();
+        let metrics = Metrics::new(false);
+        let served = ServedCertificate::open(
+            &cert,
+            &key,
+            CertificateReporting {
+                listener: TlsListener::Https,
+                clock: clock.clone(),
+                metrics: metrics.tls.clone(),
+                reloads: metrics.reloads.of(ReloadSource::Tls),
+            },
+        )
+        .unwrap();
+        assert_eq!(served.lock().warned_at, Some(1_800_000_000), "at load");
+
+        clock.advance_secs(86_399);
+        assert!(
+            !served.warn_if_expiring(&mut served.lock()),
+            "not again within the day"
+        );
+        clock.advance_secs(1);
+        assert!(served.warn_if_expiring(&mut served.lock()), "a day later");
     }
 }

@@ -221,7 +221,7 @@ async fn new_handshakes_get_a_replaced_certificate_while_an_open_connection_goes
 }
 
 #[tokio::test]
-async fn a_mismatched_or_expired_pair_is_refused_and_the_old_certificate_still_served() {
+async fn a_mismatched_expired_or_unreadable_pair_is_refused_and_the_old_certificate_still_served() {
     // Arrange
     let app = spawn_app().await;
     let (cert, key) = (&app.settings.tls.cert, &app.settings.tls.key);
@@ -245,6 +245,14 @@ async fn a_mismatched_or_expired_pair_is_refused_and_the_old_certificate_still_s
     // Assert
     sample_until(&app, &errors, |n| n >= 2.0).await;
     let trusted: [&[u8]; 2] = [&old, &expired.der];
+    assert_eq!(peer(&connect(app.addr, &trusted).await), old);
+
+    // Act: not PEM at all.
+    replace_file(cert, "not a certificate\n");
+
+    // Assert
+    sample_until(&app, &errors, |n| n >= 3.0).await;
+    let trusted: [&[u8]; 1] = [&old];
     let mut connection = connect(app.addr, &trusted).await;
     assert_eq!(peer(&connection), old);
     assert_eq!(get_on(&mut connection, "/health").await, 200);
@@ -276,7 +284,7 @@ async fn the_expiry_metric_is_the_certificates_not_after_as_unix_time() {
 }
 
 #[tokio::test]
-async fn the_management_listener_serves_metrics_over_https_with_its_own_certificate() {
+async fn the_management_listener_serves_metrics_over_https_with_its_own_replaceable_certificate() {
     // Arrange: a pair of its own, unlike the token port's.
     let dir = tempfile::tempdir().unwrap();
     let files = CertificateFiles {
@@ -309,6 +317,14 @@ async fn the_management_listener_serves_metrics_over_https_with_its_own_certific
     assert_eq!(get_on(&mut connection, "/health/live").await, 200);
     let plain = reqwest::get(format!("http://{address}/metrics")).await;
     assert!(plain.is_err(), "{plain:?}");
+
+    // Act: its files replaced, as the token port's can be.
+    let new = Pair::current("management, renewed");
+    new.write(&files.cert, &files.key);
+
+    // Assert
+    let trusted: [&[u8]; 2] = [&pair.der, &new.der];
+    until_new_connections_get(address, &trusted, &new.der).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Puts the git commit this binary is built from in `TOKENGATE_COMMIT` (for
 //! `tokengate_build_info`). A `TOKENGATE_COMMIT` set by the builder wins; without git (a source
-//! tarball, a clone without `.git`) the metric says "unknown".
+//! tarball, a clone without `.git`) the metric says "unknown", also when the source sits
+//! inside some other project's repository (a vendored copy), whose commit is not ours.
 
 use std::process::Command;
 
@@ -17,6 +18,13 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     println!("cargo:rerun-if-env-changed=TOKENGATE_COMMIT");
     if std::env::var_os("TOKENGATE_COMMIT").is_some() {
+        return;
+    }
+    let ours =
+        std::env::var_os("CARGO_MANIFEST_DIR").and_then(|dir| std::fs::canonicalize(dir).ok());
+    let top =
+        git(&["rev-parse", "--show-toplevel"]).and_then(|dir| std::fs::canonicalize(dir).ok());
+    if ours.is_none() || ours != top {
         return;
     }
     let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {

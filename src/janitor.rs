@@ -102,11 +102,14 @@ pub async fn run_once(
         match service.tokens.purge(limits).await {
             // Nothing left in any table (a batch that found rows might have been the last,
             // but one more that finds none is cheap with the purge indexes).
-            Ok(0) => break,
+            Ok(deleted) if deleted.total() == 0 => break,
             Ok(deleted) => {
-                // The store reports one total for all its tables.
-                metrics.purged("all", deleted);
-                pass.purged = pass.purged.saturating_add(deleted);
+                for (table, rows) in deleted.by_table() {
+                    if rows > 0 {
+                        metrics.purged(table, rows);
+                    }
+                }
+                pass.purged = pass.purged.saturating_add(deleted.total());
             }
             Err(err) => {
                 tracing::warn!(error = %err, "janitor batch failed; retrying next pass");

@@ -21,6 +21,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::store::measured::StoreObserver;
+
 /// The version and commit this binary was built from (`build.rs`; "unknown" without git).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const COMMIT: &str = match option_env!("TOKENGATE_COMMIT") {
@@ -426,7 +428,7 @@ pub struct JanitorMetrics {
 }
 
 impl JanitorMetrics {
-    /// `rows` deleted from `table` (`"all"` while the store reports one total per batch).
+    /// `rows` deleted from `table` (the store's table name, e.g. `"refresh_tokens"`).
     pub fn purged(&self, table: &'static str, rows: u64) {
         self.purged
             .get_or_create(&TableLabels { table })
@@ -655,13 +657,27 @@ impl StoreMetrics {
         self.errors.get_or_create(&ErrorKindLabels { kind }).inc();
     }
 
-    /// The PostgreSQL pool's connections now.
+    /// The PostgreSQL pools' connections now.
     pub fn connections(&self, idle: usize, busy: usize) {
         for (state, count) in [("idle", idle), ("busy", busy)] {
             self.connections
                 .get_or_create(&PoolStateLabels { state })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+    }
+}
+
+impl StoreObserver for StoreMetrics {
+    fn operation(&self, op: &'static str, elapsed: Duration) {
+        StoreMetrics::operation(self, op, elapsed);
+    }
+
+    fn failed(&self, _op: &'static str, kind: &'static str) {
+        self.error(kind);
+    }
+
+    fn committed_batch(&self, writes: usize) {
+        self.batch(writes);
     }
 }
 
@@ -810,7 +826,7 @@ impl Metrics {
         };
         registry.register(
             "tokengate_janitor_purged_rows",
-            "Expired rows the janitor deleted (table=\"all\": the store reports one total per batch)",
+            "Rows the janitor deleted, by table",
             janitor.purged.clone(),
         );
 
@@ -1028,7 +1044,7 @@ mod tests {
         metrics.store.batch(3);
         metrics.store.error("unavailable");
         metrics.store.connections(2, 1);
-        metrics.janitor.purged("all", 5);
+        metrics.janitor.purged("refresh_tokens", 5);
         metrics.signing_keys.set(KeyState::Active, 1);
 
         let text = encode(&metrics.registry).unwrap();
@@ -1045,7 +1061,7 @@ mod tests {
             "tokengate_tls_handshake_failures_total 0",
             "tokengate_connections_open 0",
             "tokengate_connections_rejected_total{reason=\"per_ip_limit\"} 0",
-            "tokengate_janitor_purged_rows_total{table=\"all\"} 5",
+            "tokengate_janitor_purged_rows_total{table=\"refresh_tokens\"} 5",
             "tokengate_signing_keys{state=\"active\"} 1",
             "tokengate_config_reloads_total{outcome=\"error\",source=\"config\"} 0",
             "tokengate_store_operation_seconds_count{op=\"rotate\"} 1",

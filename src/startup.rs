@@ -125,8 +125,7 @@ impl Application {
             signing_keys,
             reloads,
             tls: tls_metrics,
-            // The stores do not record yet (see README, Metrics).
-            store: _,
+            store: store_metrics,
         } = Metrics::new(settings.management.per_client_metrics);
         let certificate = ServedCertificate::open(
             &settings.tls.cert,
@@ -164,7 +163,8 @@ impl Application {
                 tracing::warn!("{warning}");
             }
         }
-        let database = store::open_database(&settings.stores.tokens).await?;
+        let database =
+            store::open_database(&settings.stores.tokens, Arc::new(store_metrics.clone())).await?;
         let users = open_user_store(&settings, &database)?;
         let clients = open_client_store(&settings, &database).await?;
         warn_about_file_stores_in_a_cluster(&settings);
@@ -253,7 +253,12 @@ impl Application {
             clock,
             metrics: signing_keys,
         });
+        let pools = database.pools.clone();
         let before_scrape: BeforeScrape = Arc::new(move || {
+            if let Some(pools) = &pools {
+                let now = pools.connections();
+                store_metrics.connections(now.idle, now.busy);
+            }
             let gauges = signing_key_gauges.clone();
             Box::pin(async move { gauges.refresh().await })
         });

@@ -2,6 +2,7 @@
 //! file (edited through [`admin`]) or the token database (`"sql"`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::admin::{self, AdminError, NewClient};
 use super::CliError;
@@ -51,7 +52,13 @@ impl<'a> Accounts<'a> {
             || settings.stores.users == DirectoryLocation::Database
             || settings.stores.clients == DirectoryLocation::Database;
         let database = if needed {
-            Some(store::open_database(&settings.stores.tokens).await?)
+            Some(
+                store::open_database(
+                    &settings.stores.tokens,
+                    Arc::new(store::measured::Unobserved),
+                )
+                .await?,
+            )
         } else {
             None
         };

@@ -2,6 +2,7 @@
 //! once at startup by [`open_token_store`].
 
 pub mod directory;
+pub mod measured;
 pub mod model;
 pub mod postgres;
 mod revocation;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 
 use crate::abuse::rate_limit::{Rate, Take};
 use crate::crypto::token::TokenId;
+use measured::{ConnectionPools, StoreObserver};
 use model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, User};
 use std::fmt;
 use std::path::PathBuf;
@@ -41,6 +43,37 @@ pub struct PurgeLimits {
     pub buckets_full_before_ms: i64,
     pub now: i64,
     pub batch: u32,
+}
+
+/// The rows one purge batch deleted, per table (a table a backend does not have stays 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgedRows {
+    pub access_tokens: u64,
+    pub refresh_tokens: u64,
+    pub revoked_families: u64,
+    pub login_failures: u64,
+    pub rate_buckets: u64,
+    pub published_keys: u64,
+}
+
+impl PurgedRows {
+    /// Each table's name and count.
+    pub fn by_table(&self) -> [(&'static str, u64); 6] {
+        [
+            ("access_tokens", self.access_tokens),
+            ("refresh_tokens", self.refresh_tokens),
+            ("revoked_families", self.revoked_families),
+            ("login_failures", self.login_failures),
+            ("rate_buckets", self.rate_buckets),
+            ("published_keys", self.published_keys),
+        ]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_table()
+            .iter()
+            .fold(0, |sum, (_, rows)| sum.saturating_add(*rows))
+    }
 }
 
 /// Outcome of redeeming a refresh token under rotation.
@@ -128,10 +161,10 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Deletes at most `limits.batch` rows per table of what can no longer matter: tokens
     /// expired before `limits.expired_before`, grant revocations older than every stored
     /// token (so none issued before the revocation is left, whatever its lifetime),
-    /// failed-login counts whose window and lock are over. Not-before marks are never purged. Returns the
-    /// rows deleted. Safe to run on every node at once (no two delete the same rows, and each
-    /// batch is a short transaction).
-    async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError>;
+    /// failed-login counts whose window and lock are over. Not-before marks are never purged.
+    /// Returns the rows deleted, per table. Safe to run on every node at once (no two delete
+    /// the same rows, and each batch is a short transaction).
+    async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError>;
 
     /// Whether the store answers; for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -428,6 +461,8 @@ pub struct DatabaseStores {
     pub rate_limits: Option<Arc<dyn RateLimitStore>>,
     /// `None` on SQLite (one node: its own keys are all there are).
     pub published_keys: Option<Arc<dyn PublishedKeyStore>>,
+    /// `None` on SQLite, which has no pool.
+    pub pools: Option<Arc<dyn ConnectionPools>>,
 }
 
 /// Where the tokens live: `[stores] tokens` and the keys that tune it.
@@ -461,23 +496,31 @@ impl fmt::Debug for PostgresSettings {
     }
 }
 
-/// Opens the token database the settings name.
-pub async fn open_database(settings: &TokenStoreSettings) -> Result<DatabaseStores, StoreError> {
-    match settings {
+/// Opens the token database the settings name; its token, lockout and rate-limit stores
+/// report each call's time and failure, and each group commit's size, to `observer`.
+pub async fn open_database(
+    settings: &TokenStoreSettings,
+    observer: Arc<dyn StoreObserver>,
+) -> Result<DatabaseStores, StoreError> {
+    let database = match settings {
         TokenStoreSettings::Sqlite { path, synchronous } => {
-            let store = Arc::new(sqlite::SqliteTokenStore::open(path, *synchronous).await?);
-            Ok(DatabaseStores {
+            let store = Arc::new(
+                sqlite::SqliteTokenStore::open(path, *synchronous, observer.clone()).await?,
+            );
+            DatabaseStores {
                 tokens: store.clone(),
                 lockouts: store.clone(),
                 directory: store,
                 rate_limits: None,
                 published_keys: None,
-            })
+                pools: None,
+            }
         }
         TokenStoreSettings::Postgres(postgres) => {
             let store = Arc::new(postgres::PostgresTokenStore::connect(
                 &postgres.url,
                 postgres.max_connections,
+                observer.clone(),
             )?);
             if postgres.run_migrations {
                 store.migrate().await?;
@@ -487,15 +530,17 @@ pub async fn open_database(settings: &TokenStoreSettings) -> Result<DatabaseStor
                 ));
             }
             store.warm_up().await;
-            Ok(DatabaseStores {
+            DatabaseStores {
                 tokens: store.clone(),
                 lockouts: store.clone(),
                 directory: store.clone(),
                 rate_limits: Some(store.clone()),
-                published_keys: Some(store),
-            })
+                published_keys: Some(store.clone()),
+                pools: Some(store),
+            }
         }
-    }
+    };
+    Ok(measured::measure(database, &observer))
 }
 
 /// `tokengate migrate`: applies the token database's pending migrations.
@@ -503,14 +548,18 @@ pub async fn migrate(settings: &TokenStoreSettings) -> Result<(), StoreError> {
     match settings {
         // SQLite migrates whenever it is opened.
         TokenStoreSettings::Sqlite { path, synchronous } => {
-            sqlite::SqliteTokenStore::open(path, *synchronous)
+            sqlite::SqliteTokenStore::open(path, *synchronous, Arc::new(measured::Unobserved))
                 .await?
                 .close()
                 .await;
             Ok(())
         }
         TokenStoreSettings::Postgres(postgres) => {
-            let store = postgres::PostgresTokenStore::connect(&postgres.url, 1)?;
+            let store = postgres::PostgresTokenStore::connect(
+                &postgres.url,
+                1,
+                Arc::new(measured::Unobserved),
+            )?;
             store.migrate().await?;
             store.close().await;
             Ok(())

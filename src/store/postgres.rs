@@ -33,12 +33,13 @@ use kept::Kept;
 use reads::{AccessTokens, ReadJob, Reads, RefreshTokens, Users};
 
 use super::directory::ClientRow;
+use super::measured::{ConnectionCounts, ConnectionPools, StoreObserver};
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
-    LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, RateLimitStore, Rotation, RowChange,
-    StoreError, SubjectKind, TokenStore, ALL_SOURCES,
+    LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, PurgedRows, RateLimitStore, Rotation,
+    RowChange, StoreError, SubjectKind, TokenStore, ALL_SOURCES,
 };
 use crate::abuse::rate_limit::{Rate, Take};
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -201,7 +202,12 @@ impl PostgresTokenStore {
     /// [`BATCH_CONNECTIONS`]) and a quarter as many for the shared rate limits, lazily: a
     /// database that is down at start makes requests fail with 503 until it returns, instead
     /// of failing the start.
-    pub fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+    /// Each group commit's size goes to `observer`.
+    pub fn connect(
+        url: &str,
+        max_connections: u32,
+        observer: Arc<dyn StoreObserver>,
+    ) -> Result<Self, StoreError> {
         let migration_options = PgConnectOptions::from_str(url)
             .map_err(|err| StoreError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
         let limit = STATEMENT_TIMEOUT.as_millis().to_string();
@@ -239,6 +245,7 @@ impl PostgresTokenStore {
                 TokenWrites {
                     batches: Kept::new(batches.clone()),
                     alone: pool.clone(),
+                    observer,
                 },
                 WRITE_BATCHES,
             ),
@@ -400,6 +407,22 @@ fn decode_token(row: &PgRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
+impl ConnectionPools for PostgresTokenStore {
+    fn connections(&self) -> ConnectionCounts {
+        [&self.pool, &self.batches, &self.buckets].into_iter().fold(
+            ConnectionCounts::default(),
+            |sum, pool| {
+                let open = usize::try_from(pool.size()).unwrap_or(usize::MAX);
+                let idle = pool.num_idle();
+                ConnectionCounts {
+                    idle: sum.idle + idle,
+                    busy: sum.busy + open.saturating_sub(idle),
+                }
+            },
+        )
+    }
+}
+
 #[async_trait]
 impl TokenStore for PostgresTokenStore {
     async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError> {
@@ -472,36 +495,54 @@ impl TokenStore for PostgresTokenStore {
         })
     }
 
-    async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError> {
+    async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {
         let batch = i64::from(limits.batch);
+        let mut purged = PurgedRows::default();
         // SKIP LOCKED: nodes purging at the same moment take disjoint batches and never wait.
         // `ctid = ANY(ARRAY(…))`: the rows the batch locked are deleted by their address (a
         // TID scan); `IN (subquery)` let the planner hash-join against the whole table.
         let [access, refresh] = purge::TOKENS_POSTGRES;
-        let deletes: [(&str, Vec<i64>); 6] = [
-            (access, vec![limits.expired_before, batch]),
-            (refresh, vec![limits.expired_before, batch]),
-            (&purge::REVOCATIONS_POSTGRES, vec![i64::MAX, batch]),
+        let deletes: [(&str, Vec<i64>, &mut u64); 6] = [
+            (
+                access,
+                vec![limits.expired_before, batch],
+                &mut purged.access_tokens,
+            ),
+            (
+                refresh,
+                vec![limits.expired_before, batch],
+                &mut purged.refresh_tokens,
+            ),
+            (
+                &purge::REVOCATIONS_POSTGRES,
+                vec![i64::MAX, batch],
+                &mut purged.revoked_families,
+            ),
             (
                 purge::LOCKOUTS_POSTGRES,
                 vec![limits.failures_before, limits.now, batch],
+                &mut purged.login_failures,
             ),
             (
                 purge::RATE_BUCKETS_POSTGRES,
                 vec![limits.buckets_full_before_ms, batch],
+                &mut purged.rate_buckets,
             ),
             // A handful of rows (keys of nodes), so no batch.
-            (purge::PUBLISHED_KEYS_POSTGRES, vec![limits.now]),
+            (
+                purge::PUBLISHED_KEYS_POSTGRES,
+                vec![limits.now],
+                &mut purged.published_keys,
+            ),
         ];
         // Each table on its own: one that cannot be purged (e.g. a long scan cancelled) does
         // not keep the others growing.
-        let mut deleted = 0;
         let mut first_error = None;
         let mut any_done = false;
-        for (sql, binds) in &deletes {
-            match self.purge_one(sql, binds).await {
+        for (sql, binds, count) in deletes {
+            match self.purge_one(sql, &binds).await {
                 Ok(rows) => {
-                    deleted += rows;
+                    *count = rows;
                     any_done = true;
                 }
                 Err(err) => {
@@ -512,7 +553,7 @@ impl TokenStore for PostgresTokenStore {
         }
         match first_error {
             Some(err) if !any_done => Err(err),
-            _ => Ok(deleted),
+            _ => Ok(purged),
         }
     }
 

@@ -23,7 +23,7 @@
 use std::path::Path;
 use std::str::FromStr as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, TryLockError};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,12 +33,13 @@ use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::directory::ClientRow;
+use super::measured::StoreObserver;
 use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
-    LockoutStore, PurgeLimits, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
-    ALL_SOURCES,
+    LockoutStore, PurgeLimits, PurgedRows, Rotation, RowChange, StoreError, SubjectKind,
+    TokenStore, ALL_SOURCES,
 };
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -159,7 +160,7 @@ enum Outcome {
     /// The verdict on a login attempt.
     Attempt(Attempt),
     /// The rows a purge deleted.
-    Deleted(u64),
+    Deleted(PurgedRows),
 }
 
 struct WriterJob {
@@ -247,8 +248,13 @@ fn connect(
 }
 
 impl SqliteTokenStore {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
-    pub async fn open(path: &Path, synchronous: SqliteSynchronous) -> Result<Self, StoreError> {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations; the
+    /// writer reports each commit's size to `observer`.
+    pub async fn open(
+        path: &Path,
+        synchronous: SqliteSynchronous,
+        observer: Arc<dyn StoreObserver>,
+    ) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent() {
             crate::secret_files::create_private_dir_all(parent).map_err(|err| {
                 StoreError::Unavailable(format!("cannot create {}: {err}", parent.display()))
@@ -273,7 +279,7 @@ impl SqliteTokenStore {
         let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(writer, write_queue, checkpointer))
+            .spawn(move || run_writer(writer, write_queue, checkpointer, observer.as_ref()))
             .map_err(|err| StoreError::Unavailable(format!("cannot start the writer: {err}")))?;
         if existed {
             tracing::info!(path = %path.display(), "token store opened");
@@ -293,7 +299,7 @@ impl SqliteTokenStore {
         Ok(match self.submit_for(op).await? {
             Outcome::Changed(changed) => changed,
             Outcome::Attempt(_) => true,
-            Outcome::Deleted(rows) => rows > 0,
+            Outcome::Deleted(rows) => rows.total() > 0,
             Outcome::Refresh(found) => found.is_some(),
         })
     }
@@ -430,6 +436,7 @@ fn run_writer(
     mut conn: Connection,
     mut queue: mpsc::Receiver<WriterJob>,
     checkpointer: Checkpointer,
+    observer: &dyn StoreObserver,
 ) {
     let mut batch: Vec<WriterJob> = Vec::with_capacity(MAX_BATCH);
     let mut shutting_down = false;
@@ -451,6 +458,7 @@ fn run_writer(
         shutting_down = batch.iter().any(|job| matches!(job.op, WriterOp::Shutdown));
         match apply_batch(&mut conn, &batch) {
             Ok(outcomes) => {
+                observer.committed_batch(outcomes.iter().flatten().count());
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     if let Some(outcome) = outcome {
                         let _ = job.reply.send(Ok(outcome));
@@ -717,21 +725,24 @@ fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool,
 }
 
 /// One bounded purge batch per table (see `TokenStore::purge`). Returns the rows deleted.
-fn purge(conn: &Connection, limits: PurgeLimits) -> Result<u64, rusqlite::Error> {
+fn purge(conn: &Connection, limits: PurgeLimits) -> Result<PurgedRows, rusqlite::Error> {
     let batch = i64::from(limits.batch);
-    let mut deleted = 0;
-    for sql in purge::TOKENS_SQLITE {
-        deleted += conn
-            .prepare_cached(sql)?
-            .execute(params![limits.expired_before, batch])?;
-    }
-    deleted += conn
-        .prepare_cached(&purge::REVOCATIONS_SQLITE)?
-        .execute(params![i64::MAX, batch])?;
-    deleted += conn
-        .prepare_cached(purge::LOCKOUTS_SQLITE)?
-        .execute(params![limits.failures_before, limits.now, batch])?;
-    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    let rows = |changed: usize| u64::try_from(changed).unwrap_or(u64::MAX);
+    let [access, refresh] = purge::TOKENS_SQLITE;
+    let tokens = params![limits.expired_before, batch];
+    Ok(PurgedRows {
+        access_tokens: rows(conn.prepare_cached(access)?.execute(tokens)?),
+        refresh_tokens: rows(conn.prepare_cached(refresh)?.execute(tokens)?),
+        revoked_families: rows(
+            conn.prepare_cached(&purge::REVOCATIONS_SQLITE)?
+                .execute(params![i64::MAX, batch])?,
+        ),
+        login_failures: rows(
+            conn.prepare_cached(purge::LOCKOUTS_SQLITE)?
+                .execute(params![limits.failures_before, limits.now, batch])?,
+        ),
+        ..PurgedRows::default()
+    })
 }
 
 fn insert_token(conn: &Connection, sql: &str, token: &TokenRecord) -> Result<(), rusqlite::Error> {
@@ -932,7 +943,7 @@ impl TokenStore for SqliteTokenStore {
         })
     }
 
-    async fn purge(&self, limits: PurgeLimits) -> Result<u64, StoreError> {
+    async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {
         match self.submit_for(WriterOp::Purge(limits)).await? {
             Outcome::Deleted(rows) => Ok(rows),
             Outcome::Changed(_) | Outcome::Attempt(_) | Outcome::Refresh(_) => Err(

@@ -131,6 +131,21 @@ async fn refresh_once_back(app: &TestApp, refresh: &str) -> Reply {
     }
 }
 
+/// `tokengate_store_errors_total{kind}` on the node's management port.
+async fn store_errors(app: &TestApp, kind: &str) -> f64 {
+    let addr = app.management_addr.expect("the management listener is on");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("tokengate_store_errors_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
 #[tokio::test]
 async fn a_database_outage_is_503_and_the_node_recovers_by_itself() {
     let Some(database) = TestDatabase::create("db_outage").await else {
@@ -157,6 +172,8 @@ async fn a_database_outage_is_503_and_the_node_recovers_by_itself() {
         "{:?}",
         started.elapsed()
     );
+    let unavailable = store_errors(&app, "unavailable").await;
+    assert!(unavailable >= 2.0, "{unavailable} store errors counted");
 
     proxy.restore();
     let mut recovered = false;

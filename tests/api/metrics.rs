@@ -11,8 +11,8 @@ use tokengate::clock::Clock as _;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::helpers::{
-    https_client, post_basic_form, spawn_app, spawn_app_with, Reply, TestApp, RESOURCE_SERVER_ID,
-    SERVICE_CLIENT_ID, SHARED_SECRET, USER,
+    https_client, post_basic_form, postgres_node, spawn_app, spawn_app_with, Reply, TestApp,
+    TestDatabase, RESOURCE_SERVER_ID, SERVICE_CLIENT_ID, SHARED_SECRET, USER,
 };
 
 const POLL: Duration = Duration::from_millis(50);
@@ -348,6 +348,83 @@ async fn password_verifications_lockouts_and_refresh_reuse_are_counted() {
     );
 }
 
+fn store_ops(op: &str) -> String {
+    format!("tokengate_store_operation_seconds_count{{op=\"{op}\"}}")
+}
+
+/// A login, its refresh and a client_credentials grant: the store calls each makes, counted
+/// and timed per operation, and the group commits that wrote them.
+async fn assert_store_work_is_counted(app: &TestApp, writes_through_batches: &[&str]) {
+    let before = Scrape::of(app).await;
+
+    let (_, refresh) = app.login(None).await.assert_tokens(3600, "default");
+    app.refresh(&refresh.unwrap())
+        .await
+        .assert_tokens(3600, "default");
+    client_credentials(app, SHARED_SECRET)
+        .await
+        .assert_tokens(600, "default");
+    let after = Scrape::of(app).await;
+
+    let ops = |op: &str| moved(&before, &after, &store_ops(op));
+    assert_eq!(ops("create_tokens"), 2.0, "the login's and the service's");
+    assert_eq!(ops("find_refresh_token"), 1.0);
+    assert_eq!(ops("rotate_refresh_token"), 1.0);
+    assert!(ops("login_attempt") >= 1.0, "the login's lockout steps");
+    let committed: f64 = writes_through_batches.iter().map(|op| ops(op)).sum();
+    assert_eq!(
+        moved(&before, &after, "tokengate_store_batch_size_sum"),
+        committed,
+        "every write went through exactly one counted commit"
+    );
+    assert!(moved(&before, &after, "tokengate_store_batch_size_count") >= 1.0);
+    assert_eq!(after.total("tokengate_store_errors_total"), 0.0);
+}
+
+#[tokio::test]
+async fn store_operations_and_commit_sizes_are_counted_on_sqlite() {
+    let app = spawn_app().await;
+
+    // The SQLite writer commits the lockout steps with the tokens.
+    assert_store_work_is_counted(
+        &app,
+        &["create_tokens", "rotate_refresh_token", "login_attempt"],
+    )
+    .await;
+
+    let scrape = Scrape::of(&app).await;
+    assert!(
+        !scrape
+            .0
+            .keys()
+            .any(|series| series.starts_with("tokengate_db_connections{")),
+        "SQLite has no pool to report"
+    );
+}
+
+#[tokio::test]
+async fn store_operations_commit_sizes_and_pool_connections_are_counted_on_postgres() {
+    let Some(database) =
+        TestDatabase::create("store_operations_commit_sizes_and_pool_connections").await
+    else {
+        return;
+    };
+    let app = postgres_node(
+        &database,
+        std::sync::Arc::new(tokengate::clock::ManualClock::starting_now()),
+        |_| {},
+    )
+    .await;
+
+    // Token writes leave in group commits; lockout steps are transactions of their own.
+    assert_store_work_is_counted(&app, &["create_tokens", "rotate_refresh_token"]).await;
+
+    let scrape = Scrape::of(&app).await;
+    let idle = scrape.value("tokengate_db_connections{state=\"idle\"}");
+    let busy = scrape.value("tokengate_db_connections{state=\"busy\"}");
+    assert!(idle + busy >= 1.0, "idle {idle}, busy {busy}");
+}
+
 #[tokio::test]
 async fn rate_limited_requests_are_counted_by_bucket_and_outcome() {
     // Arrange: one request per client IP, then nothing for a long while.
@@ -477,6 +554,47 @@ async fn liveness_and_readiness_answer_200_on_the_management_port() {
         "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
     );
     assert_ne!(management(&app).port(), app.addr.port());
+}
+
+#[tokio::test]
+async fn a_management_client_that_never_reads_loses_its_connection_after_30_seconds() {
+    use tokio::io::AsyncReadExt as _;
+
+    // Arrange: more pipelined scrapes than the socket buffers and the server's read buffer
+    // hold, so the server blocks writing answers nobody reads, with requests left unread.
+    let app = spawn_app().await;
+    let client = tokio::net::TcpStream::connect(management(&app))
+        .await
+        .unwrap();
+    let (mut answers_in, mut requests_out) = client.into_split();
+    let requests = "GET /metrics HTTP/1.1\r\nhost: m\r\n\r\n".repeat(50_000);
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        // Blocks once every buffer is full; fails once the server has closed.
+        let _ = requests_out.write_all(requests.as_bytes()).await;
+        requests_out
+    });
+
+    // Act: read nothing for longer than the connection may live.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let mut answers = vec![0; 1 << 16];
+    let mut received = 0_usize;
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(read @ 1..) = answers_in.read(&mut answers).await {
+            received += read;
+        }
+    })
+    .await;
+    writer.abort();
+
+    // Assert: the server had given up on it: what it wrote before is all there is (a live
+    // connection would go on answering the remaining scrapes, tens of kB each).
+    assert!(
+        drained.is_ok() && received < 64 << 20,
+        "the connection was still open {:?} after it was made ({received} bytes read)",
+        started.elapsed()
+    );
+    assert_eq!(get_management(&app, "/health/live").await.status, 200);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! are opened through the library, as the server opens them; no HTTP. A new backend passes
 //! this suite or it is not done.
 
+use std::sync::Arc;
 use tempfile::TempDir;
 
 use tokengate::abuse::rate_limit::{Rate, Take};
@@ -11,12 +12,13 @@ use tokengate::config::{Settings, SqliteSynchronous, TokenFormat, TokenStoreSett
 use tokengate::crypto::secret;
 use tokengate::crypto::token::{SecretDigest, TokenId};
 use tokengate::store::directory::ClientRow;
+use tokengate::store::measured::Unobserved;
 use tokengate::store::model::{
     Client, GrantType, NewTokens, RefreshTokenRecord, TokenRecord, User,
 };
 use tokengate::store::{
     open_database, Attempt, AttemptStep, DatabaseStores, LockoutPolicy, PublicKey, PurgeLimits,
-    Rotation, StoreError, SubjectKind,
+    PurgedRows, Rotation, StoreError, SubjectKind,
 };
 
 use crate::helpers::{postgres_settings, test_settings, TestDatabase};
@@ -94,7 +96,9 @@ impl Backend {
             path: home.path().join("data/tokens.db"),
             synchronous: SqliteSynchronous::Normal,
         };
-        let stores = open_database(&settings.stores.tokens).await.unwrap();
+        let stores = open_database(&settings.stores.tokens, Arc::new(Unobserved))
+            .await
+            .unwrap();
         Self {
             kind: Kind::Sqlite,
             settings,
@@ -112,7 +116,9 @@ impl Backend {
             // Enough for the concurrent rotations to reach the database at once.
             postgres.max_connections = 8;
         }
-        let stores = open_database(&settings.stores.tokens).await.unwrap();
+        let stores = open_database(&settings.stores.tokens, Arc::new(Unobserved))
+            .await
+            .unwrap();
         Some(Self {
             kind: Kind::Postgres,
             settings,
@@ -171,7 +177,8 @@ impl Backend {
         rows
     }
 
-    async fn purge(&self, limits: PurgeLimits) -> u64 {
+    /// The rows one purge batch deleted, in all and per table.
+    async fn purge(&self, limits: PurgeLimits) -> PurgedRows {
         self.stores.tokens.purge(limits).await.unwrap()
     }
 
@@ -394,7 +401,9 @@ async fn a_closed_store_refuses_work_and_reopened_has_every_token(mut b: Backend
         "{refused:?}"
     );
 
-    b.stores = open_database(&b.settings.stores.tokens).await.unwrap();
+    b.stores = open_database(&b.settings.stores.tokens, Arc::new(Unobserved))
+        .await
+        .unwrap();
     b.stores.tokens.ping().await.unwrap();
     assert_eq!(b.access(&tokens).await, Some(tokens.access.clone()));
     assert_eq!(b.refresh(&tokens).await, tokens.refresh.clone());
@@ -867,23 +876,33 @@ async fn purge_counts_exactly_the_tokens_it_deletes(b: Backend) {
     known.extend(live.iter().cloned());
 
     // Small batches: every call says exactly how many rows it took away.
-    let mut total = 0;
+    let (mut total, mut access) = (0, 0);
     for _ in 0..50 {
         let before = b.stored_rows(&known).await;
         let deleted = b.purge(limits(cut, 0, NOW, 2)).await;
         let after = b.stored_rows(&known).await;
-        assert_eq!(deleted, before - after, "purge reported {deleted} rows");
-        total += deleted;
-        if deleted == 0 {
+        assert_eq!(
+            deleted.total(),
+            before - after,
+            "purge reported {deleted:?}"
+        );
+        assert!(deleted.access_tokens <= 2 && deleted.refresh_tokens <= 2);
+        access += deleted.access_tokens;
+        total += deleted.total();
+        if deleted.total() == 0 {
             break;
         }
     }
 
     assert_eq!(total, 8 + 3);
+    assert_eq!(access, 8, "every expired grant has one access token");
     assert_eq!(b.stored_rows(&expired).await, 0);
     assert_eq!(b.stored_rows(&[at_cut]).await, 2);
     assert_eq!(b.stored_rows(&live).await, 3);
-    assert_eq!(b.purge(limits(cut, 0, NOW, 1000)).await, 0);
+    assert_eq!(
+        b.purge(limits(cut, 0, NOW, 1000)).await,
+        PurgedRows::default()
+    );
 }
 
 async fn purge_keeps_the_revocations_still_needed(b: Backend) {
@@ -915,8 +934,17 @@ async fn purge_keeps_the_revocations_still_needed(b: Backend) {
     // Expiry bound and lifetimes do not decide: the oldest stored token does.
     let deleted = b.purge(limits(NOW, NOW, NOW + 10_000, 1000)).await;
 
-    assert_eq!(deleted, 1);
-    assert_eq!(b.purge(limits(NOW, NOW, NOW + 10_000, 1000)).await, 0);
+    assert_eq!(
+        deleted,
+        PurgedRows {
+            revoked_families: 1,
+            ..PurgedRows::default()
+        }
+    );
+    assert_eq!(
+        b.purge(limits(NOW, NOW, NOW + 10_000, 1000)).await.total(),
+        0
+    );
     assert_eq!(b.revoked(&oldest).await, (Some(NOW - 150), Some(NOW - 150)));
     assert_eq!(b.revoked(&live).await, (Some(NOW + 1), Some(NOW + 1)));
     // Not-before marks are never purged.
@@ -970,8 +998,14 @@ async fn purge_drops_only_finished_lockout_rows(b: Backend) {
 
     let deleted = b.purge(limits(0, NOW - 60, NOW, 1000)).await;
 
-    assert_eq!(deleted, 3);
-    assert_eq!(b.purge(limits(0, NOW - 60, NOW, 1000)).await, 0);
+    assert_eq!(
+        deleted,
+        PurgedRows {
+            login_failures: 3,
+            ..PurgedRows::default()
+        }
+    );
+    assert_eq!(b.purge(limits(0, NOW - 60, NOW, 1000)).await.total(), 0);
     assert_eq!(
         b.attempt("dora", "10.0.0.1", AttemptStep::Begin, NOW, lock_long)
             .await,
@@ -1345,7 +1379,14 @@ async fn shared_rate_limits_and_published_keys_live_on_postgres_only(b: Backend)
             ..limits(0, 0, NOW + 101, 1000)
         })
         .await;
-    assert_eq!(deleted, 2 + 2);
+    assert_eq!(
+        deleted,
+        PurgedRows {
+            rate_buckets: 2,
+            published_keys: 2,
+            ..PurgedRows::default()
+        }
+    );
     assert_eq!(
         buckets.take("ip:a", rate, t + 10_000).await.unwrap(),
         Take::Allowed

@@ -31,6 +31,7 @@ use super::batcher::Run;
 use super::kept::Kept;
 use super::{is_unavailable, OPERATION_TIMEOUT};
 use crate::crypto::token::TokenId;
+use crate::store::measured::StoreObserver;
 use crate::store::model::{NewTokens, TokenRecord};
 use crate::store::revocation::STILL_REDEEMABLE;
 use crate::store::StoreError;
@@ -486,6 +487,7 @@ pub(super) struct TokenWrites {
     pub(super) batches: Kept,
     /// For writes retried one at a time.
     pub(super) alone: PgPool,
+    pub(super) observer: Arc<dyn StoreObserver>,
 }
 
 impl TokenWrites {
@@ -505,6 +507,7 @@ impl TokenWrites {
         let writes: Vec<&Write> = jobs.iter().map(|job| &job.write).collect();
         let failure = match execute_bounded(Conns::Kept(&self.batches), &writes).await {
             Ok(changed) => {
+                self.observer.committed_batch(jobs.len());
                 for job in jobs {
                     let outcome = changed.outcome(&job.write);
                     let _ = job.reply.send(Ok(outcome));
@@ -521,13 +524,17 @@ impl TokenWrites {
                 let mut alone = JoinSet::new();
                 for job in jobs {
                     let pool = self.alone.clone();
+                    let observer = self.observer.clone();
                     alone.spawn(async move {
                         if job.reply.is_closed() {
                             return;
                         }
                         let answer = execute_bounded(Conns::Pool(&pool), &[&job.write])
                             .await
-                            .map(|changed| changed.outcome(&job.write))
+                            .map(|changed| {
+                                observer.committed_batch(1);
+                                changed.outcome(&job.write)
+                            })
                             .map_err(|failure| failure.to_store_error());
                         let _ = job.reply.send(answer);
                     });

@@ -1,0 +1,219 @@
+//! Timing and failure counts for every call into the token database, in one place for both
+//! backends: [`measure`] wraps the stores `open_database` opened, and each call reports to the
+//! [`StoreObserver`] it was given (the metrics implement it; the store knows no metrics).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord};
+use super::{
+    Attempt, AttemptStep, DatabaseStores, LockoutPolicy, LockoutStore, PurgeLimits, PurgedRows,
+    Rate, RateLimitStore, Rotation, StoreError, SubjectKind, Take, TokenStore,
+};
+use crate::crypto::token::TokenId;
+
+/// What the stores report about their own work.
+pub trait StoreObserver: Send + Sync + 'static {
+    /// One call (`op`, e.g. `"rotate_refresh_token"`) took `elapsed`, success or not.
+    fn operation(&self, op: &'static str, elapsed: Duration);
+    /// A call failed; `kind` is [`StoreError::kind`].
+    fn failed(&self, op: &'static str, kind: &'static str);
+    /// One group commit wrote `writes` requests' writes in one transaction.
+    fn committed_batch(&self, writes: usize);
+}
+
+/// Connections a node holds open to the database, for the pool gauge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    pub idle: usize,
+    /// Checked out: running a statement, or kept by a batcher between its batches.
+    pub busy: usize,
+}
+
+/// A backend with connection pools (PostgreSQL).
+pub trait ConnectionPools: Send + Sync + 'static {
+    /// Every pool's connections, added up.
+    fn connections(&self) -> ConnectionCounts;
+}
+
+/// For the CLI and tests: nothing is recorded.
+pub struct Unobserved;
+
+impl StoreObserver for Unobserved {
+    fn operation(&self, _: &'static str, _: Duration) {}
+    fn failed(&self, _: &'static str, _: &'static str) {}
+    fn committed_batch(&self, _: usize) {}
+}
+
+impl StoreError {
+    /// A bounded name for the kind of failure, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Corrupt(_) => "corrupt",
+            Self::Backend(_) => "backend",
+        }
+    }
+}
+
+/// The stores of `database`, each call timed and its failures counted by `observer`.
+pub(super) fn measure(
+    database: DatabaseStores,
+    observer: &Arc<dyn StoreObserver>,
+) -> DatabaseStores {
+    DatabaseStores {
+        tokens: Arc::new(Measured::new(database.tokens, observer)),
+        lockouts: Arc::new(Measured::new(database.lockouts, observer)),
+        rate_limits: database
+            .rate_limits
+            .map(|store| Arc::new(Measured::new(store, observer)) as Arc<dyn RateLimitStore>),
+        ..database
+    }
+}
+
+/// One store (`S` is `dyn TokenStore`, `dyn LockoutStore` or `dyn RateLimitStore`), measured.
+struct Measured<S: ?Sized> {
+    inner: Arc<S>,
+    observer: Arc<dyn StoreObserver>,
+}
+
+impl<S: ?Sized> Measured<S> {
+    fn new(inner: Arc<S>, observer: &Arc<dyn StoreObserver>) -> Self {
+        Self {
+            inner,
+            observer: observer.clone(),
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.observer.operation(op, started.elapsed());
+        if let Err(err) = &result {
+            self.observer.failed(op, err.kind());
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl TokenStore for Measured<dyn TokenStore> {
+    async fn create_tokens(&self, tokens: NewTokens) -> Result<(), StoreError> {
+        let store = &self.inner;
+        self.timed("create_tokens", store.create_tokens(tokens))
+            .await
+    }
+
+    async fn revoke_access_token(&self, id: &TokenId, now: i64) -> Result<bool, StoreError> {
+        let store = &self.inner;
+        self.timed("revoke_access_token", store.revoke_access_token(id, now))
+            .await
+    }
+
+    async fn revoke_family(&self, family_id: &TokenId, now: i64) -> Result<bool, StoreError> {
+        let store = &self.inner;
+        self.timed("revoke_family", store.revoke_family(family_id, now))
+            .await
+    }
+
+    async fn revoke_subject(
+        &self,
+        kind: SubjectKind,
+        name: &str,
+        not_before_ms: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let store = &self.inner;
+        self.timed(
+            "revoke_subject",
+            store.revoke_subject(kind, name, not_before_ms, now),
+        )
+        .await
+    }
+
+    async fn find_refresh_token(
+        &self,
+        id: &TokenId,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError> {
+        let store = &self.inner;
+        self.timed("find_refresh_token", store.find_refresh_token(id))
+            .await
+    }
+
+    async fn find_access_token(
+        &self,
+        id: &TokenId,
+    ) -> Result<Option<AccessTokenRecord>, StoreError> {
+        let store = &self.inner;
+        self.timed("find_access_token", store.find_access_token(id))
+            .await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenId,
+        now: i64,
+        new: NewTokens,
+    ) -> Result<Rotation, StoreError> {
+        let store = &self.inner;
+        self.timed(
+            "rotate_refresh_token",
+            store.rotate_refresh_token(old, now, new),
+        )
+        .await
+    }
+
+    async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {
+        let store = &self.inner;
+        self.timed("purge", store.purge(limits)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let store = &self.inner;
+        self.timed("ping", store.ping()).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
+
+#[async_trait]
+impl LockoutStore for Measured<dyn LockoutStore> {
+    async fn attempt(
+        &self,
+        username: &str,
+        source: &str,
+        step: AttemptStep,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> Result<Attempt, StoreError> {
+        let store = &self.inner;
+        self.timed(
+            "login_attempt",
+            store.attempt(username, source, step, now, policy),
+        )
+        .await
+    }
+
+    async fn clear_failures(&self, username: &str) -> Result<bool, StoreError> {
+        let store = &self.inner;
+        self.timed("clear_failures", store.clear_failures(username))
+            .await
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for Measured<dyn RateLimitStore> {
+    async fn take(&self, key: &str, rate: Rate, now_ms: i64) -> Result<Take, StoreError> {
+        self.timed("rate_limit_take", self.inner.take(key, rate, now_ms))
+            .await
+    }
+}

@@ -236,6 +236,10 @@ fn serve(source: &ConfigSource, takeover: bool) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?;
     runtime.block_on(async {
+        // SIGHUP's default action ends the process: caught from here on, so a reload sent
+        // while the server starts (migrations can take a while) is not fatal. Serving
+        // installs the listener that reloads.
+        let _starting = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let app = Application::build(settings).await?;
         app.run_until_stopped().await
     })?;

@@ -138,7 +138,10 @@ impl PidFile {
             Err(err) => return Err(err),
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io("cannot create the pid file's folder"))?;
+        // 0700 like every folder tokengate creates: by default this is data/, which the SQLite
+        // store would otherwise create so, after us.
+        crate::secret_files::create_private_dir_all(dir)
+            .map_err(io("cannot create the pid file's folder"))?;
         // Written beside it and renamed, so a reader never sees a half-written pid.
         let mut temp =
             tempfile::NamedTempFile::new_in(dir).map_err(io("cannot write the pid file"))?;

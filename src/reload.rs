@@ -2,7 +2,6 @@
 //! signing keys, certificates), passes that repeat until shutdown (janitor, key sharing), and
 //! [`Reloader`], which re-reads `identity.toml` on SIGHUP.
 
-use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -246,10 +245,6 @@ fn with_live_part(running: &Settings, new: &Settings) -> Settings {
     applied
 }
 
-fn differs<T: Debug>(a: &T, b: &T) -> bool {
-    format!("{a:?}") != format!("{b:?}")
-}
-
 /// The keys of the live groups whose values change, for the log line.
 fn live_changes(running: &Settings, applied: &Settings) -> Vec<&'static str> {
     let (old, new) = (&running.oauth, &applied.oauth);
@@ -288,11 +283,11 @@ fn live_changes(running: &Settings, applied: &Settings) -> Vec<&'static str> {
         ),
         (
             "security (login lockout)",
-            differs(&old_lock.lockout, &new_lock.lockout),
+            old_lock.lockout != new_lock.lockout,
         ),
         (
             "security (client authentication lockout)",
-            differs(&old_lock.client_auth_lockout, &new_lock.client_auth_lockout),
+            old_lock.client_auth_lockout != new_lock.client_auth_lockout,
         ),
         ("rate_limit (per IP)", old_rate.per_ip != new_rate.per_ip),
         (

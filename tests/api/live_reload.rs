@@ -694,3 +694,61 @@ async fn check_config_reports_a_management_certificate_that_does_not_load() {
     assert!(run.stderr.contains(&cert), "{run:#?}");
     assert!(run.stderr.contains("expired"), "{run:#?}");
 }
+
+#[tokio::test]
+async fn serve_takeover_starts_beside_the_running_server_and_keeps_the_pid_file_when_the_old_one_stops(
+) {
+    // Arrange: the old server, and the pid file naming it.
+    let home = Home::new();
+    let mut old = serve(&home).await;
+    let pid_file = home.file("data/tokengate.pid");
+
+    // Act: a new server on the same config with --takeover (another port here: this branch
+    // has no SO_REUSEPORT), then SIGTERM to the old one.
+    let port = free_port();
+    let log = std::fs::File::create(home.file("takeover.log")).unwrap();
+    let mut new = home.command(&["serve", "--port-offset", &offset_of(port), "--takeover"]);
+    new.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut new = Killed(new.spawn().unwrap());
+    let client = https_client(&home.cert());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let health = client
+            .get(format!("https://127.0.0.1:{port}/health"))
+            .send()
+            .await;
+        if health.is_ok_and(|reply| reply.status() == 200) {
+            break;
+        }
+        assert!(
+            new.0.try_wait().unwrap().is_none(),
+            "{}",
+            home.read("takeover.log")
+        );
+        assert!(Instant::now() < deadline, "{}", home.read("takeover.log"));
+        tokio::time::sleep(POLL).await;
+    }
+    let named_while_both_run = std::fs::read_to_string(&pid_file).unwrap();
+    old.send_signal("TERM");
+    let status = old.wait_for_exit(Duration::from_secs(30)).await.unwrap();
+    let named_after = std::fs::read_to_string(&pid_file);
+    let new_pid = new.0.id().to_string();
+    drop(new);
+
+    // Assert: the file names the new server, and the old one left it alone on exit.
+    assert!(status.success(), "{}", old.log());
+    assert_eq!(named_while_both_run.trim(), new_pid);
+    assert_eq!(named_after.unwrap().trim(), new_pid);
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

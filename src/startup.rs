@@ -336,6 +336,7 @@ impl Application {
         self.management.as_ref().map(Management::local_addr)
     }
 
+    /// The settings it was built with (a reload changes what runs, not these).
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

@@ -50,6 +50,13 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         loop {
+            // The lockout window may change with a reload; its rows must outlive it.
+            let settings = JanitorSettings {
+                failure_window_secs: service
+                    .lockout_policy()
+                    .map_or(0, |policy| policy.window_secs),
+                ..settings
+            };
             let pass = run_once(&service, settings, PASS_BUDGET, &stop, &metrics).await;
             let wait = if pass.unfinished {
                 CATCH_UP_PAUSE.min(settings.interval)

@@ -1,6 +1,7 @@
 //! The management listener (`[management]`, issue 11): plain HTTP on its own port, by default
 //! 127.0.0.1:9000, apart from the token port so that metrics and probes are never exposed with
-//! it by accident.
+//! it by accident; HTTPS with a certificate of its own when `[management] cert` and `key` are
+//! set (re-read like the token port's, [`crate::tls::reload`]).
 //!
 //! - `GET /metrics`: every metric of [`crate::metrics`], Prometheus text format 0.0.4;
 //! - `GET /health/live`: 200 while the process runs (a liveness probe restarts on anything else);
@@ -28,10 +29,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::http::health::Readiness;
+use tokio_rustls::TlsAcceptor;
+
 use crate::listener::{self, Bound};
 
 /// Connections the management port serves at once; more are closed at once (a scraper and a
@@ -74,6 +78,7 @@ impl ManagementState {
 pub struct BoundManagement {
     socket: Bound,
     state: ManagementState,
+    tls: Option<TlsAcceptor>,
 }
 
 /// The listening management listener, not yet serving.
@@ -81,6 +86,8 @@ pub struct Management {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
+    /// `Some`: HTTPS (`[management] cert`/`key`).
+    tls: Option<TlsAcceptor>,
 }
 
 impl BoundManagement {
@@ -95,16 +102,22 @@ impl BoundManagement {
             listener,
             local_addr,
             router: router(self.state),
+            tls: self.tls,
         })
     }
 }
 
 impl Management {
-    /// Binds `addr` (port 0: the OS chooses).
-    pub fn bind(addr: SocketAddr, state: ManagementState) -> std::io::Result<BoundManagement> {
+    /// Binds `addr` (port 0: the OS chooses); with `tls`, connections are HTTPS.
+    pub fn bind(
+        addr: SocketAddr,
+        state: ManagementState,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<BoundManagement> {
         Ok(BoundManagement {
             socket: listener::bind(addr)?,
             state,
+            tls,
         })
     }
 
@@ -116,7 +129,8 @@ impl Management {
     /// connections it still accepts get their requests answered), gives the requests in flight
     /// [`SHUTDOWN_GRACE`] and closes every connection.
     pub async fn serve(self, mut stop: watch::Receiver<bool>) {
-        tracing::info!(address = %self.local_addr, "management listener (HTTP: /metrics, /health/live, /health/ready)");
+        let scheme = if self.tls.is_some() { "HTTPS" } else { "HTTP" };
+        tracing::info!(address = %self.local_addr, "management listener ({scheme}: /metrics, /health/live, /health/ready)");
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -130,28 +144,37 @@ impl Management {
                 tracing::debug!(peer = %peer, "management connection limit reached; closing");
                 return;
             };
-            let service = TowerToHyperService::new(self.router.clone());
+            let router = self.router.clone();
             let builder = builder.clone();
-            let mut stop = connection_stop.clone();
+            let stop = connection_stop.clone();
+            let tls = self.tls.clone();
             let accepted_while_stopping = stopping.load(Ordering::Relaxed);
             tokio::spawn(async move {
-                let connection = builder.serve_connection(TokioIo::new(tcp), service);
-                let mut connection = std::pin::pin!(connection);
-                if accepted_while_stopping {
-                    // Told to shut down before its request arrived, hyper would close it
-                    // unanswered: it gets the grace to be answered instead.
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
-                    drop(permit);
-                    return;
-                }
-                tokio::select! {
-                    _ = connection.as_mut() => {}
-                    // A client that never reads its answers would keep its slot for ever, and
-                    // MAX_CONNECTIONS of them would shut out every scrape and probe.
-                    () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
-                    _ = stop.changed() => {
-                        connection.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+                match tls {
+                    None => {
+                        serve_connection(tcp, router, &builder, stop, accepted_while_stopping).await
+                    }
+                    Some(acceptor) => {
+                        // The handshake counts against the time to send the request.
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
+                        {
+                            Ok(Ok(tls)) => {
+                                serve_connection(
+                                    tls,
+                                    router,
+                                    &builder,
+                                    stop,
+                                    accepted_while_stopping,
+                                )
+                                .await;
+                            }
+                            Ok(Err(err)) => {
+                                tracing::debug!(peer = %peer, error = %err, "management TLS handshake failed");
+                            }
+                            Err(_) => {
+                                tracing::debug!(peer = %peer, "management TLS handshake timed out");
+                            }
+                        }
                     }
                 }
                 drop(permit);
@@ -173,6 +196,37 @@ impl Management {
         listener::close(self.listener, serve).await;
         let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all)).await;
+    }
+}
+
+/// Serves one connection (plain or TLS) until it closes, its lifetime ends or `stop` changes.
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    builder: &hyper::server::conn::http1::Builder,
+    mut stop: watch::Receiver<bool>,
+    accepted_while_stopping: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    if accepted_while_stopping {
+        // Told to shut down before its request arrived, hyper would close it unanswered: it
+        // gets the grace to be answered instead.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+        return;
+    }
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        // A client that never reads its answers would keep its slot for ever, and
+        // MAX_CONNECTIONS of them would shut out every scrape and probe.
+        () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+        }
     }
 }
 

@@ -499,27 +499,116 @@ impl ReloadOutcome {
 }
 static_label_value!(ReloadOutcome);
 
+/// What was re-read: `source` of `tokengate_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReloadSource {
+    /// `identity.toml`, on SIGHUP.
+    Config,
+    /// The token port's certificate and key.
+    Tls,
+    /// The management listener's certificate and key.
+    ManagementTls,
+    /// The JWT signing-key folder.
+    SigningKeys,
+}
+
+impl ReloadSource {
+    const ALL: [Self; 4] = [
+        Self::Config,
+        Self::Tls,
+        Self::ManagementTls,
+        Self::SigningKeys,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Tls => "tls",
+            Self::ManagementTls => "management_tls",
+            Self::SigningKeys => "signing_keys",
+        }
+    }
+}
+static_label_value!(ReloadSource);
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReloadLabels {
     outcome: ReloadOutcome,
+    source: ReloadSource,
 }
 
-/// Files re-read while running (the signing-key folder; the users and clients files once
-/// their store is given this handle).
+/// Every reload counter; [`Reloads::of`] gives each reloading part its own handle.
 #[derive(Clone, Debug)]
-pub struct ReloadMetrics {
+pub struct Reloads {
     reloads: Family<ReloadLabels, Counter>,
 }
 
+impl Reloads {
+    pub fn of(&self, source: ReloadSource) -> ReloadMetrics {
+        ReloadMetrics {
+            reloads: self.reloads.clone(),
+            source,
+        }
+    }
+}
+
+/// One reloading part's counter: the config file, a certificate, the signing-key folder.
+#[derive(Clone, Debug)]
+pub struct ReloadMetrics {
+    reloads: Family<ReloadLabels, Counter>,
+    source: ReloadSource,
+}
+
 impl ReloadMetrics {
-    /// A changed file was re-read: `ok`, or refused (the previous contents stay).
+    /// A changed file was re-read: `ok`, or refused (what was running stays).
     pub fn reloaded(&self, ok: bool) {
         let outcome = if ok {
             ReloadOutcome::Ok
         } else {
             ReloadOutcome::Error
         };
-        self.reloads.get_or_create(&ReloadLabels { outcome }).inc();
+        let source = self.source;
+        self.reloads
+            .get_or_create(&ReloadLabels { outcome, source })
+            .inc();
+    }
+}
+
+/// `listener` of `tokengate_tls_certificate_expiry_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsListener {
+    /// The token port.
+    Https,
+    Management,
+}
+
+impl TlsListener {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Https => "https",
+            Self::Management => "management",
+        }
+    }
+}
+static_label_value!(TlsListener);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: TlsListener,
+}
+
+/// The certificates the listeners present.
+#[derive(Clone, Debug)]
+pub struct TlsMetrics {
+    expiry: Family<ListenerLabels, Gauge>,
+}
+
+impl TlsMetrics {
+    /// The certificate `listener` now presents expires at `not_after` (Unix seconds).
+    pub fn certificate_expires(&self, listener: TlsListener, not_after: i64) {
+        self.expiry
+            .get_or_create(&ListenerLabels { listener })
+            .set(not_after);
     }
 }
 
@@ -642,7 +731,8 @@ pub struct Metrics {
     pub connections: ConnectionMetrics,
     pub janitor: JanitorMetrics,
     pub signing_keys: SigningKeyMetrics,
-    pub reloads: ReloadMetrics,
+    pub reloads: Reloads,
+    pub tls: TlsMetrics,
     pub store: StoreMetrics,
     pub audit: AuditMetrics,
 }
@@ -782,16 +872,31 @@ impl Metrics {
             signing_keys.keys.clone(),
         );
 
-        let reloads = ReloadMetrics {
+        let reloads = Reloads {
             reloads: Family::default(),
         };
         for outcome in [ReloadOutcome::Ok, ReloadOutcome::Error] {
-            drop(reloads.reloads.get_or_create(&ReloadLabels { outcome }));
+            for source in ReloadSource::ALL {
+                drop(
+                    reloads
+                        .reloads
+                        .get_or_create(&ReloadLabels { outcome, source }),
+                );
+            }
         }
         registry.register(
             "tokengate_config_reloads",
-            "Changed files re-read while running: ok, or error (refused; the previous contents stay)",
+            "Re-reads while running, by what was re-read (config: identity.toml on SIGHUP; tls, management_tls: a certificate and key; signing_keys: the key folder): ok, or error (refused; what was running stays)",
             reloads.reloads.clone(),
+        );
+
+        let tls = TlsMetrics {
+            expiry: Family::default(),
+        };
+        registry.register(
+            "tokengate_tls_certificate_expiry_seconds",
+            "When the certificate a listener presents expires (notAfter), as Unix time in seconds",
+            tls.expiry.clone(),
         );
 
         let store = StoreMetrics {
@@ -851,6 +956,7 @@ impl Metrics {
             janitor,
             signing_keys,
             reloads,
+            tls,
             store,
             audit,
         }
@@ -997,7 +1103,7 @@ mod tests {
             "tokengate_connections_rejected_total{reason=\"per_ip_limit\"} 0",
             "tokengate_janitor_purged_rows_total{table=\"refresh_tokens\"} 5",
             "tokengate_signing_keys{state=\"active\"} 1",
-            "tokengate_config_reloads_total{outcome=\"error\"} 0",
+            "tokengate_config_reloads_total{outcome=\"error\",source=\"config\"} 0",
             "tokengate_store_operation_seconds_count{op=\"rotate\"} 1",
             "tokengate_store_batch_size_sum 3",
             "tokengate_store_errors_total{kind=\"unavailable\"} 1",

@@ -29,18 +29,21 @@ use crate::crypto::jwk::{self, KeyError, KeyRing};
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::http::health::Readiness;
 use crate::http::{self, AppParts, AppState, HttpLimits};
+use crate::live::Live;
 use crate::management::{BeforeScrape, BoundManagement, Management, ManagementState};
 use crate::metrics::{
-    ConnectionMetrics, JanitorMetrics, KeyState, Metrics, RateBucket, RejectReason,
-    SigningKeyMetrics,
+    ConnectionMetrics, JanitorMetrics, KeyState, Metrics, RateBucket, RejectReason, ReloadSource,
+    SigningKeyMetrics, TlsListener,
 };
 use crate::oauth::token::ServiceParts;
 use crate::oauth::TokenService;
+use crate::reload::{LiveSettings, Reloader};
 use crate::store::directory::{SqlClientStore, SqlUserStore};
 use crate::store::toml_file::{TomlClientStore, TomlUserStore};
 use crate::store::{
     self, ClientStore, DatabaseStores, PublishedKeyStore, StoreError, TokenStore, UserStore,
 };
+use crate::tls::reload::{CertificateReporting, ServedCertificate};
 use crate::tls::{self, TlsError};
 
 /// The demo credentials the shipped config carries, as the product tokengate replaces ships them.
@@ -96,6 +99,8 @@ pub struct Application {
     connection_metrics: ConnectionMetrics,
     janitor_metrics: JanitorMetrics,
     audit: Audit,
+    /// Re-reads the config file on SIGHUP (`run_until_stopped`) or when a test asks.
+    reloader: Arc<Reloader>,
 }
 
 impl Application {
@@ -115,7 +120,6 @@ impl Application {
                 "generated a self-signed certificate for localhost; replace it with a real one for production"
             );
         }
-        let tls_config = tls::server_config(&settings.tls)?;
         let Metrics {
             registry,
             token_endpoint,
@@ -126,10 +130,41 @@ impl Application {
             janitor: janitor_metrics,
             signing_keys,
             reloads,
+            tls: tls_metrics,
             store: store_metrics,
             audit: audit_metrics,
         } = Metrics::new(settings.management.per_client_metrics);
         let audit = Audit::start(&settings.audit, node_name(), clock.clone(), audit_metrics)?;
+        let certificate = ServedCertificate::open(
+            &settings.tls.cert,
+            &settings.tls.key,
+            CertificateReporting {
+                listener: TlsListener::Https,
+                clock: clock.clone(),
+                metrics: tls_metrics.clone(),
+                reloads: reloads.of(ReloadSource::Tls),
+            },
+        )?;
+        certificate.watch(settings.stores.reload_interval);
+        let tls_config = tls::server_config_with(certificate.clone(), tls::HTTPS_ALPN)?;
+        let management_certificate = match (&settings.management.tls, settings.management.enabled) {
+            (Some(files), true) => {
+                let certificate = ServedCertificate::open(
+                    &files.cert,
+                    &files.key,
+                    CertificateReporting {
+                        listener: TlsListener::Management,
+                        clock: clock.clone(),
+                        metrics: tls_metrics,
+                        reloads: reloads.of(ReloadSource::ManagementTls),
+                    },
+                )?;
+                certificate.watch(settings.stores.reload_interval);
+                Some(certificate)
+            }
+            _ => None,
+        };
+        let live = LiveSettings::new(&settings);
         let hasher = PasswordHasher::start(&settings.password_hashing, password_pool)?;
         if let TokenStoreSettings::Postgres(postgres) = &settings.stores.tokens {
             if let Some(warning) = store::postgres::unauthenticated_server_warning(&postgres.url) {
@@ -175,7 +210,7 @@ impl Application {
         let keys = KeyRing::open(
             &settings.oauth.signing_keys_dir,
             activation_delay_secs,
-            reloads,
+            reloads.of(ReloadSource::SigningKeys),
         )?;
         keys.watch(settings.stores.reload_interval);
         let issuer = settings
@@ -185,22 +220,21 @@ impl Application {
             .unwrap_or_else(|| format!("https://localhost:{}", local_addr.port()));
 
         let token_service = Arc::new(TokenService::new(ServiceParts {
-            settings: settings.oauth.clone(),
+            settings: live.oauth.clone(),
             issuer,
             clients,
             users,
             tokens: tokens.clone(),
             lockouts: database.lockouts.clone(),
-            lockout_policy: settings.security.lockout,
-            client_limiter: settings.rate_limit.per_client.map(|rate| {
-                Limiter::new(
-                    rate,
-                    "client",
-                    shared_buckets.clone(),
-                    rate_limits.refused(RateBucket::Client),
-                )
-            }),
-            client_auth_lockout: settings.security.client_auth_lockout,
+            lockout_policy: live.lockout.clone(),
+            // Always made, so that a reload can turn the limit on; off, it checks nothing.
+            client_limiter: Some(Limiter::new(
+                live.per_client.clone(),
+                "client",
+                shared_buckets.clone(),
+                rate_limits.refused(RateBucket::Client),
+            )),
+            client_auth_lockout: live.client_auth_lockout.clone(),
             keys,
             hasher: hasher.clone(),
             clock: clock.clone(),
@@ -222,7 +256,7 @@ impl Application {
         let signing_key_gauges = Arc::new(SigningKeyGauges {
             keys: token_service.keys.clone(),
             clients: token_service.clients.clone(),
-            oauth: settings.oauth.clone(),
+            oauth: live.oauth.clone(),
             algorithm: settings.oauth.jwt_algorithm,
             clock,
             metrics: signing_keys,
@@ -239,21 +273,24 @@ impl Application {
         let management = if settings.management.enabled {
             let addr = SocketAddr::new(settings.management.host, settings.management.port);
             let state = ManagementState::new(registry, readiness.clone(), Some(before_scrape));
-            let management = Management::bind(addr, state)
+            let tls = management_certificate
+                .clone()
+                .map(|certificate| tls::server_config_with(certificate, tls::MANAGEMENT_ALPN))
+                .transpose()?
+                .map(TlsAcceptor::from);
+            let management = Management::bind(addr, state, tls)
                 .map_err(|source| StartupError::ManagementBind { addr, source })?;
             Some(management)
         } else {
             None
         };
         let router = http::router(AppState::new(AppParts {
-            ip_limiter: settings.rate_limit.per_ip.map(|rate| {
-                Arc::new(Limiter::new(
-                    rate,
-                    "ip",
-                    shared_buckets,
-                    rate_limits.refused(RateBucket::Ip),
-                ))
-            }),
+            ip_limiter: Some(Arc::new(Limiter::new(
+                live.per_ip.clone(),
+                "ip",
+                shared_buckets,
+                rate_limits.refused(RateBucket::Ip),
+            ))),
             trusted_proxies: settings.rate_limit.trusted_proxies.clone().into(),
             token_service,
             limits: HttpLimits {
@@ -273,6 +310,14 @@ impl Application {
             .map(BoundManagement::listen)
             .transpose()
             .map_err(|(addr, source)| StartupError::ManagementBind { addr, source })?;
+        let reloader = Arc::new(Reloader::new(
+            settings.clone(),
+            live,
+            certificate,
+            management_certificate,
+            reloads.of(ReloadSource::Config),
+            audit.clone(),
+        ));
         Ok(Self {
             settings: Arc::new(settings),
             listener: Some(listener),
@@ -288,7 +333,13 @@ impl Application {
             connection_metrics,
             janitor_metrics,
             audit,
+            reloader,
         })
+    }
+
+    /// What re-reads the config file (SIGHUP does, in [`Self::run_until_stopped`]).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -304,6 +355,7 @@ impl Application {
         self.management.as_ref().map(Management::local_addr)
     }
 
+    /// The settings it was built with (a reload changes what runs, not these).
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -324,14 +376,15 @@ impl Application {
         self.tokens.clone()
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully; SIGHUP reloads the config
+    /// file and the TLS files ([`Reloader`]).
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        // SIGHUP would otherwise end the process; tokio tells every listener of a signal, so
-        // other SIGHUP listeners (a config reload) coexist with this one.
-        let reopen = reopen_audit_on_sighup(self.audit.clone());
+        let reloads = reload_on_sighup(self.reloader.clone());
         // A second signal during the drain ends it at once (an operator in a hurry).
         let stopped = self.run_stopping(shutdown_signal(), shutdown_signal).await;
-        reopen.abort();
+        if let Some(reloads) = reloads {
+            reloads.abort();
+        }
         stopped
     }
 
@@ -477,7 +530,7 @@ impl Application {
 struct SigningKeyGauges {
     keys: Arc<KeyRing>,
     clients: Arc<dyn ClientStore>,
-    oauth: OAuthSettings,
+    oauth: Live<OAuthSettings>,
     algorithm: JwtAlgorithm,
     clock: Arc<dyn Clock>,
     metrics: SigningKeyMetrics,
@@ -486,7 +539,7 @@ struct SigningKeyGauges {
 impl SigningKeyGauges {
     async fn refresh(&self) {
         let max_validity = match crate::oauth::token::max_access_token_validity_secs(
-            &self.oauth,
+            &self.oauth.get(),
             self.clients.as_ref(),
         )
         .await
@@ -605,23 +658,22 @@ impl Acceptor<'_> {
 /// How long the exit waits for queued audit events to be written.
 const AUDIT_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
-/// logrotate's convention: on SIGHUP the audit file is opened again by its path.
-fn reopen_audit_on_sighup(audit: Audit) -> tokio::task::JoinHandle<()> {
-    // Listening from here on, before the first connection is accepted.
-    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    tokio::spawn(async move {
-        let mut hangups = match hangups {
-            Ok(hangups) => hangups,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGHUP; the audit file is not reopened on it");
-                return;
+/// Reloads on every SIGHUP until aborted. Installed before serving, since SIGHUP's default
+/// action would end the process. `None` if the handler cannot be installed (logged).
+fn reload_on_sighup(reloader: Arc<Reloader>) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => Some(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                // Logged and counted inside.
+                let _ = reloader.reload().await;
             }
-        };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reopening the audit file");
-            audit.reopen();
+        })),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot handle SIGHUP: reloading is unavailable");
+            None
         }
-    })
+    }
 }
 
 async fn shutdown_signal() {

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use crate::live::Live;
+
 /// When failed client authentications lock a (client, address) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAuthPolicy {
@@ -40,12 +42,18 @@ const MAX_TRACKED: usize = 100_000;
 
 /// The failure counts of one node.
 pub struct ClientAuthFailures {
-    policy: ClientAuthPolicy,
+    /// `None`: nothing is counted or locked (a reload may turn it on or off).
+    policy: Live<Option<ClientAuthPolicy>>,
     pairs: Mutex<HashMap<(String, IpAddr), Failures>>,
 }
 
 impl ClientAuthFailures {
     pub fn new(policy: ClientAuthPolicy) -> Self {
+        Self::live(Live::new(Some(policy)))
+    }
+
+    /// Counts with the policy in `policy` at each failure (a reload replaces it).
+    pub fn live(policy: Live<Option<ClientAuthPolicy>>) -> Self {
         Self {
             policy,
             pairs: Mutex::new(HashMap::new()),
@@ -54,6 +62,9 @@ impl ClientAuthFailures {
 
     /// Whether `client_id` is locked for `ip` at `now`: its secret must not be checked.
     pub fn locked(&self, client_id: &str, ip: IpAddr, now: i64) -> bool {
+        if self.policy.load().is_none() {
+            return false;
+        }
         let Ok(pairs) = self.pairs.lock() else {
             return false;
         };
@@ -65,7 +76,7 @@ impl ClientAuthFailures {
 
     /// Counts a wrong secret; returns `Some(until)` when this failure locked the pair.
     pub fn failed(&self, client_id: &str, ip: IpAddr, now: i64) -> Option<i64> {
-        let policy = self.policy;
+        let policy = self.policy.load()?;
         let Ok(mut pairs) = self.pairs.lock() else {
             return None;
         };

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use ipnet::IpNet;
 use prometheus_client::metrics::counter::Counter;
 
+use crate::live::Live;
 use crate::store::RateLimitStore;
 
 /// `rate` tokens per second, at most `burst` stored.
@@ -32,9 +33,9 @@ struct Bucket {
     updated_ms: i64,
 }
 
-/// One limiter: a bucket per key.
+/// One limiter: a bucket per key. The rate is given at each check, so that a reload's new
+/// rate applies to the buckets already filled.
 pub struct RateLimiter<K> {
-    rate: Rate,
     buckets: Mutex<HashMap<K, Bucket>>,
 }
 
@@ -44,38 +45,42 @@ const SWEEP_AT: usize = 100_000;
 /// many clients keep their buckets below full.
 const HARD_CAP: usize = 1_000_000;
 
+impl<K: Eq + Hash + Clone> Default for RateLimiter<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<K: Eq + Hash + Clone> RateLimiter<K> {
-    pub fn new(rate: Rate) -> Self {
+    pub fn new() -> Self {
         Self {
-            rate,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one token for `key`. `Err(seconds)` says when to retry.
-    pub fn check(&self, key: &K, now_ms: i64) -> Result<(), u64> {
+    /// Takes one token for `key` at `rate`. `Err(seconds)` says when to retry.
+    pub fn check(&self, key: &K, rate: Rate, now_ms: i64) -> Result<(), u64> {
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(()); // a poisoned limiter must not take the service down
         };
         if buckets.len() >= SWEEP_AT && !buckets.contains_key(key) {
-            let rate = self.rate;
             buckets.retain(|_, bucket| refill(bucket, rate, now_ms) < rate.burst);
             if buckets.len() >= HARD_CAP {
                 buckets.clear();
             }
         }
         let bucket = buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: self.rate.burst,
+            tokens: rate.burst,
             updated_ms: now_ms,
         });
-        let tokens = refill(bucket, self.rate, now_ms);
+        let tokens = refill(bucket, rate, now_ms);
         bucket.updated_ms = now_ms;
         if tokens >= 1.0 {
             bucket.tokens = tokens - 1.0;
             Ok(())
         } else {
             bucket.tokens = tokens;
-            Err(retry_after_secs(tokens, self.rate))
+            Err(retry_after_secs(tokens, rate))
         }
     }
 
@@ -165,6 +170,8 @@ pub enum Take {
 /// here too. A flood from one key therefore costs the database at most `rate` writes a second
 /// per node, and a node is never stricter than the cluster.
 pub struct Limiter<K> {
+    /// `None`: the limit is off (`[rate_limit] enabled = false`); a reload replaces it.
+    rate: Live<Option<Rate>>,
     local: RateLimiter<K>,
     shared: Option<Arc<SharedBuckets>>,
     /// Prefixes the key in the shared table (`ip`, `client`).
@@ -175,13 +182,14 @@ pub struct Limiter<K> {
 
 impl<K: Eq + Hash + Clone + Display> Limiter<K> {
     pub fn new(
-        rate: Rate,
+        rate: Live<Option<Rate>>,
         kind: &'static str,
         shared: Option<Arc<SharedBuckets>>,
         refused: Counter,
     ) -> Self {
         Self {
-            local: RateLimiter::new(rate),
+            rate,
+            local: RateLimiter::new(),
             shared,
             kind,
             refused,
@@ -198,17 +206,20 @@ impl<K: Eq + Hash + Clone + Display> Limiter<K> {
     }
 
     async fn check_buckets(&self, key: &K, now_ms: i64) -> Result<(), u64> {
-        self.local.check(key, now_ms)?;
+        let Some(rate) = self.rate.load() else {
+            return Ok(());
+        };
+        self.local.check(key, rate, now_ms)?;
         let Some(shared) = &self.shared else {
             return Ok(());
         };
         let shared_key = format!("{}:{key}", self.kind);
         // When the database cannot say, the request goes on: the token store answers 503 for
         // anything that needs it, and the node's own bucket still applies.
-        match shared.take(&shared_key, self.local.rate, now_ms).await {
+        match shared.take(&shared_key, rate, now_ms).await {
             Some(Take::Refused { tokens }) => {
                 self.local.at_most(key, tokens);
-                Err(retry_after_secs(tokens, self.local.rate))
+                Err(retry_after_secs(tokens, rate))
             }
             Some(Take::Allowed) | None => Ok(()),
         }
@@ -262,20 +273,24 @@ mod tests {
 
     #[test]
     fn a_burst_is_allowed_then_the_rate() {
-        let limiter = RateLimiter::new(Rate {
+        let rate = Rate {
             per_second: 2.0,
             burst: 3.0,
-        });
+        };
+        let limiter = RateLimiter::new();
         for _ in 0..3 {
-            assert!(limiter.check(&"k", 0).is_ok());
+            assert!(limiter.check(&"k", rate, 0).is_ok());
         }
-        assert_eq!(limiter.check(&"k", 0), Err(1));
+        assert_eq!(limiter.check(&"k", rate, 0), Err(1));
         assert!(
-            limiter.check(&"k", 500).is_ok(),
+            limiter.check(&"k", rate, 500).is_ok(),
             "one token back after 0.5 s at 2/s"
         );
-        assert!(limiter.check(&"k", 500).is_err());
-        assert!(limiter.check(&"other", 500).is_ok(), "keys are independent");
+        assert!(limiter.check(&"k", rate, 500).is_err());
+        assert!(
+            limiter.check(&"other", rate, 500).is_ok(),
+            "keys are independent"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The command line (clap): `serve`, `check-config`, `hash-password`, `user …`, `client …`.
+//! The command line (clap): `serve`, `reload`, `check-config`, `hash-password`, `user …`,
+//! `client …`.
 
 pub mod accounts;
 pub mod admin;
@@ -40,7 +41,13 @@ pub enum Command {
         /// Added to every listener's port (overrides [server] port_offset)
         #[arg(long, env = "TOKENGATE_PORT_OFFSET", value_name = "N")]
         port_offset: Option<i64>,
+        /// In-place upgrade: start while the old server still runs (same ports through
+        /// SO_REUSEPORT) and take over its pid file; then stop the old one with SIGTERM
+        #[arg(long)]
+        takeover: bool,
     },
+    /// Tell the running server (named by [server] pid_file) to re-read its config and TLS files
+    Reload,
     /// Validate the config, user and client files and the TLS files; print every problem
     CheckConfig,
     /// Apply the token database's pending schema migrations
@@ -178,18 +185,21 @@ pub enum CliError {
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
+    PidFile(#[from] crate::pid_file::PidFileError),
+    #[error("{0}")]
     Input(String),
 }
 
 /// Runs a parsed command line. `Ok` carries the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let port_offset = match &cli.command {
-        Command::Serve { port_offset } => *port_offset,
+        Command::Serve { port_offset, .. } => *port_offset,
         _ => None,
     };
     let source = ConfigSource::from_env(cli.config.clone(), port_offset);
     match cli.command {
-        Command::Serve { .. } => serve(&source),
+        Command::Serve { takeover, .. } => serve(&source, takeover),
+        Command::Reload => reload(&source),
         Command::CheckConfig => Ok(check_config(&source)),
         Command::Migrate => {
             let settings = load(&source)?;
@@ -235,18 +245,49 @@ fn audit(settings: &Settings, client_id: Option<&str>, subject: Option<&str>, ev
     }
 }
 
-fn serve(source: &ConfigSource) -> Result<ExitCode, CliError> {
+fn serve(source: &ConfigSource, takeover: bool) -> Result<ExitCode, CliError> {
     let settings = load(source)?;
     // After `[logging]` applies, so that the warnings come in its format.
     crate::telemetry::warn_unknown_env_vars();
+    // Before anything is bound: a second server on the same config stops here, saying so.
+    let pid_file = settings
+        .server
+        .pid_file
+        .as_deref()
+        .map(|path| crate::pid_file::PidFile::create(path, takeover))
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?;
     runtime.block_on(async {
+        // SIGHUP's default action ends the process: caught from here on, so a reload sent
+        // while the server starts (migrations can take a while) is not fatal. Serving
+        // installs the listener that reloads.
+        let _starting = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let app = Application::build(settings).await?;
         app.run_until_stopped().await
     })?;
+    // Removed at a clean exit (and by its `Drop` on an error).
+    drop(pid_file);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tokengate reload`: SIGHUP to the server named by the pid file. The server logs what it
+/// applied, refused or needs a restart for.
+fn reload(source: &ConfigSource) -> Result<ExitCode, CliError> {
+    // Only the pid file's path is needed: a config with problems elsewhere must not stop the
+    // reload, which will report them itself.
+    let (settings, _) = config::load_with_fallbacks(source);
+    let path = settings
+        .server
+        .pid_file
+        .ok_or(crate::pid_file::PidFileError::NotConfigured)?;
+    let pid = crate::pid_file::signal_reload(&path)?;
+    eprintln!(
+        "sent SIGHUP to tokengate (pid {pid}, from {}); its log says what was applied",
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -293,6 +334,7 @@ fn check_config(source: &ConfigSource) -> ExitCode {
         eprintln!("note: the TLS files were not checked, since [tls] could not be read");
     } else {
         problems.extend(check_tls(&settings));
+        problems.extend(check_management_tls(&settings));
     }
     if settings.oauth.signing_keys_dir.exists() {
         if let Err(err) = jwk::KeySet::load(&settings.oauth.signing_keys_dir) {
@@ -339,6 +381,27 @@ fn check_tls(settings: &Settings) -> Vec<ConfigProblem> {
             Ok(_) => Vec::new(),
             Err(err) => vec![problem("tls", err.to_string())],
         },
+    }
+}
+
+/// `[management] cert` and `key`, loaded as the server would (no generation for these).
+fn check_management_tls(settings: &Settings) -> Vec<ConfigProblem> {
+    let Some(files) = settings
+        .management
+        .tls
+        .as_ref()
+        .filter(|_| settings.management.enabled)
+    else {
+        return Vec::new();
+    };
+    let now = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
+    match crate::tls::load_pair(&files.cert, &files.key, now) {
+        Ok(_) => Vec::new(),
+        Err(err) => vec![ConfigProblem {
+            file: settings.config_file.clone(),
+            key: "management".into(),
+            message: err.to_string(),
+        }],
     }
 }
 

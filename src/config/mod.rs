@@ -161,6 +161,8 @@ pub fn load_with_fallbacks(source: &ConfigSource) -> (Settings, Vec<ConfigProble
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config_file: PathBuf,
+    /// What the command line and environment said, so a reload reads the file the same way.
+    pub source: ConfigSource,
     pub server: ServerSettings,
     pub tls: TlsSettings,
     pub oauth: OAuthSettings,
@@ -177,8 +179,8 @@ pub struct Settings {
 pub use crate::audit::{AuditDestination, AuditSettings};
 pub use crate::telemetry::{LogFormat, LoggingSettings};
 
-/// `[management]`: the plain-HTTP listener for `/metrics` and the health probes, apart from
-/// the token port so that it is not exposed by accident.
+/// `[management]`: the listener for `/metrics` and the health probes, apart from the token
+/// port so that it is not exposed by accident; plain HTTP unless it has its own certificate.
 #[derive(Debug, Clone)]
 pub struct ManagementSettings {
     /// `false`: no management listener is bound (metrics are still recorded, unread).
@@ -188,6 +190,15 @@ pub struct ManagementSettings {
     pub port: u16,
     /// Adds `client_id` to `tokengate_token_requests_total`: one series per client.
     pub per_client_metrics: bool,
+    /// `cert` and `key`: HTTPS with this pair; `None`: plain HTTP.
+    pub tls: Option<CertificateFiles>,
+}
+
+/// A certificate (chain) file and its key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `None` limits are off (`[rate_limit] enabled = false`).
@@ -232,6 +243,8 @@ pub struct ServerSettings {
     /// After SIGTERM, how long `/health` answers 503 while everything else is still served,
     /// so that a load balancer takes the node out before connections are refused.
     pub shutdown_drain_period: Duration,
+    /// Where `serve` writes its process id (`tokengate reload` reads it); `None`: nowhere.
+    pub pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -59,6 +59,9 @@ pub(crate) struct RawManagement {
     pub(crate) host: String,
     pub(crate) port: i64,
     pub(crate) per_client_metrics: bool,
+    /// Both or neither: with them the listener speaks HTTPS.
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
 impl Default for RawManagement {
@@ -68,6 +71,8 @@ impl Default for RawManagement {
             host: "127.0.0.1".into(),
             port: 9000,
             per_client_metrics: false,
+            cert: String::new(),
+            key: String::new(),
         }
     }
 }
@@ -135,6 +140,7 @@ pub(crate) struct RawServer {
     pub(crate) max_body_bytes: i64,
     pub(crate) shutdown_grace_period: i64,
     pub(crate) shutdown_drain_period: i64,
+    pub(crate) pid_file: String,
 }
 
 impl Default for RawServer {
@@ -152,6 +158,7 @@ impl Default for RawServer {
             max_body_bytes: 16 * 1024,
             shutdown_grace_period: 10,
             shutdown_drain_period: 0,
+            pid_file: "data/tokengate.pid".into(),
         }
     }
 }

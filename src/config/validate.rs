@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::raw::RawConfig;
 use super::{
-    AuditDestination, AuditSettings, ConfigError, ConfigProblem, ConfigSource, DirectoryLocation,
-    JwtAlgorithm, LogFormat, LoggingSettings, ManagementSettings, OAuthSettings,
+    AuditDestination, AuditSettings, CertificateFiles, ConfigError, ConfigProblem, ConfigSource,
+    DirectoryLocation, JwtAlgorithm, LogFormat, LoggingSettings, ManagementSettings, OAuthSettings,
     PasswordHashingSettings, RateLimitSettings, SecuritySettings, ServerSettings, Settings,
     SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
 };
@@ -166,6 +166,9 @@ pub fn validate_with_fallbacks(
             0,
             3600,
         ))),
+        // "" turns it off (e.g. in a container, where nothing signals by pid file).
+        pid_file: (!raw.server.pid_file.trim().is_empty())
+            .then(|| source.resolve(Path::new(&raw.server.pid_file))),
     };
 
     let tls = TlsSettings {
@@ -431,12 +434,13 @@ pub fn validate_with_fallbacks(
         shared: limits.shared,
     };
 
-    let management = management(&mut problems, &raw.management, &server, offset_key);
+    let management = management(&mut problems, source, &raw.management, &server, offset_key);
     let logging = logging(&mut problems, &raw.logging);
     let audit = audit(&mut problems, source, &raw.audit);
 
     let settings = Settings {
         config_file: file.to_path_buf(),
+        source: source.clone(),
         server,
         tls,
         oauth,
@@ -479,6 +483,7 @@ fn with_offset(
 /// port of its own.
 fn management(
     problems: &mut Problems<'_>,
+    source: &ConfigSource,
     raw: &super::raw::RawManagement,
     server: &ServerSettings,
     offset_key: &str,
@@ -510,11 +515,34 @@ fn management(
             ),
         );
     }
+    let (cert, key) = (raw.cert.trim(), raw.key.trim());
+    let tls = match (cert.is_empty(), key.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some(CertificateFiles {
+            cert: source.resolve(Path::new(cert)),
+            key: source.resolve(Path::new(key)),
+        }),
+        (false, true) => {
+            problems.add(
+                "management.key",
+                "missing: management.cert is set, and HTTPS needs both (or neither, for plain HTTP)",
+            );
+            None
+        }
+        (true, false) => {
+            problems.add(
+                "management.cert",
+                "missing: management.key is set, and HTTPS needs both (or neither, for plain HTTP)",
+            );
+            None
+        }
+    };
     ManagementSettings {
         enabled: raw.enabled,
         host,
         port,
         per_client_metrics: raw.per_client_metrics,
+        tls,
     }
 }
 

@@ -43,7 +43,7 @@ pub async fn authorization_server(State(state): State<AppState>) -> Result<Respo
         "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
-        "access_token_signing_alg_values_supported": [service.settings.jwt_algorithm.as_str()],
+        "access_token_signing_alg_values_supported": [service.settings().jwt_algorithm.as_str()],
     });
     Ok(cached(Json(document).into_response()))
 }

@@ -50,7 +50,7 @@ fn secs_i64(secs: u64) -> i64 {
 /// `refresh_token_max_lifetime` set: its start (the family id's mint time, that of the grant's
 /// first refresh token) plus the maximum. `None` without a maximum.
 pub fn grant_ends_at(service: &TokenService, family_id: &TokenId) -> Option<i64> {
-    let max = service.settings.refresh_token_max_lifetime_secs;
+    let max = service.settings().refresh_token_max_lifetime_secs;
     (max > 0).then(|| {
         family_id
             .minted_at_ms()
@@ -63,7 +63,7 @@ pub fn grant_ends_at(service: &TokenService, family_id: &TokenId) -> Option<i64>
 pub fn audience_of(service: &TokenService, client: Option<&Client>) -> String {
     client
         .and_then(|c| c.audience.clone())
-        .or_else(|| service.settings.default_audience.clone())
+        .or_else(|| service.settings().default_audience.clone())
         .unwrap_or_else(|| service.issuer.clone())
 }
 
@@ -90,6 +90,8 @@ pub fn mint_started_at(
     refresh: Option<RefreshPlan>,
     started_ms: i64,
 ) -> Result<(NewTokens, TokenResponse), OAuthError> {
+    // One snapshot for the whole token pair: a reload meanwhile applies from the next request.
+    let settings = service.settings();
     let now_ms = service.clock.now_ms();
     let started_ms = started_ms.min(now_ms);
     let now = now_ms.div_euclid(1000);
@@ -98,18 +100,18 @@ pub fn mint_started_at(
             Some(name),
             client
                 .access_token_validity_secs
-                .unwrap_or(service.settings.access_token_validity_secs),
+                .unwrap_or(settings.access_token_validity_secs),
         ),
         Subject::Application => (
             None,
             client
                 .application_access_token_validity_secs
-                .unwrap_or(service.settings.application_access_token_validity_secs),
+                .unwrap_or(settings.application_access_token_validity_secs),
         ),
     };
     let refresh_validity = client
         .refresh_token_validity_secs
-        .unwrap_or(service.settings.refresh_token_validity_secs);
+        .unwrap_or(settings.refresh_token_validity_secs);
     let expires_at = now.saturating_add(secs_i64(access_validity));
 
     // The token that roots a new family is minted at the grant's start (see above).
@@ -125,33 +127,32 @@ pub fn mint_started_at(
         None => access.id,
     };
 
-    let (access_value, access_digest) =
-        match client.token_format.unwrap_or(service.settings.token_format) {
-            TokenFormat::Opaque => (access.value.expose_secret().to_owned(), access.digest),
-            TokenFormat::Jwt => {
-                let keys = service.keys.keys();
-                let signer = keys
-                    .signer(service.settings.jwt_algorithm, now_ms.div_euclid(1000))
-                    .ok_or_else(|| {
-                        OAuthError::server_error(crate::crypto::jwk::KeyError::NoSigningKey(
-                            service.settings.jwt_algorithm.as_str(),
-                        ))
-                    })?;
-                let claims = AccessTokenClaims {
-                    iss: service.issuer.clone(),
-                    sub: username.clone().unwrap_or_else(|| client.id.clone()),
-                    aud: audience_of(service, Some(client)),
-                    client_id: client.id.clone(),
-                    scope: access_scope.clone(),
-                    jti: access.id.to_uuid_string(),
-                };
-                let jwt = signer
-                    .sign(claims, now, expires_at)
-                    .map_err(OAuthError::server_error)?;
-                let digest = SecretDigest::of(jwt.as_bytes());
-                (jwt, digest)
-            }
-        };
+    let (access_value, access_digest) = match client.token_format.unwrap_or(settings.token_format) {
+        TokenFormat::Opaque => (access.value.expose_secret().to_owned(), access.digest),
+        TokenFormat::Jwt => {
+            let keys = service.keys.keys();
+            let signer = keys
+                .signer(settings.jwt_algorithm, now_ms.div_euclid(1000))
+                .ok_or_else(|| {
+                    OAuthError::server_error(crate::crypto::jwk::KeyError::NoSigningKey(
+                        settings.jwt_algorithm.as_str(),
+                    ))
+                })?;
+            let claims = AccessTokenClaims {
+                iss: service.issuer.clone(),
+                sub: username.clone().unwrap_or_else(|| client.id.clone()),
+                aud: audience_of(service, Some(client)),
+                client_id: client.id.clone(),
+                scope: access_scope.clone(),
+                jti: access.id.to_uuid_string(),
+            };
+            let jwt = signer
+                .sign(claims, now, expires_at)
+                .map_err(OAuthError::server_error)?;
+            let digest = SecretDigest::of(jwt.as_bytes());
+            (jwt, digest)
+        }
+    };
 
     let record = |id: TokenId, digest: SecretDigest, scope: &str, expires_at: i64| TokenRecord {
         id,

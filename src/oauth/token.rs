@@ -22,6 +22,7 @@ use crate::config::OAuthSettings;
 use crate::crypto::jwk::KeyRing;
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::token::TokenId;
+use crate::live::Live;
 use crate::metrics::GrantMetrics;
 use crate::store::model::{Client, GrantType};
 use crate::store::{ClientStore, LockoutPolicy, LockoutStore, TokenStore, UserStore};
@@ -66,18 +67,21 @@ impl ExchangeSummary {
 
 /// The stores and services every endpoint of the protocol layer works with.
 pub struct ServiceParts {
-    pub settings: OAuthSettings,
+    /// Lifetimes, grace period and token format; replaced by a reload (SIGHUP).
+    pub settings: Live<OAuthSettings>,
     /// The issuer URL (`iss`), settled at startup.
     pub issuer: String,
     pub clients: Arc<dyn ClientStore>,
     pub users: Arc<dyn UserStore>,
     pub tokens: Arc<dyn TokenStore>,
     pub lockouts: Arc<dyn LockoutStore>,
-    pub lockout_policy: Option<LockoutPolicy>,
-    /// Requests per authenticated client; `None` is unlimited.
+    /// `None`: no account lockout. Replaced by a reload.
+    pub lockout_policy: Live<Option<LockoutPolicy>>,
+    /// Requests per authenticated client (its rate replaced by a reload); `None` is unlimited.
     pub client_limiter: Option<Limiter<String>>,
     /// Wrong client secrets per (client, address) that lock the pair; `None` is unlimited.
-    pub client_auth_lockout: Option<ClientAuthPolicy>,
+    /// Replaced by a reload.
+    pub client_auth_lockout: Live<Option<ClientAuthPolicy>>,
     pub keys: Arc<KeyRing>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
@@ -89,13 +93,13 @@ pub struct ServiceParts {
 
 /// Everything the grants need, shared by all requests.
 pub struct TokenService {
-    pub settings: OAuthSettings,
+    settings: Live<OAuthSettings>,
     pub issuer: String,
     pub clients: Arc<dyn ClientStore>,
     pub users: Arc<dyn UserStore>,
     pub tokens: Arc<dyn TokenStore>,
     pub lockouts: Arc<dyn LockoutStore>,
-    pub lockout_policy: Option<LockoutPolicy>,
+    lockout_policy: Live<Option<LockoutPolicy>>,
     pub keys: Arc<KeyRing>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
@@ -111,7 +115,7 @@ impl TokenService {
             parts.clients.clone(),
             parts.hasher.clone(),
             parts.clock.clone(),
-            parts.client_auth_lockout.map(ClientAuthFailures::new),
+            Some(ClientAuthFailures::live(parts.client_auth_lockout)),
             parts.audit.clone(),
         );
         Self {
@@ -135,6 +139,16 @@ impl TokenService {
     /// The audit trail, for the grants and endpoints to record their events.
     pub fn audit(&self) -> &Audit {
         &self.audit
+    }
+
+    /// The OAuth settings now (a reload replaces them): take one snapshot per request.
+    pub fn settings(&self) -> Arc<OAuthSettings> {
+        self.settings.get()
+    }
+
+    /// The account lockout policy now; `None` when lockout is off.
+    pub fn lockout_policy(&self) -> Option<LockoutPolicy> {
+        self.lockout_policy.load()
     }
 
     /// The grants' security-event counters.
@@ -179,7 +193,7 @@ impl TokenService {
     /// The longest an access token issued now can live, over the settings and every client's
     /// overrides: a signing key stays published this long after it is retired.
     pub async fn max_access_token_validity_secs(&self) -> Result<i64, OAuthError> {
-        max_access_token_validity_secs(&self.settings, self.clients.as_ref()).await
+        max_access_token_validity_secs(&self.settings(), self.clients.as_ref()).await
     }
 
     /// RFC 7009 §2.1 / RFC 9700 §4.14.2: revokes every token of a grant. The revocation is

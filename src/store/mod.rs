@@ -174,7 +174,7 @@ pub trait TokenStore: Send + Sync + 'static {
 }
 
 /// The lockout rule applied by [`LockoutStore::attempt`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
     /// Failures of one user name from one client address that lock the name for that address.
     pub max_failures: u32,

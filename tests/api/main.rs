@@ -37,6 +37,7 @@ mod introspect;
 mod janitor;
 mod janitor_backlog;
 mod jwt;
+mod live_reload;
 mod lockout;
 mod lockout_in_flight;
 mod lockout_sources;

@@ -208,6 +208,7 @@ async fn the_scrape_names_every_family_with_help_and_type_and_the_build() {
         ("tokengate_connections_rejected_total", "counter"),
         ("tokengate_signing_keys", "gauge"),
         ("tokengate_config_reloads_total", "counter"),
+        ("tokengate_tls_certificate_expiry_seconds", "gauge"),
         ("tokengate_store_batch_size", "histogram"),
         ("tokengate_build_info", "gauge"),
         ("process_resident_memory_bytes", "gauge"),
@@ -473,7 +474,7 @@ async fn a_new_signing_key_counts_as_a_reload_and_shows_in_the_key_states() {
     // Arrange
     let app = spawn_app().await;
     let before = Scrape::of(&app).await;
-    let ok = "tokengate_config_reloads_total{outcome=\"ok\"}";
+    let ok = "tokengate_config_reloads_total{outcome=\"ok\",source=\"signing_keys\"}";
 
     // Act: `keys rotate` by hand; the folder is re-read within reload_interval (1 s here).
     tokengate::crypto::jwk::generate_key(
@@ -496,7 +497,7 @@ async fn a_new_signing_key_counts_as_a_reload_and_shows_in_the_key_states() {
         moved(
             &before,
             &after,
-            "tokengate_config_reloads_total{outcome=\"error\"}"
+            "tokengate_config_reloads_total{outcome=\"error\",source=\"signing_keys\"}"
         ),
         0.0
     );

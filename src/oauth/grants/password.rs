@@ -85,7 +85,7 @@ impl Grant for PasswordGrant {
             users: service.users.clone(),
             hasher: service.hasher.clone(),
             policy: service
-                .lockout_policy
+                .lockout_policy()
                 .filter(|_| params.username.len() <= MAX_TRACKED_NAME),
             username: params.username.clone(),
             source: self.origin.ip.map_or_else(

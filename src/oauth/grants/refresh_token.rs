@@ -91,7 +91,7 @@ impl Grant for RefreshTokenGrant {
         }
         check_user(service, record).await?;
         let access_scope = access_scope(record, params.scope.as_deref(), client)?;
-        if service.settings.renew_refresh_token {
+        if service.settings().renew_refresh_token {
             match rotate(service, client, &stored, &access_scope, now).await? {
                 Some(response) => Ok(response),
                 // Another request spent it between our read and our write.
@@ -175,7 +175,7 @@ async fn redeem_spent(
     now: i64,
     origin: &Origin,
 ) -> Result<Issued, OAuthError> {
-    let grace = i64::try_from(service.settings.refresh_token_reuse_grace_secs).unwrap_or(0);
+    let grace = i64::try_from(service.settings().refresh_token_reuse_grace_secs).unwrap_or(0);
     let within_grace = spent
         .spent_at
         .is_some_and(|spent_at| grace > 0 && now.saturating_sub(spent_at) <= grace);

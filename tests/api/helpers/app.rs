@@ -153,6 +153,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub store: Arc<dyn TokenStore>,
     pub hasher: tokengate::crypto::password::PasswordHasher,
+    /// Re-reads `settings.source`'s config file, as SIGHUP does in the real process.
+    pub reloader: Arc<tokengate::reload::Reloader>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -180,6 +182,7 @@ pub async fn spawn_in(home: Arc<TempDir>, settings: Settings, clock: Arc<ManualC
     let management_addr = app.management_addr();
     let store = app.token_store();
     let hasher = app.password_hasher();
+    let reloader = app.reloader();
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -199,6 +202,7 @@ pub async fn spawn_in(home: Arc<TempDir>, settings: Settings, clock: Arc<ManualC
         clock,
         store,
         hasher,
+        reloader,
         shutdown: Some(shutdown),
         server: Some(server),
     }

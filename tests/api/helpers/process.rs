@@ -297,10 +297,11 @@ pub(crate) async fn serve_with(home: &Home, offset_from: OffsetFrom) -> Server {
     );
 }
 
-/// Starts `tokengate serve` on `port` (another process may listen there already: an upgrade)
-/// and waits until this process listens (its log says so) and `/health` answers 200 there.
+/// Starts `tokengate serve --takeover` on `port` (another process of the same home may listen
+/// there already: an upgrade, so it takes the pid file over) and waits until this process
+/// listens (its log says so) and `/health` answers 200 there.
 pub(crate) async fn serve_on(home: &Home, port: u16) -> Server {
-    let mut command = home.command(&["serve", "--port-offset", &offset_of(port)]);
+    let mut command = home.command(&["serve", "--takeover", "--port-offset", &offset_of(port)]);
     let log = home.next_log();
     let file = std::fs::File::create(&log).unwrap();
     command

@@ -1,6 +1,11 @@
 //! TLS: load the certificate and key (errors name the file), or generate a self-signed pair
 //! for localhost when the config allows it; build the rustls config (TLS 1.2 and 1.3 only,
 //! ALPN h2 and http/1.1) with the ring provider, which needs no system libraries to build.
+//! The listeners present their certificate through [`reload::ServedCertificate`], which
+//! replaces it when its files change.
+
+pub mod reload;
+pub mod x509;
 
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -8,8 +13,12 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::{self, PemObject as _};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
 
+use crate::clock::{Clock as _, SystemClock};
 use crate::config::TlsSettings;
+use x509::Validity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -98,22 +107,96 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// The rustls server configuration for the HTTPS listener.
-pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let certs = load_certs(&settings.cert)?;
-    let key = load_key(&settings.key)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+/// A certificate chain and its key, checked to belong together and to be valid now.
+#[derive(Debug)]
+pub struct LoadedPair {
+    pub certified: Arc<CertifiedKey>,
+    pub validity: Validity,
+}
+
+/// Reads and checks a certificate and key pair: PEM, the key fits the first certificate, and
+/// `now_secs` is within that certificate's validity. Errors name the file at fault.
+pub fn load_pair(cert: &Path, key: &Path, now_secs: i64) -> Result<LoadedPair, TlsError> {
+    let certs = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|err| file_error(key, format!("unsupported private key: {err}")))?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    // Strict (unlike `CertifiedKey::from_der`): a key whose public half cannot be compared
+    // is refused too, so a mismatched pair never replaces a working one.
+    certified.keys_match().map_err(|err| {
+        file_error(
+            key,
+            format!(
+                "the key does not fit the certificate {} ({err})",
+                cert.display()
+            ),
+        )
+    })?;
+    let validity = certified
+        .end_entity_cert()
+        .ok()
+        .and_then(|leaf| x509::validity(leaf))
+        .ok_or_else(|| file_error(cert, "cannot read the certificate's validity period"))?;
+    if now_secs < validity.not_before {
+        return Err(file_error(
+            cert,
+            format!(
+                "the certificate is not valid before {}",
+                rfc3339(validity.not_before)
+            ),
+        ));
+    }
+    if now_secs >= validity.not_after {
+        return Err(file_error(
+            cert,
+            format!("the certificate expired on {}", rfc3339(validity.not_after)),
+        ));
+    }
+    Ok(LoadedPair {
+        certified: Arc::new(certified),
+        validity,
+    })
+}
+
+/// Unix seconds as an RFC 3339 UTC time, for messages.
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0).map_or_else(
+        || format!("{secs} (Unix time)"),
+        |time| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// ALPN of the token port: HTTP/2 preferred.
+pub const HTTPS_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN of the management listener, which speaks HTTP/1.1 only.
+pub const MANAGEMENT_ALPN: &[&[u8]] = &[b"http/1.1"];
+
+/// A rustls server configuration that asks `certificates` for the certificate of each
+/// handshake, so a replaced certificate is used from the next handshake on.
+pub fn server_config_with(
+    certificates: Arc<dyn ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|err| TlsError::Config(err.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|err| {
-            file_error(
-                &settings.key,
-                format!("the key does not fit the certificate or is unsupported: {err}"),
-            )
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        .with_cert_resolver(certificates);
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// The rustls server configuration for the HTTPS listener, with the pair as it is now
+/// (`check-config`; the server itself uses a [`reload::ServedCertificate`]).
+pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let pair = load_pair(&settings.cert, &settings.key, SystemClock.now_secs())?;
+    let fixed = rustls::sign::SingleCertAndKey::from(pair.certified);
+    server_config_with(Arc::new(fixed), HTTPS_ALPN)
 }

@@ -422,3 +422,69 @@ async fn a_jwt_access_token_is_audited_by_its_jti() {
     let text = std::fs::read_to_string(trail(&app)).unwrap();
     assert!(!text.contains(payload), "the trail holds the JWT: {text}");
 }
+
+#[tokio::test]
+async fn sighup_moves_the_trail_to_a_new_file_switches_the_log_format_and_records_the_reload() {
+    // Arrange
+    let home = Home::new();
+    let old = audit_file(home.path());
+    let new = home.file("logs/after-reload.jsonl");
+    let server = serve(&home).await;
+    home.edit(
+        "config/identity.toml",
+        "file = \"logs/audit.jsonl\"",
+        "file = \"logs/after-reload.jsonl\"",
+    );
+    home.edit(
+        "config/identity.toml",
+        "format = \"text\"",
+        "format = \"json\"",
+    );
+
+    // Act
+    server.send_signal("HUP");
+
+    // Assert: the reload's own event goes to the old file (recorded before the switch
+    // reached the writer, or after: either file), later events to the new one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let reloaded = loop {
+        let found: Vec<Value> = [&old, &new]
+            .into_iter()
+            .filter(|path| path.exists())
+            .flat_map(|path| events_named(path, "config_reloaded"))
+            .collect();
+        if let Some(event) = found.into_iter().next() {
+            break event;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reloaded["outcome"], "success", "{reloaded}");
+    let changed = reloaded.to_string();
+    assert!(
+        changed.contains("audit.file") && changed.contains("logging.format"),
+        "{reloaded}"
+    );
+    let login = server.demo_login().await;
+    login.assert_tokens(3600, "PRODUCTION");
+    let request_id = login.header("x-request-id").unwrap().to_owned();
+    wait_for_event(&new, "token_issued", |e| {
+        e["request_id"] == request_id.as_str()
+    })
+    .await;
+    assert!(
+        events_named(&old, "token_issued")
+            .iter()
+            .all(|e| e["request_id"] != request_id.as_str()),
+        "the old trail got an event after the reload"
+    );
+    // The log is JSON lines from the reload on.
+    let log = server.log();
+    let last = log
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap();
+    let line: Value = serde_json::from_str(last).unwrap_or_else(|err| panic!("{err}: {last}"));
+    assert!(line["level"].is_string(), "{line}");
+}

@@ -23,13 +23,21 @@ pub fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec<KeyPro
 /// (`None` when the text is not TOML or the rest does not deserialise either).
 pub fn parse_partial<T: serde::de::DeserializeOwned>(text: &str) -> (Option<T>, Vec<KeyProblem>) {
     let one_line = |message: String| message.split_whitespace().collect::<Vec<_>>().join(" ");
-    // Nothing more can be said about a file that is not TOML; toml's message has the line.
+    // Nothing more can be said about a file that is not TOML. Its line and column, not the
+    // line itself as toml's Display quotes it: that line may hold a password (a database URL),
+    // and problems are logged and audited.
     let mut table: toml::Table = match toml::from_str(text) {
         Ok(table) => table,
         Err(err) => {
+            let at = err.span().map_or_else(String::new, |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(" (line {line}, column {column})")
+            });
             let problem = KeyProblem {
                 key: String::new(),
-                message: one_line(err.to_string()),
+                message: format!("not valid TOML{at}: {}", one_line(err.message().to_owned())),
             };
             return (None, vec![problem]);
         }
@@ -50,7 +58,7 @@ pub fn parse_partial<T: serde::de::DeserializeOwned>(text: &str) -> (Option<T>, 
                 _ => None,
             })
             .collect();
-        let message = one_line(err.inner().to_string());
+        let message = without_string_values(&one_line(err.inner().to_string()));
         if let Some(unknown) = message
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
@@ -71,6 +79,26 @@ pub fn parse_partial<T: serde::de::DeserializeOwned>(text: &str) -> (Option<T>, 
     (None, problems)
 }
 
+/// serde names a string of the wrong type or value by its text (`invalid type: string
+/// "…", expected …`); the text may be a secret put under the wrong key, so it is left out.
+fn without_string_values(message: &str) -> String {
+    let Some(start) = message.find("string \"") else {
+        return message.to_owned();
+    };
+    let quoted = start + "string \"".len();
+    // serde quotes with Rust's Debug escapes: a quote inside the text is `\"`.
+    let mut escaped = false;
+    let end = message[quoted..].char_indices().find_map(|(at, c)| {
+        let closes = c == '"' && !escaped;
+        escaped = c == '\\' && !escaped;
+        closes.then_some(quoted + at)
+    });
+    match end {
+        Some(end) => format!("{}string{}", &message[..start], &message[end + 1..]),
+        None => format!("{}string", &message[..start]),
+    }
+}
+
 /// Removes the key at `path` (a chain of table keys); false if there was nothing to remove.
 fn remove_key(table: &mut toml::Table, path: &[String]) -> bool {
     match path {
@@ -80,5 +108,43 @@ fn remove_key(table: &mut toml::Table, path: &[String]) -> bool {
             Some(toml::Value::Table(inner)) => remove_key(inner, rest),
             _ => table.remove(first).is_some(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Shape {
+        port: Option<u16>,
+        url: Option<String>,
+    }
+
+    #[test]
+    fn a_line_that_is_not_toml_is_named_by_position_not_quoted() {
+        let text = "port = 1\nurl = \"postgres://tg:S3cret@db/tg\n";
+
+        let problems = parse::<Shape>(text).unwrap_err();
+
+        assert_eq!(problems.len(), 1);
+        assert!(!problems[0].message.contains("S3cret"), "{problems:?}");
+        assert!(problems[0].message.contains("line 2"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_string_of_the_wrong_type_is_not_quoted() {
+        let text = "port = \"S3cret \\\" quoted\"\n";
+
+        let problems = parse::<Shape>(text).unwrap_err();
+
+        assert_eq!(problems[0].key, "port");
+        assert!(!problems[0].message.contains("S3cret"), "{problems:?}");
+        assert!(!problems[0].message.contains("quoted"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("invalid type: string"),
+            "{problems:?}"
+        );
     }
 }

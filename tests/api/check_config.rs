@@ -96,7 +96,7 @@ async fn check_config_still_checks_the_default_users_and_clients_files_when_the_
         .to_string();
     assert!(
         run.stderr
-            .contains(&format!("{identity}: TOML parse error")),
+            .contains(&format!("{identity}: not valid TOML (line ")),
         "{run:#?}"
     );
     let grant_types = format!("{clients}: clients.{DEMO_CLIENT_ID}.grant_types");

@@ -857,6 +857,10 @@ impl Metrics {
         let janitor = JanitorMetrics {
             purged: Family::default(),
         };
+        // Every series exists from the start, so that rate() sees the first increase.
+        for (table, _) in crate::store::PurgedRows::default().by_table() {
+            drop(janitor.purged.get_or_create(&TableLabels { table }));
+        }
         registry.register(
             "tokengate_janitor_purged_rows",
             "Rows the janitor deleted, by table",
@@ -905,6 +909,9 @@ impl Metrics {
             errors: Family::default(),
             connections: Family::default(),
         };
+        for kind in crate::store::measured::FAILURE_KINDS {
+            drop(store.errors.get_or_create(&ErrorKindLabels { kind }));
+        }
         registry.register(
             "tokengate_store_operation_seconds",
             "Time of one token-store operation",

@@ -48,6 +48,12 @@ impl StoreObserver for Unobserved {
     fn committed_batch(&self, _: usize) {}
 }
 
+/// Every kind [`StoreObserver::failed`] reports: [`StoreError::kind`]'s, and `cancelled` for
+/// a call its caller gave up on (a client that hung up, a bound that ran out) before the store
+/// answered, which is what a slow store looks like from here.
+pub const FAILURE_KINDS: [&str; 4] = ["unavailable", "corrupt", "backend", CANCELLED];
+const CANCELLED: &str = "cancelled";
+
 impl StoreError {
     /// A bounded name for the kind of failure, for metrics.
     pub fn kind(&self) -> &'static str {
@@ -74,6 +80,24 @@ pub(super) fn measure(
     }
 }
 
+/// One call's report, made when it ends or is dropped.
+struct Timing<'a> {
+    observer: &'a dyn StoreObserver,
+    op: &'static str,
+    started: Instant,
+    /// What to report as the failure; `cancelled` until the call answers.
+    failure: Option<&'static str>,
+}
+
+impl Drop for Timing<'_> {
+    fn drop(&mut self) {
+        self.observer.operation(self.op, self.started.elapsed());
+        if let Some(kind) = self.failure {
+            self.observer.failed(self.op, kind);
+        }
+    }
+}
+
 /// One store (`S` is `dyn TokenStore`, `dyn LockoutStore` or `dyn RateLimitStore`), measured.
 struct Measured<S: ?Sized> {
     inner: Arc<S>,
@@ -93,12 +117,16 @@ impl<S: ?Sized> Measured<S> {
         op: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let started = Instant::now();
+        // Reports from its `Drop`, so that a call dropped at its await (the caller went away)
+        // still counts, with the time it had taken by then.
+        let mut timing = Timing {
+            observer: self.observer.as_ref(),
+            op,
+            started: Instant::now(),
+            failure: Some(CANCELLED),
+        };
         let result = call.await;
-        self.observer.operation(op, started.elapsed());
-        if let Err(err) = &result {
-            self.observer.failed(op, err.kind());
-        }
+        timing.failure = result.as_ref().err().map(StoreError::kind);
         result
     }
 }
@@ -215,5 +243,51 @@ impl RateLimitStore for Measured<dyn RateLimitStore> {
     async fn take(&self, key: &str, rate: Rate, now_ms: i64) -> Result<Take, StoreError> {
         self.timed("rate_limit_take", self.inner.take(key, rate, now_ms))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<(&'static str, Option<&'static str>)>>);
+
+    impl StoreObserver for Recorded {
+        fn operation(&self, op: &'static str, _: Duration) {
+            self.0.lock().unwrap().push((op, None));
+        }
+        fn failed(&self, op: &'static str, kind: &'static str) {
+            self.0.lock().unwrap().push((op, Some(kind)));
+        }
+        fn committed_batch(&self, _: usize) {}
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_before_it_answers_counts_as_cancelled_with_its_time() {
+        let recorded: Arc<Recorded> = Arc::default();
+        let observer: Arc<dyn StoreObserver> = recorded.clone();
+        let store = Measured::new(Arc::new(()), &observer);
+
+        let never = store.timed("ping", std::future::pending::<Result<(), StoreError>>());
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), never).await;
+        let answered = store
+            .timed("ping", async {
+                Err::<(), _>(StoreError::Corrupt("x".into()))
+            })
+            .await;
+
+        assert!(gave_up.is_err() && answered.is_err());
+        assert_eq!(
+            *recorded.0.lock().unwrap(),
+            vec![
+                ("ping", None),
+                ("ping", Some("cancelled")),
+                ("ping", None),
+                ("ping", Some("corrupt")),
+            ]
+        );
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! `startup.rs` makes one per group of settings that may change live and hands a clone to the
 //! component that reads it and one to [`crate::reload::Reloader`], which writes it. Readers
-//! take a snapshot per request (an `Arc`, no lock), so a request sees one consistent set.
+//! take a snapshot (an `Arc`, no lock) where they use it: the minting of a token pair reads
+//! one snapshot, so a pair is consistent; a request that spans a reload may still take its
+//! earlier decisions (whether to rotate, the reuse grace) under the old settings.
 
 use std::fmt;
 use std::sync::Arc;

@@ -106,7 +106,7 @@ async fn describe(
                 .clone()
                 .unwrap_or_else(|| record.client_id.clone()),
         ),
-        aud: Some(audience_of(service, client.as_deref())),
+        aud: Some(audience_of(service, &service.settings(), client.as_deref())),
         iss: Some(service.issuer.clone()),
         jti: Some(record.id.to_uuid_string()),
     })

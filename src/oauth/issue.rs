@@ -7,7 +7,7 @@ use secrecy::ExposeSecret as _;
 use super::error::OAuthError;
 use super::token::TokenService;
 use super::wire::TokenResponse;
-use crate::config::TokenFormat;
+use crate::config::{OAuthSettings, TokenFormat};
 use crate::crypto::jwk::AccessTokenClaims;
 use crate::crypto::token::{MintedToken, SecretDigest, TokenId};
 use crate::store::model::{Client, NewTokens, RefreshTokenRecord, TokenRecord};
@@ -49,8 +49,8 @@ fn secs_i64(secs: u64) -> i64 {
 /// RFC 9700 §4.14.2: when the grant rooted at `family_id` stops, with
 /// `refresh_token_max_lifetime` set: its start (the family id's mint time, that of the grant's
 /// first refresh token) plus the maximum. `None` without a maximum.
-pub fn grant_ends_at(service: &TokenService, family_id: &TokenId) -> Option<i64> {
-    let max = service.settings().refresh_token_max_lifetime_secs;
+pub fn grant_ends_at(settings: &OAuthSettings, family_id: &TokenId) -> Option<i64> {
+    let max = settings.refresh_token_max_lifetime_secs;
     (max > 0).then(|| {
         family_id
             .minted_at_ms()
@@ -60,10 +60,14 @@ pub fn grant_ends_at(service: &TokenService, family_id: &TokenId) -> Option<i64>
 }
 
 /// The `aud` of a client's JWT access tokens.
-pub fn audience_of(service: &TokenService, client: Option<&Client>) -> String {
+pub fn audience_of(
+    service: &TokenService,
+    settings: &OAuthSettings,
+    client: Option<&Client>,
+) -> String {
     client
         .and_then(|c| c.audience.clone())
-        .or_else(|| service.settings().default_audience.clone())
+        .or_else(|| settings.default_audience.clone())
         .unwrap_or_else(|| service.issuer.clone())
 }
 
@@ -141,7 +145,7 @@ pub fn mint_started_at(
             let claims = AccessTokenClaims {
                 iss: service.issuer.clone(),
                 sub: username.clone().unwrap_or_else(|| client.id.clone()),
-                aud: audience_of(service, Some(client)),
+                aud: audience_of(service, &settings, Some(client)),
                 client_id: client.id.clone(),
                 scope: access_scope.clone(),
                 jti: access.id.to_uuid_string(),
@@ -168,7 +172,7 @@ pub fn mint_started_at(
     let access_record = record(access.id, access_digest, &access_scope, expires_at);
     // Rotation slides each refresh token's expiry, but never past the grant's maximum.
     let mut refresh_expires_at = now.saturating_add(secs_i64(refresh_validity));
-    if let Some(ends_at) = grant_ends_at(service, &family_id) {
+    if let Some(ends_at) = grant_ends_at(&settings, &family_id) {
         refresh_expires_at = refresh_expires_at.min(ends_at);
     }
     let refresh_record = refresh_minted

@@ -243,7 +243,7 @@ fn refuse_past_max_lifetime(
     record: &TokenRecord,
     now: i64,
 ) -> Result<(), OAuthError> {
-    match issue::grant_ends_at(service, &record.family_id) {
+    match issue::grant_ends_at(&service.settings(), &record.family_id) {
         Some(ends_at) if ends_at <= now => Err(rejected()),
         _ => Ok(()),
     }

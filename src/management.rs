@@ -33,18 +33,23 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use crate::abuse::connections::ConnectionsPerIp;
 use crate::http::health::Readiness;
 use tokio_rustls::TlsAcceptor;
 
 use crate::listener::{self, Bound};
 
-/// Connections the management port serves at once; more are closed at once (a scraper and a
-/// few probes need a handful).
 /// The longest a management connection stays open, answered or not (a scraper reconnects).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Connections the management port serves at once; more are closed at once (a scraper and a
+/// few probes need a handful).
 const MAX_CONNECTIONS: usize = 64;
-/// Time to send a request's headers; also bounds a connection that sends nothing.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one address may hold open, so that one host opening idle connections cannot
+/// take every slot from the probes and scrapers on others.
+const MAX_CONNECTIONS_PER_IP: usize = 8;
+/// Time to send a request's headers (after the TLS handshake, which gets as long); also
+/// bounds a connection that sends nothing. Scrapers and probes send at once.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request in flight at shutdown may take to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -132,6 +137,7 @@ impl Management {
         let scheme = if self.tls.is_some() { "HTTPS" } else { "HTTP" };
         tracing::info!(address = %self.local_addr, "management listener ({scheme}: /metrics, /health/live, /health/ready)");
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let per_ip = ConnectionsPerIp::new(MAX_CONNECTIONS_PER_IP, Arc::from([]));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -140,6 +146,10 @@ impl Management {
         let stopping = AtomicBool::new(false);
         let connection_stop = stop.clone();
         let serve = |tcp: TcpStream, peer: SocketAddr| {
+            let Ok(slot) = per_ip.try_acquire(peer.ip()) else {
+                tracing::debug!(peer = %peer, "management connections per address reached; closing");
+                return;
+            };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 tracing::debug!(peer = %peer, "management connection limit reached; closing");
                 return;
@@ -177,7 +187,7 @@ impl Management {
                         }
                     }
                 }
-                drop(permit);
+                drop((permit, slot));
             });
         };
         loop {

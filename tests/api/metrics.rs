@@ -598,6 +598,27 @@ async fn a_management_client_that_never_reads_loses_its_connection_after_30_seco
 }
 
 #[tokio::test]
+async fn idle_connections_from_one_address_cannot_take_the_probes_slots() {
+    // Arrange: another host (127.0.0.2) opens more idle connections than the port serves.
+    let app = spawn_app().await;
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        idle.push(socket.connect(management(&app)).await.unwrap());
+    }
+    // Let the server take them all from its queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Act: the local probe.
+    let live = get_management(&app, "/health/live").await;
+
+    // Assert
+    assert_eq!(live.status, 200);
+    drop(idle);
+}
+
+#[tokio::test]
 async fn metrics_and_probes_are_not_served_on_the_token_port() {
     // Arrange
     let app = spawn_app().await;

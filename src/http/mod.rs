@@ -17,9 +17,10 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::handler::Handler as _;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::BodyExt as _;
 use ipnet::IpNet;
 
 use crate::abuse::rate_limit::{bucket_key, client_ip, Limiter};
@@ -119,11 +120,28 @@ async fn limit_by_ip(
                 state
                     .audit
                     .record(&origin, None, None, Event::RateLimited { bucket: "ip" });
-                return Err(OAuthError::rate_limited(retry).into());
+                return Ok(refuse_after_reading(request, &state.limits, retry).await);
             }
         }
     }
     Ok(next.run(request).await)
+}
+
+/// The 429 of a client over its rate, once its (small) body is read: a connection left with an
+/// unread body is closed after the answer, and clients that had already reused it (HTTP/1.1
+/// keep-alive) or were still sending (an HTTP/2 stream reset) report errors instead of the 429.
+/// A body too large or too slow gets the answer with `Connection: close` instead.
+async fn refuse_after_reading(request: Request, limits: &HttpLimits, retry: u64) -> Response {
+    let body = http_body_util::Limited::new(request.into_body(), limits.max_body_bytes);
+    let read = tokio::time::timeout(limits.request_timeout, body.collect()).await;
+    let mut response = ApiError::from(OAuthError::rate_limited(retry)).into_response();
+    if !matches!(read, Ok(Ok(_))) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 async fn not_found() -> ApiError {

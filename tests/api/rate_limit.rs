@@ -282,3 +282,35 @@ async fn once_the_cluster_refused_a_key_a_node_refuses_it_on_its_own_without_ask
     assert_eq!(asked, 0, "the database was asked");
     pool.close().await;
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_refused_for_its_rate_goes_on_answering() {
+    use tokio::io::AsyncWriteExt as _;
+
+    // Arrange: the IP's bucket is empty, and one connection sends two requests with bodies.
+    let app = spawn_app_with(|s| s.rate_limit.per_ip = bucket(0.001, 1.0)).await;
+    cheap(&app, None).await.assert_error(400, "invalid_grant");
+    let body = "grant_type=refresh_token&refresh_token=x";
+    let request = |last: bool| {
+        format!(
+            "POST /token HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if last { "connection: close\r\n" } else { "" }
+        )
+    };
+    let mut tls = raw_tls_connection(&app, b"http/1.1").await;
+
+    // Act: as many clients do, the headers first and the body in a write of its own.
+    let first = request(false);
+    let (headers, _) = first.split_at(first.len() - body.len());
+    tls.write_all(headers.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let _ = tls.write_all(body.as_bytes()).await;
+    let _ = tls.write_all(request(true).as_bytes()).await;
+    let answers = String::from_utf8_lossy(&read_until_closed(&mut tls).await).into_owned();
+
+    // Assert: both refused by the limit, on the one connection (its unread body would have
+    // closed it after the first).
+    assert_eq!(answers.matches("HTTP/1.1 429").count(), 2, "{answers}");
+}

@@ -318,6 +318,8 @@ pub enum AuditError {
     },
     #[error("cannot start the audit writer thread: {0}")]
     Thread(#[source] io::Error),
+    #[error("refusing the audit file {path}: {why}")]
+    Refused { path: PathBuf, why: &'static str },
     #[error("cannot write to the audit file {path}: {source}")]
     Write {
         path: PathBuf,
@@ -326,23 +328,85 @@ pub enum AuditError {
     },
 }
 
+/// An open audit file, and whether this process created it.
+struct Opened {
+    file: File,
+    created: bool,
+}
+
+/// `open` flags: O_NOFOLLOW, so a symlink at the path is refused (ELOOP), never followed (a
+/// user who may write `logs/` must not make a root CLI create or append to a file elsewhere);
+/// O_CLOEXEC, so the descriptor is not inherited by a child process.
+fn no_follow() -> i32 {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
+    // Both are small positive constants on every platform; the bits are what open(2) takes.
+    i32::from_ne_bytes(flags.bits().to_ne_bytes())
+}
+
 /// Opens `path` for appending, creating it 0600 (and missing folders 0700). An existing file
-/// keeps its mode.
-fn open_append(path: &Path) -> Result<File, AuditError> {
-    let open = || {
-        if let Some(parent) = path.parent() {
-            create_private_dir_all(parent)?;
+/// keeps its mode. The last component is never followed if it is a symlink, and the file must
+/// be a regular file with one name (not a FIFO, a device, or a hard link to another file).
+fn open_append(path: &Path) -> Result<Opened, AuditError> {
+    let failed = |source: io::Error| {
+        if source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            AuditError::Refused {
+                path: path.to_path_buf(),
+                why: "it is a symbolic link",
+            }
+        } else {
+            AuditError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
         }
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(PRIVATE_FILE_MODE)
-            .open(path)
     };
-    open().map_err(|source| AuditError::Open {
+    if let Some(parent) = path.parent() {
+        create_private_dir_all(parent).map_err(failed)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .append(true)
+        .mode(PRIVATE_FILE_MODE)
+        .custom_flags(no_follow());
+    // `create_new` (O_EXCL) first, so that `created` is known rather than guessed from an
+    // earlier look at the path; O_EXCL never follows a symlink either. A file removed between
+    // the two opens (rotation) is tried again.
+    let mut attempts = 0;
+    let opened = loop {
+        attempts += 1;
+        match options.clone().create_new(true).open(path) {
+            Ok(file) => {
+                break Opened {
+                    file,
+                    created: true,
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(failed(err)),
+        }
+        match options.open(path) {
+            Ok(file) => {
+                break Opened {
+                    file,
+                    created: false,
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound && attempts < 3 => {}
+            Err(err) => return Err(failed(err)),
+        }
+    };
+    let meta = opened.file.metadata().map_err(failed)?;
+    let refused = |why| AuditError::Refused {
         path: path.to_path_buf(),
-        source,
-    })
+        why,
+    };
+    if !meta.is_file() {
+        return Err(refused("it is not a regular file"));
+    }
+    if std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
+        return Err(refused("it has more than one name (a hard link)"));
+    }
+    Ok(opened)
 }
 
 /// Appends one event from the CLI (a process of its own): open, one write, close. Lines are
@@ -375,10 +439,9 @@ pub fn append_cli_event(
             Ok(())
         }
         AuditDestination::File(path) => {
-            let existed = path.exists();
-            let mut file = open_append(path)?;
-            if !existed {
-                give_to_folder_owner(path);
+            let Opened { mut file, created } = open_append(path)?;
+            if created {
+                give_to_folder_owner(&file, path);
             }
             file.write_all(&line).map_err(|source| AuditError::Write {
                 path: path.clone(),
@@ -389,14 +452,21 @@ pub fn append_cli_event(
 }
 
 /// A file the CLI created (run as root, say) belongs to its folder's owner, the service's
-/// user, so that the server can still open it. Not being allowed to change it is fine: then
-/// the CLI runs as that user already, or the folder is its own.
-fn give_to_folder_owner(path: &Path) {
+/// user, so that the server can still open it. Changed through the open descriptor, never the
+/// path (which someone may have replaced since), and only for the file this process just
+/// created. Not being allowed to change it is fine: then the CLI runs as that user already,
+/// or the folder is its own.
+fn give_to_folder_owner(file: &File, path: &Path) {
     use std::os::unix::fs::MetadataExt as _;
     let Some(folder) = path.parent().and_then(|dir| std::fs::metadata(dir).ok()) else {
         return;
     };
-    let _ = std::os::unix::fs::chown(path, Some(folder.uid()), Some(folder.gid()));
+    let Ok(meta) = file.metadata() else {
+        return;
+    };
+    if meta.is_file() && meta.nlink() == 1 {
+        let _ = std::os::unix::fs::fchown(file, Some(folder.uid()), Some(folder.gid()));
+    }
 }
 
 /// What the writer thread is sent, in order: lines recorded before a reopen or new settings
@@ -618,7 +688,7 @@ impl Target {
             AuditDestination::Off => Self::Off,
             AuditDestination::Stderr => Self::Stderr,
             AuditDestination::File(path) => Self::File {
-                file: open_append(path)?,
+                file: open_append(path)?.file,
                 path: path.clone(),
             },
         })
@@ -713,7 +783,7 @@ impl Writer {
     fn reopen(&mut self) {
         if let Target::File { path, file } = &mut self.target {
             match open_append(path) {
-                Ok(reopened) => *file = reopened,
+                Ok(reopened) => *file = reopened.file,
                 // Writing on to the moved file loses nothing.
                 Err(err) => {
                     tracing::error!(error = %err, "cannot reopen the audit file; writing on to the old one")
@@ -781,7 +851,7 @@ impl Writer {
             })
             .and_then(|()| open_append(path));
         match reopened {
-            Ok(fresh) => *file = fresh,
+            Ok(fresh) => *file = fresh.file,
             Err(err) => {
                 tracing::error!(error = %err, "cannot rotate the audit file; writing on to it")
             }
@@ -944,6 +1014,34 @@ mod tests {
         assert_eq!(second[0]["outcome"], "success");
         assert_eq!(second[0]["changed"], serde_json::json!(["audit.file"]));
         assert_eq!(second[0]["client_id"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_server_refuses_an_audit_path_that_is_a_symlink_or_a_hard_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, link) = (dir.path().join("elsewhere"), dir.path().join("a.jsonl"));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let start = |path: &Path| {
+            Audit::start(
+                &file_settings(path),
+                "node-a".into(),
+                Arc::new(ManualClock::new(0)),
+                AuditMetrics::unregistered(),
+            )
+        };
+
+        let symlinked = start(&link);
+        assert!(
+            matches!(symlinked, Err(AuditError::Refused { .. })),
+            "{symlinked:?}"
+        );
+        assert!(!target.exists());
+
+        std::fs::write(&target, "").unwrap();
+        let linked = dir.path().join("b.jsonl");
+        std::fs::hard_link(&target, &linked).unwrap();
+        let hard = start(&linked);
+        assert!(matches!(hard, Err(AuditError::Refused { .. })), "{hard:?}");
     }
 
     #[test]

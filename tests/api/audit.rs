@@ -340,6 +340,40 @@ async fn the_clis_changes_to_users_clients_and_keys_are_audited() {
     assert_eq!(mode, 0o600);
 }
 
+/// The service's user may write `logs/`, so it can put a symlink where the trail goes; the CLI,
+/// run as root, must neither create nor chown the file it points to (/etc/ld.so.preload, say).
+#[tokio::test]
+async fn the_cli_refuses_an_audit_file_that_is_a_symlink_and_creates_nothing_through_it() {
+    // Arrange: tests run as root here, like an operator's `sudo tokengate user add`.
+    let home = Home::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("ld.so.preload");
+    let path = audit_file(home.path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+
+    // Act
+    let run = home
+        .run(
+            &["user", "add", "carol", "--password-stdin"],
+            Some("carol's secret"),
+        )
+        .await;
+
+    // Assert: the change is made, the event is not written, and the CLI says so.
+    run.assert_success();
+    assert!(home.read("config/users.toml").contains("carol"));
+    assert!(!target.exists(), "the CLI created the symlink's target");
+    assert!(std::fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(
+        run.stderr.contains("warning") && run.stderr.contains("symbolic link"),
+        "{run:#?}"
+    );
+}
+
 /// logrotate moves the file and sends SIGHUP: the server goes on in a new file at the path.
 #[tokio::test]
 async fn sighup_reopens_the_audit_file_after_it_was_moved() {

@@ -6,7 +6,9 @@
 //! serialised by the caller and put in a bounded queue that a thread of its own writes to the
 //! file; when the queue is full the event is left out, counted in
 //! `tokengate_audit_events_dropped_total` and reported in the log (once per episode), because
-//! a request must never wait for a slow disk. The file is opened for appending and created
+//! a request must never wait for a slow disk. Failures that anyone can cause at will
+//! (`login_failed`, `client_auth_failed`, `rate_limited`) are written once per address and
+//! window, the repeats counted ([`FloodGate`]). The file is opened for appending and created
 //! 0600; [`Audit::reopen`] (SIGHUP) opens the path again after logrotate moved the file, and
 //! `max_bytes`/`keep` rotate it without logrotate. The CLI, a separate process, appends its
 //! own events with [`append_cli_event`] (open, one `write`, close: O_APPEND keeps lines whole).
@@ -227,6 +229,101 @@ impl Event {
     }
 }
 
+/// Failure events that anyone can cause at will, as fast as they can send requests: written at
+/// most once per [`FLOOD_INTERVAL_MS`] for each event, reason and address (see [`FloodGate`]).
+/// Successes and state changes (a lockout, a revocation) are never left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FloodKind {
+    LoginFailed(&'static str),
+    ClientAuthFailed(&'static str),
+    RateLimited(&'static str),
+}
+
+impl Event {
+    fn flood_kind(&self) -> Option<FloodKind> {
+        match self {
+            Self::LoginFailed { reason } => Some(FloodKind::LoginFailed(match reason {
+                LoginFailure::InvalidCredentials => "invalid_credentials",
+                LoginFailure::AccountLocked => "account_locked",
+            })),
+            Self::ClientAuthFailed { reason } => Some(FloodKind::ClientAuthFailed(match reason {
+                ClientAuthFailure::NoCredentials => "no_credentials",
+                ClientAuthFailure::UnknownClient => "unknown_client",
+                ClientAuthFailure::WrongSecret => "wrong_secret",
+                ClientAuthFailure::Locked => "locked",
+            })),
+            Self::RateLimited { bucket } => Some(FloodKind::RateLimited(bucket)),
+            _ => None,
+        }
+    }
+}
+
+/// A failure event is written once per window of this length for each (event, reason, address).
+pub const FLOOD_INTERVAL_MS: i64 = 10_000;
+/// Addresses (with event and reason) followed in one window; past this, failure events from
+/// further addresses are left out until the window ends (and counted in the log).
+const FLOOD_MAX_KEYS: usize = 10_000;
+
+type FloodKey = (FloodKind, Option<IpAddr>);
+
+/// Keeps unauthenticated traffic from flooding the trail (filling the disk, or rotating the
+/// evidence away): within one window only the first failure event of each (event, reason,
+/// address) is written; the ones left out are counted, and that address's first line of the
+/// same kind in the next window carries the count as `suppressed`. A count whose address sends
+/// nothing like it in the next window is reported in the log instead. Time is the audit's
+/// clock; the maps are bounded and start over each window.
+#[derive(Default)]
+struct FloodGate {
+    window_start_ms: Option<i64>,
+    /// Events per key in this window; the first was written.
+    seen: std::collections::HashMap<FloodKey, u64>,
+    /// Left out in the previous window, per key, for the key's next line.
+    carried: std::collections::HashMap<FloodKey, u64>,
+    /// Left out this window because `seen` was full.
+    overflow: u64,
+}
+
+impl FloodGate {
+    /// `None`: leave the event out. `Some(n)`: write it, with `n` left out before it.
+    fn admit(&mut self, key: FloodKey, now_ms: i64) -> Option<u64> {
+        let start = *self.window_start_ms.get_or_insert(now_ms);
+        if now_ms < start || now_ms.saturating_sub(start) >= FLOOD_INTERVAL_MS {
+            self.next_window(now_ms);
+        }
+        if let Some(count) = self.seen.get_mut(&key) {
+            *count = count.saturating_add(1);
+            return None;
+        }
+        if self.seen.len() >= FLOOD_MAX_KEYS {
+            self.overflow = self.overflow.saturating_add(1);
+            return None;
+        }
+        self.seen.insert(key, 1);
+        Some(self.carried.remove(&key).unwrap_or(0))
+    }
+
+    fn next_window(&mut self, now_ms: i64) {
+        let unreported: u64 = self.carried.values().sum();
+        let overflow = std::mem::take(&mut self.overflow);
+        if unreported > 0 || overflow > 0 {
+            tracing::warn!(
+                unreported,
+                overflow,
+                "failure events left out of the audit trail (repeats from one address) were not \
+                 reported there: `unreported` repeated ones whose address sent no more, \
+                 `overflow` from more than 10,000 addresses in 10 s"
+            );
+        }
+        self.carried = self
+            .seen
+            .drain()
+            .filter(|(_, count)| *count > 1)
+            .map(|(key, count)| (key, count - 1))
+            .collect();
+        self.window_start_ms = Some(now_ms);
+    }
+}
+
 /// One line of the trail, common fields first.
 #[derive(Serialize)]
 struct Line<'a> {
@@ -240,6 +337,9 @@ struct Line<'a> {
     node: &'a str,
     /// `server` or `cli`.
     source: &'static str,
+    /// Like failure events from this address left out before this one ([`FloodGate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suppressed: Option<u64>,
     #[serde(flatten)]
     details: &'a Event,
 }
@@ -267,6 +367,7 @@ struct Common<'a> {
     origin: &'a Origin,
     node: &'a str,
     source: &'static str,
+    suppressed: Option<u64>,
 }
 
 /// The line for `event`, newline included. Serialising these types cannot fail; should it,
@@ -282,6 +383,7 @@ fn render(now_ms: i64, common: &Common<'_>, event: &Event) -> Option<Vec<u8>> {
         request_id: common.origin.request_id.as_deref(),
         node: common.node,
         source: common.source,
+        suppressed: common.suppressed,
         details: event,
     };
     match serde_json::to_vec(&line) {
@@ -428,6 +530,7 @@ pub fn append_cli_event(
         origin: &Origin::default(),
         node: &node,
         source: "cli",
+        suppressed: None,
     };
     let Some(line) = render(clock.now_ms(), &common, event) else {
         return Ok(());
@@ -497,6 +600,7 @@ struct Shared {
     metrics: AuditMetrics,
     /// Events left out since the writer last reported it.
     unreported_drops: AtomicU64,
+    flood: Mutex<FloodGate>,
 }
 
 /// The server's audit trail: cheap to clone, one per component that records events.
@@ -543,6 +647,7 @@ impl Audit {
             control: Mutex::new(Control::default()),
             metrics,
             unreported_drops: AtomicU64::new(0),
+            flood: Mutex::new(FloodGate::default()),
         });
         let writer = Writer {
             target,
@@ -571,14 +676,29 @@ impl Audit {
         if !shared.enabled.load(Ordering::Relaxed) {
             return;
         }
+        let now_ms = shared.clock.now_ms();
+        let suppressed = match event.flood_kind() {
+            None => None,
+            Some(kind) => {
+                let mut flood = match shared.flood.lock() {
+                    Ok(flood) => flood,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                match flood.admit((kind, origin.ip), now_ms) {
+                    None => return,
+                    Some(left_out) => (left_out > 0).then_some(left_out),
+                }
+            }
+        };
         let common = Common {
             client_id,
             subject,
             origin,
             node: &shared.node,
             source: "server",
+            suppressed,
         };
-        let Some(line) = render(shared.clock.now_ms(), &common, &event) else {
+        let Some(line) = render(now_ms, &common, &event) else {
             return;
         };
         match shared.queue.try_send(Message::Line(line)) {
@@ -1045,6 +1165,98 @@ mod tests {
     }
 
     #[test]
+    fn repeated_failures_from_one_address_are_counted_and_state_changes_always_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let clock = Arc::new(ManualClock::new(0));
+        let audit = Audit::start(
+            &file_settings(&path),
+            "node-a".into(),
+            clock.clone(),
+            AuditMetrics::unregistered(),
+        )
+        .unwrap();
+        let from = |ip: &str| Origin {
+            request_id: None,
+            ip: Some(ip.parse().unwrap()),
+        };
+        let (a, b) = (from("192.0.2.1"), from("192.0.2.2"));
+        let wrong = || Event::ClientAuthFailed {
+            reason: ClientAuthFailure::WrongSecret,
+        };
+        let limited = || Event::RateLimited { bucket: "ip" };
+
+        for n in 0..50 {
+            audit.record(&a, Some("app"), None, wrong());
+            audit.record(&a, None, None, limited());
+            audit.record(&a, Some("app"), Some("alice"), issued(n));
+        }
+        audit.record(
+            &a,
+            Some("app"),
+            None,
+            Event::ClientAuthFailed {
+                reason: ClientAuthFailure::UnknownClient,
+            },
+        );
+        audit.record(&b, Some("app"), None, wrong());
+        audit.record(
+            &a,
+            None,
+            Some("alice"),
+            Event::AccountLocked {
+                locked_for: "address",
+                locked_until: rfc3339_secs(60),
+            },
+        );
+        audit.record(
+            &a,
+            None,
+            Some("alice"),
+            Event::AccountLocked {
+                locked_for: "address",
+                locked_until: rfc3339_secs(60),
+            },
+        );
+        // Still the first window: a's repeats are left out.
+        clock.advance_secs(9);
+        audit.record(&a, Some("app"), None, wrong());
+        clock.advance_secs(1);
+        audit.record(&a, Some("app"), None, wrong());
+        audit.record(&a, Some("app"), None, wrong());
+        assert!(audit.flush_blocking(Duration::from_secs(10)));
+
+        let lines = lines_of(&path);
+        let named = |name: &str| -> Vec<&serde_json::Value> {
+            lines.iter().filter(|line| line["event"] == name).collect()
+        };
+        assert_eq!(named("token_issued").len(), 50);
+        assert_eq!(named("account_locked").len(), 2);
+        assert_eq!(named("rate_limited").len(), 1);
+        let failed = named("client_auth_failed");
+        let reasons_and_counts: Vec<_> = failed
+            .iter()
+            .map(|line| {
+                (
+                    line["ip"].as_str().unwrap(),
+                    line["reason"].as_str().unwrap(),
+                    line.get("suppressed").cloned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            reasons_and_counts,
+            [
+                ("192.0.2.1", "wrong_secret", None),
+                ("192.0.2.1", "unknown_client", None),
+                ("192.0.2.2", "wrong_secret", None),
+                // 49 in the burst and one at 9 s; the one after it in the new window waits.
+                ("192.0.2.1", "wrong_secret", Some(serde_json::json!(50))),
+            ]
+        );
+    }
+
+    #[test]
     fn a_refused_config_reload_is_a_failure_naming_the_problems() {
         let event = Event::ConfigReloaded {
             changed: Vec::new(),
@@ -1067,6 +1279,7 @@ mod tests {
             origin: &origin,
             node: "node-a",
             source: "server",
+            suppressed: None,
         };
         let line = render(1_700_000_000_123, &common, &issued(1)).unwrap();
         let text = String::from_utf8(line).unwrap();
@@ -1090,6 +1303,7 @@ mod tests {
             origin: &Origin::default(),
             node: "n",
             source: "server",
+            suppressed: None,
         };
         let line = render(
             0,

@@ -228,6 +228,60 @@ async fn a_request_over_the_rate_limit_writes_rate_limited_with_its_request_id()
     );
 }
 
+/// Unauthenticated traffic must not flood the trail: repeats of one failure from one address
+/// are counted, not written, until the next window; successes are all written.
+#[tokio::test]
+async fn a_burst_of_wrong_secrets_from_one_address_writes_one_line_then_the_count_left_out() {
+    // Arrange: no lockout or rate limit, so every request is a wrong secret.
+    let app = spawn_app_with(|s| {
+        s.security.client_auth_lockout = None;
+        s.rate_limit.per_ip = None;
+        s.rate_limit.per_client = None;
+    })
+    .await;
+    let form = [("grant_type", "client_credentials")];
+
+    // Act
+    for _ in 0..50 {
+        app.post_token_as(SERVICE_CLIENT_ID, "not-the-secret", &form)
+            .await
+            .assert_error(401, "invalid_client");
+    }
+    for _ in 0..3 {
+        app.post_token_as(SERVICE_CLIENT_ID, SHARED_SECRET, &form)
+            .await
+            .assert_tokens(600, "default");
+    }
+    // The events are written in order: once the last success is there, so is the burst.
+    let issued = wait_for_event(&trail(&app), "token_issued", |_| true).await;
+    while events_named(&trail(&app), "token_issued").len() < 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Assert
+    let failed = events_named(&trail(&app), "client_auth_failed");
+    let reasons: Vec<&Value> = failed.iter().map(|e| &e["reason"]).collect();
+    assert_eq!(reasons, ["wrong_secret"]);
+    assert_eq!(failed[0].get("suppressed"), None, "{}", failed[0]);
+    assert_eq!(issued.get("suppressed"), None, "{issued}");
+
+    // After the window, the address's next failure carries the count left out.
+    app.clock.advance_secs(10);
+    let next = app
+        .post_token_as(SERVICE_CLIENT_ID, "not-the-secret", &form)
+        .await;
+    next.assert_error(401, "invalid_client");
+    let request_id = next.header("x-request-id").unwrap().to_owned();
+    let counted = wait_for_event(&trail(&app), "client_auth_failed", |e| {
+        e["request_id"] == request_id.as_str()
+    })
+    .await;
+    assert_common_fields(&counted, "server");
+    assert_eq!(counted["suppressed"], 49, "{counted}");
+    assert_eq!(counted["ip"], "127.0.0.1");
+    assert_eq!(events_named(&trail(&app), "client_auth_failed").len(), 2);
+}
+
 #[tokio::test]
 async fn with_the_file_set_to_nothing_no_trail_is_written() {
     let on = spawn_app().await;

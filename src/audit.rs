@@ -9,8 +9,9 @@
 //! a request must never wait for a slow disk. Failures that anyone can cause at will
 //! (`login_failed`, `client_auth_failed`, `rate_limited`) are written once per address and
 //! window, the repeats counted ([`FloodGate`]). The file is opened for appending and created
-//! 0600; [`Audit::reopen`] (SIGHUP) opens the path again after logrotate moved the file, and
-//! `max_bytes`/`keep` rotate it without logrotate. The CLI, a separate process, appends its
+//! 0600; [`Audit::reopen`] (SIGUSR1, and SIGHUP's reload) opens the path again after logrotate
+//! moved the file, and `max_bytes`/`keep` rotate it without logrotate (unless another process
+//! rotated it already: then the new file is opened). The CLI, a separate process, appends its
 //! own events with [`append_cli_event`] (open, one `write`, close: O_APPEND keeps lines whole).
 
 use std::fs::File;
@@ -738,7 +739,7 @@ impl Audit {
         );
     }
 
-    /// Opens the file again by its path (logrotate moved it away: SIGHUP). Events recorded
+    /// Opens the file again by its path (logrotate moved it away: SIGUSR1). Events recorded
     /// before go to the moved file, later ones to the new one.
     pub fn reopen(&self) {
         if self.shared.queue.try_send(Message::Reopen).is_err() {
@@ -939,6 +940,18 @@ impl Writer {
         else {
             return;
         };
+        // Another process may have rotated it already (a second server during an upgrade, or
+        // logrotate before its signal): then the path names a new file, and rotating again
+        // would push that one away too. Write on at the path instead.
+        if !names_open_file(path, file) {
+            match open_append(path) {
+                Ok(fresh) => *file = fresh.file,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot reopen the audit file another process rotated; writing on to the old one");
+                    return;
+                }
+            }
+        }
         // The file's own size: the CLI appends to it too.
         let size = file.metadata().map_or(0, |meta| meta.len());
         if size == 0 || size.saturating_add(adding as u64) <= max_bytes {
@@ -989,6 +1002,16 @@ impl Writer {
                 "audit events were left out: the audit file was not taking them fast enough"
             );
         }
+    }
+}
+
+/// Whether `path` still names the file `file` has open (same device and inode); not when the
+/// path is gone or cannot be looked at.
+fn names_open_file(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(at_path), Ok(open)) => at_path.dev() == open.dev() && at_path.ino() == open.ino(),
+        _ => false,
     }
 }
 
@@ -1254,6 +1277,41 @@ mod tests {
                 ("192.0.2.1", "wrong_secret", Some(serde_json::json!(50))),
             ]
         );
+    }
+
+    #[test]
+    fn a_file_another_process_rotated_already_is_reopened_not_rotated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let numbered = |n: u32| dir.path().join(format!("a.jsonl.{n}"));
+        let settings = AuditSettings {
+            max_bytes: Some(400),
+            keep: 2,
+            ..file_settings(&path)
+        };
+        let audit = Audit::start(
+            &settings,
+            "node-a".into(),
+            Arc::new(ManualClock::new(0)),
+            AuditMetrics::unregistered(),
+        )
+        .unwrap();
+        let origin = Origin::default();
+        audit.record(&origin, None, None, issued(1));
+        assert!(audit.flush_blocking(Duration::from_secs(10)));
+
+        // The other server rotates and opens a new, empty file at the path.
+        std::fs::rename(&path, numbered(1)).unwrap();
+        std::fs::write(&path, "").unwrap();
+        // This line would take the file this server has open past max_bytes.
+        audit.record(&origin, None, None, issued(2));
+        assert!(audit.flush_blocking(Duration::from_secs(10)));
+
+        assert!(!numbered(2).exists(), "rotated a second time");
+        let at_path = lines_of(&path);
+        assert_eq!(at_path.len(), 1, "{at_path:?}");
+        assert_eq!(at_path[0]["token_id"], "token-2");
+        assert_eq!(lines_of(&numbered(1))[0]["token_id"], "token-1");
     }
 
     #[test]

@@ -464,6 +464,45 @@ async fn sighup_reopens_the_audit_file_after_it_was_moved() {
         .is_some_and(|status| status.success()));
 }
 
+/// logrotate's `postrotate` sends SIGUSR1: the server goes on in a new file at the path, and
+/// nothing else happens (SIGHUP would also re-read the whole config).
+#[tokio::test]
+async fn sigusr1_reopens_the_audit_file_without_reloading_the_config() {
+    // Arrange
+    let home = Home::new();
+    let path = audit_file(home.path());
+    let moved = home.file("logs/audit.jsonl.1");
+    let mut server = serve(&home).await;
+    server.demo_login().await.assert_tokens(3600, "PRODUCTION");
+    wait_for_event(&path, "token_issued", |_| true).await;
+    std::fs::rename(&path, &moved).unwrap();
+
+    // Act
+    server.send_signal("USR1");
+
+    // Assert
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = server.demo_login().await;
+    second.assert_tokens(3600, "PRODUCTION");
+    let request_id = second.header("x-request-id").unwrap();
+    wait_for_event(&path, "token_issued", |e| e["request_id"] == request_id).await;
+    assert_eq!(events_named(&moved, "token_issued").len(), 1);
+    let log = server.log();
+    assert!(log.contains("reopening the audit file"), "{log}");
+    assert!(!log.contains("reloading the configuration"), "{log}");
+    assert!(events_named(&path, "config_reloaded").is_empty());
+    assert!(events_named(&moved, "config_reloaded").is_empty());
+    server.send_signal("TERM");
+    assert!(server
+        .wait_for_exit(Duration::from_secs(30))
+        .await
+        .is_some_and(|status| status.success()));
+}
+
 #[tokio::test]
 async fn an_application_token_is_audited_with_the_client_as_its_subject() {
     let app = spawn_app().await;

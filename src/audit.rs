@@ -6,9 +6,12 @@
 //! serialised by the caller and put in a bounded queue that a thread of its own writes to the
 //! file; when the queue is full the event is left out, counted in
 //! `tokengate_audit_events_dropped_total` and reported in the log (once per episode), because
-//! a request must never wait for a slow disk. The file is opened for appending and created
-//! 0600; [`Audit::reopen`] (SIGHUP) opens the path again after logrotate moved the file, and
-//! `max_bytes`/`keep` rotate it without logrotate. The CLI, a separate process, appends its
+//! a request must never wait for a slow disk. Failures that anyone can cause at will
+//! (`login_failed`, `client_auth_failed`, `rate_limited`) are written once per address and
+//! window, the repeats counted ([`FloodGate`]). The file is opened for appending and created
+//! 0600; [`Audit::reopen`] (SIGUSR1, and SIGHUP's reload) opens the path again after logrotate
+//! moved the file, and `max_bytes`/`keep` rotate it without logrotate (unless another process
+//! rotated it already: then the new file is opened). The CLI, a separate process, appends its
 //! own events with [`append_cli_event`] (open, one `write`, close: O_APPEND keeps lines whole).
 
 use std::fs::File;
@@ -227,6 +230,101 @@ impl Event {
     }
 }
 
+/// Failure events that anyone can cause at will, as fast as they can send requests: written at
+/// most once per [`FLOOD_INTERVAL_MS`] for each event, reason and address (see [`FloodGate`]).
+/// Successes and state changes (a lockout, a revocation) are never left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FloodKind {
+    LoginFailed(&'static str),
+    ClientAuthFailed(&'static str),
+    RateLimited(&'static str),
+}
+
+impl Event {
+    fn flood_kind(&self) -> Option<FloodKind> {
+        match self {
+            Self::LoginFailed { reason } => Some(FloodKind::LoginFailed(match reason {
+                LoginFailure::InvalidCredentials => "invalid_credentials",
+                LoginFailure::AccountLocked => "account_locked",
+            })),
+            Self::ClientAuthFailed { reason } => Some(FloodKind::ClientAuthFailed(match reason {
+                ClientAuthFailure::NoCredentials => "no_credentials",
+                ClientAuthFailure::UnknownClient => "unknown_client",
+                ClientAuthFailure::WrongSecret => "wrong_secret",
+                ClientAuthFailure::Locked => "locked",
+            })),
+            Self::RateLimited { bucket } => Some(FloodKind::RateLimited(bucket)),
+            _ => None,
+        }
+    }
+}
+
+/// A failure event is written once per window of this length for each (event, reason, address).
+pub const FLOOD_INTERVAL_MS: i64 = 10_000;
+/// Addresses (with event and reason) followed in one window; past this, failure events from
+/// further addresses are left out until the window ends (and counted in the log).
+const FLOOD_MAX_KEYS: usize = 10_000;
+
+type FloodKey = (FloodKind, Option<IpAddr>);
+
+/// Keeps unauthenticated traffic from flooding the trail (filling the disk, or rotating the
+/// evidence away): within one window only the first failure event of each (event, reason,
+/// address) is written; the ones left out are counted, and that address's first line of the
+/// same kind in the next window carries the count as `suppressed`. A count whose address sends
+/// nothing like it in the next window is reported in the log instead. Time is the audit's
+/// clock; the maps are bounded and start over each window.
+#[derive(Default)]
+struct FloodGate {
+    window_start_ms: Option<i64>,
+    /// Events per key in this window; the first was written.
+    seen: std::collections::HashMap<FloodKey, u64>,
+    /// Left out in the previous window, per key, for the key's next line.
+    carried: std::collections::HashMap<FloodKey, u64>,
+    /// Left out this window because `seen` was full.
+    overflow: u64,
+}
+
+impl FloodGate {
+    /// `None`: leave the event out. `Some(n)`: write it, with `n` left out before it.
+    fn admit(&mut self, key: FloodKey, now_ms: i64) -> Option<u64> {
+        let start = *self.window_start_ms.get_or_insert(now_ms);
+        if now_ms < start || now_ms.saturating_sub(start) >= FLOOD_INTERVAL_MS {
+            self.next_window(now_ms);
+        }
+        if let Some(count) = self.seen.get_mut(&key) {
+            *count = count.saturating_add(1);
+            return None;
+        }
+        if self.seen.len() >= FLOOD_MAX_KEYS {
+            self.overflow = self.overflow.saturating_add(1);
+            return None;
+        }
+        self.seen.insert(key, 1);
+        Some(self.carried.remove(&key).unwrap_or(0))
+    }
+
+    fn next_window(&mut self, now_ms: i64) {
+        let unreported: u64 = self.carried.values().sum();
+        let overflow = std::mem::take(&mut self.overflow);
+        if unreported > 0 || overflow > 0 {
+            tracing::warn!(
+                unreported,
+                overflow,
+                "failure events left out of the audit trail (repeats from one address) were not \
+                 reported there: `unreported` repeated ones whose address sent no more, \
+                 `overflow` from more than 10,000 addresses in 10 s"
+            );
+        }
+        self.carried = self
+            .seen
+            .drain()
+            .filter(|(_, count)| *count > 1)
+            .map(|(key, count)| (key, count - 1))
+            .collect();
+        self.window_start_ms = Some(now_ms);
+    }
+}
+
 /// One line of the trail, common fields first.
 #[derive(Serialize)]
 struct Line<'a> {
@@ -240,6 +338,9 @@ struct Line<'a> {
     node: &'a str,
     /// `server` or `cli`.
     source: &'static str,
+    /// Like failure events from this address left out before this one ([`FloodGate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suppressed: Option<u64>,
     #[serde(flatten)]
     details: &'a Event,
 }
@@ -267,6 +368,7 @@ struct Common<'a> {
     origin: &'a Origin,
     node: &'a str,
     source: &'static str,
+    suppressed: Option<u64>,
 }
 
 /// The line for `event`, newline included. Serialising these types cannot fail; should it,
@@ -282,6 +384,7 @@ fn render(now_ms: i64, common: &Common<'_>, event: &Event) -> Option<Vec<u8>> {
         request_id: common.origin.request_id.as_deref(),
         node: common.node,
         source: common.source,
+        suppressed: common.suppressed,
         details: event,
     };
     match serde_json::to_vec(&line) {
@@ -318,6 +421,8 @@ pub enum AuditError {
     },
     #[error("cannot start the audit writer thread: {0}")]
     Thread(#[source] io::Error),
+    #[error("refusing the audit file {path}: {why}")]
+    Refused { path: PathBuf, why: &'static str },
     #[error("cannot write to the audit file {path}: {source}")]
     Write {
         path: PathBuf,
@@ -326,23 +431,85 @@ pub enum AuditError {
     },
 }
 
+/// An open audit file, and whether this process created it.
+struct Opened {
+    file: File,
+    created: bool,
+}
+
+/// `open` flags: O_NOFOLLOW, so a symlink at the path is refused (ELOOP), never followed (a
+/// user who may write `logs/` must not make a root CLI create or append to a file elsewhere);
+/// O_CLOEXEC, so the descriptor is not inherited by a child process.
+fn no_follow() -> i32 {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
+    // Both are small positive constants on every platform; the bits are what open(2) takes.
+    i32::from_ne_bytes(flags.bits().to_ne_bytes())
+}
+
 /// Opens `path` for appending, creating it 0600 (and missing folders 0700). An existing file
-/// keeps its mode.
-fn open_append(path: &Path) -> Result<File, AuditError> {
-    let open = || {
-        if let Some(parent) = path.parent() {
-            create_private_dir_all(parent)?;
+/// keeps its mode. The last component is never followed if it is a symlink, and the file must
+/// be a regular file with one name (not a FIFO, a device, or a hard link to another file).
+fn open_append(path: &Path) -> Result<Opened, AuditError> {
+    let failed = |source: io::Error| {
+        if source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            AuditError::Refused {
+                path: path.to_path_buf(),
+                why: "it is a symbolic link",
+            }
+        } else {
+            AuditError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
         }
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(PRIVATE_FILE_MODE)
-            .open(path)
     };
-    open().map_err(|source| AuditError::Open {
+    if let Some(parent) = path.parent() {
+        create_private_dir_all(parent).map_err(failed)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .append(true)
+        .mode(PRIVATE_FILE_MODE)
+        .custom_flags(no_follow());
+    // `create_new` (O_EXCL) first, so that `created` is known rather than guessed from an
+    // earlier look at the path; O_EXCL never follows a symlink either. A file removed between
+    // the two opens (rotation) is tried again.
+    let mut attempts = 0;
+    let opened = loop {
+        attempts += 1;
+        match options.clone().create_new(true).open(path) {
+            Ok(file) => {
+                break Opened {
+                    file,
+                    created: true,
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(failed(err)),
+        }
+        match options.open(path) {
+            Ok(file) => {
+                break Opened {
+                    file,
+                    created: false,
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound && attempts < 3 => {}
+            Err(err) => return Err(failed(err)),
+        }
+    };
+    let meta = opened.file.metadata().map_err(failed)?;
+    let refused = |why| AuditError::Refused {
         path: path.to_path_buf(),
-        source,
-    })
+        why,
+    };
+    if !meta.is_file() {
+        return Err(refused("it is not a regular file"));
+    }
+    if std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
+        return Err(refused("it has more than one name (a hard link)"));
+    }
+    Ok(opened)
 }
 
 /// Appends one event from the CLI (a process of its own): open, one write, close. Lines are
@@ -364,6 +531,7 @@ pub fn append_cli_event(
         origin: &Origin::default(),
         node: &node,
         source: "cli",
+        suppressed: None,
     };
     let Some(line) = render(clock.now_ms(), &common, event) else {
         return Ok(());
@@ -375,10 +543,9 @@ pub fn append_cli_event(
             Ok(())
         }
         AuditDestination::File(path) => {
-            let existed = path.exists();
-            let mut file = open_append(path)?;
-            if !existed {
-                give_to_folder_owner(path);
+            let Opened { mut file, created } = open_append(path)?;
+            if created {
+                give_to_folder_owner(&file, path);
             }
             file.write_all(&line).map_err(|source| AuditError::Write {
                 path: path.clone(),
@@ -389,14 +556,21 @@ pub fn append_cli_event(
 }
 
 /// A file the CLI created (run as root, say) belongs to its folder's owner, the service's
-/// user, so that the server can still open it. Not being allowed to change it is fine: then
-/// the CLI runs as that user already, or the folder is its own.
-fn give_to_folder_owner(path: &Path) {
+/// user, so that the server can still open it. Changed through the open descriptor, never the
+/// path (which someone may have replaced since), and only for the file this process just
+/// created. Not being allowed to change it is fine: then the CLI runs as that user already,
+/// or the folder is its own.
+fn give_to_folder_owner(file: &File, path: &Path) {
     use std::os::unix::fs::MetadataExt as _;
     let Some(folder) = path.parent().and_then(|dir| std::fs::metadata(dir).ok()) else {
         return;
     };
-    let _ = std::os::unix::fs::chown(path, Some(folder.uid()), Some(folder.gid()));
+    let Ok(meta) = file.metadata() else {
+        return;
+    };
+    if meta.is_file() && meta.nlink() == 1 {
+        let _ = std::os::unix::fs::fchown(file, Some(folder.uid()), Some(folder.gid()));
+    }
 }
 
 /// What the writer thread is sent, in order: lines recorded before a reopen or new settings
@@ -427,6 +601,7 @@ struct Shared {
     metrics: AuditMetrics,
     /// Events left out since the writer last reported it.
     unreported_drops: AtomicU64,
+    flood: Mutex<FloodGate>,
 }
 
 /// The server's audit trail: cheap to clone, one per component that records events.
@@ -473,6 +648,7 @@ impl Audit {
             control: Mutex::new(Control::default()),
             metrics,
             unreported_drops: AtomicU64::new(0),
+            flood: Mutex::new(FloodGate::default()),
         });
         let writer = Writer {
             target,
@@ -501,14 +677,29 @@ impl Audit {
         if !shared.enabled.load(Ordering::Relaxed) {
             return;
         }
+        let now_ms = shared.clock.now_ms();
+        let suppressed = match event.flood_kind() {
+            None => None,
+            Some(kind) => {
+                let mut flood = match shared.flood.lock() {
+                    Ok(flood) => flood,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                match flood.admit((kind, origin.ip), now_ms) {
+                    None => return,
+                    Some(left_out) => (left_out > 0).then_some(left_out),
+                }
+            }
+        };
         let common = Common {
             client_id,
             subject,
             origin,
             node: &shared.node,
             source: "server",
+            suppressed,
         };
-        let Some(line) = render(shared.clock.now_ms(), &common, &event) else {
+        let Some(line) = render(now_ms, &common, &event) else {
             return;
         };
         match shared.queue.try_send(Message::Line(line)) {
@@ -548,7 +739,7 @@ impl Audit {
         );
     }
 
-    /// Opens the file again by its path (logrotate moved it away: SIGHUP). Events recorded
+    /// Opens the file again by its path (logrotate moved it away: SIGUSR1). Events recorded
     /// before go to the moved file, later ones to the new one.
     pub fn reopen(&self) {
         if self.shared.queue.try_send(Message::Reopen).is_err() {
@@ -618,7 +809,7 @@ impl Target {
             AuditDestination::Off => Self::Off,
             AuditDestination::Stderr => Self::Stderr,
             AuditDestination::File(path) => Self::File {
-                file: open_append(path)?,
+                file: open_append(path)?.file,
                 path: path.clone(),
             },
         })
@@ -713,7 +904,7 @@ impl Writer {
     fn reopen(&mut self) {
         if let Target::File { path, file } = &mut self.target {
             match open_append(path) {
-                Ok(reopened) => *file = reopened,
+                Ok(reopened) => *file = reopened.file,
                 // Writing on to the moved file loses nothing.
                 Err(err) => {
                     tracing::error!(error = %err, "cannot reopen the audit file; writing on to the old one")
@@ -749,6 +940,18 @@ impl Writer {
         else {
             return;
         };
+        // Another process may have rotated it already (a second server during an upgrade, or
+        // logrotate before its signal): then the path names a new file, and rotating again
+        // would push that one away too. Write on at the path instead.
+        if !names_open_file(path, file) {
+            match open_append(path) {
+                Ok(fresh) => *file = fresh.file,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot reopen the audit file another process rotated; writing on to the old one");
+                    return;
+                }
+            }
+        }
         // The file's own size: the CLI appends to it too.
         let size = file.metadata().map_or(0, |meta| meta.len());
         if size == 0 || size.saturating_add(adding as u64) <= max_bytes {
@@ -781,7 +984,7 @@ impl Writer {
             })
             .and_then(|()| open_append(path));
         match reopened {
-            Ok(fresh) => *file = fresh,
+            Ok(fresh) => *file = fresh.file,
             Err(err) => {
                 tracing::error!(error = %err, "cannot rotate the audit file; writing on to it")
             }
@@ -799,6 +1002,16 @@ impl Writer {
                 "audit events were left out: the audit file was not taking them fast enough"
             );
         }
+    }
+}
+
+/// Whether `path` still names the file `file` has open (same device and inode); not when the
+/// path is gone or cannot be looked at.
+fn names_open_file(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(at_path), Ok(open)) => at_path.dev() == open.dev() && at_path.ino() == open.ino(),
+        _ => false,
     }
 }
 
@@ -947,6 +1160,161 @@ mod tests {
     }
 
     #[test]
+    fn the_server_refuses_an_audit_path_that_is_a_symlink_or_a_hard_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, link) = (dir.path().join("elsewhere"), dir.path().join("a.jsonl"));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let start = |path: &Path| {
+            Audit::start(
+                &file_settings(path),
+                "node-a".into(),
+                Arc::new(ManualClock::new(0)),
+                AuditMetrics::unregistered(),
+            )
+        };
+
+        let symlinked = start(&link);
+        assert!(
+            matches!(symlinked, Err(AuditError::Refused { .. })),
+            "{symlinked:?}"
+        );
+        assert!(!target.exists());
+
+        std::fs::write(&target, "").unwrap();
+        let linked = dir.path().join("b.jsonl");
+        std::fs::hard_link(&target, &linked).unwrap();
+        let hard = start(&linked);
+        assert!(matches!(hard, Err(AuditError::Refused { .. })), "{hard:?}");
+    }
+
+    #[test]
+    fn repeated_failures_from_one_address_are_counted_and_state_changes_always_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let clock = Arc::new(ManualClock::new(0));
+        let audit = Audit::start(
+            &file_settings(&path),
+            "node-a".into(),
+            clock.clone(),
+            AuditMetrics::unregistered(),
+        )
+        .unwrap();
+        let from = |ip: &str| Origin {
+            request_id: None,
+            ip: Some(ip.parse().unwrap()),
+        };
+        let (a, b) = (from("192.0.2.1"), from("192.0.2.2"));
+        let wrong = || Event::ClientAuthFailed {
+            reason: ClientAuthFailure::WrongSecret,
+        };
+        let limited = || Event::RateLimited { bucket: "ip" };
+
+        for n in 0..50 {
+            audit.record(&a, Some("app"), None, wrong());
+            audit.record(&a, None, None, limited());
+            audit.record(&a, Some("app"), Some("alice"), issued(n));
+        }
+        audit.record(
+            &a,
+            Some("app"),
+            None,
+            Event::ClientAuthFailed {
+                reason: ClientAuthFailure::UnknownClient,
+            },
+        );
+        audit.record(&b, Some("app"), None, wrong());
+        audit.record(
+            &a,
+            None,
+            Some("alice"),
+            Event::AccountLocked {
+                locked_for: "address",
+                locked_until: rfc3339_secs(60),
+            },
+        );
+        audit.record(
+            &a,
+            None,
+            Some("alice"),
+            Event::AccountLocked {
+                locked_for: "address",
+                locked_until: rfc3339_secs(60),
+            },
+        );
+        // Still the first window: a's repeats are left out.
+        clock.advance_secs(9);
+        audit.record(&a, Some("app"), None, wrong());
+        clock.advance_secs(1);
+        audit.record(&a, Some("app"), None, wrong());
+        audit.record(&a, Some("app"), None, wrong());
+        assert!(audit.flush_blocking(Duration::from_secs(10)));
+
+        let lines = lines_of(&path);
+        let named = |name: &str| -> Vec<&serde_json::Value> {
+            lines.iter().filter(|line| line["event"] == name).collect()
+        };
+        assert_eq!(named("token_issued").len(), 50);
+        assert_eq!(named("account_locked").len(), 2);
+        assert_eq!(named("rate_limited").len(), 1);
+        let failed = named("client_auth_failed");
+        let reasons_and_counts: Vec<_> = failed
+            .iter()
+            .map(|line| {
+                (
+                    line["ip"].as_str().unwrap(),
+                    line["reason"].as_str().unwrap(),
+                    line.get("suppressed").cloned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            reasons_and_counts,
+            [
+                ("192.0.2.1", "wrong_secret", None),
+                ("192.0.2.1", "unknown_client", None),
+                ("192.0.2.2", "wrong_secret", None),
+                // 49 in the burst and one at 9 s; the one after it in the new window waits.
+                ("192.0.2.1", "wrong_secret", Some(serde_json::json!(50))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_another_process_rotated_already_is_reopened_not_rotated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let numbered = |n: u32| dir.path().join(format!("a.jsonl.{n}"));
+        let settings = AuditSettings {
+            max_bytes: Some(400),
+            keep: 2,
+            ..file_settings(&path)
+        };
+        let audit = Audit::start(
+            &settings,
+            "node-a".into(),
+            Arc::new(ManualClock::new(0)),
+            AuditMetrics::unregistered(),
+        )
+        .unwrap();
+        let origin = Origin::default();
+        audit.record(&origin, None, None, issued(1));
+        assert!(audit.flush_blocking(Duration::from_secs(10)));
+
+        // The other server rotates and opens a new, empty file at the path.
+        std::fs::rename(&path, numbered(1)).unwrap();
+        std::fs::write(&path, "").unwrap();
+        // This line would take the file this server has open past max_bytes.
+        audit.record(&origin, None, None, issued(2));
+        assert!(audit.flush_blocking(Duration::from_secs(10)));
+
+        assert!(!numbered(2).exists(), "rotated a second time");
+        let at_path = lines_of(&path);
+        assert_eq!(at_path.len(), 1, "{at_path:?}");
+        assert_eq!(at_path[0]["token_id"], "token-2");
+        assert_eq!(lines_of(&numbered(1))[0]["token_id"], "token-1");
+    }
+
+    #[test]
     fn a_refused_config_reload_is_a_failure_naming_the_problems() {
         let event = Event::ConfigReloaded {
             changed: Vec::new(),
@@ -969,6 +1337,7 @@ mod tests {
             origin: &origin,
             node: "node-a",
             source: "server",
+            suppressed: None,
         };
         let line = render(1_700_000_000_123, &common, &issued(1)).unwrap();
         let text = String::from_utf8(line).unwrap();
@@ -992,6 +1361,7 @@ mod tests {
             origin: &Origin::default(),
             node: "n",
             source: "server",
+            suppressed: None,
         };
         let line = render(
             0,

@@ -377,13 +377,14 @@ impl Application {
     }
 
     /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully; SIGHUP reloads the config
-    /// file and the TLS files ([`Reloader`]).
+    /// file and the TLS files ([`Reloader`]); SIGUSR1 only reopens the audit file.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         let reloads = reload_on_sighup(self.reloader.clone());
+        let reopens = reopen_audit_on_sigusr1(self.audit.clone());
         // A second signal during the drain ends it at once (an operator in a hurry).
         let stopped = self.run_stopping(shutdown_signal(), shutdown_signal).await;
-        if let Some(reloads) = reloads {
-            reloads.abort();
+        for task in [reloads, reopens].into_iter().flatten() {
+            task.abort();
         }
         stopped
     }
@@ -671,6 +672,27 @@ fn reload_on_sighup(reloader: Arc<Reloader>) -> Option<tokio::task::JoinHandle<(
         })),
         Err(err) => {
             tracing::error!(error = %err, "cannot handle SIGHUP: reloading is unavailable");
+            None
+        }
+    }
+}
+
+/// Reopens the audit file on every SIGUSR1 until aborted (logrotate's `postrotate`; nginx's
+/// convention), without re-reading the config as SIGHUP does. Installed before serving, since
+/// SIGUSR1's default action would end the process. `None` if it cannot be installed (logged).
+fn reopen_audit_on_sigusr1(audit: Audit) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::user_defined1()) {
+        Ok(mut signals) => Some(tokio::spawn(async move {
+            while signals.recv().await.is_some() {
+                tracing::info!(
+                    "SIGUSR1: reopening the audit file (the configuration is not re-read)"
+                );
+                audit.reopen();
+            }
+        })),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot handle SIGUSR1: use SIGHUP to reopen the audit file");
             None
         }
     }

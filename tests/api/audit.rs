@@ -228,6 +228,60 @@ async fn a_request_over_the_rate_limit_writes_rate_limited_with_its_request_id()
     );
 }
 
+/// Unauthenticated traffic must not flood the trail: repeats of one failure from one address
+/// are counted, not written, until the next window; successes are all written.
+#[tokio::test]
+async fn a_burst_of_wrong_secrets_from_one_address_writes_one_line_then_the_count_left_out() {
+    // Arrange: no lockout or rate limit, so every request is a wrong secret.
+    let app = spawn_app_with(|s| {
+        s.security.client_auth_lockout = None;
+        s.rate_limit.per_ip = None;
+        s.rate_limit.per_client = None;
+    })
+    .await;
+    let form = [("grant_type", "client_credentials")];
+
+    // Act
+    for _ in 0..50 {
+        app.post_token_as(SERVICE_CLIENT_ID, "not-the-secret", &form)
+            .await
+            .assert_error(401, "invalid_client");
+    }
+    for _ in 0..3 {
+        app.post_token_as(SERVICE_CLIENT_ID, SHARED_SECRET, &form)
+            .await
+            .assert_tokens(600, "default");
+    }
+    // The events are written in order: once the last success is there, so is the burst.
+    let issued = wait_for_event(&trail(&app), "token_issued", |_| true).await;
+    while events_named(&trail(&app), "token_issued").len() < 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Assert
+    let failed = events_named(&trail(&app), "client_auth_failed");
+    let reasons: Vec<&Value> = failed.iter().map(|e| &e["reason"]).collect();
+    assert_eq!(reasons, ["wrong_secret"]);
+    assert_eq!(failed[0].get("suppressed"), None, "{}", failed[0]);
+    assert_eq!(issued.get("suppressed"), None, "{issued}");
+
+    // After the window, the address's next failure carries the count left out.
+    app.clock.advance_secs(10);
+    let next = app
+        .post_token_as(SERVICE_CLIENT_ID, "not-the-secret", &form)
+        .await;
+    next.assert_error(401, "invalid_client");
+    let request_id = next.header("x-request-id").unwrap().to_owned();
+    let counted = wait_for_event(&trail(&app), "client_auth_failed", |e| {
+        e["request_id"] == request_id.as_str()
+    })
+    .await;
+    assert_common_fields(&counted, "server");
+    assert_eq!(counted["suppressed"], 49, "{counted}");
+    assert_eq!(counted["ip"], "127.0.0.1");
+    assert_eq!(events_named(&trail(&app), "client_auth_failed").len(), 2);
+}
+
 #[tokio::test]
 async fn with_the_file_set_to_nothing_no_trail_is_written() {
     let on = spawn_app().await;
@@ -340,6 +394,40 @@ async fn the_clis_changes_to_users_clients_and_keys_are_audited() {
     assert_eq!(mode, 0o600);
 }
 
+/// The service's user may write `logs/`, so it can put a symlink where the trail goes; the CLI,
+/// run as root, must neither create nor chown the file it points to (/etc/ld.so.preload, say).
+#[tokio::test]
+async fn the_cli_refuses_an_audit_file_that_is_a_symlink_and_creates_nothing_through_it() {
+    // Arrange: tests run as root here, like an operator's `sudo tokengate user add`.
+    let home = Home::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("ld.so.preload");
+    let path = audit_file(home.path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+
+    // Act
+    let run = home
+        .run(
+            &["user", "add", "carol", "--password-stdin"],
+            Some("carol's secret"),
+        )
+        .await;
+
+    // Assert: the change is made, the event is not written, and the CLI says so.
+    run.assert_success();
+    assert!(home.read("config/users.toml").contains("carol"));
+    assert!(!target.exists(), "the CLI created the symlink's target");
+    assert!(std::fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(
+        run.stderr.contains("warning") && run.stderr.contains("symbolic link"),
+        "{run:#?}"
+    );
+}
+
 /// logrotate moves the file and sends SIGHUP: the server goes on in a new file at the path.
 #[tokio::test]
 async fn sighup_reopens_the_audit_file_after_it_was_moved() {
@@ -369,6 +457,45 @@ async fn sighup_reopens_the_audit_file_after_it_was_moved() {
     assert_eq!(mode, 0o600);
     // SIGHUP did not end the server.
     assert_eq!(server.get("/health").await.status, 200);
+    server.send_signal("TERM");
+    assert!(server
+        .wait_for_exit(Duration::from_secs(30))
+        .await
+        .is_some_and(|status| status.success()));
+}
+
+/// logrotate's `postrotate` sends SIGUSR1: the server goes on in a new file at the path, and
+/// nothing else happens (SIGHUP would also re-read the whole config).
+#[tokio::test]
+async fn sigusr1_reopens_the_audit_file_without_reloading_the_config() {
+    // Arrange
+    let home = Home::new();
+    let path = audit_file(home.path());
+    let moved = home.file("logs/audit.jsonl.1");
+    let mut server = serve(&home).await;
+    server.demo_login().await.assert_tokens(3600, "PRODUCTION");
+    wait_for_event(&path, "token_issued", |_| true).await;
+    std::fs::rename(&path, &moved).unwrap();
+
+    // Act
+    server.send_signal("USR1");
+
+    // Assert
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = server.demo_login().await;
+    second.assert_tokens(3600, "PRODUCTION");
+    let request_id = second.header("x-request-id").unwrap();
+    wait_for_event(&path, "token_issued", |e| e["request_id"] == request_id).await;
+    assert_eq!(events_named(&moved, "token_issued").len(), 1);
+    let log = server.log();
+    assert!(log.contains("reopening the audit file"), "{log}");
+    assert!(!log.contains("reloading the configuration"), "{log}");
+    assert!(events_named(&path, "config_reloaded").is_empty());
+    assert!(events_named(&moved, "config_reloaded").is_empty());
     server.send_signal("TERM");
     assert!(server
         .wait_for_exit(Duration::from_secs(30))

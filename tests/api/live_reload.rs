@@ -645,8 +645,68 @@ async fn tokengate_reload_without_a_running_server_says_why() {
     );
     stale.assert_failure();
     assert!(
-        stale.stderr.contains("process 99999999 is not running"),
+        stale.stderr.contains("stale") && stale.stderr.contains("pid 99999999"),
         "{stale:#?}"
+    );
+}
+
+/// Whether `child` is still running `within` from now (a signal it got has had time to end
+/// it): proving that nothing happened needs a bound.
+async fn still_runs_after(child: &mut std::process::Child, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_pid_file_naming_a_live_unrelated_process_is_stale_reload_signals_nothing_and_serve_replaces_it(
+) {
+    // Arrange: after a crash, the pid in the file now belongs to another process (a `sleep`,
+    // which SIGHUP would end); no server holds the file.
+    let home = Home::new();
+    let pid_file = home.file("data/tokengate.pid");
+    let mut unrelated = Killed(
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
+    std::fs::write(&pid_file, format!("{}\n", unrelated.0.id())).unwrap();
+
+    // Act
+    let reload = home.run(&["reload"], None).await;
+    let unrelated_runs = still_runs_after(&mut unrelated.0, Duration::from_millis(500)).await;
+    let server = serve(&home).await;
+    let reload_after_start = home.run(&["reload"], None).await;
+
+    // Assert: refused without a signal; serve started and replaced the file.
+    reload.assert_failure();
+    assert!(reload.stderr.contains("stale"), "{reload:#?}");
+    assert!(
+        unrelated_runs,
+        "`tokengate reload` signalled an unrelated process"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        server.pid().to_string()
+    );
+    assert!(
+        server.log().contains("replacing a stale pid file"),
+        "{}",
+        server.log()
+    );
+    reload_after_start.assert_success();
+    assert!(
+        reload_after_start
+            .stderr
+            .contains(&server.pid().to_string()),
+        "{reload_after_start:#?}"
     );
 }
 

@@ -52,6 +52,10 @@ pub const DEMO_CLIENT_SECRET: &str = "ksdSdoefDDP7wpaElfqvmjDue";
 pub const DEMO_USER: &str = "admin";
 pub const DEMO_PASSWORD: &str = "admin";
 
+/// Why a port another process listens on (with SO_REUSEPORT, under this user) is refused.
+const PORT_IN_USE: &str =
+    "the port is in use by another process; to upgrade in place use `serve --takeover`";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("{0}")]
@@ -72,12 +76,23 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr}: {PORT_IN_USE}")]
+    PortInUse { addr: SocketAddr },
     #[error("cannot listen on {addr} for [management] (metrics and probes): {source}")]
     ManagementBind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// How this start was asked for on the command line (not configuration: `serve --takeover`
+/// means one start, never a setting a file keeps).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// An in-place upgrade: the token and management ports may be shared with the running
+    /// server (SO_REUSEPORT). Without it, a port another process listens on is an error.
+    pub takeover: bool,
 }
 
 pub struct Application {
@@ -108,10 +123,26 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
+    /// As [`Application::build`], started as `serve` was asked to (`--takeover`).
+    pub async fn build_with_options(
+        settings: Settings,
+        options: StartOptions,
+    ) -> Result<Self, StartupError> {
+        Self::start(settings, Arc::new(SystemClock), options).await
+    }
+
     /// As [`Application::build`], with an injected clock (tests move it to expire tokens).
     pub async fn build_with_clock(
         settings: Settings,
         clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        Self::start(settings, clock, StartOptions::default()).await
+    }
+
+    async fn start(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        options: StartOptions,
     ) -> Result<Self, StartupError> {
         if tls::ensure_certificate(&settings.tls)? {
             tracing::warn!(
@@ -187,6 +218,10 @@ impl Application {
         let socket = listener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let local_addr = socket.local_addr();
         if socket.shared() {
+            // Another home, maybe another database, would otherwise get half the connections.
+            if !options.takeover {
+                return Err(StartupError::PortInUse { addr: local_addr });
+            }
             warn_about_a_shared_port(local_addr);
         }
 
@@ -272,6 +307,12 @@ impl Application {
         });
         let management = if settings.management.enabled {
             let addr = SocketAddr::new(settings.management.host, settings.management.port);
+            if !options.takeover && listener::listening_on(addr) {
+                return Err(StartupError::ManagementBind {
+                    addr,
+                    source: std::io::Error::new(std::io::ErrorKind::AddrInUse, PORT_IN_USE),
+                });
+            }
             let state = ManagementState::new(registry, readiness.clone(), Some(before_scrape));
             let tls = management_certificate
                 .clone()

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::audit::Event;
 use crate::config::{self, ConfigError, ConfigProblem, ConfigSource, DirectoryLocation, Settings};
 use crate::crypto::{jwk, password, secret};
-use crate::startup::{Application, StartupError};
+use crate::startup::{Application, StartOptions, StartupError};
 use crate::store::model::User;
 use crate::store::SubjectKind;
 use accounts::Accounts;
@@ -265,7 +265,7 @@ fn serve(source: &ConfigSource, takeover: bool) -> Result<ExitCode, CliError> {
         // while the server starts (migrations can take a while) is not fatal. Serving
         // installs the listener that reloads.
         let _starting = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-        let app = Application::build(settings).await?;
+        let app = Application::build_with_options(settings, StartOptions { takeover }).await?;
         app.run_until_stopped().await
     })?;
     // Removed at a clean exit (and by its `Drop` on an error).

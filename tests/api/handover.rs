@@ -22,8 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::helpers::process::{
-    free_port, serve, serve_on, Home, Server, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_PASSWORD,
-    DEMO_USER,
+    free_port, offset_of, serve, serve_on, Home, Server, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET,
+    DEMO_PASSWORD, DEMO_USER,
 };
 use crate::helpers::TestDatabase;
 
@@ -398,6 +398,55 @@ async fn a_second_server_on_the_same_port_and_database_takes_over_without_a_fail
     let management = format!("http://127.0.0.1:{}/health/ready", port - 8243 + 9000);
     let ready = reqwest::get(&management).await.unwrap();
     assert_eq!(ready.status(), 200, "{management}");
+}
+
+#[tokio::test]
+async fn a_second_server_without_takeover_on_a_port_in_use_refuses_to_start() {
+    // Arrange: a server, and another home (its own pid file, maybe its own database) set to
+    // the same port by mistake.
+    let first_home = Home::new();
+    let first = serve(&first_home).await;
+    let other_home = Home::new();
+
+    // Act
+    let second = other_home
+        .run(&["serve", "--port-offset", &offset_of(first.port)], None)
+        .await;
+
+    // Assert: refused, saying how an upgrade is done; the first server still answers.
+    second.assert_failure();
+    assert!(
+        second.stderr.contains("in use by another process")
+            && second.stderr.contains("serve --takeover")
+            && second.stderr.contains(&format!(":{}", first.port)),
+        "{second:#?}"
+    );
+    assert_eq!(first.get("/health").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_management_port_another_server_listens_on_is_a_startup_error_without_takeover() {
+    // Arrange: a server, and a second one whose management port is the first one's.
+    let first = crate::helpers::spawn_app().await;
+    let home = tempfile::tempdir().unwrap();
+    crate::helpers::write_fixture_stores(home.path());
+    let mut settings = crate::helpers::test_settings(home.path());
+    let taken = first.management_addr.unwrap();
+    settings.management.host = taken.ip();
+    settings.management.port = taken.port();
+
+    // Act
+    let built = tokengate::Application::build(settings).await;
+
+    // Assert
+    let Err(error) = built else {
+        panic!("the second server shared the first one's management port")
+    };
+    let error = error.to_string();
+    assert!(
+        error.contains("management") && error.contains("serve --takeover"),
+        "{error}"
+    );
 }
 
 /// A TCP balancer as simple as they come: each client connection goes to the next backend in

@@ -711,6 +711,39 @@ async fn a_pid_file_naming_a_live_unrelated_process_is_stale_reload_signals_noth
 }
 
 #[tokio::test]
+async fn a_takeover_that_fails_to_start_leaves_the_running_servers_pid_file() {
+    // Arrange: the running server, and a port the new one cannot bind (another program).
+    let home = Home::new();
+    let old = serve(&home).await;
+    let pid_file = home.file("data/tokengate.pid");
+    let port = free_port();
+    let _other_program = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+
+    // Act
+    let takeover = home
+        .run(
+            &["serve", "--takeover", "--port-offset", &offset_of(port)],
+            None,
+        )
+        .await;
+    let reload = home.run(&["reload"], None).await;
+
+    // Assert: the start failed; the file still names the old server, which still reloads.
+    takeover.assert_failure();
+    assert!(takeover.stderr.contains("cannot listen"), "{takeover:#?}");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        old.pid().to_string()
+    );
+    reload.assert_success();
+    assert!(
+        reload.stderr.contains(&old.pid().to_string()),
+        "{reload:#?}"
+    );
+    assert_eq!(old.get("/health").await.status, 200);
+}
+
+#[tokio::test]
 async fn a_second_serve_on_the_same_config_is_refused_while_the_first_runs() {
     // Arrange
     let home = Home::new();
@@ -756,15 +789,14 @@ async fn check_config_reports_a_management_certificate_that_does_not_load() {
 }
 
 #[tokio::test]
-async fn serve_takeover_starts_beside_the_running_server_and_keeps_the_pid_file_when_the_old_one_stops(
-) {
+async fn serve_takeover_once_listening_takes_the_pid_file_and_stops_the_old_server() {
     // Arrange: the old server, and the pid file naming it.
     let home = Home::new();
     let mut old = serve(&home).await;
     let pid_file = home.file("data/tokengate.pid");
 
-    // Act: a new server on the same config with --takeover (another port here: this branch
-    // has no SO_REUSEPORT), then SIGTERM to the old one.
+    // Act: a new server on the same config with --takeover (on another port here; the
+    // handover tests share one).
     let port = free_port();
     let log = std::fs::File::create(home.file("takeover.log")).unwrap();
     let mut new = home.command(&["serve", "--port-offset", &offset_of(port), "--takeover"]);
@@ -790,17 +822,29 @@ async fn serve_takeover_starts_beside_the_running_server_and_keeps_the_pid_file_
         assert!(Instant::now() < deadline, "{}", home.read("takeover.log"));
         tokio::time::sleep(POLL).await;
     }
-    let named_while_both_run = std::fs::read_to_string(&pid_file).unwrap();
-    old.send_signal("TERM");
-    let status = old.wait_for_exit(Duration::from_secs(30)).await.unwrap();
+    // Nobody else signals the old server: the new one does.
+    let status = old.wait_for_exit(Duration::from_secs(30)).await;
     let named_after = std::fs::read_to_string(&pid_file);
+    let reload = home.run(&["reload"], None).await;
     let new_pid = new.0.id().to_string();
+    let new_log = home.read("takeover.log");
     drop(new);
 
-    // Assert: the file names the new server, and the old one left it alone on exit.
-    assert!(status.success(), "{}", old.log());
-    assert_eq!(named_while_both_run.trim(), new_pid);
+    // Assert: the old server drained and exited cleanly, leaving the new one's file alone;
+    // `tokengate reload` reaches the new one.
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "{status:?}\n{}",
+        old.log()
+    );
+    assert!(
+        new_log.contains("sent SIGTERM to the server taken over")
+            && new_log.contains(&format!("pid={}", old.pid())),
+        "{new_log}"
+    );
     assert_eq!(named_after.unwrap().trim(), new_pid);
+    reload.assert_success();
+    assert!(reload.stderr.contains(&new_pid), "{reload:#?}");
 }
 
 /// A child process killed when the test ends, however it ends.

@@ -116,6 +116,8 @@ pub struct Application {
     audit: Audit,
     /// Re-reads the config file on SIGHUP (`run_until_stopped`) or when a test asks.
     reloader: Arc<Reloader>,
+    /// SIGHUP as caught since before the build ([`Self::reload_on_hangups`]).
+    hangups: Option<tokio::signal::unix::Signal>,
 }
 
 impl Application {
@@ -375,7 +377,15 @@ impl Application {
             janitor_metrics,
             audit,
             reloader,
+            hangups: None,
         })
+    }
+
+    /// Reloads on the SIGHUPs `hangups` catches, including those caught before serving began
+    /// (`serve` catches SIGHUP before it builds, so a reload sent while the server starts is
+    /// applied once it serves instead of being lost).
+    pub fn reload_on_hangups(&mut self, hangups: tokio::signal::unix::Signal) {
+        self.hangups = Some(hangups);
     }
 
     /// What re-reads the config file (SIGHUP does, in [`Self::run_until_stopped`]).
@@ -419,8 +429,8 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully; SIGHUP reloads the config
     /// file and the TLS files ([`Reloader`]).
-    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        let reloads = reload_on_sighup(self.reloader.clone());
+    pub async fn run_until_stopped(mut self) -> Result<(), StartupError> {
+        let reloads = reload_on_sighup(self.reloader.clone(), self.hangups.take());
         // A second signal during the drain ends it at once (an operator in a hurry).
         let stopped = self.run_stopping(shutdown_signal(), shutdown_signal).await;
         if let Some(reloads) = reloads {
@@ -699,11 +709,16 @@ impl Acceptor<'_> {
 /// How long the exit waits for queued audit events to be written.
 const AUDIT_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
-/// Reloads on every SIGHUP until aborted. Installed before serving, since SIGHUP's default
-/// action would end the process. `None` if the handler cannot be installed (logged).
-fn reload_on_sighup(reloader: Arc<Reloader>) -> Option<tokio::task::JoinHandle<()>> {
+/// Reloads on every SIGHUP until aborted, from `caught` when given (it has seen the SIGHUPs
+/// since it was made: one sent during start-up reloads at once). Installed before serving,
+/// since SIGHUP's default action would end the process. `None` if the handler cannot be
+/// installed (logged).
+fn reload_on_sighup(
+    reloader: Arc<Reloader>,
+    caught: Option<tokio::signal::unix::Signal>,
+) -> Option<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::hangup()) {
+    match caught.map_or_else(|| signal(SignalKind::hangup()), Ok) {
         Ok(mut hangups) => Some(tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 // Logged and counted inside.

@@ -246,6 +246,17 @@ fn audit(settings: &Settings, client_id: Option<&str>, subject: Option<&str>, ev
 }
 
 fn serve(source: &ConfigSource, takeover: bool) -> Result<ExitCode, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?;
+    // SIGHUP's default action ends the process: caught from here on, so a reload sent while
+    // the server starts (migrations can take a while) is not fatal, and handed to the server,
+    // which applies it once it serves.
+    let hangups = {
+        let _runtime = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    };
     let settings = load(source)?;
     // After `[logging]` applies, so that the warnings come in its format.
     crate::telemetry::warn_unknown_env_vars();
@@ -256,16 +267,8 @@ fn serve(source: &ConfigSource, takeover: bool) -> Result<ExitCode, CliError> {
     if let Some(path) = &pid_path {
         crate::pid_file::check(path, takeover)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?;
     runtime.block_on(async {
-        // SIGHUP's default action ends the process: caught from here on, so a reload sent
-        // while the server starts (migrations can take a while) is not fatal. Serving
-        // installs the listener that reloads.
-        let _starting = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-        let app = Application::build_with_options(settings, StartOptions { takeover }).await?;
+        let mut app = Application::build_with_options(settings, StartOptions { takeover }).await?;
         // Listening from here on (build's last step).
         let pid_file = pid_path
             .as_deref()
@@ -273,6 +276,10 @@ fn serve(source: &ConfigSource, takeover: bool) -> Result<ExitCode, CliError> {
             .transpose()?;
         if let Some(previous) = pid_file.as_ref().and_then(|file| file.previous()) {
             stop_the_server_taken_over(previous);
+        }
+        match hangups {
+            Ok(hangups) => app.reload_on_hangups(hangups),
+            Err(err) => tracing::warn!(error = %err, "cannot catch SIGHUP before serving"),
         }
         let served = app.run_until_stopped().await;
         // Removed at a clean exit (unless a newer server has put its own in place).

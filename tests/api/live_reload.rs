@@ -744,6 +744,73 @@ async fn a_takeover_that_fails_to_start_leaves_the_running_servers_pid_file() {
 }
 
 #[tokio::test]
+async fn a_sighup_sent_while_the_server_starts_is_applied_once_it_serves() {
+    // Arrange: a server that has read its config but does not listen yet, and the config
+    // changed after that read.
+    let home = Home::new();
+    let port = free_port();
+    let log = home.file("starting.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut command = home.command(&["serve", "--port-offset", &offset_of(port)]);
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    let mut child = Killed(command.spawn().unwrap());
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Logged by the build, after the config is read and SIGHUP caught.
+    let deadline = Instant::now() + DEADLINE;
+    while !read().contains("generated a self-signed certificate") {
+        assert!(child.0.try_wait().unwrap().is_none(), "{}", read());
+        assert!(Instant::now() < deadline, "{}", read());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    home.edit("config/identity.toml", VALIDITY, SHORTER);
+
+    // Act
+    crate::helpers::process::signal(child.0.id(), "HUP");
+    let sent_before_listening = !read().contains("tokengate listening");
+
+    // Assert: once it serves, the new lifetime applies (the signal was not lost).
+    let client = https_client(&home.cert());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        assert!(child.0.try_wait().unwrap().is_none(), "{}", read());
+        let reply = client
+            .post(format!("https://127.0.0.1:{port}/token"))
+            .basic_auth(
+                crate::helpers::process::DEMO_CLIENT_ID,
+                Some(crate::helpers::process::DEMO_CLIENT_SECRET),
+            )
+            .form(&[
+                ("grant_type", "password"),
+                ("username", crate::helpers::process::DEMO_USER),
+                ("password", crate::helpers::process::DEMO_PASSWORD),
+                ("scope", "PRODUCTION"),
+            ])
+            .send()
+            .await;
+        if let Ok(reply) = reply {
+            let body: serde_json::Value = reply.json().await.unwrap();
+            if body["expires_in"] == 120 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the SIGHUP sent during start-up was lost:\n{}",
+            read()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(
+        sent_before_listening,
+        "the server was already listening: nothing tested\n{}",
+        read()
+    );
+}
+
+#[tokio::test]
 async fn a_second_serve_on_the_same_config_is_refused_while_the_first_runs() {
     // Arrange
     let home = Home::new();

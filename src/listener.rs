@@ -1,5 +1,6 @@
-//! The listening sockets of the token and management ports: shared with a second `serve` during
-//! an upgrade on one host (SO_REUSEPORT), and closed without resetting a connection the kernel
+//! The listening sockets of the token and management ports: shared with a second `serve
+//! --takeover` during an upgrade on one host (SO_REUSEPORT; without `--takeover` a port another
+//! process listens on is a startup error, see `startup.rs`), and closed without resetting a connection the kernel
 //! has already completed for them (README, "Upgrading without dropping requests").
 //!
 //! Linux gives each new connection to one of the sockets listening on a port with SO_REUSEPORT
@@ -40,7 +41,7 @@ pub struct Bound {
 /// Binds `addr` with SO_REUSEADDR (a restart does not wait for old connections' TIME_WAIT) and
 /// SO_REUSEPORT (a new process may listen beside this one).
 pub fn bind(addr: SocketAddr) -> io::Result<Bound> {
-    let shared = addr.port() != 0 && another_listener_on(addr);
+    let shared = listening_on(addr);
     let socket = new_socket(addr)?;
     socket.set_reuseaddr(true)?;
     socket.set_reuseport(true)?;
@@ -58,6 +59,12 @@ fn new_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
+}
+
+/// Whether a socket already listens on `addr` (another `serve`, or anything else using
+/// SO_REUSEPORT under this user, which [`bind`] would share the port with).
+pub fn listening_on(addr: SocketAddr) -> bool {
+    addr.port() != 0 && another_listener_on(addr)
 }
 
 /// Whether a socket already listens on `addr`: a bind with SO_REUSEADDR alone fails only then

@@ -1,14 +1,25 @@
-//! The pid file (`[server] pid_file`): `serve` writes its process id there while it runs, so
-//! that `tokengate reload` (and scripts) can signal it. A file naming a live process stops a
-//! second `serve` with the same config (with SO_REUSEPORT both would bind, and share the port
-//! unnoticed), unless it is started with `--takeover` for an in-place upgrade: then it takes
-//! the file, and the old process, stopping, leaves it alone. One naming a process that is gone
-//! (a crash, SIGKILL) is stale and replaced.
+//! The pid file (`[server] pid_file`): `serve` writes its process id there once it listens, and
+//! holds a write lock (a POSIX record lock, `fcntl(F_SETLK)`) on it for its whole life, so that
+//! `tokengate reload` (and scripts) can signal it.
+//!
+//! The lock, not the number in the file, says whether a server runs: the kernel drops it when
+//! the process ends, however it ends, and names the process that holds it (`F_GETLK`). A file
+//! nobody holds is stale whatever pid it names (after a crash that pid may belong to another
+//! process by now) and is replaced. One held by another process stops a second `serve` with the
+//! same config, unless it is started with `--takeover` for an in-place upgrade: then it puts
+//! its own file in place once it listens and stops the old holder (SIGTERM), which, stopping,
+//! leaves the new file alone. `tokengate reload` signals only the process the kernel names as
+//! the holder, and only when the file names that process too.
+//!
+//! A POSIX lock belongs to the process and is released when the process closes *any*
+//! descriptor of the file: the server never opens the file again while it holds it.
 
+use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use rustix::process::{kill_process, test_kill_process, Pid, Signal};
+use rustix::fs::{fcntl_lock, FlockOperation};
+use rustix::process::{fcntl_getlk, kill_process, Flock, FlockOffsetType, FlockType, Pid, Signal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PidFileError {
@@ -27,8 +38,28 @@ pub enum PidFileError {
     },
     #[error("{}: `{content}` is not a process id", path.display())]
     Invalid { path: PathBuf, content: String },
-    #[error("{}: process {pid} is not running (a stale pid file: the server stopped without removing it)", path.display())]
-    NotRunning { path: PathBuf, pid: i32 },
+    #[error(
+        "{}: no tokengate server holds this pid file, so it is stale (it names {named}, which is \
+         not running tokengate: the server stopped without removing it); nothing was signalled",
+        path.display()
+    )]
+    NotRunning { path: PathBuf, named: String },
+    #[error(
+        "{}: the pid file is held by process {holder}, but names {named}; not signalling either \
+         (was the file edited by hand?)",
+        path.display()
+    )]
+    Mismatch {
+        path: PathBuf,
+        holder: i32,
+        named: String,
+    },
+    #[error(
+        "{}: the pid file is locked by a process this one cannot name (another pid namespace, \
+         or an open-file-description lock); nothing was signalled",
+        path.display()
+    )]
+    UnknownHolder { path: PathBuf },
     #[error("{}: cannot signal process {pid}: {source}", path.display())]
     Signal {
         path: PathBuf,
@@ -49,37 +80,57 @@ pub enum PidFileError {
     NotConfigured,
 }
 
-/// The file while this process owns it; removed when dropped (a clean exit).
+/// The file while this process owns it: open (so locked) until dropped, then removed if it is
+/// still this one (a clean exit; a server that took over has put its own in place).
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
-    pid: u32,
+    /// Holds the lock; never closed before the end.
+    file: File,
+    /// The server this one took the file over from (`--takeover`), if one held it.
+    previous: Option<Pid>,
 }
 
-/// Whether `pid` is a process that exists (EPERM: it exists, owned by someone else).
-fn alive(pid: Pid) -> bool {
-    match test_kill_process(pid) {
-        Ok(()) => true,
-        Err(err) => err == rustix::io::Errno::PERM,
+/// Who holds the lock on the file at `path`, as the kernel says: `Ok(None)` when nobody does.
+/// `Some(None)`: locked, by a process whose pid cannot be told (see `UnknownHolder`).
+fn lock_holder(path: &Path) -> Result<Option<Option<Pid>>, PidFileError> {
+    let file = File::open(path).map_err(|source| open_error(path, source))?;
+    let whole_file = Flock {
+        start: 0,
+        length: 0,
+        pid: None,
+        typ: FlockType::WriteLock,
+        offset_type: FlockOffsetType::Set,
+    };
+    let lock = fcntl_getlk(&file, &whole_file).map_err(|err| PidFileError::Io {
+        path: path.to_path_buf(),
+        message: "cannot tell whether a server holds the pid file",
+        source: err.into(),
+    })?;
+    // An open-file-description lock reports pid -1: never a process to signal (kill(-1) would
+    // reach every process).
+    Ok(lock.map(|lock| lock.pid.filter(|pid| pid.as_raw_nonzero().get() > 0)))
+}
+
+fn open_error(path: &Path, source: std::io::Error) -> PidFileError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        PidFileError::Missing {
+            path: path.to_path_buf(),
+            source,
+        }
+    } else {
+        PidFileError::Io {
+            path: path.to_path_buf(),
+            message: "cannot read the pid file",
+            source,
+        }
     }
 }
 
-/// The pid in the file at `path`.
+/// The pid in the file at `path` (what it says; whether that process is the server is the
+/// lock's to tell).
 pub fn read(path: &Path) -> Result<i32, PidFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            PidFileError::Missing {
-                path: path.to_path_buf(),
-                source,
-            }
-        } else {
-            PidFileError::Io {
-                path: path.to_path_buf(),
-                message: "cannot read the pid file",
-                source,
-            }
-        }
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| open_error(path, source))?;
     text.trim()
         .parse::<i32>()
         .ok()
@@ -90,28 +141,68 @@ pub fn read(path: &Path) -> Result<i32, PidFileError> {
         })
 }
 
-/// Sends SIGHUP to the process named by the pid file (`tokengate reload`); returns its pid.
-pub fn signal_reload(path: &Path) -> Result<i32, PidFileError> {
-    let pid = read(path)?;
-    let not_running = || PidFileError::NotRunning {
-        path: path.to_path_buf(),
-        pid,
-    };
-    let target = Pid::from_raw(pid).ok_or_else(not_running)?;
-    match kill_process(target, Signal::HUP) {
-        Ok(()) => Ok(pid),
-        Err(rustix::io::Errno::SRCH) => Err(not_running()),
-        Err(err) => Err(PidFileError::Signal {
-            path: path.to_path_buf(),
-            pid,
-            source: err.into(),
-        }),
+/// What the file at `path` names, for messages.
+fn named(path: &Path) -> String {
+    match read(path) {
+        Ok(pid) => format!("pid {pid}"),
+        Err(PidFileError::Invalid { content, .. }) => format!("`{content}`"),
+        Err(_) => "nothing readable".to_owned(),
     }
 }
 
+/// Before anything is built: stops a second `serve` while a server holds the file (unless
+/// `takeover`). The file itself is left as it is until this server listens
+/// ([`PidFile::create`]), so a start that fails changes nothing.
+pub fn check(path: &Path, takeover: bool) -> Result<(), PidFileError> {
+    match lock_holder(path) {
+        Err(PidFileError::Missing { .. }) | Ok(None) => Ok(()),
+        Ok(Some(_)) if takeover => Ok(()),
+        Ok(Some(holder)) => Err(PidFileError::AlreadyRunning {
+            path: path.to_path_buf(),
+            pid: Pid::as_raw(holder),
+        }),
+        Err(err) => Err(err),
+    }
+}
+
+/// Sends SIGHUP to the server holding the pid file (`tokengate reload`); returns its pid.
+/// Only a process the kernel names as the lock's holder is signalled, and only when the file
+/// names it too: a stale file, or one edited to name another process, signals nothing.
+pub fn signal_reload(path: &Path) -> Result<i32, PidFileError> {
+    let holder = match lock_holder(path)? {
+        None => {
+            return Err(PidFileError::NotRunning {
+                path: path.to_path_buf(),
+                named: named(path),
+            })
+        }
+        Some(None) => {
+            return Err(PidFileError::UnknownHolder {
+                path: path.to_path_buf(),
+            })
+        }
+        Some(Some(holder)) => holder,
+    };
+    let pid = holder.as_raw_nonzero().get();
+    if read(path).ok() != Some(pid) {
+        return Err(PidFileError::Mismatch {
+            path: path.to_path_buf(),
+            holder: pid,
+            named: named(path),
+        });
+    }
+    kill_process(holder, Signal::HUP).map_err(|err| PidFileError::Signal {
+        path: path.to_path_buf(),
+        pid,
+        source: err.into(),
+    })?;
+    Ok(pid)
+}
+
 impl PidFile {
-    /// Writes this process's id to `path`, unless a live process already holds it and
-    /// `takeover` is false.
+    /// Puts a file naming this process at `path` and locks it; called once the server
+    /// listens. Refused while another process holds the file, unless `takeover`: then that
+    /// process is [`PidFile::previous`]. A file nobody holds is stale and replaced.
     pub fn create(path: &Path, takeover: bool) -> Result<Self, PidFileError> {
         let io = |message: &'static str| {
             move |source| PidFileError::Io {
@@ -121,54 +212,75 @@ impl PidFile {
             }
         };
         let own = std::process::id();
-        match read(path) {
-            Ok(pid) if u32::try_from(pid).is_ok_and(|pid| pid != own) => {
-                if !Pid::from_raw(pid).is_some_and(alive) {
-                    tracing::warn!(file = %path.display(), pid, "replacing a stale pid file (that process is gone)");
-                } else if takeover {
-                    tracing::info!(file = %path.display(), pid, "taking over the pid file from the running server (--takeover); stop it with SIGTERM once this one is ready");
-                } else {
-                    return Err(PidFileError::AlreadyRunning {
-                        path: path.to_path_buf(),
-                        pid,
-                    });
-                }
+        let previous = match lock_holder(path) {
+            Err(PidFileError::Missing { .. }) => None,
+            Ok(None) => {
+                tracing::warn!(file = %path.display(), named = %named(path), "replacing a stale pid file (no server holds it)");
+                None
             }
-            Ok(_) | Err(PidFileError::Missing { .. } | PidFileError::Invalid { .. }) => {}
+            Ok(Some(holder)) if takeover => {
+                let pid = Pid::as_raw(holder);
+                tracing::info!(file = %path.display(), pid, "taking over the pid file from the running server (--takeover)");
+                holder.filter(|pid| u32::try_from(pid.as_raw_nonzero().get()) != Ok(own))
+            }
+            Ok(Some(holder)) => {
+                return Err(PidFileError::AlreadyRunning {
+                    path: path.to_path_buf(),
+                    pid: Pid::as_raw(holder),
+                })
+            }
             Err(err) => return Err(err),
-        }
+        };
         let dir = path.parent().unwrap_or(Path::new("."));
         // 0700 like every folder tokengate creates: by default this is data/, which the SQLite
         // store would otherwise create so, after us.
         crate::secret_files::create_private_dir_all(dir)
             .map_err(io("cannot create the pid file's folder"))?;
-        // Written beside it and renamed, so a reader never sees a half-written pid.
+        // Written and locked beside it, then renamed: a reader never sees a half-written pid,
+        // and the file is locked from the moment it is at `path`.
         let mut temp =
             tempfile::NamedTempFile::new_in(dir).map_err(io("cannot write the pid file"))?;
+        fcntl_lock(temp.as_file(), FlockOperation::NonBlockingLockExclusive)
+            .map_err(|err| io("cannot lock the pid file")(err.into()))?;
         writeln!(temp, "{own}").map_err(io("cannot write the pid file"))?;
         {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))
                 .map_err(io("cannot write the pid file"))?;
         }
-        temp.persist(path)
+        let file = temp
+            .persist(path)
             .map_err(|err| io("cannot write the pid file")(err.error))?;
         Ok(Self {
             path: path.to_path_buf(),
-            pid: own,
+            file,
+            previous,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The server that held the file before this one took it over (`--takeover`).
+    pub fn previous(&self) -> Option<i32> {
+        self.previous.map(|pid| pid.as_raw_nonzero().get())
+    }
+
+    /// Whether `path` is still this file (not one a newer server put in its place). `stat`,
+    /// not `open`: closing a descriptor of the file would release the lock.
+    fn still_ours(&self) -> bool {
+        match (rustix::fs::stat(&self.path), rustix::fs::fstat(&self.file)) {
+            (Ok(there), Ok(ours)) => there.st_dev == ours.st_dev && there.st_ino == ours.st_ino,
+            _ => false,
+        }
+    }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
         // Only our own: a newer server may have replaced it meanwhile.
-        let ours = read(&self.path).is_ok_and(|pid| u32::try_from(pid) == Ok(self.pid));
-        if ours {
+        if self.still_ours() {
             if let Err(err) = std::fs::remove_file(&self.path) {
                 tracing::warn!(file = %self.path.display(), error = %err, "cannot remove the pid file");
             }
@@ -181,7 +293,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_naming_this_live_process_is_ours_and_removed_on_drop() {
+    fn a_file_naming_this_process_is_ours_and_removed_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/tokengate.pid");
         let file = PidFile::create(&path, false).unwrap();
@@ -194,27 +306,48 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_pid_is_replaced_and_a_live_one_refused() {
+    fn a_file_naming_a_live_process_that_holds_no_lock_is_stale_replaced_and_never_signalled() {
+        // Arrange: the pid of a live process that is not tokengate (as after a crash and pid
+        // reuse), in a file nobody holds.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokengate.pid");
-        // Above the kernel's pid_max (4194304 at most): never a running process.
-        std::fs::write(&path, "99999999\n").unwrap();
-        let file = PidFile::create(&path, false).unwrap();
-        drop(file);
-
-        let mut child = std::process::Command::new("sleep")
+        let mut sleep = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        std::fs::write(&path, format!("{}\n", child.id())).unwrap();
-        let refused = PidFile::create(&path, false);
-        let taken = PidFile::create(&path, true);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        std::fs::write(&path, format!("{}\n", sleep.id())).unwrap();
+
+        // Act
+        let signalled = signal_reload(&path);
+        let checked = check(&path, false);
+        let created = PidFile::create(&path, false);
+
+        // Assert: nothing signalled (the sleep still runs), and the file replaced.
+        let still_running = sleep.try_wait().unwrap().is_none();
+        sleep.kill().unwrap();
+        sleep.wait().unwrap();
         assert!(
-            matches!(refused, Err(PidFileError::AlreadyRunning { .. })),
-            "{refused:?}"
+            matches!(signalled, Err(PidFileError::NotRunning { .. })),
+            "{signalled:?}"
         );
-        assert!(taken.is_ok(), "{taken:?}");
+        assert!(still_running, "the unrelated process was signalled");
+        assert!(checked.is_ok(), "{checked:?}");
+        let created = created.unwrap();
+        assert_eq!(created.previous(), None);
+        assert_eq!(
+            read(&path).unwrap(),
+            i32::try_from(std::process::id()).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_newer_server_is_left_alone_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokengate.pid");
+        let file = PidFile::create(&path, false).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "12345\n").unwrap();
+        drop(file);
+        assert_eq!(read(&path).unwrap(), 12345);
     }
 }

@@ -52,6 +52,10 @@ pub const DEMO_CLIENT_SECRET: &str = "ksdSdoefDDP7wpaElfqvmjDue";
 pub const DEMO_USER: &str = "admin";
 pub const DEMO_PASSWORD: &str = "admin";
 
+/// Why a port another process listens on (with SO_REUSEPORT, under this user) is refused.
+const PORT_IN_USE: &str =
+    "the port is in use by another process; to upgrade in place use `serve --takeover`";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("{0}")]
@@ -72,12 +76,23 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr}: {PORT_IN_USE}")]
+    PortInUse { addr: SocketAddr },
     #[error("cannot listen on {addr} for [management] (metrics and probes): {source}")]
     ManagementBind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// How this start was asked for on the command line (not configuration: `serve --takeover`
+/// means one start, never a setting a file keeps).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// An in-place upgrade: the token and management ports may be shared with the running
+    /// server (SO_REUSEPORT). Without it, a port another process listens on is an error.
+    pub takeover: bool,
 }
 
 pub struct Application {
@@ -101,6 +116,8 @@ pub struct Application {
     audit: Audit,
     /// Re-reads the config file on SIGHUP (`run_until_stopped`) or when a test asks.
     reloader: Arc<Reloader>,
+    /// SIGHUP as caught since before the build ([`Self::reload_on_hangups`]).
+    hangups: Option<tokio::signal::unix::Signal>,
 }
 
 impl Application {
@@ -108,10 +125,26 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
+    /// As [`Application::build`], started as `serve` was asked to (`--takeover`).
+    pub async fn build_with_options(
+        settings: Settings,
+        options: StartOptions,
+    ) -> Result<Self, StartupError> {
+        Self::start(settings, Arc::new(SystemClock), options).await
+    }
+
     /// As [`Application::build`], with an injected clock (tests move it to expire tokens).
     pub async fn build_with_clock(
         settings: Settings,
         clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        Self::start(settings, clock, StartOptions::default()).await
+    }
+
+    async fn start(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        options: StartOptions,
     ) -> Result<Self, StartupError> {
         if tls::ensure_certificate(&settings.tls)? {
             tracing::warn!(
@@ -187,6 +220,10 @@ impl Application {
         let socket = listener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let local_addr = socket.local_addr();
         if socket.shared() {
+            // Another home, maybe another database, would otherwise get half the connections.
+            if !options.takeover {
+                return Err(StartupError::PortInUse { addr: local_addr });
+            }
             warn_about_a_shared_port(local_addr);
         }
 
@@ -272,6 +309,12 @@ impl Application {
         });
         let management = if settings.management.enabled {
             let addr = SocketAddr::new(settings.management.host, settings.management.port);
+            if !options.takeover && listener::listening_on(addr) {
+                return Err(StartupError::ManagementBind {
+                    addr,
+                    source: std::io::Error::new(std::io::ErrorKind::AddrInUse, PORT_IN_USE),
+                });
+            }
             let state = ManagementState::new(registry, readiness.clone(), Some(before_scrape));
             let tls = management_certificate
                 .clone()
@@ -334,7 +377,15 @@ impl Application {
             janitor_metrics,
             audit,
             reloader,
+            hangups: None,
         })
+    }
+
+    /// Reloads on the SIGHUPs `hangups` catches, including those caught before serving began
+    /// (`serve` catches SIGHUP before it builds, so a reload sent while the server starts is
+    /// applied once it serves instead of being lost).
+    pub fn reload_on_hangups(&mut self, hangups: tokio::signal::unix::Signal) {
+        self.hangups = Some(hangups);
     }
 
     /// What re-reads the config file (SIGHUP does, in [`Self::run_until_stopped`]).
@@ -378,8 +429,8 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully; SIGHUP reloads the config
     /// file and the TLS files ([`Reloader`]); SIGUSR1 only reopens the audit file.
-    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        let reloads = reload_on_sighup(self.reloader.clone());
+    pub async fn run_until_stopped(mut self) -> Result<(), StartupError> {
+        let reloads = reload_on_sighup(self.reloader.clone(), self.hangups.take());
         let reopens = reopen_audit_on_sigusr1(self.audit.clone());
         // A second signal during the drain ends it at once (an operator in a hurry).
         let stopped = self.run_stopping(shutdown_signal(), shutdown_signal).await;
@@ -659,11 +710,16 @@ impl Acceptor<'_> {
 /// How long the exit waits for queued audit events to be written.
 const AUDIT_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
-/// Reloads on every SIGHUP until aborted. Installed before serving, since SIGHUP's default
-/// action would end the process. `None` if the handler cannot be installed (logged).
-fn reload_on_sighup(reloader: Arc<Reloader>) -> Option<tokio::task::JoinHandle<()>> {
+/// Reloads on every SIGHUP until aborted, from `caught` when given (it has seen the SIGHUPs
+/// since it was made: one sent during start-up reloads at once). Installed before serving,
+/// since SIGHUP's default action would end the process. `None` if the handler cannot be
+/// installed (logged).
+fn reload_on_sighup(
+    reloader: Arc<Reloader>,
+    caught: Option<tokio::signal::unix::Signal>,
+) -> Option<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::hangup()) {
+    match caught.map_or_else(|| signal(SignalKind::hangup()), Ok) {
         Ok(mut hangups) => Some(tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 // Logged and counted inside.

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::audit::Event;
 use crate::config::{self, ConfigError, ConfigProblem, ConfigSource, DirectoryLocation, Settings};
 use crate::crypto::{jwk, password, secret};
-use crate::startup::{Application, StartupError};
+use crate::startup::{Application, StartOptions, StartupError};
 use crate::store::model::User;
 use crate::store::SubjectKind;
 use accounts::Accounts;
@@ -42,7 +42,7 @@ pub enum Command {
         #[arg(long, env = "TOKENGATE_PORT_OFFSET", value_name = "N")]
         port_offset: Option<i64>,
         /// In-place upgrade: start while the old server still runs (same ports through
-        /// SO_REUSEPORT) and take over its pid file; then stop the old one with SIGTERM
+        /// SO_REUSEPORT); once listening, take over its pid file and send it SIGTERM
         #[arg(long)]
         takeover: bool,
     },
@@ -246,31 +246,67 @@ fn audit(settings: &Settings, client_id: Option<&str>, subject: Option<&str>, ev
 }
 
 fn serve(source: &ConfigSource, takeover: bool) -> Result<ExitCode, CliError> {
-    let settings = load(source)?;
-    // After `[logging]` applies, so that the warnings come in its format.
-    crate::telemetry::warn_unknown_env_vars();
-    // Before anything is bound: a second server on the same config stops here, saying so.
-    let pid_file = settings
-        .server
-        .pid_file
-        .as_deref()
-        .map(|path| crate::pid_file::PidFile::create(path, takeover))
-        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|err| CliError::Input(format!("cannot start the async runtime: {err}")))?;
+    // SIGHUP's default action ends the process: caught from here on, so a reload sent while
+    // the server starts (migrations can take a while) is not fatal, and handed to the server,
+    // which applies it once it serves.
+    let hangups = {
+        let _runtime = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    };
+    let settings = load(source)?;
+    // After `[logging]` applies, so that the warnings come in its format.
+    crate::telemetry::warn_unknown_env_vars();
+    let pid_path = settings.server.pid_file.clone();
+    // Before anything is built: a second server on the same config stops here, saying so. The
+    // file itself is written only once this server listens (below): a start that fails leaves
+    // the running server's file, or a stale one, as it was.
+    if let Some(path) = &pid_path {
+        crate::pid_file::check(path, takeover)?;
+    }
     runtime.block_on(async {
-        // SIGHUP's default action ends the process: caught from here on, so a reload sent
-        // while the server starts (migrations can take a while) is not fatal. Serving
-        // installs the listener that reloads.
-        let _starting = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-        let app = Application::build(settings).await?;
-        app.run_until_stopped().await
+        let mut app = Application::build_with_options(settings, StartOptions { takeover }).await?;
+        // Listening from here on (build's last step).
+        let pid_file = pid_path
+            .as_deref()
+            .map(|path| crate::pid_file::PidFile::create(path, takeover))
+            .transpose()?;
+        if let Some(previous) = pid_file.as_ref().and_then(|file| file.previous()) {
+            stop_the_server_taken_over(previous);
+        }
+        match hangups {
+            Ok(hangups) => app.reload_on_hangups(hangups),
+            Err(err) => tracing::warn!(error = %err, "cannot catch SIGHUP before serving"),
+        }
+        let served = app.run_until_stopped().await;
+        // Removed at a clean exit (unless a newer server has put its own in place).
+        drop(pid_file);
+        Ok::<(), CliError>(served?)
     })?;
-    // Removed at a clean exit (and by its `Drop` on an error).
-    drop(pid_file);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `serve --takeover`, now listening beside the server it replaces: SIGTERM to that one (the
+/// process the kernel named as the pid file's lock holder), which stops taking connections,
+/// answers those it holds and exits.
+fn stop_the_server_taken_over(pid: i32) {
+    let Some(target) = rustix::process::Pid::from_raw(pid) else {
+        return;
+    };
+    match rustix::process::kill_process(target, rustix::process::Signal::TERM) {
+        Ok(()) => tracing::info!(
+            pid,
+            "listening: sent SIGTERM to the server taken over; it drains and exits"
+        ),
+        Err(err) => tracing::warn!(
+            pid,
+            error = %std::io::Error::from(err),
+            "cannot send SIGTERM to the server taken over; stop it by hand"
+        ),
+    }
 }
 
 /// `tokengate reload`: SIGHUP to the server named by the pid file. The server logs what it

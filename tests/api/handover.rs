@@ -22,8 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::helpers::process::{
-    free_port, serve, serve_on, Home, Server, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_PASSWORD,
-    DEMO_USER,
+    free_port, offset_of, serve, serve_on, serve_on_with, Home, Server, DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET, DEMO_PASSWORD, DEMO_USER,
 };
 use crate::helpers::TestDatabase;
 
@@ -362,11 +362,10 @@ async fn a_second_server_on_the_same_port_and_database_takes_over_without_a_fail
     let load = Load::start(&home, &format!("https://127.0.0.1:{port}"));
     load.run_for(PHASE, 50).await;
 
-    // Act: B starts on the same port (and management port) and database; A is stopped.
-    let b = serve_on(&home, port).await;
-    load.run_for(PHASE, 50).await;
+    // Act: B starts on the same port (and management port) and database with --takeover;
+    // once it listens it sends A SIGTERM itself.
     let a_before_stop = issued(&a);
-    a.send_signal("TERM");
+    let b = serve_on(&home, port).await;
     let a_exit = a.wait_for_exit(EXIT_DEADLINE).await;
     load.run_for(PHASE, 50).await;
     let ok = load.ok();
@@ -389,7 +388,8 @@ async fn a_second_server_on_the_same_port_and_database_takes_over_without_a_fail
     assert!(a_before_stop > 0, "A served nothing:\n{}", a.log());
     assert!(issued(&b) > 0, "B served nothing:\n{}", b.log());
     assert!(
-        b.log().contains("another process listens on this port"),
+        b.log().contains("another process listens on this port")
+            && b.log().contains("sent SIGTERM to the server taken over"),
         "{}",
         b.log()
     );
@@ -398,6 +398,55 @@ async fn a_second_server_on_the_same_port_and_database_takes_over_without_a_fail
     let management = format!("http://127.0.0.1:{}/health/ready", port - 8243 + 9000);
     let ready = reqwest::get(&management).await.unwrap();
     assert_eq!(ready.status(), 200, "{management}");
+}
+
+#[tokio::test]
+async fn a_second_server_without_takeover_on_a_port_in_use_refuses_to_start() {
+    // Arrange: a server, and another home (its own pid file, maybe its own database) set to
+    // the same port by mistake.
+    let first_home = Home::new();
+    let first = serve(&first_home).await;
+    let other_home = Home::new();
+
+    // Act
+    let second = other_home
+        .run(&["serve", "--port-offset", &offset_of(first.port)], None)
+        .await;
+
+    // Assert: refused, saying how an upgrade is done; the first server still answers.
+    second.assert_failure();
+    assert!(
+        second.stderr.contains("in use by another process")
+            && second.stderr.contains("serve --takeover")
+            && second.stderr.contains(&format!(":{}", first.port)),
+        "{second:#?}"
+    );
+    assert_eq!(first.get("/health").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_management_port_another_server_listens_on_is_a_startup_error_without_takeover() {
+    // Arrange: a server, and a second one whose management port is the first one's.
+    let first = crate::helpers::spawn_app().await;
+    let home = tempfile::tempdir().unwrap();
+    crate::helpers::write_fixture_stores(home.path());
+    let mut settings = crate::helpers::test_settings(home.path());
+    let taken = first.management_addr.unwrap();
+    settings.management.host = taken.ip();
+    settings.management.port = taken.port();
+
+    // Act
+    let built = tokengate::Application::build(settings).await;
+
+    // Assert
+    let Err(error) = built else {
+        panic!("the second server shared the first one's management port")
+    };
+    let error = error.to_string();
+    assert!(
+        error.contains("management") && error.contains("serve --takeover"),
+        "{error}"
+    );
 }
 
 /// A TCP balancer as simple as they come: each client connection goes to the next backend in
@@ -433,8 +482,9 @@ async fn balancer(backends: Vec<SocketAddr>) -> (SocketAddr, JoinHandle<()>) {
     (addr, task)
 }
 
-/// Stops `node` with SIGTERM, waits for it to exit cleanly and starts a new one on its port.
-async fn restart(home: &Home, node: &mut Server) -> Server {
+/// Stops `node` with SIGTERM, waits for it to exit cleanly and starts a new one on its port,
+/// with `env` (its own config).
+async fn restart(home: &Home, node: &mut Server, env: &[(&str, &str)]) -> Server {
     node.send_signal("TERM");
     let exit = node.wait_for_exit(EXIT_DEADLINE).await;
     assert!(
@@ -442,7 +492,7 @@ async fn restart(home: &Home, node: &mut Server) -> Server {
         "{exit:?}\n{}",
         node.log()
     );
-    serve_on(home, node.port).await
+    serve_on_with(home, node.port, env).await
 }
 
 #[tokio::test]
@@ -459,8 +509,21 @@ async fn a_rolling_restart_of_a_postgres_cluster_behind_a_tcp_balancer_fails_no_
         "tokens = \"sqlite://data/tokens.db\"",
         &format!("tokens = \"{}\"", database.url),
     );
+    // Node two is another server, not an upgrade of one: its own pid file (a config of its
+    // own naming it), since --takeover would stop node one.
+    let two_config = home.file("config/identity-two.toml");
+    let text = home.read("config/identity.toml");
+    let pid_file = "pid_file = \"data/tokengate.pid\"";
+    assert!(text.contains(pid_file));
+    std::fs::write(
+        &two_config,
+        text.replacen(pid_file, "pid_file = \"data/two.pid\"", 1),
+    )
+    .unwrap();
+    let two_config = two_config.display().to_string();
+    let two_env = [("TOKENGATE_CONFIG", two_config.as_str())];
     let mut one = serve(&home).await;
-    let mut two = serve_on(&home, free_port()).await;
+    let mut two = serve_on_with(&home, free_port(), &two_env).await;
     let backends = [one.port, two.port]
         .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
         .to_vec();
@@ -469,9 +532,9 @@ async fn a_rolling_restart_of_a_postgres_cluster_behind_a_tcp_balancer_fails_no_
     load.run_for(PHASE, 50).await;
 
     // Act: node one is stopped and started again, then node two.
-    let new_one = restart(&home, &mut one).await;
+    let new_one = restart(&home, &mut one, &[]).await;
     load.run_for(PHASE, 50).await;
-    let new_two = restart(&home, &mut two).await;
+    let new_two = restart(&home, &mut two, &two_env).await;
     load.run_for(PHASE, 50).await;
     let ok = load.ok();
     let slowest_ms = load.slowest_ms();

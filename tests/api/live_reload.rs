@@ -645,8 +645,168 @@ async fn tokengate_reload_without_a_running_server_says_why() {
     );
     stale.assert_failure();
     assert!(
-        stale.stderr.contains("process 99999999 is not running"),
+        stale.stderr.contains("stale") && stale.stderr.contains("pid 99999999"),
         "{stale:#?}"
+    );
+}
+
+/// Whether `child` is still running `within` from now (a signal it got has had time to end
+/// it): proving that nothing happened needs a bound.
+async fn still_runs_after(child: &mut std::process::Child, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_pid_file_naming_a_live_unrelated_process_is_stale_reload_signals_nothing_and_serve_replaces_it(
+) {
+    // Arrange: after a crash, the pid in the file now belongs to another process (a `sleep`,
+    // which SIGHUP would end); no server holds the file.
+    let home = Home::new();
+    let pid_file = home.file("data/tokengate.pid");
+    let mut unrelated = Killed(
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
+    std::fs::write(&pid_file, format!("{}\n", unrelated.0.id())).unwrap();
+
+    // Act
+    let reload = home.run(&["reload"], None).await;
+    let unrelated_runs = still_runs_after(&mut unrelated.0, Duration::from_millis(500)).await;
+    let server = serve(&home).await;
+    let reload_after_start = home.run(&["reload"], None).await;
+
+    // Assert: refused without a signal; serve started and replaced the file.
+    reload.assert_failure();
+    assert!(reload.stderr.contains("stale"), "{reload:#?}");
+    assert!(
+        unrelated_runs,
+        "`tokengate reload` signalled an unrelated process"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        server.pid().to_string()
+    );
+    assert!(
+        server.log().contains("replacing a stale pid file"),
+        "{}",
+        server.log()
+    );
+    reload_after_start.assert_success();
+    assert!(
+        reload_after_start
+            .stderr
+            .contains(&server.pid().to_string()),
+        "{reload_after_start:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_takeover_that_fails_to_start_leaves_the_running_servers_pid_file() {
+    // Arrange: the running server, and a port the new one cannot bind (another program).
+    let home = Home::new();
+    let old = serve(&home).await;
+    let pid_file = home.file("data/tokengate.pid");
+    let port = free_port();
+    let _other_program = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+
+    // Act
+    let takeover = home
+        .run(
+            &["serve", "--takeover", "--port-offset", &offset_of(port)],
+            None,
+        )
+        .await;
+    let reload = home.run(&["reload"], None).await;
+
+    // Assert: the start failed; the file still names the old server, which still reloads.
+    takeover.assert_failure();
+    assert!(takeover.stderr.contains("cannot listen"), "{takeover:#?}");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        old.pid().to_string()
+    );
+    reload.assert_success();
+    assert!(
+        reload.stderr.contains(&old.pid().to_string()),
+        "{reload:#?}"
+    );
+    assert_eq!(old.get("/health").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_sighup_sent_while_the_server_starts_is_applied_once_it_serves() {
+    // Arrange: a server that has read its config but does not listen yet, and the config
+    // changed after that read.
+    let home = Home::new();
+    let port = free_port();
+    let log = home.file("starting.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut command = home.command(&["serve", "--port-offset", &offset_of(port)]);
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    let mut child = Killed(command.spawn().unwrap());
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Logged by the build, after the config is read and SIGHUP caught.
+    let deadline = Instant::now() + DEADLINE;
+    while !read().contains("generated a self-signed certificate") {
+        assert!(child.0.try_wait().unwrap().is_none(), "{}", read());
+        assert!(Instant::now() < deadline, "{}", read());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    home.edit("config/identity.toml", VALIDITY, SHORTER);
+
+    // Act
+    crate::helpers::process::signal(child.0.id(), "HUP");
+    let sent_before_listening = !read().contains("tokengate listening");
+
+    // Assert: once it serves, the new lifetime applies (the signal was not lost).
+    let client = https_client(&home.cert());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        assert!(child.0.try_wait().unwrap().is_none(), "{}", read());
+        let reply = client
+            .post(format!("https://127.0.0.1:{port}/token"))
+            .basic_auth(
+                crate::helpers::process::DEMO_CLIENT_ID,
+                Some(crate::helpers::process::DEMO_CLIENT_SECRET),
+            )
+            .form(&[
+                ("grant_type", "password"),
+                ("username", crate::helpers::process::DEMO_USER),
+                ("password", crate::helpers::process::DEMO_PASSWORD),
+                ("scope", "PRODUCTION"),
+            ])
+            .send()
+            .await;
+        if let Ok(reply) = reply {
+            let body: serde_json::Value = reply.json().await.unwrap();
+            if body["expires_in"] == 120 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the SIGHUP sent during start-up was lost:\n{}",
+            read()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(
+        sent_before_listening,
+        "the server was already listening: nothing tested\n{}",
+        read()
     );
 }
 
@@ -696,15 +856,14 @@ async fn check_config_reports_a_management_certificate_that_does_not_load() {
 }
 
 #[tokio::test]
-async fn serve_takeover_starts_beside_the_running_server_and_keeps_the_pid_file_when_the_old_one_stops(
-) {
+async fn serve_takeover_once_listening_takes_the_pid_file_and_stops_the_old_server() {
     // Arrange: the old server, and the pid file naming it.
     let home = Home::new();
     let mut old = serve(&home).await;
     let pid_file = home.file("data/tokengate.pid");
 
-    // Act: a new server on the same config with --takeover (another port here: this branch
-    // has no SO_REUSEPORT), then SIGTERM to the old one.
+    // Act: a new server on the same config with --takeover (on another port here; the
+    // handover tests share one).
     let port = free_port();
     let log = std::fs::File::create(home.file("takeover.log")).unwrap();
     let mut new = home.command(&["serve", "--port-offset", &offset_of(port), "--takeover"]);
@@ -730,17 +889,29 @@ async fn serve_takeover_starts_beside_the_running_server_and_keeps_the_pid_file_
         assert!(Instant::now() < deadline, "{}", home.read("takeover.log"));
         tokio::time::sleep(POLL).await;
     }
-    let named_while_both_run = std::fs::read_to_string(&pid_file).unwrap();
-    old.send_signal("TERM");
-    let status = old.wait_for_exit(Duration::from_secs(30)).await.unwrap();
+    // Nobody else signals the old server: the new one does.
+    let status = old.wait_for_exit(Duration::from_secs(30)).await;
     let named_after = std::fs::read_to_string(&pid_file);
+    let reload = home.run(&["reload"], None).await;
     let new_pid = new.0.id().to_string();
+    let new_log = home.read("takeover.log");
     drop(new);
 
-    // Assert: the file names the new server, and the old one left it alone on exit.
-    assert!(status.success(), "{}", old.log());
-    assert_eq!(named_while_both_run.trim(), new_pid);
+    // Assert: the old server drained and exited cleanly, leaving the new one's file alone;
+    // `tokengate reload` reaches the new one.
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "{status:?}\n{}",
+        old.log()
+    );
+    assert!(
+        new_log.contains("sent SIGTERM to the server taken over")
+            && new_log.contains(&format!("pid={}", old.pid())),
+        "{new_log}"
+    );
     assert_eq!(named_after.unwrap().trim(), new_pid);
+    reload.assert_success();
+    assert!(reload.stderr.contains(&new_pid), "{reload:#?}");
 }
 
 /// A child process killed when the test ends, however it ends.

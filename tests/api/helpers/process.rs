@@ -298,10 +298,17 @@ pub(crate) async fn serve_with(home: &Home, offset_from: OffsetFrom) -> Server {
 }
 
 /// Starts `tokengate serve --takeover` on `port` (another process of the same home may listen
-/// there already: an upgrade, so it takes the pid file over) and waits until this process
+/// there already: an upgrade, so once listening it takes the pid file over and sends the
+/// process holding it SIGTERM) and waits until this process
 /// listens (its log says so) and `/health` answers 200 there.
 pub(crate) async fn serve_on(home: &Home, port: u16) -> Server {
+    serve_on_with(home, port, &[]).await
+}
+
+/// [`serve_on`] with these environment variables too (e.g. another `TOKENGATE_CONFIG`).
+pub(crate) async fn serve_on_with(home: &Home, port: u16, env: &[(&str, &str)]) -> Server {
     let mut command = home.command(&["serve", "--takeover", "--port-offset", &offset_of(port)]);
+    command.envs(env.iter().copied());
     let log = home.next_log();
     let file = std::fs::File::create(&log).unwrap();
     command

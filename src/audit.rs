@@ -828,6 +828,8 @@ struct Writer {
 
 /// Lines written per batch at most (one `write` each batch).
 const BATCH_LINES: usize = 512;
+/// The writer's rest after each batch: events wait at most this long to be written.
+const BATCH_PAUSE: Duration = Duration::from_millis(10);
 
 impl Writer {
     fn run(mut self, queue: &Receiver<Message>) {
@@ -860,6 +862,9 @@ impl Writer {
             }
             self.write_out(&mut batch);
             self.report_drops();
+            // Events gather meanwhile: one wake-up and one write per pause under load, not a
+            // thread switch and a write per event (each token request records one).
+            std::thread::park_timeout(BATCH_PAUSE);
         }
     }
 
@@ -913,7 +918,41 @@ impl Writer {
         }
     }
 
+    /// Writes a batch of lines; with `max_bytes`, in chunks of whole lines that each fit the
+    /// room the file has left (or a fresh file's), so rotation keeps every file under it.
     fn write(&mut self, bytes: &[u8]) {
+        let Some(max_bytes) = self
+            .max_bytes
+            .filter(|_| matches!(self.target, Target::File { .. }))
+        else {
+            return self.write_chunk(bytes);
+        };
+        let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let size = match &self.target {
+                Target::File { file, .. } => file.metadata().map_or(0, |meta| meta.len()),
+                _ => 0,
+            };
+            let mut room = max_bytes.saturating_sub(usize::try_from(size).unwrap_or(usize::MAX));
+            let mut take = 0;
+            for line in rest.split_inclusive(|byte| *byte == b'\n') {
+                if take == 0 && line.len() > room {
+                    // The file is rotated before this chunk: a fresh one's room.
+                    room = max_bytes;
+                }
+                if take > 0 && take + line.len() > room {
+                    break;
+                }
+                take += line.len();
+            }
+            let (chunk, tail) = rest.split_at(take);
+            self.write_chunk(chunk);
+            rest = tail;
+        }
+    }
+
+    fn write_chunk(&mut self, bytes: &[u8]) {
         self.rotate_if_needed(bytes.len());
         let written = match &mut self.target {
             Target::Off => Ok(()),

@@ -685,7 +685,11 @@ impl Audit {
                     Ok(flood) => flood,
                     Err(poisoned) => poisoned.into_inner(),
                 };
-                match flood.admit((kind, origin.ip), now_ms) {
+                // By /64 for IPv6, as the rate limits count: one host has that many addresses.
+                match flood.admit(
+                    (kind, origin.ip.map(crate::abuse::rate_limit::bucket_key)),
+                    now_ms,
+                ) {
                     None => return,
                     Some(left_out) => (left_out > 0).then_some(left_out),
                 }
@@ -863,8 +867,11 @@ impl Writer {
             self.write_out(&mut batch);
             self.report_drops();
             // Events gather meanwhile: one wake-up and one write per pause under load, not a
-            // thread switch and a write per event (each token request records one).
-            std::thread::park_timeout(BATCH_PAUSE);
+            // thread switch and a write per event (each token request records one). A full
+            // batch means a backlog: no rest then.
+            if taken < BATCH_LINES {
+                std::thread::park_timeout(BATCH_PAUSE);
+            }
         }
     }
 

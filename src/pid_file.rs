@@ -109,7 +109,10 @@ fn lock_holder(path: &Path) -> Result<Option<Option<Pid>>, PidFileError> {
     })?;
     // An open-file-description lock reports pid -1: never a process to signal (kill(-1) would
     // reach every process).
-    Ok(lock.map(|lock| lock.pid.filter(|pid| pid.as_raw_nonzero().get() > 0)))
+    // Only a write lock is a server's: anyone who can read the file can hold a read lock.
+    Ok(lock
+        .filter(|lock| lock.typ == FlockType::WriteLock)
+        .map(|lock| lock.pid.filter(|pid| pid.as_raw_nonzero().get() > 0)))
 }
 
 fn open_error(path: &Path, source: std::io::Error) -> PidFileError {

@@ -30,7 +30,7 @@ pub fn parse_partial<T: serde::de::DeserializeOwned>(text: &str) -> (Option<T>, 
         Ok(table) => table,
         Err(err) => {
             let at = err.span().map_or_else(String::new, |span| {
-                let before = &text[..span.start.min(text.len())];
+                let before = text.get(..span.start).unwrap_or(text);
                 let line = before.matches('\n').count() + 1;
                 let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
                 format!(" (line {line}, column {column})")

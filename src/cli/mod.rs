@@ -253,9 +253,15 @@ fn serve(source: &ConfigSource, takeover: bool) -> Result<ExitCode, CliError> {
     // SIGHUP's default action ends the process: caught from here on, so a reload sent while
     // the server starts (migrations can take a while) is not fatal, and handed to the server,
     // which applies it once it serves.
-    let hangups = {
+    let (hangups, _reopens_while_starting) = {
         let _runtime = runtime.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        // SIGUSR1 (logrotate's reopen) ends the process by default too: caught from here on
+        // (tokio keeps the handler for the process's life); one sent before serving has
+        // nothing to reopen yet, the trail is opened afresh at start.
+        (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()),
+        )
     };
     let settings = load(source)?;
     // After `[logging]` applies, so that the warnings come in its format.
@@ -274,8 +280,14 @@ fn serve(source: &ConfigSource, takeover: bool) -> Result<ExitCode, CliError> {
             .as_deref()
             .map(|path| crate::pid_file::PidFile::create(path, takeover))
             .transpose()?;
-        if let Some(previous) = pid_file.as_ref().and_then(|file| file.previous()) {
-            stop_the_server_taken_over(previous);
+        match pid_file.as_ref().and_then(|file| file.previous()) {
+            Some(previous) => stop_the_server_taken_over(previous),
+            None if takeover => tracing::warn!(
+                "--takeover: no server held the pid file's lock, so none was stopped; a server \
+                 still sharing the port (an older one, or one with another pid_file) must be \
+                 stopped by hand"
+            ),
+            None => {}
         }
         match hangups {
             Ok(hangups) => app.reload_on_hangups(hangups),

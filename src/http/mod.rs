@@ -132,10 +132,24 @@ async fn limit_by_ip(
 /// keep-alive) or were still sending (an HTTP/2 stream reset) report errors instead of the 429.
 /// A body too large or too slow gets the answer with `Connection: close` instead.
 async fn refuse_after_reading(request: Request, limits: &HttpLimits, retry: u64) -> Response {
-    let body = http_body_util::Limited::new(request.into_body(), limits.max_body_bytes);
-    let read = tokio::time::timeout(limits.request_timeout, body.collect()).await;
+    let headers = request.headers();
+    // A client waiting for `100 Continue`, or announcing more than a form may hold, is not
+    // invited to send a body only to be refused: it gets the answer and the connection ends.
+    let skip = headers.contains_key(axum::http::header::EXPECT)
+        || headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<usize>().ok())
+            .is_some_and(|length| length > limits.max_body_bytes);
+    let read_whole = !skip && {
+        let body = http_body_util::Limited::new(request.into_body(), limits.max_body_bytes);
+        matches!(
+            tokio::time::timeout(limits.request_timeout, body.collect()).await,
+            Ok(Ok(_))
+        )
+    };
     let mut response = ApiError::from(OAuthError::rate_limited(retry)).into_response();
-    if !matches!(read, Ok(Ok(_))) {
+    if !read_whole {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
             axum::http::HeaderValue::from_static("close"),

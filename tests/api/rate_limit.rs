@@ -314,3 +314,29 @@ async fn a_keep_alive_connection_refused_for_its_rate_goes_on_answering() {
     // closed it after the first).
     assert_eq!(answers.matches("HTTP/1.1 429").count(), 2, "{answers}");
 }
+
+#[tokio::test]
+async fn a_refused_client_waiting_for_100_continue_is_not_invited_to_send_its_body() {
+    use tokio::io::AsyncWriteExt as _;
+
+    // Arrange: the IP's bucket is empty.
+    let app = spawn_app_with(|s| s.rate_limit.per_ip = bucket(0.001, 1.0)).await;
+    cheap(&app, None).await.assert_error(400, "invalid_grant");
+    let mut tls = raw_tls_connection(&app, b"http/1.1").await;
+
+    // Act: headers only, waiting for 100 Continue before the body.
+    tls.write_all(
+        b"POST /token HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 40\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut tls).await).into_owned();
+
+    // Assert: refused at once, no invitation, and the connection ends.
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+}

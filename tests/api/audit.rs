@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokengate::abuse::rate_limit::Rate;
 use tokengate::config::{AuditDestination, AuditSettings};
 
-use crate::helpers::process::{serve, Home, DEMO_CLIENT_ID, DEMO_USER};
+use crate::helpers::process::{serve, Home, Server, DEMO_CLIENT_ID, DEMO_USER};
 use crate::helpers::*;
 
 fn trail(app: &TestApp) -> std::path::PathBuf {
@@ -428,19 +428,21 @@ async fn the_cli_refuses_an_audit_file_that_is_a_symlink_and_creates_nothing_thr
     );
 }
 
-/// logrotate moves the file and sends SIGHUP: the server goes on in a new file at the path.
-#[tokio::test]
-async fn sighup_reopens_the_audit_file_after_it_was_moved() {
-    let home = Home::new();
+/// As logrotate does: serves, records a token, moves the trail to `audit.jsonl.1` and sends
+/// `signal`; returns once the next token's event is in a new file at the path, with that file
+/// and the moved one.
+async fn move_the_trail_and_signal(
+    home: &Home,
+    signal: &str,
+) -> (Server, std::path::PathBuf, std::path::PathBuf) {
     let path = audit_file(home.path());
-    let moved = home.file("logs/audit.jsonl.moved");
-    let mut server = serve(&home).await;
-
+    let moved = home.file("logs/audit.jsonl.1");
+    let server = serve(home).await;
     server.demo_login().await.assert_tokens(3600, "PRODUCTION");
     wait_for_event(&path, "token_issued", |_| true).await;
     std::fs::rename(&path, &moved).unwrap();
 
-    server.send_signal("HUP");
+    server.send_signal(signal);
     // The writer opens the path again as soon as it is told, creating the file.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !path.exists() {
@@ -449,14 +451,13 @@ async fn sighup_reopens_the_audit_file_after_it_was_moved() {
     }
     let second = server.demo_login().await;
     second.assert_tokens(3600, "PRODUCTION");
-
     let request_id = second.header("x-request-id").unwrap();
     wait_for_event(&path, "token_issued", |e| e["request_id"] == request_id).await;
     assert_eq!(events_named(&moved, "token_issued").len(), 1);
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
-    // SIGHUP did not end the server.
-    assert_eq!(server.get("/health").await.status, 200);
+    (server, path, moved)
+}
+
+async fn stops_cleanly(mut server: Server) {
     server.send_signal("TERM");
     assert!(server
         .wait_for_exit(Duration::from_secs(30))
@@ -464,43 +465,34 @@ async fn sighup_reopens_the_audit_file_after_it_was_moved() {
         .is_some_and(|status| status.success()));
 }
 
+/// logrotate moves the file and sends SIGHUP: the server goes on in a new file at the path.
+#[tokio::test]
+async fn sighup_reopens_the_audit_file_after_it_was_moved() {
+    let home = Home::new();
+
+    let (server, path, _) = move_the_trail_and_signal(&home, "HUP").await;
+
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // SIGHUP did not end the server.
+    assert_eq!(server.get("/health").await.status, 200);
+    stops_cleanly(server).await;
+}
+
 /// logrotate's `postrotate` sends SIGUSR1: the server goes on in a new file at the path, and
 /// nothing else happens (SIGHUP would also re-read the whole config).
 #[tokio::test]
 async fn sigusr1_reopens_the_audit_file_without_reloading_the_config() {
-    // Arrange
     let home = Home::new();
-    let path = audit_file(home.path());
-    let moved = home.file("logs/audit.jsonl.1");
-    let mut server = serve(&home).await;
-    server.demo_login().await.assert_tokens(3600, "PRODUCTION");
-    wait_for_event(&path, "token_issued", |_| true).await;
-    std::fs::rename(&path, &moved).unwrap();
 
-    // Act
-    server.send_signal("USR1");
+    let (server, path, moved) = move_the_trail_and_signal(&home, "USR1").await;
 
-    // Assert
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(std::time::Instant::now() < deadline, "{}", server.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let second = server.demo_login().await;
-    second.assert_tokens(3600, "PRODUCTION");
-    let request_id = second.header("x-request-id").unwrap();
-    wait_for_event(&path, "token_issued", |e| e["request_id"] == request_id).await;
-    assert_eq!(events_named(&moved, "token_issued").len(), 1);
     let log = server.log();
     assert!(log.contains("reopening the audit file"), "{log}");
     assert!(!log.contains("reloading the configuration"), "{log}");
     assert!(events_named(&path, "config_reloaded").is_empty());
     assert!(events_named(&moved, "config_reloaded").is_empty());
-    server.send_signal("TERM");
-    assert!(server
-        .wait_for_exit(Duration::from_secs(30))
-        .await
-        .is_some_and(|status| status.success()));
+    stops_cleanly(server).await;
 }
 
 #[tokio::test]

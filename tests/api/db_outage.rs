@@ -131,21 +131,6 @@ async fn refresh_once_back(app: &TestApp, refresh: &str) -> Reply {
     }
 }
 
-/// `tokengate_store_errors_total{kind}` on the node's management port.
-async fn store_errors(app: &TestApp, kind: &str) -> f64 {
-    let addr = app.management_addr.expect("the management listener is on");
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = format!("tokengate_store_errors_total{{kind=\"{kind}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0.0, |value| value.parse().unwrap())
-}
-
 #[tokio::test]
 async fn a_database_outage_is_503_and_the_node_recovers_by_itself() {
     let Some(database) = TestDatabase::create("db_outage").await else {
@@ -172,7 +157,9 @@ async fn a_database_outage_is_503_and_the_node_recovers_by_itself() {
         "{:?}",
         started.elapsed()
     );
-    let unavailable = store_errors(&app, "unavailable").await;
+    let unavailable = app
+        .metric("tokengate_store_errors_total{kind=\"unavailable\"}")
+        .await;
     assert!(unavailable >= 2.0, "{unavailable} store errors counted");
 
     proxy.restore();

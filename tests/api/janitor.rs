@@ -45,20 +45,10 @@ async fn expired_tokens_are_purged_and_live_ones_kept(app: TestApp) {
 
 /// `tokengate_janitor_purged_rows_total{table}`, once the pass that purged has counted.
 async fn purged_rows(app: &TestApp, table: &str) -> f64 {
-    let addr = app.management_addr.expect("the management listener is on");
-    let series = format!("tokengate_janitor_purged_rows_total{{table=\"{table}\"}} ");
+    let series = format!("tokengate_janitor_purged_rows_total{{table=\"{table}\"}}");
     let mut value = 0.0;
     for _ in 0..100 {
-        let text = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        value = text
-            .lines()
-            .find_map(|line| line.strip_prefix(&series))
-            .map_or(0.0, |value| value.parse().unwrap());
+        value = app.metric(&series).await;
         if value > 0.0 {
             break;
         }

@@ -165,15 +165,6 @@ async fn until_new_connections_get(addr: SocketAddr, trusted: &[&[u8]], expected
     }
 }
 
-/// One sample of the app's `/metrics` (plain HTTP management port); 0 when absent.
-async fn sample(app: &TestApp, series: &str) -> f64 {
-    let url = format!("http://{}/metrics", app.management_addr.unwrap());
-    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.parse().unwrap())
-}
-
 fn reloads(source: &str, outcome: &str) -> String {
     format!("tokengate_config_reloads_total{{outcome=\"{outcome}\",source=\"{source}\"}}")
 }
@@ -181,7 +172,7 @@ fn reloads(source: &str, outcome: &str) -> String {
 async fn sample_until(app: &TestApp, series: &str, done: impl Fn(f64) -> bool) -> f64 {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let value = sample(app, series).await;
+        let value = app.metric(series).await;
         if done(value) {
             return value;
         }
@@ -210,11 +201,8 @@ async fn new_handshakes_get_a_replaced_certificate_while_an_open_connection_goes
     assert_eq!(get_on(&mut open, "/health").await, 200);
     assert_eq!(peer(&open), old);
     assert_eq!(
-        sample(
-            &app,
-            "tokengate_tls_certificate_expiry_seconds{listener=\"https\"}"
-        )
-        .await,
+        app.metric("tokengate_tls_certificate_expiry_seconds{listener=\"https\"}")
+            .await,
         not_after as f64,
         "the metric follows the new certificate"
     );
@@ -256,7 +244,7 @@ async fn a_mismatched_expired_or_unreadable_pair_is_refused_and_the_old_certific
     let mut connection = connect(app.addr, &trusted).await;
     assert_eq!(peer(&connection), old);
     assert_eq!(get_on(&mut connection, "/health").await, 200);
-    assert_eq!(sample(&app, &reloads("tls", "ok")).await, 0.0);
+    assert_eq!(app.metric(&reloads("tls", "ok")).await, 0.0);
 }
 
 #[tokio::test]
@@ -274,11 +262,8 @@ async fn the_expiry_metric_is_the_certificates_not_after_as_unix_time() {
 
     // Assert
     assert_eq!(
-        sample(
-            &app,
-            "tokengate_tls_certificate_expiry_seconds{listener=\"https\"}"
-        )
-        .await,
+        app.metric("tokengate_tls_certificate_expiry_seconds{listener=\"https\"}")
+            .await,
         not_after as f64
     );
 }
@@ -381,8 +366,8 @@ async fn a_reload_applies_new_lifetimes_and_rate_limits_to_the_next_requests() {
     // Assert: the new lifetime, then the client's one-request burst is spent.
     app.login(None).await.assert_tokens(120, "default");
     app.login(None).await.assert_error(429, "slow_down");
-    assert_eq!(sample(&app, &reloads("config", "ok")).await, 1.0);
-    assert_eq!(sample(&app, &reloads("config", "error")).await, 0.0);
+    assert_eq!(app.metric(&reloads("config", "ok")).await, 1.0);
+    assert_eq!(app.metric(&reloads("config", "error")).await, 0.0);
 }
 
 #[tokio::test]
@@ -433,8 +418,8 @@ async fn a_file_with_a_problem_is_refused_whole_and_counted() {
     let err = refused.unwrap_err().to_string();
     assert!(err.contains("security.failed_login_window"), "{err}");
     app.login(None).await.assert_tokens(3600, "default");
-    assert_eq!(sample(&app, &reloads("config", "error")).await, 1.0);
-    assert_eq!(sample(&app, &reloads("config", "ok")).await, 0.0);
+    assert_eq!(app.metric(&reloads("config", "error")).await, 1.0);
+    assert_eq!(app.metric(&reloads("config", "ok")).await, 0.0);
 }
 
 // The real binary: SIGHUP, the pid file, `tokengate reload`.

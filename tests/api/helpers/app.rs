@@ -471,6 +471,23 @@ pub async fn closed_within(
 }
 
 impl TestApp {
+    /// One series' value in a scrape of the management port's `/metrics` (plain HTTP); 0 when
+    /// the series is not there.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let addr = self.management_addr.expect("the management listener is on");
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.parse().unwrap())
+    }
+}
+
+impl TestApp {
     /// POSTs a form to `path` as the given client (HTTP Basic).
     pub async fn post_form_as(
         &self,

@@ -597,13 +597,20 @@ async fn sighup_moves_the_trail_to_a_new_file_switches_the_log_format_and_record
             .all(|e| e["request_id"] != request_id.as_str()),
         "the old trail got an event after the reload"
     );
-    // The log is JSON lines from the reload on.
-    let log = server.log();
-    let last = log
-        .lines()
-        .rev()
-        .find(|line| !line.trim().is_empty())
-        .unwrap();
-    let line: Value = serde_json::from_str(last).unwrap_or_else(|err| panic!("{err}: {last}"));
+    // The log is JSON lines from the reload on: the token request's line (written by the
+    // log's own thread, within 20 ms) is one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line: Value = loop {
+        let log = server.log();
+        let request_line = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["fields"]["request_id"] == request_id.as_str());
+        if let Some(line) = request_line {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(line["level"].is_string(), "{line}");
 }

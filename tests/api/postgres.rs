@@ -295,3 +295,104 @@ async fn sslmode_decides_whether_a_node_reaches_its_database_over_tls() {
     );
     pool.close().await;
 }
+
+/// The id half of an opaque token, as the store keys it.
+fn token_id(token: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let id = token.split('.').next().unwrap();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(id)
+        .unwrap()
+}
+
+/// Waits until `count` statements of this database wait for a lock.
+async fn rotations_waiting_for_locks(watcher: &mut sqlx::PgConnection, count: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *watcher)
+        .await
+        .unwrap();
+        if waiting >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{waiting} of {count} rotations wait for a lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A rotation whose caller went away while it waited for its round (every batch that may run
+/// at once stuck on row locks another session holds) is left out of that round: the client
+/// never learnt of it, so its retry with the same refresh token works instead of being taken
+/// for reuse, which would revoke the grant.
+#[tokio::test]
+async fn a_rotation_whose_caller_left_before_its_round_is_not_written() {
+    use sqlx::Connection as _;
+    let Some(database) = TestDatabase::create("caller_gone_before_round").await else {
+        return;
+    };
+    let node = postgres_node(&database, Arc::new(ManualClock::starting_now()), |_| {}).await;
+    let (_, gone) = node.login(None).await.assert_tokens(3600, "default");
+    let gone = gone.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (_, refresh) = node.login(None).await.assert_tokens(3600, "default");
+        held.push(refresh.unwrap());
+    }
+    let mut intruder = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut intruder).await.unwrap();
+    let ids: Vec<Vec<u8>> = held.iter().map(|token| token_id(token)).collect();
+    sqlx::query("SELECT 1 FROM refresh_tokens WHERE id = ANY($1) FOR UPDATE")
+        .bind(&ids)
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+
+    let mut watchers = Vec::new();
+    for _ in 0..3 {
+        watchers.push(sqlx::PgConnection::connect(&database.url).await.unwrap());
+    }
+    let [mut watch_1, mut watch_2, mut watch_3] = <[_; 3]>::try_from(watchers).ok().unwrap();
+    // One write batch runs at a time, and one more beside it after each 50 ms it is stuck, up
+    // to three: the three rotations of locked rows, each sent once the one before waits for
+    // its lock, take all three...
+    let (first, second, third, ()) = tokio::join!(
+        node.refresh(&held[0]),
+        async {
+            rotations_waiting_for_locks(&mut watch_1, 1).await;
+            node.refresh(&held[1]).await
+        },
+        async {
+            rotations_waiting_for_locks(&mut watch_2, 2).await;
+            node.refresh(&held[2]).await
+        },
+        async {
+            rotations_waiting_for_locks(&mut watch_3, 3).await;
+            // ...so this rotation waits for a round, and its client gives up meanwhile...
+            let gave_up =
+                tokio::time::timeout(std::time::Duration::from_millis(300), node.refresh(&gone))
+                    .await;
+            assert!(gave_up.is_err(), "the rotation should still be waiting");
+            // ...before the locks go, within the database's 1 s lock timeout (a batch that
+            // reaches it is retried write by write, still holding its place).
+            sqlx::query("ROLLBACK")
+                .execute(&mut intruder)
+                .await
+                .unwrap();
+        }
+    );
+    for answer in [first, second, third] {
+        answer.assert_tokens(3600, "default");
+    }
+    let (_, next) = node.refresh(&gone).await.assert_tokens(3600, "default");
+    // The grant is alive: the new refresh token works too.
+    node.refresh(&next.unwrap())
+        .await
+        .assert_tokens(3600, "default");
+}

@@ -2,7 +2,7 @@
 //!
 //! The id is a UUIDv7 (48-bit millisecond timestamp + 74 random bits): it reveals only the issue
 //! time, and being time-ordered it makes every insert land at the end of the store's B-tree
-//! instead of scattering writes over it. The secret is 256 bits from the OS CSPRNG (a
+//! instead of scattering writes over it. The secret is 256 bits from the OS CSPRNG (one
 //! `getrandom` call per token: a user-space generator would save ~1 % of a refresh's CPU but
 //! keep the state that predicts the next secrets in memory); only its SHA-256 digest is
 //! stored, so a copy of the database cannot be replayed as tokens.
@@ -23,9 +23,13 @@ impl TokenId {
     pub fn new(now_ms: i64) -> Self {
         let mut random = [0u8; 10];
         OsRng.fill_bytes(&mut random);
+        Self::from_parts(now_ms, &random)
+    }
+
+    fn from_parts(now_ms: i64, random: &[u8; 10]) -> Self {
         let millis = u64::try_from(now_ms).unwrap_or(0);
         Self(
-            uuid::Builder::from_unix_timestamp_millis(millis, &random)
+            uuid::Builder::from_unix_timestamp_millis(millis, random)
                 .into_uuid()
                 .into_bytes(),
         )
@@ -99,9 +103,13 @@ pub struct MintedToken {
 
 impl MintedToken {
     pub fn new(now_ms: i64) -> Self {
-        let id = TokenId::new(now_ms);
-        let mut secret = [0u8; 32];
-        OsRng.fill_bytes(&mut secret);
+        // One getrandom call for the id's random bits and the secret.
+        let mut random = [0u8; 42];
+        OsRng.fill_bytes(&mut random);
+        let (id_random, secret) = random.split_at(10);
+        // Always 10 bytes (42 > 10); the fallback never runs and touches only the id.
+        let id_random: &[u8; 10] = id_random.try_into().unwrap_or(&[0; 10]);
+        let id = TokenId::from_parts(now_ms, id_random);
         let value = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(id.0),
@@ -109,7 +117,7 @@ impl MintedToken {
         );
         Self {
             id,
-            digest: SecretDigest::of(&secret),
+            digest: SecretDigest::of(secret),
             value: SecretString::from(value),
         }
     }

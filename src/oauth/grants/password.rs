@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 use tokio::sync::oneshot;
-use tracing::Instrument as _;
 
 use super::{required, required_secret, Grant, Issued};
 use crate::abuse::rate_limit::bucket_key;
@@ -102,11 +101,9 @@ impl Grant for PasswordGrant {
         // disconnects drops this future at any await, and the lockout slot the attempt takes
         // must still be given back (else the account answers 503 for the whole window).
         let (reply, answer) = oneshot::channel();
-        tokio::spawn(
-            attempt
-                .run(params.password, reply)
-                .instrument(tracing::Span::current()),
-        );
+        tokio::spawn(crate::telemetry::in_current_request(
+            attempt.run(params.password, reply),
+        ));
         let checked = answer
             .await
             .map_err(|_| OAuthError::server_error(AttemptLost))?;

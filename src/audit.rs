@@ -91,6 +91,8 @@ pub enum ClientAuthFailure {
     /// No such client, or a disabled one.
     UnknownClient,
     WrongSecret,
+    /// A public client (which has no secret) presented one.
+    SecretForPublicClient,
     /// Refused unchecked: too many wrong secrets from this address.
     Locked,
 }
@@ -251,6 +253,7 @@ impl Event {
                 ClientAuthFailure::NoCredentials => "no_credentials",
                 ClientAuthFailure::UnknownClient => "unknown_client",
                 ClientAuthFailure::WrongSecret => "wrong_secret",
+                ClientAuthFailure::SecretForPublicClient => "secret_for_public_client",
                 ClientAuthFailure::Locked => "locked",
             })),
             Self::RateLimited { bucket } => Some(FloodKind::RateLimited(bucket)),

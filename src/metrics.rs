@@ -86,6 +86,7 @@ pub enum GrantLabel {
     Password,
     RefreshToken,
     ClientCredentials,
+    AuthorizationCode,
     Other,
     None,
 }
@@ -96,6 +97,7 @@ impl GrantLabel {
             Self::Password => "password",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode => "authorization_code",
             Self::Other => "other",
             Self::None => "none",
         }

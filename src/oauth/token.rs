@@ -235,7 +235,7 @@ impl TokenService {
                 "this grant type is not supported",
             ));
         };
-        if !client.grant_types.contains(&grant) {
+        if !client.grant_types.contains(&grant) || (client.public && !grant_allows_public(grant)) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
                 "this client is not allowed to use this grant type",
@@ -263,6 +263,10 @@ impl TokenService {
                 )
                 .await
             }
+            GrantType::AuthorizationCode => Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "this grant type is not supported",
+            )),
         }?;
         // Recorded once here for every grant, after the tokens are stored.
         let tokens = issued.tokens;
@@ -307,6 +311,19 @@ pub async fn max_access_token_validity_secs(
         .max()
         .unwrap_or(0);
     Ok(i64::try_from(access).unwrap_or(i64::MAX))
+}
+
+/// Whether a public client (authenticated by its id alone) may use `grant`: the grant's own
+/// [`Grant::FOR_PUBLIC_CLIENTS`].
+fn grant_allows_public(grant: GrantType) -> bool {
+    match grant {
+        GrantType::Password => grants::password::PasswordGrant::FOR_PUBLIC_CLIENTS,
+        GrantType::RefreshToken => grants::refresh_token::RefreshTokenGrant::FOR_PUBLIC_CLIENTS,
+        GrantType::ClientCredentials => {
+            grants::client_credentials::ClientCredentialsGrant::FOR_PUBLIC_CLIENTS
+        }
+        GrantType::AuthorizationCode => false,
+    }
 }
 
 async fn run<G: Grant>(

@@ -5,6 +5,7 @@ pub mod directory;
 pub mod measured;
 pub mod model;
 pub mod postgres;
+pub mod redirect_uri;
 mod revocation;
 mod sql;
 pub mod sqlite;

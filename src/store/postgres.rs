@@ -795,6 +795,9 @@ impl Directory for PostgresTokenStore {
                 .bind(row.token_format)
                 .bind(row.audience)
                 .bind(row.disabled)
+                .bind(row.public)
+                .bind(row.redirect_uris)
+                .bind(row.require_consent)
                 .bind(now),
         )
         .await

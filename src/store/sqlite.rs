@@ -712,6 +712,9 @@ fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool,
                 client.token_format,
                 client.audience,
                 client.disabled,
+                client.public,
+                client.redirect_uris,
+                client.require_consent,
                 now
             ])?,
         DirectoryChange::RemoveClient(id) => conn
@@ -836,6 +839,9 @@ fn decode_client(row: &Row<'_>) -> Result<ClientRow, StoreError> {
         token_format: row.get("token_format").map_err(backend)?,
         audience: row.get("audience").map_err(backend)?,
         disabled: row.get("disabled").map_err(backend)?,
+        public: row.get("public").map_err(backend)?,
+        redirect_uris: row.get("redirect_uris").map_err(backend)?,
+        require_consent: row.get("require_consent").map_err(backend)?,
     })
 }
 

@@ -49,6 +49,7 @@ mod nul_bytes;
 mod overload;
 mod postgres;
 mod postgres_tls;
+mod public_clients;
 mod rate_limit;
 mod refresh_reuse;
 mod request_id;

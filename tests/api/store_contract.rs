@@ -16,6 +16,7 @@ use tokengate::store::measured::Unobserved;
 use tokengate::store::model::{
     Client, GrantType, NewTokens, RefreshTokenRecord, TokenRecord, User,
 };
+use tokengate::store::redirect_uri::RedirectUri;
 use tokengate::store::{
     open_database, Attempt, AttemptStep, DatabaseStores, LockoutPolicy, PublicKey, PurgeLimits,
     PurgedRows, Rotation, StoreError, SubjectKind,
@@ -308,6 +309,9 @@ fn client(id: &str) -> Client {
         token_format: Some(TokenFormat::Jwt),
         audience: Some("https://api.example".into()),
         disabled: false,
+        public: false,
+        redirect_uris: vec![RedirectUri::parse("https://app.example/cb").unwrap()],
+        require_consent: false,
     }
 }
 

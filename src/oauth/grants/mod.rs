@@ -60,6 +60,11 @@ pub trait Grant {
 
     const GRANT_TYPE: GrantType;
 
+    /// Whether a public client (no secret, authenticated by `client_id` alone) may use the
+    /// grant. Only grants where the user takes part may say yes; `Client::check` refuses the
+    /// others in a public client's registration too (`GrantType::FOR_PUBLIC_CLIENTS`).
+    const FOR_PUBLIC_CLIENTS: bool = false;
+
     /// Reads the grant's parameters from the form; missing ones are `invalid_request`.
     fn parse(form: &FormParams) -> Result<Self::Params, OAuthError>;
 

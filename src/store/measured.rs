@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord};
+use super::model::{AccessTokenRecord, AuthorizationCodeRecord, NewTokens, RefreshTokenRecord};
 use super::{
     Attempt, AttemptStep, DatabaseStores, LockoutPolicy, LockoutStore, PurgeLimits, PurgedRows,
-    Rate, RateLimitStore, Rotation, StoreError, SubjectKind, Take, TokenStore,
+    Rate, RateLimitStore, Redemption, Rotation, StoreError, SubjectKind, Take, TokenStore,
 };
-use crate::crypto::token::TokenId;
+use crate::crypto::token::{SecretDigest, TokenId};
 
 /// What the stores report about their own work.
 pub trait StoreObserver: Send + Sync + 'static {
@@ -194,6 +194,44 @@ impl TokenStore for Measured<dyn TokenStore> {
         self.timed(
             "rotate_refresh_token",
             store.rotate_refresh_token(old, now, new),
+        )
+        .await
+    }
+
+    async fn create_authorization_code(
+        &self,
+        code: AuthorizationCodeRecord,
+    ) -> Result<(), StoreError> {
+        let store = &self.inner;
+        self.timed(
+            "create_authorization_code",
+            store.create_authorization_code(code),
+        )
+        .await
+    }
+
+    async fn find_authorization_code(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
+        let store = &self.inner;
+        self.timed(
+            "find_authorization_code",
+            store.find_authorization_code(digest),
+        )
+        .await
+    }
+
+    async fn redeem_authorization_code(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+        new: NewTokens,
+    ) -> Result<Redemption, StoreError> {
+        let store = &self.inner;
+        self.timed(
+            "redeem_authorization_code",
+            store.redeem_authorization_code(digest, now, new),
         )
         .await
     }

@@ -290,6 +290,29 @@ pub struct RefreshTokenRecord {
     pub replaced_by: Option<TokenId>,
 }
 
+/// An authorization code (RFC 6749 §4.1.2) as stored: only the SHA-256 of the code, and what it
+/// is bound to (RFC 7636 §4.4: the PKCE challenge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationCodeRecord {
+    /// SHA-256 of the code; the row's key (the code is 256 random bits, so its digest reveals
+    /// nothing and cannot be guessed).
+    pub digest: SecretDigest,
+    pub client_id: String,
+    /// The `redirect_uri` of the authorization request, when it had one: the token request
+    /// must repeat it (§4.1.3).
+    pub redirect_uri: Option<String>,
+    /// The S256 `code_challenge` (base64url of SHA-256 of the verifier).
+    pub code_challenge: String,
+    pub username: String,
+    pub scope: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// When the code was redeemed; `None` while it is unused.
+    pub redeemed_at: Option<i64>,
+    /// The family of the tokens issued from the code, so that presenting it again revokes them.
+    pub family_id: Option<TokenId>,
+}
+
 /// Tokens to record for one successful grant.
 #[derive(Debug, Clone)]
 pub struct NewTokens {

@@ -34,12 +34,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::directory::ClientRow;
 use super::measured::StoreObserver;
-use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
+use super::model::{
+    AccessTokenRecord, AuthorizationCodeRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord,
+    User,
+};
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
-    LockoutStore, PurgeLimits, PurgedRows, Rotation, RowChange, StoreError, SubjectKind,
-    TokenStore, ALL_SOURCES,
+    LockoutStore, PurgeLimits, PurgedRows, Redemption, Rotation, RowChange, StoreError,
+    SubjectKind, TokenStore, ALL_SOURCES,
 };
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -112,6 +115,12 @@ enum WriterOp {
     RevokeAccess {
         id: TokenId,
         now: i64,
+    },
+    CreateCode(Box<AuthorizationCodeRecord>),
+    RedeemCode {
+        digest: SecretDigest,
+        now: i64,
+        new: NewTokens,
     },
     RevokeFamily {
         family_id: TokenId,
@@ -645,6 +654,30 @@ fn apply(conn: &Connection, op: &WriterOp) -> Result<Outcome, rusqlite::Error> {
             }
             rotated
         }
+        WriterOp::CreateCode(code) => {
+            conn.prepare_cached(tokens::INSERT_CODE)?.execute(params![
+                code.digest.0.as_slice(),
+                code.client_id,
+                code.redirect_uri,
+                code.code_challenge,
+                code.username,
+                code.scope,
+                code.issued_at,
+                code.expires_at
+            ])?;
+            true
+        }
+        WriterOp::RedeemCode { digest, now, new } => {
+            let redeemed = conn.prepare_cached(tokens::REDEEM_CODE)?.execute(params![
+                now,
+                new.access.family_id.0.as_slice(),
+                digest.0.as_slice()
+            ])? == 1;
+            if redeemed {
+                insert_tokens(conn, new)?;
+            }
+            redeemed
+        }
         WriterOp::RevokeAccess { id, now } => {
             conn.prepare_cached(tokens::REVOKE_ACCESS)?
                 .execute(params![now, id.0.as_slice()])?
@@ -744,6 +777,7 @@ fn purge(conn: &Connection, limits: PurgeLimits) -> Result<PurgedRows, rusqlite:
             conn.prepare_cached(purge::LOCKOUTS_SQLITE)?
                 .execute(params![limits.failures_before, limits.now, batch])?,
         ),
+        authorization_codes: rows(conn.prepare_cached(purge::CODES_SQLITE)?.execute(tokens)?),
         ..PurgedRows::default()
     })
 }
@@ -821,6 +855,28 @@ fn decode_user(row: &Row<'_>) -> Result<User, StoreError> {
         name: row.get("name").map_err(backend)?,
         password_hash: row.get("password_hash").map_err(backend)?,
         disabled: row.get("disabled").map_err(backend)?,
+    })
+}
+
+/// A row of `tokens::FIND_CODE`, by position.
+fn decode_code(row: &Row<'_>) -> Result<AuthorizationCodeRecord, StoreError> {
+    let digest = SecretDigest::from_slice(blob(row, 0, "digest")?)
+        .ok_or_else(|| corrupt("authorization code digest"))?;
+    let family_id = match row.get_ref(9).map_err(backend)? {
+        rusqlite::types::ValueRef::Null => None,
+        _ => Some(token_id(row, 9, "authorization code family_id")?),
+    };
+    Ok(AuthorizationCodeRecord {
+        digest,
+        client_id: row.get(1).map_err(backend)?,
+        redirect_uri: row.get(2).map_err(backend)?,
+        code_challenge: row.get(3).map_err(backend)?,
+        username: row.get(4).map_err(backend)?,
+        scope: row.get(5).map_err(backend)?,
+        issued_at: row.get(6).map_err(backend)?,
+        expires_at: row.get(7).map_err(backend)?,
+        redeemed_at: row.get(8).map_err(backend)?,
+        family_id,
     })
 }
 
@@ -946,6 +1002,42 @@ impl TokenStore for SqliteTokenStore {
             Rotation::Rotated
         } else {
             Rotation::AlreadySpent
+        })
+    }
+
+    async fn create_authorization_code(
+        &self,
+        code: AuthorizationCodeRecord,
+    ) -> Result<(), StoreError> {
+        self.submit(WriterOp::CreateCode(Box::new(code)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn find_authorization_code(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
+        self.read(|conn| query_one(conn, tokens::FIND_CODE, [digest.0.as_slice()], decode_code))
+    }
+
+    async fn redeem_authorization_code(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+        new: NewTokens,
+    ) -> Result<Redemption, StoreError> {
+        let redeemed = self
+            .submit(WriterOp::RedeemCode {
+                digest: *digest,
+                now,
+                new,
+            })
+            .await?;
+        Ok(if redeemed {
+            Redemption::Redeemed
+        } else {
+            Redemption::Refused
         })
     }
 

@@ -134,6 +134,11 @@ pub enum Event {
         token_id: String,
         grant_id: String,
     },
+    /// A redeemed authorization code was presented again (RFC 6749 §4.1.2); `grant_id` names
+    /// the tokens issued from it, now revoked (`None` if it issued none).
+    AuthorizationCodeReuseDetected {
+        grant_id: Option<String>,
+    },
     GrantRevoked {
         grant_id: String,
         by: RevokedBy,
@@ -195,6 +200,7 @@ impl Event {
             Self::LoginFailed { .. } => "login_failed",
             Self::AccountLocked { .. } => "account_locked",
             Self::RefreshReuseDetected { .. } => "refresh_reuse_detected",
+            Self::AuthorizationCodeReuseDetected { .. } => "authorization_code_reuse_detected",
             Self::GrantRevoked { .. } => "grant_revoked",
             Self::TokenRevoked { .. } => "token_revoked",
             Self::ClientAuthFailed { .. } => "client_auth_failed",
@@ -223,6 +229,7 @@ impl Event {
             Self::LoginFailed { .. }
             | Self::AccountLocked { .. }
             | Self::RefreshReuseDetected { .. }
+            | Self::AuthorizationCodeReuseDetected { .. }
             | Self::ClientAuthFailed { .. }
             | Self::ClientLocked { .. }
             | Self::RateLimited { .. } => "failure",

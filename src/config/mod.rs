@@ -268,6 +268,9 @@ pub struct OAuthSettings {
     /// Seconds from the start of a grant (its first refresh token) after which no refresh
     /// succeeds and no refresh token lives, however often it was rotated; 0 = no limit.
     pub refresh_token_max_lifetime_secs: u64,
+    /// Seconds an authorization code can be redeemed in (RFC 6749 §4.1.2: short, 10 minutes
+    /// at most).
+    pub authorization_code_validity_secs: u64,
     /// `None`: `https://localhost:<the bound HTTPS port>`, settled at startup.
     pub issuer: Option<String>,
     pub token_format: TokenFormat,

@@ -209,6 +209,12 @@ pub fn validate_with_fallbacks(
             0,
             i64::from(u32::MAX),
         )),
+        authorization_code_validity_secs: to_u64(problems.range(
+            "oauth.authorization_code_validity_period",
+            raw.oauth.authorization_code_validity_period,
+            1,
+            600,
+        )),
         issuer: raw.oauth.issuer.clone(),
         token_format: TokenFormat::parse(&raw.oauth.token_format).unwrap_or_else(|| {
             problems.add(

@@ -29,12 +29,7 @@ pub async fn authorization_server(State(state): State<AppState>) -> Result<Respo
         .flat_map(|client| client.scopes.iter().map(String::as_str))
         .chain([DEFAULT_SCOPE])
         .collect();
-    // The authorization code grant is announced once the token endpoint runs it.
-    let grant_types: Vec<&str> = GrantType::ALL
-        .iter()
-        .filter(|grant| **grant != GrantType::AuthorizationCode)
-        .map(|g| g.as_str())
-        .collect();
+    let grant_types: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
     let document = json!({
         "issuer": service.issuer,
         "token_endpoint": format!("{issuer}/token"),

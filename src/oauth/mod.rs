@@ -8,6 +8,7 @@ pub mod introspection;
 pub mod issue;
 pub mod lookup;
 pub mod params;
+pub mod pkce;
 pub mod revocation;
 pub mod scope;
 pub mod token;

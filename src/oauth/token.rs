@@ -263,10 +263,12 @@ impl TokenService {
                 )
                 .await
             }
-            GrantType::AuthorizationCode => Err(OAuthError::new(
-                ErrorCode::UnsupportedGrantType,
-                "this grant type is not supported",
-            )),
+            GrantType::AuthorizationCode => {
+                let grant = grants::authorization_code::AuthorizationCodeGrant {
+                    origin: origin.clone(),
+                };
+                run(&grant, self, &client, &form).await
+            }
         }?;
         // Recorded once here for every grant, after the tokens are stored.
         let tokens = issued.tokens;
@@ -322,7 +324,9 @@ fn grant_allows_public(grant: GrantType) -> bool {
         GrantType::ClientCredentials => {
             grants::client_credentials::ClientCredentialsGrant::FOR_PUBLIC_CLIENTS
         }
-        GrantType::AuthorizationCode => false,
+        GrantType::AuthorizationCode => {
+            grants::authorization_code::AuthorizationCodeGrant::FOR_PUBLIC_CLIENTS
+        }
     }
 }
 

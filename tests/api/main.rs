@@ -13,6 +13,7 @@
 mod helpers;
 
 mod audit;
+mod authorization_code;
 mod check_config;
 mod cli_clients;
 mod cli_config;

@@ -22,7 +22,12 @@ async fn the_discovery_document_describes_the_running_server() {
     assert_eq!(doc["jwks_uri"], format!("{issuer}/jwks"));
     assert_eq!(
         doc["grant_types_supported"],
-        serde_json::json!(["password", "refresh_token", "client_credentials"])
+        serde_json::json!([
+            "password",
+            "refresh_token",
+            "client_credentials",
+            "authorization_code"
+        ])
     );
     assert_eq!(doc["response_types_supported"], serde_json::json!([]));
     let methods = serde_json::json!(["client_secret_basic", "client_secret_post"]);

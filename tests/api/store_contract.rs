@@ -1407,7 +1407,7 @@ fn code(secret: &str) -> AuthorizationCodeRecord {
         digest: SecretDigest::of(secret.as_bytes()),
         client_id: "app".into(),
         redirect_uri: Some("com.example.app:/cb".into()),
-        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGw-cM".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
         username: "alice".into(),
         scope: "read".into(),
         issued_at: NOW,

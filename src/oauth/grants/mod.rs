@@ -1,5 +1,6 @@
 //! One module per grant type, each implementing [`Grant`].
 
+pub mod authorization_code;
 pub mod client_credentials;
 pub mod password;
 pub mod refresh_token;

@@ -343,6 +343,9 @@ impl Application {
             readiness: readiness.clone(),
             metrics: token_endpoint,
             audit: audit.clone(),
+            login_sessions: Arc::new(crate::oauth::login_session::LoginSessions::new(
+                settings.login.session_lifetime_secs,
+            )),
         }));
         // Last, once nothing above can fail: a listening socket shares the port's connections
         // with the other process on it, and those queued here would be reset if this one exited.

@@ -173,6 +173,15 @@ pub struct Settings {
     pub management: ManagementSettings,
     pub logging: LoggingSettings,
     pub audit: AuditSettings,
+    pub login: LoginSettings,
+}
+
+/// `[login]`: the hosted login page of `/authorize`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSettings {
+    /// Seconds a login session (its cookie) spares the user the form on the next
+    /// authorization.
+    pub session_lifetime_secs: u64,
 }
 
 // `[logging]` and `[audit]` are the telemetry's and the audit trail's own types.

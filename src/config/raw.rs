@@ -16,6 +16,22 @@ pub(crate) struct RawConfig {
     pub(crate) management: RawManagement,
     pub(crate) logging: RawLogging,
     pub(crate) audit: RawAudit,
+    pub(crate) login: RawLogin,
+}
+
+/// `[login]`: the hosted login page of `/authorize`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLogin {
+    pub(crate) session_lifetime: i64,
+}
+
+impl Default for RawLogin {
+    fn default() -> Self {
+        Self {
+            session_lifetime: 28_800,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

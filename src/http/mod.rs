@@ -1,5 +1,6 @@
 //! The HTTP layer (axum): extract, call `oauth::`, render. Routes are registered here only.
 
+pub mod authorize;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -26,6 +27,7 @@ use ipnet::IpNet;
 use crate::abuse::rate_limit::{bucket_key, client_ip, Limiter};
 use crate::audit::{Audit, Event, Origin};
 use crate::metrics::{Endpoint, TokenEndpointMetrics};
+use crate::oauth::login_session::LoginSessions;
 use crate::oauth::{OAuthError, TokenService};
 use error::ApiError;
 
@@ -70,6 +72,8 @@ pub struct AppParts {
     /// The audit trail (the per-IP rate limit's refusals; the endpoints record through
     /// `token_service`).
     pub audit: Audit,
+    /// The hosted login page's sessions (this node's memory).
+    pub login_sessions: Arc<LoginSessions>,
 }
 
 /// The client's address as every defence sees it (rate limits, lockout, client
@@ -166,6 +170,12 @@ async fn only_post() -> ApiError {
     ApiError::MethodNotAllowed { allow: "POST" }
 }
 
+async fn only_get_post() -> ApiError {
+    ApiError::MethodNotAllowed {
+        allow: "GET, HEAD, POST",
+    }
+}
+
 async fn only_get() -> ApiError {
     ApiError::MethodNotAllowed { allow: "GET, HEAD" }
 }
@@ -202,6 +212,14 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(by_ip())
                 .route_layer(measured(Endpoint::Introspect)),
         )
+        // The login form's posts are password checks: limited per client IP like /token.
+        .route(
+            "/authorize",
+            get(authorize::authorize)
+                .merge(post(authorize::login).route_layer(by_ip()))
+                .fallback(only_get_post),
+        )
+        .route("/logout", get(authorize::logout).fallback(only_get))
         .route(
             "/.well-known/oauth-authorization-server",
             get(metadata::authorization_server).fallback(only_get),

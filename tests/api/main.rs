@@ -14,6 +14,7 @@ mod helpers;
 
 mod audit;
 mod authorization_code;
+mod authorize;
 mod check_config;
 mod cli_clients;
 mod cli_config;

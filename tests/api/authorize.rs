@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 /// A browser: the cookies it was given, sent back on every request.
 #[derive(Default)]
-struct Browser {
+pub(crate) struct Browser {
     cookies: HashMap<String, String>,
 }
 
@@ -37,7 +37,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, app: &TestApp, path_and_query: &str) -> Reply {
+    pub(crate) async fn get(&mut self, app: &TestApp, path_and_query: &str) -> Reply {
         let mut request = app.client.get(app.url(path_and_query));
         if !self.cookies.is_empty() {
             request = request.header("cookie", self.cookie_header());
@@ -58,7 +58,13 @@ impl Browser {
     }
 
     /// Fills in the login form of `page` and submits it.
-    async fn sign_in(&mut self, app: &TestApp, page: &Reply, user: &str, password: &str) -> Reply {
+    pub(crate) async fn sign_in(
+        &mut self,
+        app: &TestApp,
+        page: &Reply,
+        user: &str,
+        password: &str,
+    ) -> Reply {
         let mut form = hidden_fields(&page.text);
         form.push(("username".into(), user.into()));
         form.push(("password".into(), password.into()));
@@ -119,7 +125,7 @@ fn unescape(text: &str) -> String {
 }
 
 /// The `Location` of a redirect and its query parameters.
-fn location(reply: &Reply) -> (String, HashMap<String, String>) {
+pub(crate) fn location(reply: &Reply) -> (String, HashMap<String, String>) {
     assert_eq!(reply.status, 303, "not a redirect: {}", reply.text);
     let location = reply.header("location").unwrap();
     let (base, query) = location.split_once('?').unwrap();
@@ -617,4 +623,40 @@ async fn only_get_and_post_reach_the_authorization_endpoint() {
     // Assert
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("allow"), Some("GET, HEAD, POST"));
+}
+
+#[tokio::test]
+async fn a_code_from_the_login_page_expires_after_the_validity_period() {
+    // Arrange
+    let app = spawn_app().await;
+    let mut browser = Browser::default();
+    let page = browser.get(&app, &authorize_path(&[])).await;
+    let (_, params) = location(&browser.sign_in(&app, &page, USER, PASSWORD).await);
+
+    // Act
+    app.clock.advance_secs(60);
+    let late = exchange(&app, &params["code"], PUBLIC_REDIRECT_URI).await;
+
+    // Assert
+    late.assert_error(400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_login_session_ends_after_its_lifetime() {
+    // Arrange
+    let app = spawn_app().await;
+    let mut browser = Browser::default();
+    let page = browser.get(&app, &authorize_path(&[])).await;
+    browser.sign_in(&app, &page, USER, PASSWORD).await;
+
+    // Act
+    app.clock.advance_secs(28_799);
+    let within = browser.get(&app, &authorize_path(&[])).await;
+    app.clock.advance_secs(1);
+    let after = browser.get(&app, &authorize_path(&[])).await;
+
+    // Assert
+    location(&within);
+    assert_eq!(after.status, 200, "{}", after.text);
+    assert!(after.text.contains("type=\"password\""));
 }

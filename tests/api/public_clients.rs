@@ -264,3 +264,38 @@ async fn a_public_client_added_to_the_sql_directory_keeps_its_redirect_uris() {
         "{refused:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_public_client_revokes_its_tokens_by_client_id_alone() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let reply = post_public_to(
+        &app,
+        "/revoke",
+        &[("client_id", PUBLIC_CLIENT_ID), ("token", "unknown.token")],
+    )
+    .await;
+    let introspect = post_public_to(
+        &app,
+        "/introspect",
+        &[("client_id", PUBLIC_CLIENT_ID), ("token", "unknown.token")],
+    )
+    .await;
+
+    // Assert: RFC 7009 §2.2, 200 whatever the token; a public client cannot introspect.
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(introspect.status, 403, "{}", introspect.text);
+}
+
+async fn post_public_to(app: &TestApp, path: &str, form: &[(&str, &str)]) -> Reply {
+    let response = app
+        .client
+        .post(app.url(path))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    Reply::read(response).await
+}

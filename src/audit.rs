@@ -125,6 +125,12 @@ pub enum Event {
     LoginFailed {
         reason: LoginFailure,
     },
+    /// `/authorize` gave the client a code for the user, who signed in on the login page
+    /// (`login`: `form`) or had a login session (`session`).
+    AuthorizationCodeIssued {
+        scope: String,
+        login: &'static str,
+    },
     AccountLocked {
         /// `address` (this client IP) or `everywhere`.
         locked_for: &'static str,
@@ -198,6 +204,7 @@ impl Event {
         match self {
             Self::TokenIssued { .. } => "token_issued",
             Self::LoginFailed { .. } => "login_failed",
+            Self::AuthorizationCodeIssued { .. } => "authorization_code_issued",
             Self::AccountLocked { .. } => "account_locked",
             Self::RefreshReuseDetected { .. } => "refresh_reuse_detected",
             Self::AuthorizationCodeReuseDetected { .. } => "authorization_code_reuse_detected",

@@ -9,7 +9,7 @@
 //! state must not leak through a `Referer`).
 
 use askama::Template;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,7 +21,9 @@ use subtle::ConstantTimeEq as _;
 
 use super::error::ApiError;
 use super::extract::TokenForm;
-use super::AppState;
+use super::request_id::RequestId;
+use super::{AppState, ClientIp};
+use crate::audit::{Event, Origin};
 use crate::oauth::authorize::{self, AuthorizationRequest, AuthorizeError, Prompt};
 use crate::oauth::grants::password::check_login;
 use crate::oauth::params::parse_form;
@@ -210,14 +212,36 @@ async fn session_user(state: &AppState, headers: &HeaderMap) -> Option<String> {
     }
 }
 
-/// Hands a code for `username` to the client.
+/// Where a request came from, for its audit events.
+fn origin_of(ip: Option<Extension<ClientIp>>, id: Option<Extension<RequestId>>) -> Origin {
+    Origin {
+        request_id: id.map(|Extension(RequestId(id))| id),
+        ip: ip.map(|Extension(ClientIp(ip))| ip),
+    }
+}
+
+/// Hands a code for `username` to the client; `login` says how the user was known (`form`,
+/// `session`), for the audit trail.
 async fn answer_with_code(
     state: &AppState,
     request: &AuthorizationRequest,
     username: &str,
+    origin: &Origin,
+    login: &'static str,
 ) -> Response {
     match authorize::issue_code(&state.token_service, request, username).await {
-        Ok(url) => redirect(&url),
+        Ok(url) => {
+            state.token_service.audit().record(
+                origin,
+                Some(request.client.id.as_str()),
+                Some(username),
+                Event::AuthorizationCodeIssued {
+                    scope: request.scope.as_string(),
+                    login,
+                },
+            );
+            redirect(&url)
+        }
         Err(err) => {
             tracing::warn!(error = %err, "an authorization code could not be stored");
             message(
@@ -232,6 +256,8 @@ async fn answer_with_code(
 /// RFC 6749 §4.1.1: the authorization request.
 pub async fn authorize(
     State(state): State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    request_id: Option<Extension<RequestId>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -254,7 +280,10 @@ pub async fn authorize(
         Prompt::Default | Prompt::None => session_user(&state, &headers).await,
     };
     match (user, request.prompt) {
-        (Some(user), _) => answer_with_code(&state, &request, &user).await,
+        (Some(user), _) => {
+            let origin = origin_of(ip, request_id);
+            answer_with_code(&state, &request, &user, &origin, "session").await
+        }
         (None, Prompt::None) => refused(
             &state,
             request.error("login_required", "the user is not logged in"),
@@ -310,20 +339,13 @@ pub async fn login(
         );
     };
     let password = SecretString::from(password.to_owned());
-    match check_login(
-        service,
-        &request.client.id,
-        &posted.origin(),
-        username,
-        password,
-    )
-    .await
-    {
+    let origin = posted.origin();
+    match check_login(service, &request.client.id, &origin, username, password).await {
         Ok(true) => {
             let session = state
                 .login_sessions
                 .start(username, service.clock.now_secs());
-            let mut response = answer_with_code(&state, &request, username).await;
+            let mut response = answer_with_code(&state, &request, username, &origin, "form").await;
             if response.status() == StatusCode::SEE_OTHER {
                 set_cookie(
                     &mut response,

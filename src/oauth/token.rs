@@ -339,3 +339,21 @@ async fn run<G: Grant>(
     let params = G::parse(form)?;
     grant.issue(service, client, params).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The registration rule (`Client::check`) and the grants' own hooks say the same.
+    #[test]
+    fn the_grants_open_to_public_clients_are_the_ones_a_public_client_may_register() {
+        for grant in GrantType::ALL {
+            assert_eq!(
+                grant_allows_public(grant),
+                GrantType::FOR_PUBLIC_CLIENTS.contains(&grant),
+                "{}",
+                grant.as_str()
+            );
+        }
+    }
+}

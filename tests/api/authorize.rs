@@ -234,6 +234,16 @@ async fn the_login_page_then_the_code_then_the_tokens() {
     ] {
         assert!(session.contains(attribute), "{session}");
     }
+    let issued = wait_for_event(
+        &audit_file(app.home.path()),
+        "authorization_code_issued",
+        |_| true,
+    )
+    .await;
+    assert_eq!(issued["client_id"], PUBLIC_CLIENT_ID);
+    assert_eq!(issued["subject"], USER);
+    assert_eq!(issued["login"], "form");
+    assert_eq!(issued["scope"], "PRODUCTION");
     // Assert: the code buys tokens for alice, once.
     let tokens = exchange(&app, &params["code"], PUBLIC_REDIRECT_URI).await;
     let (access, _) = tokens.assert_tokens(3600, "PRODUCTION");

@@ -201,12 +201,18 @@ fn login_form(
     response
 }
 
-/// The user of the browser's live login session, if any (and still allowed to log in).
+/// The user of the browser's live login session, if any (and still allowed to log in). A
+/// store that cannot answer counts as no session: the form is shown.
 async fn session_user(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let service = &state.token_service;
     let id = SecretString::from(cookie(headers, SESSION_COOKIE)?);
-    let username = state.login_sessions.user(&id, service.clock.now_secs())?;
-    match service.users.find_user(&username).await {
+    let username = match state.login_sessions.user(&id).await {
+        Ok(found) => found?,
+        Err(err) => {
+            tracing::warn!(error = %err, "a login session could not be looked up");
+            return None;
+        }
+    };
+    match state.token_service.users.find_user(&username).await {
         Ok(Some(user)) if !user.disabled => Some(username),
         _ => None,
     }
@@ -342,17 +348,19 @@ pub async fn login(
     let origin = posted.origin();
     match check_login(service, &request.client.id, &origin, username, password).await {
         Ok(true) => {
-            let session = state
-                .login_sessions
-                .start(username, service.clock.now_secs());
             let mut response = answer_with_code(&state, &request, username, &origin, "form").await;
-            if response.status() == StatusCode::SEE_OTHER {
-                set_cookie(
+            if response.status() != StatusCode::SEE_OTHER {
+                return response;
+            }
+            // The code is out; a session that cannot be stored only means the form next time.
+            match state.login_sessions.start(username).await {
+                Ok(session) => set_cookie(
                     &mut response,
                     SESSION_COOKIE,
                     session.expose_secret(),
                     Some(state.login_sessions.lifetime_secs()),
-                );
+                ),
+                Err(err) => tracing::warn!(error = %err, "a login session could not be stored"),
             }
             response
         }
@@ -382,7 +390,14 @@ pub async fn login(
 /// Ends the browser's login session: the next authorization asks for the password again.
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
-        state.login_sessions.end(&SecretString::from(id));
+        if let Err(err) = state.login_sessions.end(&SecretString::from(id)).await {
+            tracing::warn!(error = %err, "a login session could not be ended");
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Please try again",
+                "You could not be signed out just now; please try again in a moment.",
+            );
+        }
     }
     let mut response = message(
         StatusCode::OK,

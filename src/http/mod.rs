@@ -72,7 +72,7 @@ pub struct AppParts {
     /// The audit trail (the per-IP rate limit's refusals; the endpoints record through
     /// `token_service`).
     pub audit: Audit,
-    /// The hosted login page's sessions (this node's memory).
+    /// The hosted login page's sessions (in the token database).
     pub login_sessions: Arc<LoginSessions>,
 }
 

@@ -1,11 +1,10 @@
 //! Login sessions of the hosted login page: after a successful login a browser holds a random
 //! 256-bit session id in a cookie, and the next authorization within `[login]
-//! session_lifetime` skips the form. Only the SHA-256 of the id is kept, in this node's memory
-//! (see ARCHITECTURE.md: a cluster needs sticky sessions for `/authorize` until sessions move
-//! to the database), bounded in number; the oldest sessions go first when it is full.
+//! session_lifetime` skips the form. Only the SHA-256 of the id is stored, in the token
+//! database, so every node of a cluster knows the session, and a user's not-before mark
+//! (`user revoke-tokens`, `set-password`, `remove`) ends it as it ends the user's tokens.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -13,26 +12,33 @@ use rand::rngs::OsRng;
 use rand::RngCore as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::crypto::token::SecretDigest;
-
-/// Sessions kept at most; past this the ones closest to expiry are dropped.
-const MAX_SESSIONS: usize = 100_000;
-
-struct Session {
-    username: String,
-    expires_at: i64,
-}
+use super::error::OAuthError;
+use crate::clock::Clock;
+use crate::crypto::token::{SecretDigest, TokenId};
+use crate::store::model::LoginSessionRecord;
+use crate::store::TokenStore;
 
 pub struct LoginSessions {
     lifetime_secs: i64,
-    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    store: Arc<dyn TokenStore>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A cookie value we could have set: 43 base64url characters (anything else is not looked up).
+fn well_formed(id: &SecretString) -> bool {
+    let id = id.expose_secret();
+    id.len() == 43
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl LoginSessions {
-    pub fn new(lifetime_secs: u64) -> Self {
+    pub fn new(lifetime_secs: u64, store: Arc<dyn TokenStore>, clock: Arc<dyn Clock>) -> Self {
         Self {
             lifetime_secs: i64::try_from(lifetime_secs).unwrap_or(i64::MAX),
-            sessions: Mutex::new(HashMap::new()),
+            store,
+            clock,
         }
     }
 
@@ -41,69 +47,41 @@ impl LoginSessions {
         self.lifetime_secs
     }
 
-    /// Starts a session for `username` at `now`; the id is for the cookie only.
-    pub fn start(&self, username: &str, now: i64) -> SecretString {
-        let mut id = [0u8; 32];
-        OsRng.fill_bytes(&mut id);
-        let id = URL_SAFE_NO_PAD.encode(id);
-        let session = Session {
-            username: username.to_owned(),
-            expires_at: now.saturating_add(self.lifetime_secs),
-        };
-        if let Ok(mut sessions) = self.sessions.lock() {
-            sessions.retain(|_, session| session.expires_at > now);
-            if sessions.len() >= MAX_SESSIONS {
-                let oldest = sessions
-                    .iter()
-                    .min_by_key(|(_, session)| session.expires_at)
-                    .map(|(key, _)| *key);
-                if let Some(oldest) = oldest {
-                    sessions.remove(&oldest);
-                }
-            }
-            sessions.insert(SecretDigest::of(id.as_bytes()).0, session);
-        }
-        SecretString::from(id)
+    /// Starts a session for `username` now; the id is for the cookie only.
+    pub async fn start(&self, username: &str) -> Result<SecretString, OAuthError> {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        let id = URL_SAFE_NO_PAD.encode(bytes);
+        self.store
+            .create_login_session(LoginSessionRecord {
+                digest: SecretDigest::of(id.as_bytes()),
+                username: username.to_owned(),
+                started: TokenId::new(self.clock.now_ms()),
+                expires_at: self.clock.now_secs().saturating_add(self.lifetime_secs),
+            })
+            .await?;
+        Ok(SecretString::from(id))
     }
 
-    /// The user of the session `id` if it is still alive at `now`. The id is looked up by its
-    /// digest: a 256-bit random id cannot be guessed, so the lookup leaks nothing by its timing.
-    pub fn user(&self, id: &SecretString, now: i64) -> Option<String> {
-        let key = SecretDigest::of(id.expose_secret().as_bytes()).0;
-        let sessions = self.sessions.lock().ok()?;
-        sessions
-            .get(&key)
-            .filter(|session| session.expires_at > now)
-            .map(|session| session.username.clone())
+    /// The user of the session `id` if it is still alive. The id is looked up by its digest: a
+    /// 256-bit random id cannot be guessed, so the lookup leaks nothing by its timing.
+    pub async fn user(&self, id: &SecretString) -> Result<Option<String>, OAuthError> {
+        if !well_formed(id) {
+            return Ok(None);
+        }
+        let digest = SecretDigest::of(id.expose_secret().as_bytes());
+        Ok(self
+            .store
+            .find_login_session(&digest, self.clock.now_secs())
+            .await?)
     }
 
     /// Ends the session `id` (`GET /logout`); whether there was one.
-    pub fn end(&self, id: &SecretString) -> bool {
-        let key = SecretDigest::of(id.expose_secret().as_bytes()).0;
-        self.sessions
-            .lock()
-            .map(|mut sessions| sessions.remove(&key).is_some())
-            .unwrap_or(false)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_session_names_its_user_until_it_expires_or_ends() {
-        let sessions = LoginSessions::new(100);
-        let id = sessions.start("alice", 1000);
-        assert_eq!(sessions.user(&id, 1099).as_deref(), Some("alice"));
-        assert_eq!(sessions.user(&id, 1100), None);
-        let other = sessions.start("bob", 1000);
-        assert!(sessions.end(&other));
-        assert_eq!(sessions.user(&other, 1001), None);
-        assert!(!sessions.end(&other));
-        assert_eq!(
-            sessions.user(&SecretString::from("made-up".to_owned()), 1001),
-            None
-        );
+    pub async fn end(&self, id: &SecretString) -> Result<bool, OAuthError> {
+        if !well_formed(id) {
+            return Ok(false);
+        }
+        let digest = SecretDigest::of(id.expose_secret().as_bytes());
+        Ok(self.store.delete_login_session(&digest).await?)
     }
 }

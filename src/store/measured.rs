@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::model::{AccessTokenRecord, AuthorizationCodeRecord, NewTokens, RefreshTokenRecord};
+use super::model::{
+    AccessTokenRecord, AuthorizationCodeRecord, LoginSessionRecord, NewTokens, RefreshTokenRecord,
+};
 use super::{
     Attempt, AttemptStep, DatabaseStores, LockoutPolicy, LockoutStore, PurgeLimits, PurgedRows,
     Rate, RateLimitStore, Redemption, Rotation, StoreError, SubjectKind, Take, TokenStore,
@@ -234,6 +236,28 @@ impl TokenStore for Measured<dyn TokenStore> {
             store.redeem_authorization_code(digest, now, new),
         )
         .await
+    }
+
+    async fn create_login_session(&self, session: LoginSessionRecord) -> Result<(), StoreError> {
+        let store = &self.inner;
+        self.timed("create_login_session", store.create_login_session(session))
+            .await
+    }
+
+    async fn find_login_session(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let store = &self.inner;
+        self.timed("find_login_session", store.find_login_session(digest, now))
+            .await
+    }
+
+    async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
+        let store = &self.inner;
+        self.timed("delete_login_session", store.delete_login_session(digest))
+            .await
     }
 
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {

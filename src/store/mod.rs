@@ -20,7 +20,8 @@ use crate::crypto::token::SecretDigest;
 use crate::crypto::token::TokenId;
 use measured::{ConnectionPools, StoreObserver};
 use model::{
-    AccessTokenRecord, AuthorizationCodeRecord, Client, NewTokens, RefreshTokenRecord, User,
+    AccessTokenRecord, AuthorizationCodeRecord, Client, LoginSessionRecord, NewTokens,
+    RefreshTokenRecord, User,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -59,11 +60,12 @@ pub struct PurgedRows {
     pub rate_buckets: u64,
     pub published_keys: u64,
     pub authorization_codes: u64,
+    pub login_sessions: u64,
 }
 
 impl PurgedRows {
     /// Each table's name and count.
-    pub fn by_table(&self) -> [(&'static str, u64); 7] {
+    pub fn by_table(&self) -> [(&'static str, u64); 8] {
         [
             ("access_tokens", self.access_tokens),
             ("refresh_tokens", self.refresh_tokens),
@@ -72,6 +74,7 @@ impl PurgedRows {
             ("rate_buckets", self.rate_buckets),
             ("published_keys", self.published_keys),
             ("authorization_codes", self.authorization_codes),
+            ("login_sessions", self.login_sessions),
         ]
     }
 
@@ -200,8 +203,23 @@ pub trait TokenStore: Send + Sync + 'static {
         new: NewTokens,
     ) -> Result<Redemption, StoreError>;
 
-    /// Deletes at most `limits.batch` rows per table of what can no longer matter: tokens and
-    /// authorization codes expired before `limits.expired_before`, grant revocations older than every stored
+    /// Records a login session. Returns once it is durable, on every node.
+    async fn create_login_session(&self, session: LoginSessionRecord) -> Result<(), StoreError>;
+
+    /// The user of the session with this digest, if it is alive at `now` and no not-before
+    /// mark of the user ([`TokenStore::revoke_subject`]) came after its start; `Ok(None)`
+    /// otherwise.
+    async fn find_login_session(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Ends a session (`GET /logout`); `Ok(false)` if there was none.
+    async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError>;
+
+    /// Deletes at most `limits.batch` rows per table of what can no longer matter: tokens,
+    /// authorization codes and login sessions expired before `limits.expired_before`, grant revocations older than every stored
     /// token (so none issued before the revocation is left, whatever its lifetime),
     /// failed-login counts whose window and lock are over. Not-before marks are never purged.
     /// Returns the rows deleted, per table. Safe to run on every node at once (no two delete

@@ -313,6 +313,17 @@ pub struct AuthorizationCodeRecord {
     pub family_id: Option<TokenId>,
 }
 
+/// A login session of the hosted login page as stored: the SHA-256 of its id only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSessionRecord {
+    pub digest: SecretDigest,
+    pub username: String,
+    /// A time-ordered id of the login's time: a user's not-before mark later than this ends
+    /// the session, as it ends the user's tokens.
+    pub started: TokenId,
+    pub expires_at: i64,
+}
+
 /// Tokens to record for one successful grant.
 #[derive(Debug, Clone)]
 pub struct NewTokens {

@@ -35,8 +35,8 @@ use reads::{AccessTokens, ReadJob, Reads, RefreshTokens, Users};
 use super::directory::ClientRow;
 use super::measured::{ConnectionCounts, ConnectionPools, StoreObserver};
 use super::model::{
-    AccessTokenRecord, AuthorizationCodeRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord,
-    User,
+    AccessTokenRecord, AuthorizationCodeRecord, Client, LoginSessionRecord, NewTokens,
+    RefreshTokenRecord, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
@@ -611,6 +611,42 @@ impl TokenStore for PostgresTokenStore {
         .await
     }
 
+    async fn create_login_session(&self, session: LoginSessionRecord) -> Result<(), StoreError> {
+        bounded(async move {
+            sqlx::query(tokens::INSERT_SESSION)
+                .bind(session.digest.0.as_slice())
+                .bind(&session.username)
+                .bind(session.started.0.as_slice())
+                .bind(session.expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_login_session(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        bounded(async move {
+            sqlx::query_scalar(tokens::FIND_SESSION)
+                .bind(digest.0.as_slice())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
+        self.changed_one(sqlx::query(tokens::DELETE_SESSION).bind(digest.0.as_slice()))
+            .await
+    }
+
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {
         let batch = i64::from(limits.batch);
         let mut purged = PurgedRows::default();
@@ -618,7 +654,7 @@ impl TokenStore for PostgresTokenStore {
         // `ctid = ANY(ARRAY(…))`: the rows the batch locked are deleted by their address (a
         // TID scan); `IN (subquery)` let the planner hash-join against the whole table.
         let [access, refresh] = purge::TOKENS_POSTGRES;
-        let deletes: [(&str, Vec<i64>, &mut u64); 7] = [
+        let deletes: [(&str, Vec<i64>, &mut u64); 8] = [
             (
                 access,
                 vec![limits.expired_before, batch],
@@ -643,6 +679,11 @@ impl TokenStore for PostgresTokenStore {
                 purge::RATE_BUCKETS_POSTGRES,
                 vec![limits.buckets_full_before_ms, batch],
                 &mut purged.rate_buckets,
+            ),
+            (
+                purge::SESSIONS_POSTGRES,
+                vec![limits.expired_before, batch],
+                &mut purged.login_sessions,
             ),
             (
                 purge::CODES_POSTGRES,

@@ -35,8 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::directory::ClientRow;
 use super::measured::StoreObserver;
 use super::model::{
-    AccessTokenRecord, AuthorizationCodeRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord,
-    User,
+    AccessTokenRecord, AuthorizationCodeRecord, Client, LoginSessionRecord, NewTokens,
+    RefreshTokenRecord, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
@@ -117,6 +117,8 @@ enum WriterOp {
         now: i64,
     },
     CreateCode(Box<AuthorizationCodeRecord>),
+    CreateSession(Box<LoginSessionRecord>),
+    DeleteSession(SecretDigest),
     RedeemCode {
         digest: SecretDigest,
         now: i64,
@@ -667,6 +669,21 @@ fn apply(conn: &Connection, op: &WriterOp) -> Result<Outcome, rusqlite::Error> {
             ])?;
             true
         }
+        WriterOp::CreateSession(session) => {
+            conn.prepare_cached(tokens::INSERT_SESSION)?
+                .execute(params![
+                    session.digest.0.as_slice(),
+                    session.username,
+                    session.started.0.as_slice(),
+                    session.expires_at
+                ])?;
+            true
+        }
+        WriterOp::DeleteSession(digest) => {
+            conn.prepare_cached(tokens::DELETE_SESSION)?
+                .execute(params![digest.0.as_slice()])?
+                == 1
+        }
         WriterOp::RedeemCode { digest, now, new } => {
             let redeemed = conn.prepare_cached(tokens::REDEEM_CODE)?.execute(params![
                 now,
@@ -778,6 +795,10 @@ fn purge(conn: &Connection, limits: PurgeLimits) -> Result<PurgedRows, rusqlite:
                 .execute(params![limits.failures_before, limits.now, batch])?,
         ),
         authorization_codes: rows(conn.prepare_cached(purge::CODES_SQLITE)?.execute(tokens)?),
+        login_sessions: rows(
+            conn.prepare_cached(purge::SESSIONS_SQLITE)?
+                .execute(tokens)?,
+        ),
         ..PurgedRows::default()
     })
 }
@@ -1039,6 +1060,31 @@ impl TokenStore for SqliteTokenStore {
         } else {
             Redemption::Refused
         })
+    }
+
+    async fn create_login_session(&self, session: LoginSessionRecord) -> Result<(), StoreError> {
+        self.submit(WriterOp::CreateSession(Box::new(session)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn find_login_session(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.read(|conn| {
+            query_one(
+                conn,
+                tokens::FIND_SESSION,
+                params![digest.0.as_slice(), now],
+                |row| row.get(0).map_err(backend),
+            )
+        })
+    }
+
+    async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
+        self.submit(WriterOp::DeleteSession(*digest)).await
     }
 
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {

@@ -670,3 +670,30 @@ async fn a_login_session_ends_after_its_lifetime() {
     assert_eq!(after.status, 200, "{}", after.text);
     assert!(after.text.contains("type=\"password\""));
 }
+
+#[tokio::test]
+async fn ending_the_users_tokens_ends_their_login_sessions_too() {
+    // Arrange
+    let app = spawn_app().await;
+    let mut browser = Browser::default();
+    let page = browser.get(&app, &authorize_path(&[])).await;
+    browser.sign_in(&app, &page, USER, PASSWORD).await;
+    app.clock.advance_secs(1);
+
+    // Act: what `tokengate user revoke-tokens` and `set-password` write.
+    use tokengate::clock::Clock as _;
+    app.store
+        .revoke_subject(
+            tokengate::store::SubjectKind::User,
+            USER,
+            app.clock.now_ms(),
+            app.clock_now(),
+        )
+        .await
+        .unwrap();
+    let after = browser.get(&app, &authorize_path(&[])).await;
+
+    // Assert
+    assert_eq!(after.status, 200, "{}", after.text);
+    assert!(after.text.contains("type=\"password\""));
+}

@@ -14,7 +14,8 @@ use tokengate::crypto::token::{SecretDigest, TokenId};
 use tokengate::store::directory::ClientRow;
 use tokengate::store::measured::Unobserved;
 use tokengate::store::model::{
-    AuthorizationCodeRecord, Client, GrantType, NewTokens, RefreshTokenRecord, TokenRecord, User,
+    AuthorizationCodeRecord, Client, GrantType, LoginSessionRecord, NewTokens, RefreshTokenRecord,
+    TokenRecord, User,
 };
 use tokengate::store::redirect_uri::RedirectUri;
 use tokengate::store::{
@@ -76,6 +77,7 @@ contract!(
     an_authorization_code_is_redeemed_once_and_records_the_family_of_its_tokens,
     of_sixteen_concurrent_redemptions_of_a_code_exactly_one_wins,
     an_expired_code_cannot_be_redeemed_and_is_purged,
+    a_login_session_names_its_user_until_it_expires_ends_or_a_mark_covers_it,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1575,4 +1577,85 @@ async fn an_expired_code_cannot_be_redeemed_and_is_purged(b: Backend) {
         .await
         .unwrap()
         .is_some());
+}
+
+async fn a_login_session_names_its_user_until_it_expires_ends_or_a_mark_covers_it(b: Backend) {
+    let store = &b.stores.tokens;
+    let session = |id: &str, user: &str, started_ms: i64| LoginSessionRecord {
+        digest: SecretDigest::of(id.as_bytes()),
+        username: user.into(),
+        started: TokenId::new(started_ms),
+        expires_at: NOW + 100,
+    };
+    let digest = |id: &str| SecretDigest::of(id.as_bytes());
+    for record in [
+        session("alice-early", "alice", ms(NOW)),
+        session("alice-late", "alice", ms(NOW + 20)),
+        session("bob", "bob", ms(NOW)),
+    ] {
+        store.create_login_session(record).await.unwrap();
+    }
+
+    // Alive until its expiry.
+    assert_eq!(
+        store
+            .find_login_session(&digest("bob"), NOW + 99)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        store
+            .find_login_session(&digest("bob"), NOW + 100)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .find_login_session(&digest("never"), NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    // A not-before mark of alice ends the sessions started before it, not the later one.
+    store
+        .revoke_subject(SubjectKind::User, "alice", ms(NOW + 10), NOW + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .find_login_session(&digest("alice-early"), NOW + 30)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .find_login_session(&digest("alice-late"), NOW + 30)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("alice")
+    );
+    // Logout.
+    assert!(store
+        .delete_login_session(&digest("alice-late"))
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_login_session(&digest("alice-late"))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .find_login_session(&digest("alice-late"), NOW + 30)
+            .await
+            .unwrap(),
+        None
+    );
+    // The janitor takes the expired ones.
+    let deleted = b.purge(limits(NOW + 101, 0, NOW + 101, 1000)).await;
+    assert_eq!(deleted.login_sessions, 2, "{deleted:?}");
 }

@@ -30,6 +30,13 @@ pub(crate) const CODES_POSTGRES: &str = "DELETE FROM authorization_codes WHERE c
      ANY(ARRAY(SELECT ctid FROM authorization_codes WHERE expires_at < $1 LIMIT $2 \
      FOR UPDATE SKIP LOCKED))";
 
+/// Login sessions expired before `$1`, at most `$2`.
+pub(crate) const SESSIONS_SQLITE: &str = "DELETE FROM login_sessions WHERE digest IN \
+     (SELECT digest FROM login_sessions WHERE expires_at < $1 LIMIT $2)";
+pub(crate) const SESSIONS_POSTGRES: &str = "DELETE FROM login_sessions WHERE ctid = \
+     ANY(ARRAY(SELECT ctid FROM login_sessions WHERE expires_at < $1 LIMIT $2 \
+     FOR UPDATE SKIP LOCKED))";
+
 /// Grant revocations older than every stored token (with the clock-skew slack), at most `$2`;
 /// `$1` stands in for "no token stored" (`i64::MAX`). A revocation goes only once no token
 /// issued before it is stored, whatever lifetimes the grant's tokens were issued with.

@@ -697,3 +697,36 @@ async fn ending_the_users_tokens_ends_their_login_sessions_too() {
     assert_eq!(after.status, 200, "{}", after.text);
     assert!(after.text.contains("type=\"password\""));
 }
+
+#[tokio::test]
+async fn two_nodes_on_one_postgres_database_share_codes_and_login_sessions() {
+    // Arrange
+    let Some(database) = TestDatabase::create("two_nodes_share_codes_and_sessions").await else {
+        return;
+    };
+    let clock = std::sync::Arc::new(tokengate::clock::ManualClock::starting_now());
+    let issuer = "https://auth.example.test";
+    let node = |clock| {
+        postgres_node(&database, clock, |settings| {
+            settings.oauth.issuer = Some(issuer.into());
+        })
+    };
+    let first = node(clock.clone()).await;
+    let second = node(clock.clone()).await;
+    let mut browser = Browser::default();
+
+    // Act: signed in on one node, the code exchanged and the session used on the other.
+    let page = browser.get(&first, &authorize_path(&[])).await;
+    let (_, params) = location(&browser.sign_in(&first, &page, USER, PASSWORD).await);
+    let tokens = exchange(&second, &params["code"], PUBLIC_REDIRECT_URI).await;
+    let again = browser.get(&second, &authorize_path(&[])).await;
+
+    // Assert
+    assert_eq!(params["iss"], issuer);
+    tokens.assert_tokens(3600, "PRODUCTION");
+    let (_, params) = location(&again);
+    assert_eq!(params["iss"], issuer);
+    exchange(&first, &params["code"], PUBLIC_REDIRECT_URI)
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+}

@@ -2,7 +2,7 @@
 //! the authorization code flow. The decisions are `oauth::authorize`'s; this file renders them
 //! as HTML (askama templates in `templates/`, escaped by default, no JavaScript) or as
 //! redirects. These answers are HTML for people, not RFC 6749 JSON, so they are built here
-//! rather than by `ApiError` (which still answers a malformed form post or a rate limit).
+//! rather than by `ApiError`.
 //!
 //! Every answer carries `Content-Security-Policy`, `X-Frame-Options: DENY` (no clickjacking of
 //! the form), `Cache-Control: no-store` and `Referrer-Policy: no-referrer` (the code and the
@@ -316,6 +316,18 @@ pub async fn login(
             )
         }
     };
+    let origin = posted.origin();
+    if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
+        let mut response = message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "Too many sign-in attempts from your network. Please wait a moment and try again.",
+        );
+        if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     let service = &state.token_service;
     let request = match authorize::check(service, &posted.form).await {
         Ok(request) => request,
@@ -345,7 +357,6 @@ pub async fn login(
         );
     };
     let password = SecretString::from(password.to_owned());
-    let origin = posted.origin();
     match check_login(service, &request.client.id, &origin, username, password).await {
         Ok(true) => {
             let mut response = answer_with_code(&state, &request, username, &origin, "form").await;

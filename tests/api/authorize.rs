@@ -730,3 +730,36 @@ async fn two_nodes_on_one_postgres_database_share_codes_and_login_sessions() {
         .await
         .assert_tokens(3600, "PRODUCTION");
 }
+
+#[tokio::test]
+async fn login_form_posts_share_the_per_address_rate_limit_and_get_a_page_over_it() {
+    // Arrange
+    let app = spawn_app_with(|settings| {
+        settings.rate_limit.per_ip = Some(tokengate::abuse::rate_limit::Rate {
+            per_second: 0.001,
+            burst: 2.0,
+        });
+    })
+    .await;
+    let mut browser = Browser::default();
+    let page = browser.get(&app, &authorize_path(&[])).await;
+
+    // Act: one password grant and one form post use up the address's burst.
+    app.login(None).await.assert_tokens(3600, "default");
+    browser.sign_in(&app, &page, USER, "wrong").await;
+    let limited = browser.sign_in(&app, &page, USER, PASSWORD).await;
+    let token_endpoint = app.login(None).await;
+
+    // Assert
+    assert_eq!(limited.status, 429, "{}", limited.text);
+    assert!(limited.header("retry-after").is_some());
+    assert_eq!(
+        limited.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_page_headers(&limited);
+    assert!(limited.header("location").is_none());
+    token_endpoint.assert_error(429, "rate_limited");
+    // Showing the page is not limited.
+    assert_eq!(browser.get(&app, &authorize_path(&[])).await.status, 200);
+}

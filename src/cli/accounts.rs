@@ -252,6 +252,7 @@ impl<'a> Accounts<'a> {
                         public: client.public,
                         redirect_uris: &redirect_uris,
                         require_consent: client.require_consent,
+                        name: client.name.as_deref(),
                         grant_types: &grant_types,
                         scopes: &scopes,
                         access_token_validity_period: secs(client.access_token_validity_secs),

@@ -389,6 +389,7 @@ pub struct NewClient<'a> {
     pub public: bool,
     pub redirect_uris: &'a [String],
     pub require_consent: bool,
+    pub name: Option<&'a str>,
     pub grant_types: &'a [String],
     pub scopes: &'a [String],
     pub access_token_validity_period: Option<i64>,
@@ -451,6 +452,9 @@ fn client_table(client: &NewClient<'_>) -> Table {
     }
     if client.require_consent {
         table.insert("require_consent", value(true));
+    }
+    if let Some(name) = client.name {
+        table.insert("name", value(name));
     }
     table.insert(
         "grant_types",
@@ -533,6 +537,9 @@ pub fn client_line(c: &Client) -> String {
     }
     if c.require_consent {
         line.push_str("\trequire_consent");
+    }
+    if let Some(name) = &c.name {
+        line.push_str(&format!("\tname={name:?}"));
     }
     if let Some(format) = c.token_format {
         line.push_str(&format!("\ttoken_format={}", format.as_str()));

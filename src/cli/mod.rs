@@ -141,6 +141,9 @@ pub enum ClientAction {
         /// A third-party app: the user is asked to consent to the scopes
         #[arg(long)]
         require_consent: bool,
+        /// What the login page calls the app (default: its id)
+        #[arg(long)]
+        name: Option<String>,
         /// Space-separated scopes the client may request besides "default"
         #[arg(long, default_value = "")]
         scopes: String,
@@ -710,6 +713,7 @@ async fn client_action(
             public,
             redirect_uris,
             require_consent,
+            name,
             scopes,
             grant_types,
             access_token_validity,
@@ -747,6 +751,7 @@ async fn client_action(
                     public,
                     redirect_uris: &redirect_uris,
                     require_consent,
+                    name: name.as_deref(),
                     grant_types: &words(&grant_types),
                     scopes: &words(&scopes),
                     access_token_validity_period: access_token_validity,

@@ -44,7 +44,7 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestor
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage<'a> {
-    client_id: &'a str,
+    client_name: &'a str,
     fields: Vec<(&'static str, String)>,
     csrf_token: &'a str,
     username: &'a str,
@@ -187,7 +187,7 @@ fn login_form(
     let mut response = html(
         status,
         LoginPage {
-            client_id: &request.client.id,
+            client_name: request.client.name.as_deref().unwrap_or(&request.client.id),
             fields: request.form_fields(),
             csrf_token: &csrf,
             username,

@@ -34,6 +34,7 @@ pub struct ClientRow {
     /// Space-separated (a redirect URI holds no spaces).
     pub redirect_uris: String,
     pub require_consent: bool,
+    pub name: Option<String>,
 }
 
 fn seconds(value: Option<u64>) -> Option<i64> {
@@ -66,6 +67,7 @@ impl ClientRow {
                 .collect::<Vec<_>>()
                 .join(" "),
             require_consent: client.require_consent,
+            name: client.name.clone(),
         }
     }
 
@@ -77,6 +79,7 @@ impl ClientRow {
             public: self.public,
             redirect_uris: words(&self.redirect_uris),
             require_consent: self.require_consent,
+            name: self.name,
             grant_types: words(&self.grant_types),
             scopes: words(&self.scopes),
             secret_hash: self.secret_hash,
@@ -260,6 +263,7 @@ mod tests {
                 RedirectUri::parse("http://127.0.0.1/cb").unwrap(),
             ],
             require_consent: true,
+            name: Some("The App".into()),
         };
         assert_eq!(
             ClientRow::from_client(&client).into_client().unwrap(),
@@ -284,6 +288,7 @@ mod tests {
             public: false,
             redirect_uris: Vec::new(),
             require_consent: false,
+            name: None,
         });
         row.grant_types = "password implicit".into();
         row.access_token_validity_period = Some(0);

@@ -100,6 +100,8 @@ pub struct Client {
     pub redirect_uris: Vec<RedirectUri>,
     /// A third-party app: the user is asked to consent to the scopes.
     pub require_consent: bool,
+    /// What the login page calls the app; its id when `None`.
+    pub name: Option<String>,
     pub grant_types: BTreeSet<GrantType>,
     /// Scopes the client may request besides `default`.
     pub scopes: BTreeSet<String>,
@@ -125,6 +127,7 @@ pub struct ClientFields {
     pub public: bool,
     pub redirect_uris: Vec<String>,
     pub require_consent: bool,
+    pub name: Option<String>,
     pub grant_types: Vec<String>,
     pub scopes: Vec<String>,
     pub access_token_validity_period: Option<i64>,
@@ -190,6 +193,14 @@ impl Client {
                 problems.push(("introspect", "a public client cannot introspect".into()));
             }
         }
+        if let Some(name) = &fields.name {
+            if name.trim().is_empty()
+                || name.chars().count() > 100
+                || name.chars().any(char::is_control)
+            {
+                problems.push(("name", "must be 1 to 100 printable characters".into()));
+            }
+        }
         let mut redirect_uris = Vec::new();
         for uri in &fields.redirect_uris {
             match RedirectUri::parse(uri) {
@@ -247,6 +258,7 @@ impl Client {
             public: fields.public,
             redirect_uris,
             require_consent: fields.require_consent,
+            name: fields.name,
             grant_types,
             scopes: fields.scopes.into_iter().collect(),
             access_token_validity_secs,
@@ -341,6 +353,7 @@ mod tests {
             public: false,
             redirect_uris: Vec::new(),
             require_consent: false,
+            name: None,
             grant_types: vec!["client_credentials".into()],
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             access_token_validity_period: None,

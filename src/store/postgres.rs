@@ -960,6 +960,7 @@ impl Directory for PostgresTokenStore {
                 .bind(row.public)
                 .bind(row.redirect_uris)
                 .bind(row.require_consent)
+                .bind(row.name)
                 .bind(now),
         )
         .await

@@ -765,6 +765,7 @@ fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool,
                 client.public,
                 client.redirect_uris,
                 client.require_consent,
+                client.name,
                 now
             ])?,
         DirectoryChange::RemoveClient(id) => conn
@@ -919,6 +920,7 @@ fn decode_client(row: &Row<'_>) -> Result<ClientRow, StoreError> {
         public: row.get("public").map_err(backend)?,
         redirect_uris: row.get("redirect_uris").map_err(backend)?,
         require_consent: row.get("require_consent").map_err(backend)?,
+        name: row.get("name").map_err(backend)?,
     })
 }
 

@@ -87,6 +87,7 @@ struct RawClient {
     redirect_uris: Vec<String>,
     #[serde(default)]
     require_consent: bool,
+    name: Option<String>,
     grant_types: Vec<String>,
     #[serde(default)]
     scopes: Vec<String>,
@@ -182,6 +183,7 @@ pub fn parse_clients(text: &str, path: &Path) -> Result<HashMap<String, Arc<Clie
             public: raw_client.public,
             redirect_uris: raw_client.redirect_uris,
             require_consent: raw_client.require_consent,
+            name: raw_client.name,
             grant_types: raw_client.grant_types,
             scopes: raw_client.scopes,
             access_token_validity_period: raw_client.access_token_validity_period,

@@ -208,7 +208,12 @@ async fn the_login_page_then_the_code_then_the_tokens() {
         Some("text/html; charset=utf-8")
     );
     assert_page_headers(&page);
-    assert!(page.text.contains(PUBLIC_CLIENT_ID), "{}", page.text);
+    assert!(
+        page.text
+            .contains("to continue to <strong>Example Notes</strong>"),
+        "the client's name: {}",
+        page.text
+    );
     assert!(page.text.contains("name=\"username\""));
     assert!(page.text.contains("type=\"password\""));
     assert!(!page.text.contains("<script"), "no JavaScript");
@@ -443,6 +448,12 @@ async fn a_client_with_one_redirect_uri_may_leave_it_out_of_both_requests() {
         .await;
 
     // Assert
+    assert!(
+        page.text
+            .contains(&format!("<strong>{WEB_CLIENT_ID}</strong>")),
+        "a client without a name is shown by its id: {}",
+        page.text
+    );
     assert_eq!(base, WEB_REDIRECT_URI);
     tokens.assert_tokens(3600, "PRODUCTION");
 }

@@ -117,7 +117,7 @@ async fn check_config_reports_every_rule_a_public_client_and_its_redirect_uris_b
          grant_types = [\"authorization_code\", \"password\"]\n\
          redirect_uris = [\"http://app.example/cb\", \"https://app.example/cb#frag\", \"myapp:/cb\"]\n\n\
          [clients.no-uris]\npublic = true\ngrant_types = [\"authorization_code\"]\n\n\
-         [clients.no-secret]\ngrant_types = [\"password\"]\n",
+         [clients.no-secret]\ngrant_types = [\"password\"]\nname = \"  \"\n",
     );
     std::fs::write(home.file("config/clients.toml"), clients).unwrap();
 
@@ -134,6 +134,7 @@ async fn check_config_reports_every_rule_a_public_client_and_its_redirect_uris_b
         "clients.bad-public.redirect_uris: `myapp:/cb` a private-use scheme must be a reverse domain name",
         "clients.no-uris.redirect_uris: a client with the authorization_code grant needs at least one",
         "clients.no-secret.secret_hash: missing: a confidential client needs one",
+        "clients.no-secret.name: must be 1 to 100 printable characters",
     ] {
         assert!(run.stderr.contains(expected) || run.stdout.contains(expected), "{expected}\n{run:#?}");
     }
@@ -225,6 +226,8 @@ async fn a_public_client_added_to_the_sql_directory_keeps_its_redirect_uris() {
                 "phone-app",
                 "--public",
                 "--require-consent",
+                "--name",
+                "Phone App",
                 "--redirect-uri",
                 "https://phone.example/cb",
             ],
@@ -255,7 +258,8 @@ async fn a_public_client_added_to_the_sql_directory_keeps_its_redirect_uris() {
             .any(|line| line.starts_with("phone-app\t")
                 && line.contains("\tpublic")
                 && line.contains("redirect_uris=https://phone.example/cb")
-                && line.contains("\trequire_consent")),
+                && line.contains("\trequire_consent")
+                && line.contains("\tname=\"Phone App\"")),
         "{list:#?}"
     );
     refused.assert_failure();

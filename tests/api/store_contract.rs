@@ -318,6 +318,7 @@ fn client(id: &str) -> Client {
         public: false,
         redirect_uris: vec![RedirectUri::parse("https://app.example/cb").unwrap()],
         require_consent: false,
+        name: Some("The App".into()),
     }
 }
 

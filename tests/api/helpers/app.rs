@@ -128,7 +128,7 @@ pub fn write_fixture_stores(home: &Path) {
              [clients.{SERVICE_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\
              grant_types = [\"client_credentials\"]\nscopes = [\"reports.read\"]\n\
              application_access_token_validity_period = 600\n\n\
-             [clients.{PUBLIC_CLIENT_ID}]\npublic = true\n\
+             [clients.{PUBLIC_CLIENT_ID}]\npublic = true\nname = \"Example Notes\"\n\
              grant_types = [\"authorization_code\", \"refresh_token\"]\nscopes = [\"PRODUCTION\"]\n\
              redirect_uris = [\"{PUBLIC_REDIRECT_URI}\", \"{LOOPBACK_REDIRECT_URI}\", \"{HTTPS_REDIRECT_URI}\"]\n\n\
              [clients.{WEB_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\

@@ -91,6 +91,8 @@ pub enum ClientAuthFailure {
     /// No such client, or a disabled one.
     UnknownClient,
     WrongSecret,
+    /// A public client (which has no secret) presented one.
+    SecretForPublicClient,
     /// Refused unchecked: too many wrong secrets from this address.
     Locked,
 }
@@ -123,6 +125,12 @@ pub enum Event {
     LoginFailed {
         reason: LoginFailure,
     },
+    /// `/authorize` gave the client a code for the user, who signed in on the login page
+    /// (`login`: `form`) or had a login session (`session`).
+    AuthorizationCodeIssued {
+        scope: String,
+        login: &'static str,
+    },
     AccountLocked {
         /// `address` (this client IP) or `everywhere`.
         locked_for: &'static str,
@@ -131,6 +139,11 @@ pub enum Event {
     RefreshReuseDetected {
         token_id: String,
         grant_id: String,
+    },
+    /// A redeemed authorization code was presented again (RFC 6749 §4.1.2); `grant_id` names
+    /// the tokens issued from it, now revoked (`None` if it issued none).
+    AuthorizationCodeReuseDetected {
+        grant_id: Option<String>,
     },
     GrantRevoked {
         grant_id: String,
@@ -191,8 +204,10 @@ impl Event {
         match self {
             Self::TokenIssued { .. } => "token_issued",
             Self::LoginFailed { .. } => "login_failed",
+            Self::AuthorizationCodeIssued { .. } => "authorization_code_issued",
             Self::AccountLocked { .. } => "account_locked",
             Self::RefreshReuseDetected { .. } => "refresh_reuse_detected",
+            Self::AuthorizationCodeReuseDetected { .. } => "authorization_code_reuse_detected",
             Self::GrantRevoked { .. } => "grant_revoked",
             Self::TokenRevoked { .. } => "token_revoked",
             Self::ClientAuthFailed { .. } => "client_auth_failed",
@@ -221,6 +236,7 @@ impl Event {
             Self::LoginFailed { .. }
             | Self::AccountLocked { .. }
             | Self::RefreshReuseDetected { .. }
+            | Self::AuthorizationCodeReuseDetected { .. }
             | Self::ClientAuthFailed { .. }
             | Self::ClientLocked { .. }
             | Self::RateLimited { .. } => "failure",
@@ -251,6 +267,7 @@ impl Event {
                 ClientAuthFailure::NoCredentials => "no_credentials",
                 ClientAuthFailure::UnknownClient => "unknown_client",
                 ClientAuthFailure::WrongSecret => "wrong_secret",
+                ClientAuthFailure::SecretForPublicClient => "secret_for_public_client",
                 ClientAuthFailure::Locked => "locked",
             })),
             Self::RateLimited { bucket } => Some(FloodKind::RateLimited(bucket)),

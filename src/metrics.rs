@@ -86,6 +86,7 @@ pub enum GrantLabel {
     Password,
     RefreshToken,
     ClientCredentials,
+    AuthorizationCode,
     Other,
     None,
 }
@@ -96,6 +97,7 @@ impl GrantLabel {
             Self::Password => "password",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode => "authorization_code",
             Self::Other => "other",
             Self::None => "none",
         }
@@ -104,7 +106,7 @@ impl GrantLabel {
 static_label_value!(GrantLabel);
 
 /// `outcome` of `tokengate_token_requests_total`: `ok`, or the RFC 6749 error code, with the
-/// server's own refusals told apart (`rate_limited` for `slow_down`, `overloaded` and
+/// server's own refusals told apart (`rate_limited`, `overloaded` and
 /// `unavailable` for the two kinds of `temporarily_unavailable`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -306,6 +308,7 @@ impl PasswordPoolMetrics {
 pub struct GrantMetrics {
     account_lockouts: Counter,
     refresh_reuse: Counter,
+    code_reuse: Counter,
 }
 
 impl GrantMetrics {
@@ -317,6 +320,11 @@ impl GrantMetrics {
     /// A spent refresh token came back and its grant was revoked.
     pub fn refresh_reuse_detected(&self) {
         self.refresh_reuse.inc();
+    }
+
+    /// A redeemed authorization code came back and the tokens issued from it were revoked.
+    pub fn authorization_code_reuse_detected(&self) {
+        self.code_reuse.inc();
     }
 }
 
@@ -806,6 +814,7 @@ impl Metrics {
         let grants = GrantMetrics {
             account_lockouts: Counter::default(),
             refresh_reuse: Counter::default(),
+            code_reuse: Counter::default(),
         };
         registry.register(
             "tokengate_account_lockouts",
@@ -816,6 +825,11 @@ impl Metrics {
             "tokengate_refresh_reuse_detected",
             "Spent refresh tokens presented again; each revoked its grant",
             grants.refresh_reuse.clone(),
+        );
+        registry.register(
+            "tokengate_authorization_code_reuse_detected",
+            "Redeemed authorization codes presented again; each revoked the tokens issued from it",
+            grants.code_reuse.clone(),
         );
 
         let rate_limits = RateLimitMetrics {

@@ -292,6 +292,10 @@ fn live_changes(running: &Settings, applied: &Settings) -> Vec<&'static str> {
             "oauth.refresh_token_max_lifetime",
             old.refresh_token_max_lifetime_secs != new.refresh_token_max_lifetime_secs,
         ),
+        (
+            "oauth.authorization_code_validity_period",
+            old.authorization_code_validity_secs != new.authorization_code_validity_secs,
+        ),
         ("oauth.token_format", old.token_format != new.token_format),
         (
             "oauth.default_audience",
@@ -394,6 +398,10 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
         (
             "tls.generate_self_signed",
             running.tls.generate_self_signed != new.tls.generate_self_signed,
+        ),
+        (
+            "login.session_lifetime",
+            running.login.session_lifetime_secs != new.login.session_lifetime_secs,
         ),
         ("oauth.issuer", running.oauth.issuer != new.oauth.issuer),
         (

@@ -327,6 +327,11 @@ impl Application {
         } else {
             None
         };
+        let login_sessions = Arc::new(crate::oauth::login_session::LoginSessions::new(
+            settings.login.session_lifetime_secs,
+            token_service.tokens.clone(),
+            token_service.clock.clone(),
+        ));
         let router = http::router(AppState::new(AppParts {
             ip_limiter: Some(Arc::new(Limiter::new(
                 live.per_ip.clone(),
@@ -343,6 +348,7 @@ impl Application {
             readiness: readiness.clone(),
             metrics: token_endpoint,
             audit: audit.clone(),
+            login_sessions,
         }));
         // Last, once nothing above can fail: a listening socket shares the port's connections
         // with the other process on it, and those queued here would be reset if this one exited.

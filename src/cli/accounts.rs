@@ -238,12 +238,21 @@ impl<'a> Accounts<'a> {
                     .map(|g| g.as_str().to_owned())
                     .collect();
                 let scopes: Vec<String> = client.scopes.iter().cloned().collect();
+                let redirect_uris: Vec<String> = client
+                    .redirect_uris
+                    .iter()
+                    .map(|uri| uri.as_str().to_owned())
+                    .collect();
                 let secs = |value: Option<u64>| value.and_then(|secs| i64::try_from(secs).ok());
                 admin::add_client(
                     path,
                     &NewClient {
                         id: &client.id,
                         secret_hash: &client.secret_hash,
+                        public: client.public,
+                        redirect_uris: &redirect_uris,
+                        require_consent: client.require_consent,
+                        name: client.name.as_deref(),
                         grant_types: &grant_types,
                         scopes: &scopes,
                         access_token_validity_period: secs(client.access_token_validity_secs),

@@ -384,7 +384,12 @@ pub fn list_users(path: &Path) -> Result<Vec<(String, bool)>, AdminError> {
 /// A client to add.
 pub struct NewClient<'a> {
     pub id: &'a str,
+    /// Empty for a public client.
     pub secret_hash: &'a str,
+    pub public: bool,
+    pub redirect_uris: &'a [String],
+    pub require_consent: bool,
+    pub name: Option<&'a str>,
     pub grant_types: &'a [String],
     pub scopes: &'a [String],
     pub access_token_validity_period: Option<i64>,
@@ -406,7 +411,8 @@ fn check_new_client_fields(client: &NewClient<'_>) -> Result<(), AdminError> {
     for grant in client.grant_types {
         if GrantType::parse(grant).is_none() {
             return Err(AdminError::Invalid(format!(
-                "unknown grant type `{grant}` (known: password refresh_token client_credentials)"
+                "unknown grant type `{grant}` (known: password refresh_token client_credentials \
+                 authorization_code)"
             )));
         }
     }
@@ -433,7 +439,23 @@ fn add_client_unlocked(path: &Path, client: &NewClient<'_>) -> Result<(), AdminE
 /// The `[clients.ID]` table of a new client.
 fn client_table(client: &NewClient<'_>) -> Table {
     let mut table = Table::new();
-    table.insert("secret_hash", value(client.secret_hash));
+    if client.public {
+        table.insert("public", value(true));
+    } else {
+        table.insert("secret_hash", value(client.secret_hash));
+    }
+    if !client.redirect_uris.is_empty() {
+        table.insert(
+            "redirect_uris",
+            value(Array::from_iter(client.redirect_uris.iter())),
+        );
+    }
+    if client.require_consent {
+        table.insert("require_consent", value(true));
+    }
+    if let Some(name) = client.name {
+        table.insert("name", value(name));
+    }
     table.insert(
         "grant_types",
         value(Array::from_iter(client.grant_types.iter())),
@@ -505,6 +527,19 @@ pub fn client_line(c: &Client) -> String {
     }
     if c.introspect {
         line.push_str("\tintrospect");
+    }
+    if c.public {
+        line.push_str("\tpublic");
+    }
+    if !c.redirect_uris.is_empty() {
+        let uris: Vec<&str> = c.redirect_uris.iter().map(|uri| uri.as_str()).collect();
+        line.push_str(&format!("\tredirect_uris={}", uris.join(",")));
+    }
+    if c.require_consent {
+        line.push_str("\trequire_consent");
+    }
+    if let Some(name) = &c.name {
+        line.push_str(&format!("\tname={name:?}"));
     }
     if let Some(format) = c.token_format {
         line.push_str(&format!("\ttoken_format={}", format.as_str()));

@@ -122,18 +122,35 @@ pub enum UserAction {
 
 #[derive(Debug, Subcommand)]
 pub enum ClientAction {
-    /// Add a client; without --secret-stdin a 256-bit secret is generated and printed once
+    /// Add a client; without --secret-stdin or --public a 256-bit secret is generated and
+    /// printed once
     Add {
         id: String,
         /// Read the secret from stdin instead of generating one (stored as argon2id)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "public")]
         secret_stdin: bool,
+        /// A public client (a native or browser app): no secret, authenticated by its id alone,
+        /// grant types authorization_code and refresh_token only
+        #[arg(long)]
+        public: bool,
+        /// A redirect URI for the authorization code grant (repeat for several): https, a
+        /// loopback http://127.0.0.1/… or http://[::1]/… (any port), or a private-use scheme
+        /// such as com.example.app:/callback
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// A third-party app: the user is asked to consent to the scopes
+        #[arg(long)]
+        require_consent: bool,
+        /// What the login page calls the app (default: its id)
+        #[arg(long)]
+        name: Option<String>,
         /// Space-separated scopes the client may request besides "default"
         #[arg(long, default_value = "")]
         scopes: String,
-        /// Space-separated grant types the client may use
-        #[arg(long, default_value = "password refresh_token")]
-        grant_types: String,
+        /// Space-separated grant types the client may use (default: password refresh_token;
+        /// with --public: authorization_code refresh_token)
+        #[arg(long)]
+        grant_types: Option<String>,
         /// Access token validity in seconds for this client (overrides the server default)
         #[arg(long, value_name = "SECONDS")]
         access_token_validity: Option<i64>,
@@ -693,6 +710,10 @@ async fn client_action(
         ClientAction::Add {
             id,
             secret_stdin,
+            public,
+            redirect_uris,
+            require_consent,
+            name,
             scopes,
             grant_types,
             access_token_validity,
@@ -704,7 +725,16 @@ async fn client_action(
         } => {
             admin::check_client_id(&id)?;
             refuse_shared_subject(&id, "user", accounts.user_exists(&id).await?)?;
-            let (secret_hash, generated) = if secret_stdin {
+            let grant_types = grant_types.unwrap_or_else(|| {
+                if public {
+                    "authorization_code refresh_token".to_owned()
+                } else {
+                    "password refresh_token".to_owned()
+                }
+            });
+            let (secret_hash, generated) = if public {
+                (String::new(), None)
+            } else if secret_stdin {
                 let chosen = read_stdin_secret("client secret")?;
                 (
                     password::hash_password(&chosen, &settings.password_hashing)?,
@@ -718,6 +748,10 @@ async fn client_action(
                 .add_client(&admin::NewClient {
                     id: &id,
                     secret_hash: &secret_hash,
+                    public,
+                    redirect_uris: &redirect_uris,
+                    require_consent,
+                    name: name.as_deref(),
                     grant_types: &words(&grant_types),
                     scopes: &words(&scopes),
                     access_token_validity_period: access_token_validity,
@@ -736,7 +770,13 @@ async fn client_action(
                 Event::ClientAdded {
                     grant_types: words(&grant_types),
                     scopes: words(&scopes),
-                    secret: if secret_stdin { "chosen" } else { "generated" },
+                    secret: if public {
+                        "none"
+                    } else if secret_stdin {
+                        "chosen"
+                    } else {
+                        "generated"
+                    },
                 },
             );
             eprintln!("added client `{id}` to {place}");
@@ -804,6 +844,7 @@ async fn client_action(
                             .collect(),
                         scopes: client.scopes.iter().cloned().collect(),
                         secret: match secret::kind_of(&client.secret_hash) {
+                            _ if client.public => "none",
                             Some(secret::SecretHashKind::Sha256) => "generated",
                             _ => "chosen",
                         },

@@ -173,6 +173,15 @@ pub struct Settings {
     pub management: ManagementSettings,
     pub logging: LoggingSettings,
     pub audit: AuditSettings,
+    pub login: LoginSettings,
+}
+
+/// `[login]`: the hosted login page of `/authorize`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSettings {
+    /// Seconds a login session (its cookie) spares the user the form on the next
+    /// authorization.
+    pub session_lifetime_secs: u64,
 }
 
 // `[logging]` and `[audit]` are the telemetry's and the audit trail's own types.
@@ -268,6 +277,9 @@ pub struct OAuthSettings {
     /// Seconds from the start of a grant (its first refresh token) after which no refresh
     /// succeeds and no refresh token lives, however often it was rotated; 0 = no limit.
     pub refresh_token_max_lifetime_secs: u64,
+    /// Seconds an authorization code can be redeemed in (RFC 6749 §4.1.2: short, 10 minutes
+    /// at most).
+    pub authorization_code_validity_secs: u64,
     /// `None`: `https://localhost:<the bound HTTPS port>`, settled at startup.
     pub issuer: Option<String>,
     pub token_format: TokenFormat,

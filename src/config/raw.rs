@@ -16,6 +16,22 @@ pub(crate) struct RawConfig {
     pub(crate) management: RawManagement,
     pub(crate) logging: RawLogging,
     pub(crate) audit: RawAudit,
+    pub(crate) login: RawLogin,
+}
+
+/// `[login]`: the hosted login page of `/authorize`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLogin {
+    pub(crate) session_lifetime: i64,
+}
+
+impl Default for RawLogin {
+    fn default() -> Self {
+        Self {
+            session_lifetime: 28_800,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +206,7 @@ pub(crate) struct RawOAuth {
     pub(crate) renew_refresh_token: bool,
     pub(crate) refresh_token_reuse_grace_period: i64,
     pub(crate) refresh_token_max_lifetime: i64,
+    pub(crate) authorization_code_validity_period: i64,
     pub(crate) issuer: Option<String>,
     pub(crate) token_format: String,
     pub(crate) jwt_algorithm: String,
@@ -206,6 +223,7 @@ impl Default for RawOAuth {
             renew_refresh_token: true,
             refresh_token_reuse_grace_period: 0,
             refresh_token_max_lifetime: 0,
+            authorization_code_validity_period: 60,
             issuer: None,
             token_format: "opaque".into(),
             jwt_algorithm: "EdDSA".into(),

@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::raw::RawConfig;
 use super::{
     AuditDestination, AuditSettings, CertificateFiles, ConfigError, ConfigProblem, ConfigSource,
-    DirectoryLocation, JwtAlgorithm, LogFormat, LoggingSettings, ManagementSettings, OAuthSettings,
-    PasswordHashingSettings, RateLimitSettings, SecuritySettings, ServerSettings, Settings,
-    SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
+    DirectoryLocation, JwtAlgorithm, LogFormat, LoggingSettings, LoginSettings, ManagementSettings,
+    OAuthSettings, PasswordHashingSettings, RateLimitSettings, SecuritySettings, ServerSettings,
+    Settings, SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
 };
 
 /// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
@@ -208,6 +208,12 @@ pub fn validate_with_fallbacks(
             raw.oauth.refresh_token_max_lifetime,
             0,
             i64::from(u32::MAX),
+        )),
+        authorization_code_validity_secs: to_u64(problems.range(
+            "oauth.authorization_code_validity_period",
+            raw.oauth.authorization_code_validity_period,
+            1,
+            600,
         )),
         issuer: raw.oauth.issuer.clone(),
         token_format: TokenFormat::parse(&raw.oauth.token_format).unwrap_or_else(|| {
@@ -437,6 +443,14 @@ pub fn validate_with_fallbacks(
     let management = management(&mut problems, source, &raw.management, &server, offset_key);
     let logging = logging(&mut problems, &raw.logging);
     let audit = audit(&mut problems, source, &raw.audit);
+    let login = LoginSettings {
+        session_lifetime_secs: to_u64(problems.range(
+            "login.session_lifetime",
+            raw.login.session_lifetime,
+            60,
+            30 * 86_400,
+        )),
+    };
 
     let settings = Settings {
         config_file: file.to_path_buf(),
@@ -451,6 +465,7 @@ pub fn validate_with_fallbacks(
         management,
         logging,
         audit,
+        login,
     };
     (settings, problems.found)
 }

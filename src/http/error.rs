@@ -44,7 +44,7 @@ impl ApiError {
                 ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
                 ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::SlowDown => StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::BAD_REQUEST,
             },
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -81,7 +81,7 @@ impl ApiError {
                 ErrorCode::InvalidScope => Outcome::InvalidScope,
                 ErrorCode::AccessDenied => Outcome::AccessDenied,
                 ErrorCode::ServerError => Outcome::ServerError,
-                ErrorCode::SlowDown => Outcome::RateLimited,
+                ErrorCode::RateLimited => Outcome::RateLimited,
                 ErrorCode::TemporarilyUnavailable => {
                     let store_down = err
                         .source

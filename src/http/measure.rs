@@ -65,6 +65,7 @@ pub fn grant_label(grant_type: Option<&str>) -> GrantLabel {
         Some(GrantType::Password) => GrantLabel::Password,
         Some(GrantType::RefreshToken) => GrantLabel::RefreshToken,
         Some(GrantType::ClientCredentials) => GrantLabel::ClientCredentials,
+        Some(GrantType::AuthorizationCode) => GrantLabel::AuthorizationCode,
         None => GrantLabel::Other,
     }
 }

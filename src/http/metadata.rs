@@ -15,6 +15,8 @@ use crate::oauth::scope::DEFAULT_SCOPE;
 use crate::store::model::GrantType;
 
 const CLIENT_AUTH_METHODS: [&str; 2] = ["client_secret_basic", "client_secret_post"];
+/// RFC 8414 §2 / RFC 7591 §2: a public client authenticates by `client_id` alone.
+const NONE: &str = "none";
 
 pub async fn authorization_server(State(state): State<AppState>) -> Result<Response, ApiError> {
     let service = &state.token_service;
@@ -30,18 +32,30 @@ pub async fn authorization_server(State(state): State<AppState>) -> Result<Respo
         .chain([DEFAULT_SCOPE])
         .collect();
     let grant_types: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
+    // `none` only once a public client exists: until then no request may omit a secret.
+    let mut public_auth_methods = CLIENT_AUTH_METHODS.to_vec();
+    if clients
+        .iter()
+        .any(|client| client.public && !client.disabled)
+    {
+        public_auth_methods.push(NONE);
+    }
     let document = json!({
         "issuer": service.issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
         "revocation_endpoint": format!("{issuer}/revoke"),
         "introspection_endpoint": format!("{issuer}/introspect"),
         "jwks_uri": format!("{issuer}/jwks"),
         "grant_types_supported": grant_types,
-        // RFC 8414 §2 requires the field; there is no authorization endpoint, so none.
-        "response_types_supported": [],
+        // OAuth 2.1: the code flow only, with PKCE S256 (RFC 7636 §6.2), and `iss` in the
+        // authorization response (RFC 9207 §3).
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": [crate::oauth::pkce::S256],
+        "authorization_response_iss_parameter_supported": true,
         "scopes_supported": scopes,
-        "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
-        "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "token_endpoint_auth_methods_supported": public_auth_methods,
+        "revocation_endpoint_auth_methods_supported": public_auth_methods,
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "access_token_signing_alg_values_supported": [service.settings().jwt_algorithm.as_str()],
     });

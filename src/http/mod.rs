@@ -1,5 +1,6 @@
 //! The HTTP layer (axum): extract, call `oauth::`, render. Routes are registered here only.
 
+pub mod authorize;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -26,6 +27,7 @@ use ipnet::IpNet;
 use crate::abuse::rate_limit::{bucket_key, client_ip, Limiter};
 use crate::audit::{Audit, Event, Origin};
 use crate::metrics::{Endpoint, TokenEndpointMetrics};
+use crate::oauth::login_session::LoginSessions;
 use crate::oauth::{OAuthError, TokenService};
 use error::ApiError;
 
@@ -70,6 +72,8 @@ pub struct AppParts {
     /// The audit trail (the per-IP rate limit's refusals; the endpoints record through
     /// `token_service`).
     pub audit: Audit,
+    /// The hosted login page's sessions (in the token database).
+    pub login_sessions: Arc<LoginSessions>,
 }
 
 /// The client's address as every defence sees it (rate limits, lockout, client
@@ -100,28 +104,36 @@ async fn find_client_ip(
     next.run(request).await
 }
 
+/// Takes one request of `origin`'s address from the per-IP rate limit: `Err(retry_after_secs)`
+/// when it is over its rate (recorded in the audit trail).
+pub(crate) async fn take_from_ip_limit(state: &AppState, origin: &Origin) -> Result<(), u64> {
+    let (Some(limiter), Some(ip)) = (&state.ip_limiter, origin.ip) else {
+        return Ok(());
+    };
+    let now = state.token_service.clock.now_ms();
+    limiter.check(&bucket_key(ip), now).await.inspect_err(|_| {
+        state
+            .audit
+            .record(origin, None, None, Event::RateLimited { bucket: "ip" });
+    })
+}
+
 /// RFC 6749-style 429 for a client IP over its rate, before any other work on the request.
 async fn limit_by_ip(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(limiter) = &state.ip_limiter {
-        if let Some(ClientIp(ip)) = request.extensions().get::<ClientIp>() {
-            let now = state.token_service.clock.now_ms();
-            if let Err(retry) = limiter.check(&bucket_key(*ip), now).await {
-                let origin = Origin {
-                    request_id: request
-                        .extensions()
-                        .get::<request_id::RequestId>()
-                        .map(|id| id.0.clone()),
-                    ip: Some(*ip),
-                };
-                state
-                    .audit
-                    .record(&origin, None, None, Event::RateLimited { bucket: "ip" });
-                return Ok(refuse_after_reading(request, &state.limits, retry).await);
-            }
+    if let Some(ClientIp(ip)) = request.extensions().get::<ClientIp>() {
+        let origin = Origin {
+            request_id: request
+                .extensions()
+                .get::<request_id::RequestId>()
+                .map(|id| id.0.clone()),
+            ip: Some(*ip),
+        };
+        if let Err(retry) = take_from_ip_limit(&state, &origin).await {
+            return Ok(refuse_after_reading(request, &state.limits, retry).await);
         }
     }
     Ok(next.run(request).await)
@@ -166,6 +178,12 @@ async fn only_post() -> ApiError {
     ApiError::MethodNotAllowed { allow: "POST" }
 }
 
+async fn only_get_post() -> ApiError {
+    ApiError::MethodNotAllowed {
+        allow: "GET, HEAD, POST",
+    }
+}
+
 async fn only_get() -> ApiError {
     ApiError::MethodNotAllowed { allow: "GET, HEAD" }
 }
@@ -202,6 +220,15 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(by_ip())
                 .route_layer(measured(Endpoint::Introspect)),
         )
+        // The login form's posts are password checks: limited per client IP like /token, by
+        // the handler, which answers a person with a page.
+        .route(
+            "/authorize",
+            get(authorize::authorize)
+                .post(authorize::login)
+                .fallback(only_get_post),
+        )
+        .route("/logout", get(authorize::logout).fallback(only_get))
         .route(
             "/.well-known/oauth-authorization-server",
             get(metadata::authorization_server).fallback(only_get),

@@ -315,15 +315,8 @@ impl ClientAuthenticator {
             OAuthError::invalid_client()
         };
         let (id, secret) = match presented {
-            PresentedClient::Basic { id, secret } => (id, secret),
-            PresentedClient::Body {
-                id,
-                secret: Some(secret),
-            } => (id, secret),
-            // Only confidential clients exist here: an id without a secret cannot authenticate.
-            PresentedClient::Body { id, secret: None } => {
-                return Err(failed(Some(id.as_str()), ClientAuthFailure::NoCredentials))
-            }
+            PresentedClient::Basic { id, secret } => (id, Some(secret)),
+            PresentedClient::Body { id, secret } => (id, secret),
             PresentedClient::None | PresentedClient::OtherScheme => {
                 return Err(failed(None, ClientAuthFailure::NoCredentials))
             }
@@ -331,6 +324,23 @@ impl ClientAuthenticator {
         let client = self.clients.find_client(&id).await?;
         let Some(client) = client.filter(|client| !client.disabled) else {
             return Err(failed(Some(id.as_str()), ClientAuthFailure::UnknownClient));
+        };
+        // RFC 6749 §2.3 / RFC 8414 `none`: a public client is identified by its id alone (the
+        // token endpoint lets it use only the grants that allow it). A confidential client's id
+        // without a secret authenticates nothing; a secret for a public client is refused
+        // rather than ignored, as the app is misconfigured.
+        let secret = match (client.public, secret) {
+            (true, None) => return Ok(client),
+            (true, Some(_)) => {
+                return Err(failed(
+                    Some(id.as_str()),
+                    ClientAuthFailure::SecretForPublicClient,
+                ))
+            }
+            (false, None) => {
+                return Err(failed(Some(id.as_str()), ClientAuthFailure::NoCredentials))
+            }
+            (false, Some(secret)) => secret,
         };
         // Counted per rate-limit bucket: an IPv6 client gains nothing by hopping within its /64.
         let client_ip = origin.ip.map(bucket_key);

@@ -19,9 +19,9 @@ pub enum ErrorCode {
     ServerError,
     /// RFC 6749 §4.1.2.1; overload or store outage, answered with 503 and `Retry-After`.
     TemporarilyUnavailable,
-    /// A rate limit was hit: 429 and `Retry-After`. `slow_down` is the registered OAuth error
-    /// for "too many requests" (RFC 8628 §3.5).
-    SlowDown,
+    /// A rate limit was hit: 429 and `Retry-After`. Our own code: `slow_down` (RFC 8628 §3.5)
+    /// tells a device-flow client to poll less often, which is not what this means.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -36,7 +36,7 @@ impl ErrorCode {
             Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
-            Self::SlowDown => "slow_down",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -87,7 +87,7 @@ impl OAuthError {
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Self {
             retry_after_secs: Some(retry_after_secs),
-            ..Self::new(ErrorCode::SlowDown, "too many requests; retry later")
+            ..Self::new(ErrorCode::RateLimited, "too many requests; retry later")
         }
     }
 

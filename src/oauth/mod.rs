@@ -1,13 +1,16 @@
 //! The protocol layer: RFC 6749 (and friends) without any HTTP framework or database types.
 //! `http/` turns requests into calls here; `store/` is reached only through its traits.
 
+pub mod authorize;
 pub mod client_auth;
 pub mod error;
 pub mod grants;
 pub mod introspection;
 pub mod issue;
+pub mod login_session;
 pub mod lookup;
 pub mod params;
+pub mod pkce;
 pub mod revocation;
 pub mod scope;
 pub mod token;

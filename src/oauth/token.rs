@@ -235,7 +235,7 @@ impl TokenService {
                 "this grant type is not supported",
             ));
         };
-        if !client.grant_types.contains(&grant) {
+        if !client.grant_types.contains(&grant) || (client.public && !grant_allows_public(grant)) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
                 "this client is not allowed to use this grant type",
@@ -262,6 +262,12 @@ impl TokenService {
                     &form,
                 )
                 .await
+            }
+            GrantType::AuthorizationCode => {
+                let grant = grants::authorization_code::AuthorizationCodeGrant {
+                    origin: origin.clone(),
+                };
+                run(&grant, self, &client, &form).await
             }
         }?;
         // Recorded once here for every grant, after the tokens are stored.
@@ -309,6 +315,21 @@ pub async fn max_access_token_validity_secs(
     Ok(i64::try_from(access).unwrap_or(i64::MAX))
 }
 
+/// Whether a public client (authenticated by its id alone) may use `grant`: the grant's own
+/// [`Grant::FOR_PUBLIC_CLIENTS`].
+fn grant_allows_public(grant: GrantType) -> bool {
+    match grant {
+        GrantType::Password => grants::password::PasswordGrant::FOR_PUBLIC_CLIENTS,
+        GrantType::RefreshToken => grants::refresh_token::RefreshTokenGrant::FOR_PUBLIC_CLIENTS,
+        GrantType::ClientCredentials => {
+            grants::client_credentials::ClientCredentialsGrant::FOR_PUBLIC_CLIENTS
+        }
+        GrantType::AuthorizationCode => {
+            grants::authorization_code::AuthorizationCodeGrant::FOR_PUBLIC_CLIENTS
+        }
+    }
+}
+
 async fn run<G: Grant>(
     grant: &G,
     service: &TokenService,
@@ -317,4 +338,22 @@ async fn run<G: Grant>(
 ) -> Result<Issued, OAuthError> {
     let params = G::parse(form)?;
     grant.issue(service, client, params).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The registration rule (`Client::check`) and the grants' own hooks say the same.
+    #[test]
+    fn the_grants_open_to_public_clients_are_the_ones_a_public_client_may_register() {
+        for grant in GrantType::ALL {
+            assert_eq!(
+                grant_allows_public(grant),
+                GrantType::FOR_PUBLIC_CLIENTS.contains(&grant),
+                "{}",
+                grant.as_str()
+            );
+        }
+    }
 }

@@ -30,6 +30,11 @@ pub struct ClientRow {
     pub token_format: Option<String>,
     pub audience: Option<String>,
     pub disabled: bool,
+    pub public: bool,
+    /// Space-separated (a redirect URI holds no spaces).
+    pub redirect_uris: String,
+    pub require_consent: bool,
+    pub name: Option<String>,
 }
 
 fn seconds(value: Option<u64>) -> Option<i64> {
@@ -54,6 +59,15 @@ impl ClientRow {
             token_format: client.token_format.map(|f| f.as_str().to_owned()),
             audience: client.audience.clone(),
             disabled: client.disabled,
+            public: client.public,
+            redirect_uris: client
+                .redirect_uris
+                .iter()
+                .map(|uri| uri.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            require_consent: client.require_consent,
+            name: client.name.clone(),
         }
     }
 
@@ -62,6 +76,10 @@ impl ClientRow {
     pub fn into_client(self) -> Result<Client, StoreError> {
         let words = |list: &str| list.split_whitespace().map(str::to_owned).collect();
         let fields = ClientFields {
+            public: self.public,
+            redirect_uris: words(&self.redirect_uris),
+            require_consent: self.require_consent,
+            name: self.name,
             grant_types: words(&self.grant_types),
             scopes: words(&self.scopes),
             secret_hash: self.secret_hash,
@@ -223,6 +241,7 @@ mod tests {
     use super::*;
     use crate::store::model::GrantType;
     use crate::store::model::TokenFormat;
+    use crate::store::redirect_uri::RedirectUri;
 
     #[test]
     fn a_client_survives_the_round_trip_through_its_row() {
@@ -238,6 +257,13 @@ mod tests {
             token_format: Some(TokenFormat::Jwt),
             audience: Some("https://api".into()),
             disabled: false,
+            public: false,
+            redirect_uris: vec![
+                RedirectUri::parse("https://app.example/cb").unwrap(),
+                RedirectUri::parse("http://127.0.0.1/cb").unwrap(),
+            ],
+            require_consent: true,
+            name: Some("The App".into()),
         };
         assert_eq!(
             ClientRow::from_client(&client).into_client().unwrap(),
@@ -259,6 +285,10 @@ mod tests {
             token_format: None,
             audience: None,
             disabled: false,
+            public: false,
+            redirect_uris: Vec::new(),
+            require_consent: false,
+            name: None,
         });
         row.grant_types = "password implicit".into();
         row.access_token_validity_period = Some(0);

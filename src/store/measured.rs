@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::model::{AccessTokenRecord, NewTokens, RefreshTokenRecord};
+use super::model::{
+    AccessTokenRecord, AuthorizationCodeRecord, LoginSessionRecord, NewTokens, RefreshTokenRecord,
+};
 use super::{
     Attempt, AttemptStep, DatabaseStores, LockoutPolicy, LockoutStore, PurgeLimits, PurgedRows,
-    Rate, RateLimitStore, Rotation, StoreError, SubjectKind, Take, TokenStore,
+    Rate, RateLimitStore, Redemption, Rotation, StoreError, SubjectKind, Take, TokenStore,
 };
-use crate::crypto::token::TokenId;
+use crate::crypto::token::{SecretDigest, TokenId};
 
 /// What the stores report about their own work.
 pub trait StoreObserver: Send + Sync + 'static {
@@ -196,6 +198,66 @@ impl TokenStore for Measured<dyn TokenStore> {
             store.rotate_refresh_token(old, now, new),
         )
         .await
+    }
+
+    async fn create_authorization_code(
+        &self,
+        code: AuthorizationCodeRecord,
+    ) -> Result<(), StoreError> {
+        let store = &self.inner;
+        self.timed(
+            "create_authorization_code",
+            store.create_authorization_code(code),
+        )
+        .await
+    }
+
+    async fn find_authorization_code(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
+        let store = &self.inner;
+        self.timed(
+            "find_authorization_code",
+            store.find_authorization_code(digest),
+        )
+        .await
+    }
+
+    async fn redeem_authorization_code(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+        new: NewTokens,
+    ) -> Result<Redemption, StoreError> {
+        let store = &self.inner;
+        self.timed(
+            "redeem_authorization_code",
+            store.redeem_authorization_code(digest, now, new),
+        )
+        .await
+    }
+
+    async fn create_login_session(&self, session: LoginSessionRecord) -> Result<(), StoreError> {
+        let store = &self.inner;
+        self.timed("create_login_session", store.create_login_session(session))
+            .await
+    }
+
+    async fn find_login_session(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let store = &self.inner;
+        self.timed("find_login_session", store.find_login_session(digest, now))
+            .await
+    }
+
+    async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
+        let store = &self.inner;
+        self.timed("delete_login_session", store.delete_login_session(digest))
+            .await
     }
 
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {

@@ -5,6 +5,7 @@ pub mod directory;
 pub mod measured;
 pub mod model;
 pub mod postgres;
+pub mod redirect_uri;
 mod revocation;
 mod sql;
 pub mod sqlite;
@@ -15,9 +16,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::abuse::rate_limit::{Rate, Take};
+use crate::crypto::token::SecretDigest;
 use crate::crypto::token::TokenId;
 use measured::{ConnectionPools, StoreObserver};
-use model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, User};
+use model::{
+    AccessTokenRecord, AuthorizationCodeRecord, Client, LoginSessionRecord, NewTokens,
+    RefreshTokenRecord, User,
+};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -54,11 +59,13 @@ pub struct PurgedRows {
     pub login_failures: u64,
     pub rate_buckets: u64,
     pub published_keys: u64,
+    pub authorization_codes: u64,
+    pub login_sessions: u64,
 }
 
 impl PurgedRows {
     /// Each table's name and count.
-    pub fn by_table(&self) -> [(&'static str, u64); 6] {
+    pub fn by_table(&self) -> [(&'static str, u64); 8] {
         [
             ("access_tokens", self.access_tokens),
             ("refresh_tokens", self.refresh_tokens),
@@ -66,6 +73,8 @@ impl PurgedRows {
             ("login_failures", self.login_failures),
             ("rate_buckets", self.rate_buckets),
             ("published_keys", self.published_keys),
+            ("authorization_codes", self.authorization_codes),
+            ("login_sessions", self.login_sessions),
         ]
     }
 
@@ -84,6 +93,16 @@ pub enum Rotation {
     /// The old token was already spent or revoked when the write ran (e.g. a concurrent
     /// redemption won the race); nothing was written.
     AlreadySpent,
+}
+
+/// Outcome of redeeming an authorization code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redemption {
+    /// The code was marked redeemed and the tokens recorded, in one transaction.
+    Redeemed,
+    /// The code was already redeemed (e.g. a concurrent redemption won the race), expired, or
+    /// is unknown when the write ran; nothing was written.
+    Refused,
 }
 
 /// Whose tokens a not-before mark ends (see [`TokenStore::revoke_subject`]).
@@ -158,8 +177,49 @@ pub trait TokenStore: Send + Sync + 'static {
         new: NewTokens,
     ) -> Result<Rotation, StoreError>;
 
-    /// Deletes at most `limits.batch` rows per table of what can no longer matter: tokens
-    /// expired before `limits.expired_before`, grant revocations older than every stored
+    /// Records a new authorization code (its `redeemed_at` and `family_id` are not read).
+    /// Returns once it is durable.
+    async fn create_authorization_code(
+        &self,
+        code: AuthorizationCodeRecord,
+    ) -> Result<(), StoreError>;
+
+    /// The code with this digest, redeemed or not; `Ok(None)` when none was issued (or it was
+    /// purged after it expired).
+    async fn find_authorization_code(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<AuthorizationCodeRecord>, StoreError>;
+
+    /// RFC 6749 §4.1.2, "MUST NOT use the authorization code more than once": atomically marks
+    /// the code redeemed at `now` (only if it is not redeemed yet and `expires_at > now`),
+    /// records on it the family of `new` (so that a second presentation can revoke the tokens
+    /// issued from it) and records `new`. Exactly one of several concurrent calls for the same
+    /// code returns [`Redemption::Redeemed`]; the others write nothing.
+    async fn redeem_authorization_code(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+        new: NewTokens,
+    ) -> Result<Redemption, StoreError>;
+
+    /// Records a login session. Returns once it is durable, on every node.
+    async fn create_login_session(&self, session: LoginSessionRecord) -> Result<(), StoreError>;
+
+    /// The user of the session with this digest, if it is alive at `now` and no not-before
+    /// mark of the user ([`TokenStore::revoke_subject`]) came after its start; `Ok(None)`
+    /// otherwise.
+    async fn find_login_session(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Ends a session (`GET /logout`); `Ok(false)` if there was none.
+    async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError>;
+
+    /// Deletes at most `limits.batch` rows per table of what can no longer matter: tokens,
+    /// authorization codes and login sessions expired before `limits.expired_before`, grant revocations older than every stored
     /// token (so none issued before the revocation is left, whatever its lifetime),
     /// failed-login counts whose window and lock are over. Not-before marks are never purged.
     /// Returns the rows deleted, per table. Safe to run on every node at once (no two delete

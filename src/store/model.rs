@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use super::redirect_uri::RedirectUri;
 use crate::crypto::token::{SecretDigest, TokenId};
 use crate::crypto::{password, secret};
 
@@ -46,20 +47,28 @@ pub enum GrantType {
     Password,
     RefreshToken,
     ClientCredentials,
+    AuthorizationCode,
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 3] = [
+    pub const ALL: [GrantType; 4] = [
         GrantType::Password,
         GrantType::RefreshToken,
         GrantType::ClientCredentials,
+        GrantType::AuthorizationCode,
     ];
+
+    /// The grants a public client (no secret) may use: those where the user takes part, so
+    /// that a client that cannot keep a secret gets nothing without one (OAuth 2.1 §2.1).
+    pub const FOR_PUBLIC_CLIENTS: [GrantType; 2] =
+        [GrantType::AuthorizationCode, GrantType::RefreshToken];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Password => "password",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode => "authorization_code",
         }
     }
 
@@ -81,8 +90,18 @@ pub fn is_scope_token(token: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub id: String,
-    /// `$sha256$…` for generated secrets, `$argon2id$…` for operator-chosen ones.
+    /// `$sha256$…` for generated secrets, `$argon2id$…` for operator-chosen ones; empty for a
+    /// public client.
     pub secret_hash: String,
+    /// RFC 6749 §2.1: a public client (a native or browser app) has no secret and
+    /// authenticates by `client_id` alone (token endpoint auth method `none`).
+    pub public: bool,
+    /// Where the authorization endpoint may send the user back (RFC 6749 §3.1.2).
+    pub redirect_uris: Vec<RedirectUri>,
+    /// A third-party app: the user is asked to consent to the scopes.
+    pub require_consent: bool,
+    /// What the login page calls the app; its id when `None`.
+    pub name: Option<String>,
     pub grant_types: BTreeSet<GrantType>,
     /// Scopes the client may request besides `default`.
     pub scopes: BTreeSet<String>,
@@ -103,7 +122,12 @@ pub struct Client {
 /// checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientFields {
+    /// Empty for a public client.
     pub secret_hash: String,
+    pub public: bool,
+    pub redirect_uris: Vec<String>,
+    pub require_consent: bool,
+    pub name: Option<String>,
     pub grant_types: Vec<String>,
     pub scopes: Vec<String>,
     pub access_token_validity_period: Option<i64>,
@@ -121,6 +145,7 @@ impl Client {
     pub fn check(id: String, fields: ClientFields) -> (Client, Vec<(&'static str, String)>) {
         let mut problems: Vec<(&'static str, String)> = Vec::new();
         let hash_ok = match secret::kind_of(&fields.secret_hash) {
+            _ if fields.public => fields.secret_hash.is_empty(),
             Some(secret::SecretHashKind::Sha256) => {
                 secret::parse_sha256(&fields.secret_hash).is_some()
             }
@@ -129,7 +154,14 @@ impl Client {
             }
             None => false,
         };
-        if !hash_ok {
+        if !hash_ok && fields.public {
+            problems.push(("secret_hash", "a public client has no secret".into()));
+        } else if !hash_ok && fields.secret_hash.is_empty() {
+            problems.push((
+                "secret_hash",
+                "missing: a confidential client needs one (or set `public = true`)".into(),
+            ));
+        } else if !hash_ok {
             problems.push((
                 "secret_hash",
                 "must be a $sha256$ or $argon2id$ PHC string (see `tokengate client add`)".into(),
@@ -143,6 +175,44 @@ impl Client {
                 }
                 None => problems.push(("grant_types", format!("unknown grant type `{name}`"))),
             }
+        }
+        if fields.public {
+            for grant in &grant_types {
+                if !GrantType::FOR_PUBLIC_CLIENTS.contains(grant) {
+                    problems.push((
+                        "grant_types",
+                        format!(
+                            "a public client may use only authorization_code and refresh_token, \
+                             not {}",
+                            grant.as_str()
+                        ),
+                    ));
+                }
+            }
+            if fields.introspect {
+                problems.push(("introspect", "a public client cannot introspect".into()));
+            }
+        }
+        if let Some(name) = &fields.name {
+            if name.trim().is_empty()
+                || name.chars().count() > 100
+                || name.chars().any(char::is_control)
+            {
+                problems.push(("name", "must be 1 to 100 printable characters".into()));
+            }
+        }
+        let mut redirect_uris = Vec::new();
+        for uri in &fields.redirect_uris {
+            match RedirectUri::parse(uri) {
+                Ok(uri) => redirect_uris.push(uri),
+                Err(why) => problems.push(("redirect_uris", format!("`{uri}` {why}"))),
+            }
+        }
+        if grant_types.contains(&GrantType::AuthorizationCode) && fields.redirect_uris.is_empty() {
+            problems.push((
+                "redirect_uris",
+                "a client with the authorization_code grant needs at least one".into(),
+            ));
         }
         for scope in &fields.scopes {
             // An empty entry is let through, as ever: it names nothing a request could ask for.
@@ -185,6 +255,10 @@ impl Client {
         let client = Client {
             id,
             secret_hash: fields.secret_hash,
+            public: fields.public,
+            redirect_uris,
+            require_consent: fields.require_consent,
+            name: fields.name,
             grant_types,
             scopes: fields.scopes.into_iter().collect(),
             access_token_validity_secs,
@@ -228,6 +302,40 @@ pub struct RefreshTokenRecord {
     pub replaced_by: Option<TokenId>,
 }
 
+/// An authorization code (RFC 6749 §4.1.2) as stored: only the SHA-256 of the code, and what it
+/// is bound to (RFC 7636 §4.4: the PKCE challenge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationCodeRecord {
+    /// SHA-256 of the code; the row's key (the code is 256 random bits, so its digest reveals
+    /// nothing and cannot be guessed).
+    pub digest: SecretDigest,
+    pub client_id: String,
+    /// The `redirect_uri` of the authorization request, when it had one: the token request
+    /// must repeat it (§4.1.3).
+    pub redirect_uri: Option<String>,
+    /// The S256 `code_challenge` (base64url of SHA-256 of the verifier).
+    pub code_challenge: String,
+    pub username: String,
+    pub scope: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// When the code was redeemed; `None` while it is unused.
+    pub redeemed_at: Option<i64>,
+    /// The family of the tokens issued from the code, so that presenting it again revokes them.
+    pub family_id: Option<TokenId>,
+}
+
+/// A login session of the hosted login page as stored: the SHA-256 of its id only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSessionRecord {
+    pub digest: SecretDigest,
+    pub username: String,
+    /// A time-ordered id of the login's time: a user's not-before mark later than this ends
+    /// the session, as it ends the user's tokens.
+    pub started: TokenId,
+    pub expires_at: i64,
+}
+
 /// Tokens to record for one successful grant.
 #[derive(Debug, Clone)]
 pub struct NewTokens {
@@ -242,6 +350,10 @@ mod tests {
     fn fields(scopes: &[&str]) -> ClientFields {
         ClientFields {
             secret_hash: String::new(),
+            public: false,
+            redirect_uris: Vec::new(),
+            require_consent: false,
+            name: None,
             grant_types: vec!["client_credentials".into()],
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             access_token_validity_period: None,
@@ -269,5 +381,60 @@ mod tests {
                 "`caf\u{e9}` is not a scope token"
             ]
         );
+    }
+
+    fn public(grants: &[&str], redirect_uris: &[&str]) -> ClientFields {
+        ClientFields {
+            public: true,
+            grant_types: grants.iter().map(|s| (*s).to_owned()).collect(),
+            redirect_uris: redirect_uris.iter().map(|s| (*s).to_owned()).collect(),
+            ..fields(&[])
+        }
+    }
+
+    fn problems_of(fields: ClientFields) -> Vec<String> {
+        let (_, problems) = Client::check("c".into(), fields);
+        problems
+            .into_iter()
+            .map(|(field, message)| format!("{field}: {message}"))
+            .collect()
+    }
+
+    #[test]
+    fn a_public_client_has_no_secret_and_only_the_user_facing_grants() {
+        assert_eq!(
+            problems_of(public(
+                &["authorization_code", "refresh_token"],
+                &["com.example.app:/cb"]
+            )),
+            Vec::<String>::new()
+        );
+        let problems = problems_of(ClientFields {
+            secret_hash: crate::crypto::secret::hash_sha256("s"),
+            introspect: true,
+            ..public(
+                &["authorization_code", "password"],
+                &["com.example.app:/cb"],
+            )
+        });
+        assert_eq!(
+            problems,
+            [
+                "secret_hash: a public client has no secret",
+                "grant_types: a public client may use only authorization_code and refresh_token, not password",
+                "introspect: a public client cannot introspect",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_authorization_code_grant_needs_valid_redirect_uris() {
+        assert_eq!(
+            problems_of(public(&["authorization_code"], &[])),
+            ["redirect_uris: a client with the authorization_code grant needs at least one"]
+        );
+        let problems = problems_of(public(&["authorization_code"], &["http://app.example/cb"]));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("redirect_uris: `http://app.example/cb` plain http"));
     }
 }

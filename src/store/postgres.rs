@@ -34,12 +34,15 @@ use reads::{AccessTokens, ReadJob, Reads, RefreshTokens, Users};
 
 use super::directory::ClientRow;
 use super::measured::{ConnectionCounts, ConnectionPools, StoreObserver};
-use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
+use super::model::{
+    AccessTokenRecord, AuthorizationCodeRecord, Client, LoginSessionRecord, NewTokens,
+    RefreshTokenRecord, TokenRecord, User,
+};
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
-    LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, PurgedRows, RateLimitStore, Rotation,
-    RowChange, StoreError, SubjectKind, TokenStore, ALL_SOURCES,
+    LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, PurgedRows, RateLimitStore,
+    Redemption, Rotation, RowChange, StoreError, SubjectKind, TokenStore, ALL_SOURCES,
 };
 use crate::abuse::rate_limit::{Rate, Take};
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -407,6 +410,48 @@ fn decode_token(row: &PgRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
+fn decode_code(row: &PgRow) -> Result<AuthorizationCodeRecord, StoreError> {
+    let digest: Vec<u8> = row.try_get("digest").map_err(backend)?;
+    let family_id: Option<Vec<u8>> = row.try_get("family_id").map_err(backend)?;
+    let family_id = match family_id {
+        Some(bytes) => Some(TokenId::from_slice(&bytes).ok_or_else(|| corrupt("family_id"))?),
+        None => None,
+    };
+    Ok(AuthorizationCodeRecord {
+        digest: SecretDigest::from_slice(&digest).ok_or_else(|| corrupt("digest"))?,
+        client_id: row.try_get("client_id").map_err(backend)?,
+        redirect_uri: row.try_get("redirect_uri").map_err(backend)?,
+        code_challenge: row.try_get("code_challenge").map_err(backend)?,
+        username: row.try_get("username").map_err(backend)?,
+        scope: row.try_get("scope").map_err(backend)?,
+        issued_at: row.try_get("issued_at").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        redeemed_at: row.try_get("redeemed_at").map_err(backend)?,
+        family_id,
+    })
+}
+
+/// Inserts one token with `sql` (`tokens::INSERT_ACCESS` or `INSERT_REFRESH`) in `tx`.
+async fn insert_token(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    sql: &str,
+    token: &TokenRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(sql)
+        .bind(token.id.0.as_slice())
+        .bind(token.secret_digest.0.as_slice())
+        .bind(&token.client_id)
+        .bind(&token.username)
+        .bind(&token.scope)
+        .bind(token.family_id.0.as_slice())
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
 impl ConnectionPools for PostgresTokenStore {
     fn connections(&self) -> ConnectionCounts {
         [&self.pool, &self.batches, &self.buckets].into_iter().fold(
@@ -495,6 +540,113 @@ impl TokenStore for PostgresTokenStore {
         })
     }
 
+    async fn create_authorization_code(
+        &self,
+        code: AuthorizationCodeRecord,
+    ) -> Result<(), StoreError> {
+        bounded(async move {
+            sqlx::query(tokens::INSERT_CODE)
+                .bind(code.digest.0.as_slice())
+                .bind(&code.client_id)
+                .bind(&code.redirect_uri)
+                .bind(&code.code_challenge)
+                .bind(&code.username)
+                .bind(&code.scope)
+                .bind(code.issued_at)
+                .bind(code.expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_authorization_code(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
+        bounded(async move {
+            let row = sqlx::query(tokens::FIND_CODE)
+                .bind(digest.0.as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            row.as_ref().map(decode_code).transpose()
+        })
+        .await
+    }
+
+    /// Not through the group commit: codes are redeemed once per login, not per request. The
+    /// row lock the conditional UPDATE takes makes a concurrent redemption wait for this one's
+    /// commit and then find the code redeemed. A caller that goes away before the commit drops
+    /// the transaction, which rolls it back: the code stays usable for its retry.
+    async fn redeem_authorization_code(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+        new: NewTokens,
+    ) -> Result<Redemption, StoreError> {
+        bounded(async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            let redeemed = sqlx::query(tokens::REDEEM_CODE)
+                .bind(now)
+                .bind(new.access.family_id.0.as_slice())
+                .bind(digest.0.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected()
+                == 1;
+            if !redeemed {
+                return Ok(Redemption::Refused);
+            }
+            insert_token(&mut tx, tokens::INSERT_ACCESS, &new.access).await?;
+            if let Some(refresh) = &new.refresh {
+                insert_token(&mut tx, tokens::INSERT_REFRESH, &refresh.token).await?;
+            }
+            tx.commit().await.map_err(backend)?;
+            Ok(Redemption::Redeemed)
+        })
+        .await
+    }
+
+    async fn create_login_session(&self, session: LoginSessionRecord) -> Result<(), StoreError> {
+        bounded(async move {
+            sqlx::query(tokens::INSERT_SESSION)
+                .bind(session.digest.0.as_slice())
+                .bind(&session.username)
+                .bind(session.started.0.as_slice())
+                .bind(session.expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_login_session(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        bounded(async move {
+            sqlx::query_scalar(tokens::FIND_SESSION)
+                .bind(digest.0.as_slice())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
+        self.changed_one(sqlx::query(tokens::DELETE_SESSION).bind(digest.0.as_slice()))
+            .await
+    }
+
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {
         let batch = i64::from(limits.batch);
         let mut purged = PurgedRows::default();
@@ -502,7 +654,7 @@ impl TokenStore for PostgresTokenStore {
         // `ctid = ANY(ARRAY(…))`: the rows the batch locked are deleted by their address (a
         // TID scan); `IN (subquery)` let the planner hash-join against the whole table.
         let [access, refresh] = purge::TOKENS_POSTGRES;
-        let deletes: [(&str, Vec<i64>, &mut u64); 6] = [
+        let deletes: [(&str, Vec<i64>, &mut u64); 8] = [
             (
                 access,
                 vec![limits.expired_before, batch],
@@ -527,6 +679,16 @@ impl TokenStore for PostgresTokenStore {
                 purge::RATE_BUCKETS_POSTGRES,
                 vec![limits.buckets_full_before_ms, batch],
                 &mut purged.rate_buckets,
+            ),
+            (
+                purge::SESSIONS_POSTGRES,
+                vec![limits.expired_before, batch],
+                &mut purged.login_sessions,
+            ),
+            (
+                purge::CODES_POSTGRES,
+                vec![limits.expired_before, batch],
+                &mut purged.authorization_codes,
             ),
             // A handful of rows (keys of nodes), so no batch.
             (
@@ -795,6 +957,10 @@ impl Directory for PostgresTokenStore {
                 .bind(row.token_format)
                 .bind(row.audience)
                 .bind(row.disabled)
+                .bind(row.public)
+                .bind(row.redirect_uris)
+                .bind(row.require_consent)
+                .bind(row.name)
                 .bind(now),
         )
         .await

@@ -34,12 +34,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::directory::ClientRow;
 use super::measured::StoreObserver;
-use super::model::{AccessTokenRecord, Client, NewTokens, RefreshTokenRecord, TokenRecord, User};
+use super::model::{
+    AccessTokenRecord, AuthorizationCodeRecord, Client, LoginSessionRecord, NewTokens,
+    RefreshTokenRecord, TokenRecord, User,
+};
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
-    LockoutStore, PurgeLimits, PurgedRows, Rotation, RowChange, StoreError, SubjectKind,
-    TokenStore, ALL_SOURCES,
+    LockoutStore, PurgeLimits, PurgedRows, Redemption, Rotation, RowChange, StoreError,
+    SubjectKind, TokenStore, ALL_SOURCES,
 };
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -112,6 +115,14 @@ enum WriterOp {
     RevokeAccess {
         id: TokenId,
         now: i64,
+    },
+    CreateCode(Box<AuthorizationCodeRecord>),
+    CreateSession(Box<LoginSessionRecord>),
+    DeleteSession(SecretDigest),
+    RedeemCode {
+        digest: SecretDigest,
+        now: i64,
+        new: NewTokens,
     },
     RevokeFamily {
         family_id: TokenId,
@@ -645,6 +656,45 @@ fn apply(conn: &Connection, op: &WriterOp) -> Result<Outcome, rusqlite::Error> {
             }
             rotated
         }
+        WriterOp::CreateCode(code) => {
+            conn.prepare_cached(tokens::INSERT_CODE)?.execute(params![
+                code.digest.0.as_slice(),
+                code.client_id,
+                code.redirect_uri,
+                code.code_challenge,
+                code.username,
+                code.scope,
+                code.issued_at,
+                code.expires_at
+            ])?;
+            true
+        }
+        WriterOp::CreateSession(session) => {
+            conn.prepare_cached(tokens::INSERT_SESSION)?
+                .execute(params![
+                    session.digest.0.as_slice(),
+                    session.username,
+                    session.started.0.as_slice(),
+                    session.expires_at
+                ])?;
+            true
+        }
+        WriterOp::DeleteSession(digest) => {
+            conn.prepare_cached(tokens::DELETE_SESSION)?
+                .execute(params![digest.0.as_slice()])?
+                == 1
+        }
+        WriterOp::RedeemCode { digest, now, new } => {
+            let redeemed = conn.prepare_cached(tokens::REDEEM_CODE)?.execute(params![
+                now,
+                new.access.family_id.0.as_slice(),
+                digest.0.as_slice()
+            ])? == 1;
+            if redeemed {
+                insert_tokens(conn, new)?;
+            }
+            redeemed
+        }
         WriterOp::RevokeAccess { id, now } => {
             conn.prepare_cached(tokens::REVOKE_ACCESS)?
                 .execute(params![now, id.0.as_slice()])?
@@ -712,6 +762,10 @@ fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool,
                 client.token_format,
                 client.audience,
                 client.disabled,
+                client.public,
+                client.redirect_uris,
+                client.require_consent,
+                client.name,
                 now
             ])?,
         DirectoryChange::RemoveClient(id) => conn
@@ -740,6 +794,11 @@ fn purge(conn: &Connection, limits: PurgeLimits) -> Result<PurgedRows, rusqlite:
         login_failures: rows(
             conn.prepare_cached(purge::LOCKOUTS_SQLITE)?
                 .execute(params![limits.failures_before, limits.now, batch])?,
+        ),
+        authorization_codes: rows(conn.prepare_cached(purge::CODES_SQLITE)?.execute(tokens)?),
+        login_sessions: rows(
+            conn.prepare_cached(purge::SESSIONS_SQLITE)?
+                .execute(tokens)?,
         ),
         ..PurgedRows::default()
     })
@@ -821,6 +880,28 @@ fn decode_user(row: &Row<'_>) -> Result<User, StoreError> {
     })
 }
 
+/// A row of `tokens::FIND_CODE`, by position.
+fn decode_code(row: &Row<'_>) -> Result<AuthorizationCodeRecord, StoreError> {
+    let digest = SecretDigest::from_slice(blob(row, 0, "digest")?)
+        .ok_or_else(|| corrupt("authorization code digest"))?;
+    let family_id = match row.get_ref(9).map_err(backend)? {
+        rusqlite::types::ValueRef::Null => None,
+        _ => Some(token_id(row, 9, "authorization code family_id")?),
+    };
+    Ok(AuthorizationCodeRecord {
+        digest,
+        client_id: row.get(1).map_err(backend)?,
+        redirect_uri: row.get(2).map_err(backend)?,
+        code_challenge: row.get(3).map_err(backend)?,
+        username: row.get(4).map_err(backend)?,
+        scope: row.get(5).map_err(backend)?,
+        issued_at: row.get(6).map_err(backend)?,
+        expires_at: row.get(7).map_err(backend)?,
+        redeemed_at: row.get(8).map_err(backend)?,
+        family_id,
+    })
+}
+
 fn decode_client(row: &Row<'_>) -> Result<ClientRow, StoreError> {
     Ok(ClientRow {
         id: row.get("id").map_err(backend)?,
@@ -836,6 +917,10 @@ fn decode_client(row: &Row<'_>) -> Result<ClientRow, StoreError> {
         token_format: row.get("token_format").map_err(backend)?,
         audience: row.get("audience").map_err(backend)?,
         disabled: row.get("disabled").map_err(backend)?,
+        public: row.get("public").map_err(backend)?,
+        redirect_uris: row.get("redirect_uris").map_err(backend)?,
+        require_consent: row.get("require_consent").map_err(backend)?,
+        name: row.get("name").map_err(backend)?,
     })
 }
 
@@ -941,6 +1026,67 @@ impl TokenStore for SqliteTokenStore {
         } else {
             Rotation::AlreadySpent
         })
+    }
+
+    async fn create_authorization_code(
+        &self,
+        code: AuthorizationCodeRecord,
+    ) -> Result<(), StoreError> {
+        self.submit(WriterOp::CreateCode(Box::new(code)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn find_authorization_code(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
+        self.read(|conn| query_one(conn, tokens::FIND_CODE, [digest.0.as_slice()], decode_code))
+    }
+
+    async fn redeem_authorization_code(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+        new: NewTokens,
+    ) -> Result<Redemption, StoreError> {
+        let redeemed = self
+            .submit(WriterOp::RedeemCode {
+                digest: *digest,
+                now,
+                new,
+            })
+            .await?;
+        Ok(if redeemed {
+            Redemption::Redeemed
+        } else {
+            Redemption::Refused
+        })
+    }
+
+    async fn create_login_session(&self, session: LoginSessionRecord) -> Result<(), StoreError> {
+        self.submit(WriterOp::CreateSession(Box::new(session)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn find_login_session(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.read(|conn| {
+            query_one(
+                conn,
+                tokens::FIND_SESSION,
+                params![digest.0.as_slice(), now],
+                |row| row.get(0).map_err(backend),
+            )
+        })
+    }
+
+    async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
+        self.submit(WriterOp::DeleteSession(*digest)).await
     }
 
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {

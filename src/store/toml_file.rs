@@ -78,7 +78,16 @@ struct RawClientsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClient {
-    secret_hash: String,
+    /// Absent for a public client.
+    #[serde(default)]
+    secret_hash: Option<String>,
+    #[serde(default)]
+    public: bool,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    require_consent: bool,
+    name: Option<String>,
     grant_types: Vec<String>,
     #[serde(default)]
     scopes: Vec<String>,
@@ -170,7 +179,11 @@ pub fn parse_clients(text: &str, path: &Path) -> Result<HashMap<String, Arc<Clie
     let mut clients = HashMap::new();
     for (id, raw_client) in raw.clients {
         let fields = ClientFields {
-            secret_hash: raw_client.secret_hash,
+            secret_hash: raw_client.secret_hash.unwrap_or_default(),
+            public: raw_client.public,
+            redirect_uris: raw_client.redirect_uris,
+            require_consent: raw_client.require_consent,
+            name: raw_client.name,
             grant_types: raw_client.grant_types,
             scopes: raw_client.scopes,
             access_token_validity_period: raw_client.access_token_validity_period,

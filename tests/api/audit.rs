@@ -215,7 +215,7 @@ async fn a_request_over_the_rate_limit_writes_rate_limited_with_its_request_id()
         .assert_error(400, "invalid_grant");
 
     let limited = app.post_token(&form).await;
-    limited.assert_error(429, "slow_down");
+    limited.assert_error(429, "rate_limited");
 
     let event = wait_for_event(&trail(&app), "rate_limited", |_| true).await;
     assert_common_fields(&event, "server");

@@ -23,7 +23,7 @@ fn behind_proxy(settings: &mut Settings) {
 
 fn assert_limited(reply: &Reply) {
     assert_eq!(reply.status, 429, "body: {}", reply.text);
-    assert_eq!(reply.body["error"], "slow_down", "body: {}", reply.text);
+    assert_eq!(reply.body["error"], "rate_limited", "body: {}", reply.text);
     let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
     assert!(retry >= 1, "{retry}");
 }

@@ -55,7 +55,7 @@ async fn a_mapped_ipv4_proxy_is_trusted_and_its_forwarded_clients_have_their_own
     }
     cheap(&app, &app.client, Some("198.51.100.1"))
         .await
-        .assert_error(429, "slow_down");
+        .assert_error(429, "rate_limited");
 
     cheap(&app, &app.client, Some("::ffff:198.51.100.2"))
         .await
@@ -63,7 +63,7 @@ async fn a_mapped_ipv4_proxy_is_trusted_and_its_forwarded_clients_have_their_own
     // Written mapped or not, it is one client.
     cheap(&app, &app.client, Some("::ffff:198.51.100.1"))
         .await
-        .assert_error(429, "slow_down");
+        .assert_error(429, "rate_limited");
 }
 
 #[tokio::test]
@@ -78,7 +78,7 @@ async fn mapped_ipv4_peers_each_have_the_bucket_of_their_ipv4_address() {
     }
     cheap(&app, &first, None)
         .await
-        .assert_error(429, "slow_down");
+        .assert_error(429, "rate_limited");
 
     // Another IPv4 address: not the same IPv6 /64 as the first.
     cheap(&app, &second, None)

@@ -1,11 +1,15 @@
 //! An OAuth client library nobody here wrote (the `oauth2` crate) runs password → refresh →
-//! revoke against the running server.
+//! revoke, and the authorization code flow with PKCE as a public client, against the running
+//! server.
 
 use oauth2::basic::BasicClient;
 use oauth2::{
-    ClientId, ClientSecret, ResourceOwnerPassword, ResourceOwnerUsername, RevocationUrl, Scope,
-    StandardRevocableToken, TokenResponse as _, TokenUrl,
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge, RedirectUrl,
+    ResourceOwnerPassword, ResourceOwnerUsername, RevocationUrl, Scope, StandardRevocableToken,
+    TokenResponse as _, TokenUrl,
 };
+
+use crate::authorize::{location, Browser};
 
 use crate::helpers::*;
 
@@ -76,5 +80,52 @@ async fn the_oauth2_crate_gets_refreshes_and_revokes_tokens() {
     assert_eq!(
         app.introspect(refreshed.access_token().secret()).await.body["active"],
         false
+    );
+}
+
+#[tokio::test]
+async fn the_oauth2_crate_runs_the_code_flow_with_pkce_as_a_public_client() {
+    // Arrange
+    let app = spawn_app().await;
+    let redirect = "http://127.0.0.1:8400/callback";
+    let client = BasicClient::new(ClientId::new(PUBLIC_CLIENT_ID.into()))
+        .set_auth_uri(AuthUrl::new(app.url("/authorize")).unwrap())
+        .set_token_uri(TokenUrl::new(app.url("/token")).unwrap())
+        .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("PRODUCTION".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let mut browser = Browser::default();
+
+    // Act: the user signs in on the page the library sent them to.
+    let path = url.as_str().strip_prefix(&app.base_url).unwrap();
+    let page = browser.get(&app, path).await;
+    let signed_in = browser.sign_in(&app, &page, USER, PASSWORD).await;
+    let (base, params) = location(&signed_in);
+    assert_eq!(base, redirect);
+    assert_eq!(&params["state"], state.secret());
+    let issued = client
+        .exchange_code(AuthorizationCode::new(params["code"].clone()))
+        .set_pkce_verifier(verifier)
+        .request_async(&app.client)
+        .await
+        .expect("authorization code grant");
+
+    // Assert
+    assert_eq!(
+        issued.scopes(),
+        Some(&vec![Scope::new("PRODUCTION".into())])
+    );
+    let refreshed = client
+        .exchange_refresh_token(issued.refresh_token().expect("a refresh token"))
+        .request_async(&app.client)
+        .await
+        .expect("a public client refreshes by its id");
+    assert_eq!(
+        app.introspect(refreshed.access_token().secret()).await.body["username"],
+        USER
     );
 }

@@ -365,7 +365,7 @@ async fn a_reload_applies_new_lifetimes_and_rate_limits_to_the_next_requests() {
 
     // Assert: the new lifetime, then the client's one-request burst is spent.
     app.login(None).await.assert_tokens(120, "default");
-    app.login(None).await.assert_error(429, "slow_down");
+    app.login(None).await.assert_error(429, "rate_limited");
     assert_eq!(app.metric(&reloads("config", "ok")).await, 1.0);
     assert_eq!(app.metric(&reloads("config", "error")).await, 0.0);
 }

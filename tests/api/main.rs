@@ -13,6 +13,8 @@
 mod helpers;
 
 mod audit;
+mod authorization_code;
+mod authorize;
 mod check_config;
 mod cli_clients;
 mod cli_config;
@@ -49,6 +51,7 @@ mod nul_bytes;
 mod overload;
 mod postgres;
 mod postgres_tls;
+mod public_clients;
 mod rate_limit;
 mod refresh_reuse;
 mod request_id;

@@ -22,12 +22,25 @@ async fn the_discovery_document_describes_the_running_server() {
     assert_eq!(doc["jwks_uri"], format!("{issuer}/jwks"));
     assert_eq!(
         doc["grant_types_supported"],
-        serde_json::json!(["password", "refresh_token", "client_credentials"])
+        serde_json::json!([
+            "password",
+            "refresh_token",
+            "client_credentials",
+            "authorization_code"
+        ])
     );
-    assert_eq!(doc["response_types_supported"], serde_json::json!([]));
+    assert_eq!(doc["authorization_endpoint"], format!("{issuer}/authorize"));
+    assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        doc["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+    // The fixture has a public client: `none` is offered where it can authenticate.
+    let with_none = serde_json::json!(["client_secret_basic", "client_secret_post", "none"]);
     let methods = serde_json::json!(["client_secret_basic", "client_secret_post"]);
-    assert_eq!(doc["token_endpoint_auth_methods_supported"], methods);
-    assert_eq!(doc["revocation_endpoint_auth_methods_supported"], methods);
+    assert_eq!(doc["token_endpoint_auth_methods_supported"], with_none);
+    assert_eq!(doc["revocation_endpoint_auth_methods_supported"], with_none);
     assert_eq!(
         doc["introspection_endpoint_auth_methods_supported"],
         methods
@@ -121,4 +134,40 @@ async fn post_on_discovery_is_405() {
     .await;
 
     reply.assert_error(405, "invalid_request");
+}
+
+#[tokio::test]
+async fn none_is_offered_only_once_a_public_client_exists() {
+    // Arrange: the fixture clients without the public one.
+    let home = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    write_fixture_stores(home.path());
+    let clients_file = home.path().join("config/clients.toml");
+    let clients = std::fs::read_to_string(&clients_file).unwrap();
+    let start = clients
+        .find(&format!("[clients.{PUBLIC_CLIENT_ID}]"))
+        .unwrap();
+    let end = clients.find(&format!("[clients.{WEB_CLIENT_ID}]")).unwrap();
+    std::fs::write(
+        &clients_file,
+        format!("{}{}", &clients[..start], &clients[end..]),
+    )
+    .unwrap();
+    let settings = test_settings(home.path());
+    let app = spawn_in(
+        home,
+        settings,
+        std::sync::Arc::new(tokengate::clock::ManualClock::starting_now()),
+    )
+    .await;
+
+    // Act
+    let doc = app
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .body;
+
+    // Assert
+    let methods = serde_json::json!(["client_secret_basic", "client_secret_post"]);
+    assert_eq!(doc["token_endpoint_auth_methods_supported"], methods);
+    assert_eq!(doc["revocation_endpoint_auth_methods_supported"], methods);
 }

@@ -22,7 +22,7 @@ async fn cheap(app: &TestApp, forwarded_for: Option<&str>) -> Reply {
 }
 
 fn assert_limited(reply: &Reply) {
-    reply.assert_error(429, "slow_down");
+    reply.assert_error(429, "rate_limited");
     let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
     assert!(retry >= 1, "{retry}");
 }

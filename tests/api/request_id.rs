@@ -62,7 +62,7 @@ async fn a_sane_request_id_is_echoed_on_successes_and_on_every_kind_of_error() {
     assert_eq!(ok.status, 200, "{}", ok.text);
     unauthorized.assert_error(401, "invalid_client");
     bad_request.assert_error(400, "invalid_request");
-    limited.assert_error(429, "slow_down");
+    limited.assert_error(429, "rate_limited");
     assert_eq!(not_found.status, 404);
     assert_eq!(wrong_method.status, 405);
     assert_eq!(health.status, 200);

@@ -453,7 +453,7 @@ async fn three_processes_share_account_lockouts_and_rate_limits_through_postgres
     }
     for node in [c, a, b] {
         let refused = bob(node, "bob-pw").await;
-        refused.assert_error(429, "slow_down");
+        refused.assert_error(429, "rate_limited");
         assert!(refused.header("retry-after").is_some());
     }
 }

@@ -14,11 +14,13 @@ use tokengate::crypto::token::{SecretDigest, TokenId};
 use tokengate::store::directory::ClientRow;
 use tokengate::store::measured::Unobserved;
 use tokengate::store::model::{
-    Client, GrantType, NewTokens, RefreshTokenRecord, TokenRecord, User,
+    AuthorizationCodeRecord, Client, GrantType, LoginSessionRecord, NewTokens, RefreshTokenRecord,
+    TokenRecord, User,
 };
+use tokengate::store::redirect_uri::RedirectUri;
 use tokengate::store::{
     open_database, Attempt, AttemptStep, DatabaseStores, LockoutPolicy, PublicKey, PurgeLimits,
-    PurgedRows, Rotation, StoreError, SubjectKind,
+    PurgedRows, Redemption, Rotation, StoreError, SubjectKind,
 };
 
 use crate::helpers::{postgres_settings, test_settings, TestDatabase};
@@ -71,6 +73,11 @@ contract!(
     users_are_added_edited_and_removed,
     clients_are_added_edited_and_removed_and_each_change_moves_the_revision,
     shared_rate_limits_and_published_keys_live_on_postgres_only,
+    an_authorization_code_is_stored_as_its_digest_and_found_as_it_was_stored,
+    an_authorization_code_is_redeemed_once_and_records_the_family_of_its_tokens,
+    of_sixteen_concurrent_redemptions_of_a_code_exactly_one_wins,
+    an_expired_code_cannot_be_redeemed_and_is_purged,
+    a_login_session_names_its_user_until_it_expires_ends_or_a_mark_covers_it,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,6 +315,10 @@ fn client(id: &str) -> Client {
         token_format: Some(TokenFormat::Jwt),
         audience: Some("https://api.example".into()),
         disabled: false,
+        public: false,
+        redirect_uris: vec![RedirectUri::parse("https://app.example/cb").unwrap()],
+        require_consent: false,
+        name: Some("The App".into()),
     }
 }
 
@@ -1391,4 +1402,261 @@ async fn shared_rate_limits_and_published_keys_live_on_postgres_only(b: Backend)
         buckets.take("ip:a", rate, t + 10_000).await.unwrap(),
         Take::Allowed
     );
+}
+
+/// A code for alice at `app`, issued at NOW, living 60 s; `secret` makes its digest.
+fn code(secret: &str) -> AuthorizationCodeRecord {
+    AuthorizationCodeRecord {
+        digest: SecretDigest::of(secret.as_bytes()),
+        client_id: "app".into(),
+        redirect_uri: Some("com.example.app:/cb".into()),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        username: "alice".into(),
+        scope: "read".into(),
+        issued_at: NOW,
+        expires_at: NOW + 60,
+        redeemed_at: None,
+        family_id: None,
+    }
+}
+
+async fn an_authorization_code_is_stored_as_its_digest_and_found_as_it_was_stored(b: Backend) {
+    let store = &b.stores.tokens;
+    let without_uri = AuthorizationCodeRecord {
+        redirect_uri: None,
+        ..code("second")
+    };
+    store
+        .create_authorization_code(code("first"))
+        .await
+        .unwrap();
+    store
+        .create_authorization_code(without_uri.clone())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store
+            .find_authorization_code(&SecretDigest::of(b"first"))
+            .await
+            .unwrap(),
+        Some(code("first"))
+    );
+    assert_eq!(
+        store
+            .find_authorization_code(&SecretDigest::of(b"second"))
+            .await
+            .unwrap(),
+        Some(without_uri)
+    );
+    assert_eq!(
+        store
+            .find_authorization_code(&SecretDigest::of(b"never issued"))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn an_authorization_code_is_redeemed_once_and_records_the_family_of_its_tokens(b: Backend) {
+    let store = &b.stores.tokens;
+    store.create_authorization_code(code("c")).await.unwrap();
+    let digest = SecretDigest::of(b"c");
+    let tokens = grant("app", Some("alice"), NOW + 5, NOW + 3600, true);
+    let again = grant("app", Some("alice"), NOW + 6, NOW + 3600, true);
+
+    let first = store
+        .redeem_authorization_code(&digest, NOW + 5, tokens.clone())
+        .await
+        .unwrap();
+    let second = store
+        .redeem_authorization_code(&digest, NOW + 6, again.clone())
+        .await
+        .unwrap();
+
+    assert_eq!(first, Redemption::Redeemed);
+    assert_eq!(second, Redemption::Refused);
+    let redeemed = store
+        .find_authorization_code(&digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(redeemed.redeemed_at, Some(NOW + 5));
+    assert_eq!(redeemed.family_id, Some(tokens.access.family_id));
+    assert_eq!(b.access(&tokens).await, Some(tokens.access.clone()));
+    assert_eq!(b.refresh(&tokens).await, tokens.refresh.clone());
+    assert_eq!(b.access(&again).await, None, "a refused redemption wrote");
+    assert_eq!(b.refresh(&again).await, None, "a refused redemption wrote");
+    // The family recorded on the code is what reuse detection revokes.
+    assert!(store
+        .revoke_family(&redeemed.family_id.unwrap(), NOW + 7)
+        .await
+        .unwrap());
+    assert!(b.access(&tokens).await.unwrap().revoked_at.is_some());
+}
+
+async fn of_sixteen_concurrent_redemptions_of_a_code_exactly_one_wins(b: Backend) {
+    b.stores
+        .tokens
+        .create_authorization_code(code("raced"))
+        .await
+        .unwrap();
+    let digest = SecretDigest::of(b"raced");
+    let candidates: Vec<NewTokens> = (0..16)
+        .map(|_| grant("app", Some("alice"), NOW + 1, NOW + 3600, true))
+        .collect();
+
+    let redemptions = candidates.iter().map(|new| {
+        let (tokens, new) = (b.stores.tokens.clone(), new.clone());
+        tokio::spawn(async move {
+            tokens
+                .redeem_authorization_code(&digest, NOW + 1, new)
+                .await
+        })
+    });
+    let outcomes: Vec<Redemption> = futures::future::join_all(redemptions)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap().unwrap())
+        .collect();
+
+    let winners: Vec<usize> = (0..outcomes.len())
+        .filter(|i| outcomes[*i] == Redemption::Redeemed)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = &candidates[winners[0]];
+    let redeemed = b
+        .stores
+        .tokens
+        .find_authorization_code(&digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(redeemed.family_id, Some(winner.access.family_id));
+    for (i, candidate) in candidates.iter().enumerate() {
+        let stored = b.access(candidate).await;
+        if i == winners[0] {
+            assert_eq!(stored, Some(candidate.access.clone()));
+        } else {
+            assert_eq!(stored, None, "a losing redemption wrote");
+        }
+    }
+}
+
+async fn an_expired_code_cannot_be_redeemed_and_is_purged(b: Backend) {
+    let store = &b.stores.tokens;
+    store.create_authorization_code(code("old")).await.unwrap();
+    store.create_authorization_code(code("live")).await.unwrap();
+    let late = AuthorizationCodeRecord {
+        digest: SecretDigest::of(b"later"),
+        expires_at: NOW + 600,
+        ..code("later")
+    };
+    store.create_authorization_code(late).await.unwrap();
+    let tokens = grant("app", Some("alice"), NOW + 60, NOW + 3600, true);
+
+    // At its expiry the code is no longer good.
+    let outcome = store
+        .redeem_authorization_code(&SecretDigest::of(b"old"), NOW + 60, tokens.clone())
+        .await
+        .unwrap();
+
+    assert_eq!(outcome, Redemption::Refused);
+    assert_eq!(b.access(&tokens).await, None);
+    // Codes that expired before the cut go (two of them); the later one stays.
+    let deleted = b.purge(limits(NOW + 61, 0, NOW + 61, 1000)).await;
+    assert_eq!(deleted.authorization_codes, 2, "{deleted:?}");
+    assert_eq!(
+        store
+            .find_authorization_code(&SecretDigest::of(b"old"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store
+        .find_authorization_code(&SecretDigest::of(b"later"))
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn a_login_session_names_its_user_until_it_expires_ends_or_a_mark_covers_it(b: Backend) {
+    let store = &b.stores.tokens;
+    let session = |id: &str, user: &str, started_ms: i64| LoginSessionRecord {
+        digest: SecretDigest::of(id.as_bytes()),
+        username: user.into(),
+        started: TokenId::new(started_ms),
+        expires_at: NOW + 100,
+    };
+    let digest = |id: &str| SecretDigest::of(id.as_bytes());
+    for record in [
+        session("alice-early", "alice", ms(NOW)),
+        session("alice-late", "alice", ms(NOW + 20)),
+        session("bob", "bob", ms(NOW)),
+    ] {
+        store.create_login_session(record).await.unwrap();
+    }
+
+    // Alive until its expiry.
+    assert_eq!(
+        store
+            .find_login_session(&digest("bob"), NOW + 99)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        store
+            .find_login_session(&digest("bob"), NOW + 100)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .find_login_session(&digest("never"), NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    // A not-before mark of alice ends the sessions started before it, not the later one.
+    store
+        .revoke_subject(SubjectKind::User, "alice", ms(NOW + 10), NOW + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .find_login_session(&digest("alice-early"), NOW + 30)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .find_login_session(&digest("alice-late"), NOW + 30)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("alice")
+    );
+    // Logout.
+    assert!(store
+        .delete_login_session(&digest("alice-late"))
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_login_session(&digest("alice-late"))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .find_login_session(&digest("alice-late"), NOW + 30)
+            .await
+            .unwrap(),
+        None
+    );
+    // The janitor takes the expired ones.
+    let deleted = b.purge(limits(NOW + 101, 0, NOW + 101, 1000)).await;
+    assert_eq!(deleted.login_sessions, 2, "{deleted:?}");
 }

@@ -312,7 +312,7 @@ async fn a_missing_grant_type_is_invalid_request() {
 }
 
 #[tokio::test]
-async fn authorization_code_grant_is_unsupported_grant_type() {
+async fn authorization_code_grant_for_a_client_not_registered_for_it_is_unauthorized_client() {
     // Arrange
     let app = spawn_app().await;
 
@@ -326,7 +326,7 @@ async fn authorization_code_grant_is_unsupported_grant_type() {
         .await;
 
     // Assert
-    reply.assert_error(400, "unsupported_grant_type");
+    reply.assert_error(400, "unauthorized_client");
     assert_still_healthy(&app).await;
 }
 

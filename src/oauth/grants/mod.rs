@@ -1,5 +1,6 @@
 //! One module per grant type, each implementing [`Grant`].
 
+pub mod authorization_code;
 pub mod client_credentials;
 pub mod password;
 pub mod refresh_token;
@@ -59,6 +60,11 @@ pub trait Grant {
     type Params;
 
     const GRANT_TYPE: GrantType;
+
+    /// Whether a public client (no secret, authenticated by `client_id` alone) may use the
+    /// grant. Only grants where the user takes part may say yes; `Client::check` refuses the
+    /// others in a public client's registration too (`GrantType::FOR_PUBLIC_CLIENTS`).
+    const FOR_PUBLIC_CLIENTS: bool = false;
 
     /// Reads the grant's parameters from the form; missing ones are `invalid_request`.
     fn parse(form: &FormParams) -> Result<Self::Params, OAuthError>;

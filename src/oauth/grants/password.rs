@@ -79,35 +79,15 @@ impl Grant for PasswordGrant {
         }
         // Before the user is read: a mark written from here on covers this grant.
         let started_ms = service.clock.now_ms();
-        let attempt = LoginAttempt {
-            lockouts: service.lockouts.clone(),
-            users: service.users.clone(),
-            hasher: service.hasher.clone(),
-            policy: service
-                .lockout_policy()
-                .filter(|_| params.username.len() <= MAX_TRACKED_NAME),
-            username: params.username.clone(),
-            source: self.origin.ip.map_or_else(
-                || UNKNOWN_SOURCE.to_owned(),
-                |ip| bucket_key(ip).to_string(),
-            ),
-            now: service.clock.now_secs(),
-            metrics: service.metrics().clone(),
-            audit: service.audit().clone(),
-            origin: self.origin.clone(),
-            client_id: client.id.clone(),
-        };
-        // The attempt runs in a task of its own that this request cannot cancel: a client that
-        // disconnects drops this future at any await, and the lockout slot the attempt takes
-        // must still be given back (else the account answers 503 for the whole window).
-        let (reply, answer) = oneshot::channel();
-        tokio::spawn(crate::telemetry::in_current_request(
-            attempt.run(params.password, reply),
-        ));
-        let checked = answer
-            .await
-            .map_err(|_| OAuthError::server_error(AttemptLost))?;
-        if !checked? {
+        let checked = check_login(
+            service,
+            &client.id,
+            &self.origin,
+            &params.username,
+            params.password,
+        )
+        .await?;
+        if !checked {
             return Err(invalid_credentials());
         }
         let scope = scope.as_string();
@@ -127,6 +107,47 @@ impl Grant for PasswordGrant {
         service.tokens.create_tokens(tokens).await?;
         Ok(issued)
     }
+}
+
+/// Checks `username`'s `password` for a login through the client `client_id`: the account
+/// lockout, the bounded argon2 pool (a dummy hash for unknown and disabled users) and the
+/// audit trail, as one attempt. Shared by the password grant and the hosted login page.
+/// `Ok(false)` for a wrong password, an unknown or disabled user and a locked account alike.
+pub async fn check_login(
+    service: &TokenService,
+    client_id: &str,
+    origin: &Origin,
+    username: &str,
+    password: SecretString,
+) -> Result<bool, OAuthError> {
+    let attempt = LoginAttempt {
+        lockouts: service.lockouts.clone(),
+        users: service.users.clone(),
+        hasher: service.hasher.clone(),
+        policy: service
+            .lockout_policy()
+            .filter(|_| username.len() <= MAX_TRACKED_NAME),
+        username: username.to_owned(),
+        source: origin.ip.map_or_else(
+            || UNKNOWN_SOURCE.to_owned(),
+            |ip| bucket_key(ip).to_string(),
+        ),
+        now: service.clock.now_secs(),
+        metrics: service.metrics().clone(),
+        audit: service.audit().clone(),
+        origin: origin.clone(),
+        client_id: client_id.to_owned(),
+    };
+    // The attempt runs in a task of its own that this request cannot cancel: a client that
+    // disconnects drops this future at any await, and the lockout slot the attempt takes
+    // must still be given back (else the account answers 503 for the whole window).
+    let (reply, answer) = oneshot::channel();
+    tokio::spawn(crate::telemetry::in_current_request(
+        attempt.run(password, reply),
+    ));
+    answer
+        .await
+        .map_err(|_| OAuthError::server_error(AttemptLost))?
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -45,6 +45,9 @@ fn rejected() -> OAuthError {
 impl Grant for RefreshTokenGrant {
     type Params = RefreshParams;
     const GRANT_TYPE: GrantType = GrantType::RefreshToken;
+    /// OAuth 2.1 §4.3.1 / RFC 9700 §4.14.2: a public client's refresh tokens are rotated,
+    /// with reuse detection, as everyone's are here.
+    const FOR_PUBLIC_CLIENTS: bool = true;
 
     fn parse(form: &FormParams) -> Result<RefreshParams, OAuthError> {
         Ok(RefreshParams {

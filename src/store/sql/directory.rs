@@ -20,8 +20,8 @@ pub(crate) const SET_USER_DISABLED: &str = "UPDATE users SET disabled = $1 WHERE
 /// Every client, as `store::directory::ClientRow`s, columns in the order of its fields.
 pub(crate) const SELECT_CLIENTS: &str = "SELECT id, secret_hash, grant_types, scopes, \
     access_token_validity_period, application_access_token_validity_period, \
-    refresh_token_validity_period, introspect, token_format, audience, disabled \
-    FROM clients ORDER BY id";
+    refresh_token_validity_period, introspect, token_format, audience, disabled, public, \
+    redirect_uris, require_consent, name FROM clients ORDER BY id";
 
 /// The number the triggers move on every change to `clients`.
 pub(crate) const SELECT_CLIENTS_REVISION: &str =
@@ -29,11 +29,13 @@ pub(crate) const SELECT_CLIENTS_REVISION: &str =
 
 pub(crate) const CLIENT_EXISTS: &str = "SELECT 1 FROM clients WHERE id = $1";
 
-/// A new client, `ClientRow`'s fields in order, then `created_at` (`$12`).
+/// A new client, `ClientRow`'s fields in order, then `created_at` (`$16`).
 pub(crate) const INSERT_CLIENT: &str = "INSERT INTO clients (id, secret_hash, grant_types, \
     scopes, access_token_validity_period, application_access_token_validity_period, \
-    refresh_token_validity_period, introspect, token_format, audience, disabled, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING";
+    refresh_token_validity_period, introspect, token_format, audience, disabled, public, \
+    redirect_uris, require_consent, name, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+    ON CONFLICT (id) DO NOTHING";
 
 pub(crate) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE id = $1";
 

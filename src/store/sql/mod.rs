@@ -21,7 +21,15 @@ mod tests {
 
     /// Every statement the SQLite store runs as written here.
     fn shared_statements() -> Vec<(&'static str, String)> {
-        let fixed: [(&str, &str); 19] = [
+        let fixed: [(&str, &str); 27] = [
+            ("tokens::INSERT_SESSION", tokens::INSERT_SESSION),
+            ("tokens::FIND_SESSION", tokens::FIND_SESSION),
+            ("tokens::DELETE_SESSION", tokens::DELETE_SESSION),
+            ("purge::SESSIONS_SQLITE", purge::SESSIONS_SQLITE),
+            ("tokens::INSERT_CODE", tokens::INSERT_CODE),
+            ("tokens::FIND_CODE", tokens::FIND_CODE),
+            ("tokens::REDEEM_CODE", tokens::REDEEM_CODE),
+            ("purge::CODES_SQLITE", purge::CODES_SQLITE),
             ("tokens::INSERT_ACCESS", tokens::INSERT_ACCESS),
             ("tokens::INSERT_REFRESH", tokens::INSERT_REFRESH),
             ("tokens::REVOKE_ACCESS", tokens::REVOKE_ACCESS),

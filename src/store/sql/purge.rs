@@ -22,6 +22,21 @@ pub(crate) const TOKENS_POSTGRES: [&str; 2] = [
      WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))",
 ];
 
+/// Authorization codes expired before `$1`, at most `$2`. A redeemed code is kept until then,
+/// so that presenting it again within its lifetime still revokes the tokens issued from it.
+pub(crate) const CODES_SQLITE: &str = "DELETE FROM authorization_codes WHERE digest IN \
+     (SELECT digest FROM authorization_codes WHERE expires_at < $1 LIMIT $2)";
+pub(crate) const CODES_POSTGRES: &str = "DELETE FROM authorization_codes WHERE ctid = \
+     ANY(ARRAY(SELECT ctid FROM authorization_codes WHERE expires_at < $1 LIMIT $2 \
+     FOR UPDATE SKIP LOCKED))";
+
+/// Login sessions expired before `$1`, at most `$2`.
+pub(crate) const SESSIONS_SQLITE: &str = "DELETE FROM login_sessions WHERE digest IN \
+     (SELECT digest FROM login_sessions WHERE expires_at < $1 LIMIT $2)";
+pub(crate) const SESSIONS_POSTGRES: &str = "DELETE FROM login_sessions WHERE ctid = \
+     ANY(ARRAY(SELECT ctid FROM login_sessions WHERE expires_at < $1 LIMIT $2 \
+     FOR UPDATE SKIP LOCKED))";
+
 /// Grant revocations older than every stored token (with the clock-skew slack), at most `$2`;
 /// `$1` stands in for "no token stored" (`i64::MAX`). A revocation goes only once no token
 /// issued before it is stored, whatever lifetimes the grant's tokens were issued with.

@@ -5,6 +5,34 @@ use std::sync::LazyLock;
 
 use crate::store::revocation::{upsert_mark, STILL_REDEEMABLE, TOKEN_COLUMNS};
 
+/// A new authorization code: digest, client, redirect URI, challenge, user, scope, issued,
+/// expires.
+pub(crate) const INSERT_CODE: &str = "INSERT INTO authorization_codes (digest, client_id, \
+    redirect_uri, code_challenge, username, scope, issued_at, expires_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// An authorization code by digest, columns in the order of `AuthorizationCodeRecord`.
+pub(crate) const FIND_CODE: &str = "SELECT digest, client_id, redirect_uri, code_challenge, \
+    username, scope, issued_at, expires_at, redeemed_at, family_id \
+    FROM authorization_codes WHERE digest = $1";
+
+/// Redeems a code at `$1` for the token family `$2`, only if unused and unexpired (`$3` digest):
+/// the one conditional write that makes a code work once.
+pub(crate) const REDEEM_CODE: &str = "UPDATE authorization_codes SET redeemed_at = $1, \
+    family_id = $2 WHERE digest = $3 AND redeemed_at IS NULL AND expires_at > $1";
+
+/// A new login session: digest, user, start (a UUIDv7-shaped id), expiry.
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO login_sessions (digest, username, started, \
+    expires_at) VALUES ($1, $2, $3, $4)";
+
+/// The user of session `$1` if it is alive at `$2` and no not-before mark of the user (see
+/// `revocation.rs`) is later than its start.
+pub(crate) const FIND_SESSION: &str = "SELECT s.username FROM login_sessions s \
+    WHERE s.digest = $1 AND s.expires_at > $2 AND NOT EXISTS (SELECT 1 FROM revoked_subjects r \
+    WHERE r.kind = 'user' AND r.name = s.username AND s.started < r.not_before)";
+
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM login_sessions WHERE digest = $1";
+
 pub(crate) const INSERT_ACCESS: &str = "INSERT INTO access_tokens (id, secret_sha256, \
     client_id, username, scope, family_id, issued_at, expires_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";

@@ -46,6 +46,15 @@ pub const JWT_CLIENT_ID: &str = "jwt-app";
 pub const JWT_AUDIENCE: &str = "https://api.example.test";
 /// A client allowed only client_credentials, scope reports.read, application tokens of 600 s.
 pub const SERVICE_CLIENT_ID: &str = "service-app";
+/// A public client (a native app: no secret) with the authorization code grant, scope
+/// PRODUCTION, and a private-use, a loopback and an https redirect URI.
+pub const PUBLIC_CLIENT_ID: &str = "native-app";
+pub const PUBLIC_REDIRECT_URI: &str = "com.example.app:/callback";
+pub const LOOPBACK_REDIRECT_URI: &str = "http://127.0.0.1/callback";
+pub const HTTPS_REDIRECT_URI: &str = "https://app.example.test/callback";
+/// A confidential client (a web app, SHARED_SECRET) with the authorization code grant.
+pub const WEB_CLIENT_ID: &str = "web-app";
+pub const WEB_REDIRECT_URI: &str = "https://web.example.test/cb";
 
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "alice-password";
@@ -118,7 +127,13 @@ pub fn write_fixture_stores(home: &Path) {
              scopes = [\"PRODUCTION\"]\ntoken_format = \"jwt\"\naudience = \"{JWT_AUDIENCE}\"\n\n\
              [clients.{SERVICE_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\
              grant_types = [\"client_credentials\"]\nscopes = [\"reports.read\"]\n\
-             application_access_token_validity_period = 600\n"
+             application_access_token_validity_period = 600\n\n\
+             [clients.{PUBLIC_CLIENT_ID}]\npublic = true\nname = \"Example Notes\"\n\
+             grant_types = [\"authorization_code\", \"refresh_token\"]\nscopes = [\"PRODUCTION\"]\n\
+             redirect_uris = [\"{PUBLIC_REDIRECT_URI}\", \"{LOOPBACK_REDIRECT_URI}\", \"{HTTPS_REDIRECT_URI}\"]\n\n\
+             [clients.{WEB_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\
+             grant_types = [\"authorization_code\", \"refresh_token\"]\nscopes = [\"PRODUCTION\"]\n\
+             redirect_uris = [\"{WEB_REDIRECT_URI}\"]\n"
         ),
     )
     .unwrap();

@@ -1,0 +1,11 @@
+-- Issue 12: login sessions of the hosted login page, shared by every node. Keyed by the SHA-256
+-- of the session id (never the id). `started` is a UUIDv7-shaped id of the login's time, so a
+-- user's not-before mark in `revoked_subjects` (`user revoke-tokens`, `set-password`, `remove`)
+-- ends the sessions started before it, as it ends the tokens. Purged once expired.
+CREATE TABLE login_sessions (
+    digest BYTEA PRIMARY KEY,
+    username TEXT NOT NULL,
+    started BYTEA NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX login_sessions_expires_at ON login_sessions (expires_at);

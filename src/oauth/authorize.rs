@@ -205,7 +205,13 @@ pub async fn check(
         }))
     };
     if state.as_ref().is_some_and(|state| state.len() > MAX_STATE) {
-        return Err(error("invalid_request", "state is too long"));
+        // Not echoed: a state this long would make the redirect as long as the request.
+        return Err(AuthorizeError::Redirected(Box::new(ErrorRedirect {
+            redirect_uri: redirect_uri.clone(),
+            error: "invalid_request",
+            description: "state is too long".to_owned(),
+            state: None,
+        })));
     }
     match params.get("response_type") {
         Some("code") => {}

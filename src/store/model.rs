@@ -193,6 +193,14 @@ impl Client {
                 problems.push(("introspect", "a public client cannot introspect".into()));
             }
         }
+        // Until the consent screen exists, a client that needs it is refused: stored and
+        // ignored, a signed-in user's session would hand its codes out without asking.
+        if fields.require_consent {
+            problems.push((
+                "require_consent",
+                "is not supported yet (the consent screen is not built); leave it out".into(),
+            ));
+        }
         if let Some(name) = &fields.name {
             if name.trim().is_empty()
                 || name.chars().count() > 100

@@ -168,6 +168,73 @@ async fn a_code_presented_twice_is_refused_and_revokes_the_tokens_issued_from_it
     assert_eq!(revoked["grant_id"], reuse["grant_id"]);
 }
 
+/// Someone who saw a code but not its verifier (what PKCE guards against) cannot revoke the
+/// user's tokens by presenting it again: a wrong verifier is refused before reuse is judged.
+#[tokio::test]
+async fn a_redeemed_code_presented_without_its_verifier_revokes_nothing() {
+    // Arrange
+    let app = spawn_app().await;
+    let code = code_for(&app, PUBLIC_CLIENT_ID, Some(PUBLIC_REDIRECT_URI)).await;
+    let (access, _) = exchange(&app, &code, PUBLIC_REDIRECT_URI, VERIFIER)
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+    let other_verifier = "a".repeat(43);
+
+    // Act
+    let replayed = exchange(&app, &code, PUBLIC_REDIRECT_URI, &other_verifier).await;
+
+    // Assert
+    replayed.assert_error(400, "invalid_grant");
+    assert_eq!(app.introspect(&access).await.body["active"], true);
+    assert_eq!(
+        app.metric("tokengate_authorization_code_reuse_detected_total")
+            .await,
+        0.0
+    );
+}
+
+/// RFC 9700 §4.14.2: a public client's refresh tokens are rotated even where the operator
+/// turned rotation off for everyone else.
+#[tokio::test]
+async fn a_public_clients_refresh_token_is_rotated_even_with_renewal_off() {
+    // Arrange
+    let app = spawn_app_with(|s| s.oauth.renew_refresh_token = false).await;
+    let code = code_for(&app, PUBLIC_CLIENT_ID, Some(PUBLIC_REDIRECT_URI)).await;
+    let (_, refresh) = exchange(&app, &code, PUBLIC_REDIRECT_URI, VERIFIER)
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+    let refresh = refresh.unwrap();
+    let refresh_with = |token: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .post(app.url("/token"))
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", PUBLIC_CLIENT_ID),
+                    ("refresh_token", token.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            Reply::read(response).await
+        }
+    };
+
+    // Act
+    let (_, renewed) = refresh_with(refresh.clone())
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+
+    // Assert
+    let renewed = renewed.unwrap();
+    assert_ne!(renewed, refresh);
+    refresh_with(renewed)
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+}
+
 #[tokio::test]
 async fn concurrent_exchanges_of_one_code_give_tokens_once() {
     // Arrange

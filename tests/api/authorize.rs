@@ -385,6 +385,26 @@ async fn other_errors_are_redirected_with_state_and_iss() {
 }
 
 #[tokio::test]
+async fn a_state_over_2048_bytes_is_refused_and_not_echoed() {
+    // Arrange
+    let app = spawn_app().await;
+    let mut browser = Browser::default();
+    let long_state = "s".repeat(2049);
+
+    // Act
+    let reply = browser
+        .get(&app, &authorize_path(&[("state", long_state.as_str())]))
+        .await;
+
+    // Assert
+    let (base, params) = location(&reply);
+    assert_eq!(base, PUBLIC_REDIRECT_URI);
+    assert_eq!(params["error"], "invalid_request", "{params:?}");
+    assert!(!params.contains_key("state"), "{params:?}");
+    assert_eq!(params["iss"], app.settings_issuer());
+}
+
+#[tokio::test]
 async fn a_loopback_redirect_uri_matches_whatever_port_the_app_picked() {
     // Arrange
     let app = spawn_app().await;

@@ -225,7 +225,6 @@ async fn a_public_client_added_to_the_sql_directory_keeps_its_redirect_uris() {
                 "add",
                 "phone-app",
                 "--public",
-                "--require-consent",
                 "--name",
                 "Phone App",
                 "--redirect-uri",
@@ -235,6 +234,20 @@ async fn a_public_client_added_to_the_sql_directory_keeps_its_redirect_uris() {
         )
         .await;
     let list = home.run(&["client", "list"], None).await;
+    let needs_consent = home
+        .run(
+            &[
+                "client",
+                "add",
+                "third-party",
+                "--public",
+                "--require-consent",
+                "--redirect-uri",
+                "https://third.example/cb",
+            ],
+            None,
+        )
+        .await;
     let refused = home
         .run(
             &[
@@ -258,9 +271,15 @@ async fn a_public_client_added_to_the_sql_directory_keeps_its_redirect_uris() {
             .any(|line| line.starts_with("phone-app\t")
                 && line.contains("\tpublic")
                 && line.contains("redirect_uris=https://phone.example/cb")
-                && line.contains("\trequire_consent")
                 && line.contains("\tname=\"Phone App\"")),
         "{list:#?}"
+    );
+    // The consent screen is not built: a client that needs it is refused, not stored and
+    // ignored.
+    needs_consent.assert_failure();
+    assert!(
+        needs_consent.stderr.contains("require_consent"),
+        "{needs_consent:#?}"
     );
     refused.assert_failure();
     assert!(

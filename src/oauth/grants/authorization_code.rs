@@ -79,6 +79,13 @@ impl Grant for AuthorizationCodeGrant {
             tracing::warn!(client_id = ?crate::telemetry::cut(&client.id), "authorization code presented by another client");
             return Err(rejected());
         }
+        // The verifier first: someone who saw a redeemed code but does not hold its verifier
+        // (what PKCE guards against) must not be able to revoke the user's tokens with it.
+        if !pkce::verifier_matches(params.code_verifier.expose_secret(), &code.code_challenge) {
+            return Err(OAuthError::invalid_grant(
+                "the code_verifier does not match the code_challenge",
+            ));
+        }
         // Reuse is judged before anything else, so no other answer can mask it.
         if code.redeemed_at.is_some() {
             return Err(reuse(service, client, &code, now, &self.origin).await);
@@ -87,11 +94,6 @@ impl Grant for AuthorizationCodeGrant {
             return Err(rejected());
         }
         check_redirect_uri(&code, params.redirect_uri.as_deref(), client)?;
-        if !pkce::verifier_matches(params.code_verifier.expose_secret(), &code.code_challenge) {
-            return Err(OAuthError::invalid_grant(
-                "the code_verifier does not match the code_challenge",
-            ));
-        }
         // The user may have been removed or disabled since logging in.
         match service.users.find_user(&code.username).await? {
             Some(user) if !user.disabled => {}

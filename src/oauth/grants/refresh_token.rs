@@ -94,7 +94,9 @@ impl Grant for RefreshTokenGrant {
         }
         check_user(service, record).await?;
         let access_scope = access_scope(record, params.scope.as_deref(), client)?;
-        if service.settings().renew_refresh_token {
+        // A public client's refresh tokens are always rotated (RFC 9700 §4.14.2, OAuth 2.1
+        // §4.3.1): with no secret, rotation is what detects a stolen one.
+        if service.settings().renew_refresh_token || client.public {
             match rotate(service, client, &stored, &access_scope, now).await? {
                 Some(response) => Ok(response),
                 // Another request spent it between our read and our write.

@@ -235,6 +235,38 @@ async fn a_public_clients_refresh_token_is_rotated_even_with_renewal_off() {
         .assert_tokens(3600, "PRODUCTION");
 }
 
+/// `user revoke-tokens` (or a password change) between the login that issued a code and the
+/// code's exchange covers the tokens the code gives.
+#[tokio::test]
+async fn a_code_issued_before_the_users_tokens_were_revoked_gives_revoked_tokens() {
+    use tokengate::clock::Clock as _;
+    // Arrange
+    let app = spawn_app().await;
+    let code = code_for(&app, PUBLIC_CLIENT_ID, Some(PUBLIC_REDIRECT_URI)).await;
+    app.clock.advance_secs(2);
+    app.store
+        .revoke_subject(
+            tokengate::store::SubjectKind::User,
+            USER,
+            app.clock.now_ms(),
+            app.clock_now(),
+        )
+        .await
+        .unwrap();
+    app.clock.advance_secs(2);
+
+    // Act
+    let exchanged = exchange(&app, &code, PUBLIC_REDIRECT_URI, VERIFIER).await;
+
+    // Assert: answered (the code was valid), but nothing it gave is alive.
+    let (access, refresh) = exchanged.assert_tokens(3600, "PRODUCTION");
+    assert_eq!(app.introspect(&access).await.body["active"], false);
+    assert_eq!(
+        app.introspect(refresh.as_deref().unwrap()).await.body["active"],
+        false
+    );
+}
+
 #[tokio::test]
 async fn concurrent_exchanges_of_one_code_give_tokens_once() {
     // Arrange

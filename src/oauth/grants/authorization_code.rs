@@ -110,12 +110,16 @@ impl Grant for AuthorizationCodeGrant {
             .grant_types
             .contains(&GrantType::RefreshToken)
             .then(|| RefreshPlan::new_family(scope.clone()));
-        let (tokens, response) = issue::mint(
+        // The grant started when the code was issued (the user had just signed in): a
+        // not-before mark written since (`user revoke-tokens`, a password change) covers the
+        // tokens this code gives, as it covers a password grant's that was checking then.
+        let (tokens, response) = issue::mint_started_at(
             service,
             client,
             Subject::User(code.username.clone()),
             scope,
             refresh,
+            code.issued_at.saturating_mul(1000),
         )?;
         let issued = Issued::new(&tokens, response);
         match service

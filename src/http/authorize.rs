@@ -281,15 +281,22 @@ pub async fn authorize(
         Ok(request) => request,
         Err(err) => return refused(&state, err),
     };
+    let origin = origin_of(ip, request_id);
     let user = match request.prompt {
         Prompt::Login => None,
-        Prompt::Default | Prompt::None => session_user(&state, &headers).await,
+        Prompt::Default | Prompt::None => {
+            // A session cookie costs a store read, and a valid one a code row and an audit
+            // line: such requests take from the per-IP rate limit (showing the form does not).
+            if cookie(&headers, SESSION_COOKIE).is_some() {
+                if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
+                    return too_many_requests(retry);
+                }
+            }
+            session_user(&state, &headers).await
+        }
     };
     match (user, request.prompt) {
-        (Some(user), _) => {
-            let origin = origin_of(ip, request_id);
-            answer_with_code(&state, &request, &user, &origin, "session").await
-        }
+        (Some(user), _) => answer_with_code(&state, &request, &user, &origin, "session").await,
         (None, Prompt::None) => refused(
             &state,
             request.error("login_required", "the user is not logged in"),
@@ -318,15 +325,7 @@ pub async fn login(
     };
     let origin = posted.origin();
     if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
-        let mut response = message(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts",
-            "Too many sign-in attempts from your network. Please wait a moment and try again.",
-        );
-        if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
+        return too_many_requests(retry);
     }
     let service = &state.token_service;
     let request = match authorize::check(service, &posted.form).await {
@@ -398,9 +397,32 @@ pub async fn login(
     }
 }
 
+/// The per-IP rate limit's answer to a person: a page, with `Retry-After`.
+fn too_many_requests(retry_after_secs: u64) -> Response {
+    let mut response = message(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        "Too many sign-in attempts from your network. Please wait a moment and try again.",
+    );
+    if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 /// Ends the browser's login session: the next authorization asks for the password again.
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn logout(
+    State(state): State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    request_id: Option<Extension<RequestId>>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
+        // Each costs a store write: taken from the per-IP rate limit.
+        let origin = origin_of(ip, request_id);
+        if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
+            return too_many_requests(retry);
+        }
         if let Err(err) = state.login_sessions.end(&SecretString::from(id)).await {
             tracing::warn!(error = %err, "a login session could not be ended");
             return message(

@@ -794,3 +794,32 @@ async fn login_form_posts_share_the_per_address_rate_limit_and_get_a_page_over_i
     // Showing the page is not limited.
     assert_eq!(browser.get(&app, &authorize_path(&[])).await.status, 200);
 }
+
+#[tokio::test]
+async fn authorizations_and_logouts_with_a_session_cookie_take_from_the_per_address_rate_limit() {
+    // Arrange: a burst of 2, used by the sign-in and the session's first authorization.
+    let app = spawn_app_with(|settings| {
+        settings.rate_limit.per_ip = Some(tokengate::abuse::rate_limit::Rate {
+            per_second: 0.001,
+            burst: 2.0,
+        });
+    })
+    .await;
+    let mut browser = Browser::default();
+    let page = browser.get(&app, &authorize_path(&[])).await;
+    let signed_in = browser.sign_in(&app, &page, USER, PASSWORD).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text);
+
+    // Act
+    let by_session = browser.get(&app, &authorize_path(&[])).await;
+    let over = browser.get(&app, &authorize_path(&[])).await;
+    let logout = browser.get(&app, "/logout").await;
+
+    // Assert: the session's code came from the burst, then each request was refused.
+    assert_eq!(by_session.status, 303, "{}", by_session.text);
+    for refused in [&over, &logout] {
+        assert_eq!(refused.status, 429, "{}", refused.text);
+        assert!(refused.header("retry-after").is_some());
+        assert_page_headers(refused);
+    }
+}

@@ -362,6 +362,13 @@ pub async fn login(
             if response.status() != StatusCode::SEE_OTHER {
                 return response;
             }
+            // A new sign-in replaces the browser's session (say after prompt=login, or as
+            // another user): the old one must not stay valid beside it.
+            if let Some(old) = cookie(&headers, SESSION_COOKIE) {
+                if let Err(err) = state.login_sessions.end(&SecretString::from(old)).await {
+                    tracing::warn!(error = %err, "the replaced login session could not be ended");
+                }
+            }
             // The code is out; a session that cannot be stored only means the form next time.
             match state.login_sessions.start(username).await {
                 Ok(session) => set_cookie(

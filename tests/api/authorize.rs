@@ -823,3 +823,34 @@ async fn authorizations_and_logouts_with_a_session_cookie_take_from_the_per_addr
         assert_page_headers(refused);
     }
 }
+
+#[tokio::test]
+async fn signing_in_again_ends_the_browsers_previous_session() {
+    // Arrange
+    let app = spawn_app().await;
+    let mut browser = Browser::default();
+    let page = browser.get(&app, &authorize_path(&[])).await;
+    browser.sign_in(&app, &page, USER, PASSWORD).await;
+    let first_session = browser.cookies["__Host-tokengate-session"].clone();
+
+    // Act: prompt=login, and the form again.
+    let page = browser
+        .get(&app, &authorize_path(&[("prompt", "login")]))
+        .await;
+    let signed_in = browser.sign_in(&app, &page, USER, PASSWORD).await;
+    let mut holder_of_the_old_cookie = Browser::default();
+    holder_of_the_old_cookie
+        .cookies
+        .insert("__Host-tokengate-session".into(), first_session.clone());
+    let with_old = holder_of_the_old_cookie
+        .get(&app, &authorize_path(&[]))
+        .await;
+    let with_new = browser.get(&app, &authorize_path(&[])).await;
+
+    // Assert
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text);
+    assert_ne!(browser.cookies["__Host-tokengate-session"], first_session);
+    assert_eq!(with_old.status, 200, "the old session must be over");
+    assert!(with_old.text.contains("type=\"password\""));
+    assert!(location(&with_new).1.contains_key("code"));
+}

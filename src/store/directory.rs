@@ -262,7 +262,7 @@ mod tests {
                 RedirectUri::parse("https://app.example/cb").unwrap(),
                 RedirectUri::parse("http://127.0.0.1/cb").unwrap(),
             ],
-            require_consent: true,
+            require_consent: false,
             name: Some("The App".into()),
         };
         assert_eq!(

@@ -241,7 +241,7 @@ pub fn router(state: AppState) -> Router {
             find_client_ip,
         ))
         // Outermost: every answer of the router carries the id, and every line logged for
-        // the request runs in its span.
+        // the request carries it (a task-local, `telemetry::in_request`).
         .layer(middleware::from_fn(request_id::request_id))
         .with_state(state)
 }

@@ -338,8 +338,10 @@ pub async fn login(
         _ => false,
     };
     if !csrf_ok {
+        // The browser's own CSRF cookie is kept when it has one: a cross-site post (which
+        // cannot know it) must not replace it and break the form the user has open.
         return login_form(
-            &HeaderMap::new(),
+            &headers,
             &request,
             StatusCode::FORBIDDEN,
             username,

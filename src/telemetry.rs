@@ -598,8 +598,8 @@ impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
 }
 
 /// `[logging] format = "json"`: one object per line, `{"timestamp", "level", "target",
-/// "message", "fields"}`; `fields` holds the fields of the event's spans (outermost first, such
-/// as the request's `request_id`) and of the event. Values are JSON strings, numbers or
+/// "message", "fields"}`; `fields` holds the request's `request_id` ([`in_request`]), the
+/// fields of the event's spans (outermost first) and those of the event. Values are JSON strings, numbers or
 /// booleans; a `?`-formatted string field (`client_id = ?cut(id)`) is its string, not its
 /// quoted `Debug` form. serde_json escapes control characters; U+2028/U+2029 are escaped too.
 pub struct JsonLines;

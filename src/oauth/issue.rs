@@ -10,7 +10,7 @@ use super::wire::TokenResponse;
 use crate::config::{OAuthSettings, TokenFormat};
 use crate::crypto::jwk::AccessTokenClaims;
 use crate::crypto::token::{MintedToken, SecretDigest, TokenId};
-use crate::store::model::{Client, NewTokens, RefreshTokenRecord, TokenRecord};
+use crate::store::model::{Client, GrantType, NewTokens, RefreshTokenRecord, TokenRecord};
 
 /// Whether and how a refresh token is issued alongside the access token.
 pub struct RefreshPlan {
@@ -81,6 +81,29 @@ pub fn mint(
 ) -> Result<(NewTokens, TokenResponse), OAuthError> {
     let now_ms = service.clock.now_ms();
     mint_started_at(service, client, subject, access_scope, refresh, now_ms)
+}
+
+/// A new grant for a user that began at `started_ms` (see [`mint_started_at`]): an access
+/// token for `scope`, and a refresh token starting a new family when the client may refresh.
+pub fn mint_new_user_grant(
+    service: &TokenService,
+    client: &Client,
+    username: String,
+    scope: String,
+    started_ms: i64,
+) -> Result<(NewTokens, TokenResponse), OAuthError> {
+    let refresh = client
+        .grant_types
+        .contains(&GrantType::RefreshToken)
+        .then(|| RefreshPlan::new_family(scope.clone()));
+    mint_started_at(
+        service,
+        client,
+        Subject::User(username),
+        scope,
+        refresh,
+        started_ms,
+    )
 }
 
 /// [`mint`] for a grant whose checks began at `started_ms`: a new family's id carries that

@@ -39,20 +39,7 @@ async fn code_for(app: &TestApp, client: &str, redirect_uri: Option<&str>) -> St
 
 /// The public client's token request: client_id in the body, no secret.
 async fn exchange(app: &TestApp, code: &str, redirect_uri: &str, verifier: &str) -> Reply {
-    let response = app
-        .client
-        .post(app.url("/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("client_id", PUBLIC_CLIENT_ID),
-            ("code", code),
-            ("redirect_uri", redirect_uri),
-            ("code_verifier", verifier),
-        ])
-        .send()
-        .await
-        .unwrap();
-    Reply::read(response).await
+    app.public_code_exchange(code, redirect_uri, verifier).await
 }
 
 #[tokio::test]
@@ -71,18 +58,7 @@ async fn a_public_client_exchanges_its_code_and_verifier_for_tokens() {
     assert_eq!(introspected.body["username"], USER);
     assert_eq!(introspected.body["client_id"], PUBLIC_CLIENT_ID);
     // Its refresh token rotates, by client_id alone too.
-    let response = app
-        .client
-        .post(app.url("/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", PUBLIC_CLIENT_ID),
-            ("refresh_token", refresh.as_deref().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    Reply::read(response)
+    app.public_refresh(refresh.as_deref().unwrap())
         .await
         .assert_tokens(3600, "PRODUCTION");
 }
@@ -95,19 +71,14 @@ async fn a_confidential_client_exchanges_its_code_with_its_secret() {
 
     // Act
     let without_secret = app
-        .client
-        .post(app.url("/token"))
-        .form(&[
+        .post_token_without_secret(&[
             ("grant_type", "authorization_code"),
             ("client_id", WEB_CLIENT_ID),
             ("code", &code),
             ("redirect_uri", WEB_REDIRECT_URI),
             ("code_verifier", VERIFIER),
         ])
-        .send()
-        .await
-        .unwrap();
-    let without_secret = Reply::read(without_secret).await;
+        .await;
     let with_secret = app
         .post_token_as(
             WEB_CLIENT_ID,
@@ -140,18 +111,7 @@ async fn a_code_presented_twice_is_refused_and_revokes_the_tokens_issued_from_it
     // Assert
     second.assert_error(400, "invalid_grant");
     assert_eq!(app.introspect(&access).await.body["active"], false);
-    let refreshed = app
-        .client
-        .post(app.url("/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", PUBLIC_CLIENT_ID),
-            ("refresh_token", refresh.as_deref().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    Reply::read(refreshed)
+    app.public_refresh(refresh.as_deref().unwrap())
         .await
         .assert_error(400, "invalid_grant");
     assert_eq!(
@@ -204,33 +164,17 @@ async fn a_public_clients_refresh_token_is_rotated_even_with_renewal_off() {
         .await
         .assert_tokens(3600, "PRODUCTION");
     let refresh = refresh.unwrap();
-    let refresh_with = |token: String| {
-        let app = &app;
-        async move {
-            let response = app
-                .client
-                .post(app.url("/token"))
-                .form(&[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", PUBLIC_CLIENT_ID),
-                    ("refresh_token", token.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap();
-            Reply::read(response).await
-        }
-    };
 
     // Act
-    let (_, renewed) = refresh_with(refresh.clone())
+    let (_, renewed) = app
+        .public_refresh(&refresh)
         .await
         .assert_tokens(3600, "PRODUCTION");
 
     // Assert
     let renewed = renewed.unwrap();
     assert_ne!(renewed, refresh);
-    refresh_with(renewed)
+    app.public_refresh(&renewed)
         .await
         .assert_tokens(3600, "PRODUCTION");
 }
@@ -334,37 +278,25 @@ async fn a_missing_verifier_or_code_is_invalid_request() {
 
     // Act
     let no_verifier = app
-        .client
-        .post(app.url("/token"))
-        .form(&[
+        .post_token_without_secret(&[
             ("grant_type", "authorization_code"),
             ("client_id", PUBLIC_CLIENT_ID),
             ("code", &code),
             ("redirect_uri", PUBLIC_REDIRECT_URI),
         ])
-        .send()
-        .await
-        .unwrap();
+        .await;
     let no_code = app
-        .client
-        .post(app.url("/token"))
-        .form(&[
+        .post_token_without_secret(&[
             ("grant_type", "authorization_code"),
             ("client_id", PUBLIC_CLIENT_ID),
             ("redirect_uri", PUBLIC_REDIRECT_URI),
             ("code_verifier", VERIFIER),
         ])
-        .send()
-        .await
-        .unwrap();
+        .await;
 
     // Assert
-    Reply::read(no_verifier)
-        .await
-        .assert_error(400, "invalid_request");
-    Reply::read(no_code)
-        .await
-        .assert_error(400, "invalid_request");
+    no_verifier.assert_error(400, "invalid_request");
+    no_code.assert_error(400, "invalid_request");
 }
 
 #[tokio::test]
@@ -376,18 +308,13 @@ async fn a_wrong_or_missing_redirect_uri_is_refused() {
     // Act
     let other_registered = exchange(&app, &code, HTTPS_REDIRECT_URI, VERIFIER).await;
     let missing = app
-        .client
-        .post(app.url("/token"))
-        .form(&[
+        .post_token_without_secret(&[
             ("grant_type", "authorization_code"),
             ("client_id", PUBLIC_CLIENT_ID),
             ("code", &code),
             ("code_verifier", VERIFIER),
         ])
-        .send()
-        .await
-        .unwrap();
-    let missing = Reply::read(missing).await;
+        .await;
     let right = exchange(&app, &code, PUBLIC_REDIRECT_URI, VERIFIER).await;
 
     // Assert

@@ -174,21 +174,9 @@ impl TestApp {
     }
 }
 
+/// The public client's exchange of a code from the login page, with its PKCE verifier.
 async fn exchange(app: &TestApp, code: &str, redirect_uri: &str) -> Reply {
-    let response = app
-        .client
-        .post(app.url("/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("client_id", PUBLIC_CLIENT_ID),
-            ("code", code),
-            ("redirect_uri", redirect_uri),
-            ("code_verifier", VERIFIER),
-        ])
-        .send()
-        .await
-        .unwrap();
-    Reply::read(response).await
+    app.public_code_exchange(code, redirect_uri, VERIFIER).await
 }
 
 #[tokio::test]

@@ -5,35 +5,22 @@
 use crate::helpers::process::Home;
 use crate::helpers::*;
 
-async fn post_public(app: &TestApp, form: &[(&str, &str)]) -> Reply {
-    let response = app
-        .client
-        .post(app.url("/token"))
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    Reply::read(response).await
-}
-
 #[tokio::test]
 async fn a_public_client_is_authenticated_by_its_client_id_alone() {
     // Arrange
     let app = spawn_app().await;
 
     // Act: a refresh token it does not have; authentication passes, the grant refuses.
-    let reply = post_public(
-        &app,
-        &[
+    let reply = app
+        .post_token_without_secret(&[
             ("grant_type", "refresh_token"),
             ("client_id", PUBLIC_CLIENT_ID),
             (
                 "refresh_token",
                 "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             ),
-        ],
-    )
-    .await;
+        ])
+        .await;
 
     // Assert
     reply.assert_error(400, "invalid_grant");
@@ -45,14 +32,12 @@ async fn a_public_client_may_not_use_a_grant_it_is_not_registered_for() {
     let app = spawn_app().await;
 
     // Act
-    let reply = post_public(
-        &app,
-        &[
+    let reply = app
+        .post_token_without_secret(&[
             ("grant_type", "client_credentials"),
             ("client_id", PUBLIC_CLIENT_ID),
-        ],
-    )
-    .await;
+        ])
+        .await;
 
     // Assert
     reply.assert_error(400, "unauthorized_client");
@@ -64,16 +49,14 @@ async fn a_public_client_that_presents_a_secret_is_refused() {
     let app = spawn_app().await;
 
     // Act
-    let in_body = post_public(
-        &app,
-        &[
+    let in_body = app
+        .post_token_without_secret(&[
             ("grant_type", "refresh_token"),
             ("client_id", PUBLIC_CLIENT_ID),
             ("client_secret", "anything"),
             ("refresh_token", "x.y"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let basic = app
         .post_token_as(
             PUBLIC_CLIENT_ID,
@@ -93,15 +76,13 @@ async fn a_confidential_client_still_needs_its_secret() {
     let app = spawn_app().await;
 
     // Act
-    let reply = post_public(
-        &app,
-        &[
+    let reply = app
+        .post_token_without_secret(&[
             ("grant_type", "refresh_token"),
             ("client_id", WEB_CLIENT_ID),
             ("refresh_token", "x.y"),
-        ],
-    )
-    .await;
+        ])
+        .await;
 
     // Assert
     reply.assert_error(401, "invalid_client");

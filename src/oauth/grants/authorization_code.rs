@@ -14,7 +14,7 @@ use super::{required, required_secret, Grant, Issued};
 use crate::audit::{Event, Origin, RevokedBy};
 use crate::crypto::token::SecretDigest;
 use crate::oauth::error::OAuthError;
-use crate::oauth::issue::{self, RefreshPlan, Subject};
+use crate::oauth::issue;
 use crate::oauth::params::FormParams;
 use crate::oauth::pkce;
 use crate::oauth::scope::Scope;
@@ -105,20 +105,14 @@ impl Grant for AuthorizationCodeGrant {
                 "the scope is no longer allowed for this client",
             ));
         }
-        let scope = scope.as_string();
-        let refresh = client
-            .grant_types
-            .contains(&GrantType::RefreshToken)
-            .then(|| RefreshPlan::new_family(scope.clone()));
         // The grant started when the code was issued (the user had just signed in): a
         // not-before mark written since (`user revoke-tokens`, a password change) covers the
         // tokens this code gives, as it covers a password grant's that was checking then.
-        let (tokens, response) = issue::mint_started_at(
+        let (tokens, response) = issue::mint_new_user_grant(
             service,
             client,
-            Subject::User(code.username.clone()),
-            scope,
-            refresh,
+            code.username.clone(),
+            scope.as_string(),
             code.issued_at.saturating_mul(1000),
         )?;
         let issued = Issued::new(&tokens, response);

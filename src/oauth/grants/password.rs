@@ -16,7 +16,7 @@ use crate::audit::{rfc3339_secs, Audit, Event, LoginFailure, Origin};
 use crate::crypto::password::{self, PasswordHasher};
 use crate::metrics::GrantMetrics;
 use crate::oauth::error::OAuthError;
-use crate::oauth::issue::{self, RefreshPlan, Subject};
+use crate::oauth::issue;
 use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
@@ -90,17 +90,11 @@ impl Grant for PasswordGrant {
         if !checked {
             return Err(invalid_credentials());
         }
-        let scope = scope.as_string();
-        let refresh = client
-            .grant_types
-            .contains(&GrantType::RefreshToken)
-            .then(|| RefreshPlan::new_family(scope.clone()));
-        let (tokens, response) = issue::mint_started_at(
+        let (tokens, response) = issue::mint_new_user_grant(
             service,
             client,
-            Subject::User(params.username),
-            scope,
-            refresh,
+            params.username,
+            scope.as_string(),
             started_ms,
         )?;
         let issued = Issued::new(&tokens, response);

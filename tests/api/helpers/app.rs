@@ -348,6 +348,46 @@ impl TestApp {
         post_basic_form(&self.client, &self.url("/token"), client_id, secret, form).await
     }
 
+    /// POSTs to /token without an `Authorization` header (a public client names itself
+    /// with `client_id` in the form).
+    pub async fn post_token_without_secret(&self, form: &[(&str, &str)]) -> Reply {
+        let response = self
+            .client
+            .post(self.url("/token"))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        Reply::read(response).await
+    }
+
+    /// The public client's exchange of `code` (authorization_code grant, PKCE `verifier`).
+    pub async fn public_code_exchange(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Reply {
+        self.post_token_without_secret(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", PUBLIC_CLIENT_ID),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier),
+        ])
+        .await
+    }
+
+    /// The public client's refresh grant, by client_id alone.
+    pub async fn public_refresh(&self, refresh_token: &str) -> Reply {
+        self.post_token_without_secret(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", PUBLIC_CLIENT_ID),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
     /// POSTs to /token as the main test client.
     pub async fn post_token(&self, form: &[(&str, &str)]) -> Reply {
         self.post_token_as(CLIENT_ID, CLIENT_SECRET, form).await

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::model::{
-    AccessTokenRecord, AuthorizationCodeRecord, LoginSessionRecord, NewTokens, RefreshTokenRecord,
+    AccessTokenRecord, AuthorizationCodeRecord, ConsentRecord, LoginSessionRecord, NewTokens,
+    RefreshTokenRecord,
 };
 use super::{
     Attempt, AttemptStep, DatabaseStores, LockoutPolicy, LockoutStore, PurgeLimits, PurgedRows,
@@ -257,6 +258,22 @@ impl TokenStore for Measured<dyn TokenStore> {
     async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
         let store = &self.inner;
         self.timed("delete_login_session", store.delete_login_session(digest))
+            .await
+    }
+
+    async fn save_consent(&self, consent: ConsentRecord) -> Result<(), StoreError> {
+        let store = &self.inner;
+        self.timed("save_consent", store.save_consent(consent))
+            .await
+    }
+
+    async fn find_consent(
+        &self,
+        username: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let store = &self.inner;
+        self.timed("find_consent", store.find_consent(username, client_id))
             .await
     }
 

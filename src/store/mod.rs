@@ -20,8 +20,8 @@ use crate::crypto::token::SecretDigest;
 use crate::crypto::token::TokenId;
 use measured::{ConnectionPools, StoreObserver};
 use model::{
-    AccessTokenRecord, AuthorizationCodeRecord, Client, LoginSessionRecord, NewTokens,
-    RefreshTokenRecord, User,
+    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, LoginSessionRecord,
+    NewTokens, RefreshTokenRecord, User,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -217,6 +217,17 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Ends a session (`GET /logout`); `Ok(false)` if there was none.
     async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError>;
+
+    /// Records (or replaces) a user's consent to a client. Returns once it is durable.
+    async fn save_consent(&self, consent: ConsentRecord) -> Result<(), StoreError>;
+
+    /// The scope `username` allowed `client_id`, if they did and no not-before mark of the
+    /// user or the client ([`TokenStore::revoke_subject`]) came after; `Ok(None)` otherwise.
+    async fn find_consent(
+        &self,
+        username: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError>;
 
     /// Deletes at most `limits.batch` rows per table of what can no longer matter: tokens,
     /// authorization codes and login sessions expired before `limits.expired_before`, grant revocations older than every stored

@@ -344,6 +344,18 @@ pub struct LoginSessionRecord {
     pub expires_at: i64,
 }
 
+/// A user's consent to a client (`require_consent = true` clients): the scopes they allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRecord {
+    pub username: String,
+    pub client_id: String,
+    /// The scopes allowed, space-separated (RFC 6749 §3.3).
+    pub scope: String,
+    /// A time-ordered id of when it was given: a not-before mark of the user or the client
+    /// later than this makes it forgotten (`user revoke-tokens`).
+    pub granted: TokenId,
+}
+
 /// Tokens to record for one successful grant.
 #[derive(Debug, Clone)]
 pub struct NewTokens {

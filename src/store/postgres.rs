@@ -35,8 +35,8 @@ use reads::{AccessTokens, ReadJob, Reads, RefreshTokens, Users};
 use super::directory::ClientRow;
 use super::measured::{ConnectionCounts, ConnectionPools, StoreObserver};
 use super::model::{
-    AccessTokenRecord, AuthorizationCodeRecord, Client, LoginSessionRecord, NewTokens,
-    RefreshTokenRecord, TokenRecord, User,
+    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, LoginSessionRecord,
+    NewTokens, RefreshTokenRecord, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
@@ -645,6 +645,37 @@ impl TokenStore for PostgresTokenStore {
     async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
         self.changed_one(sqlx::query(tokens::DELETE_SESSION).bind(digest.0.as_slice()))
             .await
+    }
+
+    async fn save_consent(&self, consent: ConsentRecord) -> Result<(), StoreError> {
+        bounded(async move {
+            sqlx::query(tokens::SAVE_CONSENT)
+                .bind(&consent.username)
+                .bind(&consent.client_id)
+                .bind(&consent.scope)
+                .bind(consent.granted.0.as_slice())
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_consent(
+        &self,
+        username: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        bounded(async move {
+            sqlx::query_scalar(tokens::FIND_CONSENT)
+                .bind(username)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {

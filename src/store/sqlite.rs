@@ -35,8 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::directory::ClientRow;
 use super::measured::StoreObserver;
 use super::model::{
-    AccessTokenRecord, AuthorizationCodeRecord, Client, LoginSessionRecord, NewTokens,
-    RefreshTokenRecord, TokenRecord, User,
+    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, LoginSessionRecord,
+    NewTokens, RefreshTokenRecord, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
@@ -119,6 +119,7 @@ enum WriterOp {
     CreateCode(Box<AuthorizationCodeRecord>),
     CreateSession(Box<LoginSessionRecord>),
     DeleteSession(SecretDigest),
+    SaveConsent(Box<ConsentRecord>),
     RedeemCode {
         digest: SecretDigest,
         now: i64,
@@ -684,6 +685,15 @@ fn apply(conn: &Connection, op: &WriterOp) -> Result<Outcome, rusqlite::Error> {
                 .execute(params![digest.0.as_slice()])?
                 == 1
         }
+        WriterOp::SaveConsent(consent) => {
+            conn.prepare_cached(tokens::SAVE_CONSENT)?.execute(params![
+                consent.username,
+                consent.client_id,
+                consent.scope,
+                consent.granted.0.as_slice()
+            ])?;
+            true
+        }
         WriterOp::RedeemCode { digest, now, new } => {
             let redeemed = conn.prepare_cached(tokens::REDEEM_CODE)?.execute(params![
                 now,
@@ -1087,6 +1097,27 @@ impl TokenStore for SqliteTokenStore {
 
     async fn delete_login_session(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
         self.submit(WriterOp::DeleteSession(*digest)).await
+    }
+
+    async fn save_consent(&self, consent: ConsentRecord) -> Result<(), StoreError> {
+        self.submit(WriterOp::SaveConsent(Box::new(consent)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn find_consent(
+        &self,
+        username: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.read(|conn| {
+            query_one(
+                conn,
+                tokens::FIND_CONSENT,
+                params![username, client_id],
+                |row| row.get(0).map_err(backend),
+            )
+        })
     }
 
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {

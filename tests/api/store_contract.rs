@@ -14,8 +14,8 @@ use tokengate::crypto::token::{SecretDigest, TokenId};
 use tokengate::store::directory::ClientRow;
 use tokengate::store::measured::Unobserved;
 use tokengate::store::model::{
-    AuthorizationCodeRecord, Client, GrantType, LoginSessionRecord, NewTokens, RefreshTokenRecord,
-    TokenRecord, User,
+    AuthorizationCodeRecord, Client, ConsentRecord, GrantType, LoginSessionRecord, NewTokens,
+    RefreshTokenRecord, TokenRecord, User,
 };
 use tokengate::store::redirect_uri::RedirectUri;
 use tokengate::store::{
@@ -78,6 +78,7 @@ contract!(
     of_sixteen_concurrent_redemptions_of_a_code_exactly_one_wins,
     an_expired_code_cannot_be_redeemed_and_is_purged,
     a_login_session_names_its_user_until_it_expires_ends_or_a_mark_covers_it,
+    a_consent_is_kept_per_user_and_client_until_a_mark_of_either_covers_it,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1659,4 +1660,68 @@ async fn a_login_session_names_its_user_until_it_expires_ends_or_a_mark_covers_i
     // The janitor takes the expired ones.
     let deleted = b.purge(limits(NOW + 101, 0, NOW + 101, 1000)).await;
     assert_eq!(deleted.login_sessions, 2, "{deleted:?}");
+}
+
+async fn a_consent_is_kept_per_user_and_client_until_a_mark_of_either_covers_it(b: Backend) {
+    let store = &b.stores.tokens;
+    let consent = |user: &str, client: &str, scope: &str, granted_ms: i64| ConsentRecord {
+        username: user.into(),
+        client_id: client.into(),
+        scope: scope.into(),
+        granted: TokenId::new(granted_ms),
+    };
+    let found = |user: &'static str, client: &'static str| async move {
+        store.find_consent(user, client).await.unwrap()
+    };
+    assert_eq!(found("alice", "notes").await, None);
+    store
+        .save_consent(consent("alice", "notes", "read", ms(NOW)))
+        .await
+        .unwrap();
+    store
+        .save_consent(consent("bob", "notes", "read write", ms(NOW)))
+        .await
+        .unwrap();
+    store
+        .save_consent(consent("alice", "mail", "read", ms(NOW)))
+        .await
+        .unwrap();
+    assert_eq!(found("alice", "notes").await.as_deref(), Some("read"));
+    assert_eq!(found("bob", "notes").await.as_deref(), Some("read write"));
+    assert_eq!(found("carol", "notes").await, None);
+
+    // A new answer replaces the old one.
+    store
+        .save_consent(consent("alice", "notes", "read write", ms(NOW + 5)))
+        .await
+        .unwrap();
+    assert_eq!(found("alice", "notes").await.as_deref(), Some("read write"));
+
+    // alice's mark forgets her consents given before it, not bob's.
+    store
+        .revoke_subject(SubjectKind::User, "alice", ms(NOW + 10), NOW + 10)
+        .await
+        .unwrap();
+    assert_eq!(found("alice", "notes").await, None);
+    assert_eq!(found("alice", "mail").await, None);
+    assert_eq!(found("bob", "notes").await.as_deref(), Some("read write"));
+    // Given again after the mark, it counts.
+    store
+        .save_consent(consent("alice", "notes", "read", ms(NOW + 20)))
+        .await
+        .unwrap();
+    assert_eq!(found("alice", "notes").await.as_deref(), Some("read"));
+
+    // The client's mark forgets every user's consent to it, and only to it.
+    store
+        .revoke_subject(SubjectKind::Client, "notes", ms(NOW + 30), NOW + 30)
+        .await
+        .unwrap();
+    assert_eq!(found("alice", "notes").await, None);
+    assert_eq!(found("bob", "notes").await, None);
+    store
+        .save_consent(consent("bob", "mail", "read", ms(NOW + 40)))
+        .await
+        .unwrap();
+    assert_eq!(found("bob", "mail").await.as_deref(), Some("read"));
 }

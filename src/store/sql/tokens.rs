@@ -33,6 +33,19 @@ pub(crate) const FIND_SESSION: &str = "SELECT s.username FROM login_sessions s \
 
 pub(crate) const DELETE_SESSION: &str = "DELETE FROM login_sessions WHERE digest = $1";
 
+/// A user's consent to a client: username, client, scope, when (a UUIDv7-shaped id). A new
+/// answer replaces the old one (the caller adds the scopes still granted).
+pub(crate) const SAVE_CONSENT: &str = "INSERT INTO consents (username, client_id, scope, granted) \
+    VALUES ($1, $2, $3, $4) ON CONFLICT (username, client_id) \
+    DO UPDATE SET scope = excluded.scope, granted = excluded.granted";
+
+/// The scope user `$1` allowed client `$2`, unless a not-before mark of either (see
+/// `revocation.rs`) is later than the consent.
+pub(crate) const FIND_CONSENT: &str = "SELECT c.scope FROM consents c \
+    WHERE c.username = $1 AND c.client_id = $2 AND NOT EXISTS (SELECT 1 FROM revoked_subjects r \
+    WHERE ((r.kind = 'user' AND r.name = c.username) \
+    OR (r.kind = 'client' AND r.name = c.client_id)) AND c.granted < r.not_before)";
+
 pub(crate) const INSERT_ACCESS: &str = "INSERT INTO access_tokens (id, secret_sha256, \
     client_id, username, scope, family_id, issued_at, expires_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";

@@ -131,6 +131,16 @@ pub enum Event {
         scope: String,
         login: &'static str,
     },
+    /// The user allowed a `require_consent` client `scope` on the consent screen.
+    ConsentGiven {
+        scope: String,
+    },
+    /// The user refused a client on the consent screen (`access_denied` to the client).
+    ConsentDenied {
+        scope: String,
+    },
+    /// `GET /logout` ended the user's login session.
+    LoggedOut {},
     AccountLocked {
         /// `address` (this client IP) or `everywhere`.
         locked_for: &'static str,
@@ -205,6 +215,9 @@ impl Event {
             Self::TokenIssued { .. } => "token_issued",
             Self::LoginFailed { .. } => "login_failed",
             Self::AuthorizationCodeIssued { .. } => "authorization_code_issued",
+            Self::ConsentGiven { .. } => "consent_given",
+            Self::ConsentDenied { .. } => "consent_denied",
+            Self::LoggedOut {} => "logged_out",
             Self::AccountLocked { .. } => "account_locked",
             Self::RefreshReuseDetected { .. } => "refresh_reuse_detected",
             Self::AuthorizationCodeReuseDetected { .. } => "authorization_code_reuse_detected",
@@ -234,6 +247,7 @@ impl Event {
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::LoginFailed { .. }
+            | Self::ConsentDenied { .. }
             | Self::AccountLocked { .. }
             | Self::RefreshReuseDetected { .. }
             | Self::AuthorizationCodeReuseDetected { .. }

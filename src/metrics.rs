@@ -63,6 +63,9 @@ pub enum Endpoint {
     Token,
     Revoke,
     Introspect,
+    /// `/authorize` and its consent form: the login pages.
+    Authorize,
+    Logout,
     /// A path the token port does not serve.
     Other,
 }
@@ -73,6 +76,8 @@ impl Endpoint {
             Self::Token => "token",
             Self::Revoke => "revoke",
             Self::Introspect => "introspect",
+            Self::Authorize => "authorize",
+            Self::Logout => "logout",
             Self::Other => "other",
         }
     }

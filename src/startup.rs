@@ -70,6 +70,12 @@ pub enum StartupError {
     Hashing(#[from] HashError),
     #[error("{0}")]
     Audit(#[from] AuditError),
+    #[error("login.logo: cannot read {}: {source}", path.display())]
+    Logo {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -327,6 +333,10 @@ impl Application {
         } else {
             None
         };
+        let login_pages = Arc::new(
+            http::authorize::LoginPages::load(&settings.login)
+                .map_err(|(path, source)| StartupError::Logo { path, source })?,
+        );
         let login_sessions = Arc::new(crate::oauth::login_session::LoginSessions::new(
             settings.login.session_lifetime_secs,
             token_service.tokens.clone(),
@@ -349,6 +359,7 @@ impl Application {
             metrics: token_endpoint,
             audit: audit.clone(),
             login_sessions,
+            login_pages,
         }));
         // Last, once nothing above can fail: a listening socket shares the port's connections
         // with the other process on it, and those queued here would be reset if this one exited.

@@ -138,8 +138,8 @@ pub enum ClientAction {
         /// such as com.example.app:/callback
         #[arg(long = "redirect-uri", value_name = "URI")]
         redirect_uris: Vec<String>,
-        /// A third-party app whose users must consent to its scopes: refused until the
-        /// consent screen is built
+        /// A third-party app: the login page asks each user to allow it the requested
+        /// scopes (remembered until `user revoke-tokens`)
         #[arg(long)]
         require_consent: bool,
         /// What the login page calls the app (default: its id)

@@ -5,6 +5,7 @@
 mod raw;
 pub(crate) mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -182,6 +183,24 @@ pub struct LoginSettings {
     /// Seconds a login session (its cookie) spares the user the form on the next
     /// authorization.
     pub session_lifetime_secs: u64,
+    /// The product name at the top of every page (and in the window title).
+    pub title: String,
+    /// An image shown above the title: read once at start, served at `/authorize/logo`.
+    pub logo: Option<LogoFile>,
+    /// What the consent screen says for a scope instead of its name.
+    pub scope_descriptions: BTreeMap<String, String>,
+}
+
+/// `[login] logo`: the file and the media type its extension names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoFile {
+    pub path: PathBuf,
+    pub content_type: &'static str,
+}
+
+impl LogoFile {
+    /// The largest logo accepted: it is held in memory and sent with every first page view.
+    pub const MAX_BYTES: u64 = 256 * 1024;
 }
 
 // `[logging]` and `[audit]` are the telemetry's and the audit trail's own types.

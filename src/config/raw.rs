@@ -1,6 +1,8 @@
 //! A serde mirror of `config/identity.toml`, exactly as an operator writes it. Unknown keys are
 //! rejected (`deny_unknown_fields`) so a typo is an error, not a silently ignored setting.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -24,12 +26,18 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawLogin {
     pub(crate) session_lifetime: i64,
+    pub(crate) title: String,
+    pub(crate) logo: String,
+    pub(crate) scope_descriptions: BTreeMap<String, String>,
 }
 
 impl Default for RawLogin {
     fn default() -> Self {
         Self {
             session_lifetime: 28_800,
+            title: "tokengate".to_owned(),
+            logo: String::new(),
+            scope_descriptions: BTreeMap::new(),
         }
     }
 }

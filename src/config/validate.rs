@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::raw::RawConfig;
 use super::{
     AuditDestination, AuditSettings, CertificateFiles, ConfigError, ConfigProblem, ConfigSource,
-    DirectoryLocation, JwtAlgorithm, LogFormat, LoggingSettings, LoginSettings, ManagementSettings,
-    OAuthSettings, PasswordHashingSettings, RateLimitSettings, SecuritySettings, ServerSettings,
-    Settings, SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
+    DirectoryLocation, JwtAlgorithm, LogFormat, LoggingSettings, LoginSettings, LogoFile,
+    ManagementSettings, OAuthSettings, PasswordHashingSettings, RateLimitSettings,
+    SecuritySettings, ServerSettings, Settings, SqliteSynchronous, StoreSettings, TlsSettings,
+    TokenFormat, TokenStoreSettings,
 };
 
 /// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
@@ -443,14 +444,7 @@ pub fn validate_with_fallbacks(
     let management = management(&mut problems, source, &raw.management, &server, offset_key);
     let logging = logging(&mut problems, &raw.logging);
     let audit = audit(&mut problems, source, &raw.audit);
-    let login = LoginSettings {
-        session_lifetime_secs: to_u64(problems.range(
-            "login.session_lifetime",
-            raw.login.session_lifetime,
-            60,
-            30 * 86_400,
-        )),
-    };
+    let login = login(&mut problems, source, &raw.login);
 
     let settings = Settings {
         config_file: file.to_path_buf(),
@@ -588,6 +582,101 @@ fn logging(problems: &mut Problems<'_>, raw: &super::raw::RawLogging) -> Logging
         }
     };
     LoggingSettings { format, level }
+}
+
+/// `[login]`: the session lifetime and the page's branding.
+fn login(
+    problems: &mut Problems<'_>,
+    source: &ConfigSource,
+    raw: &super::raw::RawLogin,
+) -> LoginSettings {
+    let session_lifetime_secs = to_u64(problems.range(
+        "login.session_lifetime",
+        raw.session_lifetime,
+        60,
+        30 * 86_400,
+    ));
+    let printable = |text: &str, max: usize| {
+        !text.trim().is_empty()
+            && text.chars().count() <= max
+            && !text.chars().any(char::is_control)
+    };
+    if !printable(&raw.title, 80) {
+        problems.add("login.title", "must be 1 to 80 printable characters");
+    }
+    let logo = match raw.logo.as_str() {
+        "" => None,
+        path => {
+            let path = source.resolve(Path::new(path));
+            logo_file(problems, path)
+        }
+    };
+    for (scope, description) in &raw.scope_descriptions {
+        let key = format!("login.scope_descriptions.{scope}");
+        if !crate::store::model::is_scope_token(scope) {
+            problems.add(&key, "is not a valid scope name (RFC 6749 §3.3)");
+        }
+        if !printable(description, 200) {
+            problems.add(&key, "must be 1 to 200 printable characters");
+        }
+    }
+    LoginSettings {
+        session_lifetime_secs,
+        title: raw.title.clone(),
+        logo,
+        scope_descriptions: raw.scope_descriptions.clone(),
+    }
+}
+
+/// `[login] logo`: an image file of a type browsers show, small enough to hold in memory.
+fn logo_file(problems: &mut Problems<'_>, path: PathBuf) -> Option<LogoFile> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let content_type = match extension.as_deref() {
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("svg") => "image/svg+xml",
+        _ => {
+            problems.add(
+                "login.logo",
+                format!(
+                    "{}: must be a .png, .jpg, .gif, .webp or .svg file",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    match std::fs::metadata(&path) {
+        Ok(meta) if !meta.is_file() => {
+            problems.add("login.logo", format!("{}: is not a file", path.display()));
+            None
+        }
+        Ok(meta) if meta.len() > LogoFile::MAX_BYTES => {
+            problems.add(
+                "login.logo",
+                format!(
+                    "{}: is {} bytes; the most is {}",
+                    path.display(),
+                    meta.len(),
+                    LogoFile::MAX_BYTES
+                ),
+            );
+            None
+        }
+        Ok(_) => Some(LogoFile { path, content_type }),
+        Err(err) => {
+            problems.add(
+                "login.logo",
+                format!("{}: cannot be read: {err}", path.display()),
+            );
+            None
+        }
+    }
 }
 
 /// `[audit]`: `""` is off, `"-"` standard error, anything else a path (relative to the home).

@@ -1,5 +1,6 @@
-//! `GET /authorize`, `POST /authorize` (the login form) and `GET /logout`: the browser side of
-//! the authorization code flow. The decisions are `oauth::authorize`'s; this file renders them
+//! `GET /authorize`, `POST /authorize` (the login form), `POST /authorize/consent` (the consent
+//! screen's answer), `GET /authorize/logo` and `GET /logout`: the browser side of the
+//! authorization code flow. The decisions are `oauth::authorize`'s; this file renders them
 //! as HTML (askama templates in `templates/`, escaped by default, no JavaScript) or as
 //! redirects. These answers are HTML for people, not RFC 6749 JSON, so they are built here
 //! rather than by `ApiError`.
@@ -8,7 +9,11 @@
 //! the form), `Cache-Control: no-store` and `Referrer-Policy: no-referrer` (the code and the
 //! state must not leak through a `Referer`).
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use askama::Template;
+use axum::body::Bytes;
 use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
@@ -24,6 +29,8 @@ use super::extract::TokenForm;
 use super::request_id::RequestId;
 use super::{AppState, ClientIp};
 use crate::audit::{Event, Origin};
+use crate::config::LoginSettings;
+use crate::metrics::Outcome;
 use crate::oauth::authorize::{self, AuthorizationRequest, AuthorizeError, Prompt};
 use crate::oauth::grants::password::check_login;
 use crate::oauth::params::parse_form;
@@ -35,15 +42,58 @@ const SESSION_COOKIE: &str = "__Host-tokengate-session";
 /// from planting one).
 const CSRF_COOKIE: &str = "__Host-tokengate-csrf";
 
-/// No scripts, no plugins, no framing, no `<base>`; the page's own inline style only. No
-/// `form-action`: browsers apply it to the redirect that follows the form, which goes to the
-/// app's redirect URI.
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; \
-                   base-uri 'none'";
+/// No scripts, no plugins, no framing, no `<base>`; the page's own inline style and the logo
+/// only. No `form-action`: browsers apply it to the redirect that follows the form, which goes
+/// to the app's redirect URI.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// The logo's own answer: an SVG opened by itself runs no script and loads nothing.
+const LOGO_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
+
+/// What every page shows around its content (`[login] title` and `logo`), and what the consent
+/// screen says for each scope. Built once at start.
+pub struct LoginPages {
+    title: String,
+    logo: Option<(&'static str, Bytes)>,
+    scope_descriptions: BTreeMap<String, String>,
+}
+
+impl LoginPages {
+    /// Reads the logo file, if one is configured (the config check already saw it there).
+    pub fn load(settings: &LoginSettings) -> Result<Self, (PathBuf, std::io::Error)> {
+        let logo = match &settings.logo {
+            Some(file) => {
+                let bytes = std::fs::read(&file.path).map_err(|err| (file.path.clone(), err))?;
+                Some((file.content_type, Bytes::from(bytes)))
+            }
+            None => None,
+        };
+        Ok(Self {
+            title: settings.title.clone(),
+            logo,
+            scope_descriptions: settings.scope_descriptions.clone(),
+        })
+    }
+
+    fn brand(&self) -> Brand<'_> {
+        Brand {
+            title: &self.title,
+            has_logo: self.logo.is_some(),
+        }
+    }
+}
+
+/// The part of every page that `base.html` renders.
+struct Brand<'a> {
+    title: &'a str,
+    has_logo: bool,
+}
 
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage<'a> {
+    brand: Brand<'a>,
     client_name: &'a str,
     fields: Vec<(&'static str, String)>,
     csrf_token: &'a str,
@@ -52,8 +102,24 @@ struct LoginPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage<'a> {
+    brand: Brand<'a>,
+    client_name: &'a str,
+    username: &'a str,
+    /// Each requested scope: its description, and its name when the description is not it.
+    scopes: Vec<(&'a str, Option<&'a str>)>,
+    fields: Vec<(&'static str, String)>,
+    csrf_token: &'a str,
+    /// `/authorize` with this request and `prompt=login`: sign in as someone else.
+    switch_user: String,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
 #[template(path = "message.html")]
 struct MessagePage<'a> {
+    brand: Brand<'a>,
     title: &'a str,
     message: &'a str,
     is_error: bool,
@@ -95,11 +161,12 @@ fn html(status: StatusCode, rendered: Result<String, askama::Error>) -> Response
     response
 }
 
-fn message(status: StatusCode, title: &str, text: &str) -> Response {
+fn message(state: &AppState, status: StatusCode, title: &str, text: &str) -> Response {
     let is_error = !status.is_success();
     html(
         status,
         MessagePage {
+            brand: state.login_pages.brand(),
             title,
             message: text,
             is_error,
@@ -108,10 +175,27 @@ fn message(status: StatusCode, title: &str, text: &str) -> Response {
     )
 }
 
+/// The store (or the password pool) could not answer: try again.
+fn busy(state: &AppState) -> Response {
+    message(
+        state,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Please try again",
+        "The sign-in service is busy or unavailable; please try again in a moment.",
+    )
+}
+
+/// `response`, counted in the request metrics under `outcome` rather than its status.
+fn counted_as(mut response: Response, outcome: Outcome) -> Response {
+    response.extensions_mut().insert(outcome);
+    response
+}
+
 /// A 303 to `url` (the client's redirect URI with the answer in its query).
-fn redirect(url: &str) -> Response {
+fn redirect(state: &AppState, url: &str) -> Response {
     let Ok(location) = HeaderValue::from_bytes(url.as_bytes()) else {
         return message(
+            state,
             StatusCode::INTERNAL_SERVER_ERROR,
             "Something went wrong",
             "The application's address cannot be used.",
@@ -125,12 +209,27 @@ fn redirect(url: &str) -> Response {
 
 fn refused(state: &AppState, err: AuthorizeError) -> Response {
     match err {
-        AuthorizeError::NotRedirected(why) => message(
-            StatusCode::BAD_REQUEST,
-            "This sign-in link is not valid",
-            why,
+        AuthorizeError::NotRedirected(why) => counted_as(
+            message(
+                state,
+                StatusCode::BAD_REQUEST,
+                "This sign-in link is not valid",
+                why,
+            ),
+            Outcome::InvalidRequest,
         ),
-        AuthorizeError::Redirected(answer) => redirect(&answer.url(&state.token_service.issuer)),
+        AuthorizeError::Redirected(answer) => {
+            let outcome = match answer.error {
+                "invalid_scope" => Outcome::InvalidScope,
+                "unauthorized_client" => Outcome::UnauthorizedClient,
+                "access_denied" | "login_required" | "consent_required" => Outcome::AccessDenied,
+                _ => Outcome::InvalidRequest,
+            };
+            counted_as(
+                redirect(state, &answer.url(&state.token_service.issuer)),
+                outcome,
+            )
+        }
     }
 }
 
@@ -172,25 +271,90 @@ fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+/// The browser's CSRF value, or a new one (then `true`: it must be set with the page).
+fn csrf_value(headers: &HeaderMap) -> (String, bool) {
+    match csrf_cookie(headers) {
+        Some(value) => (value, false),
+        None => (random_value(), true),
+    }
+}
+
+/// Whether a posted form repeats the browser's CSRF cookie (compared in constant time).
+fn csrf_matches(headers: &HeaderMap, form: &crate::oauth::params::FormParams) -> bool {
+    match (csrf_cookie(headers), form.get("csrf_token")) {
+        (Some(cookie), Some(field)) => bool::from(cookie.as_bytes().ct_eq(field.as_bytes())),
+        _ => false,
+    }
+}
+
 /// The login form for `request`, with a CSRF value (the browser's, or a new one set now).
 fn login_form(
+    state: &AppState,
     headers: &HeaderMap,
     request: &AuthorizationRequest,
     status: StatusCode,
     username: &str,
     error: Option<&str>,
 ) -> Response {
-    let (csrf, is_new) = match csrf_cookie(headers) {
-        Some(value) => (value, false),
-        None => (random_value(), true),
-    };
+    let (csrf, is_new) = csrf_value(headers);
     let mut response = html(
         status,
         LoginPage {
-            client_name: request.client.name.as_deref().unwrap_or(&request.client.id),
+            brand: state.login_pages.brand(),
+            client_name: request.client.display_name(),
             fields: request.form_fields(),
             csrf_token: &csrf,
             username,
+            error,
+        }
+        .render(),
+    );
+    if is_new {
+        set_cookie(&mut response, CSRF_COOKIE, &csrf, None);
+    }
+    response
+}
+
+/// The consent screen: may `request`'s client have `username`'s account, with these scopes?
+fn consent_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &AuthorizationRequest,
+    status: StatusCode,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let (csrf, is_new) = csrf_value(headers);
+    let pages = &state.login_pages;
+    let scopes = request
+        .scope
+        .tokens()
+        .map(
+            |scope| match pages.scope_descriptions.get(scope).map(String::as_str) {
+                Some(description) => (description, Some(scope)),
+                None => (scope, None),
+            },
+        )
+        .collect();
+    let mut fields = request.form_fields();
+    fields.push(("consent_user", username.to_owned()));
+    let mut switch = request.form_fields();
+    switch.retain(|(name, _)| *name != "prompt");
+    let switch: Vec<(&str, &str)> = switch
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .chain([("prompt", "login")])
+        .collect();
+    let mut response = html(
+        status,
+        ConsentPage {
+            brand: pages.brand(),
+            client_name: request.client.display_name(),
+            username,
+            scopes,
+            fields,
+            csrf_token: &csrf,
+            switch_user: authorize::redirect_url("/authorize", &switch),
             error,
         }
         .render(),
@@ -227,7 +391,7 @@ fn origin_of(ip: Option<Extension<ClientIp>>, id: Option<Extension<RequestId>>) 
 }
 
 /// Hands a code for `username` to the client; `login` says how the user was known (`form`,
-/// `session`), for the audit trail.
+/// `session`, `consent`), for the audit trail.
 async fn answer_with_code(
     state: &AppState,
     request: &AuthorizationRequest,
@@ -246,15 +410,38 @@ async fn answer_with_code(
                     login,
                 },
             );
-            redirect(&url)
+            redirect(state, &url)
         }
         Err(err) => {
             tracing::warn!(error = %err, "an authorization code could not be stored");
-            message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Please try again",
-                "The sign-in service is busy or unavailable; please try again in a moment.",
-            )
+            busy(state)
+        }
+    }
+}
+
+/// The user is known: a code for the client, or first the consent screen when the client
+/// needs the user's consent and does not have it (`prompt=none`: `consent_required`).
+async fn continue_as(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &AuthorizationRequest,
+    username: &str,
+    origin: &Origin,
+    login: &'static str,
+) -> Response {
+    match authorize::needs_consent(&state.token_service, request, username).await {
+        Ok(false) => answer_with_code(state, request, username, origin, login).await,
+        Ok(true) if request.prompt == Prompt::None => refused(
+            state,
+            request.error(
+                "consent_required",
+                "the user has not allowed this application",
+            ),
+        ),
+        Ok(true) => consent_form(state, headers, request, StatusCode::OK, username, None),
+        Err(err) => {
+            tracing::warn!(error = %err, "a consent could not be looked up");
+            busy(state)
         }
     }
 }
@@ -270,10 +457,14 @@ pub async fn authorize(
     let params = match parse_form(query.unwrap_or_default().as_bytes()) {
         Ok(params) => params,
         Err(_) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "This sign-in link is not valid",
-                "The request is malformed (a parameter is repeated or not UTF-8).",
+            return counted_as(
+                message(
+                    &state,
+                    StatusCode::BAD_REQUEST,
+                    "This sign-in link is not valid",
+                    "The request is malformed (a parameter is repeated or not UTF-8).",
+                ),
+                Outcome::InvalidRequest,
             )
         }
     };
@@ -284,25 +475,38 @@ pub async fn authorize(
     let origin = origin_of(ip, request_id);
     let user = match request.prompt {
         Prompt::Login => None,
-        Prompt::Default | Prompt::None => {
+        Prompt::Default | Prompt::None | Prompt::Consent => {
             // A session cookie costs a store read, and a valid one a code row and an audit
             // line: such requests take from the per-IP rate limit (showing the form does not).
             if cookie(&headers, SESSION_COOKIE).is_some() {
                 if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
-                    return too_many_requests(retry);
+                    return too_many_requests(&state, retry);
                 }
             }
             session_user(&state, &headers).await
         }
     };
     match (user, request.prompt) {
-        (Some(user), _) => answer_with_code(&state, &request, &user, &origin, "session").await,
+        (Some(user), _) => continue_as(&state, &headers, &request, &user, &origin, "session").await,
         (None, Prompt::None) => refused(
             &state,
             request.error("login_required", "the user is not logged in"),
         ),
-        (None, _) => login_form(&headers, &request, StatusCode::OK, "", None),
+        (None, _) => login_form(&state, &headers, &request, StatusCode::OK, "", None),
     }
+}
+
+/// A posted form that could not be read (not a form, too large, a repeated field).
+fn unreadable_form(state: &AppState) -> Response {
+    counted_as(
+        message(
+            state,
+            StatusCode::BAD_REQUEST,
+            "This sign-in form is not valid",
+            "The form could not be read. Go back to the application and start again.",
+        ),
+        Outcome::InvalidRequest,
+    )
 }
 
 /// The login form's answer: the same authorization request in hidden fields, the CSRF value,
@@ -313,19 +517,12 @@ pub async fn login(
     headers: HeaderMap,
     form: Result<TokenForm, ApiError>,
 ) -> Response {
-    let TokenForm(posted) = match form {
-        Ok(form) => form,
-        Err(_) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "This sign-in form is not valid",
-                "The form could not be read. Go back to the application and start again.",
-            )
-        }
+    let Ok(TokenForm(posted)) = form else {
+        return unreadable_form(&state);
     };
     let origin = posted.origin();
     if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
-        return too_many_requests(retry);
+        return too_many_requests(&state, retry);
     }
     let service = &state.token_service;
     let request = match authorize::check(service, &posted.form).await {
@@ -333,35 +530,42 @@ pub async fn login(
         Err(err) => return refused(&state, err),
     };
     let username = posted.form.get("username").unwrap_or_default();
-    let csrf_ok = match (csrf_cookie(&headers), posted.form.get("csrf_token")) {
-        (Some(cookie), Some(field)) => bool::from(cookie.as_bytes().ct_eq(field.as_bytes())),
-        _ => false,
-    };
-    if !csrf_ok {
+    if !csrf_matches(&headers, &posted.form) {
         // The browser's own CSRF cookie is kept when it has one: a cross-site post (which
         // cannot know it) must not replace it and break the form the user has open.
-        return login_form(
-            &headers,
-            &request,
-            StatusCode::FORBIDDEN,
-            username,
-            Some("This form has expired. Please sign in again."),
+        tracing::info!("a login form was refused: its CSRF value does not match the cookie");
+        return counted_as(
+            login_form(
+                &state,
+                &headers,
+                &request,
+                StatusCode::FORBIDDEN,
+                username,
+                Some("This form has expired. Please sign in again."),
+            ),
+            Outcome::AccessDenied,
         );
     }
     let (Some(password), false) = (posted.form.get("password"), username.is_empty()) else {
-        return login_form(
-            &headers,
-            &request,
-            StatusCode::BAD_REQUEST,
-            username,
-            Some("Enter your username and password."),
+        return counted_as(
+            login_form(
+                &state,
+                &headers,
+                &request,
+                StatusCode::BAD_REQUEST,
+                username,
+                Some("Enter your username and password."),
+            ),
+            Outcome::InvalidRequest,
         );
     };
     let password = SecretString::from(password.to_owned());
     match check_login(service, &request.client.id, &origin, username, password).await {
         Ok(true) => {
-            let mut response = answer_with_code(&state, &request, username, &origin, "form").await;
-            if response.status() != StatusCode::SEE_OTHER {
+            let mut response =
+                continue_as(&state, &headers, &request, username, &origin, "form").await;
+            // A code (303) or the consent screen (200): the user is signed in either way.
+            if !matches!(response.status(), StatusCode::SEE_OTHER | StatusCode::OK) {
                 return response;
             }
             // A new sign-in replaces the browser's session (say after prompt=login, or as
@@ -371,7 +575,7 @@ pub async fn login(
                     tracing::warn!(error = %err, "the replaced login session could not be ended");
                 }
             }
-            // The code is out; a session that cannot be stored only means the form next time.
+            // The user is in; a session that cannot be stored only means the form next time.
             match state.login_sessions.start(username).await {
                 Ok(session) => set_cookie(
                     &mut response,
@@ -383,21 +587,24 @@ pub async fn login(
             }
             response
         }
-        Ok(false) => login_form(
-            &headers,
-            &request,
-            StatusCode::OK,
-            username,
-            Some("Invalid username or password."),
+        Ok(false) => counted_as(
+            login_form(
+                &state,
+                &headers,
+                &request,
+                StatusCode::OK,
+                username,
+                Some("Invalid username or password."),
+            ),
+            Outcome::InvalidGrant,
         ),
-        Err(err) if err.code == ErrorCode::TemporarilyUnavailable => message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Please try again",
-            "The sign-in service is busy; please try again in a moment.",
-        ),
+        Err(err) if err.code == ErrorCode::TemporarilyUnavailable => {
+            counted_as(busy(&state), Outcome::Overloaded)
+        }
         Err(err) => {
             tracing::warn!(error = %err, "a login could not be checked");
             message(
+                &state,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
                 "Your sign-in could not be checked. Please try again.",
@@ -406,9 +613,109 @@ pub async fn login(
     }
 }
 
+/// The consent screen's answer (`decision`: `allow` or `deny`), for the user of the browser's
+/// login session; the authorization request rides along in hidden fields, as on the login
+/// form, with the same CSRF check.
+pub async fn consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<TokenForm, ApiError>,
+) -> Response {
+    let Ok(TokenForm(posted)) = form else {
+        return unreadable_form(&state);
+    };
+    let origin = posted.origin();
+    if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
+        return too_many_requests(&state, retry);
+    }
+    let service = &state.token_service;
+    let request = match authorize::check(service, &posted.form).await {
+        Ok(request) => request,
+        Err(err) => return refused(&state, err),
+    };
+    let Some(username) = session_user(&state, &headers).await else {
+        // The session ended (logout, expiry, revoke-tokens) while the screen was open.
+        return login_form(
+            &state,
+            &headers,
+            &request,
+            StatusCode::OK,
+            "",
+            Some("Your session has ended. Please sign in again."),
+        );
+    };
+    if !csrf_matches(&headers, &posted.form) {
+        tracing::info!("a consent form was refused: its CSRF value does not match the cookie");
+        return counted_as(
+            consent_form(
+                &state,
+                &headers,
+                &request,
+                StatusCode::FORBIDDEN,
+                &username,
+                Some("This form has expired. Please answer again."),
+            ),
+            Outcome::AccessDenied,
+        );
+    }
+    // The screen was shown to another user than the session's now (a sign-in in another
+    // tab): that user has not seen the question.
+    if posted.form.get("consent_user") != Some(username.as_str()) {
+        return consent_form(
+            &state,
+            &headers,
+            &request,
+            StatusCode::OK,
+            &username,
+            Some("You are signed in as another user now. Please answer again."),
+        );
+    }
+    let scope = request.scope.as_string();
+    let client_id = Some(request.client.id.as_str());
+    match posted.form.get("decision") {
+        Some("allow") => {
+            if let Err(err) = authorize::record_consent(service, &request, &username).await {
+                tracing::warn!(error = %err, "a consent could not be stored");
+                return busy(&state);
+            }
+            service.audit().record(
+                &origin,
+                client_id,
+                Some(&username),
+                Event::ConsentGiven { scope },
+            );
+            answer_with_code(&state, &request, &username, &origin, "consent").await
+        }
+        Some("deny") => {
+            service.audit().record(
+                &origin,
+                client_id,
+                Some(&username),
+                Event::ConsentDenied { scope },
+            );
+            refused(
+                &state,
+                request.error("access_denied", "the user denied the request"),
+            )
+        }
+        _ => counted_as(
+            consent_form(
+                &state,
+                &headers,
+                &request,
+                StatusCode::BAD_REQUEST,
+                &username,
+                Some("Choose Allow or Deny."),
+            ),
+            Outcome::InvalidRequest,
+        ),
+    }
+}
+
 /// The per-IP rate limit's answer to a person: a page, with `Retry-After`.
-fn too_many_requests(retry_after_secs: u64) -> Response {
+fn too_many_requests(state: &AppState, retry_after_secs: u64) -> Response {
     let mut response = message(
+        state,
         StatusCode::TOO_MANY_REQUESTS,
         "Too many attempts",
         "Too many sign-in attempts from your network. Please wait a moment and try again.",
@@ -416,6 +723,27 @@ fn too_many_requests(retry_after_secs: u64) -> Response {
     if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
+    response
+}
+
+/// `[login] logo`, cacheable for an hour; 404 when none is configured.
+pub async fn logo(State(state): State<AppState>) -> Response {
+    let Some((content_type, bytes)) = &state.login_pages.logo else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::CONTENT_SECURITY_POLICY, LOGO_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        bytes.clone(),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
 
@@ -430,18 +758,32 @@ pub async fn logout(
         // Each costs a store write: taken from the per-IP rate limit.
         let origin = origin_of(ip, request_id);
         if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
-            return too_many_requests(retry);
+            return too_many_requests(&state, retry);
         }
-        if let Err(err) = state.login_sessions.end(&SecretString::from(id)).await {
-            tracing::warn!(error = %err, "a login session could not be ended");
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Please try again",
-                "You could not be signed out just now; please try again in a moment.",
-            );
+        let id = SecretString::from(id);
+        // Whose session it was, for the audit trail (a dead session is just dropped).
+        let user = state.login_sessions.user(&id).await.ok().flatten();
+        match state.login_sessions.end(&id).await {
+            Ok(ended) => {
+                if let (true, Some(user)) = (ended, user) {
+                    state
+                        .audit
+                        .record(&origin, None, Some(&user), Event::LoggedOut {});
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "a login session could not be ended");
+                return message(
+                    &state,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Please try again",
+                    "You could not be signed out just now; please try again in a moment.",
+                );
+            }
         }
     }
     let mut response = message(
+        &state,
         StatusCode::OK,
         "Signed out",
         "You are signed out. You can close this window.",

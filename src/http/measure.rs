@@ -95,7 +95,11 @@ pub async fn measure(State(measured): State<Measured>, request: Request, next: N
     let grant_type = facts.map_or(
         match measured.endpoint {
             Endpoint::Token => GrantLabel::Other,
-            Endpoint::Revoke | Endpoint::Introspect | Endpoint::Other => GrantLabel::None,
+            Endpoint::Revoke
+            | Endpoint::Introspect
+            | Endpoint::Authorize
+            | Endpoint::Logout
+            | Endpoint::Other => GrantLabel::None,
         },
         |facts| facts.grant_type,
     );
@@ -113,7 +117,8 @@ pub async fn measure(State(measured): State<Measured>, request: Request, next: N
 /// `ApiError`, which does).
 fn outcome_of_status(status: StatusCode) -> Outcome {
     match status {
-        _ if status.is_success() => Outcome::Ok,
+        // The login pages' redirects: a code, or an error the page counted itself.
+        _ if status.is_success() || status.is_redirection() => Outcome::Ok,
         StatusCode::UNAUTHORIZED => Outcome::InvalidClient,
         StatusCode::FORBIDDEN => Outcome::AccessDenied,
         StatusCode::NOT_FOUND => Outcome::NotFound,

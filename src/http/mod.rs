@@ -74,6 +74,8 @@ pub struct AppParts {
     pub audit: Audit,
     /// The hosted login page's sessions (in the token database).
     pub login_sessions: Arc<LoginSessions>,
+    /// The login pages' branding (`[login] title`, `logo`, scope descriptions).
+    pub login_pages: Arc<authorize::LoginPages>,
 }
 
 /// The client's address as every defence sees it (rate limits, lockout, client
@@ -226,9 +228,22 @@ pub fn router(state: AppState) -> Router {
             "/authorize",
             get(authorize::authorize)
                 .post(authorize::login)
-                .fallback(only_get_post),
+                .fallback(only_get_post)
+                .route_layer(measured(Endpoint::Authorize)),
         )
-        .route("/logout", get(authorize::logout).fallback(only_get))
+        .route(
+            "/authorize/consent",
+            post(authorize::consent)
+                .fallback(only_post)
+                .route_layer(measured(Endpoint::Authorize)),
+        )
+        .route("/authorize/logo", get(authorize::logo).fallback(only_get))
+        .route(
+            "/logout",
+            get(authorize::logout)
+                .fallback(only_get)
+                .route_layer(measured(Endpoint::Logout)),
+        )
         .route(
             "/.well-known/oauth-authorization-server",
             get(metadata::authorization_server).fallback(only_get),

@@ -21,7 +21,8 @@ use super::pkce;
 use super::scope::Scope;
 use super::token::TokenService;
 use crate::crypto::token::SecretDigest;
-use crate::store::model::{AuthorizationCodeRecord, Client, GrantType};
+use crate::crypto::token::TokenId;
+use crate::store::model::{AuthorizationCodeRecord, Client, ConsentRecord, GrantType};
 
 /// The longest `state` echoed back; a client needs far less for its CSRF value.
 const MAX_STATE: usize = 2048;
@@ -33,8 +34,11 @@ pub enum Prompt {
     Default,
     /// The form is shown even with a session.
     Login,
-    /// Never show the form: without a session the answer is `login_required`.
+    /// Never show the form: without a session the answer is `login_required`, and a client
+    /// that needs a consent not yet given gets `consent_required`.
     None,
+    /// The consent screen is shown even when the user already allowed the client.
+    Consent,
 }
 
 /// A checked authorization request.
@@ -83,7 +87,8 @@ impl AuthorizationRequest {
     }
 
     /// The parameters that carry this request through the login form (hidden fields), as the
-    /// client sent them; `prompt` is left out, so the form's answer is a login.
+    /// client sent them; `prompt` is left out (the form's answer is a login), except
+    /// `prompt=consent`, which must still show the consent screen after the login.
     pub fn form_fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("response_type", "code".to_owned()),
@@ -99,6 +104,9 @@ impl AuthorizationRequest {
         }
         if !self.scope.as_string().is_empty() {
             fields.push(("scope", self.scope.as_string()));
+        }
+        if self.prompt == Prompt::Consent {
+            fields.push(("prompt", "consent".to_owned()));
         }
         fields
     }
@@ -260,7 +268,8 @@ pub async fn check(
         Err(err) => return Err(error("invalid_scope", &err.description)),
     };
     let prompt = match params.get("prompt") {
-        None | Some("consent") => Prompt::Default,
+        None => Prompt::Default,
+        Some("consent") => Prompt::Consent,
         Some("login") => Prompt::Login,
         Some("none") => Prompt::None,
         Some(_) => {
@@ -279,6 +288,58 @@ pub async fn check(
         code_challenge: code_challenge.to_owned(),
         prompt,
     })
+}
+
+/// Whether `username` must be asked before `request`'s client gets a code: only for clients
+/// with `require_consent`, when `prompt=consent` asks, or when the user has not allowed every
+/// requested scope yet (or a not-before mark made the answer forgotten).
+pub async fn needs_consent(
+    service: &TokenService,
+    request: &AuthorizationRequest,
+    username: &str,
+) -> Result<bool, OAuthError> {
+    if !request.client.require_consent {
+        return Ok(false);
+    }
+    if request.prompt == Prompt::Consent {
+        return Ok(true);
+    }
+    let granted = service
+        .tokens
+        .find_consent(username, &request.client.id)
+        .await?;
+    Ok(match granted.as_deref().map(Scope::parse) {
+        Some(Ok(granted)) => !request.scope.is_within(&granted),
+        Some(Err(_)) | None => true,
+    })
+}
+
+/// Remembers that `username` allowed `request`'s client its scope (added to what they allowed
+/// before, while that still counts), until a not-before mark of the user or the client.
+pub async fn record_consent(
+    service: &TokenService,
+    request: &AuthorizationRequest,
+    username: &str,
+) -> Result<(), OAuthError> {
+    let earlier = service
+        .tokens
+        .find_consent(username, &request.client.id)
+        .await?
+        .and_then(|scope| Scope::parse(&scope).ok());
+    let scope = match earlier {
+        Some(earlier) => earlier.union(&request.scope),
+        None => request.scope.clone(),
+    };
+    service
+        .tokens
+        .save_consent(ConsentRecord {
+            username: username.to_owned(),
+            client_id: request.client.id.clone(),
+            scope: scope.as_string(),
+            granted: TokenId::new(service.clock.now_ms()),
+        })
+        .await?;
+    Ok(())
 }
 
 /// Issues a code for `username` (logged in) and returns the URL that hands it to the client:

@@ -63,6 +63,22 @@ impl Scope {
     pub fn as_string(&self) -> String {
         self.tokens.join(" ")
     }
+
+    /// The scope tokens, in the order first requested.
+    pub fn tokens(&self) -> impl Iterator<Item = &str> {
+        self.tokens.iter().map(String::as_str)
+    }
+
+    /// This scope's tokens, then those of `other` not already here.
+    pub fn union(&self, other: &Scope) -> Scope {
+        let mut tokens = self.tokens.clone();
+        for token in &other.tokens {
+            if !tokens.contains(token) {
+                tokens.push(token.clone());
+            }
+        }
+        Scope { tokens }
+    }
 }
 
 #[cfg(test)]
@@ -73,6 +89,15 @@ mod tests {
     fn missing_or_blank_scope_is_default() {
         assert_eq!(Scope::parse_requested(None).unwrap().as_string(), "default");
         assert_eq!(Scope::parse("   ").unwrap().as_string(), "default");
+    }
+
+    #[test]
+    fn a_union_keeps_the_first_order_and_adds_the_new_tokens() {
+        let union = Scope::parse("a b")
+            .unwrap()
+            .union(&Scope::parse("c a").unwrap());
+        assert_eq!(union.as_string(), "a b c");
+        assert!(Scope::parse("c").unwrap().is_within(&union));
     }
 
     #[test]

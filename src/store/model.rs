@@ -140,6 +140,11 @@ pub struct ClientFields {
 }
 
 impl Client {
+    /// What people are shown: the client's name, else its id.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
     /// The one set of rules for a client, whichever store holds it: the client, and every
     /// problem as (field, message). A field with a problem is left out (or empty).
     pub fn check(id: String, fields: ClientFields) -> (Client, Vec<(&'static str, String)>) {
@@ -192,14 +197,6 @@ impl Client {
             if fields.introspect {
                 problems.push(("introspect", "a public client cannot introspect".into()));
             }
-        }
-        // Until the consent screen exists, a client that needs it is refused: stored and
-        // ignored, a signed-in user's session would hand its codes out without asking.
-        if fields.require_consent {
-            problems.push((
-                "require_consent",
-                "is not supported yet (the consent screen is not built); leave it out".into(),
-            ));
         }
         if let Some(name) = &fields.name {
             if name.trim().is_empty()

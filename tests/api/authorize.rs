@@ -48,7 +48,16 @@ impl Browser {
     }
 
     async fn post(&mut self, app: &TestApp, form: &[(String, String)]) -> Reply {
-        let mut request = app.client.post(app.url("/authorize")).form(form);
+        self.post_to(app, "/authorize", form).await
+    }
+
+    pub(crate) async fn post_to(
+        &mut self,
+        app: &TestApp,
+        path: &str,
+        form: &[(String, String)],
+    ) -> Reply {
+        let mut request = app.client.post(app.url(path)).form(form);
         if !self.cookies.is_empty() {
             request = request.header("cookie", self.cookie_header());
         }
@@ -74,7 +83,7 @@ impl Browser {
 
 /// `/authorize?…` for the public client with PKCE, state `xyz` and scope PRODUCTION; `change`
 /// replaces (or with an empty value removes) parameters.
-fn authorize_path(change: &[(&str, &str)]) -> String {
+pub(crate) fn authorize_path(change: &[(&str, &str)]) -> String {
     let mut params: Vec<(&str, &str)> = vec![
         ("response_type", "code"),
         ("client_id", PUBLIC_CLIENT_ID),
@@ -97,7 +106,7 @@ fn authorize_path(change: &[(&str, &str)]) -> String {
 }
 
 /// The hidden inputs of a login page, unescaped.
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
+pub(crate) fn hidden_fields(html: &str) -> Vec<(String, String)> {
     html.split("<input type=\"hidden\" ")
         .skip(1)
         .map(|input| {
@@ -146,7 +155,7 @@ fn set_cookie<'a>(reply: &'a Reply, name: &str) -> &'a str {
 }
 
 /// The headers every page and redirect of the login flow carries.
-fn assert_page_headers(reply: &Reply) {
+pub(crate) fn assert_page_headers(reply: &Reply) {
     let csp = reply.header("content-security-policy").unwrap();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
@@ -157,7 +166,7 @@ fn assert_page_headers(reply: &Reply) {
 }
 
 /// The redirect's error answer (RFC 6749 §4.1.2.1 with RFC 9207 `iss`).
-fn assert_error_redirect(app: &TestApp, reply: &Reply, redirect_uri: &str, error: &str) {
+pub(crate) fn assert_error_redirect(app: &TestApp, reply: &Reply, redirect_uri: &str, error: &str) {
     assert_page_headers(reply);
     let (base, params) = location(reply);
     assert_eq!(base, redirect_uri);
@@ -169,7 +178,7 @@ fn assert_error_redirect(app: &TestApp, reply: &Reply, redirect_uri: &str, error
 }
 
 impl TestApp {
-    fn settings_issuer(&self) -> String {
+    pub(crate) fn settings_issuer(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
     }
 }

@@ -28,6 +28,7 @@ mod cluster_processes;
 mod config_errors;
 mod config_lockout;
 mod connections_per_ip;
+mod consent;
 mod crash;
 mod db_outage;
 mod dual_stack;

@@ -255,12 +255,14 @@ async fn a_public_client_added_to_the_sql_directory_keeps_its_redirect_uris() {
                 && line.contains("\tname=\"Phone App\"")),
         "{list:#?}"
     );
-    // The consent screen is not built: a client that needs it is refused, not stored and
-    // ignored.
-    needs_consent.assert_failure();
+    needs_consent.assert_success();
+    let listed = home.run(&["client", "list"], None).await;
     assert!(
-        needs_consent.stderr.contains("require_consent"),
-        "{needs_consent:#?}"
+        listed
+            .stdout
+            .lines()
+            .any(|line| line.starts_with("third-party\t") && line.contains("\trequire_consent")),
+        "{listed:#?}"
     );
     refused.assert_failure();
     assert!(

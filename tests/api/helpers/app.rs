@@ -55,6 +55,11 @@ pub const HTTPS_REDIRECT_URI: &str = "https://app.example.test/callback";
 /// A confidential client (a web app, SHARED_SECRET) with the authorization code grant.
 pub const WEB_CLIENT_ID: &str = "web-app";
 pub const WEB_REDIRECT_URI: &str = "https://web.example.test/cb";
+/// A third-party public client that needs the user's consent (`require_consent`), scopes
+/// PRODUCTION and SANDBOX, an https and the loopback redirect URI.
+pub const THIRD_PARTY_CLIENT_ID: &str = "photo-printer";
+pub const THIRD_PARTY_NAME: &str = "Photo Printer";
+pub const THIRD_PARTY_REDIRECT_URI: &str = "https://printer.example.test/cb";
 
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "alice-password";
@@ -133,7 +138,11 @@ pub fn write_fixture_stores(home: &Path) {
              redirect_uris = [\"{PUBLIC_REDIRECT_URI}\", \"{LOOPBACK_REDIRECT_URI}\", \"{HTTPS_REDIRECT_URI}\"]\n\n\
              [clients.{WEB_CLIENT_ID}]\nsecret_hash = \"{shared}\"\n\
              grant_types = [\"authorization_code\", \"refresh_token\"]\nscopes = [\"PRODUCTION\"]\n\
-             redirect_uris = [\"{WEB_REDIRECT_URI}\"]\n"
+             redirect_uris = [\"{WEB_REDIRECT_URI}\"]\n\n\
+             [clients.{THIRD_PARTY_CLIENT_ID}]\npublic = true\nname = \"{THIRD_PARTY_NAME}\"\n\
+             require_consent = true\n\
+             grant_types = [\"authorization_code\", \"refresh_token\"]\nscopes = [\"PRODUCTION\", \"SANDBOX\"]\n\
+             redirect_uris = [\"{THIRD_PARTY_REDIRECT_URI}\", \"{LOOPBACK_REDIRECT_URI}\"]\n"
         ),
     )
     .unwrap();

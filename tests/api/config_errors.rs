@@ -871,3 +871,98 @@ fn an_unknown_key_in_the_audit_section_names_the_file_and_the_key() {
     let problems = problems_of(&shipped_with(&[("keep = 5", "keep = 5\nrotate = true")]));
     assert_names_key(&problems, "audit.rotate");
 }
+
+#[test]
+fn the_login_branding_is_read_from_the_file() {
+    // Arrange
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("brand")).unwrap();
+    std::fs::write(home.path().join("brand/Logo.SVG"), "<svg/>").unwrap();
+    let text = shipped_with(&[
+        ("title = \"tokengate\"", "title = \"Example Corp\""),
+        ("logo = \"\"", "logo = \"brand/Logo.SVG\""),
+        (
+            "default = \"Basic access to your account\"",
+            "default = \"Your profile\"\n\"reports.read\" = \"Read your reports\"",
+        ),
+    ]);
+
+    // Act
+    let settings = config::validate(&text, &shipped_file(), &source_in(home.path())).unwrap();
+
+    // Assert
+    let login = &settings.login;
+    assert_eq!(login.title, "Example Corp");
+    let logo = login.logo.as_ref().unwrap();
+    assert_eq!(logo.path, home.path().join("brand/Logo.SVG"));
+    assert_eq!(logo.content_type, "image/svg+xml");
+    assert_eq!(login.scope_descriptions["default"], "Your profile");
+    assert_eq!(
+        login.scope_descriptions["reports.read"],
+        "Read your reports"
+    );
+    // The shipped file: no logo, the default title and the default scope described.
+    let shipped = validate(&shipped_text()).unwrap();
+    assert_eq!(shipped.login.title, "tokengate");
+    assert_eq!(shipped.login.logo, None);
+    assert_eq!(
+        shipped.login.scope_descriptions["default"],
+        "Basic access to your account"
+    );
+}
+
+#[test]
+fn a_logo_that_is_missing_too_large_or_not_an_image_names_the_file_and_its_key() {
+    // Arrange
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("big.png"), vec![0u8; 256 * 1024 + 1]).unwrap();
+    std::fs::write(home.path().join("logo.exe"), "MZ").unwrap();
+    std::fs::create_dir_all(home.path().join("folder.png")).unwrap();
+    let problems = |logo: &str| {
+        let text = shipped_with(&[("logo = \"\"", &format!("logo = \"{logo}\""))]);
+        match config::validate(
+            &text,
+            Path::new("/etc/tokengate/identity.toml"),
+            &source_in(home.path()),
+        ) {
+            Ok(_) => panic!("{logo} was accepted"),
+            Err(err) => err.problems,
+        }
+    };
+
+    for (logo, says) in [
+        ("missing.png", "cannot be read"),
+        ("big.png", "is 262145 bytes; the most is 262144"),
+        ("logo.exe", "must be a .png, .jpg, .gif, .webp or .svg file"),
+        ("folder.png", "is not a file"),
+    ] {
+        // Act
+        let found = problems(logo);
+
+        // Assert
+        assert_names_key(&found, "login.logo");
+        let shown = found[0].to_string();
+        assert!(shown.contains(says), "{shown}");
+        assert!(
+            shown.contains(&home.path().join(logo).display().to_string()),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_title_and_bad_scope_descriptions_name_their_keys() {
+    let text = shipped_with(&[
+        ("title = \"tokengate\"", "title = \" \""),
+        (
+            "default = \"Basic access to your account\"",
+            "default = \"\"\n\"bad scope\" = \"x\"",
+        ),
+    ]);
+
+    let problems = problems_of(&text);
+
+    assert_names_key(&problems, "login.title");
+    assert_names_key(&problems, "login.scope_descriptions.default");
+    assert_names_key(&problems, "login.scope_descriptions.bad scope");
+}

@@ -116,12 +116,19 @@ impl Grant for AuthorizationCodeGrant {
             code.issued_at.saturating_mul(1000),
         )?;
         let issued = Issued::new(&tokens, response);
+        let access_id = tokens.access.id;
         match service
             .tokens
             .redeem_authorization_code(&digest, now, tokens)
             .await?
         {
-            Redemption::Redeemed => Ok(issued),
+            // The tokens' grant starts at the code's time, so a not-before mark made since
+            // (`user revoke-tokens`, `client revoke-tokens`) already covers them: the code was
+            // revoked with them, and dead tokens are not handed out.
+            Redemption::Redeemed => match service.tokens.find_access_token(&access_id).await? {
+                Some(access) if access.revoked_at.is_none() => Ok(issued),
+                _ => Err(rejected()),
+            },
             // Another request redeemed it between our read and our write (or it just expired).
             Redemption::Refused => match service.tokens.find_authorization_code(&digest).await? {
                 Some(now_used) if now_used.redeemed_at.is_some() => {

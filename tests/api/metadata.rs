@@ -138,20 +138,20 @@ async fn post_on_discovery_is_405() {
 
 #[tokio::test]
 async fn none_is_offered_only_once_a_public_client_exists() {
-    // Arrange: the fixture clients without the public one.
+    // Arrange: the fixture clients without the public ones.
     let home = std::sync::Arc::new(tempfile::tempdir().unwrap());
     write_fixture_stores(home.path());
     let clients_file = home.path().join("config/clients.toml");
-    let clients = std::fs::read_to_string(&clients_file).unwrap();
-    let start = clients
-        .find(&format!("[clients.{PUBLIC_CLIENT_ID}]"))
-        .unwrap();
-    let end = clients.find(&format!("[clients.{WEB_CLIENT_ID}]")).unwrap();
-    std::fs::write(
-        &clients_file,
-        format!("{}{}", &clients[..start], &clients[end..]),
-    )
-    .unwrap();
+    let mut clients = std::fs::read_to_string(&clients_file).unwrap();
+    for public in [PUBLIC_CLIENT_ID, THIRD_PARTY_CLIENT_ID] {
+        let start = clients.find(&format!("[clients.{public}]")).unwrap();
+        let end = clients[start + 1..]
+            .find("[clients.")
+            .map_or(clients.len(), |next| start + 1 + next);
+        clients.replace_range(start..end, "");
+    }
+    assert!(!clients.contains("public = true"), "{clients}");
+    std::fs::write(&clients_file, clients).unwrap();
     let settings = test_settings(home.path());
     let app = spawn_in(
         home,

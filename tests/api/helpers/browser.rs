@@ -1,7 +1,7 @@
 //! A real browser for the pages people see: headless Chromium driven through WebDriver
 //! (Debian's `chromium` and `chromium-driver`; fantoccini is the client). Each [`Browser`] runs a
-//! chromedriver of its own, in a process group of its own on a free port, and a Chromium profile
-//! in a temp folder of its own; dropping it kills that process group, also when the test panics.
+//! chromedriver of its own, in a process group of its own on a port it picks, and a Chromium
+//! profile in a temp folder of its own; dropping it kills that process group, also when the test panics.
 //! Without the binaries, [`Browser::start`] prints one `skipped:` line and the test returns.
 //!
 //! [`Loopback`] plays a native app's loopback redirect target (RFC 8252 §7.3): it records the
@@ -53,15 +53,6 @@ fn binary(variable: &str, default: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A chromedriver process, the leader of its own process group (which the Chromium it starts
 /// joins): dropping it kills the whole group.
 struct Driver {
@@ -74,20 +65,24 @@ impl Driver {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until chromedriver accepts connections on `port`.
-    async fn wait_until_listening(&mut self, port: u16) {
+    /// Waits until chromedriver (started with `--port=0`) logs the port it listens on.
+    async fn port(&mut self) -> u16 {
+        const STARTED: &str = "started successfully on port ";
         let deadline = tokio::time::Instant::now() + BROWSER_WAIT;
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return;
+            let log = self.log();
+            if let Some((_, after)) = log.split_once(STARTED) {
+                let digits = after.split(|c: char| !c.is_ascii_digit()).next();
+                if let Some(port) = digits.and_then(|digits| digits.parse().ok()) {
+                    return port;
+                }
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("chromedriver exited ({status}):\n{}", self.log());
+                panic!("chromedriver exited ({status}):\n{log}");
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "chromedriver does not listen on port {port}:\n{}",
-                self.log()
+                "chromedriver does not say it listens:\n{log}"
             );
             tokio::time::sleep(POLL).await;
         }
@@ -160,9 +155,8 @@ impl Browser {
         };
         let profile = tempfile::tempdir().unwrap();
         let log = profile.path().join("chromedriver.log");
-        let port = free_port();
         let child = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
+            .arg("--port=0")
             .arg(format!("--log-path={}", log.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -171,7 +165,7 @@ impl Browser {
             .spawn()
             .unwrap_or_else(|err| panic!("{} does not start: {err}", chromedriver.display()));
         let mut driver = Driver { child, log };
-        driver.wait_until_listening(port).await;
+        let port = driver.port().await;
 
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|&flag| flag.into()).collect();
         args.push(user_data_dir_flag(profile.path()));

@@ -162,9 +162,21 @@ async fn the_keyboard_goes_from_username_to_password_to_the_button_and_every_inp
     let after_two_tabs = browser.focused().await;
 
     // Assert: focus order.
-    assert_eq!(on_load, username.element_id().to_string(), "autofocus");
-    assert_eq!(after_one_tab, password.element_id().to_string());
-    assert_eq!(after_two_tabs, button.element_id().to_string());
+    assert_eq!(
+        on_load,
+        username.element_id().to_string(),
+        "the username field has no focus on load"
+    );
+    assert_eq!(
+        after_one_tab,
+        password.element_id().to_string(),
+        "Tab does not go from the username to the password"
+    );
+    assert_eq!(
+        after_two_tabs,
+        button.element_id().to_string(),
+        "Tab does not go from the password to the button"
+    );
     // Every input a person fills in has a <label for> naming its id.
     let inputs = browser
         .client
@@ -278,9 +290,12 @@ async fn after_logout_the_next_authorization_shows_the_form_again() {
 
     // Assert: the form, not a redirect.
     assert_eq!(signed_out, "You are signed out. You can close this window.");
-    browser.input_labelled("Username").await;
     let at = browser.url().await;
-    assert!(at.as_str().starts_with(&app.url("/authorize")), "{at}");
+    assert!(
+        at.as_str().starts_with(&app.url("/authorize")),
+        "the browser went on to {at}, not to the form"
+    );
+    browser.input_labelled("Username").await;
     loopback.assert_no_redirect();
     browser.close().await;
 }

@@ -74,6 +74,7 @@ async fn a_person_signs_in_and_the_app_gets_a_code_tokens_and_later_a_code_witho
         .wait_for_url_starting_with(&loopback.redirect_uri())
         .await;
     assert_eq!(landed.path(), "/callback");
+    assert!(first.contains_key("code"), "{first:?}");
     assert_eq!(first["state"], "first-state", "{first:?}");
     assert_eq!(first["iss"], issuer, "{first:?}");
     assert!(!first.contains_key("error"), "{first:?}");

@@ -235,7 +235,11 @@ impl Browser {
     pub async fn input_labelled(&self, label: &str) -> Element {
         let xpath = format!("//input[@id = //label[normalize-space(.) = '{label}']/@for]");
         let input = self.wait_for(Locator::XPath(&xpath)).await;
-        assert_eq!(self.computed_label(&input).await, label);
+        assert_eq!(
+            self.computed_label(&input).await,
+            label,
+            "the accessible name of the input labelled {label:?}"
+        );
         input
     }
 
@@ -265,7 +269,8 @@ impl Browser {
             .to_string()
     }
 
-    /// Runs `script` (a function body) in the page and returns its value.
+    /// Runs `script` (a function body) in the page and returns its value. WebDriver's scripts
+    /// run although the pages' CSP allows none (`default-src 'none'`): CSP binds the page only.
     pub async fn script(&self, script: &str) -> Value {
         self.client.execute(script, vec![]).await.unwrap()
     }

@@ -15,6 +15,7 @@ mod helpers;
 mod audit;
 mod authorization_code;
 mod authorize;
+mod browser;
 mod check_config;
 mod cli_clients;
 mod cli_config;

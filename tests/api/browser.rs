@@ -22,13 +22,24 @@ async fn issuer(app: &TestApp) -> String {
 /// An authorization request of the public client (PKCE S256, scope PRODUCTION) that redirects to
 /// `loopback`, with `state`.
 fn authorize_url(app: &TestApp, loopback: &Loopback, state: &str) -> String {
+    authorize_url_for(app, loopback, PUBLIC_CLIENT_ID, "PRODUCTION", state)
+}
+
+/// An authorization request of `client_id` for `scope` (PKCE S256) that redirects to `loopback`.
+fn authorize_url_for(
+    app: &TestApp,
+    loopback: &Loopback,
+    client_id: &str,
+    scope: &str,
+    state: &str,
+) -> String {
     let redirect_uri = loopback.redirect_uri();
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs([
             ("response_type", "code"),
-            ("client_id", PUBLIC_CLIENT_ID),
+            ("client_id", client_id),
             ("redirect_uri", redirect_uri.as_str()),
-            ("scope", "PRODUCTION"),
+            ("scope", scope),
             ("state", state),
             ("code_challenge", CHALLENGE),
             ("code_challenge_method", "S256"),
@@ -301,15 +312,185 @@ async fn after_logout_the_next_authorization_shows_the_form_again() {
     browser.close().await;
 }
 
-/// Writes the README's screenshots of the login page: `docs/screenshots/login-phone.png`
-/// (360 × 740) and `login-desktop.png` (1280 × 800).
+/// The third-party app's authorization (scopes PRODUCTION and SANDBOX): signs alice in and
+/// waits for the consent screen.
+async fn sign_in_to_the_consent_screen(browser: &Browser, app: &TestApp, loopback: &Loopback) {
+    browser
+        .goto(&authorize_url_for(
+            app,
+            loopback,
+            THIRD_PARTY_CLIENT_ID,
+            "PRODUCTION SANDBOX",
+            "consent-state",
+        ))
+        .await;
+    sign_in(browser, USER, PASSWORD).await;
+    // The consent form, not the login page's heading that is still there until the answer.
+    browser
+        .wait_for(Locator::Css("form[action='/authorize/consent']"))
+        .await;
+    let heading = browser.wait_for(Locator::Css("h1")).await;
+    assert_eq!(heading.text().await.unwrap(), "Allow access?");
+}
+
+#[tokio::test]
+async fn a_person_allows_a_third_party_app_and_is_not_asked_again() {
+    // Arrange
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut loopback = Loopback::start().await;
+
+    // Act: the consent screen after the sign-in.
+    sign_in_to_the_consent_screen(&browser, &app, &loopback).await;
+
+    // Assert: the app's name, the user and each requested scope are on the screen.
+    let lead = browser.wait_for(Locator::Css("p.lead")).await;
+    let lead = lead.text().await.unwrap();
+    assert!(lead.contains(THIRD_PARTY_NAME), "{lead}");
+    assert!(lead.contains(USER), "{lead}");
+    let mut scopes = Vec::new();
+    for item in browser
+        .client
+        .find_all(Locator::Css("ul.scopes li"))
+        .await
+        .unwrap()
+    {
+        scopes.push(item.text().await.unwrap());
+    }
+    assert_eq!(scopes.len(), 2, "{scopes:?}");
+    assert!(scopes[0].contains("PRODUCTION"), "{scopes:?}");
+    assert!(scopes[1].contains("SANDBOX"), "{scopes:?}");
+    loopback.assert_no_redirect();
+    // Assert: the keyboard starts on Allow, then Deny.
+    let allow = browser.button("Allow").await;
+    assert_eq!(
+        browser.focused().await,
+        allow.element_id().to_string(),
+        "Allow has the focus"
+    );
+    browser
+        .client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&Key::Tab)
+        .await
+        .unwrap();
+    let deny = browser.button("Deny").await;
+    assert_eq!(
+        browser.focused().await,
+        deny.element_id().to_string(),
+        "Tab goes from Allow to Deny"
+    );
+
+    // Act: Allow.
+    allow.click().await.unwrap();
+    let redirect = loopback.next_redirect().await;
+
+    // Assert: the code, and tokens with both scopes.
+    assert_eq!(redirect["state"], "consent-state", "{redirect:?}");
+    assert!(!redirect.contains_key("error"), "{redirect:?}");
+    let tokens = app
+        .post_token_without_secret(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", THIRD_PARTY_CLIENT_ID),
+            ("code", &redirect["code"]),
+            ("redirect_uri", &loopback.redirect_uri()),
+            ("code_verifier", VERIFIER),
+        ])
+        .await;
+    tokens.assert_tokens(3600, "PRODUCTION SANDBOX");
+
+    // Act + Assert: the next authorization of the app goes straight back with a code.
+    browser
+        .goto(&authorize_url_for(
+            &app,
+            &loopback,
+            THIRD_PARTY_CLIENT_ID,
+            "SANDBOX",
+            "second",
+        ))
+        .await;
+    let second = loopback.next_redirect().await;
+    assert_eq!(second["state"], "second", "{second:?}");
+    assert!(second.contains_key("code"), "{second:?}");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_person_denies_a_third_party_app_and_it_gets_access_denied() {
+    // Arrange
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut loopback = Loopback::start().await;
+    sign_in_to_the_consent_screen(&browser, &app, &loopback).await;
+
+    // Act
+    browser.button("Deny").await.click().await.unwrap();
+    let redirect = loopback.next_redirect().await;
+
+    // Assert
+    assert_eq!(redirect["error"], "access_denied", "{redirect:?}");
+    assert_eq!(redirect["state"], "consent-state", "{redirect:?}");
+    assert!(!redirect.contains_key("code"), "{redirect:?}");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_consent_screen_fits_a_phone_screen() {
+    // Arrange
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let loopback = Loopback::start().await;
+    browser.set_viewport(360, 740).await;
+
+    // Act
+    sign_in_to_the_consent_screen(&browser, &app, &loopback).await;
+
+    // Assert: no sideways scrolling, and both buttons wholly on screen.
+    let fits = browser
+        .script(
+            "const inside = (e) => { const r = e.getBoundingClientRect(); \
+             return r.left >= 0 && r.right <= window.innerWidth && r.bottom <= window.innerHeight; }; \
+             return [document.documentElement.scrollWidth <= window.innerWidth, \
+             [...document.querySelectorAll('button')].every(inside)];",
+        )
+        .await;
+    assert_eq!(
+        fits,
+        serde_json::json!([true, true]),
+        "scrolls sideways or a button is off screen"
+    );
+    browser.close().await;
+}
+
+/// Writes the README's screenshots: `docs/screenshots/login-phone.png` (360 × 740),
+/// `login-desktop.png` (1280 × 800) and `consent-phone.png` (360 × 740).
 #[tokio::test]
 #[ignore = "writes docs/screenshots/*.png; run with `cargo test --test api -- --ignored write_readme_screenshots`"]
 async fn write_readme_screenshots() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let app = spawn_app().await;
+    // As an operator would describe the scopes (`[login.scope_descriptions]`).
+    let app = spawn_app_with(|settings| {
+        for (scope, description) in [
+            ("PRODUCTION", "Read and print your production photos"),
+            ("SANDBOX", "Try out printing with test photos"),
+        ] {
+            settings
+                .login
+                .scope_descriptions
+                .insert(scope.to_owned(), description.to_owned());
+        }
+    })
+    .await;
     let loopback = Loopback::start().await;
     let folder = project_root().join("docs/screenshots");
     std::fs::create_dir_all(&folder).unwrap();
@@ -320,8 +501,19 @@ async fn write_readme_screenshots() {
         browser.goto(&authorize_url(&app, &loopback, "xyz")).await;
         browser.set_viewport(width, height).await;
         browser.input_labelled("Username").await;
+        // No focus ring or text cursor in the pictures.
+        browser
+            .script("document.activeElement.blur(); return null;")
+            .await;
         let png = browser.client.screenshot().await.unwrap();
         std::fs::write(folder.join(file), png).unwrap();
     }
+    browser.set_viewport(360, 740).await;
+    sign_in_to_the_consent_screen(&browser, &app, &loopback).await;
+    browser
+        .script("document.activeElement.blur(); return null;")
+        .await;
+    let png = browser.client.screenshot().await.unwrap();
+    std::fs::write(folder.join("consent-phone.png"), png).unwrap();
     browser.close().await;
 }

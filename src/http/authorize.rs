@@ -33,11 +33,15 @@ use crate::config::LoginSettings;
 use crate::metrics::Outcome;
 use crate::oauth::authorize::{self, AuthorizationRequest, AuthorizeError, Prompt};
 use crate::oauth::grants::password::check_login;
+use crate::oauth::login_session::KNOWN_DEVICE_SECS;
 use crate::oauth::params::parse_form;
 use crate::oauth::ErrorCode;
 
 /// The login session (`__Host-`: Secure, path `/`, no `Domain`, so no other host can set it).
 const SESSION_COOKIE: &str = "__Host-tokengate-session";
+/// A browser that signed in before (see `oauth::login_session`): the lockout counts its logins
+/// apart from guessers'.
+const DEVICE_COOKIE: &str = "__Host-tokengate-device";
 /// The CSRF value the login form must repeat (double submit; `__Host-` keeps a sibling host
 /// from planting one).
 const CSRF_COOKIE: &str = "__Host-tokengate-csrf";
@@ -560,7 +564,28 @@ pub async fn login(
         );
     };
     let password = SecretString::from(password.to_owned());
-    match check_login(service, &request.client.id, &origin, username, password).await {
+    let known_device = match cookie(&headers, DEVICE_COOKIE) {
+        Some(id) => state
+            .login_sessions
+            .known_device_of(&SecretString::from(id), username)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "a known device could not be looked up");
+                None
+            }),
+        None => None,
+    };
+    let is_known_device = known_device.is_some();
+    match check_login(
+        service,
+        &request.client.id,
+        &origin,
+        username,
+        password,
+        known_device,
+    )
+    .await
+    {
         Ok(true) => {
             let mut response =
                 continue_as(&state, &headers, &request, username, &origin, "form").await;
@@ -584,6 +609,19 @@ pub async fn login(
                     Some(state.login_sessions.lifetime_secs()),
                 ),
                 Err(err) => tracing::warn!(error = %err, "a login session could not be stored"),
+            }
+            if !is_known_device {
+                match state.login_sessions.remember_device(username).await {
+                    Ok(device) => set_cookie(
+                        &mut response,
+                        DEVICE_COOKIE,
+                        device.expose_secret(),
+                        Some(KNOWN_DEVICE_SECS),
+                    ),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "a known device could not be stored")
+                    }
+                }
             }
             response
         }

@@ -3,6 +3,12 @@
 //! session_lifetime` skips the form. Only the SHA-256 of the id is stored, in the token
 //! database, so every node of a cluster knows the session, and a user's not-before mark
 //! (`user revoke-tokens`, `set-password`, `remove`) ends it as it ends the user's tokens.
+//!
+//! A browser that signed in also keeps a *known device* cookie for [`KNOWN_DEVICE_SECS`]: proof
+//! that this browser once knew the user's password, so the lockout can tell it from guessers
+//! (its logins are counted per device, and a lock of the name everywhere does not apply to it;
+//! OWASP's "device cookies"). Known devices are stored in the same table as sessions, under
+//! a digest of a different domain (`known-device:` + id), so neither id works as the other.
 
 use std::sync::Arc;
 
@@ -17,6 +23,16 @@ use crate::clock::Clock;
 use crate::crypto::token::{SecretDigest, TokenId};
 use crate::store::model::LoginSessionRecord;
 use crate::store::TokenStore;
+
+/// How long a browser stays a known device after its last sign-in.
+pub const KNOWN_DEVICE_SECS: i64 = 90 * 86_400;
+
+/// What a known device's id is stored as: never the same digest as a session id.
+fn device_digest(id: &SecretString) -> SecretDigest {
+    let mut bytes = b"known-device:".to_vec();
+    bytes.extend_from_slice(id.expose_secret().as_bytes());
+    SecretDigest::of(&bytes)
+}
 
 pub struct LoginSessions {
     lifetime_secs: i64,
@@ -74,6 +90,44 @@ impl LoginSessions {
             .store
             .find_login_session(&digest, self.clock.now_secs())
             .await?)
+    }
+
+    /// Records this browser as a known device of `username`; the id is for its cookie only.
+    pub async fn remember_device(&self, username: &str) -> Result<SecretString, OAuthError> {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        let id = SecretString::from(URL_SAFE_NO_PAD.encode(bytes));
+        self.store
+            .create_login_session(LoginSessionRecord {
+                digest: device_digest(&id),
+                username: username.to_owned(),
+                started: TokenId::new(self.clock.now_ms()),
+                expires_at: self.clock.now_secs().saturating_add(KNOWN_DEVICE_SECS),
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// The lockout's name for the known device `id` if it is one of `username`'s (and no
+    /// not-before mark of the user came since); `None` otherwise.
+    pub async fn known_device_of(
+        &self,
+        id: &SecretString,
+        username: &str,
+    ) -> Result<Option<String>, OAuthError> {
+        if !well_formed(id) {
+            return Ok(None);
+        }
+        let digest = device_digest(id);
+        let owner = self
+            .store
+            .find_login_session(&digest, self.clock.now_secs())
+            .await?;
+        Ok((owner.as_deref() == Some(username)).then(|| {
+            // Short, and not the id: the lockout table is not a place for secrets.
+            let tag = digest.0.get(..12).unwrap_or_default();
+            format!("device:{}", URL_SAFE_NO_PAD.encode(tag))
+        }))
     }
 
     /// Ends the session `id` (`GET /logout`); whether there was one.

@@ -13,6 +13,8 @@ use crate::helpers::*;
 #[derive(Default)]
 pub(crate) struct Browser {
     cookies: HashMap<String, String>,
+    /// Sent as `X-Forwarded-For` (the client's address when 127.0.0.1 is a trusted proxy).
+    forwarded_for: Option<String>,
 }
 
 impl Browser {
@@ -37,8 +39,19 @@ impl Browser {
         }
     }
 
+    /// A browser at `address` (behind the tests' trusted proxy).
+    fn at(address: &str) -> Self {
+        Self {
+            forwarded_for: Some(address.to_owned()),
+            ..Self::default()
+        }
+    }
+
     pub(crate) async fn get(&mut self, app: &TestApp, path_and_query: &str) -> Reply {
         let mut request = app.client.get(app.url(path_and_query));
+        if let Some(address) = &self.forwarded_for {
+            request = request.header("x-forwarded-for", address);
+        }
         if !self.cookies.is_empty() {
             request = request.header("cookie", self.cookie_header());
         }
@@ -58,6 +71,9 @@ impl Browser {
         form: &[(String, String)],
     ) -> Reply {
         let mut request = app.client.post(app.url(path)).form(form);
+        if let Some(address) = &self.forwarded_for {
+            request = request.header("x-forwarded-for", address);
+        }
         if !self.cookies.is_empty() {
             request = request.header("cookie", self.cookie_header());
         }
@@ -851,4 +867,121 @@ async fn signing_in_again_ends_the_browsers_previous_session() {
     assert_eq!(with_old.status, 200, "the old session must be over");
     assert!(with_old.text.contains("type=\"password\""));
     assert!(location(&with_new).1.contains_key("code"));
+}
+
+#[tokio::test]
+async fn a_browser_that_signed_in_before_is_not_locked_out_by_guesses_from_everywhere() {
+    // Arrange: 2 failures lock an address, 4 from all addresses lock the name everywhere.
+    let app = spawn_app_with(|settings| {
+        settings.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        settings.security.lockout = Some(tokengate::store::LockoutPolicy {
+            max_failures: 2,
+            max_failures_per_user: 4,
+            window_secs: 300,
+            lock_secs: 300,
+        });
+    })
+    .await;
+    // alice signed in once in her browser, then signed out.
+    let mut alice = Browser::at("203.0.113.7");
+    let page = alice.get(&app, &authorize_path(&[])).await;
+    let first = alice.sign_in(&app, &page, USER, PASSWORD).await;
+    location(&first);
+    let device = set_cookie(&first, "__Host-tokengate-device");
+    for attribute in [
+        "Path=/",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Max-Age=7776000",
+    ] {
+        assert!(device.contains(attribute), "{device}");
+    }
+    alice.get(&app, "/logout").await;
+    // Guessers at two other addresses lock the name everywhere.
+    for address in ["198.51.100.1", "198.51.100.2"] {
+        let mut guesser = Browser::at(address);
+        let page = guesser.get(&app, &authorize_path(&[])).await;
+        for _ in 0..2 {
+            guesser.sign_in(&app, &page, USER, "wrong").await;
+        }
+    }
+
+    // Act
+    let mut fresh = Browser::at("203.0.113.7");
+    let fresh_page = fresh.get(&app, &authorize_path(&[])).await;
+    let from_a_new_browser = fresh.sign_in(&app, &fresh_page, USER, PASSWORD).await;
+    let page = alice.get(&app, &authorize_path(&[])).await;
+    let from_her_browser = alice.sign_in(&app, &page, USER, PASSWORD).await;
+    let by_password_grant = app
+        .post_form_from(
+            "203.0.113.7",
+            "/token",
+            CLIENT_ID,
+            CLIENT_SECRET,
+            &[
+                ("grant_type", "password"),
+                ("username", USER),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+
+    // Assert: the name is locked for everyone but the browser that proved it knew the password.
+    assert_eq!(
+        from_a_new_browser.status, 200,
+        "{}",
+        from_a_new_browser.text
+    );
+    assert!(from_a_new_browser
+        .text
+        .contains("Invalid username or password."));
+    by_password_grant.assert_error(400, "invalid_grant");
+    let (_, params) = location(&from_her_browser);
+    exchange(&app, &params["code"], PUBLIC_REDIRECT_URI)
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+}
+
+#[tokio::test]
+async fn a_known_device_counts_its_own_failures_and_is_no_login_session() {
+    // Arrange: alice's browser is a known device; 2 failures lock a source.
+    let app = spawn_app_with(|settings| {
+        settings.security.lockout = Some(tokengate::store::LockoutPolicy {
+            max_failures: 2,
+            max_failures_per_user: 4,
+            window_secs: 300,
+            lock_secs: 300,
+        });
+    })
+    .await;
+    let mut alice = Browser::default();
+    let page = alice.get(&app, &authorize_path(&[])).await;
+    let first = alice.sign_in(&app, &page, USER, PASSWORD).await;
+    location(&first);
+    alice.get(&app, "/logout").await;
+    let device = alice.cookies["__Host-tokengate-device"].clone();
+
+    // Act + Assert: its id is no login session.
+    let mut thief = Browser::default();
+    thief
+        .cookies
+        .insert("__Host-tokengate-session".into(), device.clone());
+    let as_session = thief.get(&app, &authorize_path(&[])).await;
+    assert!(
+        as_session.text.contains("type=\"password\""),
+        "{}",
+        as_session.text
+    );
+    // Act + Assert: wrong passwords from the device lock the device like an address.
+    let page = alice.get(&app, &authorize_path(&[])).await;
+    for _ in 0..2 {
+        alice.sign_in(&app, &page, USER, "wrong").await;
+    }
+    let locked_device = alice.sign_in(&app, &page, USER, PASSWORD).await;
+    assert!(locked_device.text.contains("Invalid username or password."));
+    // ... and the address is untouched: the device's failures count for the device alone.
+    let mut other = Browser::default();
+    let page = other.get(&app, &authorize_path(&[])).await;
+    location(&other.sign_in(&app, &page, USER, PASSWORD).await);
 }

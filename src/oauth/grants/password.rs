@@ -85,6 +85,7 @@ impl Grant for PasswordGrant {
             &self.origin,
             &params.username,
             params.password,
+            None,
         )
         .await?;
         if !checked {
@@ -107,25 +108,45 @@ impl Grant for PasswordGrant {
 /// lockout, the bounded argon2 pool (a dummy hash for unknown and disabled users) and the
 /// audit trail, as one attempt. Shared by the password grant and the hosted login page.
 /// `Ok(false)` for a wrong password, an unknown or disabled user and a locked account alike.
+///
+/// `known_device`: the login page's known-device name for this browser and user (see
+/// `login_session`): its attempts are counted as from that device instead of the address, and
+/// a lock of the name everywhere does not apply to them, so guessers spread over many
+/// addresses cannot lock the user out of their own browser.
 pub async fn check_login(
     service: &TokenService,
     client_id: &str,
     origin: &Origin,
     username: &str,
     password: SecretString,
+    known_device: Option<String>,
 ) -> Result<bool, OAuthError> {
+    let policy = service
+        .lockout_policy()
+        .filter(|_| username.len() <= MAX_TRACKED_NAME);
+    let (source, policy) = match known_device {
+        Some(device) => (
+            device,
+            policy.map(|policy| LockoutPolicy {
+                max_failures_per_user: 0,
+                ..policy
+            }),
+        ),
+        None => (
+            origin.ip.map_or_else(
+                || UNKNOWN_SOURCE.to_owned(),
+                |ip| bucket_key(ip).to_string(),
+            ),
+            policy,
+        ),
+    };
     let attempt = LoginAttempt {
         lockouts: service.lockouts.clone(),
         users: service.users.clone(),
         hasher: service.hasher.clone(),
-        policy: service
-            .lockout_policy()
-            .filter(|_| username.len() <= MAX_TRACKED_NAME),
+        policy,
         username: username.to_owned(),
-        source: origin.ip.map_or_else(
-            || UNKNOWN_SOURCE.to_owned(),
-            |ip| bucket_key(ip).to_string(),
-        ),
+        source,
         now: service.clock.now_secs(),
         metrics: service.metrics().clone(),
         audit: service.audit().clone(),

@@ -624,14 +624,23 @@ async fn a_login_whose_browser_went_away_does_not_leave_the_account_busy() {
     form.push(("username".into(), USER.into()));
     form.push(("password".into(), PASSWORD.into()));
 
-    // Act: the request is dropped while its password is being checked.
+    // Act: the request is dropped once its password check has started (not before).
+    let checks_before = app.hasher.verifications_started();
     let abandoned = app
         .client
         .post(app.url("/authorize"))
         .header("cookie", browser.cookie_header())
         .form(&form)
         .send();
-    let _ = tokio::time::timeout(Duration::from_millis(5), abandoned).await;
+    let check_started = async {
+        while app.hasher.verifications_started() == checks_before {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::select! {
+        _ = abandoned => panic!("the login was answered before its check was seen to start"),
+        () = check_started => {}
+    }
     let started = std::time::Instant::now();
     let next = browser.sign_in(&app, &page, USER, PASSWORD).await;
 

@@ -182,6 +182,10 @@ pub enum Event {
     UserDisabled {},
     UserEnabled {},
     UserUnlocked {},
+    /// `user set-roles`: the user's developer-portal roles now.
+    RolesSet {
+        roles: Vec<String>,
+    },
     /// `user revoke-tokens` or `client revoke-tokens`: every grant of the subject ended.
     TokensRevoked {},
     ClientAdded {
@@ -232,6 +236,7 @@ impl Event {
             Self::UserDisabled {} => "user_disabled",
             Self::UserEnabled {} => "user_enabled",
             Self::UserUnlocked {} => "user_unlocked",
+            Self::RolesSet { .. } => "user_roles_set",
             Self::TokensRevoked {} => "tokens_revoked",
             Self::ClientAdded { .. } => "client_added",
             Self::ClientRemoved {} => "client_removed",

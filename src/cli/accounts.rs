@@ -1,6 +1,7 @@
 //! `tokengate user …` / `client …` against wherever `[stores]` keeps users and clients: a TOML
 //! file (edited through [`admin`]) or the token database (`"sql"`).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use super::admin::{self, AdminError, NewClient};
 use super::CliError;
 use crate::clock::{Clock as _, SystemClock};
 use crate::config::{ConfigError, DirectoryLocation, Settings};
-use crate::store::model::{Client, User};
+use crate::store::model::{Client, Role, User};
 use crate::store::toml_file::{load_clients, load_users};
 use crate::store::{self, DatabaseStores, SubjectKind};
 
@@ -193,21 +194,25 @@ impl<'a> Accounts<'a> {
         }
     }
 
-    /// `(name, disabled)` for every user, by name.
-    pub async fn list_users(&self) -> Result<Vec<(String, bool)>, CliError> {
-        let mut users: Vec<(String, bool)> = match &self.settings.stores.users {
+    /// Every user, by name.
+    pub async fn list_users(&self) -> Result<Vec<User>, CliError> {
+        let mut users = match &self.settings.stores.users {
             DirectoryLocation::File(path) => return Ok(admin::list_users(path)?),
-            DirectoryLocation::Database => self
-                .database()?
-                .directory
-                .list_users()
-                .await?
-                .into_iter()
-                .map(|user| (user.name, user.disabled))
-                .collect(),
+            DirectoryLocation::Database => self.database()?.directory.list_users().await?,
         };
-        users.sort();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(users)
+    }
+
+    pub async fn set_user_roles(&self, name: &str, roles: &BTreeSet<Role>) -> Result<(), CliError> {
+        match &self.settings.stores.users {
+            DirectoryLocation::File(path) => Ok(admin::set_user_roles(path, name, roles)?),
+            DirectoryLocation::Database => {
+                let directory = &self.database()?.directory;
+                let changed = directory.set_user_roles(name, roles).await?;
+                found(changed, "user", name)
+            }
+        }
     }
 
     pub async fn add_client(&self, client: &NewClient<'_>) -> Result<(), CliError> {

@@ -4,13 +4,14 @@
 //! same folder that is then renamed over the original, so a running server (which re-reads the
 //! files) never sees half a file; the result is validated before it replaces the original.
 
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
-use crate::store::model::{Client, GrantType, User};
+use crate::store::model::{Client, GrantType, Role, User};
 use crate::store::toml_file::{load_clients, load_users, parse_clients, parse_users, FileError};
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +220,10 @@ fn add_user_unlocked(path: &Path, user: &User) -> Result<(), AdminError> {
     if user.disabled {
         entry.insert("disabled", value(true));
     }
+    if !user.roles.is_empty() {
+        let list: toml_edit::Array = user.roles.iter().map(|role| role.as_str()).collect();
+        entry.insert("roles", value(list));
+    }
     insert_entry(&mut doc, "users", &user.name, entry)?;
     let text = doc.to_string();
     validate_with(path, &text, parse_users)?;
@@ -373,12 +378,37 @@ fn edit_entry<T>(
     replace_file(path, &text)
 }
 
-/// `(name, disabled)` for every user.
-pub fn list_users(path: &Path) -> Result<Vec<(String, bool)>, AdminError> {
+/// Every user, by name.
+pub fn list_users(path: &Path) -> Result<Vec<User>, AdminError> {
     let users = load_users(path).map_err(AdminError::Validation)?;
-    let mut list: Vec<(String, bool)> = users.into_values().map(|u| (u.name, u.disabled)).collect();
-    list.sort();
+    let mut list: Vec<User> = users.into_values().collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(list)
+}
+
+/// Replaces the user's `roles` (no key when there are none), keeping the rest of the file.
+pub fn set_user_roles(path: &Path, name: &str, roles: &BTreeSet<Role>) -> Result<(), AdminError> {
+    locked(path, || {
+        edit_entry(path, &USERS, name, parse_users, |table| {
+            if roles.is_empty() {
+                table.remove("roles");
+            } else {
+                let list: toml_edit::Array = roles.iter().map(|role| role.as_str()).collect();
+                table.insert("roles", value(list));
+            }
+        })
+    })
+}
+
+/// `user add --role` / `user set-roles`: the roles, or which word is none.
+pub fn parse_roles(words: &[String]) -> Result<BTreeSet<Role>, AdminError> {
+    let (roles, unknown) = Role::parse_list(words.iter().map(String::as_str));
+    match unknown.first() {
+        Some(word) => Err(AdminError::Invalid(format!(
+            "`{word}` is not a role (known: developer, admin)"
+        ))),
+        None => Ok(roles),
+    }
 }
 
 /// A client to add.
@@ -540,6 +570,9 @@ pub fn client_line(c: &Client) -> String {
     }
     if let Some(name) = &c.name {
         line.push_str(&format!("\tname={name:?}"));
+    }
+    if let Some(owner) = &c.owner {
+        line.push_str(&format!("\towner={owner}"));
     }
     if let Some(format) = c.token_format {
         line.push_str(&format!("\ttoken_format={}", format.as_str()));

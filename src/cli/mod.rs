@@ -14,7 +14,7 @@ use crate::audit::Event;
 use crate::config::{self, ConfigError, ConfigProblem, ConfigSource, DirectoryLocation, Settings};
 use crate::crypto::{jwk, password, secret};
 use crate::startup::{Application, StartOptions, StartupError};
-use crate::store::model::User;
+use crate::store::model::{Role, User};
 use crate::store::SubjectKind;
 use accounts::Accounts;
 use admin::AdminError;
@@ -89,6 +89,17 @@ pub enum UserAction {
         /// Read the password from stdin (required: passwords never go on the command line)
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// A developer-portal role (repeat for several): developer (manages their own
+        /// applications) or admin (manages every application)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+    },
+    /// Replace a user's developer-portal roles (none: no portal access)
+    SetRoles {
+        name: String,
+        /// developer, admin
+        #[arg(value_name = "ROLE")]
+        roles: Vec<String>,
     },
     /// Set a user's password, reading it from stdin; ends the user's tokens unless
     /// --keep-sessions
@@ -518,8 +529,9 @@ async fn user_action(
 ) -> Result<ExitCode, CliError> {
     let place = accounts.users_place();
     match action {
-        UserAction::Add { name, .. } => {
+        UserAction::Add { name, roles, .. } => {
             admin::check_user_name(&name)?;
+            let roles = admin::parse_roles(&roles)?;
             refuse_shared_subject(&name, "client", accounts.client_exists(&name).await?)?;
             let password = read_stdin_secret("password")?;
             let hash = password::hash_password(&password, &settings.password_hashing)?;
@@ -527,6 +539,7 @@ async fn user_action(
                 name: name.clone(),
                 password_hash: hash,
                 disabled: false,
+                roles,
             };
             accounts.add_user(&user).await?;
             audit(settings, None, Some(&name), Event::UserAdded {});
@@ -593,9 +606,33 @@ async fn user_action(
                 .map_err(|err| tokens_not_ended("user", &name, "the user was removed", err))?;
             eprintln!("removed user `{name}` from {place} and ended its tokens");
         }
+        UserAction::SetRoles { name, roles } => {
+            let roles = admin::parse_roles(&roles)?;
+            accounts.set_user_roles(&name, &roles).await?;
+            let roles: Vec<String> = roles.iter().map(|role| role.as_str().to_owned()).collect();
+            eprintln!(
+                "set the roles of `{name}` in {place}: {}",
+                if roles.is_empty() {
+                    "none".to_owned()
+                } else {
+                    roles.join(", ")
+                }
+            );
+            audit(settings, None, Some(&name), Event::RolesSet { roles });
+        }
         UserAction::List => {
-            for (name, disabled) in accounts.list_users().await? {
-                println!("{name}{}", if disabled { "\tdisabled" } else { "" });
+            for user in accounts.list_users().await? {
+                let mut line = user.name.clone();
+                if !user.roles.is_empty() {
+                    line.push_str(&format!(
+                        "\troles={}",
+                        Role::join(&user.roles).replace(' ', ",")
+                    ));
+                }
+                if user.disabled {
+                    line.push_str("\tdisabled");
+                }
+                println!("{line}");
             }
         }
         UserAction::Unlock { name } => {

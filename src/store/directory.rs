@@ -35,6 +35,7 @@ pub struct ClientRow {
     pub redirect_uris: String,
     pub require_consent: bool,
     pub name: Option<String>,
+    pub owner: Option<String>,
 }
 
 fn seconds(value: Option<u64>) -> Option<i64> {
@@ -67,6 +68,7 @@ impl ClientRow {
                 .collect::<Vec<_>>()
                 .join(" "),
             require_consent: client.require_consent,
+            owner: client.owner.clone(),
             name: client.name.clone(),
         }
     }
@@ -80,6 +82,7 @@ impl ClientRow {
             redirect_uris: words(&self.redirect_uris),
             require_consent: self.require_consent,
             name: self.name,
+            owner: self.owner,
             grant_types: words(&self.grant_types),
             scopes: words(&self.scopes),
             secret_hash: self.secret_hash,
@@ -264,6 +267,7 @@ mod tests {
             ],
             require_consent: false,
             name: Some("The App".into()),
+            owner: Some("alice".into()),
         };
         assert_eq!(
             ClientRow::from_client(&client).into_client().unwrap(),
@@ -289,6 +293,7 @@ mod tests {
             redirect_uris: Vec::new(),
             require_consent: false,
             name: None,
+            owner: None,
         });
         row.grant_types = "password implicit".into();
         row.access_token_validity_period = Some(0);

@@ -11,6 +11,7 @@ mod sql;
 pub mod sqlite;
 pub mod toml_file;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ use crate::crypto::token::TokenId;
 use measured::{ConnectionPools, StoreObserver};
 use model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, LoginSessionRecord,
-    NewTokens, RefreshTokenRecord, User,
+    NewTokens, RefreshTokenRecord, Role, User,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -485,6 +486,8 @@ pub trait Directory: Send + Sync + 'static {
     /// Replaces the user's password hash; `Ok(false)` when the user is unknown.
     async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError>;
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError>;
+    /// Replaces the user's roles; `Ok(false)` when the user is unknown.
+    async fn set_user_roles(&self, name: &str, roles: &BTreeSet<Role>) -> Result<bool, StoreError>;
 
     /// A number that moves whenever the clients table changes (by any means).
     async fn clients_revision(&self) -> Result<i64, StoreError>;

@@ -33,12 +33,64 @@ impl TokenFormat {
 }
 
 /// A resource owner from the user store (also a `users` row).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     /// argon2 PHC string.
     pub password_hash: String,
     pub disabled: bool,
+    /// What the user may do in the developer portal (nothing when empty).
+    pub roles: BTreeSet<Role>,
+}
+
+/// A user's role in the developer portal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// May sign in to the portal and manage the applications they own.
+    Developer,
+    /// Sees and manages every application.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Developer, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Developer => "developer",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|role| role.as_str() == name)
+    }
+
+    /// The roles of a space-separated list, and the words that are no role.
+    pub fn parse_list<'a>(
+        words: impl IntoIterator<Item = &'a str>,
+    ) -> (BTreeSet<Role>, Vec<String>) {
+        let mut roles = BTreeSet::new();
+        let mut unknown = Vec::new();
+        for word in words {
+            match Self::parse(word) {
+                Some(role) => {
+                    roles.insert(role);
+                }
+                None => unknown.push(word.to_owned()),
+            }
+        }
+        (roles, unknown)
+    }
+
+    /// `roles` space-separated, as stored.
+    pub fn join(roles: &BTreeSet<Role>) -> String {
+        roles
+            .iter()
+            .map(|role| role.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// Grant types a client may be allowed to use.
@@ -102,6 +154,8 @@ pub struct Client {
     pub require_consent: bool,
     /// What the login page calls the app; its id when `None`.
     pub name: Option<String>,
+    /// The user who manages it in the developer portal; `None`: admins only (made by the CLI).
+    pub owner: Option<String>,
     pub grant_types: BTreeSet<GrantType>,
     /// Scopes the client may request besides `default`.
     pub scopes: BTreeSet<String>,
@@ -128,6 +182,7 @@ pub struct ClientFields {
     pub redirect_uris: Vec<String>,
     pub require_consent: bool,
     pub name: Option<String>,
+    pub owner: Option<String>,
     pub grant_types: Vec<String>,
     pub scopes: Vec<String>,
     pub access_token_validity_period: Option<i64>,
@@ -198,6 +253,11 @@ impl Client {
                 problems.push(("introspect", "a public client cannot introspect".into()));
             }
         }
+        if let Some(owner) = &fields.owner {
+            if owner.is_empty() || owner.len() > 255 || owner.chars().any(char::is_control) {
+                problems.push(("owner", "must be a user name (1 to 255 characters)".into()));
+            }
+        }
         if let Some(name) = &fields.name {
             if name.trim().is_empty()
                 || name.chars().count() > 100
@@ -264,6 +324,7 @@ impl Client {
             redirect_uris,
             require_consent: fields.require_consent,
             name: fields.name,
+            owner: fields.owner,
             grant_types,
             scopes: fields.scopes.into_iter().collect(),
             access_token_validity_secs,
@@ -371,6 +432,7 @@ mod tests {
             redirect_uris: Vec::new(),
             require_consent: false,
             name: None,
+            owner: None,
             grant_types: vec!["client_credentials".into()],
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             access_token_validity_period: None,

@@ -16,6 +16,7 @@ mod group_commit;
 mod kept;
 mod reads;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -30,13 +31,13 @@ use batcher::{Batcher, Limits};
 use buckets::{BucketTakes, Leases, TakeJob};
 use group_commit::{TokenWrites, Write, WriteJob};
 use kept::Kept;
-use reads::{AccessTokens, ReadJob, Reads, RefreshTokens, Users};
+use reads::{AccessTokens, Lookup, ReadJob, Reads, RefreshTokens, Users};
 
 use super::directory::ClientRow;
 use super::measured::{ConnectionCounts, ConnectionPools, StoreObserver};
 use super::model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, LoginSessionRecord,
-    NewTokens, RefreshTokenRecord, TokenRecord, User,
+    NewTokens, RefreshTokenRecord, Role, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
@@ -899,10 +900,11 @@ impl Directory for PostgresTokenStore {
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         bounded(async move {
-            sqlx::query_as(directory::SELECT_USERS)
+            let rows = sqlx::query(directory::SELECT_USERS)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(backend)
+                .map_err(backend)?;
+            rows.iter().map(<Users as Lookup>::record).collect()
         })
         .await
     }
@@ -913,6 +915,7 @@ impl Directory for PostgresTokenStore {
                 .bind(user.name.as_str())
                 .bind(user.password_hash.as_str())
                 .bind(user.disabled)
+                .bind(Role::join(&user.roles))
                 .bind(now),
         )
         .await
@@ -936,6 +939,15 @@ impl Directory for PostgresTokenStore {
         self.changed_one(
             sqlx::query(directory::SET_USER_DISABLED)
                 .bind(disabled)
+                .bind(name),
+        )
+        .await
+    }
+
+    async fn set_user_roles(&self, name: &str, roles: &BTreeSet<Role>) -> Result<bool, StoreError> {
+        self.changed_one(
+            sqlx::query(directory::SET_USER_ROLES)
+                .bind(Role::join(roles))
                 .bind(name),
         )
         .await
@@ -992,6 +1004,7 @@ impl Directory for PostgresTokenStore {
                 .bind(row.redirect_uris)
                 .bind(row.require_consent)
                 .bind(row.name)
+                .bind(row.owner)
                 .bind(now),
         )
         .await

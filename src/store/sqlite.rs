@@ -20,6 +20,7 @@
 //! survives power loss. Migrations run through sqlx's migrator when the store opens, so
 //! `tokengate migrate` reports the same versions on both backends.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::str::FromStr as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,7 +37,7 @@ use super::directory::ClientRow;
 use super::measured::StoreObserver;
 use super::model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, LoginSessionRecord,
-    NewTokens, RefreshTokenRecord, TokenRecord, User,
+    NewTokens, RefreshTokenRecord, Role, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, tokens};
 use super::{
@@ -156,6 +157,7 @@ enum DirectoryChange {
     RemoveUser(String),
     UserPassword { name: String, password_hash: String },
     UserDisabled { name: String, disabled: bool },
+    UserRoles { name: String, roles: String },
     AddClient { client: ClientRow, now: i64 },
     RemoveClient(String),
     ClientDisabled { id: String, disabled: bool },
@@ -745,7 +747,13 @@ fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool,
     let changed = match change {
         DirectoryChange::AddUser { user, now } => conn
             .prepare_cached(directory::INSERT_USER)?
-            .execute(params![user.name, user.password_hash, user.disabled, now])?,
+            .execute(params![
+                user.name,
+                user.password_hash,
+                user.disabled,
+                Role::join(&user.roles),
+                now
+            ])?,
         DirectoryChange::RemoveUser(name) => conn
             .prepare_cached(directory::DELETE_USER)?
             .execute(params![name])?,
@@ -755,6 +763,9 @@ fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool,
         } => conn
             .prepare_cached(directory::SET_USER_PASSWORD)?
             .execute(params![password_hash, name])?,
+        DirectoryChange::UserRoles { name, roles } => conn
+            .prepare_cached(directory::SET_USER_ROLES)?
+            .execute(params![roles, name])?,
         DirectoryChange::UserDisabled { name, disabled } => conn
             .prepare_cached(directory::SET_USER_DISABLED)?
             .execute(params![disabled, name])?,
@@ -776,6 +787,7 @@ fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool,
                 client.redirect_uris,
                 client.require_consent,
                 client.name,
+                client.owner,
                 now
             ])?,
         DirectoryChange::RemoveClient(id) => conn
@@ -883,10 +895,14 @@ fn decode_refresh(row: &Row<'_>) -> Result<RefreshTokenRecord, StoreError> {
 }
 
 fn decode_user(row: &Row<'_>) -> Result<User, StoreError> {
+    let roles: String = row.get("roles").map_err(backend)?;
+    // A role this version does not know grants nothing.
+    let (roles, _) = Role::parse_list(roles.split_whitespace());
     Ok(User {
         name: row.get("name").map_err(backend)?,
         password_hash: row.get("password_hash").map_err(backend)?,
         disabled: row.get("disabled").map_err(backend)?,
+        roles,
     })
 }
 
@@ -931,6 +947,7 @@ fn decode_client(row: &Row<'_>) -> Result<ClientRow, StoreError> {
         redirect_uris: row.get("redirect_uris").map_err(backend)?,
         require_consent: row.get("require_consent").map_err(backend)?,
         name: row.get("name").map_err(backend)?,
+        owner: row.get("owner").map_err(backend)?,
     })
 }
 
@@ -1221,6 +1238,14 @@ impl Directory for SqliteTokenStore {
         self.submit(WriterOp::Directory(DirectoryChange::UserDisabled {
             name,
             disabled,
+        }))
+        .await
+    }
+
+    async fn set_user_roles(&self, name: &str, roles: &BTreeSet<Role>) -> Result<bool, StoreError> {
+        self.submit(WriterOp::Directory(DirectoryChange::UserRoles {
+            name: name.to_owned(),
+            roles: Role::join(roles),
         }))
         .await
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::model::{Client, ClientFields, User};
+use super::model::{Client, ClientFields, Role, User};
 use super::{ClientStore, StoreError, UserStore};
 use crate::crypto::password;
 use crate::toml_parse;
@@ -66,6 +66,8 @@ struct RawUser {
     password_hash: String,
     #[serde(default)]
     disabled: bool,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +90,7 @@ struct RawClient {
     #[serde(default)]
     require_consent: bool,
     name: Option<String>,
+    owner: Option<String>,
     grant_types: Vec<String>,
     #[serde(default)]
     scopes: Vec<String>,
@@ -151,12 +154,21 @@ pub fn parse_users(text: &str, path: &Path) -> Result<HashMap<String, User>, Fil
                 format!("not an argon2 PHC string ({err})"),
             ));
         }
+        let (roles, unknown) = Role::parse_list(user.roles.iter().map(String::as_str));
+        for role in unknown {
+            problems.push(problem(
+                path,
+                format!("users.{name}.roles"),
+                format!("unknown role `{role}` (known: developer, admin)"),
+            ));
+        }
         users.insert(
             name.clone(),
             User {
                 name,
                 password_hash: user.password_hash,
                 disabled: user.disabled,
+                roles,
             },
         );
     }
@@ -184,6 +196,7 @@ pub fn parse_clients(text: &str, path: &Path) -> Result<HashMap<String, Arc<Clie
             redirect_uris: raw_client.redirect_uris,
             require_consent: raw_client.require_consent,
             name: raw_client.name,
+            owner: raw_client.owner,
             grant_types: raw_client.grant_types,
             scopes: raw_client.scopes,
             access_token_validity_period: raw_client.access_token_validity_period,

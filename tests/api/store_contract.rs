@@ -15,7 +15,7 @@ use tokengate::store::directory::ClientRow;
 use tokengate::store::measured::Unobserved;
 use tokengate::store::model::{
     AuthorizationCodeRecord, Client, ConsentRecord, GrantType, LoginSessionRecord, NewTokens,
-    RefreshTokenRecord, TokenRecord, User,
+    RefreshTokenRecord, Role, TokenRecord, User,
 };
 use tokengate::store::redirect_uri::RedirectUri;
 use tokengate::store::{
@@ -300,6 +300,7 @@ fn user(name: &str, password: &str) -> User {
         name: name.into(),
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$hash-of-{password}"),
         disabled: false,
+        roles: Default::default(),
     }
 }
 
@@ -320,6 +321,7 @@ fn client(id: &str) -> Client {
         redirect_uris: vec![RedirectUri::parse("https://app.example/cb").unwrap()],
         require_consent: false,
         name: Some("The App".into()),
+        owner: Some("alice".into()),
     }
 }
 
@@ -1227,7 +1229,10 @@ async fn clearing_failures_forgets_every_address_and_lock(b: Backend) {
 
 async fn users_are_added_edited_and_removed(b: Backend) {
     let directory = &b.stores.directory;
-    let alice = user("alice", "one");
+    let alice = User {
+        roles: [Role::Developer].into(),
+        ..user("alice", "one")
+    };
     let bob = User {
         disabled: true,
         ..user("bob", "two")
@@ -1264,6 +1269,25 @@ async fn users_are_added_edited_and_removed(b: Backend) {
         })
     );
     assert!(!directory.find_user("bob").await.unwrap().unwrap().disabled);
+    // Roles are replaced whole; none is a valid answer.
+    let both = [Role::Admin, Role::Developer].into();
+    assert!(directory.set_user_roles("bob", &both).await.unwrap());
+    assert_eq!(
+        directory.find_user("bob").await.unwrap().unwrap().roles,
+        both
+    );
+    assert!(directory
+        .set_user_roles("bob", &Default::default())
+        .await
+        .unwrap());
+    assert!(directory
+        .find_user("bob")
+        .await
+        .unwrap()
+        .unwrap()
+        .roles
+        .is_empty());
+    assert!(!directory.set_user_roles("nobody", &both).await.unwrap());
 
     assert!(directory.remove_user("alice").await.unwrap());
     assert!(!directory.remove_user("alice").await.unwrap());

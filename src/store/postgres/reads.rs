@@ -22,7 +22,7 @@ use super::batcher::Run;
 use super::kept::Kept;
 use super::{backend, bounded, corrupt, decode_token};
 use crate::crypto::token::TokenId;
-use crate::store::model::{AccessTokenRecord, RefreshTokenRecord, User};
+use crate::store::model::{AccessTokenRecord, RefreshTokenRecord, Role, User};
 use crate::store::revocation::TOKEN_COLUMNS;
 use crate::store::StoreError;
 
@@ -231,7 +231,7 @@ impl Lookup for Users {
     type Record = User;
 
     fn sql() -> &'static str {
-        "SELECT u.name, u.password_hash, u.disabled \
+        "SELECT u.name, u.password_hash, u.disabled, u.roles \
          FROM UNNEST($1::text[]) AS k(name) \
          CROSS JOIN LATERAL (SELECT * FROM users WHERE users.name = k.name OFFSET 0) AS u"
     }
@@ -248,10 +248,14 @@ impl Lookup for Users {
     }
 
     fn record(row: &PgRow) -> Result<User, StoreError> {
+        let roles: String = row.try_get("roles").map_err(backend)?;
+        // A role this version does not know grants nothing.
+        let (roles, _) = Role::parse_list(roles.split_whitespace());
         Ok(User {
             name: row.try_get("name").map_err(backend)?,
             password_hash: row.try_get("password_hash").map_err(backend)?,
             disabled: row.try_get("disabled").map_err(backend)?,
+            roles,
         })
     }
 }

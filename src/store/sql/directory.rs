@@ -1,15 +1,18 @@
 //! Users and clients kept in the token database (`stores.users = "sql"`,
 //! `stores.clients = "sql"`). Shared by both dialects.
 
-/// Every user, as `store::model::User` (name, password_hash, disabled).
+/// Every user, as `store::model::User` (name, password_hash, disabled, roles space-separated).
 pub(crate) const SELECT_USERS: &str =
-    "SELECT name, password_hash, disabled FROM users ORDER BY name";
+    "SELECT name, password_hash, disabled, roles FROM users ORDER BY name";
 
 pub(crate) const FIND_USER: &str =
-    "SELECT name, password_hash, disabled FROM users WHERE name = $1";
+    "SELECT name, password_hash, disabled, roles FROM users WHERE name = $1";
 
 pub(crate) const INSERT_USER: &str = "INSERT INTO users (name, password_hash, disabled, \
-    created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING";
+    roles, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING";
+
+/// Replaces the roles (`$1`, space-separated) of user `$2`.
+pub(crate) const SET_USER_ROLES: &str = "UPDATE users SET roles = $1 WHERE name = $2";
 
 pub(crate) const DELETE_USER: &str = "DELETE FROM users WHERE name = $1";
 
@@ -21,7 +24,7 @@ pub(crate) const SET_USER_DISABLED: &str = "UPDATE users SET disabled = $1 WHERE
 pub(crate) const SELECT_CLIENTS: &str = "SELECT id, secret_hash, grant_types, scopes, \
     access_token_validity_period, application_access_token_validity_period, \
     refresh_token_validity_period, introspect, token_format, audience, disabled, public, \
-    redirect_uris, require_consent, name FROM clients ORDER BY id";
+    redirect_uris, require_consent, name, owner FROM clients ORDER BY id";
 
 /// The number the triggers move on every change to `clients`.
 pub(crate) const SELECT_CLIENTS_REVISION: &str =
@@ -29,12 +32,12 @@ pub(crate) const SELECT_CLIENTS_REVISION: &str =
 
 pub(crate) const CLIENT_EXISTS: &str = "SELECT 1 FROM clients WHERE id = $1";
 
-/// A new client, `ClientRow`'s fields in order, then `created_at` (`$16`).
+/// A new client, `ClientRow`'s fields in order, then `created_at` (`$17`).
 pub(crate) const INSERT_CLIENT: &str = "INSERT INTO clients (id, secret_hash, grant_types, \
     scopes, access_token_validity_period, application_access_token_validity_period, \
     refresh_token_validity_period, introspect, token_format, audience, disabled, public, \
-    redirect_uris, require_consent, name, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+    redirect_uris, require_consent, name, owner, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
     ON CONFLICT (id) DO NOTHING";
 
 pub(crate) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE id = $1";

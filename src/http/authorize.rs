@@ -32,7 +32,7 @@ use crate::audit::{Event, Origin};
 use crate::config::LoginSettings;
 use crate::metrics::Outcome;
 use crate::oauth::authorize::{self, AuthorizationRequest, AuthorizeError, Prompt};
-use crate::oauth::grants::password::check_login;
+use crate::oauth::grants::password::{check_login, LoginChannel};
 use crate::oauth::login_session::KNOWN_DEVICE_SECS;
 use crate::oauth::params::parse_form;
 use crate::oauth::ErrorCode;
@@ -582,7 +582,7 @@ pub async fn login(
         &origin,
         username,
         password,
-        known_device,
+        LoginChannel::LoginPage { known_device },
     )
     .await
     {

@@ -294,10 +294,11 @@ impl TokenStore for Measured<dyn TokenStore> {
 
 #[async_trait]
 impl LockoutStore for Measured<dyn LockoutStore> {
-    async fn attempt(
+    async fn attempt_counted_in(
         &self,
         username: &str,
         source: &str,
+        every_address: &'static str,
         step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
@@ -305,7 +306,7 @@ impl LockoutStore for Measured<dyn LockoutStore> {
         let store = &self.inner;
         self.timed(
             "login_attempt",
-            store.attempt(username, source, step, now, policy),
+            store.attempt_counted_in(username, source, every_address, step, now, policy),
         )
         .await
     }

@@ -452,6 +452,22 @@ pub trait LockoutStore: Send + Sync + 'static {
         step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
+    ) -> Result<Attempt, StoreError> {
+        self.attempt_counted_in(username, source, ALL_SOURCES, step, now, policy)
+            .await
+    }
+
+    /// [`LockoutStore::attempt`] with the every-address counts kept in the row `every_address`
+    /// instead of [`ALL_SOURCES`]: a login channel anyone can reach (the login page) has its
+    /// own, so that it cannot lock the name for the others.
+    async fn attempt_counted_in(
+        &self,
+        username: &str,
+        source: &str,
+        every_address: &'static str,
+        step: AttemptStep,
+        now: i64,
+        policy: LockoutPolicy,
     ) -> Result<Attempt, StoreError>;
 
     /// Forgets attempts and any lock of the name, from every address (`tokengate user

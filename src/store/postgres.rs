@@ -43,7 +43,7 @@ use super::sql::{directory, lockouts, purge, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
     LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, PurgedRows, RateLimitStore,
-    Redemption, Rotation, RowChange, StoreError, SubjectKind, TokenStore, ALL_SOURCES,
+    Redemption, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
 };
 use crate::abuse::rate_limit::{Rate, Take};
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -817,10 +817,11 @@ async fn change_failures(
 
 #[async_trait]
 impl LockoutStore for PostgresTokenStore {
-    async fn attempt(
+    async fn attempt_counted_in(
         &self,
         username: &str,
         source: &str,
+        every_address: &'static str,
         step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
@@ -846,7 +847,7 @@ impl LockoutStore for PostgresTokenStore {
             let found = sqlx::query(lockouts::SELECT_ROWS)
                 .bind(username)
                 .bind(source)
-                .bind(ALL_SOURCES)
+                .bind(every_address)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(backend)?;
@@ -871,7 +872,7 @@ impl LockoutStore for PostgresTokenStore {
             let (verdict, changes) = attempt_steps(rows, step, now, policy);
             change_failures(&mut tx, username, source, changes.source).await?;
             if let Some(change) = changes.all {
-                change_failures(&mut tx, username, ALL_SOURCES, change).await?;
+                change_failures(&mut tx, username, every_address, change).await?;
             }
             tx.commit().await.map_err(backend)?;
             Ok(verdict)

@@ -43,7 +43,7 @@ use super::sql::{directory, lockouts, purge, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
     LockoutStore, PurgeLimits, PurgedRows, Redemption, Rotation, RowChange, StoreError,
-    SubjectKind, TokenStore, ALL_SOURCES,
+    SubjectKind, TokenStore,
 };
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -139,6 +139,7 @@ enum WriterOp {
     Attempt {
         username: String,
         source: String,
+        every_address: &'static str,
         step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
@@ -576,6 +577,7 @@ fn attempt_in(
     conn: &Connection,
     username: &str,
     source: &str,
+    every_address: &str,
     step: AttemptStep,
     now: i64,
     policy: LockoutPolicy,
@@ -585,7 +587,7 @@ fn attempt_in(
         all: policy.counts_every_address().then_some(None),
     };
     let mut select = conn.prepare_cached(lockouts::SELECT_ROWS)?;
-    let mut found = select.query(params![username, source, ALL_SOURCES])?;
+    let mut found = select.query(params![username, source, every_address])?;
     while let Some(row) = found.next()? {
         let values: FailureRow = (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
         let row_source: String = row.get(0)?;
@@ -598,7 +600,7 @@ fn attempt_in(
     let (verdict, changes) = attempt_steps(rows, step, now, policy);
     change_failures(conn, username, source, changes.source)?;
     if let Some(change) = changes.all {
-        change_failures(conn, username, ALL_SOURCES, change)?;
+        change_failures(conn, username, every_address, change)?;
     }
     Ok(verdict)
 }
@@ -635,12 +637,19 @@ fn apply(conn: &Connection, op: &WriterOp) -> Result<Outcome, rusqlite::Error> {
         WriterOp::Attempt {
             username,
             source,
+            every_address,
             step,
             now,
             policy,
         } => {
             return Ok(Outcome::Attempt(attempt_in(
-                conn, username, source, *step, *now, *policy,
+                conn,
+                username,
+                source,
+                every_address,
+                *step,
+                *now,
+                *policy,
             )?))
         }
         WriterOp::Purge(limits) => return Ok(Outcome::Deleted(purge(conn, *limits)?)),
@@ -1169,10 +1178,11 @@ impl TokenStore for SqliteTokenStore {
 
 #[async_trait]
 impl LockoutStore for SqliteTokenStore {
-    async fn attempt(
+    async fn attempt_counted_in(
         &self,
         username: &str,
         source: &str,
+        every_address: &'static str,
         step: AttemptStep,
         now: i64,
         policy: LockoutPolicy,
@@ -1181,6 +1191,7 @@ impl LockoutStore for SqliteTokenStore {
             .submit_for(WriterOp::Attempt {
                 username: username.to_owned(),
                 source: source.to_owned(),
+                every_address,
                 step,
                 now,
                 policy,

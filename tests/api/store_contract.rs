@@ -69,6 +69,7 @@ contract!(
     checks_in_flight_use_up_the_allowance_until_they_end,
     concurrent_attempts_get_no_more_checks_than_the_allowance,
     failures_from_every_address_lock_the_name_everywhere,
+    each_every_address_row_counts_and_locks_on_its_own,
     clearing_failures_forgets_every_address_and_lock,
     users_are_added_edited_and_removed,
     clients_are_added_edited_and_removed_and_each_change_moves_the_revision,
@@ -1748,4 +1749,42 @@ async fn a_consent_is_kept_per_user_and_client_until_a_mark_of_either_covers_it(
         .await
         .unwrap();
     assert_eq!(found("bob", "mail").await.as_deref(), Some("read"));
+}
+
+async fn each_every_address_row_counts_and_locks_on_its_own(b: Backend) {
+    let policy = LockoutPolicy {
+        max_failures: 5,
+        max_failures_per_user: 2,
+        window_secs: 100,
+        lock_secs: 50,
+    };
+    let lockouts = &b.stores.lockouts;
+    let page = |source: &'static str, step: AttemptStep| {
+        lockouts.attempt_counted_in("alice", source, "login-page", step, NOW, policy)
+    };
+    // Two failures in the page's row lock the name there, everywhere.
+    for source in ["192.0.2.1", "192.0.2.2"] {
+        assert_eq!(
+            page(source, AttemptStep::Begin).await.unwrap(),
+            Attempt::Allowed
+        );
+        page(source, AttemptStep::Failed).await.unwrap();
+    }
+    assert_eq!(
+        page("192.0.2.3", AttemptStep::Begin).await.unwrap(),
+        Attempt::Locked { until: NOW + 50 }
+    );
+    // The default row (the password grant's) knows nothing of them, even at the same address,
+    // whose own row both share.
+    assert_eq!(
+        b.attempt("alice", "192.0.2.3", AttemptStep::Begin, NOW, policy)
+            .await,
+        Attempt::Allowed
+    );
+    b.attempt("alice", "192.0.2.3", AttemptStep::Abandoned, NOW, policy)
+        .await;
+    assert_eq!(
+        b.fail("alice", "192.0.2.1", NOW, policy).await,
+        Attempt::Allowed
+    );
 }

@@ -21,7 +21,7 @@ use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
 use crate::store::model::{Client, GrantType, User};
-use crate::store::{Attempt, AttemptStep, LockoutPolicy, LockoutStore, UserStore};
+use crate::store::{Attempt, AttemptStep, LockoutPolicy, LockoutStore, UserStore, ALL_SOURCES};
 
 pub struct PasswordGrant {
     /// The request's id and the client's address: failed logins are counted per user name
@@ -85,7 +85,7 @@ impl Grant for PasswordGrant {
             &self.origin,
             &params.username,
             params.password,
-            None,
+            LoginChannel::PasswordGrant,
         )
         .await?;
         if !checked {
@@ -109,21 +109,22 @@ impl Grant for PasswordGrant {
 /// audit trail, as one attempt. Shared by the password grant and the hosted login page.
 /// `Ok(false)` for a wrong password, an unknown or disabled user and a locked account alike.
 ///
-/// `known_device`: the login page's known-device name for this browser and user (see
-/// `login_session`): its attempts are counted as from that device instead of the address, and
-/// a lock of the name everywhere does not apply to them, so guessers spread over many
-/// addresses cannot lock the user out of their own browser.
+/// `channel` says where the password came from (see [`LoginChannel`]).
 pub async fn check_login(
     service: &TokenService,
     client_id: &str,
     origin: &Origin,
     username: &str,
     password: SecretString,
-    known_device: Option<String>,
+    channel: LoginChannel,
 ) -> Result<bool, OAuthError> {
     let policy = service
         .lockout_policy()
         .filter(|_| username.len() <= MAX_TRACKED_NAME);
+    let (every_address, known_device) = match channel {
+        LoginChannel::PasswordGrant => (ALL_SOURCES, None),
+        LoginChannel::LoginPage { known_device } => (LOGIN_PAGE_EVERY_ADDRESS, known_device),
+    };
     let (source, policy) = match known_device {
         Some(device) => (
             device,
@@ -147,6 +148,7 @@ pub async fn check_login(
         policy,
         username: username.to_owned(),
         source,
+        every_address,
         now: service.clock.now_secs(),
         metrics: service.metrics().clone(),
         audit: service.audit().clone(),
@@ -164,6 +166,27 @@ pub async fn check_login(
         .await
         .map_err(|_| OAuthError::server_error(AttemptLost))?
 }
+
+/// Where a password is checked, for the lockout.
+#[derive(Debug)]
+pub enum LoginChannel {
+    /// `grant_type=password`: only a client that authenticated (a confidential client with its
+    /// secret) can send these.
+    PasswordGrant,
+    /// The hosted login page: anyone can post it. Its failures count per address as the
+    /// grant's do (one guess budget per address), but every address's together are counted in
+    /// a row of their own: guessers on the page can lock the name on the page, never for the
+    /// password grant's apps.
+    LoginPage {
+        /// This browser's known-device name for the user (see `login_session`): its attempts
+        /// are counted per device instead of per address, and no lock of the name everywhere
+        /// applies to them, so the user's own browser keeps working.
+        known_device: Option<String>,
+    },
+}
+
+/// The login page's row of every address's failures (beside `ALL_SOURCES`, the grant's).
+const LOGIN_PAGE_EVERY_ADDRESS: &str = "login-page";
 
 #[derive(Debug, thiserror::Error)]
 #[error("the login attempt ended without an answer")]
@@ -183,8 +206,10 @@ struct LoginAttempt {
     hasher: PasswordHasher,
     policy: Option<LockoutPolicy>,
     username: String,
-    /// The client's address (its rate-limit bucket) as text.
+    /// The client's address (its rate-limit bucket) as text, or the known device.
     source: String,
+    /// The row of every address's failures this channel counts in.
+    every_address: &'static str,
     now: i64,
     metrics: GrantMetrics,
     audit: Audit,
@@ -213,9 +238,10 @@ impl LoginAttempt {
             loop {
                 let verdict = self
                     .lockouts
-                    .attempt(
+                    .attempt_counted_in(
                         &self.username,
                         &self.source,
+                        self.every_address,
                         AttemptStep::Begin,
                         self.now,
                         policy,
@@ -324,7 +350,14 @@ impl LoginAttempt {
         loop {
             match self
                 .lockouts
-                .attempt(&self.username, &self.source, step, self.now, policy)
+                .attempt_counted_in(
+                    &self.username,
+                    &self.source,
+                    self.every_address,
+                    step,
+                    self.now,
+                    policy,
+                )
                 .await
             {
                 Ok(outcome) => return Ok(outcome),

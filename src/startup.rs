@@ -360,6 +360,11 @@ impl Application {
             audit: audit.clone(),
             login_sessions,
             login_pages,
+            login_checks: Arc::new(tokio::sync::Semaphore::new(
+                (settings.password_hashing.workers.max(1)
+                    + settings.password_hashing.queue_capacity)
+                    .div_ceil(2),
+            )),
         }));
         // Last, once nothing above can fail: a listening socket shares the port's connections
         // with the other process on it, and those queued here would be reset if this one exited.

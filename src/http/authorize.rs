@@ -563,6 +563,11 @@ pub async fn login(
             Outcome::InvalidRequest,
         );
     };
+    // Held until the check is answered (or this request is dropped): the page's share of the
+    // hashing pool.
+    let Ok(_check_slot) = state.login_checks.clone().try_acquire_owned() else {
+        return counted_as(busy(&state), Outcome::Overloaded);
+    };
     let password = SecretString::from(password.to_owned());
     let known_device = match cookie(&headers, DEVICE_COOKIE) {
         Some(id) => state

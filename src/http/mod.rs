@@ -76,6 +76,10 @@ pub struct AppParts {
     pub login_sessions: Arc<LoginSessions>,
     /// The login pages' branding (`[login] title`, `logo`, scope descriptions).
     pub login_pages: Arc<authorize::LoginPages>,
+    /// The login page's share of the password-hashing pool: anyone can post the form, so it
+    /// may fill at most half of the workers and queue, and the password grant's clients keep
+    /// the rest.
+    pub login_checks: Arc<tokio::sync::Semaphore>,
 }
 
 /// The client's address as every defence sees it (rate limits, lockout, client

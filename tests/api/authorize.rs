@@ -996,3 +996,50 @@ async fn a_known_device_counts_its_own_failures_and_is_no_login_session() {
     let page = other.get(&app, &authorize_path(&[])).await;
     location(&other.sign_in(&app, &page, USER, PASSWORD).await);
 }
+
+#[tokio::test]
+async fn a_flood_of_login_page_posts_leaves_the_password_grant_its_share_of_the_hashing_pool() {
+    // Arrange: one hashing worker and a queue of three: the page may use two of the four.
+    let app = spawn_app_with(|settings| {
+        settings.password_hashing.workers = 1;
+        settings.password_hashing.queue_capacity = 3;
+        settings.security.lockout = None;
+    })
+    .await;
+    let mut browser = Browser::default();
+    let page = browser.get(&app, &authorize_path(&[])).await;
+    let mut form = hidden_fields(&page.text);
+    form.push(("password".into(), "guess".into()));
+    let csrf = browser.cookie_header();
+
+    // Act: twelve posts for made-up names (a dummy hash each) and two password grants at once.
+    let posts = (0..12).map(|n| {
+        let mut form = form.clone();
+        form.push(("username".into(), format!("nobody-{n}")));
+        let request = app
+            .client
+            .post(app.url("/authorize"))
+            .header("cookie", csrf.clone())
+            .form(&form);
+        async move { Reply::read(request.send().await.unwrap()).await }
+    });
+    let (page_replies, grants) = tokio::join!(
+        futures::future::join_all(posts),
+        futures::future::join_all((0..2).map(|_| app.login(None)))
+    );
+
+    // Assert: the grants were served; the page got its answers or a busy page, nothing else.
+    for grant in &grants {
+        grant.assert_tokens(3600, "default");
+    }
+    let busy = page_replies.iter().filter(|r| r.status == 503).count();
+    assert!(busy > 0, "the flood never hit the page's share");
+    for reply in &page_replies {
+        assert!(
+            reply.status == 503 || reply.text.contains("Invalid username or password."),
+            "{}: {}",
+            reply.status,
+            reply.text
+        );
+    }
+}

@@ -15,7 +15,7 @@ use super::grants::{self, Grant, Issued};
 use super::params::{AuthorizationHeader, FormParams};
 use super::wire::TokenResponse;
 use crate::abuse::client_failures::{ClientAuthFailures, ClientAuthPolicy};
-use crate::abuse::rate_limit::Limiter;
+use crate::abuse::rate_limit::{bucket_key, Limiter};
 use crate::audit::{Audit, Event, Origin};
 use crate::clock::Clock;
 use crate::config::OAuthSettings;
@@ -177,7 +177,13 @@ impl TokenService {
     ) -> Result<Arc<Client>, OAuthError> {
         let client = self.client_auth.authenticate(presented, origin).await?;
         if let Some(limiter) = &self.client_limiter {
-            if let Err(retry) = limiter.check(&client.id, self.clock.now_ms()).await {
+            // A public client is "authenticated" by its id alone, which anyone can send: its
+            // bucket is per address too, or strangers could use up every user's allowance.
+            let bucket = match (client.public, origin.ip) {
+                (true, Some(ip)) => format!("{} {}", client.id, bucket_key(ip)),
+                _ => client.id.clone(),
+            };
+            if let Err(retry) = limiter.check(&bucket, self.clock.now_ms()).await {
                 self.audit.record(
                     origin,
                     Some(client.id.as_str()),

@@ -340,3 +340,40 @@ async fn a_refused_client_waiting_for_100_continue_is_not_invited_to_send_its_bo
         "{answer}"
     );
 }
+
+/// A public client names itself by its id alone, which anyone can send: its bucket is per
+/// client and address, so strangers cannot use up its users' allowance.
+#[tokio::test]
+async fn a_public_clients_bucket_is_per_address() {
+    // Arrange: 127.0.0.1 is a trusted proxy, so X-Forwarded-For plays the client's address.
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_client = bucket(NO_REFILL, 2.0);
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let junk = |address: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/token"))
+            .header("x-forwarded-for", address)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", PUBLIC_CLIENT_ID),
+                ("refresh_token", "x"),
+            ]);
+        async move { Reply::read(request.send().await.unwrap()).await }
+    };
+
+    // Act: a stranger uses up the bucket at their address.
+    for _ in 0..2 {
+        junk("198.51.100.1")
+            .await
+            .assert_error(400, "invalid_grant");
+    }
+    let stranger = junk("198.51.100.1").await;
+    let user = junk("203.0.113.7").await;
+
+    // Assert
+    assert_limited(&stranger);
+    user.assert_error(400, "invalid_grant");
+}

@@ -403,6 +403,12 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
             "login.session_lifetime",
             running.login.session_lifetime_secs != new.login.session_lifetime_secs,
         ),
+        ("login.title", running.login.title != new.login.title),
+        ("login.logo", running.login.logo != new.login.logo),
+        (
+            "login.scope_descriptions",
+            running.login.scope_descriptions != new.login.scope_descriptions,
+        ),
         ("oauth.issuer", running.oauth.issuer != new.oauth.issuer),
         (
             "oauth.jwt_algorithm",

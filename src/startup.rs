@@ -360,10 +360,10 @@ impl Application {
             audit: audit.clone(),
             login_sessions,
             login_pages,
+            // Counted against the queue alone: a job leaves the queue only when a worker takes
+            // it, so page jobs may briefly all be waiting there.
             login_checks: Arc::new(tokio::sync::Semaphore::new(
-                (settings.password_hashing.workers.max(1)
-                    + settings.password_hashing.queue_capacity)
-                    .div_ceil(2),
+                (settings.password_hashing.queue_capacity / 2).max(1),
             )),
         }));
         // Last, once nothing above can fail: a listening socket shares the port's connections

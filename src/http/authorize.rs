@@ -500,6 +500,22 @@ pub async fn authorize(
     }
 }
 
+/// A form posted without our CSRF cookie: from another site (a `SameSite=Lax` cookie is not
+/// sent with a cross-site post), or by a browser that keeps no cookies. No new cookie is set:
+/// a cross-site post must not replace the one of the form the user has open.
+fn form_without_csrf_cookie(state: &AppState) -> Response {
+    tracing::info!("a login page form came without its CSRF cookie");
+    counted_as(
+        message(
+            state,
+            StatusCode::FORBIDDEN,
+            "This sign-in form has expired",
+            "Go back to the application and start again. (Cookies must be allowed for this site.)",
+        ),
+        Outcome::AccessDenied,
+    )
+}
+
 /// A posted form that could not be read (not a form, too large, a repeated field).
 fn unreadable_form(state: &AppState) -> Response {
     counted_as(
@@ -534,6 +550,9 @@ pub async fn login(
         Err(err) => return refused(&state, err),
     };
     let username = posted.form.get("username").unwrap_or_default();
+    if csrf_cookie(&headers).is_none() {
+        return form_without_csrf_cookie(&state);
+    }
     if !csrf_matches(&headers, &posted.form) {
         // The browser's own CSRF cookie is kept when it has one: a cross-site post (which
         // cannot know it) must not replace it and break the form the user has open.
@@ -580,7 +599,6 @@ pub async fn login(
             }),
         None => None,
     };
-    let is_known_device = known_device.is_some();
     match check_login(
         service,
         &request.client.id,
@@ -615,18 +633,15 @@ pub async fn login(
                 ),
                 Err(err) => tracing::warn!(error = %err, "a login session could not be stored"),
             }
-            if !is_known_device {
-                match state.login_sessions.remember_device(username).await {
-                    Ok(device) => set_cookie(
-                        &mut response,
-                        DEVICE_COOKIE,
-                        device.expose_secret(),
-                        Some(KNOWN_DEVICE_SECS),
-                    ),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "a known device could not be stored")
-                    }
-                }
+            // Renewed on every sign-in: a device stays known for 90 days after the last one.
+            match state.login_sessions.remember_device(username).await {
+                Ok(device) => set_cookie(
+                    &mut response,
+                    DEVICE_COOKIE,
+                    device.expose_secret(),
+                    Some(KNOWN_DEVICE_SECS),
+                ),
+                Err(err) => tracing::warn!(error = %err, "a known device could not be stored"),
             }
             response
         }
@@ -687,6 +702,9 @@ pub async fn consent(
             Some("Your session has ended. Please sign in again."),
         );
     };
+    if csrf_cookie(&headers).is_none() {
+        return form_without_csrf_cookie(&state);
+    }
     if !csrf_matches(&headers, &posted.form) {
         tracing::info!("a consent form was refused: its CSRF value does not match the cookie");
         return counted_as(

@@ -77,8 +77,7 @@ pub struct AppParts {
     /// The login pages' branding (`[login] title`, `logo`, scope descriptions).
     pub login_pages: Arc<authorize::LoginPages>,
     /// The login page's share of the password-hashing pool: anyone can post the form, so it
-    /// may fill at most half of the workers and queue, and the password grant's clients keep
-    /// the rest.
+    /// may fill at most half of the queue, and the password grant's clients keep the rest.
     pub login_checks: Arc<tokio::sync::Semaphore>,
 }
 

@@ -540,6 +540,9 @@ async fn a_form_without_the_right_csrf_value_is_refused() {
         assert_page_headers(reply);
         assert!(reply.text.contains("expired"), "{}", reply.text);
     }
+    // No cookie is set for the cross-site post: a real browser would store it and break the
+    // form the user has open.
+    assert!(cross_site.header("set-cookie").is_none(), "{cross_site:?}");
     let (_, params) = location(&right);
     assert!(params.contains_key("code"));
 }
@@ -999,7 +1002,8 @@ async fn a_known_device_counts_its_own_failures_and_is_no_login_session() {
 
 #[tokio::test]
 async fn a_flood_of_login_page_posts_leaves_the_password_grant_its_share_of_the_hashing_pool() {
-    // Arrange: one hashing worker and a queue of three: the page may use two of the four.
+    // Arrange: one hashing worker and a queue of three: the page may use one of the places
+    // in the queue, the grants keep two.
     let app = spawn_app_with(|settings| {
         settings.password_hashing.workers = 1;
         settings.password_hashing.queue_capacity = 3;

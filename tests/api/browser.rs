@@ -363,27 +363,35 @@ async fn a_person_allows_a_third_party_app_and_is_not_asked_again() {
     assert!(scopes[0].contains("PRODUCTION"), "{scopes:?}");
     assert!(scopes[1].contains("SANDBOX"), "{scopes:?}");
     loopback.assert_no_redirect();
-    // Assert: the keyboard starts on Allow, then Deny.
+    // Assert: nothing has the focus at first (one stray Enter allows nothing); then the
+    // keyboard goes to Allow, then Deny.
+    let body = browser.wait_for(Locator::Css("body")).await;
+    assert_eq!(
+        browser.focused().await,
+        body.element_id().to_string(),
+        "something has the focus on load"
+    );
+    let client = &browser.client;
+    let press = |key: Key| async move {
+        let focused = client.active_element().await.unwrap();
+        focused.send_keys(&key).await.unwrap();
+    };
+    press(Key::Enter).await;
+    press(Key::Tab).await;
     let allow = browser.button("Allow").await;
     assert_eq!(
         browser.focused().await,
         allow.element_id().to_string(),
-        "Allow has the focus"
+        "Tab goes to Allow first"
     );
-    browser
-        .client
-        .active_element()
-        .await
-        .unwrap()
-        .send_keys(&Key::Tab)
-        .await
-        .unwrap();
+    press(Key::Tab).await;
     let deny = browser.button("Deny").await;
     assert_eq!(
         browser.focused().await,
         deny.element_id().to_string(),
         "Tab goes from Allow to Deny"
     );
+    loopback.assert_no_redirect();
 
     // Act: Allow.
     allow.click().await.unwrap();

@@ -521,6 +521,11 @@ async fn a_changed_key_that_needs_a_restart_is_logged_and_not_applied() {
         "https_port = 8243",
         "https_port = 8244",
     );
+    home.edit(
+        "config/identity.toml",
+        "title = \"tokengate\"",
+        "title = \"Example Corp\"",
+    );
     home.edit("config/identity.toml", VALIDITY, SHORTER);
 
     // Act
@@ -534,6 +539,11 @@ async fn a_changed_key_that_needs_a_restart_is_logged_and_not_applied() {
         .find(|line| line.contains("needs a restart"))
         .unwrap_or_else(|| panic!("no restart warning:\n{log}"));
     assert!(restart.contains("server.https_port"), "{log}");
+    assert!(
+        log.lines()
+            .any(|line| line.contains("needs a restart") && line.contains("login.title")),
+        "{log}"
+    );
     assert_eq!(server.get("/health").await.status, 200);
 }
 

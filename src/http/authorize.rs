@@ -369,20 +369,32 @@ fn consent_form(
     response
 }
 
-/// The user of the browser's live login session, if any (and still allowed to log in). A
-/// store that cannot answer counts as no session: the form is shown.
-async fn session_user(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let id = SecretString::from(cookie(headers, SESSION_COOKIE)?);
-    let username = match state.login_sessions.user(&id).await {
-        Ok(found) => found?,
+/// The session or user store did not answer.
+struct StoreUnavailable;
+
+/// The user of the browser's live login session, if any (and still allowed to log in).
+async fn session_user(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<String>, StoreUnavailable> {
+    let Some(id) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let username = match state.login_sessions.user(&SecretString::from(id)).await {
+        Ok(Some(username)) => username,
+        Ok(None) => return Ok(None),
         Err(err) => {
             tracing::warn!(error = %err, "a login session could not be looked up");
-            return None;
+            return Err(StoreUnavailable);
         }
     };
     match state.token_service.users.find_user(&username).await {
-        Ok(Some(user)) if !user.disabled => Some(username),
-        _ => None,
+        Ok(Some(user)) if !user.disabled => Ok(Some(username)),
+        Ok(_) => Ok(None),
+        Err(err) => {
+            tracing::warn!(error = %err, "a session's user could not be looked up");
+            Err(StoreUnavailable)
+        }
     }
 }
 
@@ -477,17 +489,29 @@ pub async fn authorize(
         Err(err) => return refused(&state, err),
     };
     let origin = origin_of(ip, request_id);
-    let user = match request.prompt {
-        Prompt::Login => None,
-        Prompt::Default | Prompt::None | Prompt::Consent => {
-            // A session cookie costs a store read, and a valid one a code row and an audit
-            // line: such requests take from the per-IP rate limit (showing the form does not).
-            if cookie(&headers, SESSION_COOKIE).is_some() {
-                if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
-                    return too_many_requests(&state, retry);
-                }
+    let user = if request.prompt.forces_login() {
+        None
+    } else {
+        // A session cookie costs a store read, and a valid one a code row and an audit
+        // line: such requests take from the per-IP rate limit (showing the form does not).
+        if cookie(&headers, SESSION_COOKIE).is_some() {
+            if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
+                return too_many_requests(&state, retry);
             }
-            session_user(&state, &headers).await
+        }
+        match session_user(&state, &headers).await {
+            Ok(user) => user,
+            // Not "logged out": the app is told to try again (prompt=none would otherwise get
+            // login_required for every signed-in user during a store outage).
+            Err(StoreUnavailable) => {
+                return refused(
+                    &state,
+                    request.error(
+                        "temporarily_unavailable",
+                        "the sign-in service cannot reach its store; try again shortly",
+                    ),
+                )
+            }
         }
     };
     match (user, request.prompt) {
@@ -691,7 +715,10 @@ pub async fn consent(
         Ok(request) => request,
         Err(err) => return refused(&state, err),
     };
-    let Some(username) = session_user(&state, &headers).await else {
+    let Ok(found) = session_user(&state, &headers).await else {
+        return busy(&state);
+    };
+    let Some(username) = found else {
         // The session ended (logout, expiry, revoke-tokens) while the screen was open.
         return login_form(
             &state,

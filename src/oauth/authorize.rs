@@ -39,6 +39,20 @@ pub enum Prompt {
     None,
     /// The consent screen is shown even when the user already allowed the client.
     Consent,
+    /// `prompt=login consent`: both.
+    LoginAndConsent,
+}
+
+impl Prompt {
+    /// Whether the consent screen is shown even when the user already allowed the client.
+    pub fn forces_consent(self) -> bool {
+        matches!(self, Self::Consent | Self::LoginAndConsent)
+    }
+
+    /// Whether the form is shown even with a live session.
+    pub fn forces_login(self) -> bool {
+        matches!(self, Self::Login | Self::LoginAndConsent)
+    }
 }
 
 /// A checked authorization request.
@@ -105,7 +119,7 @@ impl AuthorizationRequest {
         if !self.scope.as_string().is_empty() {
             fields.push(("scope", self.scope.as_string()));
         }
-        if self.prompt == Prompt::Consent {
+        if self.prompt.forces_consent() {
             fields.push(("prompt", "consent".to_owned()));
         }
         fields
@@ -267,17 +281,26 @@ pub async fn check(
         }
         Err(err) => return Err(error("invalid_scope", &err.description)),
     };
-    let prompt = match params.get("prompt") {
-        None => Prompt::Default,
-        Some("consent") => Prompt::Consent,
-        Some("login") => Prompt::Login,
-        Some("none") => Prompt::None,
-        Some(_) => {
+    // A space-separated list (OpenID Connect Core §3.1.2.1); values this server does not act
+    // on (`select_account`: there is one account per session) are ignored, as Keycloak does.
+    let words: Vec<&str> = params
+        .get("prompt")
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let has = |word: &str| words.contains(&word);
+    let prompt = match (has("none"), has("login"), has("consent")) {
+        (true, false, false) => Prompt::None,
+        (true, _, _) => {
             return Err(error(
                 "invalid_request",
-                "prompt must be none, login or consent",
+                "prompt=none cannot be combined with other values",
             ))
         }
+        (false, true, true) => Prompt::LoginAndConsent,
+        (false, true, false) => Prompt::Login,
+        (false, false, true) => Prompt::Consent,
+        (false, false, false) => Prompt::Default,
     };
     Ok(AuthorizationRequest {
         client,
@@ -301,7 +324,7 @@ pub async fn needs_consent(
     if !request.client.require_consent {
         return Ok(false);
     }
-    if request.prompt == Prompt::Consent {
+    if request.prompt.forces_consent() {
         return Ok(true);
     }
     let granted = service

@@ -251,7 +251,12 @@ mod tests {
         let client = Client {
             id: "app".into(),
             secret_hash: crate::crypto::secret::hash_sha256("s"),
-            grant_types: [GrantType::Password, GrantType::RefreshToken].into(),
+            grant_types: [
+                GrantType::Password,
+                GrantType::RefreshToken,
+                GrantType::AuthorizationCode,
+            ]
+            .into(),
             scopes: ["read".to_owned(), "write".to_owned()].into(),
             access_token_validity_secs: Some(600),
             application_access_token_validity_secs: None,

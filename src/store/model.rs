@@ -273,10 +273,24 @@ impl Client {
                 Err(why) => problems.push(("redirect_uris", format!("`{uri}` {why}"))),
             }
         }
-        if grant_types.contains(&GrantType::AuthorizationCode) && fields.redirect_uris.is_empty() {
+        let has_code_grant = grant_types.contains(&GrantType::AuthorizationCode);
+        if has_code_grant && fields.redirect_uris.is_empty() {
             problems.push((
                 "redirect_uris",
                 "a client with the authorization_code grant needs at least one".into(),
+            ));
+        }
+        // Said rather than ignored: an operator who sets them expects the login page.
+        if !has_code_grant && !fields.redirect_uris.is_empty() {
+            problems.push((
+                "redirect_uris",
+                "are used only by the authorization_code grant: add it, or leave them out".into(),
+            ));
+        }
+        if !has_code_grant && fields.require_consent {
+            problems.push((
+                "require_consent",
+                "applies only to the authorization_code grant: add it, or leave it out".into(),
             ));
         }
         for scope in &fields.scopes {
@@ -515,5 +529,20 @@ mod tests {
         let problems = problems_of(public(&["authorization_code"], &["http://app.example/cb"]));
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("redirect_uris: `http://app.example/cb` plain http"));
+    }
+
+    #[test]
+    fn redirect_uris_and_consent_without_the_code_grant_are_reported_not_ignored() {
+        let problems = problems_of(ClientFields {
+            require_consent: true,
+            ..public(&["refresh_token"], &["https://app.example/cb"])
+        });
+        assert_eq!(
+            problems,
+            [
+                "redirect_uris: are used only by the authorization_code grant: add it, or leave them out",
+                "require_consent: applies only to the authorization_code grant: add it, or leave it out",
+            ]
+        );
     }
 }

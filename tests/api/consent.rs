@@ -412,3 +412,62 @@ async fn without_a_logo_the_page_has_none_and_its_address_is_404() {
     assert!(!page.text.contains("<img"));
     assert_eq!(logo.status, 404);
 }
+
+#[tokio::test]
+async fn prompt_values_combine_and_unknown_ones_are_ignored() {
+    // Arrange: alice allowed the app and is signed in.
+    let app = spawn_consent_app().await;
+    let mut browser = Browser::default();
+    let consent = sign_in_to_consent(&mut browser, &app, &third_party_path(&[])).await;
+    code_of(&app, &answer(&mut browser, &app, &consent, "allow").await);
+
+    // Act + Assert: `select_account` is not acted on: the session answers.
+    let select = browser
+        .get(&app, &third_party_path(&[("prompt", "select_account")]))
+        .await;
+    code_of(&app, &select);
+    // Act + Assert: `none` with another value is a contradiction.
+    let contradiction = browser
+        .get(&app, &third_party_path(&[("prompt", "none login")]))
+        .await;
+    assert_error_redirect(
+        &app,
+        &contradiction,
+        THIRD_PARTY_REDIRECT_URI,
+        "invalid_request",
+    );
+    // Act + Assert: `login consent`: the form despite the session, then the screen despite the
+    // remembered answer.
+    sign_in_to_consent(
+        &mut browser,
+        &app,
+        &third_party_path(&[("prompt", "login consent")]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_session_store_that_fails_is_not_taken_for_a_signed_out_user() {
+    // Arrange: alice is signed in; then the sessions table cannot be read.
+    let app = spawn_consent_app().await;
+    let mut browser = Browser::default();
+    let page = browser.get(&app, &authorize_path(&[])).await;
+    browser.sign_in(&app, &page, USER, PASSWORD).await;
+    let tokengate::config::TokenStoreSettings::Sqlite { path, .. } = &app.settings.stores.tokens
+    else {
+        panic!("the test config uses SQLite")
+    };
+    let database = rusqlite::Connection::open(path).unwrap();
+    database
+        .execute_batch("ALTER TABLE login_sessions RENAME TO login_sessions_gone")
+        .unwrap();
+
+    // Act
+    let reply = browser
+        .get(&app, &authorize_path(&[("prompt", "none")]))
+        .await;
+
+    // Assert: the app is told to try again, not that the user is signed out.
+    let (_, params) = location(&reply);
+    assert_eq!(params["error"], "temporarily_unavailable", "{params:?}");
+}

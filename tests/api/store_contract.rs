@@ -309,7 +309,12 @@ fn client(id: &str) -> Client {
     Client {
         id: id.into(),
         secret_hash: secret::hash_sha256("a secret"),
-        grant_types: [GrantType::Password, GrantType::RefreshToken].into(),
+        grant_types: [
+            GrantType::Password,
+            GrantType::RefreshToken,
+            GrantType::AuthorizationCode,
+        ]
+        .into(),
         scopes: ["read".to_owned(), "write".to_owned()].into(),
         access_token_validity_secs: Some(600),
         application_access_token_validity_secs: None,

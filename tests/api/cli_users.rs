@@ -336,3 +336,89 @@ async fn concurrent_cli_edits_do_not_lose_one_another() {
         );
     }
 }
+
+/// Developer-portal roles (issue 13), in the users file and in the database alike.
+#[tokio::test]
+async fn user_roles_are_set_at_add_replaced_by_set_roles_and_listed() {
+    for in_database in [false, true] {
+        // Arrange
+        let home = Home::new();
+        if in_database {
+            home.edit(
+                "config/identity.toml",
+                "users = \"config/users.toml\"",
+                "users = \"sql\"",
+            );
+        }
+
+        // Act
+        let added = home
+            .run(
+                &[
+                    "user",
+                    "add",
+                    "dev",
+                    "--password-stdin",
+                    "--role",
+                    "developer",
+                ],
+                Some("dev-pw"),
+            )
+            .await;
+        let unknown = home
+            .run(
+                &[
+                    "user",
+                    "add",
+                    "typo",
+                    "--password-stdin",
+                    "--role",
+                    "developper",
+                ],
+                Some("pw"),
+            )
+            .await;
+        let first = home.run(&["user", "list"], None).await;
+        let set = home
+            .run(&["user", "set-roles", "dev", "admin", "developer"], None)
+            .await;
+        let both = home.run(&["user", "list"], None).await;
+        let cleared = home.run(&["user", "set-roles", "dev"], None).await;
+        let none = home.run(&["user", "list"], None).await;
+        let missing = home
+            .run(&["user", "set-roles", "nobody", "admin"], None)
+            .await;
+
+        // Assert
+        added.assert_success();
+        unknown.assert_failure();
+        assert!(
+            unknown.stderr.contains("`developper` is not a role"),
+            "{unknown:#?}"
+        );
+        assert!(
+            first.stdout_lines().contains(&"dev\troles=developer"),
+            "{first:#?}"
+        );
+        assert!(!first.stdout.contains("typo"), "{first:#?}");
+        set.assert_success();
+        assert!(
+            both.stdout_lines().contains(&"dev\troles=developer,admin"),
+            "{both:#?}"
+        );
+        cleared.assert_success();
+        assert!(none.stdout_lines().contains(&"dev"), "{none:#?}");
+        missing.assert_failure();
+        if !in_database {
+            let users = home.read("config/users.toml");
+            assert!(!users.contains("roles"), "{users}");
+        }
+        let events = crate::helpers::audit_events(&crate::helpers::audit_file(home.path()));
+        assert!(
+            events.iter().any(|e| e["event"] == "user_roles_set"
+                && e["subject"] == "dev"
+                && e["roles"] == serde_json::json!(["developer", "admin"])),
+            "{events:?}"
+        );
+    }
+}

@@ -390,7 +390,7 @@ async fn other_errors_are_redirected_with_state_and_iss() {
         (vec![("code_challenge_method", "")], "invalid_request"),
         (vec![("code_challenge", "too-short")], "invalid_request"),
         (vec![("scope", "SANDBOX")], "invalid_scope"),
-        (vec![("prompt", "select_account")], "invalid_request"),
+        (vec![("prompt", "none consent")], "invalid_request"),
     ] {
         let reply = browser.get(&app, &authorize_path(&change)).await;
         assert_error_redirect(&app, &reply, PUBLIC_REDIRECT_URI, error);

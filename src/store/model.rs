@@ -353,6 +353,16 @@ pub struct ConsentRecord {
     pub granted: TokenId,
 }
 
+/// An initial access token of dynamic client registration (RFC 7591 §3), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialAccessTokenRecord {
+    /// SHA-256 of the token (256 random bits, so the digest reveals nothing).
+    pub digest: SecretDigest,
+    pub expires_at: i64,
+    /// Registrations it may still authorise.
+    pub uses: u32,
+}
+
 /// Tokens to record for one successful grant.
 #[derive(Debug, Clone)]
 pub struct NewTokens {

@@ -35,14 +35,15 @@ use reads::{AccessTokens, ReadJob, Reads, RefreshTokens, Users};
 use super::directory::ClientRow;
 use super::measured::{ConnectionCounts, ConnectionPools, StoreObserver};
 use super::model::{
-    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, LoginSessionRecord,
-    NewTokens, RefreshTokenRecord, TokenRecord, User,
+    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
+    LoginSessionRecord, NewTokens, RefreshTokenRecord, TokenRecord, User,
 };
-use super::sql::{directory, lockouts, purge, tokens};
+use super::sql::{directory, lockouts, purge, registration, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
     LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, PurgedRows, RateLimitStore,
-    Redemption, Rotation, RowChange, StoreError, SubjectKind, TokenStore, ALL_SOURCES,
+    Redemption, Registration, RegistrationStore, Rotation, RowChange, StoreError, SubjectKind,
+    TokenStore, ALL_SOURCES,
 };
 use crate::abuse::rate_limit::{Rate, Take};
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -1010,6 +1011,188 @@ impl Directory for PostgresTokenStore {
         )
         .await
     }
+}
+
+/// Binds a client's row for `registration::UPDATE_CLIENT` (every field but the id and
+/// `disabled`).
+fn bind_client_fields<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    row: ClientRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(row.secret_hash)
+        .bind(row.grant_types)
+        .bind(row.scopes)
+        .bind(row.access_token_validity_period)
+        .bind(row.application_access_token_validity_period)
+        .bind(row.refresh_token_validity_period)
+        .bind(row.introspect)
+        .bind(row.token_format)
+        .bind(row.audience)
+        .bind(row.public)
+        .bind(row.redirect_uris)
+        .bind(row.require_consent)
+        .bind(row.name)
+}
+
+#[async_trait]
+impl RegistrationStore for PostgresTokenStore {
+    async fn create_initial_token(
+        &self,
+        token: &InitialAccessTokenRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        bounded(async move {
+            sqlx::query(registration::INSERT_INITIAL_TOKEN)
+                .bind(token.digest.0.as_slice())
+                .bind(token.expires_at)
+                .bind(i64::from(token.uses))
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn initial_token_usable(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        bounded(async move {
+            let found: Option<i32> = sqlx::query_scalar(registration::FIND_INITIAL_TOKEN)
+                .bind(digest.0.as_slice())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(found.is_some())
+        })
+        .await
+    }
+
+    /// A transaction of its own: the UPDATE's row lock makes a concurrent registration with
+    /// the same initial token wait for this commit and then find the use spent. A caller that
+    /// goes away before the commit drops the transaction, which rolls all of it back.
+    async fn register_client(
+        &self,
+        client: &Client,
+        registration_token: &SecretDigest,
+        initial: Option<&SecretDigest>,
+        now: i64,
+    ) -> Result<Registration, StoreError> {
+        let row = ClientRow::from_client(client);
+        let id = row.id.clone();
+        bounded(async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            if let Some(initial) = initial {
+                let spent = sqlx::query(registration::SPEND_INITIAL_TOKEN)
+                    .bind(initial.0.as_slice())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?
+                    .rows_affected()
+                    == 1;
+                if !spent {
+                    return Ok(Registration::InitialTokenRefused);
+                }
+            }
+            let insert = sqlx::query(directory::INSERT_CLIENT).bind(row.id.clone());
+            let added = bind_client_fields_insert(insert, row)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected()
+                == 1;
+            if !added {
+                return Ok(Registration::IdTaken);
+            }
+            sqlx::query(registration::UPSERT_REGISTRATION)
+                .bind(id)
+                .bind(registration_token.0.as_slice())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            Ok(Registration::Registered)
+        })
+        .await
+    }
+
+    async fn find_registration_token(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<SecretDigest>, StoreError> {
+        bounded(async move {
+            let found: Option<Vec<u8>> = sqlx::query_scalar(registration::FIND_REGISTRATION)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            found
+                .map(|bytes| {
+                    SecretDigest::from_slice(&bytes)
+                        .ok_or_else(|| StoreError::Corrupt("client_registrations.token_sha256".into()))
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn update_registered_client(&self, client: &Client) -> Result<bool, StoreError> {
+        let row = ClientRow::from_client(client);
+        let id = row.id.clone();
+        self.changed_one(bind_client_fields(sqlx::query(registration::UPDATE_CLIENT), row).bind(id))
+            .await
+    }
+
+    async fn delete_registered_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        bounded(async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            let deleted = sqlx::query(directory::DELETE_CLIENT)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected()
+                == 1;
+            sqlx::query(registration::DELETE_REGISTRATION)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+/// `INSERT_CLIENT`'s fields after the id, in `ClientRow`'s order (with `disabled`).
+fn bind_client_fields_insert<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    row: ClientRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(row.secret_hash)
+        .bind(row.grant_types)
+        .bind(row.scopes)
+        .bind(row.access_token_validity_period)
+        .bind(row.application_access_token_validity_period)
+        .bind(row.refresh_token_validity_period)
+        .bind(row.introspect)
+        .bind(row.token_format)
+        .bind(row.audience)
+        .bind(row.disabled)
+        .bind(row.public)
+        .bind(row.redirect_uris)
+        .bind(row.require_consent)
+        .bind(row.name)
 }
 
 #[async_trait]

@@ -1136,8 +1136,9 @@ impl RegistrationStore for PostgresTokenStore {
                 .map_err(backend)?;
             found
                 .map(|bytes| {
-                    SecretDigest::from_slice(&bytes)
-                        .ok_or_else(|| StoreError::Corrupt("client_registrations.token_sha256".into()))
+                    SecretDigest::from_slice(&bytes).ok_or_else(|| {
+                        StoreError::Corrupt("client_registrations.token_sha256".into())
+                    })
                 })
                 .transpose()
         })

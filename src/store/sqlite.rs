@@ -1235,9 +1235,12 @@ impl TokenStore for SqliteTokenStore {
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {
         match self.submit_for(WriterOp::Purge(limits)).await? {
             Outcome::Deleted(rows) => Ok(rows),
-            Outcome::Changed(_) | Outcome::Attempt(_) | Outcome::Refresh(_) | Outcome::Registered(_) => Err(
-                StoreError::Corrupt("the writer answered the wrong write".into()),
-            ),
+            Outcome::Changed(_)
+            | Outcome::Attempt(_)
+            | Outcome::Refresh(_)
+            | Outcome::Registered(_) => Err(StoreError::Corrupt(
+                "the writer answered the wrong write".into(),
+            )),
         }
     }
 
@@ -1283,9 +1286,12 @@ impl LockoutStore for SqliteTokenStore {
             .await?;
         match outcome {
             Outcome::Attempt(attempt) => Ok(attempt),
-            Outcome::Changed(_) | Outcome::Deleted(_) | Outcome::Refresh(_) | Outcome::Registered(_) => Err(
-                StoreError::Corrupt("the writer answered the wrong write".into()),
-            ),
+            Outcome::Changed(_)
+            | Outcome::Deleted(_)
+            | Outcome::Refresh(_)
+            | Outcome::Registered(_) => Err(StoreError::Corrupt(
+                "the writer answered the wrong write".into(),
+            )),
         }
     }
 
@@ -1427,9 +1433,12 @@ impl RegistrationStore for SqliteTokenStore {
         };
         match self.submit_for(WriterOp::Registration(change)).await? {
             Outcome::Registered(registration) => Ok(registration),
-            Outcome::Changed(_) | Outcome::Attempt(_) | Outcome::Deleted(_) | Outcome::Refresh(_) => {
-                Err(StoreError::Corrupt("the writer answered the wrong write".into()))
-            }
+            Outcome::Changed(_)
+            | Outcome::Attempt(_)
+            | Outcome::Deleted(_)
+            | Outcome::Refresh(_) => Err(StoreError::Corrupt(
+                "the writer answered the wrong write".into(),
+            )),
         }
     }
 

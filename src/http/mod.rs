@@ -7,6 +7,7 @@ pub mod health;
 pub mod introspect;
 pub mod measure;
 pub mod metadata;
+pub mod register;
 pub mod request_id;
 pub mod revoke;
 pub mod token;
@@ -76,6 +77,8 @@ pub struct AppParts {
     pub login_sessions: Arc<LoginSessions>,
     /// The login pages' branding (`[login] title`, `logo`, scope descriptions).
     pub login_pages: Arc<authorize::LoginPages>,
+    /// Dynamic client registration (RFC 7591/7592).
+    pub registration: Arc<crate::oauth::registration::RegistrationService>,
 }
 
 /// The client's address as every defence sees it (rate limits, lockout, client
@@ -186,6 +189,12 @@ async fn only_get_post() -> ApiError {
     }
 }
 
+async fn only_registration_methods() -> ApiError {
+    ApiError::MethodNotAllowed {
+        allow: "GET, HEAD, PUT, DELETE",
+    }
+}
+
 async fn only_get() -> ApiError {
     ApiError::MethodNotAllowed { allow: "GET, HEAD" }
 }
@@ -243,6 +252,23 @@ pub fn router(state: AppState) -> Router {
             get(authorize::logout)
                 .fallback(only_get)
                 .route_layer(measured(Endpoint::Logout)),
+        )
+        // Registration authenticates with bearer tokens; limited per client IP like /token.
+        .route(
+            "/register",
+            post(register::register)
+                .fallback(only_post)
+                .route_layer(by_ip())
+                .route_layer(measured(Endpoint::Register)),
+        )
+        .route(
+            "/register/{client_id}",
+            get(register::read)
+                .put(register::update)
+                .delete(register::delete)
+                .fallback(only_registration_methods)
+                .route_layer(by_ip())
+                .route_layer(measured(Endpoint::Register)),
         )
         .route(
             "/.well-known/oauth-authorization-server",

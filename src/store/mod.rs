@@ -21,7 +21,7 @@ use crate::crypto::token::TokenId;
 use measured::{ConnectionPools, StoreObserver};
 use model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
-    LoginSessionRecord, NewTokens, RefreshTokenRecord, User,
+    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, User,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -545,12 +545,12 @@ pub trait RegistrationStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<Registration, StoreError>;
 
-    /// The digest of the registration access token bound to `client_id`; `Ok(None)` when the
-    /// client was not registered through the endpoint (or was deleted).
-    async fn find_registration_token(
+    /// The registration of `client_id` (the digest of its registration access token);
+    /// `Ok(None)` when the client was not registered through the endpoint (or was deleted).
+    async fn find_registration(
         &self,
         client_id: &str,
-    ) -> Result<Option<SecretDigest>, StoreError>;
+    ) -> Result<Option<RegistrationRecord>, StoreError>;
 
     /// Replaces a client's metadata and secret hash (RFC 7592 §2.2); its `disabled` flag stays.
     /// `Ok(false)` when no client has this id.

@@ -363,6 +363,14 @@ pub struct InitialAccessTokenRecord {
     pub uses: u32,
 }
 
+/// A client registered through `POST /register`: the digest of its registration access token
+/// (RFC 7592 §3) and when it was registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationRecord {
+    pub token: SecretDigest,
+    pub registered_at: i64,
+}
+
 /// Tokens to record for one successful grant.
 #[derive(Debug, Clone)]
 pub struct NewTokens {

@@ -36,7 +36,7 @@ use super::directory::ClientRow;
 use super::measured::{ConnectionCounts, ConnectionPools, StoreObserver};
 use super::model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
-    LoginSessionRecord, NewTokens, RefreshTokenRecord, TokenRecord, User,
+    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, registration, tokens};
 use super::{
@@ -1124,20 +1124,24 @@ impl RegistrationStore for PostgresTokenStore {
         .await
     }
 
-    async fn find_registration_token(
+    async fn find_registration(
         &self,
         client_id: &str,
-    ) -> Result<Option<SecretDigest>, StoreError> {
+    ) -> Result<Option<RegistrationRecord>, StoreError> {
         bounded(async move {
-            let found: Option<Vec<u8>> = sqlx::query_scalar(registration::FIND_REGISTRATION)
+            let found: Option<(Vec<u8>, i64)> = sqlx::query_as(registration::FIND_REGISTRATION)
                 .bind(client_id)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(backend)?;
             found
-                .map(|bytes| {
-                    SecretDigest::from_slice(&bytes).ok_or_else(|| {
+                .map(|(bytes, registered_at)| {
+                    let token = SecretDigest::from_slice(&bytes).ok_or_else(|| {
                         StoreError::Corrupt("client_registrations.token_sha256".into())
+                    })?;
+                    Ok(RegistrationRecord {
+                        token,
+                        registered_at,
                     })
                 })
                 .transpose()

@@ -36,7 +36,7 @@ use super::directory::ClientRow;
 use super::measured::StoreObserver;
 use super::model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
-    LoginSessionRecord, NewTokens, RefreshTokenRecord, TokenRecord, User,
+    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, registration, tokens};
 use super::{
@@ -1442,14 +1442,17 @@ impl RegistrationStore for SqliteTokenStore {
         }
     }
 
-    async fn find_registration_token(
+    async fn find_registration(
         &self,
         client_id: &str,
-    ) -> Result<Option<SecretDigest>, StoreError> {
+    ) -> Result<Option<RegistrationRecord>, StoreError> {
         self.read(|conn| {
             query_one(conn, registration::FIND_REGISTRATION, [client_id], |row| {
-                SecretDigest::from_slice(blob(row, 0, "token_sha256")?)
-                    .ok_or_else(|| corrupt("client_registrations.token_sha256"))
+                Ok(RegistrationRecord {
+                    token: SecretDigest::from_slice(blob(row, 0, "token_sha256")?)
+                        .ok_or_else(|| corrupt("client_registrations.token_sha256"))?,
+                    registered_at: row.get(1).map_err(backend)?,
+                })
             })
         })
     }

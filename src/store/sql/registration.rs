@@ -20,7 +20,7 @@ pub(crate) const UPSERT_REGISTRATION: &str = "INSERT INTO client_registrations (
     SET token_sha256 = excluded.token_sha256, created_at = excluded.created_at";
 
 pub(crate) const FIND_REGISTRATION: &str =
-    "SELECT token_sha256 FROM client_registrations WHERE client_id = $1";
+    "SELECT token_sha256, created_at FROM client_registrations WHERE client_id = $1";
 
 pub(crate) const DELETE_REGISTRATION: &str =
     "DELETE FROM client_registrations WHERE client_id = $1";

@@ -708,3 +708,94 @@ async fn registration_token_create_prints_a_token_once_that_the_server_accepts_f
     assert_eq!(events[0]["source"], "cli");
     assert!(!events[0].to_string().contains(&token));
 }
+
+/// Runs `program args` in `dir` (at most two minutes); `None` when it cannot be started (not
+/// installed).
+async fn run_tool(
+    program: &str,
+    args: &[&str],
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Option<std::process::Output> {
+    let mut command = std::process::Command::new(program);
+    command.args(args).current_dir(dir);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let running = tokio::task::spawn_blocking(move || command.output());
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(120), running)
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish within two minutes"));
+    finished.unwrap().ok()
+}
+
+#[tokio::test]
+async fn a_third_party_rfc_7591_client_registers_and_gets_a_token() {
+    // oauth4webapi (npm), pinned by tests/interop/package-lock.json, installed into a temp
+    // folder so that the tree stays clean.
+    let interop = project_root().join("tests/interop");
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["package.json", "package-lock.json", "register.mjs"] {
+        std::fs::copy(interop.join(file), dir.path().join(file)).unwrap();
+    }
+    let versions = (
+        run_tool("node", &["--version"], dir.path(), &[]).await,
+        run_tool("npm", &["--version"], dir.path(), &[]).await,
+    );
+    let (Some(node), Some(npm)) = versions else {
+        println!("skipped: node and npm are needed for the oauth4webapi registration test");
+        return;
+    };
+    assert!(node.status.success() && npm.status.success());
+    let installed = run_tool(
+        "npm",
+        &["ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+        dir.path(),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(
+        installed.status.success(),
+        "npm ci failed (is the npm registry reachable?): {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let app = spawn_registration(RegistrationMode::InitialAccessToken, |_| {}).await;
+    let token = initial_token(&app, 600, 1).await;
+    let cert = app.settings.tls.cert.display().to_string();
+    let issuer = app.settings_issuer();
+
+    let ran = run_tool(
+        "node",
+        &["register.mjs"],
+        dir.path(),
+        &[
+            ("ISSUER", issuer.as_str()),
+            ("INITIAL_TOKEN", token.as_str()),
+            ("NODE_EXTRA_CA_CERTS", cert.as_str()),
+            // The server listens on 127.0.0.1; `localhost` may resolve to ::1 first.
+            ("NODE_OPTIONS", "--dns-result-order=ipv4first"),
+        ],
+    )
+    .await
+    .unwrap();
+
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(
+        answer["registration_endpoint"],
+        format!("{issuer}/register")
+    );
+    let introspected = app
+        .introspect(answer["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(introspected.body["active"], true, "{}", introspected.text);
+    assert_eq!(introspected.body["client_id"], answer["client_id"]);
+    assert_eq!(introspected.body["scope"], "read");
+    let again = register(&app, Some(&token), &service_metadata()).await;
+    assert_bearer_refused(&again);
+}

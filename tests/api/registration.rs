@@ -17,7 +17,7 @@ use tokengate::store::{open_database, DatabaseStores};
 
 use crate::authorization_code::VERIFIER;
 use crate::authorize::{authorize_path, hidden_fields, location, Browser};
-use crate::helpers::process::{serve, Home};
+use crate::helpers::process::{poll_until, serve, Home};
 use crate::helpers::*;
 
 const LOOPBACK: &str = "http://127.0.0.1/cb";
@@ -605,6 +605,32 @@ async fn deleting_a_registration_removes_the_client_and_ends_its_tokens() {
     )
     .await;
     assert_eq!(event["client_id"], id);
+
+    // The tokens stay ended on a node that still holds the client (until it re-reads the
+    // table): played here by putting the row back as it was.
+    let database = database(&app.settings).await;
+    let stale = Client {
+        id: id.to_owned(),
+        secret_hash: secret::hash_sha256(reply.str("client_secret")),
+        public: false,
+        redirect_uris: Vec::new(),
+        require_consent: true,
+        name: None,
+        grant_types: [GrantType::ClientCredentials].into(),
+        scopes: ["read".to_owned()].into(),
+        access_token_validity_secs: None,
+        application_access_token_validity_secs: None,
+        refresh_token_validity_secs: None,
+        introspect: false,
+        token_format: None,
+        audience: None,
+        disabled: false,
+    };
+    assert!(database.directory.add_client(&stale, 0).await.unwrap());
+    database.tokens.close().await;
+    let back = poll_until(|| client_credentials(&app, &reply), |r| r.status == 200).await;
+    assert_eq!(back.status, 200, "{}", back.text);
+    assert_eq!(app.introspect(&access).await.body, json!({"active": false}));
 }
 
 #[tokio::test]

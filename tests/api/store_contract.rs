@@ -1741,10 +1741,7 @@ fn initial(secret: &str, expires_at: i64, uses: u32) -> InitialAccessTokenRecord
 async fn a_registration_stores_the_client_and_the_digest_of_its_token_together(b: Backend) {
     let registrations = &b.stores.registrations;
     let token = SecretDigest::of(b"registration token");
-    assert_eq!(
-        registrations.find_registration_token("app").await.unwrap(),
-        None
-    );
+    assert_eq!(registrations.find_registration("app").await.unwrap(), None);
 
     let app = client("app");
     let outcome = registrations
@@ -1754,11 +1751,12 @@ async fn a_registration_stores_the_client_and_the_digest_of_its_token_together(b
 
     assert_eq!(outcome, Registration::Registered);
     let stored = registrations
-        .find_registration_token("app")
+        .find_registration("app")
         .await
         .unwrap()
         .unwrap();
-    assert!(stored.matches(&token));
+    assert!(stored.token.matches(&token));
+    assert_eq!(stored.registered_at, NOW);
     assert_eq!(
         b.stores.directory.list_clients().await.unwrap(),
         vec![ClientRow::from_client(&app)]
@@ -1773,11 +1771,12 @@ async fn a_registration_stores_the_client_and_the_digest_of_its_token_together(b
         Registration::IdTaken
     );
     let stored = registrations
-        .find_registration_token("app")
+        .find_registration("app")
         .await
         .unwrap()
         .unwrap();
-    assert!(stored.matches(&token));
+    assert!(stored.token.matches(&token));
+    assert_eq!(stored.registered_at, NOW);
 }
 
 async fn an_initial_token_is_spent_one_use_per_registration_until_none_is_left(b: Backend) {
@@ -1850,10 +1849,7 @@ async fn an_initial_token_is_spent_one_use_per_registration_until_none_is_left(b
         .collect();
     assert_eq!(ids, ["first", "second"]);
     for id in ["third", "late", "guess"] {
-        assert_eq!(
-            registrations.find_registration_token(id).await.unwrap(),
-            None
-        );
+        assert_eq!(registrations.find_registration(id).await.unwrap(), None);
     }
     // A taken id does not spend a use either.
     registrations
@@ -1952,8 +1948,5 @@ async fn a_registered_client_is_updated_and_deleted_with_its_registration(b: Bac
     assert!(registrations.delete_registered_client("app").await.unwrap());
     assert!(!registrations.delete_registered_client("app").await.unwrap());
     assert!(directory.list_clients().await.unwrap().is_empty());
-    assert_eq!(
-        registrations.find_registration_token("app").await.unwrap(),
-        None
-    );
+    assert_eq!(registrations.find_registration("app").await.unwrap(), None);
 }

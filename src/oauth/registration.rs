@@ -569,11 +569,18 @@ mod tests {
         }
     }
 
+    /// The metadata through the policy and the client rules, with a secret hash when
+    /// confidential (as `register` adds it).
+    fn check(metadata: &ClientMetadataRequest) -> Result<Client, OAuthError> {
+        let mut fields = requested(metadata, &settings())?.fields;
+        if !fields.public {
+            fields.secret_hash = secret::hash_sha256("s");
+        }
+        checked("c".into(), fields)
+    }
+
     fn refused(json: &str) -> (ErrorCode, String) {
-        let metadata = parse_metadata(json.as_bytes()).unwrap();
-        let err = requested(&metadata, &settings())
-            .and_then(|requested| checked("c".into(), requested.fields))
-            .unwrap_err();
+        let err = check(&parse_metadata(json.as_bytes()).unwrap()).unwrap_err();
         (err.code, err.description.into_owned())
     }
 
@@ -641,9 +648,7 @@ mod tests {
                     continue;
                 }
             };
-            let err = requested(&metadata, &settings())
-                .and_then(|requested| checked("c".into(), requested.fields))
-                .unwrap_err();
+            let err = check(&metadata).unwrap_err();
             assert_eq!(err.code, code, "{json}: {}", err.description);
         }
         assert_eq!(

@@ -29,6 +29,7 @@ use crate::abuse::rate_limit::{bucket_key, client_ip, Limiter};
 use crate::audit::{Audit, Event, Origin};
 use crate::metrics::{Endpoint, TokenEndpointMetrics};
 use crate::oauth::login_session::LoginSessions;
+use crate::oauth::registration::RegistrationMode;
 use crate::oauth::{OAuthError, TokenService};
 use error::ApiError;
 
@@ -209,6 +210,29 @@ pub fn router(state: AppState) -> Router {
             measure::measure,
         )
     };
+    // Registration authenticates with bearer tokens; limited per client IP like /token. With
+    // `mode = "off"` the paths do not exist (404, counted as `other`).
+    let registration = if state.registration.mode() == RegistrationMode::Off {
+        Router::new()
+    } else {
+        Router::new()
+            .route(
+                "/register",
+                post(register::register)
+                    .fallback(only_post)
+                    .route_layer(by_ip())
+                    .route_layer(measured(Endpoint::Register)),
+            )
+            .route(
+                "/register/{client_id}",
+                get(register::read)
+                    .put(register::update)
+                    .delete(register::delete)
+                    .fallback(only_registration_methods)
+                    .route_layer(by_ip())
+                    .route_layer(measured(Endpoint::Register)),
+            )
+    };
     Router::new()
         .route(
             "/token",
@@ -253,23 +277,7 @@ pub fn router(state: AppState) -> Router {
                 .fallback(only_get)
                 .route_layer(measured(Endpoint::Logout)),
         )
-        // Registration authenticates with bearer tokens; limited per client IP like /token.
-        .route(
-            "/register",
-            post(register::register)
-                .fallback(only_post)
-                .route_layer(by_ip())
-                .route_layer(measured(Endpoint::Register)),
-        )
-        .route(
-            "/register/{client_id}",
-            get(register::read)
-                .put(register::update)
-                .delete(register::delete)
-                .fallback(only_registration_methods)
-                .route_layer(by_ip())
-                .route_layer(measured(Endpoint::Register)),
-        )
+        .merge(registration)
         .route(
             "/.well-known/oauth-authorization-server",
             get(metadata::authorization_server).fallback(only_get),

@@ -1,6 +1,7 @@
 //! `POST /register` (RFC 7591) and `GET`, `PUT`, `DELETE /register/{client_id}` (RFC 7592):
-//! extract, call `oauth::registration`, render. Every answer is `no-store`: it may carry a
-//! client secret or a registration access token.
+//! extract, call `oauth::registration`, render (routed only when `[registration] mode` is not
+//! `off`). Every answer is `no-store`: it may carry a client secret or a registration access
+//! token.
 
 use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -14,21 +15,12 @@ use super::request_id::RequestId;
 use super::{AppState, ClientIp};
 use crate::audit::Origin;
 use crate::metrics::GrantLabel;
-use crate::oauth::registration::RegistrationMode;
 use crate::oauth::wire::ClientInformationResponse;
 
 fn origin_of(ip: Option<Extension<ClientIp>>, id: Option<Extension<RequestId>>) -> Origin {
     Origin {
         request_id: id.map(|Extension(RequestId(id))| id),
         ip: ip.map(|Extension(ClientIp(ip))| ip),
-    }
-}
-
-/// With `mode = "off"` the endpoints do not exist.
-fn enabled(state: &AppState) -> Result<(), ApiError> {
-    match state.registration.mode() {
-        RegistrationMode::Off => Err(ApiError::NotFound),
-        RegistrationMode::InitialAccessToken | RegistrationMode::Open => Ok(()),
     }
 }
 
@@ -58,15 +50,12 @@ pub async fn register(
     request: RegistrationRequest,
 ) -> Response {
     let origin = origin_of(ip, id);
-    let outcome = async {
-        enabled(&state)?;
-        let information = state
-            .registration
-            .register(request.authorization.as_deref(), &request.body, &origin)
-            .await?;
-        Ok((StatusCode::CREATED, Some(information)))
-    }
-    .await;
+    let outcome = state
+        .registration
+        .register(request.authorization.as_deref(), &request.body, &origin)
+        .await
+        .map(|information| (StatusCode::CREATED, Some(information)))
+        .map_err(ApiError::from);
     let client_id = outcome
         .as_ref()
         .ok()
@@ -79,15 +68,12 @@ pub async fn read(
     Path(client_id): Path<String>,
     request: RegistrationRequest,
 ) -> Response {
-    let outcome = async {
-        enabled(&state)?;
-        let information = state
-            .registration
-            .read(&client_id, request.authorization.as_deref())
-            .await?;
-        Ok((StatusCode::OK, Some(information)))
-    }
-    .await;
+    let outcome = state
+        .registration
+        .read(&client_id, request.authorization.as_deref())
+        .await
+        .map(|information| (StatusCode::OK, Some(information)))
+        .map_err(ApiError::from);
     let authenticated = outcome.is_ok().then_some(client_id);
     answer(outcome, authenticated)
 }
@@ -100,20 +86,17 @@ pub async fn update(
     request: RegistrationRequest,
 ) -> Response {
     let origin = origin_of(ip, id);
-    let outcome = async {
-        enabled(&state)?;
-        let information = state
-            .registration
-            .update(
-                &client_id,
-                request.authorization.as_deref(),
-                &request.body,
-                &origin,
-            )
-            .await?;
-        Ok((StatusCode::OK, Some(information)))
-    }
-    .await;
+    let outcome = state
+        .registration
+        .update(
+            &client_id,
+            request.authorization.as_deref(),
+            &request.body,
+            &origin,
+        )
+        .await
+        .map(|information| (StatusCode::OK, Some(information)))
+        .map_err(ApiError::from);
     let authenticated = outcome.is_ok().then_some(client_id);
     answer(outcome, authenticated)
 }
@@ -126,16 +109,13 @@ pub async fn delete(
     request: RegistrationRequest,
 ) -> Response {
     let origin = origin_of(ip, id);
-    let outcome = async {
-        enabled(&state)?;
-        state
-            .registration
-            .delete(&client_id, request.authorization.as_deref(), &origin)
-            .await?;
-        // RFC 7592 §2.3: 204 No Content.
-        Ok((StatusCode::NO_CONTENT, None))
-    }
-    .await;
+    // RFC 7592 §2.3: 204 No Content.
+    let outcome = state
+        .registration
+        .delete(&client_id, request.authorization.as_deref(), &origin)
+        .await
+        .map(|()| (StatusCode::NO_CONTENT, None))
+        .map_err(ApiError::from);
     let authenticated = outcome.is_ok().then_some(client_id);
     answer(outcome, authenticated)
 }

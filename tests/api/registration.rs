@@ -825,3 +825,36 @@ async fn a_third_party_rfc_7591_client_registers_and_gets_a_token() {
     let again = register(&app, Some(&token), &service_metadata()).await;
     assert_bearer_refused(&again);
 }
+
+#[tokio::test]
+async fn another_node_on_the_database_knows_a_registered_client_within_the_reload_interval() {
+    let first = spawn_registration(RegistrationMode::Open, |_| {}).await;
+    let second = spawn_in(
+        first.home.clone(),
+        first.settings.clone(),
+        Arc::new(ManualClock::starting_now()),
+    )
+    .await;
+
+    let reply = register(&first, None, &service_metadata()).await;
+    let elsewhere = poll_until(
+        || client_credentials(&second, &reply),
+        |reply| reply.status == 200,
+    )
+    .await;
+
+    assert_registered(&first, &reply);
+    elsewhere.assert_tokens(
+        second.settings.oauth.application_access_token_validity_secs,
+        "read",
+    );
+    let read = manage(
+        &second,
+        reqwest::Method::GET,
+        reply.str("client_id"),
+        Some(reply.str("registration_access_token")),
+        None,
+    )
+    .await;
+    assert_eq!(read.status, 200, "{}", read.text);
+}

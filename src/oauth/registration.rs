@@ -302,10 +302,14 @@ impl RegistrationService {
             .unwrap_or_default();
         let client = checked(TokenId::new(now_ms).to_uuid_string(), fields)?;
         let registration_token = secret::generate_secret();
-        let digest = SecretDigest::of(registration_token.as_bytes());
+        let registration = RegistrationRecord {
+            token: SecretDigest::of(registration_token.as_bytes()),
+            token_endpoint_auth_method: requested.auth_method.to_owned(),
+            registered_at: now,
+        };
         match parts
             .store
-            .register_client(&client, &digest, initial.as_ref(), now)
+            .register_client(&client, &registration, initial.as_ref(), now)
             .await?
         {
             Registration::Registered => {}
@@ -348,10 +352,9 @@ impl RegistrationService {
         authorization: Option<&[u8]>,
     ) -> Result<ClientInformationResponse, OAuthError> {
         let (client, record, token) = self.authorized(client_id, authorization).await?;
-        let auth_method = if client.public { NONE } else { BASIC };
         Ok(self.information(
             &client,
-            auth_method,
+            &record.token_endpoint_auth_method,
             record.registered_at,
             None,
             token.expose_secret().to_owned(),
@@ -397,7 +400,11 @@ impl RegistrationService {
             }
         }
         let client = checked(client_id.to_owned(), fields)?;
-        if !parts.store.update_registered_client(&client).await? {
+        if !parts
+            .store
+            .update_registered_client(&client, requested.auth_method)
+            .await?
+        {
             return Err(invalid_token("the client no longer exists"));
         }
         self.refresh_clients().await;
@@ -505,7 +512,7 @@ impl RegistrationService {
     fn information(
         &self,
         client: &Client,
-        auth_method: &'static str,
+        auth_method: &str,
         issued_at: i64,
         client_secret: Option<String>,
         registration_access_token: String,
@@ -526,7 +533,7 @@ impl RegistrationService {
                 .iter()
                 .map(|uri| uri.as_str().to_owned())
                 .collect(),
-            token_endpoint_auth_method: auth_method,
+            token_endpoint_auth_method: auth_method.to_owned(),
             grant_types: client.grant_types.iter().map(|g| g.as_str()).collect(),
             response_types: if client.grant_types.contains(&GrantType::AuthorizationCode) {
                 vec![CODE]

@@ -41,7 +41,7 @@ pub struct ClientInformationResponse {
     pub registration_access_token: String,
     pub registration_client_uri: String,
     pub redirect_uris: Vec<String>,
-    pub token_endpoint_auth_method: &'static str,
+    pub token_endpoint_auth_method: String,
     pub grant_types: Vec<&'static str>,
     pub response_types: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -534,13 +534,13 @@ pub trait RegistrationStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Adds `client` and the digest of its registration access token, and spends one use of
-    /// `initial` when given, in one transaction: all of it or none. Of concurrent calls for
-    /// the last use of an initial token exactly one returns [`Registration::Registered`].
+    /// Adds `client` and its `registration`, and spends one use of `initial` when given, in
+    /// one transaction: all of it or none. Of concurrent calls for the last use of an initial
+    /// token exactly one returns [`Registration::Registered`].
     async fn register_client(
         &self,
         client: &Client,
-        registration_token: &SecretDigest,
+        registration: &RegistrationRecord,
         initial: Option<&SecretDigest>,
         now: i64,
     ) -> Result<Registration, StoreError>;
@@ -552,9 +552,14 @@ pub trait RegistrationStore: Send + Sync + 'static {
         client_id: &str,
     ) -> Result<Option<RegistrationRecord>, StoreError>;
 
-    /// Replaces a client's metadata and secret hash (RFC 7592 §2.2); its `disabled` flag stays.
-    /// `Ok(false)` when no client has this id.
-    async fn update_registered_client(&self, client: &Client) -> Result<bool, StoreError>;
+    /// Replaces a client's metadata and secret hash (RFC 7592 §2.2), and its registration's
+    /// auth method, in one transaction; its `disabled` flag stays. `Ok(false)` when no client
+    /// has this id.
+    async fn update_registered_client(
+        &self,
+        client: &Client,
+        token_endpoint_auth_method: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Deletes the client and its registration in one transaction (RFC 7592 §2.3); `Ok(false)`
     /// when no client has this id. Its tokens are the caller's to revoke.

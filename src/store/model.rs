@@ -364,10 +364,12 @@ pub struct InitialAccessTokenRecord {
 }
 
 /// A client registered through `POST /register`: the digest of its registration access token
-/// (RFC 7592 §3) and when it was registered.
+/// (RFC 7592 §3), how it authenticates at the token endpoint as it registered it (`none`,
+/// `client_secret_basic`, `client_secret_post`) and when it was registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationRecord {
     pub token: SecretDigest,
+    pub token_endpoint_auth_method: String,
     pub registered_at: i64,
 }
 

@@ -975,27 +975,8 @@ impl Directory for PostgresTokenStore {
     }
 
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {
-        let row = ClientRow::from_client(client);
-        self.changed_one(
-            sqlx::query(directory::INSERT_CLIENT)
-                .bind(row.id)
-                .bind(row.secret_hash)
-                .bind(row.grant_types)
-                .bind(row.scopes)
-                .bind(row.access_token_validity_period)
-                .bind(row.application_access_token_validity_period)
-                .bind(row.refresh_token_validity_period)
-                .bind(row.introspect)
-                .bind(row.token_format)
-                .bind(row.audience)
-                .bind(row.disabled)
-                .bind(row.public)
-                .bind(row.redirect_uris)
-                .bind(row.require_consent)
-                .bind(row.name)
-                .bind(now),
-        )
-        .await
+        self.changed_one(insert_client(ClientRow::from_client(client), now))
+            .await
     }
 
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
@@ -1079,7 +1060,7 @@ impl RegistrationStore for PostgresTokenStore {
     async fn register_client(
         &self,
         client: &Client,
-        registration_token: &SecretDigest,
+        registration: &RegistrationRecord,
         initial: Option<&SecretDigest>,
         now: i64,
     ) -> Result<Registration, StoreError> {
@@ -1100,9 +1081,7 @@ impl RegistrationStore for PostgresTokenStore {
                     return Ok(Registration::InitialTokenRefused);
                 }
             }
-            let insert = sqlx::query(directory::INSERT_CLIENT).bind(row.id.clone());
-            let added = bind_client_fields_insert(insert, row)
-                .bind(now)
+            let added = insert_client(row, now)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?
@@ -1113,8 +1092,9 @@ impl RegistrationStore for PostgresTokenStore {
             }
             sqlx::query(registration::UPSERT_REGISTRATION)
                 .bind(id)
-                .bind(registration_token.0.as_slice())
-                .bind(now)
+                .bind(registration.token.0.as_slice())
+                .bind(registration.token_endpoint_auth_method.as_str())
+                .bind(registration.registered_at)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
@@ -1129,18 +1109,20 @@ impl RegistrationStore for PostgresTokenStore {
         client_id: &str,
     ) -> Result<Option<RegistrationRecord>, StoreError> {
         bounded(async move {
-            let found: Option<(Vec<u8>, i64)> = sqlx::query_as(registration::FIND_REGISTRATION)
-                .bind(client_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
+            let found: Option<(Vec<u8>, String, i64)> =
+                sqlx::query_as(registration::FIND_REGISTRATION)
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(backend)?;
             found
-                .map(|(bytes, registered_at)| {
+                .map(|(bytes, token_endpoint_auth_method, registered_at)| {
                     let token = SecretDigest::from_slice(&bytes).ok_or_else(|| {
                         StoreError::Corrupt("client_registrations.token_sha256".into())
                     })?;
                     Ok(RegistrationRecord {
                         token,
+                        token_endpoint_auth_method,
                         registered_at,
                     })
                 })
@@ -1149,11 +1131,32 @@ impl RegistrationStore for PostgresTokenStore {
         .await
     }
 
-    async fn update_registered_client(&self, client: &Client) -> Result<bool, StoreError> {
+    async fn update_registered_client(
+        &self,
+        client: &Client,
+        token_endpoint_auth_method: &str,
+    ) -> Result<bool, StoreError> {
         let row = ClientRow::from_client(client);
         let id = row.id.clone();
-        self.changed_one(bind_client_fields(sqlx::query(registration::UPDATE_CLIENT), row).bind(id))
-            .await
+        bounded(async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            let updated = bind_client_fields(sqlx::query(registration::UPDATE_CLIENT), row)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected()
+                == 1;
+            sqlx::query(registration::SET_REGISTRATION_AUTH_METHOD)
+                .bind(token_endpoint_auth_method)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            Ok(updated)
+        })
+        .await
     }
 
     async fn delete_registered_client(&self, client_id: &str) -> Result<bool, StoreError> {
@@ -1178,12 +1181,14 @@ impl RegistrationStore for PostgresTokenStore {
     }
 }
 
-/// `INSERT_CLIENT`'s fields after the id, in `ClientRow`'s order (with `disabled`).
-fn bind_client_fields_insert<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+/// `INSERT_CLIENT` for `row` (`client add`, a registration): the one place its parameters are
+/// bound.
+fn insert_client(
     row: ClientRow,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    query
+    now: i64,
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(directory::INSERT_CLIENT)
+        .bind(row.id)
         .bind(row.secret_hash)
         .bind(row.grant_types)
         .bind(row.scopes)
@@ -1198,6 +1203,7 @@ fn bind_client_fields_insert<'q>(
         .bind(row.redirect_uris)
         .bind(row.require_consent)
         .bind(row.name)
+        .bind(now)
 }
 
 #[async_trait]

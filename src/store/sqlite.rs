@@ -170,11 +170,14 @@ enum RegistrationChange {
     },
     Register {
         client: Box<ClientRow>,
-        token: SecretDigest,
+        registration: Box<RegistrationRecord>,
         initial: Option<SecretDigest>,
         now: i64,
     },
-    Update(Box<ClientRow>),
+    Update {
+        client: Box<ClientRow>,
+        token_endpoint_auth_method: String,
+    },
     Delete(String),
 }
 
@@ -825,38 +828,44 @@ fn change_registration(
             ])?,
         RegistrationChange::Register {
             client,
-            token,
+            registration,
             initial,
             now,
         } => {
             // The other writes of the batch share the transaction: a refused registration
             // undoes only its own statements.
             conn.execute_batch("SAVEPOINT registration")?;
-            let outcome = register_in(conn, client, token, initial.as_ref(), *now)?;
+            let outcome = register_in(conn, client, registration, initial.as_ref(), *now)?;
             if outcome != Registration::Registered {
                 conn.execute_batch("ROLLBACK TO registration")?;
             }
             conn.execute_batch("RELEASE registration")?;
             return Ok(Outcome::Registered(outcome));
         }
-        RegistrationChange::Update(client) => conn
-            .prepare_cached(registration::UPDATE_CLIENT)?
-            .execute(params![
-                client.secret_hash,
-                client.grant_types,
-                client.scopes,
-                client.access_token_validity_period,
-                client.application_access_token_validity_period,
-                client.refresh_token_validity_period,
-                client.introspect,
-                client.token_format,
-                client.audience,
-                client.public,
-                client.redirect_uris,
-                client.require_consent,
-                client.name,
-                client.id
-            ])?,
+        RegistrationChange::Update {
+            client,
+            token_endpoint_auth_method,
+        } => {
+            conn.prepare_cached(registration::SET_REGISTRATION_AUTH_METHOD)?
+                .execute(params![token_endpoint_auth_method, client.id])?;
+            conn.prepare_cached(registration::UPDATE_CLIENT)?
+                .execute(params![
+                    client.secret_hash,
+                    client.grant_types,
+                    client.scopes,
+                    client.access_token_validity_period,
+                    client.application_access_token_validity_period,
+                    client.refresh_token_validity_period,
+                    client.introspect,
+                    client.token_format,
+                    client.audience,
+                    client.public,
+                    client.redirect_uris,
+                    client.require_consent,
+                    client.name,
+                    client.id
+                ])?
+        }
         RegistrationChange::Delete(id) => {
             conn.prepare_cached(registration::DELETE_REGISTRATION)?
                 .execute(params![id])?;
@@ -872,7 +881,7 @@ fn change_registration(
 fn register_in(
     conn: &Connection,
     client: &ClientRow,
-    token: &SecretDigest,
+    registration: &RegistrationRecord,
     initial: Option<&SecretDigest>,
     now: i64,
 ) -> Result<Registration, rusqlite::Error> {
@@ -896,7 +905,12 @@ fn register_in(
         return Ok(Registration::IdTaken);
     }
     conn.prepare_cached(registration::UPSERT_REGISTRATION)?
-        .execute(params![client.id, token.0.as_slice(), now])?;
+        .execute(params![
+            client.id,
+            registration.token.0.as_slice(),
+            registration.token_endpoint_auth_method,
+            registration.registered_at
+        ])?;
     Ok(Registration::Registered)
 }
 
@@ -1421,13 +1435,13 @@ impl RegistrationStore for SqliteTokenStore {
     async fn register_client(
         &self,
         client: &Client,
-        registration_token: &SecretDigest,
+        registration: &RegistrationRecord,
         initial: Option<&SecretDigest>,
         now: i64,
     ) -> Result<Registration, StoreError> {
         let change = RegistrationChange::Register {
             client: Box::new(ClientRow::from_client(client)),
-            token: *registration_token,
+            registration: Box::new(registration.clone()),
             initial: initial.copied(),
             now,
         };
@@ -1451,16 +1465,23 @@ impl RegistrationStore for SqliteTokenStore {
                 Ok(RegistrationRecord {
                     token: SecretDigest::from_slice(blob(row, 0, "token_sha256")?)
                         .ok_or_else(|| corrupt("client_registrations.token_sha256"))?,
-                    registered_at: row.get(1).map_err(backend)?,
+                    token_endpoint_auth_method: row.get(1).map_err(backend)?,
+                    registered_at: row.get(2).map_err(backend)?,
                 })
             })
         })
     }
 
-    async fn update_registered_client(&self, client: &Client) -> Result<bool, StoreError> {
-        let row = Box::new(ClientRow::from_client(client));
-        self.submit(WriterOp::Registration(RegistrationChange::Update(row)))
-            .await
+    async fn update_registered_client(
+        &self,
+        client: &Client,
+        token_endpoint_auth_method: &str,
+    ) -> Result<bool, StoreError> {
+        self.submit(WriterOp::Registration(RegistrationChange::Update {
+            client: Box::new(ClientRow::from_client(client)),
+            token_endpoint_auth_method: token_endpoint_auth_method.to_owned(),
+        }))
+        .await
     }
 
     async fn delete_registered_client(&self, client_id: &str) -> Result<bool, StoreError> {

@@ -546,13 +546,15 @@ async fn a_public_client_that_becomes_confidential_gets_a_secret_shown_in_that_a
         reply.str("client_id"),
         reply.str("registration_access_token"),
     );
+    let mut confidential = service_metadata();
+    confidential["token_endpoint_auth_method"] = json!("client_secret_post");
 
     let updated = manage(
         &app,
         reqwest::Method::PUT,
         id,
         Some(token),
-        Some(&service_metadata()),
+        Some(&confidential),
     )
     .await;
     let read = manage(&app, reqwest::Method::GET, id, Some(token), None).await;
@@ -560,7 +562,11 @@ async fn a_public_client_that_becomes_confidential_gets_a_secret_shown_in_that_a
     assert_eq!(updated.status, 200, "{}", updated.text);
     assert_eq!(
         updated.body["token_endpoint_auth_method"],
-        "client_secret_basic"
+        "client_secret_post"
+    );
+    assert_eq!(
+        read.body["token_endpoint_auth_method"],
+        "client_secret_post"
     );
     assert_eq!(updated.body["client_secret_expires_at"], 0);
     client_credentials(&app, &updated).await.assert_tokens(

@@ -15,7 +15,7 @@ use tokengate::store::directory::ClientRow;
 use tokengate::store::measured::Unobserved;
 use tokengate::store::model::{
     AuthorizationCodeRecord, Client, ConsentRecord, GrantType, InitialAccessTokenRecord,
-    LoginSessionRecord, NewTokens, RefreshTokenRecord, TokenRecord, User,
+    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, TokenRecord, User,
 };
 use tokengate::store::redirect_uri::RedirectUri;
 use tokengate::store::{
@@ -1730,6 +1730,15 @@ async fn a_consent_is_kept_per_user_and_client_until_a_mark_of_either_covers_it(
     assert_eq!(found("bob", "mail").await.as_deref(), Some("read"));
 }
 
+/// A registration with `token`'s digest, by client_secret_basic, at NOW.
+fn registration(token: &SecretDigest) -> RegistrationRecord {
+    RegistrationRecord {
+        token: *token,
+        token_endpoint_auth_method: "client_secret_basic".into(),
+        registered_at: NOW,
+    }
+}
+
 fn initial(secret: &str, expires_at: i64, uses: u32) -> InitialAccessTokenRecord {
     InitialAccessTokenRecord {
         digest: SecretDigest::of(secret.as_bytes()),
@@ -1745,7 +1754,7 @@ async fn a_registration_stores_the_client_and_the_digest_of_its_token_together(b
 
     let app = client("app");
     let outcome = registrations
-        .register_client(&app, &token, None, NOW)
+        .register_client(&app, &registration(&token), None, NOW)
         .await
         .unwrap();
 
@@ -1765,7 +1774,7 @@ async fn a_registration_stores_the_client_and_the_digest_of_its_token_together(b
     let other = SecretDigest::of(b"other token");
     assert_eq!(
         registrations
-            .register_client(&client("app"), &other, None, NOW)
+            .register_client(&client("app"), &registration(&other), None, NOW)
             .await
             .unwrap(),
         Registration::IdTaken
@@ -1806,7 +1815,7 @@ async fn an_initial_token_is_spent_one_use_per_registration_until_none_is_left(b
     for id in ["first", "second"] {
         assert_eq!(
             registrations
-                .register_client(&client(id), &token, Some(&two), NOW + 1)
+                .register_client(&client(id), &registration(&token), Some(&two), NOW + 1)
                 .await
                 .unwrap(),
             Registration::Registered
@@ -1814,7 +1823,7 @@ async fn an_initial_token_is_spent_one_use_per_registration_until_none_is_left(b
     }
     assert_eq!(
         registrations
-            .register_client(&client("third"), &token, Some(&two), NOW + 1)
+            .register_client(&client("third"), &registration(&token), Some(&two), NOW + 1)
             .await
             .unwrap(),
         Registration::InitialTokenRefused
@@ -1825,14 +1834,19 @@ async fn an_initial_token_is_spent_one_use_per_registration_until_none_is_left(b
         .unwrap());
     assert_eq!(
         registrations
-            .register_client(&client("late"), &token, Some(&expired), NOW + 60)
+            .register_client(
+                &client("late"),
+                &registration(&token),
+                Some(&expired),
+                NOW + 60
+            )
             .await
             .unwrap(),
         Registration::InitialTokenRefused
     );
     assert_eq!(
         registrations
-            .register_client(&client("guess"), &token, Some(&unknown), NOW)
+            .register_client(&client("guess"), &registration(&token), Some(&unknown), NOW)
             .await
             .unwrap(),
         Registration::InitialTokenRefused
@@ -1859,7 +1873,7 @@ async fn an_initial_token_is_spent_one_use_per_registration_until_none_is_left(b
     let one = SecretDigest::of(b"one use");
     assert_eq!(
         registrations
-            .register_client(&client("first"), &token, Some(&one), NOW)
+            .register_client(&client("first"), &registration(&token), Some(&one), NOW)
             .await
             .unwrap(),
         Registration::IdTaken
@@ -1882,7 +1896,12 @@ async fn of_sixteen_concurrent_registrations_with_a_one_use_initial_token_exactl
         tokio::spawn(async move {
             let token = SecretDigest::of(format!("token {i}").as_bytes());
             store
-                .register_client(&client(&format!("app-{i}")), &token, Some(&raced), NOW)
+                .register_client(
+                    &client(&format!("app-{i}")),
+                    &registration(&token),
+                    Some(&raced),
+                    NOW,
+                )
                 .await
         })
     });
@@ -1909,7 +1928,7 @@ async fn a_registered_client_is_updated_and_deleted_with_its_registration(b: Bac
     let directory = &b.stores.directory;
     let token = SecretDigest::of(b"registration token");
     registrations
-        .register_client(&client("app"), &token, None, NOW)
+        .register_client(&client("app"), &registration(&token), None, NOW)
         .await
         .unwrap();
     assert!(directory.set_client_disabled("app", true).await.unwrap());
@@ -1926,15 +1945,22 @@ async fn a_registered_client_is_updated_and_deleted_with_its_registration(b: Bac
     };
 
     assert!(registrations
-        .update_registered_client(&changed)
+        .update_registered_client(&changed, "none")
         .await
         .unwrap());
     assert!(!registrations
-        .update_registered_client(&client("unknown"))
+        .update_registered_client(&client("unknown"), "none")
         .await
         .unwrap());
 
     assert!(directory.clients_revision().await.unwrap() > before);
+    let stored = registrations
+        .find_registration("app")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.token_endpoint_auth_method, "none");
+    assert!(stored.token.matches(&token));
     // The operator's `client disable` stands.
     let expected = Client {
         disabled: true,

@@ -16,11 +16,16 @@ pub(crate) const SPEND_INITIAL_TOKEN: &str = "UPDATE initial_access_tokens \
 /// Written only right after the client's own row was inserted (so the id is new): a row left
 /// behind by a client removed from the CLI is replaced rather than blocking the id.
 pub(crate) const UPSERT_REGISTRATION: &str = "INSERT INTO client_registrations (client_id, \
-    token_sha256, created_at) VALUES ($1, $2, $3) ON CONFLICT (client_id) DO UPDATE \
-    SET token_sha256 = excluded.token_sha256, created_at = excluded.created_at";
+    token_sha256, token_endpoint_auth_method, created_at) VALUES ($1, $2, $3, $4) \
+    ON CONFLICT (client_id) DO UPDATE SET token_sha256 = excluded.token_sha256, \
+    token_endpoint_auth_method = excluded.token_endpoint_auth_method, \
+    created_at = excluded.created_at";
+
+pub(crate) const SET_REGISTRATION_AUTH_METHOD: &str = "UPDATE client_registrations \
+    SET token_endpoint_auth_method = $1 WHERE client_id = $2";
 
 pub(crate) const FIND_REGISTRATION: &str =
-    "SELECT token_sha256, created_at FROM client_registrations WHERE client_id = $1";
+    "SELECT token_sha256, token_endpoint_auth_method, created_at FROM client_registrations WHERE client_id = $1";
 
 pub(crate) const DELETE_REGISTRATION: &str =
     "DELETE FROM client_registrations WHERE client_id = $1";

@@ -12,5 +12,7 @@ CREATE TABLE initial_access_tokens (
 CREATE TABLE client_registrations (
     client_id TEXT PRIMARY KEY NOT NULL,
     token_sha256 BYTEA NOT NULL,
+    -- As registered (RFC 7591 §2), for RFC 7592 reads: none, client_secret_basic or _post.
+    token_endpoint_auth_method TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );

@@ -197,6 +197,28 @@ pub enum Event {
     ClientRemoved {},
     ClientDisabled {},
     ClientEnabled {},
+    /// `POST /register` (RFC 7591) added the client.
+    ClientRegistered {
+        grant_types: Vec<String>,
+        scopes: Vec<String>,
+        /// `none` (a public client), `client_secret_basic` or `client_secret_post`.
+        token_endpoint_auth_method: String,
+        /// `initial_access_token` or `open`: how the registration was allowed.
+        mode: &'static str,
+    },
+    /// `PUT /register/{client_id}` (RFC 7592 §2.2) replaced the client's metadata.
+    ClientRegistrationUpdated {
+        grant_types: Vec<String>,
+        scopes: Vec<String>,
+        token_endpoint_auth_method: String,
+    },
+    /// `DELETE /register/{client_id}` (RFC 7592 §2.3) removed the client and ended its tokens.
+    ClientRegistrationDeleted {},
+    /// `tokengate registration token create`: an initial access token (RFC 7591 §3).
+    InitialAccessTokenCreated {
+        expires_at: String,
+        uses: u32,
+    },
     KeyRotated {
         kid: String,
         algorithm: &'static str,
@@ -242,6 +264,10 @@ impl Event {
             Self::ClientRemoved {} => "client_removed",
             Self::ClientDisabled {} => "client_disabled",
             Self::ClientEnabled {} => "client_enabled",
+            Self::ClientRegistered { .. } => "client_registered",
+            Self::ClientRegistrationUpdated { .. } => "client_registration_updated",
+            Self::ClientRegistrationDeleted {} => "client_registration_deleted",
+            Self::InitialAccessTokenCreated { .. } => "initial_access_token_created",
             Self::KeyRotated { .. } => "key_rotated",
             Self::ConfigReloaded { .. } => "config_reloaded",
         }

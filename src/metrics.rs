@@ -66,6 +66,8 @@ pub enum Endpoint {
     /// `/authorize` and its consent form: the login pages.
     Authorize,
     Logout,
+    /// `/register` and `/register/{client_id}` (RFC 7591/7592).
+    Register,
     /// A path the token port does not serve.
     Other,
 }
@@ -78,6 +80,7 @@ impl Endpoint {
             Self::Introspect => "introspect",
             Self::Authorize => "authorize",
             Self::Logout => "logout",
+            Self::Register => "register",
             Self::Other => "other",
         }
     }
@@ -132,6 +135,11 @@ pub enum Outcome {
     Unavailable,
     /// An unknown path (404).
     NotFound,
+    /// RFC 7591 §3.2.2 (`/register`).
+    InvalidRedirectUri,
+    InvalidClientMetadata,
+    /// RFC 6750 §3.1: a bad initial or registration access token (`/register`).
+    InvalidToken,
 }
 
 impl Outcome {
@@ -150,6 +158,9 @@ impl Outcome {
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
             Self::NotFound => "not_found",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::InvalidToken => "invalid_token",
         }
     }
 }

@@ -399,6 +399,7 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
             "tls.generate_self_signed",
             running.tls.generate_self_signed != new.tls.generate_self_signed,
         ),
+        ("registration", running.registration != new.registration),
         (
             "login.session_lifetime",
             running.login.session_lifetime_secs != new.login.session_lifetime_secs,

@@ -35,6 +35,7 @@ use crate::metrics::{
     ConnectionMetrics, JanitorMetrics, KeyState, Metrics, RateBucket, RejectReason, ReloadSource,
     SigningKeyMetrics, TlsListener,
 };
+use crate::oauth::registration::{RegistrationParts, RegistrationService};
 use crate::oauth::token::ServiceParts;
 use crate::oauth::TokenService;
 use crate::reload::{LiveSettings, Reloader};
@@ -342,6 +343,16 @@ impl Application {
             token_service.tokens.clone(),
             token_service.clock.clone(),
         ));
+        let registration = Arc::new(RegistrationService::new(RegistrationParts {
+            settings: settings.registration.clone(),
+            issuer: token_service.issuer.clone(),
+            store: database.registrations.clone(),
+            clients: token_service.clients.clone(),
+            tokens: token_service.tokens.clone(),
+            clock: token_service.clock.clone(),
+            audit: audit.clone(),
+            reload_interval: settings.stores.reload_interval,
+        }));
         let router = http::router(AppState::new(AppParts {
             ip_limiter: Some(Arc::new(Limiter::new(
                 live.per_ip.clone(),
@@ -365,6 +376,7 @@ impl Application {
             login_checks: Arc::new(tokio::sync::Semaphore::new(
                 (settings.password_hashing.queue_capacity / 2).max(1),
             )),
+            registration,
         }));
         // Last, once nothing above can fail: a listening socket shares the port's connections
         // with the other process on it, and those queued here would be reset if this one exited.

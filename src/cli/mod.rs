@@ -69,6 +69,36 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Dynamic client registration (RFC 7591, [registration])
+    Registration {
+        #[command(subcommand)]
+        action: RegistrationAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationAction {
+    /// Initial access tokens, which `POST /register` asks for when [registration] mode =
+    /// "initial_access_token"
+    Token {
+        #[command(subcommand)]
+        action: RegistrationTokenAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationTokenAction {
+    /// Create an initial access token and print it once (only its SHA-256 is stored)
+    Create {
+        /// Seconds until it expires (default: one day)
+        #[arg(long, value_name = "SECONDS", default_value_t = 86_400,
+              value_parser = clap::value_parser!(u32).range(1..=31_536_000))]
+        expires: u32,
+        /// Registrations it allows (default: one)
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        uses: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +278,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::User { action } => user(&load(&source)?, action),
         Command::Client { action } => client(&load(&source)?, action),
         Command::Keys { action } => keys(&load(&source)?, action),
+        Command::Registration { action } => registration(&load(&source)?, action),
     }
 }
 
@@ -506,6 +537,50 @@ fn with_accounts(
         accounts.close().await;
         result
     })
+}
+
+fn registration(settings: &Settings, action: RegistrationAction) -> Result<ExitCode, CliError> {
+    let RegistrationAction::Token {
+        action: RegistrationTokenAction::Create { expires, uses },
+    } = action;
+    if settings.registration.mode != config::RegistrationMode::InitialAccessToken {
+        eprintln!(
+            "warning: [registration] mode is \"{}\": POST /register asks for this token only \
+             with mode = \"initial_access_token\"",
+            settings.registration.mode.as_str()
+        );
+    }
+    let token = crate::crypto::secret::generate_secret();
+    let now = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
+    let record = crate::store::model::InitialAccessTokenRecord {
+        digest: crate::crypto::token::SecretDigest::of(token.as_bytes()),
+        expires_at: now.saturating_add(i64::from(expires)),
+        uses,
+    };
+    with_accounts(settings, true, async |accounts| {
+        accounts
+            .database()?
+            .registrations
+            .create_initial_token(&record, now)
+            .await?;
+        Ok(ExitCode::SUCCESS)
+    })?;
+    audit(
+        settings,
+        None,
+        None,
+        Event::InitialAccessTokenCreated {
+            expires_at: crate::audit::rfc3339_secs(record.expires_at),
+            uses,
+        },
+    );
+    // Shown once: only its digest is stored.
+    println!("{token}");
+    eprintln!(
+        "initial access token created: {uses} registration(s), expires {}",
+        crate::audit::rfc3339_secs(record.expires_at)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn user(settings: &Settings, action: UserAction) -> Result<ExitCode, CliError> {

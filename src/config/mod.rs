@@ -175,7 +175,11 @@ pub struct Settings {
     pub logging: LoggingSettings,
     pub audit: AuditSettings,
     pub login: LoginSettings,
+    pub registration: RegistrationSettings,
 }
+
+// `[registration]` is the registration endpoint's own type.
+pub use crate::oauth::registration::{RegistrationMode, RegistrationSettings};
 
 /// `[login]`: the hosted login page of `/authorize`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,26 @@ pub(crate) struct RawConfig {
     pub(crate) logging: RawLogging,
     pub(crate) audit: RawAudit,
     pub(crate) login: RawLogin,
+    pub(crate) registration: RawRegistration,
+}
+
+/// `[registration]`: dynamic client registration (RFC 7591/7592).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRegistration {
+    pub(crate) mode: String,
+    pub(crate) allowed_grant_types: Vec<String>,
+    pub(crate) allowed_scopes: Vec<String>,
+}
+
+impl Default for RawRegistration {
+    fn default() -> Self {
+        Self {
+            mode: "off".to_owned(),
+            allowed_grant_types: vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
+            allowed_scopes: Vec::new(),
+        }
+    }
 }
 
 /// `[login]`: the hosted login page of `/authorize`.

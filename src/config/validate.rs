@@ -9,8 +9,8 @@ use super::{
     AuditDestination, AuditSettings, CertificateFiles, ConfigError, ConfigProblem, ConfigSource,
     DirectoryLocation, JwtAlgorithm, LogFormat, LoggingSettings, LoginSettings, LogoFile,
     ManagementSettings, OAuthSettings, PasswordHashingSettings, RateLimitSettings,
-    SecuritySettings, ServerSettings, Settings, SqliteSynchronous, StoreSettings, TlsSettings,
-    TokenFormat, TokenStoreSettings,
+    RegistrationMode, RegistrationSettings, SecuritySettings, ServerSettings, Settings,
+    SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
 };
 
 /// OWASP's floor for argon2id; below it a stolen user file is cheap to crack.
@@ -445,6 +445,7 @@ pub fn validate_with_fallbacks(
     let logging = logging(&mut problems, &raw.logging);
     let audit = audit(&mut problems, source, &raw.audit);
     let login = login(&mut problems, source, &raw.login);
+    let registration = registration(&mut problems, &raw.registration, &stores);
 
     let settings = Settings {
         config_file: file.to_path_buf(),
@@ -460,6 +461,7 @@ pub fn validate_with_fallbacks(
         logging,
         audit,
         login,
+        registration,
     };
     (settings, problems.found)
 }
@@ -582,6 +584,65 @@ fn logging(problems: &mut Problems<'_>, raw: &super::raw::RawLogging) -> Logging
         }
     };
     LoggingSettings { format, level }
+}
+
+/// `[registration]`: the mode and what registered clients may get. Registered clients are
+/// kept in the clients table, so that every node sees them: any mode but `off` needs it.
+fn registration(
+    problems: &mut Problems<'_>,
+    raw: &super::raw::RawRegistration,
+    stores: &StoreSettings,
+) -> RegistrationSettings {
+    let defaults = RegistrationSettings::default();
+    let mode = match RegistrationMode::parse(&raw.mode) {
+        Some(mode) => mode,
+        None => {
+            problems.add(
+                "registration.mode",
+                format!(
+                    "must be one of {}, got `{}`",
+                    RegistrationMode::NAMES.join(", "),
+                    raw.mode
+                ),
+            );
+            defaults.mode
+        }
+    };
+    if mode != RegistrationMode::Off && stores.clients != DirectoryLocation::Database {
+        problems.add(
+            "registration.mode",
+            format!(
+                "`{}` needs [stores] clients = \"sql\": registered clients are kept in the \
+                 token database, where every node reads them",
+                mode.as_str()
+            ),
+        );
+    }
+    let mut allowed_grant_types = std::collections::BTreeSet::new();
+    for name in &raw.allowed_grant_types {
+        match crate::store::model::GrantType::parse(name) {
+            Some(grant) => {
+                allowed_grant_types.insert(grant);
+            }
+            None => problems.add(
+                "registration.allowed_grant_types",
+                format!("unknown grant type `{name}`"),
+            ),
+        }
+    }
+    for scope in &raw.allowed_scopes {
+        if !crate::store::model::is_scope_token(scope) {
+            problems.add(
+                "registration.allowed_scopes",
+                format!("`{scope}` is not a valid scope name (RFC 6749 §3.3)"),
+            );
+        }
+    }
+    RegistrationSettings {
+        mode,
+        allowed_grant_types,
+        allowed_scopes: raw.allowed_scopes.iter().cloned().collect(),
+    }
 }
 
 /// `[login]`: the session lifetime and the page's branding.

@@ -40,7 +40,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::OAuth(err) => match err.code {
-                ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+                ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
                 ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
                 ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -82,6 +82,9 @@ impl ApiError {
                 ErrorCode::AccessDenied => Outcome::AccessDenied,
                 ErrorCode::ServerError => Outcome::ServerError,
                 ErrorCode::RateLimited => Outcome::RateLimited,
+                ErrorCode::InvalidRedirectUri => Outcome::InvalidRedirectUri,
+                ErrorCode::InvalidClientMetadata => Outcome::InvalidClientMetadata,
+                ErrorCode::InvalidToken => Outcome::InvalidToken,
                 ErrorCode::TemporarilyUnavailable => {
                     let store_down = err
                         .source
@@ -139,6 +142,13 @@ impl IntoResponse for ApiError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         match &self {
+            // RFC 6750 §3: a bearer token was missing or refused.
+            Self::OAuth(err) if err.code == ErrorCode::InvalidToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tokengate\", error=\"invalid_token\""),
+                );
+            }
             // RFC 9110 §15.5.2: a 401 always names the scheme to use; RFC 6749 §2.3.1: Basic.
             _ if status == StatusCode::UNAUTHORIZED => {
                 headers.insert(

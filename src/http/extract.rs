@@ -1,8 +1,9 @@
 //! Extractors whose rejections are [`ApiError`]s, so malformed input always gets RFC JSON and
 //! never a framework's plain-text answer.
 
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, Method};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use super::error::ApiError;
@@ -15,6 +16,11 @@ use crate::oauth::{OAuthError, TokenRequest};
 pub struct TokenForm(pub TokenRequest);
 
 fn is_form_urlencoded(headers: &HeaderMap) -> bool {
+    has_content_type(headers, "application/x-www-form-urlencoded")
+}
+
+/// Whether the body is `essence`, in UTF-8 if a charset is named.
+fn has_content_type(headers: &HeaderMap, essence: &str) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return false;
     };
@@ -22,8 +28,12 @@ fn is_form_urlencoded(headers: &HeaderMap) -> bool {
         return false;
     };
     let mut parts = value.split(';');
-    let essence = parts.next().unwrap_or_default().trim();
-    if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+    if !parts
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .eq_ignore_ascii_case(essence)
+    {
         return false;
     }
     // A charset other than UTF-8 would make our decoding wrong; refuse rather than guess.
@@ -61,13 +71,7 @@ impl FromRequest<AppState> for TokenForm {
             )
             .into());
         }
-        let declared_length = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<u64>().ok());
-        if declared_length.is_some_and(|length| length > limit as u64) {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
+        refuse_declared_oversize(headers, limit)?;
         let authorization = authorization(headers)?;
         let client_ip = request
             .extensions()
@@ -77,17 +81,7 @@ impl FromRequest<AppState> for TokenForm {
             .extensions()
             .get::<RequestId>()
             .map(|RequestId(id)| id.clone());
-        let body = Limited::new(request.into_body(), limit);
-        let collected = tokio::time::timeout(state.limits.request_timeout, body.collect())
-            .await
-            .map_err(|_| ApiError::BodyTimeout)?;
-        let bytes = match collected {
-            Ok(collected) => collected.to_bytes(),
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(ApiError::PayloadTooLarge { limit })
-            }
-            Err(_) => return Err(OAuthError::invalid_request("the body could not be read").into()),
-        };
+        let bytes = read_body(request, state).await?;
         let form =
             parse_form(&bytes).map_err(|err| OAuthError::invalid_request(err.to_string()))?;
         Ok(Self(TokenRequest {
@@ -96,5 +90,77 @@ impl FromRequest<AppState> for TokenForm {
             client_ip,
             request_id,
         }))
+    }
+}
+
+/// A body announced larger than `limit` is refused before it is read.
+fn refuse_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let declared_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(())
+}
+
+/// Reads at most `max_body_bytes` within `request_timeout`.
+async fn read_body(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let limit = state.limits.max_body_bytes;
+    let body = Limited::new(request.into_body(), limit);
+    let collected = tokio::time::timeout(state.limits.request_timeout, body.collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout)?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(_) => Err(OAuthError::invalid_request("the body could not be read").into()),
+    }
+}
+
+/// The `Authorization` header value, raw; more than one is `invalid_request`.
+fn raw_authorization(headers: &HeaderMap) -> Result<Option<Vec<u8>>, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let first = values.next().map(|value| value.as_bytes().to_vec());
+    if values.next().is_some() {
+        return Err(OAuthError::invalid_request("more than one Authorization header").into());
+    }
+    Ok(first)
+}
+
+/// A request of the registration endpoints (RFC 7591/7592): the `Authorization` header as
+/// sent (a bearer token, parsed by `oauth::registration`) and, for POST and PUT, a JSON body
+/// read within the same limits as the form endpoints.
+pub struct RegistrationRequest {
+    pub authorization: Option<Vec<u8>>,
+    pub body: Bytes,
+}
+
+impl FromRequest<AppState> for RegistrationRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let headers = request.headers();
+        let authorization = raw_authorization(headers)?;
+        let with_body = matches!(*request.method(), Method::POST | Method::PUT);
+        if !with_body {
+            return Ok(Self {
+                authorization,
+                body: Bytes::new(),
+            });
+        }
+        // RFC 7591 §3.1: the metadata is sent as JSON.
+        if !has_content_type(headers, "application/json") {
+            return Err(OAuthError::invalid_request("the body must be application/json").into());
+        }
+        refuse_declared_oversize(headers, state.limits.max_body_bytes)?;
+        let body = read_body(request, state).await?;
+        Ok(Self {
+            authorization,
+            body,
+        })
     }
 }

@@ -99,6 +99,7 @@ pub async fn measure(State(measured): State<Measured>, request: Request, next: N
             | Endpoint::Introspect
             | Endpoint::Authorize
             | Endpoint::Logout
+            | Endpoint::Register
             | Endpoint::Other => GrantLabel::None,
         },
         |facts| facts.grant_type,

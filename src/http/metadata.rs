@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::oauth::registration::RegistrationMode;
 use crate::oauth::scope::DEFAULT_SCOPE;
 use crate::store::model::GrantType;
 
@@ -40,7 +41,7 @@ pub async fn authorization_server(State(state): State<AppState>) -> Result<Respo
     {
         public_auth_methods.push(NONE);
     }
-    let document = json!({
+    let mut document = json!({
         "issuer": service.issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -59,6 +60,15 @@ pub async fn authorization_server(State(state): State<AppState>) -> Result<Respo
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "access_token_signing_alg_values_supported": [service.settings().jwt_algorithm.as_str()],
     });
+    // RFC 8414 §2: only while registration is on (RFC 7591).
+    if state.registration.mode() != RegistrationMode::Off {
+        if let Some(fields) = document.as_object_mut() {
+            fields.insert(
+                "registration_endpoint".to_owned(),
+                format!("{issuer}/register").into(),
+            );
+        }
+    }
     Ok(cached(Json(document).into_response()))
 }
 

@@ -7,6 +7,7 @@ pub mod health;
 pub mod introspect;
 pub mod measure;
 pub mod metadata;
+pub mod register;
 pub mod request_id;
 pub mod revoke;
 pub mod token;
@@ -28,6 +29,7 @@ use crate::abuse::rate_limit::{bucket_key, client_ip, Limiter};
 use crate::audit::{Audit, Event, Origin};
 use crate::metrics::{Endpoint, TokenEndpointMetrics};
 use crate::oauth::login_session::LoginSessions;
+use crate::oauth::registration::RegistrationMode;
 use crate::oauth::{OAuthError, TokenService};
 use error::ApiError;
 
@@ -79,6 +81,8 @@ pub struct AppParts {
     /// The login page's share of the password-hashing pool: anyone can post the form, so it
     /// may fill at most half of the queue, and the password grant's clients keep the rest.
     pub login_checks: Arc<tokio::sync::Semaphore>,
+    /// Dynamic client registration (RFC 7591/7592).
+    pub registration: Arc<crate::oauth::registration::RegistrationService>,
 }
 
 /// The client's address as every defence sees it (rate limits, lockout, client
@@ -189,6 +193,12 @@ async fn only_get_post() -> ApiError {
     }
 }
 
+async fn only_registration_methods() -> ApiError {
+    ApiError::MethodNotAllowed {
+        allow: "GET, HEAD, PUT, DELETE",
+    }
+}
+
 async fn only_get() -> ApiError {
     ApiError::MethodNotAllowed { allow: "GET, HEAD" }
 }
@@ -202,6 +212,29 @@ pub fn router(state: AppState) -> Router {
             measure::Measured::new(state.metrics.clone(), endpoint),
             measure::measure,
         )
+    };
+    // Registration authenticates with bearer tokens; limited per client IP like /token. With
+    // `mode = "off"` the paths do not exist (404, counted as `other`).
+    let registration = if state.registration.mode() == RegistrationMode::Off {
+        Router::new()
+    } else {
+        Router::new()
+            .route(
+                "/register",
+                post(register::register)
+                    .fallback(only_post)
+                    .route_layer(by_ip())
+                    .route_layer(measured(Endpoint::Register)),
+            )
+            .route(
+                "/register/{client_id}",
+                get(register::read)
+                    .put(register::update)
+                    .delete(register::delete)
+                    .fallback(only_registration_methods)
+                    .route_layer(by_ip())
+                    .route_layer(measured(Endpoint::Register)),
+            )
     };
     Router::new()
         .route(
@@ -247,6 +280,7 @@ pub fn router(state: AppState) -> Router {
                 .fallback(only_get)
                 .route_layer(measured(Endpoint::Logout)),
         )
+        .merge(registration)
         .route(
             "/.well-known/oauth-authorization-server",
             get(metadata::authorization_server).fallback(only_get),

@@ -19,6 +19,13 @@ pub enum ErrorCode {
     ServerError,
     /// RFC 6749 §4.1.2.1; overload or store outage, answered with 503 and `Retry-After`.
     TemporarilyUnavailable,
+    /// RFC 7591 §3.2.2: a redirect URI is not one the server accepts.
+    InvalidRedirectUri,
+    /// RFC 7591 §3.2.2: other client metadata is invalid or not allowed.
+    InvalidClientMetadata,
+    /// RFC 6750 §3.1: a bearer token (initial or registration access token) that is missing,
+    /// unknown, expired or not this client's: 401 with `WWW-Authenticate: Bearer`.
+    InvalidToken,
     /// A rate limit was hit: 429 and `Retry-After`. Our own code: `slow_down` (RFC 8628 §3.5)
     /// tells a device-flow client to poll less often, which is not what this means.
     RateLimited,
@@ -36,6 +43,9 @@ impl ErrorCode {
             Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::InvalidToken => "invalid_token",
             Self::RateLimited => "rate_limited",
         }
     }

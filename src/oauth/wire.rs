@@ -1,6 +1,6 @@
 //! Request and response bodies exactly as the RFCs spell their fields.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// RFC 6749 §5.1 successful token response.
 #[derive(Debug, Clone, Serialize)]
@@ -11,6 +11,43 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     pub scope: String,
+}
+
+/// RFC 7591 §2 client metadata of a registration (and RFC 7592 §2.2's `client_id` and
+/// `client_secret` of an update). Members the server does not know are ignored (§2).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClientMetadataRequest {
+    pub redirect_uris: Option<Vec<String>>,
+    pub token_endpoint_auth_method: Option<String>,
+    pub grant_types: Option<Vec<String>>,
+    pub response_types: Option<Vec<String>>,
+    pub client_name: Option<String>,
+    pub scope: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+/// RFC 7591 §3.2.1 client information response, with RFC 7592 §3's
+/// `registration_access_token` and `registration_client_uri`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientInformationResponse {
+    pub client_id: String,
+    /// Only in the answer that creates the secret: it is stored as a hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    pub client_id_issued_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_expires_at: Option<i64>,
+    pub registration_access_token: String,
+    pub registration_client_uri: String,
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: String,
+    pub grant_types: Vec<&'static str>,
+    pub response_types: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// RFC 6749 §5.2 error response.

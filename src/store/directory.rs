@@ -159,6 +159,9 @@ type ClientMap = HashMap<String, Arc<Client>>;
 pub struct SqlClientStore {
     directory: Arc<dyn Directory>,
     current: RwLock<(i64, Arc<ClientMap>)>,
+    /// One re-read at a time: a re-read that began before a change and ended after a later
+    /// one's would otherwise put the older copy back.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl SqlClientStore {
@@ -171,6 +174,7 @@ impl SqlClientStore {
         let store = Arc::new(Self {
             directory,
             current: RwLock::new((revision, Arc::new(clients))),
+            reloading: tokio::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&store);
         tokio::spawn(async move {
@@ -194,6 +198,7 @@ impl SqlClientStore {
     }
 
     async fn reload_if_changed(&self) {
+        let _one_at_a_time = self.reloading.lock().await;
         let (held, previous) = self.snapshot();
         match self.directory.clients_revision().await {
             Ok(revision) if revision == held => {}
@@ -236,6 +241,17 @@ impl ClientStore for SqlClientStore {
 
     async fn list_clients(&self) -> Result<Vec<Arc<Client>>, StoreError> {
         Ok(self.snapshot().1.values().cloned().collect())
+    }
+
+    /// A re-read that starts after the caller's change committed, so its copy holds it.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let (_, previous) = self.snapshot();
+        let (revision, clients) = read_clients(self.directory.as_ref(), &previous).await?;
+        if let Ok(mut guard) = self.current.write() {
+            *guard = (revision, Arc::new(clients));
+        }
+        Ok(())
     }
 }
 

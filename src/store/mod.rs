@@ -21,8 +21,8 @@ use crate::crypto::token::SecretDigest;
 use crate::crypto::token::TokenId;
 use measured::{ConnectionPools, StoreObserver};
 use model::{
-    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, LoginSessionRecord,
-    NewTokens, RefreshTokenRecord, Role, User,
+    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
+    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role, User,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -488,6 +488,13 @@ pub trait ClientStore: Send + Sync + 'static {
 
     /// Every client (for the discovery document and key retirement).
     async fn list_clients(&self) -> Result<Vec<Arc<Client>>, StoreError>;
+
+    /// Re-reads the clients now if the store holds a copy (this node just changed them, e.g.
+    /// a dynamic registration, which must work on this node at once). Returns once the copy
+    /// holds every change committed before the call. Nothing to do by default.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Users and clients kept in the token database (`stores.users = "sql"`,
@@ -513,6 +520,69 @@ pub trait Directory: Send + Sync + 'static {
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError>;
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError>;
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError>;
+}
+
+/// Outcome of [`RegistrationStore::register_client`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// The client, its registration token and the initial token's use, in one transaction.
+    Registered,
+    /// The initial access token was unknown, expired or used up when the write ran (e.g. a
+    /// concurrent registration took its last use); nothing was written.
+    InitialTokenRefused,
+    /// A client with this id exists; nothing was written.
+    IdTaken,
+}
+
+/// Dynamic client registration (RFC 7591/7592) in the token database: initial access tokens
+/// and the registration access token of each registered client, as SHA-256 digests only.
+#[async_trait]
+pub trait RegistrationStore: Send + Sync + 'static {
+    /// Records an initial access token (`tokengate registration token create`).
+    async fn create_initial_token(
+        &self,
+        token: &InitialAccessTokenRecord,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Whether the initial access token with this digest is known, unexpired at `now` and has
+    /// a use left. A read: the use is spent by [`RegistrationStore::register_client`].
+    async fn initial_token_usable(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds `client` and its `registration`, and spends one use of `initial` when given, in
+    /// one transaction: all of it or none. Of concurrent calls for the last use of an initial
+    /// token exactly one returns [`Registration::Registered`].
+    async fn register_client(
+        &self,
+        client: &Client,
+        registration: &RegistrationRecord,
+        initial: Option<&SecretDigest>,
+        now: i64,
+    ) -> Result<Registration, StoreError>;
+
+    /// The registration of `client_id` (the digest of its registration access token);
+    /// `Ok(None)` when the client was not registered through the endpoint (or was deleted).
+    async fn find_registration(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<RegistrationRecord>, StoreError>;
+
+    /// Replaces a client's metadata and secret hash (RFC 7592 §2.2), and its registration's
+    /// auth method, in one transaction; its `disabled` flag stays. `Ok(false)` when no client
+    /// has this id.
+    async fn update_registered_client(
+        &self,
+        client: &Client,
+        token_endpoint_auth_method: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the client and its registration in one transaction (RFC 7592 §2.3); `Ok(false)`
+    /// when no client has this id. Its tokens are the caller's to revoke.
+    async fn delete_registered_client(&self, client_id: &str) -> Result<bool, StoreError>;
 }
 
 /// Token buckets in the database, shared by every node on it, so that a rate limit holds for
@@ -547,6 +617,7 @@ pub struct DatabaseStores {
     pub tokens: Arc<dyn TokenStore>,
     pub lockouts: Arc<dyn LockoutStore>,
     pub directory: Arc<dyn Directory>,
+    pub registrations: Arc<dyn RegistrationStore>,
     /// `None` on SQLite: its database serves one node, whose own memory is the faster place.
     pub rate_limits: Option<Arc<dyn RateLimitStore>>,
     /// `None` on SQLite (one node: its own keys are all there are).
@@ -600,7 +671,8 @@ pub async fn open_database(
             DatabaseStores {
                 tokens: store.clone(),
                 lockouts: store.clone(),
-                directory: store,
+                directory: store.clone(),
+                registrations: store,
                 rate_limits: None,
                 published_keys: None,
                 pools: None,
@@ -624,6 +696,7 @@ pub async fn open_database(
                 tokens: store.clone(),
                 lockouts: store.clone(),
                 directory: store.clone(),
+                registrations: store.clone(),
                 rate_limits: Some(store.clone()),
                 published_keys: Some(store.clone()),
                 pools: Some(store),

@@ -428,6 +428,26 @@ pub struct ConsentRecord {
     pub granted: TokenId,
 }
 
+/// An initial access token of dynamic client registration (RFC 7591 §3), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialAccessTokenRecord {
+    /// SHA-256 of the token (256 random bits, so the digest reveals nothing).
+    pub digest: SecretDigest,
+    pub expires_at: i64,
+    /// Registrations it may still authorise.
+    pub uses: u32,
+}
+
+/// A client registered through `POST /register`: the digest of its registration access token
+/// (RFC 7592 §3), how it authenticates at the token endpoint as it registered it (`none`,
+/// `client_secret_basic`, `client_secret_post`) and when it was registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationRecord {
+    pub token: SecretDigest,
+    pub token_endpoint_auth_method: String,
+    pub registered_at: i64,
+}
+
 /// Tokens to record for one successful grant.
 #[derive(Debug, Clone)]
 pub struct NewTokens {

@@ -36,14 +36,15 @@ use reads::{AccessTokens, Lookup, ReadJob, Reads, RefreshTokens, Users};
 use super::directory::ClientRow;
 use super::measured::{ConnectionCounts, ConnectionPools, StoreObserver};
 use super::model::{
-    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, LoginSessionRecord,
-    NewTokens, RefreshTokenRecord, Role, TokenRecord, User,
+    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
+    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role, TokenRecord, User,
 };
-use super::sql::{directory, lockouts, purge, tokens};
+use super::sql::{directory, lockouts, purge, registration, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
     LockoutStore, PublicKey, PublishedKeyStore, PurgeLimits, PurgedRows, RateLimitStore,
-    Redemption, Rotation, RowChange, StoreError, SubjectKind, TokenStore,
+    Redemption, Registration, RegistrationStore, Rotation, RowChange, StoreError, SubjectKind,
+    TokenStore,
 };
 use crate::abuse::rate_limit::{Rate, Take};
 use crate::crypto::token::{SecretDigest, TokenId};
@@ -987,28 +988,8 @@ impl Directory for PostgresTokenStore {
     }
 
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {
-        let row = ClientRow::from_client(client);
-        self.changed_one(
-            sqlx::query(directory::INSERT_CLIENT)
-                .bind(row.id)
-                .bind(row.secret_hash)
-                .bind(row.grant_types)
-                .bind(row.scopes)
-                .bind(row.access_token_validity_period)
-                .bind(row.application_access_token_validity_period)
-                .bind(row.refresh_token_validity_period)
-                .bind(row.introspect)
-                .bind(row.token_format)
-                .bind(row.audience)
-                .bind(row.disabled)
-                .bind(row.public)
-                .bind(row.redirect_uris)
-                .bind(row.require_consent)
-                .bind(row.name)
-                .bind(row.owner)
-                .bind(now),
-        )
-        .await
+        self.changed_one(insert_client(ClientRow::from_client(client), now))
+            .await
     }
 
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
@@ -1024,6 +1005,219 @@ impl Directory for PostgresTokenStore {
         )
         .await
     }
+}
+
+/// Binds a client's row for `registration::UPDATE_CLIENT` (every field but the id and
+/// `disabled`).
+fn bind_client_fields<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    row: ClientRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(row.secret_hash)
+        .bind(row.grant_types)
+        .bind(row.scopes)
+        .bind(row.access_token_validity_period)
+        .bind(row.application_access_token_validity_period)
+        .bind(row.refresh_token_validity_period)
+        .bind(row.introspect)
+        .bind(row.token_format)
+        .bind(row.audience)
+        .bind(row.public)
+        .bind(row.redirect_uris)
+        .bind(row.require_consent)
+        .bind(row.name)
+}
+
+#[async_trait]
+impl RegistrationStore for PostgresTokenStore {
+    async fn create_initial_token(
+        &self,
+        token: &InitialAccessTokenRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        bounded(async move {
+            sqlx::query(registration::INSERT_INITIAL_TOKEN)
+                .bind(token.digest.0.as_slice())
+                .bind(token.expires_at)
+                .bind(i64::from(token.uses))
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn initial_token_usable(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        bounded(async move {
+            let found: Option<i32> = sqlx::query_scalar(registration::FIND_INITIAL_TOKEN)
+                .bind(digest.0.as_slice())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(found.is_some())
+        })
+        .await
+    }
+
+    /// A transaction of its own: the UPDATE's row lock makes a concurrent registration with
+    /// the same initial token wait for this commit and then find the use spent. A caller that
+    /// goes away before the commit drops the transaction, which rolls all of it back.
+    async fn register_client(
+        &self,
+        client: &Client,
+        registration: &RegistrationRecord,
+        initial: Option<&SecretDigest>,
+        now: i64,
+    ) -> Result<Registration, StoreError> {
+        let row = ClientRow::from_client(client);
+        let id = row.id.clone();
+        bounded(async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            if let Some(initial) = initial {
+                let spent = sqlx::query(registration::SPEND_INITIAL_TOKEN)
+                    .bind(initial.0.as_slice())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?
+                    .rows_affected()
+                    == 1;
+                if !spent {
+                    return Ok(Registration::InitialTokenRefused);
+                }
+            }
+            let added = insert_client(row, now)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected()
+                == 1;
+            if !added {
+                return Ok(Registration::IdTaken);
+            }
+            sqlx::query(registration::UPSERT_REGISTRATION)
+                .bind(id)
+                .bind(registration.token.0.as_slice())
+                .bind(registration.token_endpoint_auth_method.as_str())
+                .bind(registration.registered_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            Ok(Registration::Registered)
+        })
+        .await
+    }
+
+    async fn find_registration(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<RegistrationRecord>, StoreError> {
+        bounded(async move {
+            let found: Option<(Vec<u8>, String, i64)> =
+                sqlx::query_as(registration::FIND_REGISTRATION)
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(backend)?;
+            found
+                .map(|(bytes, token_endpoint_auth_method, registered_at)| {
+                    let token = SecretDigest::from_slice(&bytes).ok_or_else(|| {
+                        StoreError::Corrupt("client_registrations.token_sha256".into())
+                    })?;
+                    Ok(RegistrationRecord {
+                        token,
+                        token_endpoint_auth_method,
+                        registered_at,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn update_registered_client(
+        &self,
+        client: &Client,
+        token_endpoint_auth_method: &str,
+    ) -> Result<bool, StoreError> {
+        let row = ClientRow::from_client(client);
+        let id = row.id.clone();
+        bounded(async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            let updated = bind_client_fields(sqlx::query(registration::UPDATE_CLIENT), row)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected()
+                == 1;
+            sqlx::query(registration::SET_REGISTRATION_AUTH_METHOD)
+                .bind(token_endpoint_auth_method)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn delete_registered_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        bounded(async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            let deleted = sqlx::query(directory::DELETE_CLIENT)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected()
+                == 1;
+            sqlx::query(registration::DELETE_REGISTRATION)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+/// `INSERT_CLIENT` for `row` (`client add`, a registration): the one place its parameters are
+/// bound.
+fn insert_client(
+    row: ClientRow,
+    now: i64,
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(directory::INSERT_CLIENT)
+        .bind(row.id)
+        .bind(row.secret_hash)
+        .bind(row.grant_types)
+        .bind(row.scopes)
+        .bind(row.access_token_validity_period)
+        .bind(row.application_access_token_validity_period)
+        .bind(row.refresh_token_validity_period)
+        .bind(row.introspect)
+        .bind(row.token_format)
+        .bind(row.audience)
+        .bind(row.disabled)
+        .bind(row.public)
+        .bind(row.redirect_uris)
+        .bind(row.require_consent)
+        .bind(row.name)
+        .bind(row.owner)
+        .bind(now)
 }
 
 #[async_trait]

@@ -36,14 +36,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::directory::ClientRow;
 use super::measured::StoreObserver;
 use super::model::{
-    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, LoginSessionRecord,
-    NewTokens, RefreshTokenRecord, Role, TokenRecord, User,
+    AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
+    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role, TokenRecord, User,
 };
-use super::sql::{directory, lockouts, purge, tokens};
+use super::sql::{directory, lockouts, purge, registration, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
-    LockoutStore, PurgeLimits, PurgedRows, Redemption, Rotation, RowChange, StoreError,
-    SubjectKind, TokenStore,
+    LockoutStore, PurgeLimits, PurgedRows, Redemption, Registration, RegistrationStore, Rotation,
+    RowChange, StoreError, SubjectKind, TokenStore,
 };
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -148,6 +148,7 @@ enum WriterOp {
         username: String,
     },
     Directory(DirectoryChange),
+    Registration(RegistrationChange),
     Purge(PurgeLimits),
     Shutdown,
 }
@@ -164,6 +165,25 @@ enum DirectoryChange {
     ClientDisabled { id: String, disabled: bool },
 }
 
+/// A write of dynamic client registration.
+enum RegistrationChange {
+    CreateInitial {
+        token: InitialAccessTokenRecord,
+        now: i64,
+    },
+    Register {
+        client: Box<ClientRow>,
+        registration: Box<RegistrationRecord>,
+        initial: Option<SecretDigest>,
+        now: i64,
+    },
+    Update {
+        client: Box<ClientRow>,
+        token_endpoint_auth_method: String,
+    },
+    Delete(String),
+}
+
 /// What a write reports back.
 #[derive(Debug)]
 enum Outcome {
@@ -176,6 +196,8 @@ enum Outcome {
     Attempt(Attempt),
     /// The rows a purge deleted.
     Deleted(PurgedRows),
+    /// What became of a registration.
+    Registered(Registration),
 }
 
 struct WriterJob {
@@ -316,6 +338,7 @@ impl SqliteTokenStore {
             Outcome::Attempt(_) => true,
             Outcome::Deleted(rows) => rows.total() > 0,
             Outcome::Refresh(found) => found.is_some(),
+            Outcome::Registered(registration) => registration == Registration::Registered,
         })
     }
 
@@ -745,6 +768,7 @@ fn apply(conn: &Connection, op: &WriterOp) -> Result<Outcome, rusqlite::Error> {
                 > 0
         }
         WriterOp::Directory(change) => change_directory(conn, change)?,
+        WriterOp::Registration(change) => return change_registration(conn, change),
         WriterOp::Shutdown => true,
         // Answered before the batch by `answer_reads`.
         WriterOp::FindRefresh(_) | WriterOp::Ping => false,
@@ -807,6 +831,108 @@ fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool,
             .execute(params![disabled, id])?,
     };
     Ok(changed == 1)
+}
+
+/// Applies a registration write (see `RegistrationStore`).
+fn change_registration(
+    conn: &Connection,
+    change: &RegistrationChange,
+) -> Result<Outcome, rusqlite::Error> {
+    let changed = match change {
+        RegistrationChange::CreateInitial { token, now } => conn
+            .prepare_cached(registration::INSERT_INITIAL_TOKEN)?
+            .execute(params![
+                token.digest.0.as_slice(),
+                token.expires_at,
+                token.uses,
+                now
+            ])?,
+        RegistrationChange::Register {
+            client,
+            registration,
+            initial,
+            now,
+        } => {
+            // The other writes of the batch share the transaction: a refused registration
+            // undoes only its own statements.
+            conn.execute_batch("SAVEPOINT registration")?;
+            let outcome = register_in(conn, client, registration, initial.as_ref(), *now)?;
+            if outcome != Registration::Registered {
+                conn.execute_batch("ROLLBACK TO registration")?;
+            }
+            conn.execute_batch("RELEASE registration")?;
+            return Ok(Outcome::Registered(outcome));
+        }
+        RegistrationChange::Update {
+            client,
+            token_endpoint_auth_method,
+        } => {
+            conn.prepare_cached(registration::SET_REGISTRATION_AUTH_METHOD)?
+                .execute(params![token_endpoint_auth_method, client.id])?;
+            conn.prepare_cached(registration::UPDATE_CLIENT)?
+                .execute(params![
+                    client.secret_hash,
+                    client.grant_types,
+                    client.scopes,
+                    client.access_token_validity_period,
+                    client.application_access_token_validity_period,
+                    client.refresh_token_validity_period,
+                    client.introspect,
+                    client.token_format,
+                    client.audience,
+                    client.public,
+                    client.redirect_uris,
+                    client.require_consent,
+                    client.name,
+                    client.id
+                ])?
+        }
+        RegistrationChange::Delete(id) => {
+            conn.prepare_cached(registration::DELETE_REGISTRATION)?
+                .execute(params![id])?;
+            conn.prepare_cached(directory::DELETE_CLIENT)?
+                .execute(params![id])?
+        }
+    };
+    Ok(Outcome::Changed(changed == 1))
+}
+
+/// The statements of one registration, inside a savepoint its caller rolls back unless it
+/// answers `Registered`.
+fn register_in(
+    conn: &Connection,
+    client: &ClientRow,
+    registration: &RegistrationRecord,
+    initial: Option<&SecretDigest>,
+    now: i64,
+) -> Result<Registration, rusqlite::Error> {
+    if let Some(initial) = initial {
+        let spent = conn
+            .prepare_cached(registration::SPEND_INITIAL_TOKEN)?
+            .execute(params![initial.0.as_slice(), now])?
+            == 1;
+        if !spent {
+            return Ok(Registration::InitialTokenRefused);
+        }
+    }
+    let added = change_directory(
+        conn,
+        &DirectoryChange::AddClient {
+            client: client.clone(),
+            now,
+        },
+    )?;
+    if !added {
+        return Ok(Registration::IdTaken);
+    }
+    conn.prepare_cached(registration::UPSERT_REGISTRATION)?
+        .execute(params![
+            client.id,
+            registration.token.0.as_slice(),
+            registration.token_endpoint_auth_method,
+            registration.registered_at
+        ])?;
+    Ok(Registration::Registered)
 }
 
 /// One bounded purge batch per table (see `TokenStore::purge`). Returns the rows deleted.
@@ -1149,9 +1275,12 @@ impl TokenStore for SqliteTokenStore {
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {
         match self.submit_for(WriterOp::Purge(limits)).await? {
             Outcome::Deleted(rows) => Ok(rows),
-            Outcome::Changed(_) | Outcome::Attempt(_) | Outcome::Refresh(_) => Err(
-                StoreError::Corrupt("the writer answered the wrong write".into()),
-            ),
+            Outcome::Changed(_)
+            | Outcome::Attempt(_)
+            | Outcome::Refresh(_)
+            | Outcome::Registered(_) => Err(StoreError::Corrupt(
+                "the writer answered the wrong write".into(),
+            )),
         }
     }
 
@@ -1199,9 +1328,12 @@ impl LockoutStore for SqliteTokenStore {
             .await?;
         match outcome {
             Outcome::Attempt(attempt) => Ok(attempt),
-            Outcome::Changed(_) | Outcome::Deleted(_) | Outcome::Refresh(_) => Err(
-                StoreError::Corrupt("the writer answered the wrong write".into()),
-            ),
+            Outcome::Changed(_)
+            | Outcome::Deleted(_)
+            | Outcome::Refresh(_)
+            | Outcome::Registered(_) => Err(StoreError::Corrupt(
+                "the writer answered the wrong write".into(),
+            )),
         }
     }
 
@@ -1300,6 +1432,98 @@ impl Directory for SqliteTokenStore {
             id,
             disabled,
         }))
+        .await
+    }
+}
+
+#[async_trait]
+impl RegistrationStore for SqliteTokenStore {
+    async fn create_initial_token(
+        &self,
+        token: &InitialAccessTokenRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.submit(WriterOp::Registration(RegistrationChange::CreateInitial {
+            token,
+            now,
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    async fn initial_token_usable(
+        &self,
+        digest: &SecretDigest,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.read(|conn| {
+            Ok(query_one(
+                conn,
+                registration::FIND_INITIAL_TOKEN,
+                params![digest.0.as_slice(), now],
+                |_| Ok(()),
+            )?
+            .is_some())
+        })
+    }
+
+    async fn register_client(
+        &self,
+        client: &Client,
+        registration: &RegistrationRecord,
+        initial: Option<&SecretDigest>,
+        now: i64,
+    ) -> Result<Registration, StoreError> {
+        let change = RegistrationChange::Register {
+            client: Box::new(ClientRow::from_client(client)),
+            registration: Box::new(registration.clone()),
+            initial: initial.copied(),
+            now,
+        };
+        match self.submit_for(WriterOp::Registration(change)).await? {
+            Outcome::Registered(registration) => Ok(registration),
+            Outcome::Changed(_)
+            | Outcome::Attempt(_)
+            | Outcome::Deleted(_)
+            | Outcome::Refresh(_) => Err(StoreError::Corrupt(
+                "the writer answered the wrong write".into(),
+            )),
+        }
+    }
+
+    async fn find_registration(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<RegistrationRecord>, StoreError> {
+        self.read(|conn| {
+            query_one(conn, registration::FIND_REGISTRATION, [client_id], |row| {
+                Ok(RegistrationRecord {
+                    token: SecretDigest::from_slice(blob(row, 0, "token_sha256")?)
+                        .ok_or_else(|| corrupt("client_registrations.token_sha256"))?,
+                    token_endpoint_auth_method: row.get(1).map_err(backend)?,
+                    registered_at: row.get(2).map_err(backend)?,
+                })
+            })
+        })
+    }
+
+    async fn update_registered_client(
+        &self,
+        client: &Client,
+        token_endpoint_auth_method: &str,
+    ) -> Result<bool, StoreError> {
+        self.submit(WriterOp::Registration(RegistrationChange::Update {
+            client: Box::new(ClientRow::from_client(client)),
+            token_endpoint_auth_method: token_endpoint_auth_method.to_owned(),
+        }))
+        .await
+    }
+
+    async fn delete_registered_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        self.submit(WriterOp::Registration(RegistrationChange::Delete(
+            client_id.to_owned(),
+        )))
         .await
     }
 }

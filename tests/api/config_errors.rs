@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokengate::config::DirectoryLocation::{self, File};
 use tokengate::config::{
     self, AuditDestination, AuditSettings, ConfigError, ConfigProblem, ConfigSource, LogFormat,
-    Settings, SqliteSynchronous, TokenStoreSettings,
+    RegistrationMode, RegistrationSettings, Settings, SqliteSynchronous, TokenStoreSettings,
 };
+use tokengate::store::model::GrantType;
 
 use crate::helpers::{project_root, spawn_app_with, stored_access_token};
 
@@ -965,4 +966,73 @@ fn an_empty_title_and_bad_scope_descriptions_name_their_keys() {
     assert_names_key(&problems, "login.title");
     assert_names_key(&problems, "login.scope_descriptions.default");
     assert_names_key(&problems, "login.scope_descriptions.bad scope");
+}
+
+// ---------------------------------------------------------------------------------------------
+// [registration]
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn registration_is_off_by_default_and_read_from_the_file() {
+    let shipped = validate(&shipped_text()).unwrap();
+    let text = shipped_with(&[
+        ("clients = \"config/clients.toml\"", "clients = \"sql\""),
+        ("mode = \"off\"", "mode = \"open\""),
+        (
+            "allowed_grant_types = [\"authorization_code\", \"refresh_token\"]",
+            "allowed_grant_types = [\"client_credentials\"]",
+        ),
+        (
+            "allowed_scopes = []",
+            "allowed_scopes = [\"read\", \"write\"]",
+        ),
+    ]);
+
+    let settings = validate(&text).unwrap();
+
+    assert_eq!(shipped.registration, RegistrationSettings::default());
+    assert_eq!(shipped.registration.mode, RegistrationMode::Off);
+    assert_eq!(settings.registration.mode, RegistrationMode::Open);
+    assert_eq!(
+        settings.registration.allowed_grant_types,
+        [GrantType::ClientCredentials].into()
+    );
+    assert_eq!(
+        settings.registration.allowed_scopes,
+        ["read".to_owned(), "write".to_owned()].into()
+    );
+}
+
+#[test]
+fn registration_needs_clients_in_the_database_and_known_grants_and_scopes() {
+    let file_clients = problems_of(&shipped_with(&[(
+        "mode = \"off\"",
+        "mode = \"initial_access_token\"",
+    )]));
+    let unknown_mode = problems_of(&shipped_with(&[("mode = \"off\"", "mode = \"closed\"")]));
+    let unknown_grant = problems_of(&shipped_with(&[(
+        "allowed_grant_types = [\"authorization_code\", \"refresh_token\"]",
+        "allowed_grant_types = [\"implicit\"]",
+    )]));
+    let bad_scope = problems_of(&shipped_with(&[(
+        "allowed_scopes = []",
+        "allowed_scopes = [\"a b\"]",
+    )]));
+
+    assert_names_key(&file_clients, "registration.mode");
+    assert!(
+        file_clients[0]
+            .message
+            .contains("[stores] clients = \"sql\""),
+        "{file_clients:?}"
+    );
+    assert_names_key(&unknown_mode, "registration.mode");
+    assert!(
+        unknown_mode[0].message.contains("`closed`"),
+        "{unknown_mode:?}"
+    );
+    assert_names_key(&unknown_grant, "registration.allowed_grant_types");
+    assert!(unknown_grant[0].message.contains("`implicit`"));
+    assert_names_key(&bad_scope, "registration.allowed_scopes");
+    assert_eq!(file_clients.len(), 1, "{file_clients:?}");
 }

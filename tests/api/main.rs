@@ -56,6 +56,7 @@ mod postgres_tls;
 mod public_clients;
 mod rate_limit;
 mod refresh_reuse;
+mod registration;
 mod request_id;
 mod restart;
 mod revoke;

@@ -14,13 +14,13 @@ use tokengate::crypto::token::{SecretDigest, TokenId};
 use tokengate::store::directory::ClientRow;
 use tokengate::store::measured::Unobserved;
 use tokengate::store::model::{
-    AuthorizationCodeRecord, Client, ConsentRecord, GrantType, LoginSessionRecord, NewTokens,
-    RefreshTokenRecord, Role, TokenRecord, User,
+    AuthorizationCodeRecord, Client, ConsentRecord, GrantType, InitialAccessTokenRecord,
+    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role, TokenRecord, User,
 };
 use tokengate::store::redirect_uri::RedirectUri;
 use tokengate::store::{
     open_database, Attempt, AttemptStep, DatabaseStores, LockoutPolicy, PublicKey, PurgeLimits,
-    PurgedRows, Redemption, Rotation, StoreError, SubjectKind,
+    PurgedRows, Redemption, Registration, Rotation, StoreError, SubjectKind,
 };
 
 use crate::helpers::{postgres_settings, test_settings, TestDatabase};
@@ -80,6 +80,10 @@ contract!(
     an_expired_code_cannot_be_redeemed_and_is_purged,
     a_login_session_names_its_user_until_it_expires_ends_or_a_mark_covers_it,
     a_consent_is_kept_per_user_and_client_until_a_mark_of_either_covers_it,
+    a_registration_stores_the_client_and_the_digest_of_its_token_together,
+    an_initial_token_is_spent_one_use_per_registration_until_none_is_left,
+    of_sixteen_concurrent_registrations_with_a_one_use_initial_token_exactly_one_wins,
+    a_registered_client_is_updated_and_deleted_with_its_registration,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1792,4 +1796,251 @@ async fn each_every_address_row_counts_and_locks_on_its_own(b: Backend) {
         b.fail("alice", "192.0.2.1", NOW, policy).await,
         Attempt::Allowed
     );
+}
+
+/// A registration with `token`'s digest, by client_secret_basic, at NOW.
+fn registration(token: &SecretDigest) -> RegistrationRecord {
+    RegistrationRecord {
+        token: *token,
+        token_endpoint_auth_method: "client_secret_basic".into(),
+        registered_at: NOW,
+    }
+}
+
+fn initial(secret: &str, expires_at: i64, uses: u32) -> InitialAccessTokenRecord {
+    InitialAccessTokenRecord {
+        digest: SecretDigest::of(secret.as_bytes()),
+        expires_at,
+        uses,
+    }
+}
+
+async fn a_registration_stores_the_client_and_the_digest_of_its_token_together(b: Backend) {
+    let registrations = &b.stores.registrations;
+    let token = SecretDigest::of(b"registration token");
+    assert_eq!(registrations.find_registration("app").await.unwrap(), None);
+
+    let app = client("app");
+    let outcome = registrations
+        .register_client(&app, &registration(&token), None, NOW)
+        .await
+        .unwrap();
+
+    assert_eq!(outcome, Registration::Registered);
+    let stored = registrations
+        .find_registration("app")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.token.matches(&token));
+    assert_eq!(stored.registered_at, NOW);
+    assert_eq!(
+        b.stores.directory.list_clients().await.unwrap(),
+        vec![ClientRow::from_client(&app)]
+    );
+    // A taken id writes nothing: the first client's token stays.
+    let other = SecretDigest::of(b"other token");
+    assert_eq!(
+        registrations
+            .register_client(&client("app"), &registration(&other), None, NOW)
+            .await
+            .unwrap(),
+        Registration::IdTaken
+    );
+    let stored = registrations
+        .find_registration("app")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.token.matches(&token));
+    assert_eq!(stored.registered_at, NOW);
+}
+
+async fn an_initial_token_is_spent_one_use_per_registration_until_none_is_left(b: Backend) {
+    let registrations = &b.stores.registrations;
+    registrations
+        .create_initial_token(&initial("two uses", NOW + 60, 2), NOW)
+        .await
+        .unwrap();
+    registrations
+        .create_initial_token(&initial("expired", NOW + 60, 5), NOW)
+        .await
+        .unwrap();
+    let two = SecretDigest::of(b"two uses");
+    let expired = SecretDigest::of(b"expired");
+    let unknown = SecretDigest::of(b"unknown");
+    let token = SecretDigest::of(b"registration token");
+    assert!(registrations.initial_token_usable(&two, NOW).await.unwrap());
+    assert!(!registrations
+        .initial_token_usable(&unknown, NOW)
+        .await
+        .unwrap());
+    assert!(!registrations
+        .initial_token_usable(&expired, NOW + 60)
+        .await
+        .unwrap());
+
+    for id in ["first", "second"] {
+        assert_eq!(
+            registrations
+                .register_client(&client(id), &registration(&token), Some(&two), NOW + 1)
+                .await
+                .unwrap(),
+            Registration::Registered
+        );
+    }
+    assert_eq!(
+        registrations
+            .register_client(&client("third"), &registration(&token), Some(&two), NOW + 1)
+            .await
+            .unwrap(),
+        Registration::InitialTokenRefused
+    );
+    assert!(!registrations
+        .initial_token_usable(&two, NOW + 1)
+        .await
+        .unwrap());
+    assert_eq!(
+        registrations
+            .register_client(
+                &client("late"),
+                &registration(&token),
+                Some(&expired),
+                NOW + 60
+            )
+            .await
+            .unwrap(),
+        Registration::InitialTokenRefused
+    );
+    assert_eq!(
+        registrations
+            .register_client(&client("guess"), &registration(&token), Some(&unknown), NOW)
+            .await
+            .unwrap(),
+        Registration::InitialTokenRefused
+    );
+    // A refused registration left nothing behind.
+    let ids: Vec<String> = b
+        .stores
+        .directory
+        .list_clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.id)
+        .collect();
+    assert_eq!(ids, ["first", "second"]);
+    for id in ["third", "late", "guess"] {
+        assert_eq!(registrations.find_registration(id).await.unwrap(), None);
+    }
+    // A taken id does not spend a use either.
+    registrations
+        .create_initial_token(&initial("one use", NOW + 60, 1), NOW)
+        .await
+        .unwrap();
+    let one = SecretDigest::of(b"one use");
+    assert_eq!(
+        registrations
+            .register_client(&client("first"), &registration(&token), Some(&one), NOW)
+            .await
+            .unwrap(),
+        Registration::IdTaken
+    );
+    assert!(registrations.initial_token_usable(&one, NOW).await.unwrap());
+}
+
+async fn of_sixteen_concurrent_registrations_with_a_one_use_initial_token_exactly_one_wins(
+    b: Backend,
+) {
+    b.stores
+        .registrations
+        .create_initial_token(&initial("raced", NOW + 60, 1), NOW)
+        .await
+        .unwrap();
+    let raced = SecretDigest::of(b"raced");
+
+    let registrations = (0..16).map(|i| {
+        let store = b.stores.registrations.clone();
+        tokio::spawn(async move {
+            let token = SecretDigest::of(format!("token {i}").as_bytes());
+            store
+                .register_client(
+                    &client(&format!("app-{i}")),
+                    &registration(&token),
+                    Some(&raced),
+                    NOW,
+                )
+                .await
+        })
+    });
+    let outcomes: Vec<Registration> = futures::future::join_all(registrations)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap().unwrap())
+        .collect();
+
+    let winners = outcomes
+        .iter()
+        .filter(|outcome| **outcome == Registration::Registered)
+        .count();
+    assert_eq!(winners, 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|outcome| matches!(
+        outcome,
+        Registration::Registered | Registration::InitialTokenRefused
+    )));
+    assert_eq!(b.stores.directory.list_clients().await.unwrap().len(), 1);
+}
+
+async fn a_registered_client_is_updated_and_deleted_with_its_registration(b: Backend) {
+    let registrations = &b.stores.registrations;
+    let directory = &b.stores.directory;
+    let token = SecretDigest::of(b"registration token");
+    registrations
+        .register_client(&client("app"), &registration(&token), None, NOW)
+        .await
+        .unwrap();
+    assert!(directory.set_client_disabled("app", true).await.unwrap());
+    let before = directory.clients_revision().await.unwrap();
+    let changed = Client {
+        secret_hash: String::new(),
+        public: true,
+        grant_types: [GrantType::AuthorizationCode].into(),
+        scopes: ["read".to_owned()].into(),
+        introspect: false,
+        name: Some("Renamed".into()),
+        redirect_uris: vec![RedirectUri::parse("http://127.0.0.1/cb").unwrap()],
+        ..client("app")
+    };
+
+    assert!(registrations
+        .update_registered_client(&changed, "none")
+        .await
+        .unwrap());
+    assert!(!registrations
+        .update_registered_client(&client("unknown"), "none")
+        .await
+        .unwrap());
+
+    assert!(directory.clients_revision().await.unwrap() > before);
+    let stored = registrations
+        .find_registration("app")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.token_endpoint_auth_method, "none");
+    assert!(stored.token.matches(&token));
+    // The operator's `client disable` stands.
+    let expected = Client {
+        disabled: true,
+        ..changed.clone()
+    };
+    assert_eq!(
+        directory.list_clients().await.unwrap(),
+        vec![ClientRow::from_client(&expected)]
+    );
+
+    assert!(registrations.delete_registered_client("app").await.unwrap());
+    assert!(!registrations.delete_registered_client("app").await.unwrap());
+    assert!(directory.list_clients().await.unwrap().is_empty());
+    assert_eq!(registrations.find_registration("app").await.unwrap(), None);
 }

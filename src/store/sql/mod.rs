@@ -11,6 +11,7 @@
 pub(crate) mod directory;
 pub(crate) mod lockouts;
 pub(crate) mod purge;
+pub(crate) mod registration;
 pub(crate) mod tokens;
 
 #[cfg(test)]
@@ -21,7 +22,7 @@ mod tests {
 
     /// Every statement the SQLite store runs as written here.
     fn shared_statements() -> Vec<(&'static str, String)> {
-        let fixed: [(&str, &str); 27] = [
+        let fixed: [(&str, &str); 35] = [
             ("tokens::INSERT_SESSION", tokens::INSERT_SESSION),
             ("tokens::FIND_SESSION", tokens::FIND_SESSION),
             ("tokens::DELETE_SESSION", tokens::DELETE_SESSION),
@@ -52,6 +53,35 @@ mod tests {
                 directory::SET_CLIENT_DISABLED,
             ),
             ("directory::CLIENT_EXISTS", directory::CLIENT_EXISTS),
+            (
+                "registration::INSERT_INITIAL_TOKEN",
+                registration::INSERT_INITIAL_TOKEN,
+            ),
+            (
+                "registration::FIND_INITIAL_TOKEN",
+                registration::FIND_INITIAL_TOKEN,
+            ),
+            (
+                "registration::SPEND_INITIAL_TOKEN",
+                registration::SPEND_INITIAL_TOKEN,
+            ),
+            (
+                "registration::UPSERT_REGISTRATION",
+                registration::UPSERT_REGISTRATION,
+            ),
+            (
+                "registration::FIND_REGISTRATION",
+                registration::FIND_REGISTRATION,
+            ),
+            (
+                "registration::DELETE_REGISTRATION",
+                registration::DELETE_REGISTRATION,
+            ),
+            ("registration::UPDATE_CLIENT", registration::UPDATE_CLIENT),
+            (
+                "registration::SET_REGISTRATION_AUTH_METHOD",
+                registration::SET_REGISTRATION_AUTH_METHOD,
+            ),
         ];
         let built: [(&str, &LazyLock<String>); 5] = [
             ("tokens::FIND_REFRESH", &tokens::FIND_REFRESH),

@@ -286,6 +286,9 @@ impl Application {
             audit: audit.clone(),
         }));
         warn_about_demo_credentials(&token_service).await;
+        if settings.oauth.issuer.is_none() {
+            warn_about_a_default_issuer(&token_service).await;
+        }
         if let Some(store) = &database.published_keys {
             // Before serving, so that this node's first /jwks already names the others' keys.
             key_sharing::share_once(
@@ -874,6 +877,26 @@ fn warn_about_a_shared_port(address: SocketAddr) {
             "net.ipv4.tcp_migrate_req is 0: a connection still in its handshake with the \
              process that stops can be reset; set it to 1 (README, \"Upgrading without \
              dropping requests\")"
+        );
+    }
+}
+
+/// Apps of the authorization code flow compare `iss` (RFC 9207) with the server they called:
+/// the default, `https://localhost:<port>`, is right only for a server used on localhost.
+async fn warn_about_a_default_issuer(service: &TokenService) {
+    let Ok(clients) = service.clients.list_clients().await else {
+        return;
+    };
+    if clients.iter().any(|client| {
+        client
+            .grant_types
+            .contains(&crate::store::model::GrantType::AuthorizationCode)
+    }) {
+        tracing::warn!(
+            issuer = %service.issuer,
+            "[oauth] issuer is not set: codes name this localhost address as their issuer (iss), \
+             which apps check against the address they called; set it to the server's public \
+             https URL"
         );
     }
 }

@@ -305,3 +305,40 @@ async fn post_public_to(app: &TestApp, path: &str, form: &[(&str, &str)]) -> Rep
         .unwrap();
     Reply::read(response).await
 }
+
+/// `iss` (RFC 9207) defaults to `https://localhost:<port>`, which apps compare with the server
+/// they called: a server with code-flow clients and no `[oauth] issuer` says so at start.
+#[tokio::test]
+async fn a_default_issuer_is_warned_about_once_a_client_has_the_code_flow() {
+    for issuer_set in [false, true] {
+        // Arrange
+        let home = Home::new();
+        home.run(
+            &[
+                "client",
+                "add",
+                "phone-app",
+                "--public",
+                "--redirect-uri",
+                "https://phone.example/cb",
+            ],
+            None,
+        )
+        .await
+        .assert_success();
+        if issuer_set {
+            home.edit(
+                "config/identity.toml",
+                "# issuer = \"https://auth.example.com\"",
+                "issuer = \"https://auth.example.com\"",
+            );
+        }
+
+        // Act
+        let server = crate::helpers::process::serve(&home).await;
+
+        // Assert
+        let warned = server.log().contains("issuer is not set");
+        assert_eq!(warned, !issuer_set, "{}", server.log());
+    }
+}

@@ -62,11 +62,12 @@ pub struct PurgedRows {
     pub published_keys: u64,
     pub authorization_codes: u64,
     pub login_sessions: u64,
+    pub initial_access_tokens: u64,
 }
 
 impl PurgedRows {
     /// Each table's name and count.
-    pub fn by_table(&self) -> [(&'static str, u64); 8] {
+    pub fn by_table(&self) -> [(&'static str, u64); 9] {
         [
             ("access_tokens", self.access_tokens),
             ("refresh_tokens", self.refresh_tokens),
@@ -76,6 +77,7 @@ impl PurgedRows {
             ("published_keys", self.published_keys),
             ("authorization_codes", self.authorization_codes),
             ("login_sessions", self.login_sessions),
+            ("initial_access_tokens", self.initial_access_tokens),
         ]
     }
 

@@ -687,7 +687,7 @@ impl TokenStore for PostgresTokenStore {
         // `ctid = ANY(ARRAY(…))`: the rows the batch locked are deleted by their address (a
         // TID scan); `IN (subquery)` let the planner hash-join against the whole table.
         let [access, refresh] = purge::TOKENS_POSTGRES;
-        let deletes: [(&str, Vec<i64>, &mut u64); 8] = [
+        let deletes: [(&str, Vec<i64>, &mut u64); 9] = [
             (
                 access,
                 vec![limits.expired_before, batch],
@@ -722,6 +722,11 @@ impl TokenStore for PostgresTokenStore {
                 purge::CODES_POSTGRES,
                 vec![limits.expired_before, batch],
                 &mut purged.authorization_codes,
+            ),
+            (
+                purge::INITIAL_TOKENS_POSTGRES,
+                vec![limits.expired_before, batch],
+                &mut purged.initial_access_tokens,
             ),
             // A handful of rows (keys of nodes), so no batch.
             (

@@ -957,6 +957,10 @@ fn purge(conn: &Connection, limits: PurgeLimits) -> Result<PurgedRows, rusqlite:
             conn.prepare_cached(purge::SESSIONS_SQLITE)?
                 .execute(tokens)?,
         ),
+        initial_access_tokens: rows(
+            conn.prepare_cached(purge::INITIAL_TOKENS_SQLITE)?
+                .execute(tokens)?,
+        ),
         ..PurgedRows::default()
     })
 }

@@ -82,6 +82,7 @@ contract!(
     a_consent_is_kept_per_user_and_client_until_a_mark_of_either_covers_it,
     a_registration_stores_the_client_and_the_digest_of_its_token_together,
     an_initial_token_is_spent_one_use_per_registration_until_none_is_left,
+    initial_tokens_used_up_or_expired_are_purged,
     of_sixteen_concurrent_registrations_with_a_one_use_initial_token_exactly_one_wins,
     a_registered_client_is_updated_and_deleted_with_its_registration,
 );
@@ -2043,4 +2044,35 @@ async fn a_registered_client_is_updated_and_deleted_with_its_registration(b: Bac
     assert!(!registrations.delete_registered_client("app").await.unwrap());
     assert!(directory.list_clients().await.unwrap().is_empty());
     assert_eq!(registrations.find_registration("app").await.unwrap(), None);
+}
+
+async fn initial_tokens_used_up_or_expired_are_purged(b: Backend) {
+    let registrations = &b.stores.registrations;
+    for (secret, expires_at) in [("spent", NOW + 600), ("old", NOW + 10), ("live", NOW + 600)] {
+        registrations
+            .create_initial_token(&initial(secret, expires_at, 1), NOW)
+            .await
+            .unwrap();
+    }
+    let token = SecretDigest::of(b"registration token");
+    let spent = SecretDigest::of(b"spent");
+    assert_eq!(
+        registrations
+            .register_client(&client("app"), &registration(&token), Some(&spent), NOW + 1)
+            .await
+            .unwrap(),
+        Registration::Registered
+    );
+
+    // Act: at NOW + 20, "old" has expired and "spent" has no use left.
+    let purged = b.purge(limits(NOW + 20, 0, NOW + 20, 1000)).await;
+
+    // Assert
+    assert_eq!(purged.initial_access_tokens, 2, "{purged:?}");
+    assert!(registrations
+        .initial_token_usable(&SecretDigest::of(b"live"), NOW + 20)
+        .await
+        .unwrap());
+    let again = b.purge(limits(NOW + 20, 0, NOW + 20, 1000)).await;
+    assert_eq!(again.initial_access_tokens, 0, "{again:?}");
 }

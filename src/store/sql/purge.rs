@@ -37,6 +37,15 @@ pub(crate) const SESSIONS_POSTGRES: &str = "DELETE FROM login_sessions WHERE cti
      ANY(ARRAY(SELECT ctid FROM login_sessions WHERE expires_at < $1 LIMIT $2 \
      FOR UPDATE SKIP LOCKED))";
 
+/// Initial access tokens (`registration token create`) expired before `$1` or used up, at most
+/// `$2`: neither can register a client any more.
+pub(crate) const INITIAL_TOKENS_SQLITE: &str = "DELETE FROM initial_access_tokens WHERE digest \
+     IN (SELECT digest FROM initial_access_tokens WHERE expires_at < $1 OR uses_left <= 0 \
+     LIMIT $2)";
+pub(crate) const INITIAL_TOKENS_POSTGRES: &str = "DELETE FROM initial_access_tokens WHERE ctid \
+     = ANY(ARRAY(SELECT ctid FROM initial_access_tokens WHERE expires_at < $1 OR uses_left <= 0 \
+     LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
 /// Grant revocations older than every stored token (with the clock-skew slack), at most `$2`;
 /// `$1` stands in for "no token stored" (`i64::MAX`). A revocation goes only once no token
 /// issued before it is stored, whatever lifetimes the grant's tokens were issued with.

@@ -219,6 +219,10 @@ pub enum Event {
         expires_at: String,
         uses: u32,
     },
+    /// `registration token revoke`: `token_id` is the id `registration token list` shows.
+    InitialAccessTokenRevoked {
+        token_id: String,
+    },
     KeyRotated {
         kid: String,
         algorithm: &'static str,
@@ -268,6 +272,7 @@ impl Event {
             Self::ClientRegistrationUpdated { .. } => "client_registration_updated",
             Self::ClientRegistrationDeleted {} => "client_registration_deleted",
             Self::InitialAccessTokenCreated { .. } => "initial_access_token_created",
+            Self::InitialAccessTokenRevoked { .. } => "initial_access_token_revoked",
             Self::KeyRotated { .. } => "key_rotated",
             Self::ConfigReloaded { .. } => "config_reloaded",
         }

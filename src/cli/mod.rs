@@ -99,6 +99,11 @@ pub enum RegistrationTokenAction {
               value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         uses: u32,
     },
+    /// List the initial access tokens still stored: id (the SHA-256 of the token, base64url),
+    /// creation, expiry, uses left
+    List,
+    /// Delete an initial access token by the id `list` shows: it registers nothing more
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -540,9 +545,12 @@ fn with_accounts(
 }
 
 fn registration(settings: &Settings, action: RegistrationAction) -> Result<ExitCode, CliError> {
-    let RegistrationAction::Token {
-        action: RegistrationTokenAction::Create { expires, uses },
-    } = action;
+    let RegistrationAction::Token { action } = action;
+    let (expires, uses) = match action {
+        RegistrationTokenAction::Create { expires, uses } => (expires, uses),
+        RegistrationTokenAction::List => return list_initial_tokens(settings),
+        RegistrationTokenAction::Revoke { id } => return revoke_initial_token(settings, &id),
+    };
     if settings.registration.mode != config::RegistrationMode::InitialAccessToken {
         eprintln!(
             "warning: [registration] mode is \"{}\": POST /register asks for this token only \
@@ -580,6 +588,76 @@ fn registration(settings: &Settings, action: RegistrationAction) -> Result<ExitC
         "initial access token created: {uses} registration(s), expires {}",
         crate::audit::rfc3339_secs(record.expires_at)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The id `registration token list` shows for a token: its digest, base64url.
+fn initial_token_id(digest: &crate::crypto::token::SecretDigest) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.0)
+}
+
+fn list_initial_tokens(settings: &Settings) -> Result<ExitCode, CliError> {
+    let now = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
+    with_accounts(settings, true, async |accounts| {
+        let tokens = accounts
+            .database()?
+            .registrations
+            .list_initial_tokens()
+            .await?;
+        for token in tokens {
+            let state = if token.uses_left <= 0 {
+                "\tused up"
+            } else if token.expires_at <= now {
+                "\texpired"
+            } else {
+                ""
+            };
+            println!(
+                "{}\tcreated={}\texpires={}\tuses_left={}{state}",
+                initial_token_id(&token.digest),
+                crate::audit::rfc3339_secs(token.created_at),
+                crate::audit::rfc3339_secs(token.expires_at),
+                token.uses_left,
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn revoke_initial_token(settings: &Settings, id: &str) -> Result<ExitCode, CliError> {
+    use base64::Engine as _;
+    let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(id)
+        .ok()
+        .and_then(|bytes| crate::crypto::token::SecretDigest::from_slice(&bytes))
+        .ok_or_else(|| {
+            CliError::Input(format!(
+                "`{id}` is not an initial access token id (see `registration token list`)"
+            ))
+        })?;
+    with_accounts(settings, true, async |accounts| {
+        let revoked = accounts
+            .database()?
+            .registrations
+            .revoke_initial_token(&digest)
+            .await?;
+        if !revoked {
+            return Err(CliError::Input(format!(
+                "no initial access token has the id `{id}`"
+            )));
+        }
+        Ok(ExitCode::SUCCESS)
+    })?;
+    audit(
+        settings,
+        None,
+        None,
+        Event::InitialAccessTokenRevoked {
+            token_id: id.to_owned(),
+        },
+    );
+    eprintln!("revoked initial access token `{id}`: it registers no more clients");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -22,7 +22,8 @@ use crate::crypto::token::TokenId;
 use measured::{ConnectionPools, StoreObserver};
 use model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
-    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role, User,
+    InitialTokenRow, LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role,
+    User,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -585,6 +586,13 @@ pub trait RegistrationStore: Send + Sync + 'static {
     /// Deletes the client and its registration in one transaction (RFC 7592 §2.3); `Ok(false)`
     /// when no client has this id. Its tokens are the caller's to revoke.
     async fn delete_registered_client(&self, client_id: &str) -> Result<bool, StoreError>;
+
+    /// Every initial access token still stored (usable or not), oldest first.
+    async fn list_initial_tokens(&self) -> Result<Vec<InitialTokenRow>, StoreError>;
+
+    /// Deletes an initial access token (`registration token revoke`); `Ok(false)` when none
+    /// has this digest.
+    async fn revoke_initial_token(&self, digest: &SecretDigest) -> Result<bool, StoreError>;
 }
 
 /// Token buckets in the database, shared by every node on it, so that a rate limit holds for

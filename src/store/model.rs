@@ -438,6 +438,15 @@ pub struct InitialAccessTokenRecord {
     pub uses: u32,
 }
 
+/// An initial access token as stored, for `registration token list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialTokenRow {
+    pub digest: SecretDigest,
+    pub expires_at: i64,
+    pub uses_left: i64,
+    pub created_at: i64,
+}
+
 /// A client registered through `POST /register`: the digest of its registration access token
 /// (RFC 7592 §3), how it authenticates at the token endpoint as it registered it (`none`,
 /// `client_secret_basic`, `client_secret_post`) and when it was registered.

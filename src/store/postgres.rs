@@ -37,7 +37,8 @@ use super::directory::ClientRow;
 use super::measured::{ConnectionCounts, ConnectionPools, StoreObserver};
 use super::model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
-    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role, TokenRecord, User,
+    InitialTokenRow, LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role,
+    TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, registration, tokens};
 use super::{
@@ -1196,6 +1197,34 @@ impl RegistrationStore for PostgresTokenStore {
             Ok(deleted)
         })
         .await
+    }
+
+    async fn list_initial_tokens(&self) -> Result<Vec<InitialTokenRow>, StoreError> {
+        bounded(async move {
+            let rows = sqlx::query(registration::LIST_INITIAL_TOKENS)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+            rows.iter()
+                .map(|row| {
+                    let digest: Vec<u8> = row.try_get("digest").map_err(backend)?;
+                    Ok(InitialTokenRow {
+                        digest: SecretDigest::from_slice(&digest).ok_or_else(|| {
+                            StoreError::Corrupt("an initial access token digest".into())
+                        })?,
+                        expires_at: row.try_get("expires_at").map_err(backend)?,
+                        uses_left: row.try_get("uses_left").map_err(backend)?,
+                        created_at: row.try_get("created_at").map_err(backend)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn revoke_initial_token(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
+        self.changed_one(sqlx::query(registration::DELETE_INITIAL_TOKEN).bind(digest.0.as_slice()))
+            .await
     }
 }
 

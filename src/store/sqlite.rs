@@ -37,7 +37,8 @@ use super::directory::ClientRow;
 use super::measured::StoreObserver;
 use super::model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
-    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role, TokenRecord, User,
+    InitialTokenRow, LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role,
+    TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, registration, tokens};
 use super::{
@@ -182,6 +183,7 @@ enum RegistrationChange {
         token_endpoint_auth_method: String,
     },
     Delete(String),
+    RevokeInitial(SecretDigest),
 }
 
 /// What a write reports back.
@@ -893,6 +895,9 @@ fn change_registration(
             conn.prepare_cached(directory::DELETE_CLIENT)?
                 .execute(params![id])?
         }
+        RegistrationChange::RevokeInitial(digest) => conn
+            .prepare_cached(registration::DELETE_INITIAL_TOKEN)?
+            .execute(params![digest.0.as_slice()])?,
     };
     Ok(Outcome::Changed(changed == 1))
 }
@@ -1527,6 +1532,27 @@ impl RegistrationStore for SqliteTokenStore {
     async fn delete_registered_client(&self, client_id: &str) -> Result<bool, StoreError> {
         self.submit(WriterOp::Registration(RegistrationChange::Delete(
             client_id.to_owned(),
+        )))
+        .await
+    }
+
+    async fn list_initial_tokens(&self) -> Result<Vec<InitialTokenRow>, StoreError> {
+        self.read(|conn| {
+            query_all(conn, registration::LIST_INITIAL_TOKENS, |row| {
+                Ok(InitialTokenRow {
+                    digest: SecretDigest::from_slice(blob(row, 0, "digest")?)
+                        .ok_or_else(|| corrupt("initial access token digest"))?,
+                    expires_at: row.get(1).map_err(backend)?,
+                    uses_left: row.get(2).map_err(backend)?,
+                    created_at: row.get(3).map_err(backend)?,
+                })
+            })
+        })
+    }
+
+    async fn revoke_initial_token(&self, digest: &SecretDigest) -> Result<bool, StoreError> {
+        self.submit(WriterOp::Registration(RegistrationChange::RevokeInitial(
+            *digest,
         )))
         .await
     }

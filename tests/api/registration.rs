@@ -743,6 +743,108 @@ async fn registration_token_create_prints_a_token_once_that_the_server_accepts_f
     assert!(!events[0].to_string().contains(&token));
 }
 
+#[tokio::test]
+async fn registration_token_list_shows_the_tokens_and_revoke_ends_one() {
+    // Arrange: two tokens.
+    let home = Home::new();
+    home.edit(
+        "config/identity.toml",
+        "clients = \"config/clients.toml\"",
+        "clients = \"sql\"",
+    );
+    home.edit(
+        "config/identity.toml",
+        "mode = \"off\"",
+        "mode = \"initial_access_token\"",
+    );
+    home.edit(
+        "config/identity.toml",
+        "allowed_grant_types = [\"authorization_code\", \"refresh_token\"]",
+        "allowed_grant_types = [\"client_credentials\"]",
+    );
+    home.edit(
+        "config/identity.toml",
+        "allowed_scopes = []",
+        "allowed_scopes = [\"read\"]",
+    );
+    let kept = home
+        .run(&["registration", "token", "create", "--uses", "3"], None)
+        .await;
+    let revoked = home
+        .run(&["registration", "token", "create", "--uses", "1"], None)
+        .await;
+    kept.assert_success();
+    revoked.assert_success();
+
+    // Act
+    let listed = home.run(&["registration", "token", "list"], None).await;
+    listed.assert_success();
+    let id_of = |token: &str| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(token.trim().as_bytes()))
+    };
+    let revoked_id = id_of(&revoked.stdout);
+    let revoke = home
+        .run(&["registration", "token", "revoke", &revoked_id], None)
+        .await;
+    let again = home
+        .run(&["registration", "token", "revoke", &revoked_id], None)
+        .await;
+    let nonsense = home
+        .run(&["registration", "token", "revoke", "not-an-id"], None)
+        .await;
+    let after = home.run(&["registration", "token", "list"], None).await;
+    let server = serve(&home).await;
+    let register = |token: String| {
+        let server = &server;
+        async move {
+            Reply::read(
+                server
+                    .client
+                    .post(server.url("/register"))
+                    .bearer_auth(token.trim().to_owned())
+                    .json(&service_metadata())
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let with_revoked = register(revoked.stdout.clone()).await;
+    let with_kept = register(kept.stdout.clone()).await;
+
+    // Assert: the list names each by its digest, never by the token.
+    let lines = listed.stdout_lines();
+    assert_eq!(lines.len(), 2, "{listed:#?}");
+    for (token, uses) in [
+        (&kept.stdout, "uses_left=3"),
+        (&revoked.stdout, "uses_left=1"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with(&format!("{}\t", id_of(token))) && line.contains(uses)),
+            "{listed:#?}"
+        );
+        assert!(!listed.stdout.contains(token.trim()), "{listed:#?}");
+    }
+    revoke.assert_success();
+    again.assert_failure();
+    nonsense.assert_failure();
+    assert_eq!(after.stdout_lines().len(), 1, "{after:#?}");
+    assert_bearer_refused(&with_revoked);
+    assert_eq!(with_kept.status, 201, "{}", with_kept.text);
+    let events = events_named(
+        &home.path().join("logs/audit.jsonl"),
+        "initial_access_token_revoked",
+    );
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["token_id"], revoked_id.as_str());
+}
+
 /// Runs `program args` in `dir` (at most two minutes); `None` when it cannot be started (not
 /// installed).
 async fn run_tool(

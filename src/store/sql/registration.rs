@@ -8,6 +8,12 @@ pub(crate) const INSERT_INITIAL_TOKEN: &str = "INSERT INTO initial_access_tokens
 pub(crate) const FIND_INITIAL_TOKEN: &str = "SELECT 1 FROM initial_access_tokens \
     WHERE digest = $1 AND expires_at > $2 AND uses_left > 0";
 
+/// Every initial access token, oldest first.
+pub(crate) const LIST_INITIAL_TOKENS: &str = "SELECT digest, expires_at, uses_left, created_at \
+    FROM initial_access_tokens ORDER BY created_at, digest";
+
+pub(crate) const DELETE_INITIAL_TOKEN: &str = "DELETE FROM initial_access_tokens WHERE digest = $1";
+
 /// Spends one use; changes no row when the token is unknown, expired or used up. The row lock
 /// this takes makes a concurrent spend of the same token wait and then see the new count.
 pub(crate) const SPEND_INITIAL_TOKEN: &str = "UPDATE initial_access_tokens \

@@ -113,9 +113,8 @@ pub async fn register(
     body: &[u8],
     origin: &Origin,
 ) -> Result<Wso2RegistrationResponse, OAuthError> {
+    // Who asks comes first: strangers learn nothing of the policy from its refusals.
     let (username, password) = basic_credentials(authorization)?;
-    let request = parse_request(body)?;
-    let metadata = as_metadata(&request)?;
     // No client is involved: `login_failed` names none.
     let checked = check_login(
         service,
@@ -142,6 +141,8 @@ pub async fn register(
             "registering applications needs the developer or admin role",
         ));
     }
+    let request = parse_request(body)?;
+    let metadata = as_metadata(&request)?;
     // The product registers for `owner`; a developer only for themselves, an admin for anyone.
     let owner = match request.owner.as_deref() {
         None => user.name.clone(),

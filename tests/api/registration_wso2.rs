@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use tokengate::abuse::rate_limit::Rate;
 use tokengate::clock::ManualClock;
 use tokengate::config::{DirectoryLocation, Settings};
 use tokengate::crypto::password;
@@ -329,7 +330,59 @@ async fn a_body_that_is_not_json_is_refused_with_a_clear_message() {
     )
     .await;
 
+    let oversize = Reply::read(
+        app.client
+            .post(app.url(PATH))
+            .basic_auth(DEVELOPER, Some(DEVELOPER_PASSWORD))
+            .header("content-type", "application/json")
+            .body(vec![b' '; app.settings.server.max_body_bytes + 1])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+
     form.assert_error(400, "invalid_request");
     assert!(form.str("error_description").contains("application/json"));
     garbage.assert_error(400, "invalid_client_metadata");
+    assert_eq!(oversize.status, 413, "{}", oversize.text);
+}
+
+#[tokio::test]
+async fn the_endpoint_is_limited_per_client_ip_and_counted() {
+    let app = spawn_wso2(|settings| {
+        settings.rate_limit.per_ip = Some(Rate {
+            per_second: 0.001,
+            burst: 2.0,
+        });
+    })
+    .await;
+
+    let first = register(
+        &app,
+        DEVELOPER,
+        DEVELOPER_PASSWORD,
+        &product_request(DEVELOPER),
+    )
+    .await;
+    let second = register(&app, USER, PASSWORD, &product_request(USER)).await;
+    let third = register(
+        &app,
+        DEVELOPER,
+        DEVELOPER_PASSWORD,
+        &product_request(DEVELOPER),
+    )
+    .await;
+
+    assert_eq!(first.status, 200, "{}", first.text);
+    second.assert_error(403, "access_denied");
+    third.assert_error(429, "rate_limited");
+    let series = |outcome: &str| {
+        format!(
+            "tokengate_token_requests_total{{endpoint=\"register_wso2\",grant_type=\"none\",outcome=\"{outcome}\"}}"
+        )
+    };
+    assert_eq!(app.metric(&series("ok")).await, 1.0);
+    assert_eq!(app.metric(&series("access_denied")).await, 1.0);
+    assert_eq!(app.metric(&series("rate_limited")).await, 1.0);
 }

@@ -386,3 +386,63 @@ async fn the_endpoint_is_limited_per_client_ip_and_counted() {
     assert_eq!(app.metric(&series("access_denied")).await, 1.0);
     assert_eq!(app.metric(&series("rate_limited")).await, 1.0);
 }
+
+#[tokio::test]
+async fn guesses_here_lock_the_name_as_on_the_login_page_never_for_the_password_grant() {
+    // Arrange: 2 failures lock an address, 4 from all addresses lock the name everywhere; the
+    // developer has a client allowed the password grant.
+    let app = spawn_wso2(|settings| {
+        settings.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        settings.security.lockout = Some(tokengate::store::LockoutPolicy {
+            max_failures: 2,
+            max_failures_per_user: 4,
+            window_secs: 300,
+            lock_secs: 300,
+        });
+    })
+    .await;
+    let app_client = register(
+        &app,
+        DEVELOPER,
+        DEVELOPER_PASSWORD,
+        &product_request(DEVELOPER),
+    )
+    .await;
+    assert_eq!(app_client.status, 200, "{}", app_client.text);
+    let from = |address: &'static str, password: &'static str| {
+        let request = app
+            .client
+            .post(app.url(PATH))
+            .header("x-forwarded-for", address)
+            .basic_auth(DEVELOPER, Some(password))
+            .json(&product_request(DEVELOPER));
+        async move { Reply::read(request.send().await.unwrap()).await }
+    };
+    for address in ["198.51.100.1", "198.51.100.2"] {
+        for _ in 0..2 {
+            from(address, "wrong")
+                .await
+                .assert_error(401, "invalid_client");
+        }
+    }
+
+    // Act
+    let here_from_a_new_address = from("203.0.113.7", DEVELOPER_PASSWORD).await;
+    let by_password_grant = app
+        .post_form_from(
+            "203.0.113.7",
+            "/token",
+            app_client.str("clientId"),
+            app_client.str("clientSecret"),
+            &[
+                ("grant_type", "password"),
+                ("username", DEVELOPER),
+                ("password", DEVELOPER_PASSWORD),
+            ],
+        )
+        .await;
+
+    // Assert
+    here_from_a_new_address.assert_error(401, "invalid_client");
+    assert_eq!(by_password_grant.status, 200, "{}", by_password_grant.text);
+}

@@ -68,6 +68,8 @@ pub enum Endpoint {
     Logout,
     /// `/register` and `/register/{client_id}` (RFC 7591/7592).
     Register,
+    /// `/client-registration/v0.17/register` (`[registration] wso2_compat`).
+    RegisterWso2,
     /// A path the token port does not serve.
     Other,
 }
@@ -81,6 +83,7 @@ impl Endpoint {
             Self::Authorize => "authorize",
             Self::Logout => "logout",
             Self::Register => "register",
+            Self::RegisterWso2 => "register_wso2",
             Self::Other => "other",
         }
     }

@@ -29,6 +29,7 @@ pub(crate) struct RawRegistration {
     pub(crate) mode: String,
     pub(crate) allowed_grant_types: Vec<String>,
     pub(crate) allowed_scopes: Vec<String>,
+    pub(crate) wso2_compat: bool,
 }
 
 impl Default for RawRegistration {
@@ -37,6 +38,7 @@ impl Default for RawRegistration {
             mode: "off".to_owned(),
             allowed_grant_types: vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
             allowed_scopes: Vec::new(),
+            wso2_compat: false,
         }
     }
 }

@@ -618,6 +618,13 @@ fn registration(
             ),
         );
     }
+    if raw.wso2_compat && stores.clients != DirectoryLocation::Database {
+        problems.add(
+            "registration.wso2_compat",
+            "needs [stores] clients = \"sql\": registered clients are kept in the token \
+             database, where every node reads them",
+        );
+    }
     let mut allowed_grant_types = std::collections::BTreeSet::new();
     for name in &raw.allowed_grant_types {
         match crate::store::model::GrantType::parse(name) {
@@ -642,6 +649,7 @@ fn registration(
         mode,
         allowed_grant_types,
         allowed_scopes: raw.allowed_scopes.iter().cloned().collect(),
+        wso2_compat: raw.wso2_compat,
     }
 }
 

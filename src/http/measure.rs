@@ -100,6 +100,7 @@ pub async fn measure(State(measured): State<Measured>, request: Request, next: N
             | Endpoint::Authorize
             | Endpoint::Logout
             | Endpoint::Register
+            | Endpoint::RegisterWso2
             | Endpoint::Other => GrantLabel::None,
         },
         |facts| facts.grant_type,

@@ -11,6 +11,7 @@ pub mod register;
 pub mod request_id;
 pub mod revoke;
 pub mod token;
+pub mod wso2_registration;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -236,6 +237,19 @@ pub fn router(state: AppState) -> Router {
                     .route_layer(measured(Endpoint::Register)),
             )
     };
+    // WSO2 API Manager's registration, authenticated by a developer's own credentials: its own
+    // switch, whatever `mode` is; off, the path does not exist (404).
+    let wso2_registration = if state.registration.wso2_compat() {
+        Router::new().route(
+            "/client-registration/v0.17/register",
+            post(wso2_registration::register)
+                .fallback(only_post)
+                .route_layer(by_ip())
+                .route_layer(measured(Endpoint::RegisterWso2)),
+        )
+    } else {
+        Router::new()
+    };
     Router::new()
         .route(
             "/token",
@@ -281,6 +295,7 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(measured(Endpoint::Logout)),
         )
         .merge(registration)
+        .merge(wso2_registration)
         .route(
             "/.well-known/oauth-authorization-server",
             get(metadata::authorization_server).fallback(only_get),

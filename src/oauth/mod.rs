@@ -16,6 +16,7 @@ pub mod revocation;
 pub mod scope;
 pub mod token;
 pub mod wire;
+pub mod wso2_registration;
 
 pub use error::{ErrorCode, OAuthError};
 pub use token::{TokenRequest, TokenService};

@@ -65,6 +65,9 @@ pub struct RegistrationSettings {
     pub allowed_grant_types: BTreeSet<GrantType>,
     /// Scopes a registered client may ask for besides `default`.
     pub allowed_scopes: BTreeSet<String>,
+    /// `POST /client-registration/v0.17/register` (see `oauth::wso2_registration`), whatever
+    /// `mode` is: it is authenticated by a developer's own credentials.
+    pub wso2_compat: bool,
 }
 
 impl Default for RegistrationSettings {
@@ -73,6 +76,7 @@ impl Default for RegistrationSettings {
             mode: RegistrationMode::Off,
             allowed_grant_types: [GrantType::AuthorizationCode, GrantType::RefreshToken].into(),
             allowed_scopes: BTreeSet::new(),
+            wso2_compat: false,
         }
     }
 }
@@ -264,6 +268,11 @@ impl RegistrationService {
         self.parts.settings.mode
     }
 
+    /// `[registration] wso2_compat`.
+    pub fn wso2_compat(&self) -> bool {
+        self.parts.settings.wso2_compat
+    }
+
     /// RFC 7591 §3: registers the client the metadata describes. `authorization` is the
     /// request's `Authorization` header value.
     pub async fn register(
@@ -304,30 +313,9 @@ impl RegistrationService {
             .map(secret::hash_sha256)
             .unwrap_or_default();
         let client = checked(TokenId::new(now_ms).to_uuid_string(), fields)?;
-        let registration_token = secret::generate_secret();
-        let registration = RegistrationRecord {
-            token: SecretDigest::of(registration_token.as_bytes()),
-            token_endpoint_auth_method: requested.auth_method.to_owned(),
-            registered_at: now,
-        };
-        match parts
-            .store
-            .register_client(&client, &registration, initial.as_ref(), now)
-            .await?
-        {
-            Registration::Registered => {}
-            Registration::InitialTokenRefused => {
-                return Err(invalid_token(
-                    "the initial access token is unknown, expired or used up",
-                ))
-            }
-            Registration::IdTaken => {
-                return Err(OAuthError::server_error(RegistrationFailed(
-                    "a new client id was taken",
-                )))
-            }
-        }
-        self.refresh_clients().await;
+        let registration_token = self
+            .store_new_client(&client, requested.auth_method, initial.as_ref(), now)
+            .await?;
         parts.audit.record(
             origin,
             Some(&client.id),
@@ -346,6 +334,85 @@ impl RegistrationService {
             client_secret,
             registration_token,
         ))
+    }
+
+    /// Adds `client` with a new registration access token (returned) in one transaction,
+    /// spending one use of `initial` when given, and makes it usable on this node at once.
+    async fn store_new_client(
+        &self,
+        client: &Client,
+        auth_method: &str,
+        initial: Option<&SecretDigest>,
+        now: i64,
+    ) -> Result<String, OAuthError> {
+        let registration_token = secret::generate_secret();
+        let registration = RegistrationRecord {
+            token: SecretDigest::of(registration_token.as_bytes()),
+            token_endpoint_auth_method: auth_method.to_owned(),
+            registered_at: now,
+        };
+        match self
+            .parts
+            .store
+            .register_client(client, &registration, initial, now)
+            .await?
+        {
+            Registration::Registered => {}
+            Registration::InitialTokenRefused => {
+                return Err(invalid_token(
+                    "the initial access token is unknown, expired or used up",
+                ))
+            }
+            Registration::IdTaken => {
+                return Err(OAuthError::server_error(RegistrationFailed(
+                    "a new client id was taken",
+                )))
+            }
+        }
+        self.refresh_clients().await;
+        Ok(registration_token)
+    }
+
+    /// Registers a confidential client that `owner` asked for through another registration
+    /// API (`oauth::wso2_registration`): `metadata` is checked by the same policy and client
+    /// rules as RFC 7591's, and the client is stored the same way (with a registration access
+    /// token nobody is given, so RFC 7592 cannot manage it). Returns the client and its
+    /// secret, to be shown once; audited as `client_registered` with `mode` `via`.
+    pub(crate) async fn register_for_owner(
+        &self,
+        metadata: &ClientMetadataRequest,
+        owner: &str,
+        via: &'static str,
+        origin: &Origin,
+    ) -> Result<(Client, String), OAuthError> {
+        let parts = &self.parts;
+        let now_ms = parts.clock.now_ms();
+        let now = parts.clock.now_secs();
+        let requested = requested(metadata, &parts.settings)?;
+        if requested.fields.public {
+            return Err(invalid_metadata(
+                "only confidential clients are registered here",
+            ));
+        }
+        let mut fields = requested.fields;
+        fields.owner = Some(owner.to_owned());
+        let client_secret = secret::generate_secret();
+        fields.secret_hash = secret::hash_sha256(&client_secret);
+        let client = checked(TokenId::new(now_ms).to_uuid_string(), fields)?;
+        self.store_new_client(&client, requested.auth_method, None, now)
+            .await?;
+        parts.audit.record(
+            origin,
+            Some(&client.id),
+            Some(owner),
+            Event::ClientRegistered {
+                grant_types: grant_names(&client),
+                scopes: client.scopes.iter().cloned().collect(),
+                token_endpoint_auth_method: requested.auth_method.to_owned(),
+                mode: via,
+            },
+        );
+        Ok((client, client_secret))
     }
 
     /// RFC 7592 §2.1: the client's registration as it stands (without its secret).
@@ -576,6 +643,7 @@ mod tests {
             ]
             .into(),
             allowed_scopes: ["read".to_owned()].into(),
+            wso2_compat: false,
         }
     }
 

@@ -84,3 +84,44 @@ pub struct IntrospectionResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
 }
+
+/// The body of WSO2 API Manager's `POST /client-registration/v0.17/register`, as its scripts
+/// send it. Other members (`tokenScope`, …) are ignored, as that product ignores them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wso2RegistrationRequest {
+    pub callback_url: Option<String>,
+    pub client_name: Option<String>,
+    pub owner: Option<String>,
+    /// Grant type names, space-separated.
+    pub grant_type: Option<String>,
+    pub saas_app: Option<bool>,
+}
+
+/// That endpoint's answer, with the product's member names and order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wso2RegistrationResponse {
+    pub client_id: String,
+    pub client_name: String,
+    #[serde(rename = "callBackURL")]
+    pub call_back_url: Option<String>,
+    pub client_secret: String,
+    pub is_saas_application: bool,
+    pub app_owner: String,
+    /// JSON as a string: [`Wso2JsonString`].
+    pub json_string: String,
+    /// The product's application attributes; none here.
+    pub json_app_attribute: &'static str,
+    pub token_type: Option<&'static str>,
+}
+
+/// What `jsonString` holds: the registration as the product's OAuth layer saw it, every
+/// value a string (grant types space-separated).
+#[derive(Debug, Clone, Serialize)]
+pub struct Wso2JsonString<'a> {
+    pub grant_types: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uris: Option<&'a str>,
+    pub client_name: &'a str,
+}

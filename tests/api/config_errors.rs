@@ -986,13 +986,16 @@ fn registration_is_off_by_default_and_read_from_the_file() {
             "allowed_scopes = []",
             "allowed_scopes = [\"read\", \"write\"]",
         ),
+        ("wso2_compat = false", "wso2_compat = true"),
     ]);
 
     let settings = validate(&text).unwrap();
 
     assert_eq!(shipped.registration, RegistrationSettings::default());
     assert_eq!(shipped.registration.mode, RegistrationMode::Off);
+    assert!(!shipped.registration.wso2_compat);
     assert_eq!(settings.registration.mode, RegistrationMode::Open);
+    assert!(settings.registration.wso2_compat);
     assert_eq!(
         settings.registration.allowed_grant_types,
         [GrantType::ClientCredentials].into()
@@ -1034,5 +1037,22 @@ fn registration_needs_clients_in_the_database_and_known_grants_and_scopes() {
     assert_names_key(&unknown_grant, "registration.allowed_grant_types");
     assert!(unknown_grant[0].message.contains("`implicit`"));
     assert_names_key(&bad_scope, "registration.allowed_scopes");
+    assert_eq!(file_clients.len(), 1, "{file_clients:?}");
+}
+
+#[test]
+fn wso2_compat_needs_clients_in_the_database_whatever_the_mode() {
+    let file_clients = problems_of(&shipped_with(&[(
+        "wso2_compat = false",
+        "wso2_compat = true",
+    )]));
+
+    assert_names_key(&file_clients, "registration.wso2_compat");
+    assert!(
+        file_clients[0]
+            .message
+            .contains("[stores] clients = \"sql\""),
+        "{file_clients:?}"
+    );
     assert_eq!(file_clients.len(), 1, "{file_clients:?}");
 }

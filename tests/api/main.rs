@@ -57,6 +57,7 @@ mod public_clients;
 mod rate_limit;
 mod refresh_reuse;
 mod registration;
+mod registration_wso2;
 mod request_id;
 mod restart;
 mod revoke;

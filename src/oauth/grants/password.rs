@@ -109,7 +109,8 @@ impl Grant for PasswordGrant {
 /// audit trail, as one attempt. Shared by the password grant and the hosted login page.
 /// `Ok(false)` for a wrong password, an unknown or disabled user and a locked account alike.
 ///
-/// `channel` says where the password came from (see [`LoginChannel`]).
+/// `channel` says where the password came from (see [`LoginChannel`]). An empty `client_id`
+/// is a login without a client (audited with none).
 pub async fn check_login(
     service: &TokenService,
     client_id: &str,
@@ -298,7 +299,7 @@ impl LoginAttempt {
             self.metrics.account_locked();
             self.audit.record(
                 &self.origin,
-                Some(self.client_id.as_str()),
+                self.client(),
                 Some(self.username.as_str()),
                 Event::AccountLocked {
                     locked_for: if everywhere { "everywhere" } else { "address" },
@@ -317,10 +318,15 @@ impl LoginAttempt {
 }
 
 impl LoginAttempt {
+    /// The audited client: none for a login without one (`client_id` empty).
+    fn client(&self) -> Option<&str> {
+        (!self.client_id.is_empty()).then_some(self.client_id.as_str())
+    }
+
     fn login_failed(&self, reason: LoginFailure) {
         self.audit.record(
             &self.origin,
-            Some(self.client_id.as_str()),
+            self.client(),
             Some(self.username.as_str()),
             Event::LoginFailed { reason },
         );

@@ -31,7 +31,8 @@ pub fn kind_of(phc: &str) -> Option<SecretHashKind> {
     }
 }
 
-/// A new high-entropy client secret (256 bits, base64url).
+/// A new high-entropy secret (256 random bits, base64url): client secrets, authorization codes,
+/// login session and device ids, CSRF values.
 pub fn generate_secret() -> String {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);

@@ -17,10 +17,6 @@ use axum::body::Bytes;
 use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use rand::rngs::OsRng;
-use rand::RngCore as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
 
@@ -30,11 +26,13 @@ use super::request_id::RequestId;
 use super::{AppState, ClientIp};
 use crate::audit::{Event, Origin};
 use crate::config::LoginSettings;
+use crate::crypto::secret::generate_secret;
 use crate::metrics::Outcome;
 use crate::oauth::authorize::{self, AuthorizationRequest, AuthorizeError, Prompt};
 use crate::oauth::grants::password::{check_login, LoginChannel};
 use crate::oauth::login_session::KNOWN_DEVICE_SECS;
 use crate::oauth::params::parse_form;
+use crate::oauth::token::TokenRequest;
 use crate::oauth::ErrorCode;
 
 /// The login session (`__Host-`: Secure, path `/`, no `Domain`, so no other host can set it).
@@ -259,12 +257,6 @@ fn set_cookie(response: &mut Response, name: &str, value: &str, max_age: Option<
     }
 }
 
-fn random_value() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// A CSRF cookie value we could have set: 43 base64url characters.
 fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
     cookie(headers, CSRF_COOKIE).filter(|value| {
@@ -275,12 +267,15 @@ fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// The browser's CSRF value, or a new one (then `true`: it must be set with the page).
-fn csrf_value(headers: &HeaderMap) -> (String, bool) {
-    match csrf_cookie(headers) {
-        Some(value) => (value, false),
-        None => (random_value(), true),
+/// The page `render` makes with the browser's CSRF value, or with a new one, set with it.
+fn with_csrf_value(headers: &HeaderMap, render: impl FnOnce(&str) -> Response) -> Response {
+    if let Some(value) = csrf_cookie(headers) {
+        return render(&value);
     }
+    let value = generate_secret();
+    let mut response = render(&value);
+    set_cookie(&mut response, CSRF_COOKIE, &value, None);
+    response
 }
 
 /// Whether a posted form repeats the browser's CSRF cookie (compared in constant time).
@@ -300,23 +295,20 @@ fn login_form(
     username: &str,
     error: Option<&str>,
 ) -> Response {
-    let (csrf, is_new) = csrf_value(headers);
-    let mut response = html(
-        status,
-        LoginPage {
-            brand: state.login_pages.brand(),
-            client_name: request.client.display_name(),
-            fields: request.form_fields(),
-            csrf_token: &csrf,
-            username,
-            error,
-        }
-        .render(),
-    );
-    if is_new {
-        set_cookie(&mut response, CSRF_COOKIE, &csrf, None);
-    }
-    response
+    with_csrf_value(headers, |csrf| {
+        html(
+            status,
+            LoginPage {
+                brand: state.login_pages.brand(),
+                client_name: request.client.display_name(),
+                fields: request.form_fields(),
+                csrf_token: csrf,
+                username,
+                error,
+            }
+            .render(),
+        )
+    })
 }
 
 /// The consent screen: may `request`'s client have `username`'s account, with these scopes?
@@ -328,7 +320,6 @@ fn consent_form(
     username: &str,
     error: Option<&str>,
 ) -> Response {
-    let (csrf, is_new) = csrf_value(headers);
     let pages = &state.login_pages;
     let scopes = request
         .scope
@@ -349,24 +340,23 @@ fn consent_form(
         .map(|(name, value)| (*name, value.as_str()))
         .chain([("prompt", "login")])
         .collect();
-    let mut response = html(
-        status,
-        ConsentPage {
-            brand: pages.brand(),
-            client_name: request.client.display_name(),
-            username,
-            scopes,
-            fields,
-            csrf_token: &csrf,
-            switch_user: authorize::redirect_url("/authorize", &switch),
-            error,
-        }
-        .render(),
-    );
-    if is_new {
-        set_cookie(&mut response, CSRF_COOKIE, &csrf, None);
-    }
-    response
+    let switch_user = authorize::redirect_url("/authorize", &switch);
+    with_csrf_value(headers, |csrf| {
+        html(
+            status,
+            ConsentPage {
+                brand: pages.brand(),
+                client_name: request.client.display_name(),
+                username,
+                scopes,
+                fields,
+                csrf_token: csrf,
+                switch_user,
+                error,
+            }
+            .render(),
+        )
+    })
 }
 
 /// The session or user store did not answer.
@@ -553,6 +543,26 @@ fn unreadable_form(state: &AppState) -> Response {
     )
 }
 
+/// What the login and consent forms both start with: the form read, the per-IP rate limit
+/// taken (each post can cost argon2 work or a store write), and the authorization request it
+/// carries in hidden fields checked again. `Err` is the answer to send instead.
+async fn read_posted_request(
+    state: &AppState,
+    form: Result<TokenForm, ApiError>,
+) -> Result<(TokenRequest, Origin, AuthorizationRequest), Response> {
+    let Ok(TokenForm(posted)) = form else {
+        return Err(unreadable_form(state));
+    };
+    let origin = posted.origin();
+    if let Err(retry) = super::take_from_ip_limit(state, &origin).await {
+        return Err(too_many_requests(state, retry));
+    }
+    match authorize::check(&state.token_service, &posted.form).await {
+        Ok(request) => Ok((posted, origin, request)),
+        Err(err) => Err(refused(state, err)),
+    }
+}
+
 /// The login form's answer: the same authorization request in hidden fields, the CSRF value,
 /// and the credentials, checked as the password grant checks them (lockout, rate limit per
 /// address, the argon2 pool, one answer whether or not the user exists).
@@ -561,18 +571,11 @@ pub async fn login(
     headers: HeaderMap,
     form: Result<TokenForm, ApiError>,
 ) -> Response {
-    let Ok(TokenForm(posted)) = form else {
-        return unreadable_form(&state);
+    let (posted, origin, request) = match read_posted_request(&state, form).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
     };
-    let origin = posted.origin();
-    if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
-        return too_many_requests(&state, retry);
-    }
     let service = &state.token_service;
-    let request = match authorize::check(service, &posted.form).await {
-        Ok(request) => request,
-        Err(err) => return refused(&state, err),
-    };
     let username = posted.form.get("username").unwrap_or_default();
     if csrf_cookie(&headers).is_none() {
         return form_without_csrf_cookie(&state);
@@ -703,18 +706,11 @@ pub async fn consent(
     headers: HeaderMap,
     form: Result<TokenForm, ApiError>,
 ) -> Response {
-    let Ok(TokenForm(posted)) = form else {
-        return unreadable_form(&state);
+    let (posted, origin, request) = match read_posted_request(&state, form).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
     };
-    let origin = posted.origin();
-    if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
-        return too_many_requests(&state, retry);
-    }
     let service = &state.token_service;
-    let request = match authorize::check(service, &posted.form).await {
-        Ok(request) => request,
-        Err(err) => return refused(&state, err),
-    };
     let Ok(found) = session_user(&state, &headers).await else {
         return busy(&state);
     };

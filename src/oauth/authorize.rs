@@ -9,17 +9,14 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use rand::rngs::OsRng;
-use rand::RngCore as _;
 
 use super::error::OAuthError;
 use super::params::FormParams;
 use super::pkce;
 use super::scope::Scope;
 use super::token::TokenService;
+use crate::crypto::secret::generate_secret;
 use crate::crypto::token::SecretDigest;
 use crate::crypto::token::TokenId;
 use crate::store::model::{AuthorizationCodeRecord, Client, ConsentRecord, GrantType};
@@ -372,9 +369,7 @@ pub async fn issue_code(
     request: &AuthorizationRequest,
     username: &str,
 ) -> Result<String, OAuthError> {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    let code = URL_SAFE_NO_PAD.encode(bytes);
+    let code = generate_secret();
     let now = service.clock.now_secs();
     let validity = i64::try_from(service.settings().authorization_code_validity_secs).unwrap_or(60);
     service

@@ -14,12 +14,11 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rand::rngs::OsRng;
-use rand::RngCore as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::error::OAuthError;
 use crate::clock::Clock;
+use crate::crypto::secret::generate_secret;
 use crate::crypto::token::{SecretDigest, TokenId};
 use crate::store::model::LoginSessionRecord;
 use crate::store::TokenStore;
@@ -65,9 +64,7 @@ impl LoginSessions {
 
     /// Starts a session for `username` now; the id is for the cookie only.
     pub async fn start(&self, username: &str) -> Result<SecretString, OAuthError> {
-        let mut bytes = [0u8; 32];
-        OsRng.fill_bytes(&mut bytes);
-        let id = URL_SAFE_NO_PAD.encode(bytes);
+        let id = generate_secret();
         self.store
             .create_login_session(LoginSessionRecord {
                 digest: SecretDigest::of(id.as_bytes()),
@@ -94,9 +91,7 @@ impl LoginSessions {
 
     /// Records this browser as a known device of `username`; the id is for its cookie only.
     pub async fn remember_device(&self, username: &str) -> Result<SecretString, OAuthError> {
-        let mut bytes = [0u8; 32];
-        OsRng.fill_bytes(&mut bytes);
-        let id = SecretString::from(URL_SAFE_NO_PAD.encode(bytes));
+        let id = SecretString::from(generate_secret());
         self.store
             .create_login_session(LoginSessionRecord {
                 digest: device_digest(&id),

@@ -97,6 +97,17 @@ impl Browser {
     }
 }
 
+/// A lockout after `max_failures` from one address (`per_user` from all; 0: no such limit), with
+/// a five-minute window and lock.
+fn lockout(max_failures: u32, per_user: u32) -> Option<tokengate::store::LockoutPolicy> {
+    Some(tokengate::store::LockoutPolicy {
+        max_failures,
+        max_failures_per_user: per_user,
+        window_secs: 300,
+        lock_secs: 300,
+    })
+}
+
 /// `/authorize?…` for the public client with PKCE, state `xyz` and scope PRODUCTION; `change`
 /// replaces (or with an empty value removes) parameters.
 pub(crate) fn authorize_path(change: &[(&str, &str)]) -> String {
@@ -584,12 +595,7 @@ async fn a_wrong_password_an_unknown_user_and_a_disabled_one_get_the_same_answer
 async fn the_login_page_shares_the_password_grants_lockout() {
     // Arrange
     let app = spawn_app_with(|settings| {
-        settings.security.lockout = Some(tokengate::store::LockoutPolicy {
-            max_failures: 2,
-            max_failures_per_user: 0,
-            window_secs: 300,
-            lock_secs: 300,
-        });
+        settings.security.lockout = lockout(2, 0);
     })
     .await;
     let mut browser = Browser::default();
@@ -613,12 +619,7 @@ async fn the_login_page_shares_the_password_grants_lockout() {
 async fn a_login_whose_browser_went_away_does_not_leave_the_account_busy() {
     // Arrange: one failure locks, so a check left pending would answer the next login "busy".
     let app = spawn_app_with(|settings| {
-        settings.security.lockout = Some(tokengate::store::LockoutPolicy {
-            max_failures: 1,
-            max_failures_per_user: 0,
-            window_secs: 300,
-            lock_secs: 300,
-        });
+        settings.security.lockout = lockout(1, 0);
     })
     .await;
     let mut browser = Browser::default();
@@ -887,12 +888,7 @@ async fn guesses_on_the_page_from_everywhere_lock_neither_the_users_browser_nor_
     // Arrange: 2 failures lock an address, 4 from all addresses lock the name everywhere.
     let app = spawn_app_with(|settings| {
         settings.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-        settings.security.lockout = Some(tokengate::store::LockoutPolicy {
-            max_failures: 2,
-            max_failures_per_user: 4,
-            window_secs: 300,
-            lock_secs: 300,
-        });
+        settings.security.lockout = lockout(2, 4);
     })
     .await;
     // alice signed in once in her browser, then signed out.
@@ -961,12 +957,7 @@ async fn guesses_on_the_page_from_everywhere_lock_neither_the_users_browser_nor_
 async fn a_known_device_counts_its_own_failures_and_is_no_login_session() {
     // Arrange: alice's browser is a known device; 2 failures lock a source.
     let app = spawn_app_with(|settings| {
-        settings.security.lockout = Some(tokengate::store::LockoutPolicy {
-            max_failures: 2,
-            max_failures_per_user: 4,
-            window_secs: 300,
-            lock_secs: 300,
-        });
+        settings.security.lockout = lockout(2, 4);
     })
     .await;
     let mut alice = Browser::default();

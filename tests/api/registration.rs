@@ -668,8 +668,9 @@ async fn the_registration_endpoints_are_limited_per_client_ip_and_counted() {
     assert_eq!(app.metric(&series("rate_limited")).await, 1.0);
 }
 
-#[tokio::test]
-async fn registration_token_create_prints_a_token_once_that_the_server_accepts_for_its_uses() {
+/// A home whose server (the real binary) registers client_credentials clients with scope
+/// `read` for an initial access token, kept in the database.
+fn initial_token_home() -> Home {
     let home = Home::new();
     home.edit(
         "config/identity.toml",
@@ -691,6 +692,12 @@ async fn registration_token_create_prints_a_token_once_that_the_server_accepts_f
         "allowed_scopes = []",
         "allowed_scopes = [\"read\"]",
     );
+    home
+}
+
+#[tokio::test]
+async fn registration_token_create_prints_a_token_once_that_the_server_accepts_for_its_uses() {
+    let home = initial_token_home();
 
     let created = home
         .run(
@@ -746,27 +753,7 @@ async fn registration_token_create_prints_a_token_once_that_the_server_accepts_f
 #[tokio::test]
 async fn registration_token_list_shows_the_tokens_and_revoke_ends_one() {
     // Arrange: two tokens.
-    let home = Home::new();
-    home.edit(
-        "config/identity.toml",
-        "clients = \"config/clients.toml\"",
-        "clients = \"sql\"",
-    );
-    home.edit(
-        "config/identity.toml",
-        "mode = \"off\"",
-        "mode = \"initial_access_token\"",
-    );
-    home.edit(
-        "config/identity.toml",
-        "allowed_grant_types = [\"authorization_code\", \"refresh_token\"]",
-        "allowed_grant_types = [\"client_credentials\"]",
-    );
-    home.edit(
-        "config/identity.toml",
-        "allowed_scopes = []",
-        "allowed_scopes = [\"read\"]",
-    );
+    let home = initial_token_home();
     let kept = home
         .run(&["registration", "token", "create", "--uses", "3"], None)
         .await;

@@ -5,6 +5,12 @@
 //! digest of the presented secret (never the secret) together with the stored hash it matched,
 //! so that hot paths such as refresh grants do not pay an argon2 verify per request, and any
 //! change to the client's secret invalidates the entry.
+//!
+//! A client whose secret the developer portal regenerated with an overlap (`[portal]
+//! secret_overlap`) also authenticates with its previous secret until the deadline stored with
+//! it ([`Client::previous_secret`]). Only a `$sha256$` previous secret counts (the portal
+//! generates nothing else): it is checked afresh on every request, by the service's clock, so
+//! nothing cached can outlive the deadline; an argon2 previous hash is ignored.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -274,12 +280,28 @@ impl ClientAuthenticator {
         secret: SecretString,
         client_ip: Option<IpAddr>,
     ) -> Result<bool, OAuthError> {
+        // First, as it costs one SHA-256 at most: an app still on its previous secret never
+        // waits for an argon2 verification of the current one.
+        if self.previous_secret_matches(client, &secret) {
+            return Ok(true);
+        }
         Ok(match secret::kind_of(&client.secret_hash) {
             Some(SecretHashKind::Sha256) => {
                 secret::verify_sha256(&client.secret_hash, secret.expose_secret())
             }
             Some(SecretHashKind::Argon2) => self.verify_slow(client, secret, client_ip).await?,
             None => false,
+        })
+    }
+
+    /// Whether `secret` is `client`'s previous secret and the overlap has not ended (`now <
+    /// until`). A previous hash other than `$sha256$` never matches: the portal generates only
+    /// those, and a success of the argon2 path would be cached beyond the deadline.
+    fn previous_secret_matches(&self, client: &Client, secret: &SecretString) -> bool {
+        client.previous_secret.as_ref().is_some_and(|previous| {
+            self.clock.now_secs() < previous.until
+                && secret::kind_of(&previous.hash) == Some(SecretHashKind::Sha256)
+                && secret::verify_sha256(&previous.hash, secret.expose_secret())
         })
     }
 
@@ -371,5 +393,173 @@ impl ClientAuthenticator {
                 ClientAuthFailure::WrongSecret,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditSettings;
+    use crate::clock::ManualClock;
+    use crate::config::PasswordHashingSettings;
+    use crate::crypto::password::hash_password;
+    use crate::metrics::{AuditMetrics, Metrics};
+    use crate::store::model::{GrantType, PreviousSecret};
+    use crate::store::StoreError;
+
+    const NOW_SECS: i64 = 1_800_000_000;
+    const OVERLAP_SECS: i64 = 60;
+
+    /// A client store holding one client.
+    struct OneClient(Arc<Client>);
+
+    #[async_trait::async_trait]
+    impl ClientStore for OneClient {
+        async fn find_client(&self, id: &str) -> Result<Option<Arc<Client>>, StoreError> {
+            Ok(Some(self.0.clone()).filter(|client| client.id == id))
+        }
+
+        async fn list_clients(&self) -> Result<Vec<Arc<Client>>, StoreError> {
+            Ok(vec![self.0.clone()])
+        }
+    }
+
+    fn cheap_hashing() -> PasswordHashingSettings {
+        PasswordHashingSettings {
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            argon2_parallelism: 1,
+            workers: 1,
+            queue_capacity: 4,
+        }
+    }
+
+    /// A confidential client with `secret_hash`, whose `previous_hash` works for another
+    /// [`OVERLAP_SECS`].
+    fn client(secret_hash: String, previous_hash: Option<String>) -> Client {
+        Client {
+            id: "app".into(),
+            secret_hash,
+            public: false,
+            redirect_uris: Vec::new(),
+            require_consent: false,
+            name: None,
+            owner: None,
+            grant_types: [GrantType::ClientCredentials].into(),
+            scopes: Default::default(),
+            access_token_validity_secs: None,
+            application_access_token_validity_secs: None,
+            refresh_token_validity_secs: None,
+            introspect: false,
+            token_format: None,
+            audience: None,
+            disabled: false,
+            previous_secret: previous_hash.map(|hash| PreviousSecret {
+                hash,
+                until: NOW_SECS + OVERLAP_SECS,
+            }),
+        }
+    }
+
+    fn authenticator(client: &Client, clock: &Arc<ManualClock>) -> ClientAuthenticator {
+        let hasher =
+            PasswordHasher::start(&cheap_hashing(), Metrics::new(false).password_pool).unwrap();
+        let audit = Audit::start(
+            &AuditSettings::off(),
+            "node".into(),
+            clock.clone(),
+            AuditMetrics::unregistered(),
+        )
+        .unwrap();
+        ClientAuthenticator::new(
+            Arc::new(OneClient(Arc::new(client.clone()))),
+            hasher,
+            clock.clone(),
+            None,
+            audit,
+        )
+    }
+
+    async fn accepts(auth: &ClientAuthenticator, client: &Client, secret: &str) -> bool {
+        auth.secret_matches(client, SecretString::from(secret))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_previous_secret_is_accepted_until_its_deadline_and_the_current_one_always() {
+        let client = client(secret::hash_sha256("new"), Some(secret::hash_sha256("old")));
+        let clock = Arc::new(ManualClock::new(NOW_SECS * 1000));
+        let auth = authenticator(&client, &clock);
+
+        assert!(accepts(&auth, &client, "new").await);
+        assert!(accepts(&auth, &client, "old").await);
+        assert!(!accepts(&auth, &client, "other").await);
+
+        clock.advance_secs(OVERLAP_SECS - 1);
+        assert!(
+            accepts(&auth, &client, "old").await,
+            "a second before until"
+        );
+
+        clock.advance_secs(1);
+        assert!(!accepts(&auth, &client, "old").await, "at until");
+        assert!(accepts(&auth, &client, "new").await);
+
+        clock.advance_secs(3600);
+        assert!(!accepts(&auth, &client, "old").await, "after until");
+        assert!(accepts(&auth, &client, "new").await);
+    }
+
+    #[tokio::test]
+    async fn the_previous_secret_counts_beside_an_argon2_current_one_and_is_never_cached() {
+        let current = hash_password("chosen", &cheap_hashing()).unwrap();
+        let client = client(current, Some(secret::hash_sha256("old")));
+        let clock = Arc::new(ManualClock::new(NOW_SECS * 1000));
+        let auth = authenticator(&client, &clock);
+
+        assert!(accepts(&auth, &client, "old").await);
+        assert!(accepts(&auth, &client, "chosen").await);
+        assert!(accepts(&auth, &client, "old").await);
+
+        clock.advance_secs(OVERLAP_SECS);
+        assert!(!accepts(&auth, &client, "old").await);
+        assert!(accepts(&auth, &client, "chosen").await);
+    }
+
+    #[tokio::test]
+    async fn an_argon2_previous_secret_is_ignored() {
+        let previous = hash_password("old", &cheap_hashing()).unwrap();
+        let client = client(secret::hash_sha256("new"), Some(previous));
+        let clock = Arc::new(ManualClock::new(NOW_SECS * 1000));
+        let auth = authenticator(&client, &clock);
+
+        assert!(!accepts(&auth, &client, "old").await);
+        assert!(accepts(&auth, &client, "new").await);
+    }
+
+    #[tokio::test]
+    async fn authentication_with_the_previous_secret_gives_the_client() {
+        let client = client(secret::hash_sha256("new"), Some(secret::hash_sha256("old")));
+        let clock = Arc::new(ManualClock::new(NOW_SECS * 1000));
+        let auth = authenticator(&client, &clock);
+        let presented = |secret: &str| PresentedClient::Basic {
+            id: "app".into(),
+            secret: SecretString::from(secret),
+        };
+
+        let authenticated = auth
+            .authenticate(presented("old"), &Origin::default())
+            .await
+            .unwrap();
+        assert_eq!(authenticated.id, "app");
+
+        clock.advance_secs(OVERLAP_SECS);
+        let refused = auth
+            .authenticate(presented("old"), &Origin::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(refused.code, OAuthError::invalid_client().code);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::model::{Client, ClientFields, User};
+use super::model::{is_secret_hash, Client, ClientFields, PreviousSecret, User};
 use super::{ClientStore, Directory, StoreError, UserStore};
 
 /// A `clients` row as both backends store it; the one place rows become [`Client`]s.
@@ -36,6 +36,10 @@ pub struct ClientRow {
     pub require_consent: bool,
     pub name: Option<String>,
     pub owner: Option<String>,
+    /// With `previous_secret_until`: [`Client::previous_secret`]; both `NULL` when none.
+    pub previous_secret_hash: Option<String>,
+    /// Unix seconds.
+    pub previous_secret_until: Option<i64>,
 }
 
 fn seconds(value: Option<u64>) -> Option<i64> {
@@ -70,6 +74,8 @@ impl ClientRow {
             require_consent: client.require_consent,
             owner: client.owner.clone(),
             name: client.name.clone(),
+            previous_secret_hash: client.previous_secret.as_ref().map(|p| p.hash.clone()),
+            previous_secret_until: client.previous_secret.as_ref().map(|p| p.until),
         }
     }
 
@@ -94,8 +100,13 @@ impl ClientRow {
             audience: self.audience,
             disabled: self.disabled,
         };
-        let (client, problems) = Client::check(self.id, fields);
+        let (mut client, problems) = Client::check(self.id, fields);
         if problems.is_empty() {
+            client.previous_secret = previous_secret(
+                &client.id,
+                self.previous_secret_hash,
+                self.previous_secret_until,
+            );
             return Ok(client);
         }
         let problems: Vec<String> = problems
@@ -107,6 +118,25 @@ impl ClientRow {
             client.id,
             problems.join("; ")
         )))
+    }
+}
+
+/// A row's previous secret. One that cannot be used (a hash that is no `$sha256$` or
+/// `$argon2id$` PHC string, or half of the pair missing) is reported and ignored: the client
+/// keeps working with its current secret, which is what matters.
+fn previous_secret(id: &str, hash: Option<String>, until: Option<i64>) -> Option<PreviousSecret> {
+    let ignored = |why: &str| {
+        tracing::error!(client_id = %id, "ignoring the previous secret of a clients row: {why}");
+        None
+    };
+    match (hash, until) {
+        (None, None) => None,
+        (Some(hash), Some(until)) if is_secret_hash(&hash) => Some(PreviousSecret { hash, until }),
+        (Some(_), Some(_)) => {
+            ignored("previous_secret_hash is not a $sha256$ or $argon2id$ PHC string")
+        }
+        (Some(_), None) => ignored("previous_secret_hash is set without previous_secret_until"),
+        (None, Some(_)) => ignored("previous_secret_until is set without previous_secret_hash"),
     }
 }
 
@@ -289,6 +319,10 @@ mod tests {
             require_consent: false,
             name: Some("The App".into()),
             owner: Some("alice".into()),
+            previous_secret: Some(PreviousSecret {
+                hash: crate::crypto::secret::hash_sha256("old"),
+                until: 1_700_000_000,
+            }),
         };
         assert_eq!(
             ClientRow::from_client(&client).into_client().unwrap(),
@@ -315,6 +349,7 @@ mod tests {
             require_consent: false,
             name: None,
             owner: None,
+            previous_secret: None,
         });
         row.grant_types = "password implicit".into();
         row.access_token_validity_period = Some(0);
@@ -323,5 +358,43 @@ mod tests {
         };
         assert!(why.contains("unknown grant type `implicit`"), "{why}");
         assert!(why.contains("access_token_validity_period"), "{why}");
+    }
+
+    #[test]
+    fn a_row_whose_previous_secret_is_unusable_keeps_the_client_without_it() {
+        let client = Client {
+            id: "app".into(),
+            secret_hash: crate::crypto::secret::hash_sha256("s"),
+            grant_types: [GrantType::ClientCredentials].into(),
+            scopes: Default::default(),
+            access_token_validity_secs: None,
+            application_access_token_validity_secs: None,
+            refresh_token_validity_secs: None,
+            introspect: false,
+            token_format: None,
+            audience: None,
+            disabled: false,
+            public: false,
+            redirect_uris: Vec::new(),
+            require_consent: false,
+            name: None,
+            owner: None,
+            previous_secret: None,
+        };
+        let row = ClientRow::from_client(&client);
+        let unusable = [
+            (Some("plain text".to_owned()), Some(10)),
+            (Some("$sha256$not-base64".to_owned()), Some(10)),
+            (Some(crate::crypto::secret::hash_sha256("old")), None),
+            (None, Some(10)),
+        ];
+        for (hash, until) in unusable {
+            let row = ClientRow {
+                previous_secret_hash: hash.clone(),
+                previous_secret_until: until,
+                ..row.clone()
+            };
+            assert_eq!(row.into_client().unwrap(), client, "{hash:?} {until:?}");
+        }
     }
 }

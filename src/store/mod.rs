@@ -22,8 +22,8 @@ use crate::crypto::token::TokenId;
 use measured::{ConnectionPools, StoreObserver};
 use model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
-    InitialTokenRow, LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role,
-    User,
+    InitialTokenRow, LoginSessionRecord, NewTokens, PreviousSecret, RefreshTokenRecord,
+    RegistrationRecord, Role, User,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -593,6 +593,16 @@ pub trait RegistrationStore: Send + Sync + 'static {
     /// Deletes an initial access token (`registration token revoke`); `Ok(false)` when none
     /// has this digest.
     async fn revoke_initial_token(&self, digest: &SecretDigest) -> Result<bool, StoreError>;
+
+    /// Replaces client `client_id`'s secret hash with `secret_hash`; `previous` (the old hash and
+    /// until when it is still accepted) is stored beside it, or cleared when `None`. One UPDATE.
+    /// `Ok(false)` when no client has this id. The clients revision moves (as for every change).
+    async fn replace_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        previous: Option<&PreviousSecret>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Token buckets in the database, shared by every node on it, so that a rate limit holds for

@@ -170,6 +170,27 @@ pub struct Client {
     /// `aud` of this client's JWT access tokens; else `[oauth] default_audience`.
     pub audience: Option<String>,
     pub disabled: bool,
+    /// The secret the current one replaced, while it still authenticates (database clients
+    /// only: a clients file never has one; [`Client::check`] gives `None`).
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// A secret replaced by a new one that still authenticates until `until` (Unix seconds):
+/// `[portal] secret_overlap`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub hash: String,
+    pub until: i64,
+}
+
+/// Whether `phc` is a client secret hash tokengate can check: a well-formed `$sha256$` or
+/// `$argon2id$` PHC string.
+pub fn is_secret_hash(phc: &str) -> bool {
+    match secret::kind_of(phc) {
+        Some(secret::SecretHashKind::Sha256) => secret::parse_sha256(phc).is_some(),
+        Some(secret::SecretHashKind::Argon2) => password::check_phc(phc).is_ok(),
+        None => false,
+    }
 }
 
 /// A client as an operator writes it (a clients file entry, a `clients` row), before it is
@@ -204,15 +225,10 @@ impl Client {
     /// problem as (field, message). A field with a problem is left out (or empty).
     pub fn check(id: String, fields: ClientFields) -> (Client, Vec<(&'static str, String)>) {
         let mut problems: Vec<(&'static str, String)> = Vec::new();
-        let hash_ok = match secret::kind_of(&fields.secret_hash) {
-            _ if fields.public => fields.secret_hash.is_empty(),
-            Some(secret::SecretHashKind::Sha256) => {
-                secret::parse_sha256(&fields.secret_hash).is_some()
-            }
-            Some(secret::SecretHashKind::Argon2) => {
-                password::check_phc(&fields.secret_hash).is_ok()
-            }
-            None => false,
+        let hash_ok = if fields.public {
+            fields.secret_hash.is_empty()
+        } else {
+            is_secret_hash(&fields.secret_hash)
         };
         if !hash_ok && fields.public {
             problems.push(("secret_hash", "a public client has no secret".into()));
@@ -348,6 +364,7 @@ impl Client {
             token_format,
             audience: fields.audience,
             disabled: fields.disabled,
+            previous_secret: None,
         };
         (client, problems)
     }

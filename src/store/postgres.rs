@@ -37,8 +37,8 @@ use super::directory::ClientRow;
 use super::measured::{ConnectionCounts, ConnectionPools, StoreObserver};
 use super::model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
-    InitialTokenRow, LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role,
-    TokenRecord, User,
+    InitialTokenRow, LoginSessionRecord, NewTokens, PreviousSecret, RefreshTokenRecord,
+    RegistrationRecord, Role, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, registration, tokens};
 use super::{
@@ -1226,6 +1226,22 @@ impl RegistrationStore for PostgresTokenStore {
         self.changed_one(sqlx::query(registration::DELETE_INITIAL_TOKEN).bind(digest.0.as_slice()))
             .await
     }
+
+    async fn replace_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        previous: Option<&PreviousSecret>,
+    ) -> Result<bool, StoreError> {
+        self.changed_one(
+            sqlx::query(registration::REPLACE_CLIENT_SECRET)
+                .bind(secret_hash)
+                .bind(previous.map(|p| p.hash.as_str()))
+                .bind(previous.map(|p| p.until))
+                .bind(client_id),
+        )
+        .await
+    }
 }
 
 /// `INSERT_CLIENT` for `row` (`client add`, a registration): the one place its parameters are
@@ -1251,6 +1267,8 @@ fn insert_client(
         .bind(row.require_consent)
         .bind(row.name)
         .bind(row.owner)
+        .bind(row.previous_secret_hash)
+        .bind(row.previous_secret_until)
         .bind(now)
 }
 

@@ -37,8 +37,8 @@ use super::directory::ClientRow;
 use super::measured::StoreObserver;
 use super::model::{
     AccessTokenRecord, AuthorizationCodeRecord, Client, ConsentRecord, InitialAccessTokenRecord,
-    InitialTokenRow, LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role,
-    TokenRecord, User,
+    InitialTokenRow, LoginSessionRecord, NewTokens, PreviousSecret, RefreshTokenRecord,
+    RegistrationRecord, Role, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, registration, tokens};
 use super::{
@@ -161,7 +161,7 @@ enum DirectoryChange {
     UserPassword { name: String, password_hash: String },
     UserDisabled { name: String, disabled: bool },
     UserRoles { name: String, roles: String },
-    AddClient { client: ClientRow, now: i64 },
+    AddClient { client: Box<ClientRow>, now: i64 },
     RemoveClient(String),
     ClientDisabled { id: String, disabled: bool },
 }
@@ -184,6 +184,11 @@ enum RegistrationChange {
     },
     Delete(String),
     RevokeInitial(SecretDigest),
+    ReplaceSecret {
+        client_id: String,
+        secret_hash: String,
+        previous: Option<PreviousSecret>,
+    },
 }
 
 /// What a write reports back.
@@ -823,6 +828,8 @@ fn change_directory(conn: &Connection, change: &DirectoryChange) -> Result<bool,
                 client.require_consent,
                 client.name,
                 client.owner,
+                client.previous_secret_hash,
+                client.previous_secret_until,
                 now
             ])?,
         DirectoryChange::RemoveClient(id) => conn
@@ -898,6 +905,18 @@ fn change_registration(
         RegistrationChange::RevokeInitial(digest) => conn
             .prepare_cached(registration::DELETE_INITIAL_TOKEN)?
             .execute(params![digest.0.as_slice()])?,
+        RegistrationChange::ReplaceSecret {
+            client_id,
+            secret_hash,
+            previous,
+        } => conn
+            .prepare_cached(registration::REPLACE_CLIENT_SECRET)?
+            .execute(params![
+                secret_hash,
+                previous.as_ref().map(|p| p.hash.as_str()),
+                previous.as_ref().map(|p| p.until),
+                client_id
+            ])?,
     };
     Ok(Outcome::Changed(changed == 1))
 }
@@ -923,7 +942,7 @@ fn register_in(
     let added = change_directory(
         conn,
         &DirectoryChange::AddClient {
-            client: client.clone(),
+            client: Box::new(client.clone()),
             now,
         },
     )?;
@@ -1092,6 +1111,8 @@ fn decode_client(row: &Row<'_>) -> Result<ClientRow, StoreError> {
         require_consent: row.get("require_consent").map_err(backend)?,
         name: row.get("name").map_err(backend)?,
         owner: row.get("owner").map_err(backend)?,
+        previous_secret_hash: row.get("previous_secret_hash").map_err(backend)?,
+        previous_secret_until: row.get("previous_secret_until").map_err(backend)?,
     })
 }
 
@@ -1420,7 +1441,7 @@ impl Directory for SqliteTokenStore {
     }
 
     async fn add_client(&self, client: &Client, now: i64) -> Result<bool, StoreError> {
-        let client = ClientRow::from_client(client);
+        let client = Box::new(ClientRow::from_client(client));
         self.submit(WriterOp::Directory(DirectoryChange::AddClient {
             client,
             now,
@@ -1554,6 +1575,20 @@ impl RegistrationStore for SqliteTokenStore {
         self.submit(WriterOp::Registration(RegistrationChange::RevokeInitial(
             *digest,
         )))
+        .await
+    }
+
+    async fn replace_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        previous: Option<&PreviousSecret>,
+    ) -> Result<bool, StoreError> {
+        self.submit(WriterOp::Registration(RegistrationChange::ReplaceSecret {
+            client_id: client_id.to_owned(),
+            secret_hash: secret_hash.to_owned(),
+            previous: previous.cloned(),
+        }))
         .await
     }
 }

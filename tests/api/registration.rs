@@ -57,6 +57,7 @@ async fn spawn_registration(mode: RegistrationMode, adjust: impl FnOnce(&mut Set
         token_format: None,
         audience: None,
         disabled: false,
+        previous_secret: None,
     };
     assert!(database
         .directory
@@ -633,6 +634,7 @@ async fn deleting_a_registration_removes_the_client_and_ends_its_tokens() {
         token_format: None,
         audience: None,
         disabled: false,
+        previous_secret: None,
     };
     assert!(database.directory.add_client(&stale, 0).await.unwrap());
     database.tokens.close().await;

@@ -5,22 +5,24 @@
 //! this suite or it is not done.
 
 use std::sync::Arc;
+use std::time::Duration;
 use tempfile::TempDir;
 
 use tokengate::abuse::rate_limit::{Rate, Take};
 use tokengate::config::{Settings, SqliteSynchronous, TokenFormat, TokenStoreSettings};
 use tokengate::crypto::secret;
 use tokengate::crypto::token::{SecretDigest, TokenId};
-use tokengate::store::directory::ClientRow;
+use tokengate::store::directory::{ClientRow, SqlClientStore};
 use tokengate::store::measured::Unobserved;
 use tokengate::store::model::{
     AuthorizationCodeRecord, Client, ConsentRecord, GrantType, InitialAccessTokenRecord,
-    LoginSessionRecord, NewTokens, RefreshTokenRecord, RegistrationRecord, Role, TokenRecord, User,
+    LoginSessionRecord, NewTokens, PreviousSecret, RefreshTokenRecord, RegistrationRecord, Role,
+    TokenRecord, User,
 };
 use tokengate::store::redirect_uri::RedirectUri;
 use tokengate::store::{
-    open_database, Attempt, AttemptStep, DatabaseStores, LockoutPolicy, PublicKey, PurgeLimits,
-    PurgedRows, Redemption, Registration, Rotation, StoreError, SubjectKind,
+    open_database, Attempt, AttemptStep, ClientStore, DatabaseStores, LockoutPolicy, PublicKey,
+    PurgeLimits, PurgedRows, Redemption, Registration, Rotation, StoreError, SubjectKind,
 };
 
 use crate::helpers::{postgres_settings, test_settings, TestDatabase};
@@ -85,6 +87,7 @@ contract!(
     initial_tokens_used_up_or_expired_are_purged,
     of_sixteen_concurrent_registrations_with_a_one_use_initial_token_exactly_one_wins,
     a_registered_client_is_updated_and_deleted_with_its_registration,
+    a_replaced_client_secret_keeps_the_previous_one_beside_it_until_cleared,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,6 +336,7 @@ fn client(id: &str) -> Client {
         require_consent: false,
         name: Some("The App".into()),
         owner: Some("alice".into()),
+        previous_secret: None,
     }
 }
 
@@ -2044,6 +2048,107 @@ async fn a_registered_client_is_updated_and_deleted_with_its_registration(b: Bac
     assert!(!registrations.delete_registered_client("app").await.unwrap());
     assert!(directory.list_clients().await.unwrap().is_empty());
     assert_eq!(registrations.find_registration("app").await.unwrap(), None);
+}
+
+async fn a_replaced_client_secret_keeps_the_previous_one_beside_it_until_cleared(b: Backend) {
+    let registrations = &b.stores.registrations;
+    let directory = &b.stores.directory;
+    let clients = SqlClientStore::open(directory.clone(), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let app = client("app");
+    let new_hash = secret::hash_sha256("the new secret");
+    let previous = PreviousSecret {
+        hash: app.secret_hash.clone(),
+        until: NOW + 600,
+    };
+    assert!(!registrations
+        .replace_client_secret("app", &new_hash, Some(&previous))
+        .await
+        .unwrap());
+    assert!(directory.add_client(&app, NOW).await.unwrap());
+    let before = directory.clients_revision().await.unwrap();
+
+    assert!(registrations
+        .replace_client_secret("app", &new_hash, Some(&previous))
+        .await
+        .unwrap());
+    let replaced = directory.clients_revision().await.unwrap();
+    assert!(replaced > before, "{before} -> {replaced}");
+    let overlapping = Client {
+        secret_hash: new_hash.clone(),
+        previous_secret: Some(previous.clone()),
+        ..app.clone()
+    };
+    assert_eq!(
+        directory.list_clients().await.unwrap(),
+        vec![ClientRow::from_client(&overlapping)]
+    );
+    clients.refresh().await.unwrap();
+    assert_eq!(
+        *clients.find_client("app").await.unwrap().unwrap(),
+        overlapping
+    );
+
+    // RFC 7592 updates keep the previous secret while the secret stays, and end it with a new
+    // one (whatever the client they are given says about it).
+    let renamed = Client {
+        name: Some("Renamed".into()),
+        previous_secret: None,
+        ..overlapping.clone()
+    };
+    assert!(registrations
+        .update_registered_client(&renamed, "client_secret_basic")
+        .await
+        .unwrap());
+    let renamed = Client {
+        previous_secret: Some(previous.clone()),
+        ..renamed
+    };
+    assert_eq!(
+        directory.list_clients().await.unwrap(),
+        vec![ClientRow::from_client(&renamed)]
+    );
+    let rekeyed = Client {
+        secret_hash: secret::hash_sha256("a secret set through RFC 7592"),
+        ..renamed.clone()
+    };
+    assert!(registrations
+        .update_registered_client(&rekeyed, "client_secret_basic")
+        .await
+        .unwrap());
+    let rekeyed = Client {
+        previous_secret: None,
+        ..rekeyed
+    };
+    assert_eq!(
+        directory.list_clients().await.unwrap(),
+        vec![ClientRow::from_client(&rekeyed)]
+    );
+
+    // `None` clears it.
+    assert!(registrations
+        .replace_client_secret("app", &new_hash, Some(&previous))
+        .await
+        .unwrap());
+    let before = directory.clients_revision().await.unwrap();
+    assert!(registrations
+        .replace_client_secret("app", &new_hash, None)
+        .await
+        .unwrap());
+    let cleared = directory.clients_revision().await.unwrap();
+    assert!(cleared > before, "{before} -> {cleared}");
+    let without = Client {
+        secret_hash: new_hash,
+        previous_secret: None,
+        ..rekeyed
+    };
+    assert_eq!(
+        directory.list_clients().await.unwrap(),
+        vec![ClientRow::from_client(&without)]
+    );
+    clients.refresh().await.unwrap();
+    assert_eq!(*clients.find_client("app").await.unwrap().unwrap(), without);
 }
 
 async fn initial_tokens_used_up_or_expired_are_purged(b: Backend) {

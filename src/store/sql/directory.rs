@@ -24,7 +24,8 @@ pub(crate) const SET_USER_DISABLED: &str = "UPDATE users SET disabled = $1 WHERE
 pub(crate) const SELECT_CLIENTS: &str = "SELECT id, secret_hash, grant_types, scopes, \
     access_token_validity_period, application_access_token_validity_period, \
     refresh_token_validity_period, introspect, token_format, audience, disabled, public, \
-    redirect_uris, require_consent, name, owner FROM clients ORDER BY id";
+    redirect_uris, require_consent, name, owner, previous_secret_hash, previous_secret_until \
+    FROM clients ORDER BY id";
 
 /// The number the triggers move on every change to `clients`.
 pub(crate) const SELECT_CLIENTS_REVISION: &str =
@@ -32,13 +33,15 @@ pub(crate) const SELECT_CLIENTS_REVISION: &str =
 
 pub(crate) const CLIENT_EXISTS: &str = "SELECT 1 FROM clients WHERE id = $1";
 
-/// A new client, `ClientRow`'s fields in order, then `created_at` (`$17`).
+/// A new client, `ClientRow`'s fields in order (`$1`…`$18`; a new client has no previous
+/// secret, so `$17` and `$18` are `NULL` but for a copied row), then `created_at` (`$19`).
 pub(crate) const INSERT_CLIENT: &str = "INSERT INTO clients (id, secret_hash, grant_types, \
     scopes, access_token_validity_period, application_access_token_validity_period, \
     refresh_token_validity_period, introspect, token_format, audience, disabled, public, \
-    redirect_uris, require_consent, name, owner, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-    ON CONFLICT (id) DO NOTHING";
+    redirect_uris, require_consent, name, owner, previous_secret_hash, previous_secret_until, \
+    created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+    $19) ON CONFLICT (id) DO NOTHING";
 
 pub(crate) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE id = $1";
 

@@ -22,7 +22,7 @@ mod tests {
 
     /// Every statement the SQLite store runs as written here.
     fn shared_statements() -> Vec<(&'static str, String)> {
-        let fixed: [(&str, &str); 35] = [
+        let fixed: [(&str, &str); 36] = [
             ("tokens::INSERT_SESSION", tokens::INSERT_SESSION),
             ("tokens::FIND_SESSION", tokens::FIND_SESSION),
             ("tokens::DELETE_SESSION", tokens::DELETE_SESSION),
@@ -78,6 +78,10 @@ mod tests {
                 registration::DELETE_REGISTRATION,
             ),
             ("registration::UPDATE_CLIENT", registration::UPDATE_CLIENT),
+            (
+                "registration::REPLACE_CLIENT_SECRET",
+                registration::REPLACE_CLIENT_SECRET,
+            ),
             (
                 "registration::SET_REGISTRATION_AUTH_METHOD",
                 registration::SET_REGISTRATION_AUTH_METHOD,

@@ -36,11 +36,22 @@ pub(crate) const FIND_REGISTRATION: &str =
 pub(crate) const DELETE_REGISTRATION: &str =
     "DELETE FROM client_registrations WHERE client_id = $1";
 
-/// Replaces a client's row: `ClientRow`'s fields after `id` but `disabled` in order
-/// (`$1`…`$13`), then the id (`$14`). `disabled` is left as it is (an operator's `client
-/// disable` stands).
+/// Replaces a client's row: `ClientRow`'s fields after `id` but `disabled`, `owner` and the
+/// previous secret in order (`$1`…`$13`), then the id (`$14`). `disabled` is left as it is
+/// (an operator's `client disable` stands). The previous secret (the portal's overlap) stays
+/// while the secret hash stays; a new secret hash clears it (on both dialects the right-hand
+/// sides read the row as it was before the UPDATE), so an RFC 7592 secret change never
+/// leaves an older secret working.
 pub(crate) const UPDATE_CLIENT: &str = "UPDATE clients SET secret_hash = $1, grant_types = $2, \
     scopes = $3, access_token_validity_period = $4, \
     application_access_token_validity_period = $5, refresh_token_validity_period = $6, \
     introspect = $7, token_format = $8, audience = $9, public = $10, redirect_uris = $11, \
-    require_consent = $12, name = $13 WHERE id = $14";
+    require_consent = $12, name = $13, \
+    previous_secret_hash = CASE WHEN secret_hash = $1 THEN previous_secret_hash END, \
+    previous_secret_until = CASE WHEN secret_hash = $1 THEN previous_secret_until END \
+    WHERE id = $14";
+
+/// Gives client `$4` the secret hash `$1`, and as its previous secret `$2` accepted until `$3`
+/// (both `NULL`: none). See `RegistrationStore::replace_client_secret`.
+pub(crate) const REPLACE_CLIENT_SECRET: &str = "UPDATE clients SET secret_hash = $1, \
+    previous_secret_hash = $2, previous_secret_until = $3 WHERE id = $4";

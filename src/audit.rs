@@ -212,8 +212,21 @@ pub enum Event {
         scopes: Vec<String>,
         token_endpoint_auth_method: String,
     },
-    /// `DELETE /register/{client_id}` (RFC 7592 §2.3) removed the client and ended its tokens.
+    /// `DELETE /register/{client_id}` (RFC 7592 §2.3), or the developer portal (`subject`: who),
+    /// removed the client and ended its tokens.
     ClientRegistrationDeleted {},
+    /// The developer portal gave the client a new secret; the old one is accepted until
+    /// `previous_valid_until`, or no longer at all (`None`).
+    ClientSecretRegenerated {
+        previous_valid_until: Option<String>,
+    },
+    /// The developer portal's "Generate a token": an application token for the client, shown
+    /// to `subject`, a developer or admin who gave the client's secret.
+    PortalTokenIssued {
+        token_id: String,
+        scope: String,
+        expires_in: u64,
+    },
     /// `tokengate registration token create`: an initial access token (RFC 7591 §3).
     InitialAccessTokenCreated {
         expires_at: String,
@@ -271,6 +284,8 @@ impl Event {
             Self::ClientRegistered { .. } => "client_registered",
             Self::ClientRegistrationUpdated { .. } => "client_registration_updated",
             Self::ClientRegistrationDeleted {} => "client_registration_deleted",
+            Self::ClientSecretRegenerated { .. } => "client_secret_regenerated",
+            Self::PortalTokenIssued { .. } => "portal_token_issued",
             Self::InitialAccessTokenCreated { .. } => "initial_access_token_created",
             Self::InitialAccessTokenRevoked { .. } => "initial_access_token_revoked",
             Self::KeyRotated { .. } => "key_rotated",

@@ -70,6 +70,8 @@ pub enum Endpoint {
     Register,
     /// `/client-registration/v0.17/register` (`[registration] wso2_compat`).
     RegisterWso2,
+    /// The developer portal's pages (`/portal/…`).
+    Portal,
     /// A path the token port does not serve.
     Other,
 }
@@ -84,6 +86,7 @@ impl Endpoint {
             Self::Logout => "logout",
             Self::Register => "register",
             Self::RegisterWso2 => "register_wso2",
+            Self::Portal => "portal",
             Self::Other => "other",
         }
     }
@@ -639,6 +642,91 @@ impl TlsMetrics {
     }
 }
 
+/// What happened to a client (`tokengate_client_changes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientChange {
+    Registered,
+    Updated,
+    SecretRegenerated,
+    Disabled,
+    Enabled,
+    Deleted,
+}
+
+impl ClientChange {
+    pub const ALL: [ClientChange; 6] = [
+        Self::Registered,
+        Self::Updated,
+        Self::SecretRegenerated,
+        Self::Disabled,
+        Self::Enabled,
+        Self::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Updated => "updated",
+            Self::SecretRegenerated => "secret_regenerated",
+            Self::Disabled => "disabled",
+            Self::Enabled => "enabled",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+static_label_value!(ClientChange);
+
+/// Through what a client was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientChangeVia {
+    /// RFC 7591/7592 (`/register`).
+    Register,
+    /// WSO2's `/client-registration/v0.17/register`.
+    Wso2,
+    /// The developer portal.
+    Portal,
+}
+
+impl ClientChangeVia {
+    pub const ALL: [ClientChangeVia; 3] = [Self::Register, Self::Wso2, Self::Portal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Wso2 => "wso2",
+            Self::Portal => "portal",
+        }
+    }
+}
+static_label_value!(ClientChangeVia);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClientChangeLabels {
+    change: ClientChange,
+    via: ClientChangeVia,
+}
+
+/// Clients registered, changed and deleted while running (registration endpoints, portal).
+#[derive(Clone, Debug, Default)]
+pub struct ClientChangeMetrics {
+    changes: Family<ClientChangeLabels, Counter>,
+}
+
+impl ClientChangeMetrics {
+    pub fn changed(&self, change: ClientChange, via: ClientChangeVia) {
+        self.changes
+            .get_or_create(&ClientChangeLabels { change, via })
+            .inc();
+    }
+
+    /// How many `change`s through `via` were counted (for tests).
+    pub fn count(&self, change: ClientChange, via: ClientChangeVia) -> u64 {
+        self.changes
+            .get_or_create(&ClientChangeLabels { change, via })
+            .get()
+    }
+}
+
 /// The audit trail's writer (`audit.rs`).
 #[derive(Clone, Debug)]
 pub struct AuditMetrics {
@@ -762,6 +850,7 @@ pub struct Metrics {
     pub tls: TlsMetrics,
     pub store: StoreMetrics,
     pub audit: AuditMetrics,
+    pub client_changes: ClientChangeMetrics,
 }
 
 impl Metrics {
@@ -978,6 +1067,21 @@ impl Metrics {
             "Always 1; the labels say which build this is",
             build_info,
         );
+        let client_changes = ClientChangeMetrics::default();
+        for change in ClientChange::ALL {
+            for via in ClientChangeVia::ALL {
+                drop(
+                    client_changes
+                        .changes
+                        .get_or_create(&ClientChangeLabels { change, via }),
+                );
+            }
+        }
+        registry.register(
+            "tokengate_client_changes",
+            "Clients registered, updated, given a new secret, disabled, enabled or deleted while running, by how (register: RFC 7591/7592; wso2: WSO2's registration API; portal: the developer portal)",
+            client_changes.changes.clone(),
+        );
         let audit = AuditMetrics::unregistered();
         registry.register(
             "tokengate_audit_events_dropped",
@@ -999,6 +1103,7 @@ impl Metrics {
             tls,
             store,
             audit,
+            client_changes,
         }
     }
 }

@@ -400,6 +400,7 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
             running.tls.generate_self_signed != new.tls.generate_self_signed,
         ),
         ("registration", running.registration != new.registration),
+        ("portal", running.portal != new.portal),
         (
             "login.session_lifetime",
             running.login.session_lifetime_secs != new.login.session_lifetime_secs,

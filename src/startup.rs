@@ -173,6 +173,7 @@ impl Application {
             tls: tls_metrics,
             store: store_metrics,
             audit: audit_metrics,
+            client_changes,
         } = Metrics::new(settings.management.per_client_metrics);
         let audit = Audit::start(&settings.audit, node_name(), clock.clone(), audit_metrics)?;
         let certificate = ServedCertificate::open(
@@ -338,7 +339,7 @@ impl Application {
             None
         };
         let login_pages = Arc::new(
-            http::authorize::LoginPages::load(&settings.login)
+            http::pages::LoginPages::load(&settings.login)
                 .map_err(|(path, source)| StartupError::Logo { path, source })?,
         );
         let login_sessions = Arc::new(crate::oauth::login_session::LoginSessions::new(
@@ -355,7 +356,18 @@ impl Application {
             clock: token_service.clock.clone(),
             audit: audit.clone(),
             reload_interval: settings.stores.reload_interval,
+            changes: client_changes.clone(),
         }));
+        let portal = Arc::new(crate::oauth::portal::PortalService::new(
+            crate::oauth::portal::PortalParts {
+                settings: settings.portal.clone(),
+                service: token_service.clone(),
+                registration: registration.clone(),
+                registrations: database.registrations.clone(),
+                directory: database.directory.clone(),
+                changes: client_changes.clone(),
+            },
+        ));
         let router = http::router(AppState::new(AppParts {
             ip_limiter: Some(Arc::new(Limiter::new(
                 live.per_ip.clone(),
@@ -380,6 +392,7 @@ impl Application {
                 (settings.password_hashing.queue_capacity / 2).max(1),
             )),
             registration,
+            portal,
         }));
         // Last, once nothing above can fail: a listening socket shares the port's connections
         // with the other process on it, and those queued here would be reset if this one exited.

@@ -176,10 +176,13 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub login: LoginSettings,
     pub registration: RegistrationSettings,
+    pub portal: PortalSettings,
 }
 
 // `[registration]` is the registration endpoint's own type.
 pub use crate::oauth::registration::{RegistrationMode, RegistrationSettings};
+// `[portal]` is the developer portal's own type.
+pub use crate::oauth::portal::PortalSettings;
 
 /// `[login]`: the hosted login page of `/authorize`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,32 @@ pub(crate) struct RawConfig {
     pub(crate) audit: RawAudit,
     pub(crate) login: RawLogin,
     pub(crate) registration: RawRegistration,
+    pub(crate) portal: RawPortal,
+}
+
+/// `[portal]`: the developer portal at `/portal/`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawPortal {
+    pub(crate) enabled: bool,
+    pub(crate) allowed_grant_types: Vec<String>,
+    pub(crate) allowed_scopes: Vec<String>,
+    pub(crate) secret_overlap: i64,
+}
+
+impl Default for RawPortal {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allowed_grant_types: vec![
+                "authorization_code".to_owned(),
+                "refresh_token".to_owned(),
+                "client_credentials".to_owned(),
+            ],
+            allowed_scopes: Vec::new(),
+            secret_overlap: 0,
+        }
+    }
 }
 
 /// `[registration]`: dynamic client registration (RFC 7591/7592).

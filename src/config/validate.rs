@@ -8,7 +8,7 @@ use super::raw::RawConfig;
 use super::{
     AuditDestination, AuditSettings, CertificateFiles, ConfigError, ConfigProblem, ConfigSource,
     DirectoryLocation, JwtAlgorithm, LogFormat, LoggingSettings, LoginSettings, LogoFile,
-    ManagementSettings, OAuthSettings, PasswordHashingSettings, RateLimitSettings,
+    ManagementSettings, OAuthSettings, PasswordHashingSettings, PortalSettings, RateLimitSettings,
     RegistrationMode, RegistrationSettings, SecuritySettings, ServerSettings, Settings,
     SqliteSynchronous, StoreSettings, TlsSettings, TokenFormat, TokenStoreSettings,
 };
@@ -446,6 +446,7 @@ pub fn validate_with_fallbacks(
     let audit = audit(&mut problems, source, &raw.audit);
     let login = login(&mut problems, source, &raw.login);
     let registration = registration(&mut problems, &raw.registration, &stores);
+    let portal = portal(&mut problems, &raw.portal, &stores);
 
     let settings = Settings {
         config_file: file.to_path_buf(),
@@ -462,6 +463,7 @@ pub fn validate_with_fallbacks(
         audit,
         login,
         registration,
+        portal,
     };
     (settings, problems.found)
 }
@@ -625,31 +627,88 @@ fn registration(
              database, where every node reads them",
         );
     }
-    let mut allowed_grant_types = std::collections::BTreeSet::new();
-    for name in &raw.allowed_grant_types {
+    let allowed_grant_types = grant_types(
+        problems,
+        "registration.allowed_grant_types",
+        &raw.allowed_grant_types,
+    );
+    let allowed_scopes = scope_names(problems, "registration.allowed_scopes", &raw.allowed_scopes);
+    RegistrationSettings {
+        mode,
+        allowed_grant_types,
+        allowed_scopes,
+        wso2_compat: raw.wso2_compat,
+    }
+}
+
+/// Grant type names of `key` (an unknown one is a problem).
+fn grant_types(
+    problems: &mut Problems<'_>,
+    key: &str,
+    names: &[String],
+) -> std::collections::BTreeSet<crate::store::model::GrantType> {
+    let mut grants = std::collections::BTreeSet::new();
+    for name in names {
         match crate::store::model::GrantType::parse(name) {
             Some(grant) => {
-                allowed_grant_types.insert(grant);
+                grants.insert(grant);
             }
-            None => problems.add(
-                "registration.allowed_grant_types",
-                format!("unknown grant type `{name}`"),
-            ),
+            None => problems.add(key, format!("unknown grant type `{name}`")),
         }
     }
-    for scope in &raw.allowed_scopes {
+    grants
+}
+
+/// Scope names of `key` (one that is no RFC 6749 scope token is a problem).
+fn scope_names(
+    problems: &mut Problems<'_>,
+    key: &str,
+    names: &[String],
+) -> std::collections::BTreeSet<String> {
+    for scope in names {
         if !crate::store::model::is_scope_token(scope) {
             problems.add(
-                "registration.allowed_scopes",
+                key,
                 format!("`{scope}` is not a valid scope name (RFC 6749 §3.3)"),
             );
         }
     }
-    RegistrationSettings {
-        mode,
+    names.iter().cloned().collect()
+}
+
+/// `[portal]`: whether the developer portal is served and what its applications may have.
+/// Its applications are kept in the clients table, so the portal needs it.
+fn portal(
+    problems: &mut Problems<'_>,
+    raw: &super::raw::RawPortal,
+    stores: &StoreSettings,
+) -> PortalSettings {
+    if raw.enabled && stores.clients != DirectoryLocation::Database {
+        problems.add(
+            "portal.enabled",
+            "needs [stores] clients = \"sql\": the portal's applications are kept in the \
+             token database, where every node reads them",
+        );
+    }
+    let allowed_grant_types = grant_types(
+        problems,
+        "portal.allowed_grant_types",
+        &raw.allowed_grant_types,
+    );
+    if raw.enabled && allowed_grant_types.is_empty() {
+        problems.add(
+            "portal.allowed_grant_types",
+            "must name at least one grant type while the portal is enabled",
+        );
+    }
+    let allowed_scopes = scope_names(problems, "portal.allowed_scopes", &raw.allowed_scopes);
+    let secret_overlap_secs =
+        to_u64(problems.range("portal.secret_overlap", raw.secret_overlap, 0, 30 * 86_400));
+    PortalSettings {
+        enabled: raw.enabled,
         allowed_grant_types,
-        allowed_scopes: raw.allowed_scopes.iter().cloned().collect(),
-        wso2_compat: raw.wso2_compat,
+        allowed_scopes,
+        secret_overlap_secs,
     }
 }
 

@@ -5,102 +5,43 @@
 //! redirects. These answers are HTML for people, not RFC 6749 JSON, so they are built here
 //! rather than by `ApiError`.
 //!
-//! Every answer carries `Content-Security-Policy`, `X-Frame-Options: DENY` (no clickjacking of
-//! the form), `Cache-Control: no-store` and `Referrer-Policy: no-referrer` (the code and the
-//! state must not leak through a `Referer`).
-
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+//! The pages share `pages.rs` (branding, headers, cookies, CSRF).
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
-use secrecy::{ExposeSecret as _, SecretString};
-use subtle::ConstantTimeEq as _;
+use secrecy::SecretString;
 
 use super::error::ApiError;
 use super::extract::TokenForm;
+use super::pages::{
+    busy, cookie, counted_as, csrf_cookie, csrf_matches, form_without_csrf_cookie, html, message,
+    origin_of, redirect, session_user, set_cookie, start_session, too_many_requests,
+    unreadable_form, with_csrf_value, Brand, StoreUnavailable, DEVICE_COOKIE, LOGO_CSP,
+    SESSION_COOKIE,
+};
 use super::request_id::RequestId;
 use super::{AppState, ClientIp};
 use crate::audit::{Event, Origin};
-use crate::config::LoginSettings;
-use crate::crypto::secret::generate_secret;
 use crate::metrics::Outcome;
 use crate::oauth::authorize::{self, AuthorizationRequest, AuthorizeError, Prompt};
 use crate::oauth::grants::password::{check_login, LoginChannel};
-use crate::oauth::login_session::KNOWN_DEVICE_SECS;
 use crate::oauth::params::parse_form;
 use crate::oauth::token::TokenRequest;
 use crate::oauth::ErrorCode;
 
-/// The login session (`__Host-`: Secure, path `/`, no `Domain`, so no other host can set it).
-const SESSION_COOKIE: &str = "__Host-tokengate-session";
-/// A browser that signed in before (see `oauth::login_session`): the lockout counts its logins
-/// apart from guessers'.
-const DEVICE_COOKIE: &str = "__Host-tokengate-device";
-/// The CSRF value the login form must repeat (double submit; `__Host-` keeps a sibling host
-/// from planting one).
-const CSRF_COOKIE: &str = "__Host-tokengate-csrf";
-
-/// No scripts, no plugins, no framing, no `<base>`; the page's own inline style and the logo
-/// only. No `form-action`: browsers apply it to the redirect that follows the form, which goes
-/// to the app's redirect URI.
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
-
-/// The logo's own answer: an SVG opened by itself runs no script and loads nothing.
-const LOGO_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
-
-/// What every page shows around its content (`[login] title` and `logo`), and what the consent
-/// screen says for each scope. Built once at start.
-pub struct LoginPages {
-    title: String,
-    logo: Option<(&'static str, Bytes)>,
-    scope_descriptions: BTreeMap<String, String>,
-}
-
-impl LoginPages {
-    /// Reads the logo file, if one is configured (the config check already saw it there).
-    pub fn load(settings: &LoginSettings) -> Result<Self, (PathBuf, std::io::Error)> {
-        let logo = match &settings.logo {
-            Some(file) => {
-                let bytes = std::fs::read(&file.path).map_err(|err| (file.path.clone(), err))?;
-                Some((file.content_type, Bytes::from(bytes)))
-            }
-            None => None,
-        };
-        Ok(Self {
-            title: settings.title.clone(),
-            logo,
-            scope_descriptions: settings.scope_descriptions.clone(),
-        })
-    }
-
-    fn brand(&self) -> Brand<'_> {
-        Brand {
-            title: &self.title,
-            has_logo: self.logo.is_some(),
-        }
-    }
-}
-
-/// The part of every page that `base.html` renders.
-struct Brand<'a> {
-    title: &'a str,
-    has_logo: bool,
-}
-
 #[derive(Template)]
 #[template(path = "login.html")]
-struct LoginPage<'a> {
-    brand: Brand<'a>,
-    client_name: &'a str,
-    fields: Vec<(&'static str, String)>,
-    csrf_token: &'a str,
-    username: &'a str,
-    error: Option<&'a str>,
+pub(super) struct LoginPage<'a> {
+    pub(super) brand: Brand<'a>,
+    pub(super) client_name: &'a str,
+    /// Where the form posts: `/authorize`, or `/portal/login`.
+    pub(super) action: &'a str,
+    pub(super) fields: Vec<(&'static str, String)>,
+    pub(super) csrf_token: &'a str,
+    pub(super) username: &'a str,
+    pub(super) error: Option<&'a str>,
 }
 
 #[derive(Template)]
@@ -116,97 +57,6 @@ struct ConsentPage<'a> {
     /// `/authorize` with this request and `prompt=login`: sign in as someone else.
     switch_user: String,
     error: Option<&'a str>,
-}
-
-#[derive(Template)]
-#[template(path = "message.html")]
-struct MessagePage<'a> {
-    brand: Brand<'a>,
-    title: &'a str,
-    message: &'a str,
-    is_error: bool,
-}
-
-fn secure_headers(response: &mut Response) {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-}
-
-fn html(status: StatusCode, rendered: Result<String, askama::Error>) -> Response {
-    let mut response = match rendered {
-        Ok(body) => (
-            status,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            body,
-        )
-            .into_response(),
-        Err(err) => {
-            tracing::error!(error = %err, "a login page did not render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-        }
-    };
-    secure_headers(&mut response);
-    response
-}
-
-fn message(state: &AppState, status: StatusCode, title: &str, text: &str) -> Response {
-    let is_error = !status.is_success();
-    html(
-        status,
-        MessagePage {
-            brand: state.login_pages.brand(),
-            title,
-            message: text,
-            is_error,
-        }
-        .render(),
-    )
-}
-
-/// The store (or the password pool) could not answer: try again.
-fn busy(state: &AppState) -> Response {
-    message(
-        state,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Please try again",
-        "The sign-in service is busy or unavailable; please try again in a moment.",
-    )
-}
-
-/// `response`, counted in the request metrics under `outcome` rather than its status.
-fn counted_as(mut response: Response, outcome: Outcome) -> Response {
-    response.extensions_mut().insert(outcome);
-    response
-}
-
-/// A 303 to `url` (the client's redirect URI with the answer in its query).
-fn redirect(state: &AppState, url: &str) -> Response {
-    let Ok(location) = HeaderValue::from_bytes(url.as_bytes()) else {
-        return message(
-            state,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong",
-            "The application's address cannot be used.",
-        );
-    };
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    response.headers_mut().insert(header::LOCATION, location);
-    secure_headers(&mut response);
-    response
 }
 
 fn refused(state: &AppState, err: AuthorizeError) -> Response {
@@ -235,57 +85,6 @@ fn refused(state: &AppState, err: AuthorizeError) -> Response {
     }
 }
 
-/// The value of cookie `name` in the request, if sent once.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_owned())
-}
-
-fn set_cookie(response: &mut Response, name: &str, value: &str, max_age: Option<i64>) {
-    let mut text = format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax");
-    if let Some(secs) = max_age {
-        text.push_str(&format!("; Max-Age={secs}"));
-    }
-    if let Ok(value) = HeaderValue::from_str(&text) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-}
-
-/// A CSRF cookie value we could have set: 43 base64url characters.
-fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, CSRF_COOKIE).filter(|value| {
-        value.len() == 43
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    })
-}
-
-/// The page `render` makes with the browser's CSRF value, or with a new one, set with it.
-fn with_csrf_value(headers: &HeaderMap, render: impl FnOnce(&str) -> Response) -> Response {
-    if let Some(value) = csrf_cookie(headers) {
-        return render(&value);
-    }
-    let value = generate_secret();
-    let mut response = render(&value);
-    set_cookie(&mut response, CSRF_COOKIE, &value, None);
-    response
-}
-
-/// Whether a posted form repeats the browser's CSRF cookie (compared in constant time).
-fn csrf_matches(headers: &HeaderMap, form: &crate::oauth::params::FormParams) -> bool {
-    match (csrf_cookie(headers), form.get("csrf_token")) {
-        (Some(cookie), Some(field)) => bool::from(cookie.as_bytes().ct_eq(field.as_bytes())),
-        _ => false,
-    }
-}
-
 /// The login form for `request`, with a CSRF value (the browser's, or a new one set now).
 fn login_form(
     state: &AppState,
@@ -301,6 +100,7 @@ fn login_form(
             LoginPage {
                 brand: state.login_pages.brand(),
                 client_name: request.client.display_name(),
+                action: "/authorize",
                 fields: request.form_fields(),
                 csrf_token: csrf,
                 username,
@@ -357,43 +157,6 @@ fn consent_form(
             .render(),
         )
     })
-}
-
-/// The session or user store did not answer.
-struct StoreUnavailable;
-
-/// The user of the browser's live login session, if any (and still allowed to log in).
-async fn session_user(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Option<String>, StoreUnavailable> {
-    let Some(id) = cookie(headers, SESSION_COOKIE) else {
-        return Ok(None);
-    };
-    let username = match state.login_sessions.user(&SecretString::from(id)).await {
-        Ok(Some(username)) => username,
-        Ok(None) => return Ok(None),
-        Err(err) => {
-            tracing::warn!(error = %err, "a login session could not be looked up");
-            return Err(StoreUnavailable);
-        }
-    };
-    match state.token_service.users.find_user(&username).await {
-        Ok(Some(user)) if !user.disabled => Ok(Some(username)),
-        Ok(_) => Ok(None),
-        Err(err) => {
-            tracing::warn!(error = %err, "a session's user could not be looked up");
-            Err(StoreUnavailable)
-        }
-    }
-}
-
-/// Where a request came from, for its audit events.
-fn origin_of(ip: Option<Extension<ClientIp>>, id: Option<Extension<RequestId>>) -> Origin {
-    Origin {
-        request_id: id.map(|Extension(RequestId(id))| id),
-        ip: ip.map(|Extension(ClientIp(ip))| ip),
-    }
 }
 
 /// Hands a code for `username` to the client; `login` says how the user was known (`form`,
@@ -514,35 +277,6 @@ pub async fn authorize(
     }
 }
 
-/// A form posted without our CSRF cookie: from another site (a `SameSite=Lax` cookie is not
-/// sent with a cross-site post), or by a browser that keeps no cookies. No new cookie is set:
-/// a cross-site post must not replace the one of the form the user has open.
-fn form_without_csrf_cookie(state: &AppState) -> Response {
-    tracing::info!("a login page form came without its CSRF cookie");
-    counted_as(
-        message(
-            state,
-            StatusCode::FORBIDDEN,
-            "This sign-in form has expired",
-            "Go back to the application and start again. (Cookies must be allowed for this site.)",
-        ),
-        Outcome::AccessDenied,
-    )
-}
-
-/// A posted form that could not be read (not a form, too large, a repeated field).
-fn unreadable_form(state: &AppState) -> Response {
-    counted_as(
-        message(
-            state,
-            StatusCode::BAD_REQUEST,
-            "This sign-in form is not valid",
-            "The form could not be read. Go back to the application and start again.",
-        ),
-        Outcome::InvalidRequest,
-    )
-}
-
 /// What the login and consent forms both start with: the form read, the per-IP rate limit
 /// taken (each post can cost argon2 work or a store write), and the authorization request it
 /// carries in hidden fields checked again. `Err` is the answer to send instead.
@@ -643,33 +377,7 @@ pub async fn login(
             if !matches!(response.status(), StatusCode::SEE_OTHER | StatusCode::OK) {
                 return response;
             }
-            // A new sign-in replaces the browser's session (say after prompt=login, or as
-            // another user): the old one must not stay valid beside it.
-            if let Some(old) = cookie(&headers, SESSION_COOKIE) {
-                if let Err(err) = state.login_sessions.end(&SecretString::from(old)).await {
-                    tracing::warn!(error = %err, "the replaced login session could not be ended");
-                }
-            }
-            // The user is in; a session that cannot be stored only means the form next time.
-            match state.login_sessions.start(username).await {
-                Ok(session) => set_cookie(
-                    &mut response,
-                    SESSION_COOKIE,
-                    session.expose_secret(),
-                    Some(state.login_sessions.lifetime_secs()),
-                ),
-                Err(err) => tracing::warn!(error = %err, "a login session could not be stored"),
-            }
-            // Renewed on every sign-in: a device stays known for 90 days after the last one.
-            match state.login_sessions.remember_device(username).await {
-                Ok(device) => set_cookie(
-                    &mut response,
-                    DEVICE_COOKIE,
-                    device.expose_secret(),
-                    Some(KNOWN_DEVICE_SECS),
-                ),
-                Err(err) => tracing::warn!(error = %err, "a known device could not be stored"),
-            }
+            start_session(&state, &headers, username, &mut response).await;
             response
         }
         Ok(false) => counted_as(
@@ -794,20 +502,6 @@ pub async fn consent(
             Outcome::InvalidRequest,
         ),
     }
-}
-
-/// The per-IP rate limit's answer to a person: a page, with `Retry-After`.
-fn too_many_requests(state: &AppState, retry_after_secs: u64) -> Response {
-    let mut response = message(
-        state,
-        StatusCode::TOO_MANY_REQUESTS,
-        "Too many attempts",
-        "Too many sign-in attempts from your network. Please wait a moment and try again.",
-    );
-    if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
 }
 
 /// `[login] logo`, cacheable for an hour; 404 when none is configured.

@@ -101,6 +101,7 @@ pub async fn measure(State(measured): State<Measured>, request: Request, next: N
             | Endpoint::Logout
             | Endpoint::Register
             | Endpoint::RegisterWso2
+            | Endpoint::Portal
             | Endpoint::Other => GrantLabel::None,
         },
         |facts| facts.grant_type,

@@ -7,6 +7,8 @@ pub mod health;
 pub mod introspect;
 pub mod measure;
 pub mod metadata;
+pub mod pages;
+pub mod portal;
 pub mod register;
 pub mod request_id;
 pub mod revoke;
@@ -78,12 +80,14 @@ pub struct AppParts {
     /// The hosted login page's sessions (in the token database).
     pub login_sessions: Arc<LoginSessions>,
     /// The login pages' branding (`[login] title`, `logo`, scope descriptions).
-    pub login_pages: Arc<authorize::LoginPages>,
+    pub login_pages: Arc<pages::LoginPages>,
     /// The login page's share of the password-hashing pool: anyone can post the form, so it
     /// may fill at most half of the queue, and the password grant's clients keep the rest.
     pub login_checks: Arc<tokio::sync::Semaphore>,
     /// Dynamic client registration (RFC 7591/7592).
     pub registration: Arc<crate::oauth::registration::RegistrationService>,
+    /// The developer portal (`[portal]`).
+    pub portal: Arc<crate::oauth::portal::PortalService>,
 }
 
 /// The client's address as every defence sees it (rate limits, lockout, client
@@ -250,6 +254,67 @@ pub fn router(state: AppState) -> Router {
     } else {
         Router::new()
     };
+    // The developer portal's pages; off, the paths do not exist (404). Its posts take from the
+    // per-IP rate limit in the handlers, which answer a person with a page.
+    let portal_pages = if state.portal.settings().enabled {
+        let page = || measured(Endpoint::Portal);
+        Router::new()
+            .route("/portal", get(portal::to_home).fallback(only_get))
+            .route(
+                "/portal/",
+                get(portal::home).fallback(only_get).route_layer(page()),
+            )
+            .route(
+                "/portal/login",
+                post(portal::login).fallback(only_post).route_layer(page()),
+            )
+            .route(
+                "/portal/logout",
+                post(portal::logout).fallback(only_post).route_layer(page()),
+            )
+            .route(
+                "/portal/apps",
+                post(portal::create).fallback(only_post).route_layer(page()),
+            )
+            .route(
+                "/portal/apps/new",
+                get(portal::new_form).fallback(only_get).route_layer(page()),
+            )
+            .route(
+                "/portal/apps/{id}",
+                get(portal::show)
+                    .post(portal::update)
+                    .fallback(only_get_post)
+                    .route_layer(page()),
+            )
+            .route(
+                "/portal/apps/{id}/secret",
+                post(portal::regenerate_secret)
+                    .fallback(only_post)
+                    .route_layer(page()),
+            )
+            .route(
+                "/portal/apps/{id}/status",
+                post(portal::set_status)
+                    .fallback(only_post)
+                    .route_layer(page()),
+            )
+            .route(
+                "/portal/apps/{id}/delete",
+                get(portal::confirm_delete)
+                    .post(portal::delete)
+                    .fallback(only_get_post)
+                    .route_layer(page()),
+            )
+            .route(
+                "/portal/apps/{id}/token",
+                post(portal::generate_token)
+                    .fallback(only_post)
+                    .route_layer(page()),
+            )
+    } else {
+        Router::new()
+    };
     Router::new()
         .route(
             "/token",
@@ -296,6 +361,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(registration)
         .merge(wso2_registration)
+        .merge(portal_pages)
         .route(
             "/.well-known/oauth-authorization-server",
             get(metadata::authorization_server).fallback(only_get),

@@ -11,6 +11,7 @@ pub mod login_session;
 pub mod lookup;
 pub mod params;
 pub mod pkce;
+pub mod portal;
 pub mod registration;
 pub mod revocation;
 pub mod scope;

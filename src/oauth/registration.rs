@@ -22,6 +22,7 @@ use crate::audit::{Audit, Event, Origin};
 use crate::clock::Clock;
 use crate::crypto::secret;
 use crate::crypto::token::{SecretDigest, TokenId};
+use crate::metrics::{ClientChange, ClientChangeMetrics, ClientChangeVia};
 use crate::store::model::{Client, ClientFields, GrantType, RegistrationRecord};
 use crate::store::{ClientStore, Registration, RegistrationStore, SubjectKind, TokenStore};
 
@@ -113,6 +114,33 @@ pub fn bearer_token(header: Option<&[u8]>) -> Result<Option<SecretString>, OAuth
     Ok(Some(SecretString::from(token.to_owned())))
 }
 
+/// What a way of registering lets clients have: `[registration]`'s lists, or `[portal]`'s.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientPolicy<'a> {
+    pub(crate) grant_types: &'a BTreeSet<GrantType>,
+    /// Scopes besides `default`.
+    pub(crate) scopes: &'a BTreeSet<String>,
+}
+
+impl RegistrationSettings {
+    fn policy(&self) -> ClientPolicy<'_> {
+        ClientPolicy {
+            grant_types: &self.allowed_grant_types,
+            scopes: &self.allowed_scopes,
+        }
+    }
+}
+
+/// How a client owned by a user came to be (see [`RegistrationService::register_owned`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OwnedRegistration<'a> {
+    pub(crate) policy: ClientPolicy<'a>,
+    /// The audit trail's `mode` of `client_registered`.
+    pub(crate) audit_mode: &'static str,
+    pub(crate) via: ClientChangeVia,
+    pub(crate) public_allowed: bool,
+}
+
 /// What the request asked for, checked against the policy (not yet against the client rules).
 #[derive(Debug)]
 struct Requested {
@@ -125,7 +153,7 @@ struct Requested {
 /// does not allow refused with `invalid_client_metadata`.
 fn requested(
     metadata: &ClientMetadataRequest,
-    settings: &RegistrationSettings,
+    policy: ClientPolicy<'_>,
 ) -> Result<Requested, OAuthError> {
     let auth_method = match metadata.token_endpoint_auth_method.as_deref() {
         None | Some(BASIC) => BASIC,
@@ -146,7 +174,7 @@ fn requested(
     for name in &names {
         let grant = GrantType::parse(name)
             .ok_or_else(|| invalid_metadata(format!("unsupported grant type `{name}`")))?;
-        if !settings.allowed_grant_types.contains(&grant) {
+        if !policy.grant_types.contains(&grant) {
             return Err(invalid_metadata(format!(
                 "grant type `{name}` is not allowed for registered clients"
             )));
@@ -175,7 +203,7 @@ fn requested(
         if scope == DEFAULT_SCOPE {
             continue;
         }
-        if !settings.allowed_scopes.contains(scope) {
+        if !policy.scopes.contains(scope) {
             return Err(invalid_metadata(format!(
                 "scope `{scope}` is not allowed for registered clients"
             )));
@@ -209,7 +237,7 @@ fn requested(
 
 /// The client the fields describe, by the rules every client follows; a redirect URI problem
 /// is `invalid_redirect_uri`, any other `invalid_client_metadata` (RFC 7591 §3.2.2).
-fn checked(id: String, fields: ClientFields) -> Result<Client, OAuthError> {
+pub(crate) fn checked(id: String, fields: ClientFields) -> Result<Client, OAuthError> {
     let (client, problems) = Client::check(id, fields);
     let field_name = |field: &str| {
         match field {
@@ -252,6 +280,7 @@ pub struct RegistrationParts {
     pub audit: Audit,
     /// How long other nodes may go on using a client this node changed (`stores.reload_interval`).
     pub reload_interval: Duration,
+    pub changes: ClientChangeMetrics,
 }
 
 /// RFC 7591 and RFC 7592, behind the HTTP layer.
@@ -305,7 +334,7 @@ impl RegistrationService {
             }
         };
         let metadata = parse_metadata(body)?;
-        let requested = requested(&metadata, &parts.settings)?;
+        let requested = requested(&metadata, parts.settings.policy())?;
         let mut fields = requested.fields;
         let client_secret = (!fields.public).then(secret::generate_secret);
         fields.secret_hash = client_secret
@@ -327,6 +356,9 @@ impl RegistrationService {
                 mode: parts.settings.mode.as_str(),
             },
         );
+        parts
+            .changes
+            .changed(ClientChange::Registered, ClientChangeVia::Register);
         Ok(self.information(
             &client,
             requested.auth_method,
@@ -373,31 +405,34 @@ impl RegistrationService {
         Ok(registration_token)
     }
 
-    /// Registers a confidential client that `owner` asked for through another registration
-    /// API (`oauth::wso2_registration`): `metadata` is checked by the same policy and client
-    /// rules as RFC 7591's, and the client is stored the same way (with a registration access
+    /// Registers a client that `owner` asked for through another way than RFC 7591 (WSO2's
+    /// registration API, the developer portal): `metadata` is checked by `how`'s policy and
+    /// the client rules, and the client stored as RFC 7591's are (with a registration access
     /// token nobody is given, so RFC 7592 cannot manage it). Returns the client and its
-    /// secret, to be shown once; audited as `client_registered` with `mode` `via`.
-    pub(crate) async fn register_for_owner(
+    /// secret (none for a public client), to be shown once; audited as `client_registered`.
+    pub(crate) async fn register_owned(
         &self,
         metadata: &ClientMetadataRequest,
         owner: &str,
-        via: &'static str,
+        how: OwnedRegistration<'_>,
         origin: &Origin,
-    ) -> Result<(Client, String), OAuthError> {
+    ) -> Result<(Client, Option<String>), OAuthError> {
         let parts = &self.parts;
         let now_ms = parts.clock.now_ms();
         let now = parts.clock.now_secs();
-        let requested = requested(metadata, &parts.settings)?;
-        if requested.fields.public {
+        let requested = requested(metadata, how.policy)?;
+        if requested.fields.public && !how.public_allowed {
             return Err(invalid_metadata(
                 "only confidential clients are registered here",
             ));
         }
         let mut fields = requested.fields;
         fields.owner = Some(owner.to_owned());
-        let client_secret = secret::generate_secret();
-        fields.secret_hash = secret::hash_sha256(&client_secret);
+        let client_secret = (!fields.public).then(secret::generate_secret);
+        fields.secret_hash = client_secret
+            .as_deref()
+            .map(secret::hash_sha256)
+            .unwrap_or_default();
         let client = checked(TokenId::new(now_ms).to_uuid_string(), fields)?;
         self.store_new_client(&client, requested.auth_method, None, now)
             .await?;
@@ -409,10 +444,16 @@ impl RegistrationService {
                 grant_types: grant_names(&client),
                 scopes: client.scopes.iter().cloned().collect(),
                 token_endpoint_auth_method: requested.auth_method.to_owned(),
-                mode: via,
+                mode: how.audit_mode,
             },
         );
+        parts.changes.changed(ClientChange::Registered, how.via);
         Ok((client, client_secret))
+    }
+
+    /// `[registration]`'s lists, for another way of registering that follows them.
+    pub(crate) fn registration_policy(&self) -> ClientPolicy<'_> {
+        self.parts.settings.policy()
     }
 
     /// RFC 7592 §2.1: the client's registration as it stands (without its secret).
@@ -456,7 +497,7 @@ impl RegistrationService {
                 return Err(invalid_metadata("client_secret is not the client's"));
             }
         }
-        let requested = requested(&metadata, &parts.settings)?;
+        let requested = requested(&metadata, parts.settings.policy())?;
         let mut fields = requested.fields;
         fields.disabled = current.disabled;
         let mut client_secret = None;
@@ -488,6 +529,9 @@ impl RegistrationService {
                 token_endpoint_auth_method: requested.auth_method.to_owned(),
             },
         );
+        parts
+            .changes
+            .changed(ClientChange::Updated, ClientChangeVia::Register);
         Ok(self.information(
             &client,
             requested.auth_method,
@@ -497,17 +541,30 @@ impl RegistrationService {
         ))
     }
 
-    /// RFC 7592 §2.3: deletes the client and ends every token issued to it. The not-before
-    /// mark lies one reload interval ahead (as `client remove` sets it): other nodes hold the
-    /// client until they re-read the table, and tokens they issue meanwhile are ended too.
+    /// RFC 7592 §2.3: deletes the client and ends every token issued to it.
     pub async fn delete(
         &self,
         client_id: &str,
         authorization: Option<&[u8]>,
         origin: &Origin,
     ) -> Result<(), OAuthError> {
-        let parts = &self.parts;
         self.authorized(client_id, authorization).await?;
+        self.remove_client(client_id, None, ClientChangeVia::Register, origin)
+            .await
+    }
+
+    /// Deletes the client and ends every token issued to it; `by` is the user who asked (the
+    /// portal), for the audit trail. The not-before mark lies one reload interval ahead (as
+    /// `client remove` sets it): other nodes hold the client until they re-read the table,
+    /// and tokens they issue meanwhile are ended too.
+    pub(crate) async fn remove_client(
+        &self,
+        client_id: &str,
+        by: Option<&str>,
+        via: ClientChangeVia,
+        origin: &Origin,
+    ) -> Result<(), OAuthError> {
+        let parts = &self.parts;
         let now_ms = parts.clock.now_ms();
         let ahead_ms = i64::try_from(parts.reload_interval.as_millis())
             .unwrap_or(i64::MAX)
@@ -526,9 +583,10 @@ impl RegistrationService {
         parts.audit.record(
             origin,
             Some(client_id),
-            None,
+            by,
             Event::ClientRegistrationDeleted {},
         );
+        parts.changes.changed(ClientChange::Deleted, via);
         Ok(())
     }
 
@@ -572,7 +630,7 @@ impl RegistrationService {
     /// Makes this node's change visible to its own next request at once (others re-read the
     /// table within `reload_interval`). The change is committed: a failed re-read is logged,
     /// not reported to the client, which would retry a change that was made.
-    async fn refresh_clients(&self) {
+    pub(crate) async fn refresh_clients(&self) {
         if let Err(err) = self.parts.clients.refresh().await {
             tracing::warn!(error = %err, "cannot re-read the clients after a registration change; they show within the reload interval");
         }
@@ -650,7 +708,7 @@ mod tests {
     /// The metadata through the policy and the client rules, with a secret hash when
     /// confidential (as `register` adds it).
     fn check(metadata: &ClientMetadataRequest) -> Result<Client, OAuthError> {
-        let mut fields = requested(metadata, &settings())?.fields;
+        let mut fields = requested(metadata, settings().policy())?.fields;
         if !fields.public {
             fields.secret_hash = secret::hash_sha256("s");
         }
@@ -665,7 +723,7 @@ mod tests {
     #[test]
     fn the_defaults_are_a_confidential_code_flow_client_asking_for_consent() {
         let metadata = parse_metadata(br#"{"redirect_uris":["https://app.example/cb"]}"#).unwrap();
-        let requested = requested(&metadata, &settings()).unwrap();
+        let requested = requested(&metadata, settings().policy()).unwrap();
         assert_eq!(requested.auth_method, BASIC);
         assert!(!requested.fields.public);
         assert!(requested.fields.require_consent);

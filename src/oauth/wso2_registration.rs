@@ -6,7 +6,7 @@
 //! `{clientId, clientName, callBackURL, clientSecret, isSaasApplication, appOwner, jsonString,
 //! …}`. The user must be a `developer` or an `admin`; the client is a confidential one with a
 //! generated secret (shown once), owned by the user, and goes through the RFC 7591 policy,
-//! client rules and store path (`RegistrationService::register_for_owner`).
+//! client rules and store path (`RegistrationService::register_owned`).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -14,12 +14,13 @@ use secrecy::SecretString;
 
 use super::error::{ErrorCode, OAuthError};
 use super::grants::password::{check_login, LoginChannel};
-use super::registration::RegistrationService;
+use super::registration::{OwnedRegistration, RegistrationService};
 use super::token::TokenService;
 use super::wire::{
     ClientMetadataRequest, Wso2JsonString, Wso2RegistrationRequest, Wso2RegistrationResponse,
 };
 use crate::audit::Origin;
+use crate::metrics::ClientChangeVia;
 use crate::store::model::{GrantType, Role};
 
 /// The audit trail's `mode` of these registrations (`client_registered`).
@@ -156,7 +157,17 @@ pub async fn register(
         },
     };
     let (client, client_secret) = registration
-        .register_for_owner(&metadata, &owner, AUDIT_MODE, origin)
+        .register_owned(
+            &metadata,
+            &owner,
+            OwnedRegistration {
+                policy: registration.registration_policy(),
+                audit_mode: AUDIT_MODE,
+                via: ClientChangeVia::Wso2,
+                public_allowed: false,
+            },
+            origin,
+        )
         .await?;
     let client_name = client.name.clone().unwrap_or_default();
     // As asked, in the order asked (the product echoes them so); every one was allowed.
@@ -177,7 +188,8 @@ pub async fn register(
         client_id: client.id,
         client_name,
         call_back_url: request.callback_url,
-        client_secret,
+        // Always one: only confidential clients are registered here.
+        client_secret: client_secret.unwrap_or_default(),
         // Echoed as sent: tokengate has no tenants to share an app across.
         is_saas_application: request.saas_app.unwrap_or(false),
         app_owner: owner,

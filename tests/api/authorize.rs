@@ -148,7 +148,7 @@ pub(crate) fn hidden_fields(html: &str) -> Vec<(String, String)> {
 }
 
 /// HTML character references as askama writes them (numeric) or as named ones.
-fn unescape(text: &str) -> String {
+pub(crate) fn unescape(text: &str) -> String {
     text.replace("&#34;", "\"")
         .replace("&quot;", "\"")
         .replace("&#39;", "'")

@@ -51,6 +51,7 @@ mod metadata;
 mod metrics;
 mod nul_bytes;
 mod overload;
+mod portal;
 mod postgres;
 mod postgres_tls;
 mod public_clients;

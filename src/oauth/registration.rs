@@ -493,7 +493,14 @@ impl RegistrationService {
             return Err(invalid_metadata("client_id is not the client's"));
         }
         if let Some(presented) = &metadata.client_secret {
-            if current.public || !secret::verify_sha256(&current.secret_hash, presented) {
+            // The secret it had until a regeneration is still its own during the overlap.
+            let now = parts.clock.now_secs();
+            let previous_matches = current.previous_secret.as_ref().is_some_and(|previous| {
+                now < previous.until && secret::verify_sha256(&previous.hash, presented)
+            });
+            if current.public
+                || !(secret::verify_sha256(&current.secret_hash, presented) || previous_matches)
+            {
                 return Err(invalid_metadata("client_secret is not the client's"));
             }
         }

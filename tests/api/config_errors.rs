@@ -1056,3 +1056,60 @@ fn wso2_compat_needs_clients_in_the_database_whatever_the_mode() {
     );
     assert_eq!(file_clients.len(), 1, "{file_clients:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// [portal]
+// ---------------------------------------------------------------------------------------------
+
+/// The shipped `[portal] enabled` line.
+const PORTAL_ENABLED: &str = "enabled = false                    # true needs [stores] clients";
+
+#[test]
+fn the_portal_is_off_by_default_and_read_from_the_file() {
+    let shipped = validate(&shipped_text()).unwrap();
+    let text = shipped_with(&[
+        ("clients = \"config/clients.toml\"", "clients = \"sql\""),
+        (PORTAL_ENABLED, "enabled = true # "),
+        (
+            "allowed_grant_types = [\"authorization_code\", \"refresh_token\", \"client_credentials\"]",
+            "allowed_grant_types = [\"client_credentials\", \"password\"]",
+        ),
+        ("secret_overlap = 0 ", "secret_overlap = 3600 "),
+    ]);
+
+    let settings = validate(&text).unwrap();
+
+    assert_eq!(shipped.portal, tokengate::config::PortalSettings::default());
+    assert!(!shipped.portal.enabled);
+    assert!(settings.portal.enabled);
+    assert_eq!(
+        settings.portal.allowed_grant_types,
+        [GrantType::ClientCredentials, GrantType::Password].into()
+    );
+    assert_eq!(settings.portal.secret_overlap_secs, 3600);
+}
+
+#[test]
+fn the_portal_needs_clients_in_the_database_known_grants_and_a_bounded_overlap() {
+    let file_clients = problems_of(&shipped_with(&[(PORTAL_ENABLED, "enabled = true # ")]));
+    let unknown_grant = problems_of(&shipped_with(&[(
+        "allowed_grant_types = [\"authorization_code\", \"refresh_token\", \"client_credentials\"]",
+        "allowed_grant_types = [\"implicit\"]",
+    )]));
+    let long_overlap = problems_of(&shipped_with(&[(
+        "secret_overlap = 0 ",
+        "secret_overlap = 9999999 ",
+    )]));
+
+    assert_names_key(&file_clients, "portal.enabled");
+    assert!(
+        file_clients[0]
+            .message
+            .contains("[stores] clients = \"sql\""),
+        "{file_clients:?}"
+    );
+    assert_eq!(file_clients.len(), 1, "{file_clients:?}");
+    assert_names_key(&unknown_grant, "portal.allowed_grant_types");
+    assert!(unknown_grant[0].message.contains("`implicit`"));
+    assert_names_key(&long_overlap, "portal.secret_overlap");
+}

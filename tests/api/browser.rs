@@ -479,7 +479,9 @@ async fn the_consent_screen_fits_a_phone_screen() {
 }
 
 /// Writes the README's screenshots: `docs/screenshots/login-phone.png` (360 × 740),
-/// `login-desktop.png` (1280 × 800) and `consent-phone.png` (360 × 740).
+/// `login-desktop.png` (1280 × 800), `consent-phone.png` (360 × 740), and the developer
+/// portal's `portal-created-phone.png` (360 × 740: key, secret and curl command shown once)
+/// and `portal-apps-desktop.png` (1280 × 800: an application's page).
 #[tokio::test]
 #[ignore = "writes docs/screenshots/*.png; run with `cargo test --test api -- --ignored write_readme_screenshots`"]
 async fn write_readme_screenshots() {
@@ -523,5 +525,30 @@ async fn write_readme_screenshots() {
         .await;
     let png = browser.client.screenshot().await.unwrap();
     std::fs::write(folder.join("consent-phone.png"), png).unwrap();
+
+    // The developer portal: what a phone shows once after "Create", and the application's
+    // page on a desktop.
+    let portal = crate::portal::spawn_portal(|_| {}).await;
+    browser.client.delete_all_cookies().await.unwrap();
+    crate::browser_portal::sign_in(&browser, &portal).await;
+    let created =
+        crate::browser_portal::create_application(&browser, crate::browser_portal::APP_NAME).await;
+    browser
+        .script("document.activeElement.blur(); window.scrollTo(0, 0); return null;")
+        .await;
+    let png = browser.client.screenshot().await.unwrap();
+    std::fs::write(folder.join("portal-created-phone.png"), png).unwrap();
+    browser.set_viewport(1280, 800).await;
+    browser
+        .goto(&portal.url(&format!("/portal/apps/{}", created.key)))
+        .await;
+    browser
+        .wait_for_heading(crate::browser_portal::APP_NAME)
+        .await;
+    browser
+        .script("document.activeElement.blur(); return null;")
+        .await;
+    let png = browser.client.screenshot().await.unwrap();
+    std::fs::write(folder.join("portal-apps-desktop.png"), png).unwrap();
     browser.close().await;
 }

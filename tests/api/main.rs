@@ -16,6 +16,7 @@ mod audit;
 mod authorization_code;
 mod authorize;
 mod browser;
+mod browser_portal;
 mod check_config;
 mod cli_clients;
 mod cli_config;

@@ -230,10 +230,12 @@ impl Browser {
             .unwrap_or_else(|err| panic!("no element {description}: {err}"))
     }
 
-    /// The input whose `<label>` reads `label` (the label's `for` names the input's id), checked
-    /// to be the input's accessible name too: what a screen reader announces.
+    /// The input or text area whose `<label>` reads `label` (the label's `for` names its id),
+    /// checked to be its accessible name too: what a screen reader announces.
     pub async fn input_labelled(&self, label: &str) -> Element {
-        let xpath = format!("//input[@id = //label[normalize-space(.) = '{label}']/@for]");
+        let xpath = format!(
+            "//*[self::input or self::textarea][@id = //label[normalize-space(.) = '{label}']/@for]"
+        );
         let input = self.wait_for(Locator::XPath(&xpath)).await;
         assert_eq!(
             self.computed_label(&input).await,
@@ -247,6 +249,66 @@ impl Browser {
     pub async fn button(&self, text: &str) -> Element {
         let xpath = format!("//button[normalize-space(.) = '{text}']");
         self.wait_for(Locator::XPath(&xpath)).await
+    }
+
+    /// The radio button or checkbox inside the `<label>` that reads `label`, checked to be its
+    /// accessible name too.
+    pub async fn choice_labelled(&self, label: &str) -> Element {
+        let xpath = format!("//label[normalize-space(.) = '{label}']//input");
+        let input = self.wait_for(Locator::XPath(&xpath)).await;
+        assert_eq!(
+            self.computed_label(&input).await,
+            label,
+            "the accessible name of the choice labelled {label:?}"
+        );
+        input
+    }
+
+    /// Selects the radio button or ticks the checkbox labelled `label` by clicking its label, as
+    /// a person would (a ticked checkbox is left as it is).
+    pub async fn choose(&self, label: &str) {
+        let input = self.choice_labelled(label).await;
+        if !input.is_selected().await.unwrap() {
+            let xpath = format!("//label[normalize-space(.) = '{label}']");
+            let label_element = self.wait_for(Locator::XPath(&xpath)).await;
+            label_element.click().await.unwrap();
+        }
+        assert!(
+            input.is_selected().await.unwrap(),
+            "clicking the label {label:?} does not select its input"
+        );
+    }
+
+    /// The link that reads `text`.
+    pub async fn link(&self, text: &str) -> Element {
+        let xpath = format!("//a[normalize-space(.) = '{text}']");
+        self.wait_for(Locator::XPath(&xpath)).await
+    }
+
+    /// Waits until the page's `<h1>` reads `text` (after a click that loads a page).
+    pub async fn wait_for_heading(&self, text: &str) {
+        let deadline = tokio::time::Instant::now() + BROWSER_WAIT;
+        loop {
+            let heading = match self.client.find(Locator::Css("h1")).await {
+                Ok(heading) => heading.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if heading == text {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page's heading stays {heading:?}, not {text:?} (at {})",
+                self.url().await
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The text of the element with `id`, as the page shows it.
+    pub async fn text_of(&self, id: &str) -> String {
+        let element = self.wait_for(Locator::Id(id)).await;
+        element.text().await.unwrap()
     }
 
     /// The element's accessible name (WebDriver Get Computed Label).

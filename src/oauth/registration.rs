@@ -576,6 +576,9 @@ impl RegistrationService {
         let ahead_ms = i64::try_from(parts.reload_interval.as_millis())
             .unwrap_or(i64::MAX)
             .saturating_add(1000);
+        // The client first: if the caller goes away before the mark is written, its tokens
+        // already stop working (a token of a client that does not exist is not accepted).
+        parts.store.delete_registered_client(client_id).await?;
         parts
             .tokens
             .revoke_subject(
@@ -585,7 +588,6 @@ impl RegistrationService {
                 parts.clock.now_secs(),
             )
             .await?;
-        parts.store.delete_registered_client(client_id).await?;
         self.refresh_clients().await;
         parts.audit.record(
             origin,

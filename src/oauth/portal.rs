@@ -223,6 +223,19 @@ impl PortalService {
             .ok_or(PortalError::NotFound)
     }
 
+    /// The application `id`, if `user` manages it, as the clients table holds it now: for a
+    /// change that writes back what it read (the whole row, or the secret as the previous
+    /// one), so a change another node made since this one last read the table (say a new
+    /// secret) is not undone.
+    async fn current_application(
+        &self,
+        user: &PortalUser,
+        id: &str,
+    ) -> Result<Arc<Client>, PortalError> {
+        self.parts.service.clients.refresh().await?;
+        self.application(user, id).await
+    }
+
     /// Creates an application owned by `user`; returns it and its secret (none for a public
     /// one), to be shown once.
     pub async fn create(
@@ -300,7 +313,7 @@ impl PortalService {
         origin: &Origin,
     ) -> Result<Arc<Client>, PortalError> {
         let parts = &self.parts;
-        let current = self.application(user, id).await?;
+        let current = self.current_application(user, id).await?;
         if let Some(scope) = edit.scopes.iter().find(|scope| {
             !current.scopes.contains(*scope) && !parts.settings.allowed_scopes.contains(*scope)
         }) {
@@ -363,7 +376,7 @@ impl PortalService {
         origin: &Origin,
     ) -> Result<String, PortalError> {
         let parts = &self.parts;
-        let current = self.application(user, id).await?;
+        let current = self.current_application(user, id).await?;
         if current.public {
             return Err(refused("A public application has no secret."));
         }

@@ -42,9 +42,22 @@ const CSRF_COOKIE: &str = "__Host-tokengate-csrf";
 /// per-IP rate limit: the manual clock does not refill it, and a test's pages and token
 /// requests are more than its burst.
 pub(crate) async fn spawn_portal(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_portal_on(None, Arc::new(ManualClock::starting_now()), adjust).await
+}
+
+/// [`spawn_portal`] on `database` (PostgreSQL, shared with other nodes) instead of a SQLite
+/// file of its own.
+async fn spawn_portal_on(
+    database: Option<&TestDatabase>,
+    clock: Arc<ManualClock>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     let home = Arc::new(tempfile::tempdir().unwrap());
     write_fixture_stores(home.path());
-    let mut settings = test_settings(home.path());
+    let mut settings = match database {
+        Some(database) => postgres_settings(home.path(), database),
+        None => test_settings(home.path()),
+    };
     settings.stores.clients = DirectoryLocation::Database;
     settings.rate_limit.per_ip = None;
     settings.portal.enabled = true;
@@ -104,10 +117,11 @@ pub(crate) async fn spawn_portal(adjust: impl FnOnce(&mut Settings)) -> TestApp 
             disabled: false,
             previous_secret: None,
         };
-        assert!(database.directory.add_client(&client, 0).await.unwrap());
+        // `false` on a second node: the first one added it.
+        database.directory.add_client(&client, 0).await.unwrap();
     }
     database.tokens.close().await;
-    spawn_in(home, settings, Arc::new(ManualClock::starting_now())).await
+    spawn_in(home, settings, clock).await
 }
 
 /// The text of the element with `id` on a page (`<code … id="x">text</code>`, `<pre id=…>`),
@@ -1750,4 +1764,57 @@ async fn a_regeneration_on_a_node_that_has_not_seen_the_last_one_keeps_only_the_
     token_for(&app, &key, &third, Some("read"))
         .await
         .assert_tokens(validity, "read");
+}
+
+#[tokio::test]
+async fn two_nodes_on_postgres_share_the_portal_and_an_edit_on_the_second_keeps_the_new_secret() {
+    let Some(database) = TestDatabase::create("portal_two_nodes").await else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::starting_now());
+    let node = |clock| {
+        spawn_portal_on(Some(&database), clock, |settings| {
+            settings.stores.reload_interval = std::time::Duration::from_secs(3600);
+        })
+    };
+    let first = node(clock.clone()).await;
+    let second = node(clock.clone()).await;
+    let mut devon = signed_in(&first, DEVELOPER, DEVELOPER_PASSWORD).await;
+    let (key, old) = create_confidential(&mut devon, &first, "Clustered").await;
+    let app_path = format!("/portal/apps/{key}");
+    // The second node finds it (its copy of the table is re-read for an unknown id), with the
+    // session the first node started.
+    let seen = devon.get(&second, &app_path).await;
+    assert_eq!(seen.status, 200, "{}", seen.text);
+
+    let regenerated =
+        post_on_app(&mut devon, &first, &key, &format!("{app_path}/secret"), &[]).await;
+    assert_eq!(regenerated.status, 200, "{}", regenerated.text);
+    let new = element_text(&regenerated.text, "consumer-secret");
+    let saved = post_on_app(
+        &mut devon,
+        &second,
+        &key,
+        &app_path,
+        &[("name", "Clustered, renamed"), ("scope.read", "on")],
+    )
+    .await;
+
+    assert_eq!(saved.status, 303, "{}", saved.text);
+    let validity = first.settings.oauth.application_access_token_validity_secs;
+    for node in [&first, &second] {
+        token_for(node, &key, &old, Some("read"))
+            .await
+            .assert_error(401, "invalid_client");
+        token_for(node, &key, &new, Some("read"))
+            .await
+            .assert_tokens(validity, "read");
+    }
+    // (The first node shows the new name once it re-reads the table: within the interval.)
+    let page = devon.get(&second, &app_path).await;
+    assert!(
+        page.text.contains("<h1>Clustered, renamed</h1>"),
+        "{}",
+        page.text
+    );
 }

@@ -30,6 +30,8 @@ pub(crate) const DISABLED_DEVELOPER: &str = "dora";
 pub(crate) const DISABLED_DEVELOPER_PASSWORD: &str = "dora-password";
 /// A client the CLI made (no owner) in the clients table: admins only.
 pub(crate) const OPERATOR_CLIENT_ID: &str = "ops-tool";
+/// Another, with an operator-chosen (argon2) secret, ARGON_CLIENT_SECRET.
+pub(crate) const OPERATOR_ARGON_CLIENT_ID: &str = "ops-argon";
 
 const SESSION_COOKIE: &str = "__Host-tokengate-session";
 const CSRF_COOKIE: &str = "__Host-tokengate-csrf";
@@ -89,18 +91,28 @@ async fn spawn_portal_on(
     let database = open_database(&settings.stores.tokens, Arc::new(Unobserved))
         .await
         .unwrap();
-    for (id, grant_types, scopes, introspect) in [
-        (RESOURCE_SERVER_ID, vec![], vec![], true),
+    let shared = secret::hash_sha256(SHARED_SECRET);
+    let argon = password::hash_password(ARGON_CLIENT_SECRET, &settings.password_hashing).unwrap();
+    for (id, secret_hash, grant_types, scopes, introspect) in [
+        (RESOURCE_SERVER_ID, &shared, vec![], vec![], true),
         (
             OPERATOR_CLIENT_ID,
+            &shared,
             vec![GrantType::ClientCredentials],
             vec!["read".to_owned()],
+            false,
+        ),
+        (
+            OPERATOR_ARGON_CLIENT_ID,
+            &argon,
+            vec![GrantType::ClientCredentials],
+            vec![],
             false,
         ),
     ] {
         let client = Client {
             id: id.into(),
-            secret_hash: secret::hash_sha256(SHARED_SECRET),
+            secret_hash: secret_hash.clone(),
             public: false,
             redirect_uris: Vec::new(),
             require_consent: false,
@@ -1817,4 +1829,46 @@ async fn two_nodes_on_postgres_share_the_portal_and_an_edit_on_the_second_keeps_
         "{}",
         page.text
     );
+}
+
+#[tokio::test]
+async fn an_operator_chosen_secret_regenerated_with_an_overlap_stops_at_once_and_the_page_says_so()
+{
+    let app = spawn_portal(|settings| settings.portal.secret_overlap_secs = 60).await;
+    let mut ada = signed_in(&app, ADMIN, ADMIN_PASSWORD).await;
+    let validity = app.settings.oauth.application_access_token_validity_secs;
+    token_for(&app, OPERATOR_ARGON_CLIENT_ID, ARGON_CLIENT_SECRET, None)
+        .await
+        .assert_tokens(validity, "default");
+
+    let regenerated = post_on_app(
+        &mut ada,
+        &app,
+        OPERATOR_ARGON_CLIENT_ID,
+        &format!("/portal/apps/{OPERATOR_ARGON_CLIENT_ID}/secret"),
+        &[],
+    )
+    .await;
+
+    assert_eq!(regenerated.status, 200, "{}", regenerated.text);
+    assert!(
+        regenerated.text.contains("The old one no longer works."),
+        "{}",
+        regenerated.text
+    );
+    let new = element_text(&regenerated.text, "consumer-secret");
+    token_for(&app, OPERATOR_ARGON_CLIENT_ID, ARGON_CLIENT_SECRET, None)
+        .await
+        .assert_error(401, "invalid_client");
+    token_for(&app, OPERATOR_ARGON_CLIENT_ID, &new, None)
+        .await
+        .assert_tokens(validity, "default");
+    let event = wait_for_event(
+        &audit_file(app.home.path()),
+        "client_secret_regenerated",
+        |_| true,
+    )
+    .await;
+    assert!(event["previous_valid_until"].is_null(), "{event}");
+    assert_eq!(event["subject"], ADMIN);
 }

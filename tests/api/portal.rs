@@ -1872,3 +1872,65 @@ async fn an_operator_chosen_secret_regenerated_with_an_overlap_stops_at_once_and
     assert!(event["previous_valid_until"].is_null(), "{event}");
     assert_eq!(event["subject"], ADMIN);
 }
+
+#[tokio::test]
+async fn the_sign_in_form_without_its_csrf_cookie_or_value_is_refused() {
+    let app = spawn_portal(|_| {}).await;
+    let page = app.get("/portal/").await;
+    let csrf_value = cookie_set(&page, CSRF_COOKIE).unwrap();
+    let credentials = [("username", DEVELOPER), ("password", DEVELOPER_PASSWORD)];
+
+    let without_cookie = post_with_cookies(
+        &app,
+        "/portal/login",
+        "",
+        &[credentials[0], credentials[1], ("csrf_token", &csrf_value)],
+    )
+    .await;
+    let wrong_value = post_with_cookies(
+        &app,
+        "/portal/login",
+        &format!("{CSRF_COOKIE}={csrf_value}"),
+        &[
+            credentials[0],
+            credentials[1],
+            ("csrf_token", &"A".repeat(43)),
+        ],
+    )
+    .await;
+
+    for (what, reply) in [
+        ("no cookie", &without_cookie),
+        ("wrong value", &wrong_value),
+    ] {
+        assert_eq!(reply.status, 403, "{what}: {}", reply.text);
+        assert!(reply.text.contains("expired"), "{what}");
+        assert_eq!(cookie_set(reply, SESSION_COOKIE), None, "{what}");
+        assert_page_headers(reply, what);
+    }
+    assert!(without_cookie.headers.get("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn signed_in_pages_take_from_the_per_address_rate_limit_and_answer_a_page_over_it() {
+    let app = spawn_portal(|settings| {
+        settings.rate_limit.per_ip = Some(tokengate::abuse::rate_limit::Rate {
+            per_second: 0.001,
+            burst: 3.0,
+        });
+    })
+    .await;
+    // The sign-in post takes one.
+    let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
+
+    let first = devon.get(&app, "/portal/").await;
+    let second = devon.get(&app, "/portal/apps/new").await;
+    let over = devon.get(&app, "/portal/").await;
+
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert_eq!(over.status, 429, "{}", over.text);
+    assert!(over.header("retry-after").is_some());
+    assert!(over.text.contains("Too many attempts"));
+    assert_page_headers(&over, "over the limit");
+}

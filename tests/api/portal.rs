@@ -39,19 +39,25 @@ const CSRF_COOKIE: &str = "__Host-tokengate-csrf";
 /// An app whose clients live in its database, with the portal on (unless `adjust` turns it
 /// off), offering the code, refresh and client_credentials grants and scopes `read` and
 /// `write`, and users `devon` and `dana` (developers), `ada` (admin) and `dora` (a disabled
-/// developer) beside the fixture's `alice` (no role). The clients table holds the resource
-/// server (for `/introspect`) and `ops-tool`, a client_credentials client with no owner. No
-/// per-IP rate limit: the manual clock does not refill it, and a test's pages and token
-/// requests are more than its burst.
+/// developer) beside the fixture's `alice` (no role). No per-IP rate limit: the manual clock
+/// does not refill it, and a test's pages and token requests are more than its burst.
 pub(crate) async fn spawn_portal(adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn_portal_on(None, Arc::new(ManualClock::starting_now()), adjust).await
+    spawn_portal_on(None, Arc::new(ManualClock::starting_now()), false, adjust).await
+}
+
+/// [`spawn_portal`] with clients in the table: the resource server (for `/introspect`),
+/// `ops-tool` (client_credentials, a generated secret) and `ops-argon` (an operator-chosen
+/// secret), neither with an owner.
+async fn spawn_portal_with_clients(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_portal_on(None, Arc::new(ManualClock::starting_now()), true, adjust).await
 }
 
 /// [`spawn_portal`] on `database` (PostgreSQL, shared with other nodes) instead of a SQLite
-/// file of its own.
+/// file of its own, with the clients of [`spawn_portal_with_clients`] when `with_clients`.
 async fn spawn_portal_on(
     database: Option<&TestDatabase>,
     clock: Arc<ManualClock>,
+    with_clients: bool,
     adjust: impl FnOnce(&mut Settings),
 ) -> TestApp {
     let home = Arc::new(tempfile::tempdir().unwrap());
@@ -88,6 +94,15 @@ async fn spawn_portal_on(
         }
     }
     std::fs::write(&users, text).unwrap();
+    if with_clients {
+        add_operator_clients(&settings).await;
+    }
+    spawn_in(home, settings, clock).await
+}
+
+/// Adds the clients of [`spawn_portal_with_clients`] to the table (on a second node sharing
+/// the database they are there already).
+async fn add_operator_clients(settings: &Settings) {
     let database = open_database(&settings.stores.tokens, Arc::new(Unobserved))
         .await
         .unwrap();
@@ -133,7 +148,6 @@ async fn spawn_portal_on(
         database.directory.add_client(&client, 0).await.unwrap();
     }
     database.tokens.close().await;
-    spawn_in(home, settings, clock).await
 }
 
 /// The text of the element with `id` on a page (`<code … id="x">text</code>`, `<pre id=…>`),
@@ -414,7 +428,7 @@ async fn the_portal_is_off_by_default_and_its_paths_do_not_exist() {
         !test_settings(home.path()).portal.enabled,
         "the shipped config"
     );
-    let app = spawn_portal(|settings| settings.portal.enabled = false).await;
+    let app = spawn_portal_with_clients(|settings| settings.portal.enabled = false).await;
 
     for path in ["/portal/", "/portal", "/portal/apps/new"] {
         let page = app.get(path).await;
@@ -433,7 +447,7 @@ async fn the_portal_is_off_by_default_and_its_paths_do_not_exist() {
 
 #[tokio::test]
 async fn a_user_without_a_portal_role_gets_the_no_access_page_and_no_session() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
 
     let (reply, mut browser) = try_sign_in(&app, USER, PASSWORD).await;
 
@@ -452,7 +466,7 @@ async fn a_user_without_a_portal_role_gets_the_no_access_page_and_no_session() {
 
 #[tokio::test]
 async fn a_wrong_password_and_an_unknown_user_get_the_same_answer_and_no_session() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
 
     let (wrong, _) = try_sign_in(&app, DEVELOPER, "not-the-password").await;
     let (unknown, _) = try_sign_in(&app, "nobody", DEVELOPER_PASSWORD).await;
@@ -479,7 +493,7 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_answer_and_no_session
 
 #[tokio::test]
 async fn a_disabled_developer_cannot_sign_in() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
 
     let (reply, mut browser) =
         try_sign_in(&app, DISABLED_DEVELOPER, DISABLED_DEVELOPER_PASSWORD).await;
@@ -496,7 +510,7 @@ async fn a_disabled_developer_cannot_sign_in() {
 
 #[tokio::test]
 async fn signing_out_ends_the_session_and_a_logout_without_the_csrf_value_does_not() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let (session, csrf_value) = session_cookies(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let cookies = format!("{SESSION_COOKIE}={session}; {CSRF_COOKIE}={csrf_value}");
 
@@ -532,7 +546,7 @@ async fn signing_out_ends_the_session_and_a_logout_without_the_csrf_value_does_n
 
 #[tokio::test]
 async fn another_developers_application_is_not_found_on_every_portal_url() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let (key, secret) = create_confidential(&mut devon, &app, "Devon's app").await;
     let mut dana = signed_in(&app, OTHER_DEVELOPER, OTHER_PASSWORD).await;
@@ -617,7 +631,7 @@ async fn another_developers_application_is_not_found_on_every_portal_url() {
 
 #[tokio::test]
 async fn a_developer_sees_only_their_applications_and_an_admin_sees_and_manages_all() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let (devon_key, _) = create_confidential(&mut devon, &app, "Devon's app").await;
     let mut dana = signed_in(&app, OTHER_DEVELOPER, OTHER_PASSWORD).await;
@@ -727,7 +741,7 @@ async fn a_developer_sees_only_their_applications_and_an_admin_sees_and_manages_
 
 #[tokio::test]
 async fn a_form_without_the_csrf_cookie_or_with_a_wrong_value_is_refused_and_changes_nothing() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let (key, secret) = create_confidential(&mut devon, &app, "Guarded").await;
     let (session, csrf_value) = session_cookies(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
@@ -806,7 +820,7 @@ async fn a_form_without_the_csrf_cookie_or_with_a_wrong_value_is_refused_and_cha
 
 #[tokio::test]
 async fn the_secret_is_shown_once_and_a_regenerated_one_replaces_it_at_once() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let created = create(
         &mut devon,
@@ -870,7 +884,7 @@ async fn the_secret_is_shown_once_and_a_regenerated_one_replaces_it_at_once() {
 
 #[tokio::test]
 async fn with_a_secret_overlap_the_old_secret_works_until_the_overlap_ends() {
-    let app = spawn_portal(|settings| settings.portal.secret_overlap_secs = 60).await;
+    let app = spawn_portal_with_clients(|settings| settings.portal.secret_overlap_secs = 60).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let (key, old) = create_confidential(&mut devon, &app, "Rotating").await;
     let validity = app.settings.oauth.application_access_token_validity_secs;
@@ -934,7 +948,7 @@ async fn with_a_secret_overlap_the_old_secret_works_until_the_overlap_ends() {
 
 #[tokio::test]
 async fn creating_gives_only_the_grants_and_scopes_the_portal_offers() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
 
     let created = create(
@@ -996,7 +1010,7 @@ async fn creating_gives_only_the_grants_and_scopes_the_portal_offers() {
 
 #[tokio::test]
 async fn a_public_application_has_no_secret_and_none_can_be_regenerated() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
 
     let created = create(
@@ -1068,7 +1082,7 @@ async fn a_public_application_has_no_secret_and_none_can_be_regenerated() {
 
 #[tokio::test]
 async fn a_refused_create_form_is_shown_again_with_a_400_and_nothing_is_made() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
 
     let bad_redirect = create(
@@ -1133,7 +1147,7 @@ async fn a_refused_create_form_is_shown_again_with_a_400_and_nothing_is_made() {
 
 #[tokio::test]
 async fn editing_changes_the_name_scopes_and_redirect_uris() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let created = create(
         &mut devon,
@@ -1242,7 +1256,7 @@ async fn editing_changes_the_name_scopes_and_redirect_uris() {
 
 #[tokio::test]
 async fn an_application_without_the_code_grant_takes_no_redirect_uris() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let (key, _) = create_confidential(&mut devon, &app, "Service").await;
 
@@ -1266,7 +1280,7 @@ async fn an_application_without_the_code_grant_takes_no_redirect_uris() {
 
 #[tokio::test]
 async fn a_disabled_application_gets_no_tokens_until_it_is_enabled_again() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let (key, secret) = create_confidential(&mut devon, &app, "Switchable").await;
     let validity = app.settings.oauth.application_access_token_validity_secs;
@@ -1347,7 +1361,7 @@ async fn a_disabled_application_gets_no_tokens_until_it_is_enabled_again() {
 
 #[tokio::test]
 async fn deleting_an_application_revokes_its_tokens_and_its_key() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let (key, secret) = create_confidential(&mut devon, &app, "Short-lived").await;
     let (access, _) = token_for(&app, &key, &secret, Some("read"))
@@ -1404,7 +1418,7 @@ async fn deleting_an_application_revokes_its_tokens_and_its_key() {
 
 #[tokio::test]
 async fn generate_a_token_shows_an_active_token_and_its_curl_command_once() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let (key, secret) = create_confidential(&mut devon, &app, "Tester").await;
     let token_path = format!("/portal/apps/{key}/token");
@@ -1473,7 +1487,7 @@ async fn generate_a_token_shows_an_active_token_and_its_curl_command_once() {
 
 #[tokio::test]
 async fn generate_a_token_refuses_a_wrong_secret_a_validity_out_of_range_and_a_scope_not_given() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let (key, secret) = create_confidential(&mut devon, &app, "Tester").await;
     let token_path = format!("/portal/apps/{key}/token");
@@ -1590,7 +1604,7 @@ async fn generate_a_token_refuses_a_wrong_secret_a_validity_out_of_range_and_a_s
 
 #[tokio::test]
 async fn a_developer_may_own_at_most_fifty_applications_and_an_admin_is_not_limited() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
     let page = devon.get(&app, "/portal/apps/new").await;
     let fields = |name: String| {
@@ -1643,7 +1657,7 @@ async fn a_developer_may_own_at_most_fifty_applications_and_an_admin_is_not_limi
 
 #[tokio::test]
 async fn every_portal_page_has_the_security_headers_and_no_script() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let mut anonymous = Browser::default();
     let mut pages = vec![
         ("sign-in form", anonymous.get(&app, "/portal/").await),
@@ -1713,7 +1727,7 @@ async fn replace_secret_elsewhere(app: &TestApp, id: &str, new: &str) {
 
 #[tokio::test]
 async fn an_edit_on_a_node_that_has_not_seen_a_new_secret_does_not_bring_the_old_one_back() {
-    let app = spawn_portal(|settings| {
+    let app = spawn_portal_with_clients(|settings| {
         settings.stores.reload_interval = std::time::Duration::from_secs(3600);
     })
     .await;
@@ -1745,7 +1759,7 @@ async fn an_edit_on_a_node_that_has_not_seen_a_new_secret_does_not_bring_the_old
 
 #[tokio::test]
 async fn a_regeneration_on_a_node_that_has_not_seen_the_last_one_keeps_only_the_last_secret() {
-    let app = spawn_portal(|settings| {
+    let app = spawn_portal_with_clients(|settings| {
         settings.stores.reload_interval = std::time::Duration::from_secs(3600);
         settings.portal.secret_overlap_secs = 60;
     })
@@ -1785,7 +1799,7 @@ async fn two_nodes_on_postgres_share_the_portal_and_an_edit_on_the_second_keeps_
     };
     let clock = Arc::new(ManualClock::starting_now());
     let node = |clock| {
-        spawn_portal_on(Some(&database), clock, |settings| {
+        spawn_portal_on(Some(&database), clock, true, |settings| {
             settings.stores.reload_interval = std::time::Duration::from_secs(3600);
         })
     };
@@ -1834,7 +1848,7 @@ async fn two_nodes_on_postgres_share_the_portal_and_an_edit_on_the_second_keeps_
 #[tokio::test]
 async fn an_operator_chosen_secret_regenerated_with_an_overlap_stops_at_once_and_the_page_says_so()
 {
-    let app = spawn_portal(|settings| settings.portal.secret_overlap_secs = 60).await;
+    let app = spawn_portal_with_clients(|settings| settings.portal.secret_overlap_secs = 60).await;
     let mut ada = signed_in(&app, ADMIN, ADMIN_PASSWORD).await;
     let validity = app.settings.oauth.application_access_token_validity_secs;
     token_for(&app, OPERATOR_ARGON_CLIENT_ID, ARGON_CLIENT_SECRET, None)
@@ -1875,7 +1889,7 @@ async fn an_operator_chosen_secret_regenerated_with_an_overlap_stops_at_once_and
 
 #[tokio::test]
 async fn the_sign_in_form_without_its_csrf_cookie_or_value_is_refused() {
-    let app = spawn_portal(|_| {}).await;
+    let app = spawn_portal_with_clients(|_| {}).await;
     let page = app.get("/portal/").await;
     let csrf_value = cookie_set(&page, CSRF_COOKIE).unwrap();
     let credentials = [("username", DEVELOPER), ("password", DEVELOPER_PASSWORD)];
@@ -1913,7 +1927,7 @@ async fn the_sign_in_form_without_its_csrf_cookie_or_value_is_refused() {
 
 #[tokio::test]
 async fn signed_in_pages_take_from_the_per_address_rate_limit_and_answer_a_page_over_it() {
-    let app = spawn_portal(|settings| {
+    let app = spawn_portal_with_clients(|settings| {
         settings.rate_limit.per_ip = Some(tokengate::abuse::rate_limit::Rate {
             per_second: 0.001,
             burst: 3.0,

@@ -789,11 +789,10 @@ pub async fn regenerate_secret(
         Err(page) => return page,
     };
     match state.portal.regenerate_secret(&user, &id, &origin).await {
-        Ok(secret) => match state.portal.application(&user, &id).await {
+        Ok((secret, overlap)) => match state.portal.application(&user, &id).await {
             Ok(client) => {
                 let curl = crate::oauth::portal::PortalService::offers_test_token(&client)
                     .then(|| state.portal.token_command(&client, &secret));
-                let overlap = state.portal.settings().secret_overlap_secs;
                 let lead = if overlap > 0 {
                     format!(
                         "Copy the new consumer secret now: it is not shown again. The old one \

@@ -25,7 +25,7 @@ use super::scope::Scope;
 use super::token::TokenService;
 use super::wire::ClientMetadataRequest;
 use crate::audit::{rfc3339_secs, Event, Origin};
-use crate::crypto::secret;
+use crate::crypto::secret::{self, SecretHashKind};
 use crate::metrics::{ClientChange, ClientChangeMetrics, ClientChangeVia};
 use crate::store::model::{Client, ClientFields, GrantType, PreviousSecret, Role};
 use crate::store::{Directory, RegistrationStore, StoreError};
@@ -223,6 +223,19 @@ impl PortalService {
             .ok_or(PortalError::NotFound)
     }
 
+    /// The application `id`, if `user` manages it, as the clients table holds it now: for a
+    /// change that writes back what it read (the whole row, or the secret as the previous
+    /// one), so a change another node made since this one last read the table (say a new
+    /// secret) is not undone.
+    async fn current_application(
+        &self,
+        user: &PortalUser,
+        id: &str,
+    ) -> Result<Arc<Client>, PortalError> {
+        self.parts.service.clients.refresh().await?;
+        self.application(user, id).await
+    }
+
     /// Creates an application owned by `user`; returns it and its secret (none for a public
     /// one), to be shown once.
     pub async fn create(
@@ -300,7 +313,7 @@ impl PortalService {
         origin: &Origin,
     ) -> Result<Arc<Client>, PortalError> {
         let parts = &self.parts;
-        let current = self.application(user, id).await?;
+        let current = self.current_application(user, id).await?;
         if let Some(scope) = edit.scopes.iter().find(|scope| {
             !current.scopes.contains(*scope) && !parts.settings.allowed_scopes.contains(*scope)
         }) {
@@ -354,21 +367,27 @@ impl PortalService {
         self.application(user, id).await
     }
 
-    /// A new secret for the application, to be shown once. The old one stops at once, or
-    /// after `[portal] secret_overlap` seconds.
+    /// A new secret for the application, to be shown once, and for how many seconds the old
+    /// one still works: `[portal] secret_overlap`, or 0 (it stops at once) when that is 0 or
+    /// the old one is an operator-chosen argon2 secret (client authentication accepts only a
+    /// generated previous secret).
     pub async fn regenerate_secret(
         &self,
         user: &PortalUser,
         id: &str,
         origin: &Origin,
-    ) -> Result<String, PortalError> {
+    ) -> Result<(String, u64), PortalError> {
         let parts = &self.parts;
-        let current = self.application(user, id).await?;
+        let current = self.current_application(user, id).await?;
         if current.public {
             return Err(refused("A public application has no secret."));
         }
         let fresh = secret::generate_secret();
-        let overlap = parts.settings.secret_overlap_secs;
+        let overlap = if secret::kind_of(&current.secret_hash) == Some(SecretHashKind::Sha256) {
+            parts.settings.secret_overlap_secs
+        } else {
+            0
+        };
         let previous = (overlap > 0).then(|| PreviousSecret {
             hash: current.secret_hash.clone(),
             until: parts
@@ -396,7 +415,7 @@ impl PortalService {
         parts
             .changes
             .changed(ClientChange::SecretRegenerated, ClientChangeVia::Portal);
-        Ok(fresh)
+        Ok((fresh, overlap))
     }
 
     /// Disables the application (no tokens, and its tokens are no longer accepted) or enables

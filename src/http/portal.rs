@@ -8,6 +8,9 @@
 //! reload does not post again), except those that show a secret or a token once. An
 //! application the user does not manage is answered as one that does not exist: 404.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use askama::Template;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,9 +21,9 @@ use super::authorize::LoginPage;
 use super::error::ApiError;
 use super::extract::TokenForm;
 use super::pages::{
-    busy, cookie, counted_as, csrf_cookie, csrf_matches, form_without_csrf_cookie, html, message,
-    origin_of, redirect, session_user, set_cookie, start_session, too_many_requests,
-    unreadable_form, with_csrf_value, Brand, StoreUnavailable, DEVICE_COOKIE, SESSION_COOKIE,
+    busy, cookie, counted_as, csrf_cookie, csrf_matches, html, message, origin_of, redirect,
+    session_user, set_cookie, start_session, too_many_requests, unreadable_form, with_csrf_value,
+    Brand, StoreUnavailable, DEVICE_COOKIE, SESSION_COOKIE,
 };
 use super::request_id::RequestId;
 use super::{take_from_ip_limit, AppState, ClientIp};
@@ -28,8 +31,11 @@ use crate::audit::{Event, Origin};
 use crate::metrics::Outcome;
 use crate::oauth::grants::password::{check_login, LoginChannel};
 use crate::oauth::params::FormParams;
-use crate::oauth::portal::{ApplicationEdit, NewApplication, PortalError, PortalUser, TestToken};
+use crate::oauth::portal::{
+    ApplicationEdit, NewApplication, PortalError, PortalService, PortalUser, TestToken,
+};
 use crate::oauth::ErrorCode;
+use crate::oauth::OAuthError;
 use crate::store::model::{Client, GrantType};
 
 /// What every portal page shows of an application.
@@ -250,6 +256,21 @@ async fn signed_in(
     }
 }
 
+/// A portal form posted without our CSRF cookie (from another site, or cookies blocked); no
+/// new cookie is set, so a cross-site post cannot replace the one of the page the user has open.
+fn portal_form_without_csrf_cookie(state: &AppState) -> Response {
+    tracing::info!("a portal form came without its CSRF cookie");
+    counted_as(
+        message(
+            state,
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Open the developer portal again and repeat. (Cookies must be allowed for this site.)",
+        ),
+        Outcome::AccessDenied,
+    )
+}
+
 /// A posted portal form: read, CSRF-checked, from a signed-in portal user. `Err` is the page
 /// to answer instead.
 async fn posted_by(
@@ -262,7 +283,7 @@ async fn posted_by(
     };
     let origin = posted.origin();
     let Some(csrf) = csrf_cookie(headers) else {
-        return Err(form_without_csrf_cookie(state));
+        return Err(portal_form_without_csrf_cookie(state));
     };
     if !csrf_matches(headers, &posted.form) {
         tracing::info!("a portal form was refused: its CSRF value does not match the cookie");
@@ -278,6 +299,24 @@ async fn posted_by(
     }
     let user = signed_in(state, headers, &origin).await?;
     Ok((user, posted.form, origin, csrf))
+}
+
+/// Runs a portal change in a task of its own: a browser that goes away drops this handler at
+/// its next await, and the change must not be left half-done (written, but not re-read, audited
+/// or counted; a new secret stored but never shown is at least audited).
+async fn detached<T, F>(
+    state: &AppState,
+    change: impl FnOnce(Arc<PortalService>) -> F,
+) -> Result<T, PortalError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, PortalError>> + Send + 'static,
+{
+    let task = tokio::spawn(crate::telemetry::in_current_request(change(
+        state.portal.clone(),
+    )));
+    task.await
+        .map_err(|err| PortalError::Failed(OAuthError::server_error(err)))?
 }
 
 /// `GET /portal`: the portal lives at `/portal/`.
@@ -334,7 +373,7 @@ pub async fn login(
         return too_many_requests(&state, retry);
     }
     if csrf_cookie(&headers).is_none() {
-        return form_without_csrf_cookie(&state);
+        return portal_form_without_csrf_cookie(&state);
     }
     let username = posted.form.get("username").unwrap_or_default();
     if !csrf_matches(&headers, &posted.form) {
@@ -378,6 +417,28 @@ pub async fn login(
         None => None,
     };
     let password = SecretString::from(password.to_owned());
+    // The role first: the portal must not become a way to guess (and learn) the passwords of
+    // users who have no business here, or to drive their lockout. They get the answer of a
+    // wrong password, after a dummy hash as slow as a real one.
+    match state.portal.portal_user(username).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            if let Err(err) = state.token_service.hasher.verify_dummy(password).await {
+                tracing::warn!(error = %err, "a portal sign-in's dummy check failed");
+            }
+            return counted_as(
+                login_page(
+                    &state,
+                    &headers,
+                    StatusCode::OK,
+                    username,
+                    Some("Invalid username or password."),
+                ),
+                Outcome::InvalidGrant,
+            );
+        }
+        Err(err) => return portal_error(&state, err, |_| busy(&state)),
+    }
     match check_login(
         &state.token_service,
         "",
@@ -388,15 +449,11 @@ pub async fn login(
     )
     .await
     {
-        Ok(true) => match state.portal.portal_user(username).await {
-            Ok(Some(_)) => {
-                let mut response = redirect(&state, "/portal/");
-                start_session(&state, &headers, username, &mut response).await;
-                response
-            }
-            Ok(None) => no_portal_role(&state),
-            Err(err) => portal_error(&state, err, |_| busy(&state)),
-        },
+        Ok(true) => {
+            let mut response = redirect(&state, "/portal/");
+            start_session(&state, &headers, username, &mut response).await;
+            response
+        }
         Ok(false) => counted_as(
             login_page(
                 &state,
@@ -422,23 +479,47 @@ pub async fn login(
     }
 }
 
-/// `POST /portal/logout`: ends the browser's login session (a form, so another site cannot
-/// sign the user out).
+/// `POST /portal/logout`: ends the browser's login session (a form with the CSRF value, so
+/// another site cannot sign the user out). Any session, with or without a portal role.
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     form: Result<TokenForm, ApiError>,
 ) -> Response {
-    let (user, _, origin, _) = match posted_by(&state, &headers, form).await {
-        Ok(posted) => posted,
-        Err(page) => return page,
+    let Ok(TokenForm(posted)) = form else {
+        return unreadable_form(&state);
     };
+    let origin = posted.origin();
+    if csrf_cookie(&headers).is_none() {
+        return portal_form_without_csrf_cookie(&state);
+    }
+    if !csrf_matches(&headers, &posted.form) {
+        return counted_as(
+            message(
+                &state,
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "Go back, reload the page and try again.",
+            ),
+            Outcome::AccessDenied,
+        );
+    }
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
-        match state.login_sessions.end(&SecretString::from(id)).await {
-            Ok(true) => state
-                .audit
-                .record(&origin, None, Some(&user.name), Event::LoggedOut {}),
-            Ok(false) => {}
+        // Each costs store writes: taken from the per-IP rate limit.
+        if let Err(retry) = take_from_ip_limit(&state, &origin).await {
+            return too_many_requests(&state, retry);
+        }
+        let id = SecretString::from(id);
+        // Whose session it was, for the audit trail (a dead session is just dropped).
+        let user = state.login_sessions.user(&id).await.ok().flatten();
+        match state.login_sessions.end(&id).await {
+            Ok(ended) => {
+                if let (true, Some(user)) = (ended, user) {
+                    state
+                        .audit
+                        .record(&origin, None, Some(&user), Event::LoggedOut {});
+                }
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "a login session could not be ended");
                 return busy(&state);
@@ -571,7 +652,12 @@ pub async fn create(
         .collect(),
         redirect_uris: lines(form.get("redirect_uris")),
     };
-    match state.portal.create(&user, new.clone(), &origin).await {
+    let (owner, wanted) = (user.clone(), new.clone());
+    let created = detached(&state, move |portal| async move {
+        portal.create(&owner, wanted, &origin).await
+    })
+    .await;
+    match created {
         Ok((client, secret)) => {
             let curl = secret
                 .as_deref()
@@ -768,7 +854,12 @@ pub async fn update(
             .collect(),
         redirect_uris: lines(form.get("redirect_uris")),
     };
-    match state.portal.update(&user, &id, edit, &origin).await {
+    let (editor, app_id) = (user.clone(), id.clone());
+    let updated = detached(&state, move |portal| async move {
+        portal.update(&editor, &app_id, edit, &origin).await
+    })
+    .await;
+    match updated {
         Ok(_) => redirect(&state, &format!("/portal/apps/{}?done=saved", current.id)),
         Err(PortalError::Refused(text)) => {
             app_page_with_error(&state, &user, &csrf, &id, &text).await
@@ -788,7 +879,12 @@ pub async fn regenerate_secret(
         Ok(posted) => posted,
         Err(page) => return page,
     };
-    match state.portal.regenerate_secret(&user, &id, &origin).await {
+    let (owner, app_id) = (user.clone(), id.clone());
+    let regenerated = detached(&state, move |portal| async move {
+        portal.regenerate_secret(&owner, &app_id, &origin).await
+    })
+    .await;
+    match regenerated {
         Ok((secret, overlap)) => match state.portal.application(&user, &id).await {
             Ok(client) => {
                 let curl = crate::oauth::portal::PortalService::offers_test_token(&client)
@@ -845,14 +941,20 @@ pub async fn set_status(
                 .await
         }
     };
-    match state
-        .portal
-        .set_disabled(&user, &id, disabled, &origin)
-        .await
-    {
+    let (owner, app_id) = (user.clone(), id.clone());
+    let changed = detached(&state, move |portal| async move {
+        portal
+            .set_disabled(&owner, &app_id, disabled, &origin)
+            .await
+    })
+    .await;
+    match changed {
         Ok(()) => {
             let done = if disabled { "disabled" } else { "enabled" };
             redirect(&state, &format!("/portal/apps/{id}?done={done}"))
+        }
+        Err(PortalError::Refused(text)) => {
+            app_page_with_error(&state, &user, &csrf, &id, &text).await
         }
         Err(err) => portal_error(&state, err, |_| not_found(&state)),
     }
@@ -900,7 +1002,12 @@ pub async fn delete(
         Ok(posted) => posted,
         Err(page) => return page,
     };
-    match state.portal.delete(&user, &id, &origin).await {
+    let app_id = id.clone();
+    let deleted = detached(&state, move |portal| async move {
+        portal.delete(&user, &app_id, &origin).await
+    })
+    .await;
+    match deleted {
         Ok(()) => redirect(&state, "/portal/?done=deleted"),
         Err(err) => portal_error(&state, err, |_| not_found(&state)),
     }
@@ -931,10 +1038,14 @@ pub async fn generate_token(
         .await;
     };
     let secret = SecretString::from(form.get("client_secret").unwrap_or_default().to_owned());
-    let result = state
-        .portal
-        .test_token(&user, &id, secret, validity, form.get("scope"), &origin)
-        .await;
+    let (owner, app_id) = (user.clone(), id.clone());
+    let scope = form.get("scope").map(str::to_owned);
+    let result = detached(&state, move |portal| async move {
+        portal
+            .test_token(&owner, &app_id, secret, validity, scope.as_deref(), &origin)
+            .await
+    })
+    .await;
     match result {
         Ok(token) => match state.portal.application(&user, &id).await {
             Ok(client) => shown_once(

@@ -203,22 +203,19 @@ impl PortalService {
         Ok(clients)
     }
 
-    /// The application `id`, if `user` manages it.
+    /// The application `id`, if `user` manages it, from this node's copy of the clients
+    /// table. An unknown id does not make the node re-read the table (anyone signed in could
+    /// force full re-reads so): one made on another node shows within `reload_interval`.
     pub async fn application(
         &self,
         user: &PortalUser,
         id: &str,
     ) -> Result<Arc<Client>, PortalError> {
-        let clients = &self.parts.service.clients;
-        let client = match clients.find_client(id).await? {
-            Some(client) => Some(client),
-            // Made on another node since this one last read the table.
-            None => {
-                clients.refresh().await?;
-                clients.find_client(id).await?
-            }
-        };
-        client
+        self.parts
+            .service
+            .clients
+            .find_client(id)
+            .await?
             .filter(|client| user.manages(client))
             .ok_or(PortalError::NotFound)
     }
@@ -232,6 +229,9 @@ impl PortalService {
         user: &PortalUser,
         id: &str,
     ) -> Result<Arc<Client>, PortalError> {
+        // Checked on this node's copy first: only a user who manages the application makes
+        // the node re-read the table.
+        self.application(user, id).await?;
         self.parts.service.clients.refresh().await?;
         self.application(user, id).await
     }
@@ -419,7 +419,8 @@ impl PortalService {
     }
 
     /// Disables the application (no tokens, and its tokens are no longer accepted) or enables
-    /// it again.
+    /// it again. Enabling is an admin's: a developer could otherwise undo an operator's
+    /// `client disable` (or an admin's) of their application, and who disabled it is not kept.
     pub async fn set_disabled(
         &self,
         user: &PortalUser,
@@ -428,7 +429,12 @@ impl PortalService {
         origin: &Origin,
     ) -> Result<(), PortalError> {
         let parts = &self.parts;
-        self.application(user, id).await?;
+        let client = self.application(user, id).await?;
+        if !disabled && client.disabled && !user.admin {
+            return Err(refused(
+                "Only an administrator can enable a disabled application again.",
+            ));
+        }
         if !parts.directory.set_client_disabled(id, disabled).await? {
             return Err(PortalError::NotFound);
         }

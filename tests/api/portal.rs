@@ -446,17 +446,21 @@ async fn the_portal_is_off_by_default_and_its_paths_do_not_exist() {
 }
 
 #[tokio::test]
-async fn a_user_without_a_portal_role_gets_the_no_access_page_and_no_session() {
+async fn a_user_without_a_portal_role_gets_the_answer_of_a_wrong_password_and_no_session() {
+    // The portal must not tell a stranger that a guess at any user's password was right.
     let app = spawn_portal_with_clients(|_| {}).await;
 
     let (reply, mut browser) = try_sign_in(&app, USER, PASSWORD).await;
+    let (wrong, _) = try_sign_in(&app, USER, "not-the-password").await;
 
-    assert_eq!(reply.status, 403, "{}", reply.text);
+    assert_eq!(reply.status, 200, "{}", reply.text);
     assert!(
-        reply.text.contains("No access to the developer portal"),
+        reply.text.contains("Invalid username or password."),
         "{}",
         reply.text
     );
+    assert_eq!(wrong.status, 200, "{}", wrong.text);
+    assert!(wrong.text.contains("Invalid username or password."));
     assert_eq!(cookie_set(&reply, SESSION_COOKIE), None);
     assert_page_headers(&reply, "no access");
     let again = browser.get(&app, "/portal/").await;
@@ -1322,7 +1326,8 @@ async fn a_disabled_application_gets_no_tokens_until_it_is_enabled_again() {
     assert_eq!(test_token.status, 400, "{}", test_token.text);
     assert!(test_token.text.contains("The application is disabled."));
 
-    let enabled = post_on_app(
+    // A developer cannot undo a disabling (it may be an operator's or an admin's): an admin can.
+    let refused = post_on_app(
         &mut devon,
         &app,
         &key,
@@ -1330,6 +1335,19 @@ async fn a_disabled_application_gets_no_tokens_until_it_is_enabled_again() {
         &[("disabled", "false")],
     )
     .await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused
+            .text
+            .contains("Only an administrator can enable a disabled application again."),
+        "{}",
+        refused.text
+    );
+    token_for(&app, &key, &secret, Some("read"))
+        .await
+        .assert_error(401, "invalid_client");
+    let mut ada = signed_in(&app, ADMIN, ADMIN_PASSWORD).await;
+    let enabled = post_on_app(&mut ada, &app, &key, &status_path, &[("disabled", "false")]).await;
 
     assert_eq!(enabled.status, 303, "{}", enabled.text);
     assert_eq!(
@@ -1351,10 +1369,10 @@ async fn a_disabled_application_gets_no_tokens_until_it_is_enabled_again() {
     assert_eq!(neither.status, 400, "{}", neither.text);
     let off = wait_for_event(&audit_file(app.home.path()), "client_disabled", |_| true).await;
     let on = wait_for_event(&audit_file(app.home.path()), "client_enabled", |_| true).await;
-    for event in [off, on] {
-        assert_eq!(event["client_id"], key.as_str());
-        assert_eq!(event["subject"], DEVELOPER);
-    }
+    assert_eq!(off["client_id"], key.as_str());
+    assert_eq!(off["subject"], DEVELOPER);
+    assert_eq!(on["client_id"], key.as_str());
+    assert_eq!(on["subject"], ADMIN);
     assert_eq!(app.metric(&portal_change("disabled")).await, 1.0);
     assert_eq!(app.metric(&portal_change("enabled")).await, 1.0);
 }
@@ -1808,8 +1826,9 @@ async fn two_nodes_on_postgres_share_the_portal_and_an_edit_on_the_second_keeps_
     let mut devon = signed_in(&first, DEVELOPER, DEVELOPER_PASSWORD).await;
     let (key, old) = create_confidential(&mut devon, &first, "Clustered").await;
     let app_path = format!("/portal/apps/{key}");
-    // The second node finds it (its copy of the table is re-read for an unknown id), with the
-    // session the first node started.
+    // The second node re-reads the table when it makes an application itself (an unknown id
+    // does not make it re-read); then it finds the first one, with the first node's session.
+    create_confidential(&mut devon, &second, "Made on the second node").await;
     let seen = devon.get(&second, &app_path).await;
     assert_eq!(seen.status, 200, "{}", seen.text);
 

@@ -613,6 +613,16 @@ async fn deleting_a_registration_removes_the_client_and_ends_its_tokens() {
     )
     .await;
     assert_eq!(event["client_id"], id);
+    for change in ["registered", "deleted"] {
+        assert_eq!(
+            app.metric(&format!(
+                "tokengate_client_changes_total{{change=\"{change}\",via=\"register\"}}"
+            ))
+            .await,
+            1.0,
+            "{change}"
+        );
+    }
 
     // The tokens stay ended on a node that still holds the client (until it re-reads the
     // table): played here by putting the row back as it was.

@@ -16,20 +16,18 @@ use secrecy::SecretString;
 use super::error::ApiError;
 use super::extract::TokenForm;
 use super::pages::{
-    busy, cookie, counted_as, csrf_cookie, csrf_matches, form_without_csrf_cookie, html, message,
-    origin_of, redirect, session_user, set_cookie, start_session, too_many_requests,
-    unreadable_form, with_csrf_value, Brand, StoreUnavailable, DEVICE_COOKIE, LOGO_CSP,
-    SESSION_COOKIE,
+    busy, check_page_login, cookie, counted_as, csrf_cookie, csrf_matches,
+    form_without_csrf_cookie, html, message, origin_of, redirect, session_user, set_cookie,
+    start_session, too_many_requests, unreadable_form, with_csrf_value, Brand, StoreUnavailable,
+    LOGO_CSP, SESSION_COOKIE,
 };
 use super::request_id::RequestId;
 use super::{AppState, ClientIp};
 use crate::audit::{Event, Origin};
 use crate::metrics::Outcome;
 use crate::oauth::authorize::{self, AuthorizationRequest, AuthorizeError, Prompt};
-use crate::oauth::grants::password::{check_login, LoginChannel};
 use crate::oauth::params::parse_form;
 use crate::oauth::token::TokenRequest;
-use crate::oauth::ErrorCode;
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -309,7 +307,6 @@ pub async fn login(
         Ok(read) => read,
         Err(answer) => return answer,
     };
-    let service = &state.token_service;
     let username = posted.form.get("username").unwrap_or_default();
     if csrf_cookie(&headers).is_none() {
         return form_without_csrf_cookie(&state);
@@ -343,30 +340,15 @@ pub async fn login(
             Outcome::InvalidRequest,
         );
     };
-    // Held until the check is answered (or this request is dropped): the page's share of the
-    // hashing pool.
-    let Ok(_check_slot) = state.login_checks.clone().try_acquire_owned() else {
-        return counted_as(busy(&state), Outcome::Overloaded);
-    };
     let password = SecretString::from(password.to_owned());
-    let known_device = match cookie(&headers, DEVICE_COOKIE) {
-        Some(id) => state
-            .login_sessions
-            .known_device_of(&SecretString::from(id), username)
-            .await
-            .unwrap_or_else(|err| {
-                tracing::warn!(error = %err, "a known device could not be looked up");
-                None
-            }),
-        None => None,
-    };
-    match check_login(
-        service,
-        &request.client.id,
+    match check_page_login(
+        &state,
+        &headers,
         &origin,
+        &request.client.id,
         username,
         password,
-        LoginChannel::LoginPage { known_device },
+        true,
     )
     .await
     {
@@ -391,18 +373,7 @@ pub async fn login(
             ),
             Outcome::InvalidGrant,
         ),
-        Err(err) if err.code == ErrorCode::TemporarilyUnavailable => {
-            counted_as(busy(&state), Outcome::Overloaded)
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "a login could not be checked");
-            message(
-                &state,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Your sign-in could not be checked. Please try again.",
-            )
-        }
+        Err(page) => page,
     }
 }
 

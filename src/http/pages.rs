@@ -24,7 +24,9 @@ use crate::audit::Origin;
 use crate::config::LoginSettings;
 use crate::crypto::secret::generate_secret;
 use crate::metrics::Outcome;
+use crate::oauth::grants::password::{check_login, LoginChannel};
 use crate::oauth::login_session::KNOWN_DEVICE_SECS;
+use crate::oauth::ErrorCode;
 
 /// The login session (`__Host-`: Secure, path `/`, no `Domain`, so no other host can set it).
 pub(super) const SESSION_COOKIE: &str = "__Host-tokengate-session";
@@ -356,5 +358,66 @@ pub(super) async fn start_session(
             Some(KNOWN_DEVICE_SECS),
         ),
         Err(err) => tracing::warn!(error = %err, "a known device could not be stored"),
+    }
+}
+
+/// A sign-in form's password check (the login page's and the portal's): the pages' share of
+/// the hashing pool (`login_checks`, held until answered or this request is dropped), the
+/// browser's known-device cookie, and the password grant's lockout, argon2 pool and audit
+/// (`check_login`). `may_sign_in` false (a user the form does not admit) costs a dummy hash
+/// and touches no lockout row. `Err` is the page to answer instead (busy, or a failure).
+pub(super) async fn check_page_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    origin: &Origin,
+    client_id: &str,
+    username: &str,
+    password: SecretString,
+    may_sign_in: bool,
+) -> Result<bool, Response> {
+    let Ok(_check_slot) = state.login_checks.clone().try_acquire_owned() else {
+        return Err(counted_as(busy(state), Outcome::Overloaded));
+    };
+    if !may_sign_in {
+        // As slow as a real check, so the answer does not tell who is admitted.
+        if let Err(err) = state.token_service.hasher.verify_dummy(password).await {
+            tracing::warn!(error = %err, "a sign-in's dummy check failed");
+        }
+        return Ok(false);
+    }
+    let known_device = match cookie(headers, DEVICE_COOKIE) {
+        Some(id) => state
+            .login_sessions
+            .known_device_of(&SecretString::from(id), username)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "a known device could not be looked up");
+                None
+            }),
+        None => None,
+    };
+    match check_login(
+        &state.token_service,
+        client_id,
+        origin,
+        username,
+        password,
+        LoginChannel::LoginPage { known_device },
+    )
+    .await
+    {
+        Ok(checked) => Ok(checked),
+        Err(err) if err.code == ErrorCode::TemporarilyUnavailable => {
+            Err(counted_as(busy(state), Outcome::Overloaded))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "a sign-in could not be checked");
+            Err(message(
+                state,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Your sign-in could not be checked. Please try again.",
+            ))
+        }
     }
 }

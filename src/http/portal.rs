@@ -21,15 +21,14 @@ use super::authorize::LoginPage;
 use super::error::ApiError;
 use super::extract::TokenForm;
 use super::pages::{
-    busy, cookie, counted_as, csrf_cookie, csrf_matches, html, message, origin_of, redirect,
-    session_user, set_cookie, start_session, too_many_requests, unreadable_form, with_csrf_value,
-    Brand, StoreUnavailable, DEVICE_COOKIE, SESSION_COOKIE,
+    busy, check_page_login, cookie, counted_as, csrf_cookie, csrf_matches, html, message,
+    origin_of, redirect, session_user, set_cookie, start_session, too_many_requests,
+    unreadable_form, with_csrf_value, Brand, StoreUnavailable, SESSION_COOKIE,
 };
 use super::request_id::RequestId;
 use super::{take_from_ip_limit, AppState, ClientIp};
 use crate::audit::{Event, Origin};
 use crate::metrics::Outcome;
-use crate::oauth::grants::password::{check_login, LoginChannel};
 use crate::oauth::params::FormParams;
 use crate::oauth::portal::{
     ApplicationEdit, NewApplication, PortalError, PortalService, PortalUser, TestToken,
@@ -400,52 +399,21 @@ pub async fn login(
             Outcome::InvalidRequest,
         );
     };
-    // Held until the check is answered (or this request is dropped): the pages' share of the
-    // hashing pool, shared with the login page.
-    let Ok(_check_slot) = state.login_checks.clone().try_acquire_owned() else {
-        return counted_as(busy(&state), Outcome::Overloaded);
-    };
-    let known_device = match cookie(&headers, DEVICE_COOKIE) {
-        Some(id) => state
-            .login_sessions
-            .known_device_of(&SecretString::from(id), username)
-            .await
-            .unwrap_or_else(|err| {
-                tracing::warn!(error = %err, "a known device could not be looked up");
-                None
-            }),
-        None => None,
-    };
     let password = SecretString::from(password.to_owned());
     // The role first: the portal must not become a way to guess (and learn) the passwords of
-    // users who have no business here, or to drive their lockout. They get the answer of a
-    // wrong password, after a dummy hash as slow as a real one.
-    match state.portal.portal_user(username).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            if let Err(err) = state.token_service.hasher.verify_dummy(password).await {
-                tracing::warn!(error = %err, "a portal sign-in's dummy check failed");
-            }
-            return counted_as(
-                login_page(
-                    &state,
-                    &headers,
-                    StatusCode::OK,
-                    username,
-                    Some("Invalid username or password."),
-                ),
-                Outcome::InvalidGrant,
-            );
-        }
+    // users who have no business here, or to drive their lockout.
+    let may_sign_in = match state.portal.portal_user(username).await {
+        Ok(user) => user.is_some(),
         Err(err) => return portal_error(&state, err, |_| busy(&state)),
-    }
-    match check_login(
-        &state.token_service,
-        "",
+    };
+    match check_page_login(
+        &state,
+        &headers,
         &origin,
+        "",
         username,
         password,
-        LoginChannel::LoginPage { known_device },
+        may_sign_in,
     )
     .await
     {
@@ -464,18 +432,7 @@ pub async fn login(
             ),
             Outcome::InvalidGrant,
         ),
-        Err(err) if err.code == ErrorCode::TemporarilyUnavailable => {
-            counted_as(busy(&state), Outcome::Overloaded)
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "a portal login could not be checked");
-            message(
-                &state,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Your sign-in could not be checked. Please try again.",
-            )
-        }
+        Err(page) => page,
     }
 }
 

@@ -117,6 +117,11 @@ fn refused(text: impl Into<Cow<'static, str>>) -> PortalError {
     PortalError::Refused(text.into())
 }
 
+/// The row changed (or went) between the read and the write: nothing was written.
+fn changed_meanwhile() -> PortalError {
+    refused("The application was changed or deleted meanwhile. Reload the page and try again.")
+}
+
 /// A new application, as the create form gives it.
 #[derive(Debug, Clone, Default)]
 pub struct NewApplication {
@@ -341,10 +346,10 @@ impl PortalService {
         };
         if !parts
             .registrations
-            .update_registered_client(&client, &auth_method)
+            .update_registered_client(&client, &auth_method, &current.secret_hash)
             .await?
         {
-            return Err(PortalError::NotFound);
+            return Err(changed_meanwhile());
         }
         parts.registration.refresh_clients().await;
         parts.service.audit().record(
@@ -398,10 +403,15 @@ impl PortalService {
         });
         if !parts
             .registrations
-            .replace_client_secret(id, &secret::hash_sha256(&fresh), previous.as_ref())
+            .replace_client_secret(
+                id,
+                &current.secret_hash,
+                &secret::hash_sha256(&fresh),
+                previous.as_ref(),
+            )
             .await?
         {
-            return Err(PortalError::NotFound);
+            return Err(changed_meanwhile());
         }
         parts.registration.refresh_clients().await;
         parts.service.audit().record(

@@ -520,10 +520,13 @@ impl RegistrationService {
         let client = checked(client_id.to_owned(), fields)?;
         if !parts
             .store
-            .update_registered_client(&client, requested.auth_method)
+            .update_registered_client(&client, requested.auth_method, &current.secret_hash)
             .await?
         {
-            return Err(invalid_token("the client no longer exists"));
+            // Gone, or its secret changed since this node read it (say in the portal).
+            return Err(invalid_token(
+                "the client no longer exists, or changed meanwhile: read it again",
+            ));
         }
         self.refresh_clients().await;
         parts.audit.record(

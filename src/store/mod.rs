@@ -575,12 +575,15 @@ pub trait RegistrationStore: Send + Sync + 'static {
     ) -> Result<Option<RegistrationRecord>, StoreError>;
 
     /// Replaces a client's metadata and secret hash (RFC 7592 §2.2), and its registration's
-    /// auth method, in one transaction; its `disabled` flag stays. `Ok(false)` when no client
-    /// has this id.
+    /// auth method, in one transaction; its `disabled` flag stays. Only while its secret hash
+    /// is still `read_secret_hash` (the one the caller read): a change another node made since
+    /// (say a new secret) is never written over. `Ok(false)` when no client has this id or its
+    /// secret changed; nothing is written then.
     async fn update_registered_client(
         &self,
         client: &Client,
         token_endpoint_auth_method: &str,
+        read_secret_hash: &str,
     ) -> Result<bool, StoreError>;
 
     /// Deletes the client and its registration in one transaction (RFC 7592 §2.3); `Ok(false)`
@@ -594,12 +597,15 @@ pub trait RegistrationStore: Send + Sync + 'static {
     /// has this digest.
     async fn revoke_initial_token(&self, digest: &SecretDigest) -> Result<bool, StoreError>;
 
-    /// Replaces client `client_id`'s secret hash with `secret_hash`; `previous` (the old hash and
-    /// until when it is still accepted) is stored beside it, or cleared when `None`. One UPDATE.
-    /// `Ok(false)` when no client has this id. The clients revision moves (as for every change).
+    /// Replaces client `client_id`'s secret hash with `secret_hash`, if it is still
+    /// `read_secret_hash`; `previous` (the old hash and until when it is still accepted) is
+    /// stored beside it, or cleared when `None`. One UPDATE. `Ok(false)` when no client has
+    /// this id or its secret changed meanwhile. The clients revision moves (as for every
+    /// change).
     async fn replace_client_secret(
         &self,
         client_id: &str,
+        read_secret_hash: &str,
         secret_hash: &str,
         previous: Option<&PreviousSecret>,
     ) -> Result<bool, StoreError>;

@@ -1154,6 +1154,7 @@ impl RegistrationStore for PostgresTokenStore {
         &self,
         client: &Client,
         token_endpoint_auth_method: &str,
+        read_secret_hash: &str,
     ) -> Result<bool, StoreError> {
         let row = ClientRow::from_client(client);
         let id = row.id.clone();
@@ -1161,11 +1162,16 @@ impl RegistrationStore for PostgresTokenStore {
             let mut tx = self.pool.begin().await.map_err(backend)?;
             let updated = bind_client_fields(sqlx::query(registration::UPDATE_CLIENT), row)
                 .bind(&id)
+                .bind(read_secret_hash)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?
                 .rows_affected()
                 == 1;
+            // Only with the client: a refused update changes nothing.
+            if !updated {
+                return Ok(false);
+            }
             sqlx::query(registration::SET_REGISTRATION_AUTH_METHOD)
                 .bind(token_endpoint_auth_method)
                 .bind(&id)
@@ -1230,6 +1236,7 @@ impl RegistrationStore for PostgresTokenStore {
     async fn replace_client_secret(
         &self,
         client_id: &str,
+        read_secret_hash: &str,
         secret_hash: &str,
         previous: Option<&PreviousSecret>,
     ) -> Result<bool, StoreError> {
@@ -1238,7 +1245,8 @@ impl RegistrationStore for PostgresTokenStore {
                 .bind(secret_hash)
                 .bind(previous.map(|p| p.hash.as_str()))
                 .bind(previous.map(|p| p.until))
-                .bind(client_id),
+                .bind(client_id)
+                .bind(read_secret_hash),
         )
         .await
     }

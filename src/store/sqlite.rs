@@ -181,11 +181,13 @@ enum RegistrationChange {
     Update {
         client: Box<ClientRow>,
         token_endpoint_auth_method: String,
+        read_secret_hash: String,
     },
     Delete(String),
     RevokeInitial(SecretDigest),
     ReplaceSecret {
         client_id: String,
+        read_secret_hash: String,
         secret_hash: String,
         previous: Option<PreviousSecret>,
     },
@@ -875,10 +877,10 @@ fn change_registration(
         RegistrationChange::Update {
             client,
             token_endpoint_auth_method,
+            read_secret_hash,
         } => {
-            conn.prepare_cached(registration::SET_REGISTRATION_AUTH_METHOD)?
-                .execute(params![token_endpoint_auth_method, client.id])?;
-            conn.prepare_cached(registration::UPDATE_CLIENT)?
+            let changed = conn
+                .prepare_cached(registration::UPDATE_CLIENT)?
                 .execute(params![
                     client.secret_hash,
                     client.grant_types,
@@ -893,8 +895,15 @@ fn change_registration(
                     client.redirect_uris,
                     client.require_consent,
                     client.name,
-                    client.id
-                ])?
+                    client.id,
+                    read_secret_hash
+                ])?;
+            // Only with the client: a refused update changes nothing.
+            if changed == 1 {
+                conn.prepare_cached(registration::SET_REGISTRATION_AUTH_METHOD)?
+                    .execute(params![token_endpoint_auth_method, client.id])?;
+            }
+            changed
         }
         RegistrationChange::Delete(id) => {
             conn.prepare_cached(registration::DELETE_REGISTRATION)?
@@ -907,6 +916,7 @@ fn change_registration(
             .execute(params![digest.0.as_slice()])?,
         RegistrationChange::ReplaceSecret {
             client_id,
+            read_secret_hash,
             secret_hash,
             previous,
         } => conn
@@ -915,7 +925,8 @@ fn change_registration(
                 secret_hash,
                 previous.as_ref().map(|p| p.hash.as_str()),
                 previous.as_ref().map(|p| p.until),
-                client_id
+                client_id,
+                read_secret_hash
             ])?,
     };
     Ok(Outcome::Changed(changed == 1))
@@ -1542,10 +1553,12 @@ impl RegistrationStore for SqliteTokenStore {
         &self,
         client: &Client,
         token_endpoint_auth_method: &str,
+        read_secret_hash: &str,
     ) -> Result<bool, StoreError> {
         self.submit(WriterOp::Registration(RegistrationChange::Update {
             client: Box::new(ClientRow::from_client(client)),
             token_endpoint_auth_method: token_endpoint_auth_method.to_owned(),
+            read_secret_hash: read_secret_hash.to_owned(),
         }))
         .await
     }
@@ -1581,11 +1594,13 @@ impl RegistrationStore for SqliteTokenStore {
     async fn replace_client_secret(
         &self,
         client_id: &str,
+        read_secret_hash: &str,
         secret_hash: &str,
         previous: Option<&PreviousSecret>,
     ) -> Result<bool, StoreError> {
         self.submit(WriterOp::Registration(RegistrationChange::ReplaceSecret {
             client_id: client_id.to_owned(),
+            read_secret_hash: read_secret_hash.to_owned(),
             secret_hash: secret_hash.to_owned(),
             previous: previous.cloned(),
         }))

@@ -1735,9 +1735,18 @@ async fn replace_secret_elsewhere(app: &TestApp, id: &str, new: &str) {
     let database = open_database(&app.settings.stores.tokens, Arc::new(Unobserved))
         .await
         .unwrap();
+    let stored = database
+        .directory
+        .list_clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|row| row.id == id)
+        .unwrap()
+        .secret_hash;
     assert!(database
         .registrations
-        .replace_client_secret(id, &secret::hash_sha256(new), None)
+        .replace_client_secret(id, &stored, &secret::hash_sha256(new), None)
         .await
         .unwrap());
     database.tokens.close().await;

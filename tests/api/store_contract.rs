@@ -2017,12 +2017,21 @@ async fn a_registered_client_is_updated_and_deleted_with_its_registration(b: Bac
         ..client("app")
     };
 
+    // Refused while the stored secret is not the one the caller read (another node changed
+    // it): nothing is written.
+    assert!(!registrations
+        .update_registered_client(&changed, "none", "$sha256$not-the-stored-one")
+        .await
+        .unwrap());
+    let stored = directory.list_clients().await.unwrap()[0]
+        .secret_hash
+        .clone();
     assert!(registrations
-        .update_registered_client(&changed, "none")
+        .update_registered_client(&changed, "none", &stored)
         .await
         .unwrap());
     assert!(!registrations
-        .update_registered_client(&client("unknown"), "none")
+        .update_registered_client(&client("unknown"), "none", "")
         .await
         .unwrap());
 
@@ -2063,14 +2072,23 @@ async fn a_replaced_client_secret_keeps_the_previous_one_beside_it_until_cleared
         until: NOW + 600,
     };
     assert!(!registrations
-        .replace_client_secret("app", &new_hash, Some(&previous))
+        .replace_client_secret("app", &app.secret_hash, &new_hash, Some(&previous))
         .await
         .unwrap());
     assert!(directory.add_client(&app, NOW).await.unwrap());
     let before = directory.clients_revision().await.unwrap();
+    // Not while the stored secret is another than the one read.
+    assert!(!registrations
+        .replace_client_secret("app", &new_hash, &new_hash, Some(&previous))
+        .await
+        .unwrap());
+    assert_eq!(
+        directory.list_clients().await.unwrap(),
+        vec![ClientRow::from_client(&app)]
+    );
 
     assert!(registrations
-        .replace_client_secret("app", &new_hash, Some(&previous))
+        .replace_client_secret("app", &app.secret_hash, &new_hash, Some(&previous))
         .await
         .unwrap());
     let replaced = directory.clients_revision().await.unwrap();
@@ -2098,7 +2116,7 @@ async fn a_replaced_client_secret_keeps_the_previous_one_beside_it_until_cleared
         ..overlapping.clone()
     };
     assert!(registrations
-        .update_registered_client(&renamed, "client_secret_basic")
+        .update_registered_client(&renamed, "client_secret_basic", &new_hash)
         .await
         .unwrap());
     let renamed = Client {
@@ -2114,7 +2132,7 @@ async fn a_replaced_client_secret_keeps_the_previous_one_beside_it_until_cleared
         ..renamed.clone()
     };
     assert!(registrations
-        .update_registered_client(&rekeyed, "client_secret_basic")
+        .update_registered_client(&rekeyed, "client_secret_basic", &new_hash)
         .await
         .unwrap());
     let rekeyed = Client {
@@ -2128,12 +2146,12 @@ async fn a_replaced_client_secret_keeps_the_previous_one_beside_it_until_cleared
 
     // `None` clears it.
     assert!(registrations
-        .replace_client_secret("app", &new_hash, Some(&previous))
+        .replace_client_secret("app", &rekeyed.secret_hash, &new_hash, Some(&previous))
         .await
         .unwrap());
     let before = directory.clients_revision().await.unwrap();
     assert!(registrations
-        .replace_client_secret("app", &new_hash, None)
+        .replace_client_secret("app", &new_hash, &new_hash, None)
         .await
         .unwrap());
     let cleared = directory.clients_revision().await.unwrap();

@@ -49,9 +49,10 @@ pub(crate) const UPDATE_CLIENT: &str = "UPDATE clients SET secret_hash = $1, gra
     require_consent = $12, name = $13, \
     previous_secret_hash = CASE WHEN secret_hash = $1 THEN previous_secret_hash END, \
     previous_secret_until = CASE WHEN secret_hash = $1 THEN previous_secret_until END \
-    WHERE id = $14";
+    WHERE id = $14 AND secret_hash = $15";
 
 /// Gives client `$4` the secret hash `$1`, and as its previous secret `$2` accepted until `$3`
-/// (both `NULL`: none). See `RegistrationStore::replace_client_secret`.
+/// (both `NULL`: none), if its secret hash is still `$5`. See
+/// `RegistrationStore::replace_client_secret`.
 pub(crate) const REPLACE_CLIENT_SECRET: &str = "UPDATE clients SET secret_hash = $1, \
-    previous_secret_hash = $2, previous_secret_until = $3 WHERE id = $4";
+    previous_secret_hash = $2, previous_secret_until = $3 WHERE id = $4 AND secret_hash = $5";

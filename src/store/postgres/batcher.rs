@@ -2,9 +2,12 @@
 //! queue (up to a maximum) and hands them to a [`Run`] as one batch, normally one batch at a
 //! time. While a batch waits on the database, new jobs pile up in the queue and leave together
 //! as the next batch: the busier the node, the larger the batches, with no timer adding latency
-//! when it is idle. A batch that takes unusually long (a row lock another session holds, a
-//! database that stopped answering) does not hold up the jobs behind it: after [`STALL`] the
-//! next batch may start beside it, up to a few at once.
+//! when it is idle. When the previous batch held several jobs, the dispatcher first yields to
+//! the node's other ready tasks (at most [`GATHER_YIELDS`] times, until one brings no job), so
+//! requests about to queue a job join the batch instead of starting the next one. A batch
+//! that takes unusually long (a row lock another session holds, a database that stopped
+//! answering) does not hold up the jobs behind it: after [`STALL`] the next batch may start
+//! beside it, up to a few at once.
 //!
 //! A job carries its own reply channel; the runner answers every job of its batch. A caller
 //! that goes away does not take its job back, but a runner may leave out the jobs whose
@@ -61,6 +64,12 @@ pub(super) struct Batcher<R: Run> {
 /// wait for a row lock.
 pub(super) const STALL: Duration = Duration::from_millis(50);
 
+/// How many times the dispatcher lets the node's other ready tasks run before it sends a batch,
+/// while the previous batch held more than one job; it stops at the first yield that brought
+/// no job. Two nodes on the 2 cores of `bench/cluster.sh`: +16–20 % refresh grants
+/// (BENCHMARKS.md, 2026-12-07 18:00).
+const GATHER_YIELDS: usize = 8;
+
 pub(super) fn closed() -> StoreError {
     StoreError::Unavailable("the token store is closed".into())
 }
@@ -113,6 +122,7 @@ async fn dispatch<R: Run>(
     let slots = Arc::new(Semaphore::new(in_flight));
     let extra = Arc::new(Semaphore::new(extra_in_flight));
     let mut closers = Vec::new();
+    let mut last_batch = 0;
     while closers.is_empty() {
         let Some(first) = queue.recv().await else {
             break; // the store is gone
@@ -135,15 +145,30 @@ async fn dispatch<R: Run>(
         };
         let mut jobs = Vec::new();
         let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Job(job) => jobs.push(job),
-                Message::Close(done) => closers.push(done),
+        // After a batch of several jobs, the node is busy: let the tasks that are ready run
+        // (a few yields, no timer) so the jobs they are about to queue join this batch.
+        let mut yields = if last_batch > 1 { GATHER_YIELDS } else { 0 };
+        loop {
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Job(job) => jobs.push(job),
+                    Message::Close(done) => closers.push(done),
+                }
+                if jobs.len() < limits.max_jobs {
+                    next = queue.try_recv().ok();
+                }
             }
-            if jobs.len() < limits.max_jobs {
-                next = queue.try_recv().ok();
+            if yields == 0 || !closers.is_empty() || jobs.len() >= limits.max_jobs {
+                break;
+            }
+            yields -= 1;
+            tokio::task::yield_now().await;
+            next = queue.try_recv().ok();
+            if next.is_none() {
+                break; // nothing came: the others were not about to queue
             }
         }
+        last_batch = jobs.len();
         if !jobs.is_empty() {
             let runner = runner.clone();
             tokio::spawn(async move {

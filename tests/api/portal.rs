@@ -1976,3 +1976,54 @@ async fn signed_in_pages_take_from_the_per_address_rate_limit_and_answer_a_page_
     assert!(over.text.contains("Too many attempts"));
     assert_page_headers(&over, "over the limit");
 }
+
+/// A regeneration whose browser went away while the store was busy still completes: the new
+/// secret is in force and the change is audited and counted (it runs in a task of its own; a
+/// handler dropped at its store write would have left it unaudited, and the developer without
+/// the secret and without a trace).
+#[tokio::test]
+async fn a_regeneration_whose_browser_went_away_is_completed_and_audited() {
+    use sqlx::Connection as _;
+    let app = spawn_portal(|_| {}).await;
+    let mut devon = signed_in(&app, DEVELOPER, DEVELOPER_PASSWORD).await;
+    let (key, old) = create_confidential(&mut devon, &app, "Patient").await;
+    let page = devon.get(&app, &format!("/portal/apps/{key}")).await;
+    let form = vec![("csrf_token".to_owned(), csrf(&page))];
+    let mut intruder =
+        sqlx::SqliteConnection::connect_with(&crate::store_failure::store_file(&app))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+
+    // The browser gives up while the store waits for the lock...
+    let path = format!("/portal/apps/{key}/secret");
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        devon.post_to(&app, &path, &form),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the regeneration should still be waiting");
+    // ...and the lock goes before the store's busy timeout (5 s).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+    drop(intruder);
+
+    let event = wait_for_event(
+        &audit_file(app.home.path()),
+        "client_secret_regenerated",
+        |_| true,
+    )
+    .await;
+    assert_eq!(event["client_id"], key.as_str());
+    assert_eq!(event["subject"], DEVELOPER);
+    token_for(&app, &key, &old, Some("read"))
+        .await
+        .assert_error(401, "invalid_client");
+    assert_eq!(app.metric(&portal_change("secret_regenerated")).await, 1.0);
+}

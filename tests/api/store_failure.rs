@@ -9,7 +9,7 @@ use sqlx::Connection as _;
 use crate::helpers::*;
 
 /// Connection options for the app's SQLite token store, opened from outside the server.
-fn store_file(app: &TestApp) -> sqlx::sqlite::SqliteConnectOptions {
+pub(crate) fn store_file(app: &TestApp) -> sqlx::sqlite::SqliteConnectOptions {
     let tokengate::config::TokenStoreSettings::Sqlite { path, .. } = &app.settings.stores.tokens
     else {
         panic!("the test config uses SQLite")

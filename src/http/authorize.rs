@@ -16,10 +16,10 @@ use secrecy::SecretString;
 use super::error::ApiError;
 use super::extract::TokenForm;
 use super::pages::{
-    busy, check_page_login, cookie, counted_as, csrf_cookie, csrf_matches,
+    busy, check_page_login, cookie, counted_as, csrf_cookie, csrf_matches, end_session,
     form_without_csrf_cookie, html, message, origin_of, redirect, session_user, set_cookie,
-    start_session, too_many_requests, unreadable_form, with_csrf_value, Brand, StoreUnavailable,
-    LOGO_CSP, SESSION_COOKIE,
+    start_session, too_many_requests, unreadable_form, with_csrf_value, Brand, SessionNotEnded,
+    StoreUnavailable, LOGO_CSP, SESSION_COOKIE,
 };
 use super::request_id::RequestId;
 use super::{AppState, ClientIp};
@@ -503,32 +503,16 @@ pub async fn logout(
     request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
-        // Each costs a store write: taken from the per-IP rate limit.
-        let origin = origin_of(ip, request_id);
-        if let Err(retry) = super::take_from_ip_limit(&state, &origin).await {
-            return too_many_requests(&state, retry);
-        }
-        let id = SecretString::from(id);
-        // Whose session it was, for the audit trail (a dead session is just dropped).
-        let user = state.login_sessions.user(&id).await.ok().flatten();
-        match state.login_sessions.end(&id).await {
-            Ok(ended) => {
-                if let (true, Some(user)) = (ended, user) {
-                    state
-                        .audit
-                        .record(&origin, None, Some(&user), Event::LoggedOut {});
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "a login session could not be ended");
-                return message(
-                    &state,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Please try again",
-                    "You could not be signed out just now; please try again in a moment.",
-                );
-            }
+    match end_session(&state, &headers, &origin_of(ip, request_id)).await {
+        Ok(()) => {}
+        Err(SessionNotEnded::RateLimited(retry)) => return too_many_requests(&state, retry),
+        Err(SessionNotEnded::StoreFailed) => {
+            return message(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Please try again",
+                "You could not be signed out just now; please try again in a moment.",
+            )
         }
     }
     let mut response = message(

@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::request_id::RequestId;
 use super::{AppState, ClientIp};
-use crate::audit::Origin;
+use crate::audit::{Event, Origin};
 use crate::config::LoginSettings;
 use crate::crypto::secret::generate_secret;
 use crate::metrics::Outcome;
@@ -418,6 +418,45 @@ pub(super) async fn check_page_login(
                 "Something went wrong",
                 "Your sign-in could not be checked. Please try again.",
             ))
+        }
+    }
+}
+
+/// Why [`end_session`] did not end the browser's session.
+pub(super) enum SessionNotEnded {
+    /// Over the per-IP rate limit: retry after these seconds.
+    RateLimited(u64),
+    /// The session store did not answer.
+    StoreFailed,
+}
+
+/// Ends the browser's login session, if it sent one (each costs store writes: taken from the
+/// per-IP rate limit), and records `logged_out` for its user (a dead session is just dropped).
+pub(super) async fn end_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    origin: &Origin,
+) -> Result<(), SessionNotEnded> {
+    let Some(id) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(());
+    };
+    super::take_from_ip_limit(state, origin)
+        .await
+        .map_err(SessionNotEnded::RateLimited)?;
+    let id = SecretString::from(id);
+    let user = state.login_sessions.user(&id).await.ok().flatten();
+    match state.login_sessions.end(&id).await {
+        Ok(ended) => {
+            if let (true, Some(user)) = (ended, user) {
+                state
+                    .audit
+                    .record(origin, None, Some(&user), Event::LoggedOut {});
+            }
+            Ok(())
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "a login session could not be ended");
+            Err(SessionNotEnded::StoreFailed)
         }
     }
 }

@@ -21,13 +21,13 @@ use super::authorize::LoginPage;
 use super::error::ApiError;
 use super::extract::TokenForm;
 use super::pages::{
-    busy, check_page_login, cookie, counted_as, csrf_cookie, csrf_matches, html, message,
-    origin_of, redirect, session_user, set_cookie, start_session, too_many_requests,
-    unreadable_form, with_csrf_value, Brand, StoreUnavailable, SESSION_COOKIE,
+    busy, check_page_login, cookie, counted_as, csrf_cookie, csrf_matches, end_session, html,
+    message, origin_of, redirect, session_user, set_cookie, start_session, too_many_requests,
+    unreadable_form, with_csrf_value, Brand, SessionNotEnded, StoreUnavailable, SESSION_COOKIE,
 };
 use super::request_id::RequestId;
 use super::{take_from_ip_limit, AppState, ClientIp};
-use crate::audit::{Event, Origin};
+use crate::audit::Origin;
 use crate::metrics::Outcome;
 use crate::oauth::params::FormParams;
 use crate::oauth::portal::{
@@ -270,6 +270,20 @@ fn portal_form_without_csrf_cookie(state: &AppState) -> Response {
     )
 }
 
+/// A portal form whose CSRF value is not the browser's cookie (a stale page, or a forgery).
+fn csrf_value_mismatch(state: &AppState) -> Response {
+    tracing::info!("a portal form was refused: its CSRF value does not match the cookie");
+    counted_as(
+        message(
+            state,
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Go back, reload the page and try again.",
+        ),
+        Outcome::AccessDenied,
+    )
+}
+
 /// A posted portal form: read, CSRF-checked, from a signed-in portal user. `Err` is the page
 /// to answer instead.
 async fn posted_by(
@@ -285,16 +299,7 @@ async fn posted_by(
         return Err(portal_form_without_csrf_cookie(state));
     };
     if !csrf_matches(headers, &posted.form) {
-        tracing::info!("a portal form was refused: its CSRF value does not match the cookie");
-        return Err(counted_as(
-            message(
-                state,
-                StatusCode::FORBIDDEN,
-                "This form has expired",
-                "Go back, reload the page and try again.",
-            ),
-            Outcome::AccessDenied,
-        ));
+        return Err(csrf_value_mismatch(state));
     }
     let user = signed_in(state, headers, &origin).await?;
     Ok((user, posted.form, origin, csrf))
@@ -451,37 +456,12 @@ pub async fn logout(
         return portal_form_without_csrf_cookie(&state);
     }
     if !csrf_matches(&headers, &posted.form) {
-        return counted_as(
-            message(
-                &state,
-                StatusCode::FORBIDDEN,
-                "This form has expired",
-                "Go back, reload the page and try again.",
-            ),
-            Outcome::AccessDenied,
-        );
+        return csrf_value_mismatch(&state);
     }
-    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
-        // Each costs store writes: taken from the per-IP rate limit.
-        if let Err(retry) = take_from_ip_limit(&state, &origin).await {
-            return too_many_requests(&state, retry);
-        }
-        let id = SecretString::from(id);
-        // Whose session it was, for the audit trail (a dead session is just dropped).
-        let user = state.login_sessions.user(&id).await.ok().flatten();
-        match state.login_sessions.end(&id).await {
-            Ok(ended) => {
-                if let (true, Some(user)) = (ended, user) {
-                    state
-                        .audit
-                        .record(&origin, None, Some(&user), Event::LoggedOut {});
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "a login session could not be ended");
-                return busy(&state);
-            }
-        }
+    match end_session(&state, &headers, &origin).await {
+        Ok(()) => {}
+        Err(SessionNotEnded::RateLimited(retry)) => return too_many_requests(&state, retry),
+        Err(SessionNotEnded::StoreFailed) => return busy(&state),
     }
     let mut response = redirect(&state, "/portal/");
     set_cookie(&mut response, SESSION_COOKIE, "", Some(0));
@@ -782,6 +762,21 @@ async fn app_page_with_error(
     }
 }
 
+/// A failed change to application `id`: a refusal shown on its page, anything else by
+/// [`portal_error`] (someone else's or a gone application is 404).
+async fn failed_on_app(
+    state: &AppState,
+    user: &PortalUser,
+    csrf: &str,
+    id: &str,
+    err: PortalError,
+) -> Response {
+    match err {
+        PortalError::Refused(text) => app_page_with_error(state, user, csrf, id, &text).await,
+        err => portal_error(state, err, |_| not_found(state)),
+    }
+}
+
 /// `POST /portal/apps/{id}`: name, scopes and redirect URIs.
 pub async fn update(
     State(state): State<AppState>,
@@ -818,10 +813,7 @@ pub async fn update(
     .await;
     match updated {
         Ok(_) => redirect(&state, &format!("/portal/apps/{}?done=saved", current.id)),
-        Err(PortalError::Refused(text)) => {
-            app_page_with_error(&state, &user, &csrf, &id, &text).await
-        }
-        Err(err) => portal_error(&state, err, |_| not_found(&state)),
+        Err(err) => failed_on_app(&state, &user, &csrf, &id, err).await,
     }
 }
 
@@ -872,10 +864,7 @@ pub async fn regenerate_secret(
             }
             Err(err) => portal_error(&state, err, |_| not_found(&state)),
         },
-        Err(PortalError::Refused(text)) => {
-            app_page_with_error(&state, &user, &csrf, &id, &text).await
-        }
-        Err(err) => portal_error(&state, err, |_| not_found(&state)),
+        Err(err) => failed_on_app(&state, &user, &csrf, &id, err).await,
     }
 }
 
@@ -910,10 +899,7 @@ pub async fn set_status(
             let done = if disabled { "disabled" } else { "enabled" };
             redirect(&state, &format!("/portal/apps/{id}?done={done}"))
         }
-        Err(PortalError::Refused(text)) => {
-            app_page_with_error(&state, &user, &csrf, &id, &text).await
-        }
-        Err(err) => portal_error(&state, err, |_| not_found(&state)),
+        Err(err) => failed_on_app(&state, &user, &csrf, &id, err).await,
     }
 }
 
@@ -1020,9 +1006,6 @@ pub async fn generate_token(
             ),
             Err(err) => portal_error(&state, err, |_| not_found(&state)),
         },
-        Err(PortalError::Refused(text)) => {
-            app_page_with_error(&state, &user, &csrf, &id, &text).await
-        }
-        Err(err) => portal_error(&state, err, |_| not_found(&state)),
+        Err(err) => failed_on_app(&state, &user, &csrf, &id, err).await,
     }
 }

@@ -50,13 +50,153 @@ fn secs_i64(secs: u64) -> i64 {
 /// `refresh_token_max_lifetime` set: its start (the family id's mint time, that of the grant's
 /// first refresh token) plus the maximum. `None` without a maximum.
 pub fn grant_ends_at(settings: &OAuthSettings, family_id: &TokenId) -> Option<i64> {
-    let max = settings.refresh_token_max_lifetime_secs;
-    (max > 0).then(|| {
+    grant_end(settings.refresh_token_max_lifetime_secs, family_id)
+}
+
+fn grant_end(max_lifetime_secs: u64, family_id: &TokenId) -> Option<i64> {
+    (max_lifetime_secs > 0).then(|| {
         family_id
             .minted_at_ms()
             .div_euclid(1000)
-            .saturating_add(secs_i64(max))
+            .saturating_add(secs_i64(max_lifetime_secs))
     })
+}
+
+/// How long a client's tokens live: its overrides, else the settings (one snapshot).
+#[derive(Debug, Clone, Copy)]
+struct Lifetimes {
+    user_access: u64,
+    application_access: u64,
+    refresh: u64,
+    refresh_max: u64,
+}
+
+impl Lifetimes {
+    fn of(settings: &OAuthSettings, client: &Client) -> Self {
+        Self {
+            user_access: client
+                .access_token_validity_secs
+                .unwrap_or(settings.access_token_validity_secs),
+            application_access: client
+                .application_access_token_validity_secs
+                .unwrap_or(settings.application_access_token_validity_secs),
+            refresh: client
+                .refresh_token_validity_secs
+                .unwrap_or(settings.refresh_token_validity_secs),
+            refresh_max: settings.refresh_token_max_lifetime_secs,
+        }
+    }
+
+    /// An access token's validity: a user's, or an application token's (no user).
+    fn access(&self, username: Option<&String>) -> u64 {
+        match username {
+            Some(_) => self.user_access,
+            None => self.application_access,
+        }
+    }
+
+    /// Rotation slides each refresh token's expiry, but never past the grant's maximum.
+    fn refresh_expires_at(&self, now: i64, family_id: &TokenId) -> i64 {
+        let expires_at = now.saturating_add(secs_i64(self.refresh));
+        match grant_end(self.refresh_max, family_id) {
+            Some(ends_at) => expires_at.min(ends_at),
+            None => expires_at,
+        }
+    }
+}
+
+/// The tokens of a refresh-token rotation, minted before the store reads the token they
+/// replace, so that reading, checking and writing take one store round (see
+/// `TokenStore::rotate_presented`). Their random values stay here for the response; the
+/// [`SuccessorRecords`] build their records from the old token on the store's side.
+pub struct RotationTokens {
+    access: MintedToken,
+    refresh: MintedToken,
+}
+
+/// What the records of a rotation's new tokens need besides the old token: no secrets.
+pub struct SuccessorRecords {
+    access: (TokenId, SecretDigest),
+    refresh: (TokenId, SecretDigest),
+    client_id: String,
+    lifetimes: Lifetimes,
+    now: i64,
+}
+
+impl RotationTokens {
+    /// `None` when the client's access tokens are JWTs: they are signed once the old token is
+    /// read (signing has no place on the store's thread), so such rotations take two rounds.
+    pub fn mint(service: &TokenService, client: &Client) -> Option<(Self, SuccessorRecords)> {
+        let settings = service.settings();
+        if client.token_format.unwrap_or(settings.token_format) != TokenFormat::Opaque {
+            return None;
+        }
+        let now_ms = service.clock.now_ms();
+        let (access, refresh) = (MintedToken::new(now_ms), MintedToken::new(now_ms));
+        let records = SuccessorRecords {
+            access: (access.id, access.digest),
+            refresh: (refresh.id, refresh.digest),
+            client_id: client.id.clone(),
+            lifetimes: Lifetimes::of(&settings, client),
+            now: now_ms.div_euclid(1000),
+        };
+        Some((Self { access, refresh }, records))
+    }
+
+    /// The RFC 6749 §5.1 response for the tokens the store recorded.
+    pub fn response(self, new: &NewTokens) -> TokenResponse {
+        let access = &new.access;
+        TokenResponse {
+            access_token: self.access.value.expose_secret().to_owned(),
+            token_type: "Bearer",
+            expires_in: u64::try_from(access.expires_at.saturating_sub(access.issued_at))
+                .unwrap_or(0),
+            refresh_token: Some(self.refresh.value.expose_secret().to_owned()),
+            scope: access.scope.clone(),
+        }
+    }
+}
+
+impl SuccessorRecords {
+    /// The time of the rotation (seconds).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// `refresh_token_max_lifetime`: whether the grant rooted at `family_id` has ended.
+    pub fn grant_ended(&self, family_id: &TokenId) -> bool {
+        grant_end(self.lifetimes.refresh_max, family_id).is_some_and(|ends_at| ends_at <= self.now)
+    }
+
+    /// The successor of `old`: an access token for `access_scope`, and a refresh token with
+    /// `old`'s user, scope and family (RFC 6749 §6).
+    pub fn records(self, old: &TokenRecord, access_scope: String) -> NewTokens {
+        let username = old.username.clone();
+        let access_expires_at = self
+            .now
+            .saturating_add(secs_i64(self.lifetimes.access(username.as_ref())));
+        let refresh_expires_at = self.lifetimes.refresh_expires_at(self.now, &old.family_id);
+        let record =
+            |(id, secret_digest): (TokenId, SecretDigest), scope, expires_at| TokenRecord {
+                id,
+                secret_digest,
+                client_id: self.client_id.clone(),
+                username: username.clone(),
+                scope,
+                family_id: old.family_id,
+                issued_at: self.now,
+                expires_at,
+                revoked_at: None,
+            };
+        NewTokens {
+            access: record(self.access, access_scope, access_expires_at),
+            refresh: Some(RefreshTokenRecord {
+                token: record(self.refresh, old.scope.clone(), refresh_expires_at),
+                spent_at: None,
+                replaced_by: None,
+            }),
+        }
+    }
 }
 
 /// The `aud` of a client's JWT access tokens.
@@ -122,23 +262,12 @@ pub fn mint_started_at(
     let now_ms = service.clock.now_ms();
     let started_ms = started_ms.min(now_ms);
     let now = now_ms.div_euclid(1000);
-    let (username, access_validity) = match subject {
-        Subject::User(name) => (
-            Some(name),
-            client
-                .access_token_validity_secs
-                .unwrap_or(settings.access_token_validity_secs),
-        ),
-        Subject::Application => (
-            None,
-            client
-                .application_access_token_validity_secs
-                .unwrap_or(settings.application_access_token_validity_secs),
-        ),
+    let username = match subject {
+        Subject::User(name) => Some(name),
+        Subject::Application => None,
     };
-    let refresh_validity = client
-        .refresh_token_validity_secs
-        .unwrap_or(settings.refresh_token_validity_secs);
+    let lifetimes = Lifetimes::of(&settings, client);
+    let access_validity = lifetimes.access(username.as_ref());
     let expires_at = now.saturating_add(secs_i64(access_validity));
 
     // The token that roots a new family is minted at the grant's start (see above).
@@ -193,11 +322,7 @@ pub fn mint_started_at(
         revoked_at: None,
     };
     let access_record = record(access.id, access_digest, &access_scope, expires_at);
-    // Rotation slides each refresh token's expiry, but never past the grant's maximum.
-    let mut refresh_expires_at = now.saturating_add(secs_i64(refresh_validity));
-    if let Some(ends_at) = grant_ends_at(&settings, &family_id) {
-        refresh_expires_at = refresh_expires_at.min(ends_at);
-    }
+    let refresh_expires_at = lifetimes.refresh_expires_at(now, &family_id);
     let refresh_record = refresh_minted
         .as_ref()
         .map(|(minted, plan)| RefreshTokenRecord {

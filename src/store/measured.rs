@@ -13,8 +13,9 @@ use super::model::{
     RefreshTokenRecord,
 };
 use super::{
-    Attempt, AttemptStep, DatabaseStores, LockoutPolicy, LockoutStore, PurgeLimits, PurgedRows,
-    Rate, RateLimitStore, Redemption, Rotation, StoreError, SubjectKind, Take, TokenStore,
+    Attempt, AttemptStep, DatabaseStores, LockoutPolicy, LockoutStore, PresentedRotation,
+    PurgeLimits, PurgedRows, Rate, RateLimitStore, Redemption, Rotation, StoreError, SubjectKind,
+    Successor, Take, TokenStore,
 };
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -197,6 +198,20 @@ impl TokenStore for Measured<dyn TokenStore> {
         self.timed(
             "rotate_refresh_token",
             store.rotate_refresh_token(old, now, new),
+        )
+        .await
+    }
+
+    async fn rotate_presented(
+        &self,
+        id: &TokenId,
+        now: i64,
+        successor: Successor,
+    ) -> Result<PresentedRotation, StoreError> {
+        let store = &self.inner;
+        self.timed(
+            "rotate_presented",
+            store.rotate_presented(id, now, successor),
         )
         .await
     }

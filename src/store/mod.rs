@@ -99,6 +99,26 @@ pub enum Rotation {
     AlreadySpent,
 }
 
+/// What replaces a live refresh token under rotation, decided by the caller once the store has
+/// read the token (see [`TokenStore::rotate_presented`]): the tokens to record in its place, or
+/// `None` to leave it as it is. It runs where the store reads (the SQLite writer's thread), so
+/// it must be quick: checks and record building, no I/O and no signing.
+pub type Successor = Box<dyn FnOnce(&RefreshTokenRecord) -> Option<NewTokens> + Send>;
+
+/// Outcome of [`TokenStore::rotate_presented`].
+#[derive(Debug)]
+pub enum PresentedRotation {
+    /// No refresh token has this id.
+    Unknown,
+    /// The token as read, left as it was: spent, revoked, or declined by the successor.
+    Kept(RefreshTokenRecord),
+    /// The token as read before it was spent, and the tokens recorded in its place.
+    Rotated {
+        old: RefreshTokenRecord,
+        new: Box<NewTokens>,
+    },
+}
+
 /// Outcome of redeeming an authorization code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Redemption {
@@ -180,6 +200,40 @@ pub trait TokenStore: Send + Sync + 'static {
         now: i64,
         new: NewTokens,
     ) -> Result<Rotation, StoreError>;
+
+    /// RFC 6749 §6 rotation in one store round: reads refresh token `id` as
+    /// [`TokenStore::find_refresh_token`] does and, if it is neither spent nor revoked, asks
+    /// `successor` for the tokens that replace it; those are recorded and the token marked
+    /// spent in one transaction, with the guarantee of [`TokenStore::rotate_refresh_token`].
+    /// The default takes two rounds (a read, then the conditional write); a backend that can
+    /// read and write in one overrides it.
+    async fn rotate_presented(
+        &self,
+        id: &TokenId,
+        now: i64,
+        successor: Successor,
+    ) -> Result<PresentedRotation, StoreError> {
+        let Some(old) = self.find_refresh_token(id).await? else {
+            return Ok(PresentedRotation::Unknown);
+        };
+        if old.spent_at.is_some() || old.token.revoked_at.is_some() {
+            return Ok(PresentedRotation::Kept(old));
+        }
+        let Some(new) = successor(&old) else {
+            return Ok(PresentedRotation::Kept(old));
+        };
+        match self.rotate_refresh_token(id, now, new.clone()).await? {
+            Rotation::Rotated => Ok(PresentedRotation::Rotated {
+                old,
+                new: Box::new(new),
+            }),
+            // Spent or revoked meanwhile: the caller judges the token as it is now.
+            Rotation::AlreadySpent => Ok(match self.find_refresh_token(id).await? {
+                Some(now_read) => PresentedRotation::Kept(now_read),
+                None => PresentedRotation::Unknown,
+            }),
+        }
+    }
 
     /// Records a new authorization code (its `redeemed_at` and `family_id` are not read).
     /// Returns once it is durable.
@@ -482,6 +536,13 @@ pub trait LockoutStore: Send + Sync + 'static {
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
     async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError>;
+
+    /// Whether `name` is a user who may get tokens (known and not disabled), when the store
+    /// can tell from memory without waiting; `None` when it would take a read. A rotation's
+    /// [`Successor`] asks it on the token store's thread.
+    fn enabled_in_memory(&self, _name: &str) -> Option<bool> {
+        None
+    }
 }
 
 /// Clients, looked up by id.

@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, TransactionBehavior};
+use rusqlite::{
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension as _, Row, TransactionBehavior,
+};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot};
@@ -43,8 +45,8 @@ use super::model::{
 use super::sql::{directory, lockouts, purge, registration, tokens};
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
-    LockoutStore, PurgeLimits, PurgedRows, Redemption, Registration, RegistrationStore, Rotation,
-    RowChange, StoreError, SubjectKind, TokenStore,
+    LockoutStore, PresentedRotation, PurgeLimits, PurgedRows, Redemption, Registration,
+    RegistrationStore, Rotation, RowChange, StoreError, SubjectKind, Successor, TokenStore,
 };
 use crate::crypto::token::{SecretDigest, TokenId};
 
@@ -113,6 +115,13 @@ enum WriterOp {
         old: TokenId,
         now: i64,
         new: NewTokens,
+    },
+    /// A read and, when the successor says so, a rotation in one job (see `rotate_presented`).
+    /// `None` once the successor has run.
+    RotatePresented {
+        id: TokenId,
+        now: i64,
+        successor: Option<Successor>,
     },
     RevokeAccess {
         id: TokenId,
@@ -201,6 +210,8 @@ enum Outcome {
     /// Whether the write changed anything (a rotation whose token was already spent, or a
     /// revocation of an already revoked token, did not).
     Changed(bool),
+    /// What a read-and-rotate did; a stored row that does not decode fails this job only.
+    Presented(Result<PresentedRotation, StoreError>),
     /// The verdict on a login attempt.
     Attempt(Attempt),
     /// The rows a purge deleted.
@@ -261,6 +272,11 @@ fn batch_error(err: &rusqlite::Error) -> StoreError {
     } else {
         StoreError::Backend(Box::new(BatchFailed(err.to_string())))
     }
+}
+
+/// A writer reply of another kind than the job's: never expected, reported rather than trusted.
+fn wrong_outcome() -> StoreError {
+    StoreError::Corrupt("the writer answered with another kind of outcome".into())
 }
 
 fn closed() -> StoreError {
@@ -347,6 +363,9 @@ impl SqliteTokenStore {
             Outcome::Attempt(_) => true,
             Outcome::Deleted(rows) => rows.total() > 0,
             Outcome::Refresh(found) => found.is_some(),
+            Outcome::Presented(rotation) => {
+                matches!(rotation, Ok(PresentedRotation::Rotated { .. }))
+            }
             Outcome::Registered(registration) => registration == Registration::Registered,
         })
     }
@@ -503,7 +522,7 @@ fn run_writer(
             continue;
         }
         shutting_down = batch.iter().any(|job| matches!(job.op, WriterOp::Shutdown));
-        match apply_batch(&mut conn, &batch) {
+        match apply_batch(&mut conn, &mut batch) {
             Ok(outcomes) => {
                 observer.committed_batch(outcomes.iter().flatten().count());
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
@@ -579,7 +598,7 @@ fn answer_reads(conn: &Connection, batch: &mut Vec<WriterJob>) {
 /// gone away.
 fn apply_batch(
     conn: &mut Connection,
-    batch: &[WriterJob],
+    batch: &mut [WriterJob],
 ) -> Result<Vec<Option<Outcome>>, rusqlite::Error> {
     // IMMEDIATE takes the write lock up front: a deferred transaction that reads before it
     // writes fails at once with SQLITE_BUSY when another process (a second server on the same
@@ -591,12 +610,17 @@ fn apply_batch(
     // anyway would spend a refresh token behind the client's back, and its retry would look
     // like reuse and revoke the grant; left out, it was never written and the retry works.
     let outcomes = batch
-        .iter()
+        .iter_mut()
         .map(|job| {
             if job.reply.is_closed() {
-                Ok(None)
-            } else {
-                apply(&tx, &job.op).map(Some)
+                return Ok(None);
+            }
+            match &mut job.op {
+                WriterOp::RotatePresented { id, now, successor } => {
+                    rotate_presented_in(&tx, id, *now, successor.take())
+                        .map(|rotation| Some(Outcome::Presented(rotation)))
+                }
+                op => apply(&tx, op).map(Some),
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -781,6 +805,42 @@ fn apply(conn: &Connection, op: &WriterOp) -> Result<Outcome, rusqlite::Error> {
         WriterOp::Shutdown => true,
         // Answered before the batch by `answer_reads`.
         WriterOp::FindRefresh(_) | WriterOp::Ping => false,
+        // Applied by `apply_batch`, which hands its successor over.
+        WriterOp::RotatePresented { .. } => false,
+    }))
+}
+
+/// Reads refresh token `id` and, if it is live and `successor` returns its replacement, spends it
+/// and records the replacement, inside the batch's transaction. The writer is the store's only
+/// writer and holds the write lock, so nothing changes the row between the read and the write.
+fn rotate_presented_in(
+    conn: &Connection,
+    id: &TokenId,
+    now: i64,
+    successor: Option<Successor>,
+) -> Result<Result<PresentedRotation, StoreError>, rusqlite::Error> {
+    let found = conn
+        .prepare_cached(&tokens::FIND_REFRESH)?
+        .query_row([id.0.as_slice()], |row| Ok(decode_refresh(row)))
+        .optional()?;
+    let old = match found {
+        None => return Ok(Ok(PresentedRotation::Unknown)),
+        Some(Err(corrupt)) => return Ok(Err(corrupt)),
+        Some(Ok(old)) => old,
+    };
+    if old.spent_at.is_some() || old.token.revoked_at.is_some() {
+        return Ok(Ok(PresentedRotation::Kept(old)));
+    }
+    let Some(new) = successor.and_then(|successor| successor(&old)) else {
+        return Ok(Ok(PresentedRotation::Kept(old)));
+    };
+    let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.as_slice());
+    conn.prepare_cached(tokens::SPEND_READ_REFRESH)?
+        .execute(params![now, replaced_by, id.0.as_slice()])?;
+    insert_tokens(conn, &new)?;
+    Ok(Ok(PresentedRotation::Rotated {
+        old,
+        new: Box::new(new),
     }))
 }
 
@@ -1198,9 +1258,7 @@ impl TokenStore for SqliteTokenStore {
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
         match self.ask_writer(WriterOp::FindRefresh(*id)).await? {
             Outcome::Refresh(found) => Ok(found),
-            _ => Err(StoreError::Corrupt(
-                "the writer answered a read with a write".into(),
-            )),
+            _ => Err(wrong_outcome()),
         }
     }
 
@@ -1229,6 +1287,25 @@ impl TokenStore for SqliteTokenStore {
         } else {
             Rotation::AlreadySpent
         })
+    }
+
+    /// One writer job: the read, the successor and the write in the same transaction, so a
+    /// refresh waits for one commit instead of a read round and then a commit.
+    async fn rotate_presented(
+        &self,
+        id: &TokenId,
+        now: i64,
+        successor: Successor,
+    ) -> Result<PresentedRotation, StoreError> {
+        let op = WriterOp::RotatePresented {
+            id: *id,
+            now,
+            successor: Some(successor),
+        };
+        match self.submit_for(op).await? {
+            Outcome::Presented(rotation) => rotation,
+            _ => Err(wrong_outcome()),
+        }
     }
 
     async fn create_authorization_code(
@@ -1316,12 +1393,7 @@ impl TokenStore for SqliteTokenStore {
     async fn purge(&self, limits: PurgeLimits) -> Result<PurgedRows, StoreError> {
         match self.submit_for(WriterOp::Purge(limits)).await? {
             Outcome::Deleted(rows) => Ok(rows),
-            Outcome::Changed(_)
-            | Outcome::Attempt(_)
-            | Outcome::Refresh(_)
-            | Outcome::Registered(_) => Err(StoreError::Corrupt(
-                "the writer answered the wrong write".into(),
-            )),
+            _ => Err(wrong_outcome()),
         }
     }
 
@@ -1369,12 +1441,7 @@ impl LockoutStore for SqliteTokenStore {
             .await?;
         match outcome {
             Outcome::Attempt(attempt) => Ok(attempt),
-            Outcome::Changed(_)
-            | Outcome::Deleted(_)
-            | Outcome::Refresh(_)
-            | Outcome::Registered(_) => Err(StoreError::Corrupt(
-                "the writer answered the wrong write".into(),
-            )),
+            _ => Err(wrong_outcome()),
         }
     }
 
@@ -1524,12 +1591,7 @@ impl RegistrationStore for SqliteTokenStore {
         };
         match self.submit_for(WriterOp::Registration(change)).await? {
             Outcome::Registered(registration) => Ok(registration),
-            Outcome::Changed(_)
-            | Outcome::Attempt(_)
-            | Outcome::Deleted(_)
-            | Outcome::Refresh(_) => Err(StoreError::Corrupt(
-                "the writer answered the wrong write".into(),
-            )),
+            _ => Err(wrong_outcome()),
         }
     }
 

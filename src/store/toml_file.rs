@@ -310,6 +310,10 @@ impl UserStore for TomlUserStore {
     async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError> {
         Ok(self.file.get().get(name).cloned())
     }
+
+    fn enabled_in_memory(&self, name: &str) -> Option<bool> {
+        Some(self.file.get().get(name).is_some_and(|user| !user.disabled))
+    }
 }
 
 /// Clients from a TOML file.

@@ -368,8 +368,10 @@ async fn assert_store_work_is_counted(app: &TestApp, writes_through_batches: &[&
 
     let ops = |op: &str| moved(&before, &after, &store_ops(op));
     assert_eq!(ops("create_tokens"), 2.0, "the login's and the service's");
-    assert_eq!(ops("find_refresh_token"), 1.0);
-    assert_eq!(ops("rotate_refresh_token"), 1.0);
+    // The refresh: one call that reads, judges and rotates the token.
+    assert_eq!(ops("rotate_presented"), 1.0);
+    assert_eq!(ops("find_refresh_token"), 0.0);
+    assert_eq!(ops("rotate_refresh_token"), 0.0);
     assert!(ops("login_attempt") >= 1.0, "the login's lockout steps");
     let committed: f64 = writes_through_batches.iter().map(|op| ops(op)).sum();
     assert_eq!(
@@ -388,7 +390,7 @@ async fn store_operations_and_commit_sizes_are_counted_on_sqlite() {
     // The SQLite writer commits the lockout steps with the tokens.
     assert_store_work_is_counted(
         &app,
-        &["create_tokens", "rotate_refresh_token", "login_attempt"],
+        &["create_tokens", "rotate_presented", "login_attempt"],
     )
     .await;
 
@@ -417,7 +419,7 @@ async fn store_operations_commit_sizes_and_pool_connections_are_counted_on_postg
     .await;
 
     // Token writes leave in group commits; lockout steps are transactions of their own.
-    assert_store_work_is_counted(&app, &["create_tokens", "rotate_refresh_token"]).await;
+    assert_store_work_is_counted(&app, &["create_tokens", "rotate_presented"]).await;
 
     let scrape = Scrape::of(&app).await;
     let idle = scrape.value("tokengate_db_connections{state=\"idle\"}");

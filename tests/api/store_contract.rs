@@ -21,8 +21,9 @@ use tokengate::store::model::{
 };
 use tokengate::store::redirect_uri::RedirectUri;
 use tokengate::store::{
-    open_database, Attempt, AttemptStep, ClientStore, DatabaseStores, LockoutPolicy, PublicKey,
-    PurgeLimits, PurgedRows, Redemption, Registration, Rotation, StoreError, SubjectKind,
+    open_database, Attempt, AttemptStep, ClientStore, DatabaseStores, LockoutPolicy,
+    PresentedRotation, PublicKey, PurgeLimits, PurgedRows, Redemption, Registration, Rotation,
+    StoreError, SubjectKind, Successor,
 };
 
 use crate::helpers::{postgres_settings, test_settings, TestDatabase};
@@ -58,6 +59,8 @@ contract!(
     created_tokens_are_found_as_they_were_stored,
     a_closed_store_refuses_work_and_reopened_has_every_token,
     of_sixteen_concurrent_rotations_exactly_one_wins,
+    a_presented_token_is_read_judged_and_rotated_in_one_call,
+    of_sixteen_concurrent_presentations_exactly_one_rotates,
     concurrent_writes_to_one_row_have_one_winner_and_leave_the_other_writes_alone,
     a_write_the_database_refuses_fails_without_undoing_the_others,
     a_write_waiting_for_a_row_lock_does_not_hold_up_the_others,
@@ -490,6 +493,151 @@ async fn of_sixteen_concurrent_rotations_exactly_one_wins(b: Backend) {
     assert_eq!(b.rotate(winner, NOW + 30, &next).await, Rotation::Rotated);
     assert_eq!(b.refresh(winner).await.unwrap().spent_at, Some(NOW + 30));
     assert_eq!(b.refresh(&next).await, next.refresh.clone());
+}
+
+/// A successor that records `new` for any token it is shown, and counts its calls.
+fn recording(new: &NewTokens, calls: &Arc<std::sync::atomic::AtomicUsize>) -> Successor {
+    let (new, calls) = (new.clone(), calls.clone());
+    Box::new(move |_old: &RefreshTokenRecord| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(new)
+    })
+}
+
+async fn a_presented_token_is_read_judged_and_rotated_in_one_call(b: Backend) {
+    let store = &b.stores.tokens;
+    let first = grant("app", Some("alice"), NOW, NOW + 86_400, true);
+    b.create(&first).await;
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let called = || calls.load(std::sync::atomic::Ordering::SeqCst);
+
+    // Unknown: the successor is not asked.
+    let nothing = successor(&first, NOW + 1);
+    let unknown = TokenId::new(ms(NOW));
+    let outcome = store
+        .rotate_presented(&unknown, NOW + 1, recording(&nothing, &calls))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, PresentedRotation::Unknown), "{outcome:?}");
+    assert_eq!(called(), 0);
+
+    // Declined: the token is handed over as stored, and nothing is written.
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let seen_by_successor = seen.clone();
+    let declining: Successor = Box::new(move |old: &RefreshTokenRecord| {
+        *seen_by_successor.lock().unwrap() = Some(old.clone());
+        None
+    });
+    let outcome = store
+        .rotate_presented(&refresh_id(&first), NOW + 1, declining)
+        .await
+        .unwrap();
+    let stored = b.refresh(&first).await.unwrap();
+    assert_eq!(stored, first.refresh.clone().unwrap());
+    assert_eq!(seen.lock().unwrap().as_ref(), Some(&stored));
+    match outcome {
+        PresentedRotation::Kept(kept) => assert_eq!(kept, stored),
+        other => panic!("expected Kept, got {other:?}"),
+    }
+
+    // Accepted: the token is spent, replaced by the successor's tokens, all in one call.
+    let second = successor(&first, NOW + 2);
+    let outcome = store
+        .rotate_presented(&refresh_id(&first), NOW + 2, recording(&second, &calls))
+        .await
+        .unwrap();
+    match outcome {
+        PresentedRotation::Rotated { old, new } => {
+            assert_eq!(old, stored, "the token as it was before the rotation");
+            assert_eq!(new.access, second.access);
+            assert_eq!(new.refresh, second.refresh);
+        }
+        other => panic!("expected Rotated, got {other:?}"),
+    }
+    assert_eq!(called(), 1);
+    let spent = b.refresh(&first).await.unwrap();
+    assert_eq!(spent.spent_at, Some(NOW + 2));
+    assert_eq!(spent.replaced_by, Some(refresh_id(&second)));
+    assert_eq!(b.access(&second).await, Some(second.access.clone()));
+    assert_eq!(b.refresh(&second).await, second.refresh.clone());
+
+    // Spent: kept as it is, without asking the successor.
+    let third = successor(&first, NOW + 3);
+    let outcome = store
+        .rotate_presented(&refresh_id(&first), NOW + 3, recording(&third, &calls))
+        .await
+        .unwrap();
+    match outcome {
+        PresentedRotation::Kept(kept) => assert_eq!(kept, spent),
+        other => panic!("expected Kept, got {other:?}"),
+    }
+    assert_eq!(called(), 1);
+    assert_eq!(b.access(&third).await, None);
+
+    // Revoked (its grant): kept, read as revoked, without asking the successor.
+    assert!(store
+        .revoke_family(&family(&second), NOW + 4)
+        .await
+        .unwrap());
+    let fourth = successor(&second, NOW + 5);
+    let outcome = store
+        .rotate_presented(&refresh_id(&second), NOW + 5, recording(&fourth, &calls))
+        .await
+        .unwrap();
+    match outcome {
+        PresentedRotation::Kept(kept) => {
+            assert_eq!(kept.token.revoked_at, Some(NOW + 4));
+            assert_eq!(kept.spent_at, None);
+        }
+        other => panic!("expected Kept, got {other:?}"),
+    }
+    assert_eq!(called(), 1);
+    assert_eq!(b.access(&fourth).await, None);
+    assert_eq!(b.refresh(&second).await.unwrap().spent_at, None);
+}
+
+async fn of_sixteen_concurrent_presentations_exactly_one_rotates(b: Backend) {
+    let first = grant("app", Some("alice"), NOW, NOW + 86_400, true);
+    b.create(&first).await;
+    let old = refresh_id(&first);
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let candidates: Vec<NewTokens> = (0..16).map(|_| successor(&first, NOW + 10)).collect();
+
+    let rotations = candidates.iter().map(|new| {
+        let (tokens, successor) = (b.stores.tokens.clone(), recording(new, &calls));
+        tokio::spawn(async move { tokens.rotate_presented(&old, NOW + 10, successor).await })
+    });
+    let outcomes: Vec<PresentedRotation> = futures::future::join_all(rotations)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap().unwrap())
+        .collect();
+
+    let winners: Vec<&NewTokens> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            PresentedRotation::Rotated { new, .. } => Some(&**new),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let kept = outcomes
+        .iter()
+        .filter(
+            |outcome| matches!(outcome, PresentedRotation::Kept(k) if k.spent_at == Some(NOW + 10)),
+        )
+        .count();
+    assert_eq!(kept, 15, "the others see the token spent: {outcomes:?}");
+    let winner = winners[0];
+    let spent = b.refresh(&first).await.unwrap();
+    assert_eq!(spent.replaced_by, Some(refresh_id(winner)));
+    for loser in candidates
+        .iter()
+        .filter(|c| refresh_id(c) != refresh_id(winner))
+    {
+        assert_eq!(b.access(loser).await, None, "a losing rotation wrote");
+        assert_eq!(b.refresh(loser).await, None, "a losing rotation wrote");
+    }
 }
 
 /// The stores may commit concurrent writes together (a group commit): writes to one row that

@@ -5,18 +5,20 @@
 //! recording its successor is one conditional write, so of two concurrent redemptions exactly
 //! one succeeds.
 
+use std::collections::BTreeSet;
+
 use secrecy::SecretString;
 
 use super::{required_secret, Grant, Issued};
 use crate::audit::{Event, Origin, RevokedBy};
 use crate::crypto::token::PresentedToken;
 use crate::oauth::error::OAuthError;
-use crate::oauth::issue::{self, RefreshPlan, Subject};
+use crate::oauth::issue::{self, RefreshPlan, RotationTokens, Subject, SuccessorRecords};
 use crate::oauth::params::FormParams;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenService;
 use crate::store::model::{Client, GrantType, RefreshTokenRecord, TokenRecord};
-use crate::store::Rotation;
+use crate::store::{PresentedRotation, Rotation, Successor};
 
 pub struct RefreshTokenGrant {
     /// The request's id and the client's address, for the audit trail.
@@ -64,11 +66,39 @@ impl Grant for RefreshTokenGrant {
     ) -> Result<Issued, OAuthError> {
         let now = service.clock.now_secs();
         let presented = PresentedToken::parse(&params.refresh_token).ok_or_else(rejected)?;
-        let stored = service
-            .tokens
-            .find_refresh_token(&presented.id)
-            .await?
-            .ok_or_else(rejected)?;
+        // A public client's refresh tokens are always rotated (RFC 9700 §4.14.2, OAuth 2.1
+        // §4.3.1): with no secret, rotation is what detects a stolen one.
+        let rotating = service.settings().renew_refresh_token || client.public;
+        let minted = if rotating {
+            RotationTokens::mint(service, client)
+        } else {
+            None
+        };
+        let stored = match minted {
+            // The usual case in one store round: the store reads the token, `successor`
+            // checks it and builds its successor, the store writes both.
+            Some((tokens, records)) => {
+                let successor =
+                    successor(service, &presented, client, params.scope.clone(), records);
+                match service
+                    .tokens
+                    .rotate_presented(&presented.id, now, successor)
+                    .await?
+                {
+                    PresentedRotation::Rotated { new, .. } => {
+                        return Ok(Issued::new(&new, tokens.response(&new)));
+                    }
+                    // Judged below, where each refusal gets its answer.
+                    PresentedRotation::Kept(stored) => stored,
+                    PresentedRotation::Unknown => return Err(rejected()),
+                }
+            }
+            None => service
+                .tokens
+                .find_refresh_token(&presented.id)
+                .await?
+                .ok_or_else(rejected)?,
+        };
         let record = &stored.token;
         if !record.secret_digest.matches(&presented.digest) {
             return Err(rejected());
@@ -93,10 +123,8 @@ impl Grant for RefreshTokenGrant {
             .await;
         }
         check_user(service, record).await?;
-        let access_scope = access_scope(record, params.scope.as_deref(), client)?;
-        // A public client's refresh tokens are always rotated (RFC 9700 §4.14.2, OAuth 2.1
-        // §4.3.1): with no secret, rotation is what detects a stolen one.
-        if service.settings().renew_refresh_token || client.public {
+        let access_scope = access_scope(record, params.scope.as_deref(), &client.scopes)?;
+        if rotating {
             match rotate(service, client, &stored, &access_scope, now).await? {
                 Some(response) => Ok(response),
                 // Another request spent it between our read and our write.
@@ -133,6 +161,39 @@ impl Grant for RefreshTokenGrant {
             Ok(issued)
         }
     }
+}
+
+/// What replaces the presented token, decided on the store's side once it has read it: the
+/// checks of [`RefreshTokenGrant::issue`] that need nothing but the token and memory, and the
+/// records of its successor. Anything it declines (or cannot judge: a user it would have to
+/// read) is judged again by `issue`, which gives the answer.
+fn successor(
+    service: &TokenService,
+    presented: &PresentedToken,
+    client: &Client,
+    requested_scope: Option<String>,
+    records: SuccessorRecords,
+) -> Successor {
+    let digest = presented.digest;
+    let client_id = client.id.clone();
+    let client_scopes = client.scopes.clone();
+    let users = service.users.clone();
+    Box::new(move |old: &RefreshTokenRecord| {
+        let record = &old.token;
+        let usable = record.secret_digest.matches(&digest)
+            && record.client_id == client_id
+            && record.expires_at > records.now()
+            && !records.grant_ended(&record.family_id)
+            && record
+                .username
+                .as_ref()
+                .is_none_or(|name| users.enabled_in_memory(name) == Some(true));
+        if !usable {
+            return None;
+        }
+        let scope = access_scope(record, requested_scope.as_deref(), &client_scopes).ok()?;
+        Some(records.records(record, scope.as_string()))
+    })
 }
 
 /// RFC 6749 §6 rotation: spends `old` and issues its successor in one conditional write.
@@ -192,7 +253,8 @@ async fn redeem_spent(
                     && successor.token.expires_at > now;
                 if live {
                     check_user(service, &successor.token).await?;
-                    let access_scope = access_scope(&successor.token, requested_scope, client)?;
+                    let access_scope =
+                        access_scope(&successor.token, requested_scope, &client.scopes)?;
                     if let Some(response) =
                         rotate(service, client, &successor, &access_scope, now).await?
                     {
@@ -270,7 +332,7 @@ async fn check_user(service: &TokenService, record: &TokenRecord) -> Result<(), 
 fn access_scope(
     record: &TokenRecord,
     requested: Option<&str>,
-    client: &Client,
+    client_scopes: &BTreeSet<String>,
 ) -> Result<Scope, OAuthError> {
     let granted = Scope::parse(&record.scope)?;
     let scope = match requested {
@@ -285,7 +347,7 @@ fn access_scope(
             requested
         }
     };
-    if !scope.allowed_for(&client.scopes) {
+    if !scope.allowed_for(client_scopes) {
         return Err(OAuthError::invalid_scope(
             "the scope is no longer allowed for this client",
         ));

@@ -76,6 +76,12 @@ pub(crate) static SPEND_REFRESH: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Spends refresh token `$3` (`spent_at = $1`, `replaced_by = $2`) that the same transaction
+/// has just read and found redeemable, under the write lock: nothing can have revoked it since,
+/// so only the spent mark is checked again.
+pub(crate) const SPEND_READ_REFRESH: &str =
+    "UPDATE refresh_tokens SET spent_at = $1, replaced_by = $2 WHERE id = $3 AND spent_at IS NULL";
+
 /// RFC 7009: revokes access token `$2` at `$1`; no row when it already was.
 pub(crate) const REVOKE_ACCESS: &str =
     "UPDATE access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";

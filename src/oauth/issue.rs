@@ -115,6 +115,7 @@ pub struct RotationTokens {
 }
 
 /// What the records of a rotation's new tokens need besides the old token: no secrets.
+#[derive(Clone)]
 pub struct SuccessorRecords {
     access: (TokenId, SecretDigest),
     refresh: (TokenId, SecretDigest),

@@ -74,12 +74,17 @@ impl Grant for RefreshTokenGrant {
         } else {
             None
         };
-        let stored = match minted {
+        let (stored, minted) = match minted {
             // The usual case in one store round: the store reads the token, `successor`
             // checks it and builds its successor, the store writes both.
             Some((tokens, records)) => {
-                let successor =
-                    successor(service, &presented, client, params.scope.clone(), records);
+                let successor = successor(
+                    service,
+                    &presented,
+                    client,
+                    params.scope.clone(),
+                    records.clone(),
+                );
                 match service
                     .tokens
                     .rotate_presented(&presented.id, now, successor)
@@ -88,16 +93,20 @@ impl Grant for RefreshTokenGrant {
                     PresentedRotation::Rotated { new, .. } => {
                         return Ok(Issued::new(&new, tokens.response(&new)));
                     }
-                    // Judged below, where each refusal gets its answer.
-                    PresentedRotation::Kept(stored) => stored,
+                    // Judged below, where each refusal gets its answer; a token declined only
+                    // for a user the directory has to read is rotated below with these tokens.
+                    PresentedRotation::Kept(stored) => (stored, Some((tokens, records))),
                     PresentedRotation::Unknown => return Err(rejected()),
                 }
             }
-            None => service
-                .tokens
-                .find_refresh_token(&presented.id)
-                .await?
-                .ok_or_else(rejected)?,
+            None => {
+                let stored = service
+                    .tokens
+                    .find_refresh_token(&presented.id)
+                    .await?
+                    .ok_or_else(rejected)?;
+                (stored, None)
+            }
         };
         let record = &stored.token;
         if !record.secret_digest.matches(&presented.digest) {
@@ -125,7 +134,7 @@ impl Grant for RefreshTokenGrant {
         check_user(service, record).await?;
         let access_scope = access_scope(record, params.scope.as_deref(), &client.scopes)?;
         if rotating {
-            match rotate(service, client, &stored, &access_scope, now).await? {
+            match rotate(service, client, &stored, &access_scope, now, minted).await? {
                 Some(response) => Ok(response),
                 // Another request spent it between our read and our write.
                 None => match service.tokens.find_refresh_token(&record.id).await? {
@@ -196,26 +205,38 @@ fn successor(
     })
 }
 
-/// RFC 6749 §6 rotation: spends `old` and issues its successor in one conditional write.
-/// `Ok(None)` if `old` was already spent when the write ran.
+/// RFC 6749 §6 rotation: spends `old` and issues its successor in one conditional write,
+/// with the tokens `minted` ahead if there are some. `Ok(None)` if `old` was already spent
+/// when the write ran.
 async fn rotate(
     service: &TokenService,
     client: &Client,
     old: &RefreshTokenRecord,
     access_scope: &Scope,
     now: i64,
+    minted: Option<(RotationTokens, SuccessorRecords)>,
 ) -> Result<Option<Issued>, OAuthError> {
     refuse_past_max_lifetime(service, &old.token, now)?;
-    // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
-    let plan = RefreshPlan::continue_family(old.token.scope.clone(), old.token.family_id);
-    let (tokens, response) = issue::mint(
-        service,
-        client,
-        subject(old.token.username.as_ref()),
-        access_scope.as_string(),
-        Some(plan),
-    )?;
-    let issued = Issued::new(&tokens, response);
+    let (tokens, issued) = match minted {
+        Some((tokens, records)) => {
+            let new = records.records(&old.token, access_scope.as_string());
+            let issued = Issued::new(&new, tokens.response(&new));
+            (new, issued)
+        }
+        None => {
+            // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
+            let plan = RefreshPlan::continue_family(old.token.scope.clone(), old.token.family_id);
+            let (tokens, response) = issue::mint(
+                service,
+                client,
+                subject(old.token.username.as_ref()),
+                access_scope.as_string(),
+                Some(plan),
+            )?;
+            let issued = Issued::new(&tokens, response);
+            (tokens, issued)
+        }
+    };
     match service
         .tokens
         .rotate_refresh_token(&old.token.id, now, tokens)
@@ -256,7 +277,7 @@ async fn redeem_spent(
                     let access_scope =
                         access_scope(&successor.token, requested_scope, &client.scopes)?;
                     if let Some(response) =
-                        rotate(service, client, &successor, &access_scope, now).await?
+                        rotate(service, client, &successor, &access_scope, now, None).await?
                     {
                         tracing::info!(
                             client_id = ?crate::telemetry::cut(&client.id),

@@ -219,7 +219,9 @@ pub trait TokenStore: Send + Sync + 'static {
         if old.spent_at.is_some() || old.token.revoked_at.is_some() {
             return Ok(PresentedRotation::Kept(old));
         }
-        let Some(new) = successor(&old) else {
+        // As the SQLite writer does: a successor that panics declines.
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| successor(&old)));
+        let Ok(Some(new)) = decided else {
             return Ok(PresentedRotation::Kept(old));
         };
         match self.rotate_refresh_token(id, now, new.clone()).await? {
@@ -536,6 +538,12 @@ pub trait LockoutStore: Send + Sync + 'static {
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
     async fn find_user(&self, name: &str) -> Result<Option<User>, StoreError>;
+
+    /// Whether the store holds its users in memory, so that [`UserStore::enabled_in_memory`]
+    /// answers without waiting.
+    fn holds_users_in_memory(&self) -> bool {
+        false
+    }
 
     /// Whether `name` is a user who may get tokens (known and not disabled), when the store
     /// can tell from memory without waiting; `None` when it would take a read. A rotation's

@@ -220,6 +220,18 @@ enum Outcome {
     Registered(Registration),
 }
 
+impl Outcome {
+    /// Whether the job wrote (or may have written) rows: a presented refresh token left as it
+    /// was did not, and is not counted in the commit's size.
+    fn wrote(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::Presented(Ok(PresentedRotation::Kept(_) | PresentedRotation::Unknown))
+                | Outcome::Presented(Err(_))
+        )
+    }
+}
+
 struct WriterJob {
     op: WriterOp,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
@@ -524,7 +536,7 @@ fn run_writer(
         shutting_down = batch.iter().any(|job| matches!(job.op, WriterOp::Shutdown));
         match apply_batch(&mut conn, &mut batch) {
             Ok(outcomes) => {
-                observer.committed_batch(outcomes.iter().flatten().count());
+                observer.committed_batch(outcomes.iter().flatten().filter(|o| o.wrote()).count());
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     if let Some(outcome) = outcome {
                         let _ = job.reply.send(Ok(outcome));
@@ -831,12 +843,27 @@ fn rotate_presented_in(
     if old.spent_at.is_some() || old.token.revoked_at.is_some() {
         return Ok(Ok(PresentedRotation::Kept(old)));
     }
-    let Some(new) = successor.and_then(|successor| successor(&old)) else {
-        return Ok(Ok(PresentedRotation::Kept(old)));
+    // The caller's code, on the only writer thread: a panic in it declines the rotation
+    // instead of ending the thread (and with it every write of the process).
+    let decided = successor.map(|successor| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| successor(&old)))
+    });
+    let new = match decided {
+        Some(Ok(Some(new))) => new,
+        Some(Err(_)) => {
+            tracing::error!("a refresh token's successor panicked; the token is left as it was");
+            return Ok(Ok(PresentedRotation::Kept(old)));
+        }
+        Some(Ok(None)) | None => return Ok(Ok(PresentedRotation::Kept(old))),
     };
     let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.as_slice());
-    conn.prepare_cached(tokens::SPEND_READ_REFRESH)?
+    let spent = conn
+        .prepare_cached(tokens::SPEND_READ_REFRESH)?
         .execute(params![now, replaced_by, id.0.as_slice()])?;
+    // Always 1 after the read above; if that ever changes, no second live token is written.
+    if spent != 1 {
+        return Ok(Ok(PresentedRotation::Kept(old)));
+    }
     insert_tokens(conn, &new)?;
     Ok(Ok(PresentedRotation::Rotated {
         old,

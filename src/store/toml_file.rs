@@ -311,6 +311,10 @@ impl UserStore for TomlUserStore {
         Ok(self.file.get().get(name).cloned())
     }
 
+    fn holds_users_in_memory(&self) -> bool {
+        true
+    }
+
     fn enabled_in_memory(&self, name: &str) -> Option<bool> {
         Some(self.file.get().get(name).is_some_and(|user| !user.disabled))
     }

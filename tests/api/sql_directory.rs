@@ -158,6 +158,36 @@ async fn a_server_on_sqlite_serves_the_users_and_clients_of_its_tables() {
     );
 }
 
+/// With users in the database the refresh grant reads the user before it rotates (the store
+/// cannot judge them on its own thread): a disabled user's refresh token is refused and left
+/// as it was, so it works again once the user is enabled.
+#[tokio::test]
+async fn a_disabled_users_refresh_is_refused_and_works_again_once_enabled() {
+    // Arrange
+    let home = sql_home(None);
+    let secret = add_user_and_client(&home, "bob", "bob-pw", "mobile-app").await;
+    let server = serve(&home).await;
+    let (_, refresh) = login(&server, "mobile-app", &secret, "bob", "bob-pw")
+        .await
+        .assert_tokens(3600, "PRODUCTION");
+    let refresh = refresh.expect("a refresh token");
+    let form = [("grant_type", "refresh_token"), ("refresh_token", &refresh)];
+
+    // Act
+    home.run(&["user", "disable", "bob"], None)
+        .await
+        .assert_success();
+    let while_disabled = server.post_token("mobile-app", &secret, &form).await;
+    home.run(&["user", "enable", "bob"], None)
+        .await
+        .assert_success();
+    let once_enabled = server.post_token("mobile-app", &secret, &form).await;
+
+    // Assert
+    while_disabled.assert_error(400, "invalid_grant");
+    once_enabled.assert_tokens(3600, "PRODUCTION");
+}
+
 #[tokio::test]
 async fn disabling_removing_and_enabling_in_the_tables_takes_effect_while_serving() {
     // Arrange

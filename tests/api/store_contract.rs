@@ -60,6 +60,7 @@ contract!(
     a_closed_store_refuses_work_and_reopened_has_every_token,
     of_sixteen_concurrent_rotations_exactly_one_wins,
     a_presented_token_is_read_judged_and_rotated_in_one_call,
+    a_successor_that_panics_leaves_the_token_and_the_store_working,
     of_sixteen_concurrent_presentations_exactly_one_rotates,
     concurrent_writes_to_one_row_have_one_winner_and_leave_the_other_writes_alone,
     a_write_the_database_refuses_fails_without_undoing_the_others,
@@ -594,6 +595,63 @@ async fn a_presented_token_is_read_judged_and_rotated_in_one_call(b: Backend) {
     assert_eq!(called(), 1);
     assert_eq!(b.access(&fourth).await, None);
     assert_eq!(b.refresh(&second).await.unwrap().spent_at, None);
+
+    // Covered by a not-before mark of its user, or of its client: kept, read as revoked,
+    // without asking the successor (the spend that follows a read relies on this).
+    for (kind, name, user, client) in [
+        (SubjectKind::User, "bob", Some("bob"), "app"),
+        (SubjectKind::Client, "other-app", Some("carol"), "other-app"),
+    ] {
+        let marked = grant(client, user, NOW, NOW + 86_400, true);
+        b.create(&marked).await;
+        store
+            .revoke_subject(kind, name, ms(NOW + 10), NOW + 6)
+            .await
+            .unwrap();
+        let next = successor(&marked, NOW + 7);
+        let outcome = store
+            .rotate_presented(&refresh_id(&marked), NOW + 7, recording(&next, &calls))
+            .await
+            .unwrap();
+        match outcome {
+            PresentedRotation::Kept(kept) => {
+                assert_eq!(kept.token.revoked_at, Some(NOW + 6), "{name}");
+                assert_eq!(kept.spent_at, None, "{name}");
+            }
+            other => panic!("expected Kept for {name}, got {other:?}"),
+        }
+        assert_eq!(called(), 1, "{name}");
+        assert_eq!(b.access(&next).await, None, "{name}");
+    }
+}
+
+async fn a_successor_that_panics_leaves_the_token_and_the_store_working(b: Backend) {
+    let store = &b.stores.tokens;
+    let first = grant("app", Some("alice"), NOW, NOW + 86_400, true);
+    b.create(&first).await;
+    let panicking: Successor = Box::new(|_old: &RefreshTokenRecord| panic!("a successor's bug"));
+
+    let outcome = store
+        .rotate_presented(&refresh_id(&first), NOW + 1, panicking)
+        .await
+        .unwrap();
+
+    match outcome {
+        PresentedRotation::Kept(kept) => assert_eq!(kept.spent_at, None),
+        other => panic!("expected Kept, got {other:?}"),
+    }
+    // The store still reads and writes (on SQLite the panic ran on its writer thread).
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let second = successor(&first, NOW + 2);
+    let outcome = store
+        .rotate_presented(&refresh_id(&first), NOW + 2, recording(&second, &calls))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, PresentedRotation::Rotated { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(b.refresh(&second).await, second.refresh.clone());
 }
 
 async fn of_sixteen_concurrent_presentations_exactly_one_rotates(b: Backend) {
@@ -631,6 +689,13 @@ async fn of_sixteen_concurrent_presentations_exactly_one_rotates(b: Backend) {
     let winner = winners[0];
     let spent = b.refresh(&first).await.unwrap();
     assert_eq!(spent.replaced_by, Some(refresh_id(winner)));
+    // SQLite reads and writes in one job, so only the winner's successor ran; PostgreSQL
+    // reads first (the default method), so every call that read the token live asked its own.
+    let asked = calls.load(std::sync::atomic::Ordering::SeqCst);
+    match b.kind {
+        Kind::Sqlite => assert_eq!(asked, 1),
+        Kind::Postgres => assert!((1..=16).contains(&asked), "{asked}"),
+    }
     for loser in candidates
         .iter()
         .filter(|c| refresh_id(c) != refresh_id(winner))

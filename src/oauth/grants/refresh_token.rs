@@ -69,22 +69,21 @@ impl Grant for RefreshTokenGrant {
         // A public client's refresh tokens are always rotated (RFC 9700 §4.14.2, OAuth 2.1
         // §4.3.1): with no secret, rotation is what detects a stolen one.
         let rotating = service.settings().renew_refresh_token || client.public;
-        let minted = if rotating {
-            RotationTokens::mint(service, client)
-        } else {
-            None
+        // The one-round path, where the store can judge everything: users in memory, and a
+        // requested scope parsed here (a malformed one is answered after the token's checks,
+        // below, as before), so the store's thread does no work the client sizes.
+        let requested = params.scope.as_deref().map(Scope::parse).transpose();
+        let one_round = match &requested {
+            Ok(requested) if rotating && service.users.holds_users_in_memory() => {
+                RotationTokens::mint(service, client).map(|minted| (minted, requested.clone()))
+            }
+            _ => None,
         };
-        let (stored, minted) = match minted {
+        let (stored, minted) = match one_round {
             // The usual case in one store round: the store reads the token, `successor`
             // checks it and builds its successor, the store writes both.
-            Some((tokens, records)) => {
-                let successor = successor(
-                    service,
-                    &presented,
-                    client,
-                    params.scope.clone(),
-                    records.clone(),
-                );
+            Some(((tokens, records), requested)) => {
+                let successor = successor(service, &presented, client, requested, records.clone());
                 match service
                     .tokens
                     .rotate_presented(&presented.id, now, successor)
@@ -180,7 +179,7 @@ fn successor(
     service: &TokenService,
     presented: &PresentedToken,
     client: &Client,
-    requested_scope: Option<String>,
+    requested_scope: Option<Scope>,
     records: SuccessorRecords,
 ) -> Successor {
     let digest = presented.digest;
@@ -200,7 +199,7 @@ fn successor(
         if !usable {
             return None;
         }
-        let scope = access_scope(record, requested_scope.as_deref(), &client_scopes).ok()?;
+        let scope = narrowed_scope(record, requested_scope.as_ref(), &client_scopes).ok()?;
         Some(records.records(record, scope.as_string()))
     })
 }
@@ -355,17 +354,26 @@ fn access_scope(
     requested: Option<&str>,
     client_scopes: &BTreeSet<String>,
 ) -> Result<Scope, OAuthError> {
+    let requested = requested.map(Scope::parse).transpose()?;
+    narrowed_scope(record, requested.as_ref(), client_scopes)
+}
+
+/// [`access_scope`] with the requested scope already parsed.
+fn narrowed_scope(
+    record: &TokenRecord,
+    requested: Option<&Scope>,
+    client_scopes: &BTreeSet<String>,
+) -> Result<Scope, OAuthError> {
     let granted = Scope::parse(&record.scope)?;
     let scope = match requested {
         None => granted,
-        Some(raw) => {
-            let requested = Scope::parse(raw)?;
+        Some(requested) => {
             if !requested.is_within(&granted) {
                 return Err(OAuthError::invalid_scope(
                     "a refresh may only narrow the originally granted scope",
                 ));
             }
-            requested
+            requested.clone()
         }
     };
     if !scope.allowed_for(client_scopes) {

@@ -65,8 +65,23 @@ impl Driver {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until chromedriver (started with `--port=0`) logs the port it listens on.
-    async fn port(&mut self) -> u16 {
+    /// Starts chromedriver on a port of the system's choice, in a process group of its own.
+    fn spawn(chromedriver: &Path, log: PathBuf) -> Self {
+        let child = Command::new(chromedriver)
+            .arg("--port=0")
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|err| panic!("{} does not start: {err}", chromedriver.display()));
+        Self { child, log }
+    }
+
+    /// Waits until chromedriver (started with `--port=0`) logs the port it listens on; `Err`
+    /// with its log if it exited first.
+    async fn port(&mut self) -> Result<u16, String> {
         const STARTED: &str = "started successfully on port ";
         let deadline = tokio::time::Instant::now() + BROWSER_WAIT;
         loop {
@@ -74,11 +89,11 @@ impl Driver {
             if let Some((_, after)) = log.split_once(STARTED) {
                 let digits = after.split(|c: char| !c.is_ascii_digit()).next();
                 if let Some(port) = digits.and_then(|digits| digits.parse().ok()) {
-                    return port;
+                    return Ok(port);
                 }
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("chromedriver exited ({status}):\n{log}");
+                return Err(format!("chromedriver exited ({status}):\n{log}"));
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -154,18 +169,20 @@ impl Browser {
             return None;
         };
         let profile = tempfile::tempdir().unwrap();
-        let log = profile.path().join("chromedriver.log");
-        let child = Command::new(&chromedriver)
-            .arg("--port=0")
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|err| panic!("{} does not start: {err}", chromedriver.display()));
-        let mut driver = Driver { child, log };
-        let port = driver.port().await;
+        // With `--port=0` chromedriver takes a free port for one address family and then
+        // binds the same number for the other, where another test's listener may hold it: it
+        // exits with ERR_ADDRESS_IN_USE, and a new start gets another port.
+        let mut attempt = 0;
+        let (driver, port) = loop {
+            attempt += 1;
+            let log = profile.path().join(format!("chromedriver-{attempt}.log"));
+            let mut driver = Driver::spawn(&chromedriver, log);
+            match driver.port().await {
+                Ok(port) => break (driver, port),
+                Err(log) if attempt < 5 && log.contains("ERR_ADDRESS_IN_USE") => {}
+                Err(log) => panic!("{log}"),
+            }
+        };
 
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|&flag| flag.into()).collect();
         args.push(user_data_dir_flag(profile.path()));

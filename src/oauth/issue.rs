@@ -105,6 +105,36 @@ impl Lifetimes {
     }
 }
 
+/// What every token of one issuance shares: client, user, grant and issue time.
+struct Issuance<'a> {
+    client_id: &'a str,
+    username: &'a Option<String>,
+    family_id: TokenId,
+    issued_at: i64,
+}
+
+impl Issuance<'_> {
+    /// The stored record of one token: its id and secret digest, scope and expiry.
+    fn record(
+        &self,
+        (id, secret_digest): (TokenId, SecretDigest),
+        scope: String,
+        expires_at: i64,
+    ) -> TokenRecord {
+        TokenRecord {
+            id,
+            secret_digest,
+            client_id: self.client_id.to_owned(),
+            username: self.username.clone(),
+            scope,
+            family_id: self.family_id,
+            issued_at: self.issued_at,
+            expires_at,
+            revoked_at: None,
+        }
+    }
+}
+
 /// The tokens of a refresh-token rotation, minted before the store reads the token they
 /// replace, so that reading, checking and writing take one store round (see
 /// `TokenStore::rotate_presented`). Their random values stay here for the response; the
@@ -172,27 +202,20 @@ impl SuccessorRecords {
     /// The successor of `old`: an access token for `access_scope`, and a refresh token with
     /// `old`'s user, scope and family (RFC 6749 §6).
     pub fn records(self, old: &TokenRecord, access_scope: String) -> NewTokens {
-        let username = old.username.clone();
         let access_expires_at = self
             .now
-            .saturating_add(secs_i64(self.lifetimes.access(username.as_ref())));
+            .saturating_add(secs_i64(self.lifetimes.access(old.username.as_ref())));
         let refresh_expires_at = self.lifetimes.refresh_expires_at(self.now, &old.family_id);
-        let record =
-            |(id, secret_digest): (TokenId, SecretDigest), scope, expires_at| TokenRecord {
-                id,
-                secret_digest,
-                client_id: self.client_id.clone(),
-                username: username.clone(),
-                scope,
-                family_id: old.family_id,
-                issued_at: self.now,
-                expires_at,
-                revoked_at: None,
-            };
+        let issuance = Issuance {
+            client_id: &self.client_id,
+            username: &old.username,
+            family_id: old.family_id,
+            issued_at: self.now,
+        };
         NewTokens {
-            access: record(self.access, access_scope, access_expires_at),
+            access: issuance.record(self.access, access_scope, access_expires_at),
             refresh: Some(RefreshTokenRecord {
-                token: record(self.refresh, old.scope.clone(), refresh_expires_at),
+                token: issuance.record(self.refresh, old.scope.clone(), refresh_expires_at),
                 spent_at: None,
                 replaced_by: None,
             }),
@@ -311,23 +334,23 @@ pub fn mint_started_at(
         }
     };
 
-    let record = |id: TokenId, digest: SecretDigest, scope: &str, expires_at: i64| TokenRecord {
-        id,
-        secret_digest: digest,
-        client_id: client.id.clone(),
-        username: username.clone(),
-        scope: scope.to_owned(),
+    let issuance = Issuance {
+        client_id: &client.id,
+        username: &username,
         family_id,
         issued_at: now,
-        expires_at,
-        revoked_at: None,
     };
-    let access_record = record(access.id, access_digest, &access_scope, expires_at);
+    let access_record =
+        issuance.record((access.id, access_digest), access_scope.clone(), expires_at);
     let refresh_expires_at = lifetimes.refresh_expires_at(now, &family_id);
     let refresh_record = refresh_minted
         .as_ref()
         .map(|(minted, plan)| RefreshTokenRecord {
-            token: record(minted.id, minted.digest, &plan.scope, refresh_expires_at),
+            token: issuance.record(
+                (minted.id, minted.digest),
+                plan.scope.clone(),
+                refresh_expires_at,
+            ),
             spent_at: None,
             replaced_by: None,
         });

@@ -105,6 +105,22 @@ pub enum Rotation {
 /// it must be quick: checks and record building, no I/O and no signing.
 pub type Successor = Box<dyn FnOnce(&RefreshTokenRecord) -> Option<NewTokens> + Send>;
 
+/// What `successor` makes of the refresh token `old` as read: nothing for a spent or revoked
+/// token (it is not asked), nothing when it declines or panics (on the SQLite writer's thread a
+/// panic would end the thread, and with it every write of the process).
+fn successor_of(old: &RefreshTokenRecord, successor: Successor) -> Option<NewTokens> {
+    if old.spent_at.is_some() || old.token.revoked_at.is_some() {
+        return None;
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| successor(old))) {
+        Ok(decided) => decided,
+        Err(_) => {
+            tracing::error!("a refresh token's successor panicked; the token is left as it was");
+            None
+        }
+    }
+}
+
 /// Outcome of [`TokenStore::rotate_presented`].
 #[derive(Debug)]
 pub enum PresentedRotation {
@@ -216,12 +232,7 @@ pub trait TokenStore: Send + Sync + 'static {
         let Some(old) = self.find_refresh_token(id).await? else {
             return Ok(PresentedRotation::Unknown);
         };
-        if old.spent_at.is_some() || old.token.revoked_at.is_some() {
-            return Ok(PresentedRotation::Kept(old));
-        }
-        // As the SQLite writer does: a successor that panics declines.
-        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| successor(&old)));
-        let Ok(Some(new)) = decided else {
+        let Some(new) = successor_of(&old, successor) else {
             return Ok(PresentedRotation::Kept(old));
         };
         match self.rotate_refresh_token(id, now, new.clone()).await? {

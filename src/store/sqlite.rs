@@ -43,6 +43,7 @@ use super::model::{
     RegistrationRecord, Role, TokenRecord, User,
 };
 use super::sql::{directory, lockouts, purge, registration, tokens};
+use super::successor_of;
 use super::{
     attempt_steps, Attempt, AttemptRows, AttemptStep, Directory, FailureRow, LockoutPolicy,
     LockoutStore, PresentedRotation, PurgeLimits, PurgedRows, Redemption, Registration,
@@ -840,21 +841,8 @@ fn rotate_presented_in(
         Some(Err(corrupt)) => return Ok(Err(corrupt)),
         Some(Ok(old)) => old,
     };
-    if old.spent_at.is_some() || old.token.revoked_at.is_some() {
+    let Some(new) = successor.and_then(|successor| successor_of(&old, successor)) else {
         return Ok(Ok(PresentedRotation::Kept(old)));
-    }
-    // The caller's code, on the only writer thread: a panic in it declines the rotation
-    // instead of ending the thread (and with it every write of the process).
-    let decided = successor.map(|successor| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| successor(&old)))
-    });
-    let new = match decided {
-        Some(Ok(Some(new))) => new,
-        Some(Err(_)) => {
-            tracing::error!("a refresh token's successor panicked; the token is left as it was");
-            return Ok(Ok(PresentedRotation::Kept(old)));
-        }
-        Some(Ok(None)) | None => return Ok(Ok(PresentedRotation::Kept(old))),
     };
     let replaced_by = new.refresh.as_ref().map(|r| r.token.id.0.as_slice());
     let spent = conn

@@ -131,7 +131,7 @@ impl Grant for RefreshTokenGrant {
             .await;
         }
         check_user(service, record).await?;
-        let access_scope = access_scope(record, params.scope.as_deref(), &client.scopes)?;
+        let access_scope = narrowed_scope(record, requested?.as_ref(), &client.scopes)?;
         if rotating {
             match rotate(service, client, &stored, &access_scope, now, minted).await? {
                 Some(response) => Ok(response),

@@ -642,11 +642,20 @@ log "server stopped"
 
 # ---------------------------------------------------------------- argon2 limit
 # Measured with the server stopped, so the two cores are free.
-log "measuring argon2id verify cost (argon2cost --iters $ARGON2_ITERS)"
+# With the parameters the bench's users were hashed with: those of the config it ran on.
+hashing_param() {
+  local value
+  value="$(sed -n "s/^$1 = \([0-9]*\).*/\1/p" "$CONF")"
+  is_uint "$value" || die "no whole number for $1 in $CONF"
+  echo "$value"
+}
+ARGON2_PARAMS=(--m-kib "$(hashing_param argon2_memory_kib)" --t "$(hashing_param argon2_iterations)"
+  --p "$(hashing_param argon2_parallelism)")
+log "measuring argon2id verify cost (argon2cost ${ARGON2_PARAMS[*]} --iters $ARGON2_ITERS)"
 m0="$(machine_ticks)"
 t0="$(now_ns)"
 times >"$WORK/times0"
-"$ARGON2COST" --iters "$ARGON2_ITERS" >"$WORK/argon2.json"
+"$ARGON2COST" "${ARGON2_PARAMS[@]}" --iters "$ARGON2_ITERS" >"$WORK/argon2.json"
 times >"$WORK/times1"
 t1="$(now_ns)"
 m1="$(machine_ticks)"
@@ -823,7 +832,7 @@ ft_line() {
   ft_line operator "Start to first token (\`firsttoken\`: spawn of \`tokengate serve\` to the first client_credentials token, a new connection tried every 1 ms), existing store and certificate, demo credentials removed"
   ft_line shipped "The same with config/'s demo client and user still present (their published secrets are checked at start)"
   echo
-  echo "Argon2 limit: one argon2id verify (m=19456 KiB, t=2, p=1, argon2 0.5) takes $VERIFY_MS ms on 1 thread," \
+  echo "Argon2 limit: one argon2id verify (m=$(a2 m_kib) KiB, t=$(a2 t), p=$(a2 p), argon2 0.5) takes $VERIFY_MS ms on 1 thread," \
     "so $CORES cores / verify time = **$LIMIT password grants/s** ($PARALLEL verifies/s measured on $CORES threads at once);" \
     "password target = ${PASSWORD_TARGET_PCT} % = $PASSWORD_TARGET/s.$ARGON2_NOTE"
   echo

@@ -302,8 +302,8 @@ pub(crate) struct RawPasswordHashing {
 impl Default for RawPasswordHashing {
     fn default() -> Self {
         Self {
-            argon2_memory_kib: 19_456,
-            argon2_iterations: 2,
+            argon2_memory_kib: 12_288,
+            argon2_iterations: 3,
             argon2_parallelism: 1,
             workers: 0,
             queue_capacity: 64,

@@ -68,7 +68,7 @@ async fn check_config_prints_every_problem() {
     );
     home.edit(
         "config/identity.toml",
-        "argon2_memory_kib = 19456",
+        "argon2_memory_kib = 12288",
         "argon2_memory_kib = 1024",
     );
 

@@ -6,7 +6,7 @@ use crate::helpers::process::{
     DEMO_PASSWORD, DEMO_USER,
 };
 
-const ARGON2ID_PREFIX: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
+const ARGON2ID_PREFIX: &str = "$argon2id$v=19$m=12288,t=3,p=1$";
 
 #[tokio::test]
 async fn hash_password_prints_one_argon2id_line_for_the_password_on_stdin() {

@@ -124,8 +124,8 @@ fn the_shipped_config_file_loads_with_its_documented_values() {
     assert_eq!(settings.oauth.refresh_token_validity_secs, 86_400);
     assert!(settings.oauth.renew_refresh_token);
     let hashing = &settings.password_hashing;
-    assert_eq!(hashing.argon2_memory_kib, 19_456);
-    assert_eq!(hashing.argon2_iterations, 2);
+    assert_eq!(hashing.argon2_memory_kib, 12_288);
+    assert_eq!(hashing.argon2_iterations, 3);
     assert_eq!(hashing.argon2_parallelism, 1);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     assert_eq!(hashing.workers, cores, "workers = 0 means one per core");
@@ -181,8 +181,8 @@ fn every_key_of_the_shipped_config_is_read_from_the_file() {
             "refresh_token_validity_period = 17",
         ),
         ("renew_refresh_token = true", "renew_refresh_token = false"),
-        ("argon2_memory_kib = 19456", "argon2_memory_kib = 8192"),
-        ("argon2_iterations = 2", "argon2_iterations = 3"),
+        ("argon2_memory_kib = 12288", "argon2_memory_kib = 8192"),
+        ("argon2_iterations = 3", "argon2_iterations = 4"),
         ("argon2_parallelism = 1", "argon2_parallelism = 4"),
         ("workers = 0", "workers = 5"),
         ("queue_capacity = 64", "queue_capacity = 18"),
@@ -231,7 +231,7 @@ fn every_key_of_the_shipped_config_is_read_from_the_file() {
     assert!(!settings.oauth.renew_refresh_token);
     let hashing = &settings.password_hashing;
     assert_eq!(hashing.argon2_memory_kib, 8192);
-    assert_eq!(hashing.argon2_iterations, 3);
+    assert_eq!(hashing.argon2_iterations, 4);
     assert_eq!(hashing.argon2_parallelism, 4);
     assert_eq!(hashing.workers, 5);
     assert_eq!(hashing.queue_capacity, 18);
@@ -427,7 +427,7 @@ fn a_port_beyond_65535_names_its_key() {
 
 #[test]
 fn an_argon2_memory_below_the_minimum_names_its_key() {
-    let text = shipped_with(&[("argon2_memory_kib = 19456", "argon2_memory_kib = 1024")]);
+    let text = shipped_with(&[("argon2_memory_kib = 12288", "argon2_memory_kib = 1024")]);
 
     let problems = problems_of(&text);
 
@@ -440,8 +440,8 @@ fn an_argon2_memory_below_the_minimum_names_its_key() {
 #[test]
 fn an_argon2_cost_above_what_hashes_may_ask_names_its_keys() {
     let text = shipped_with(&[
-        ("argon2_memory_kib = 19456", "argon2_memory_kib = 262145"),
-        ("argon2_iterations = 2", "argon2_iterations = 21"),
+        ("argon2_memory_kib = 12288", "argon2_memory_kib = 262145"),
+        ("argon2_iterations = 3", "argon2_iterations = 21"),
         ("argon2_parallelism = 1", "argon2_parallelism = 17"),
     ]);
 
@@ -453,8 +453,8 @@ fn an_argon2_cost_above_what_hashes_may_ask_names_its_keys() {
     assert_eq!(problems.len(), 3, "{problems:?}");
 
     let at_the_limits = shipped_with(&[
-        ("argon2_memory_kib = 19456", "argon2_memory_kib = 262144"),
-        ("argon2_iterations = 2", "argon2_iterations = 20"),
+        ("argon2_memory_kib = 12288", "argon2_memory_kib = 262144"),
+        ("argon2_iterations = 3", "argon2_iterations = 20"),
         ("argon2_parallelism = 1", "argon2_parallelism = 16"),
     ]);
     assert!(validate(&at_the_limits).is_ok());
@@ -514,7 +514,7 @@ fn several_problems_are_all_reported_at_once() {
     // Arrange
     let text = shipped_with(&[
         ("https_port = 8243", "https_port = 70000"),
-        ("argon2_memory_kib = 19456", "argon2_memory_kib = 1024"),
+        ("argon2_memory_kib = 12288", "argon2_memory_kib = 1024"),
         (
             "access_token_default_validity_period = 3600",
             "access_token_default_validity_period = 0",

@@ -82,8 +82,8 @@ fn init_tracing() {
 
 fn hashing() -> PasswordHashingSettings {
     PasswordHashingSettings {
-        argon2_memory_kib: 19_456,
-        argon2_iterations: 2,
+        argon2_memory_kib: 12_288,
+        argon2_iterations: 3,
         argon2_parallelism: 1,
         workers: 2,
         queue_capacity: 64,

@@ -15,7 +15,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 
 const USAGE: &str = "\
-Usage: argon2cost [--m-kib 19456] [--t 2] [--p 1] [--iters 40] [--threads N]
+Usage: argon2cost [--m-kib 12288] [--t 3] [--p 1] [--iters 40] [--threads N]
 Times argon2id verifies (argon2 crate 0.5): --iters verifies on 1 thread, then --iters
 verifies on each of N threads at once (N defaults to the number of cores).
 Prints one JSON line on stdout, a summary on stderr.
@@ -55,8 +55,8 @@ fn main() -> ExitCode {
 
 fn parse(mut it: impl Iterator<Item = String>, cores: usize) -> Result<Option<Opts>, String> {
     let mut opts = Opts {
-        m_kib: 19456,
-        t: 2,
+        m_kib: 12288,
+        t: 3,
         p: 1,
         iters: 40,
         threads: cores,

@@ -248,6 +248,18 @@ cp -R "$ROOT/config" "$HOME_DIR/config"
 # Account lockout would answer repeated wrong passwords for one user without any argon2 work;
 # the invalid and flood scenarios are about the argon2 cost, so the bench turns it off.
 set_config max_failed_login_attempts 0
+# argon2cost measures the bound with the parameters the bench's users get: the config's.
+# hashing_param KEY: sets PARAM to the key's whole-number value in the home's identity.toml.
+hashing_param() {
+  PARAM="$(sed -n "s/^$1 = \([0-9][0-9]*\)\( .*\)\{0,1\}$/\1/p" "$CONF")"
+  is_uint "$PARAM" || die "no '$1 = <whole number>' line in $CONF"
+}
+hashing_param argon2_memory_kib
+ARGON2_PARAMS=(--m-kib "$PARAM")
+hashing_param argon2_iterations
+ARGON2_PARAMS+=(--t "$PARAM")
+hashing_param argon2_parallelism
+ARGON2_PARAMS+=(--p "$PARAM")
 # The load generator opens up to 1024 connections from one address.
 set_config max_connections_per_ip 0
 # The management listener (/metrics) stays on, as in production, on a port the OS picks:
@@ -642,15 +654,6 @@ log "server stopped"
 
 # ---------------------------------------------------------------- argon2 limit
 # Measured with the server stopped, so the two cores are free.
-# With the parameters the bench's users were hashed with: those of the config it ran on.
-hashing_param() {
-  local value
-  value="$(sed -n "s/^$1 = \([0-9]*\).*/\1/p" "$CONF")"
-  is_uint "$value" || die "no whole number for $1 in $CONF"
-  echo "$value"
-}
-ARGON2_PARAMS=(--m-kib "$(hashing_param argon2_memory_kib)" --t "$(hashing_param argon2_iterations)"
-  --p "$(hashing_param argon2_parallelism)")
 log "measuring argon2id verify cost (argon2cost ${ARGON2_PARAMS[*]} --iters $ARGON2_ITERS)"
 m0="$(machine_ticks)"
 t0="$(now_ns)"

@@ -26,7 +26,7 @@ use crate::config::{ConfigError, Settings};
 use crate::config::{DirectoryLocation, TokenStoreSettings};
 use crate::config::{JwtAlgorithm, OAuthSettings};
 use crate::crypto::jwk::{self, KeyError, KeyRing};
-use crate::crypto::password::{HashError, PasswordHasher};
+use crate::crypto::password::{self, HashError, PasswordHasher};
 use crate::http::health::Readiness;
 use crate::http::{self, AppParts, AppState, HttpLimits};
 use crate::live::Live;
@@ -832,6 +832,7 @@ fn open_user_store(
         DirectoryLocation::File(path) => {
             let store = TomlUserStore::open(path, settings.stores.reload_interval)
                 .map_err(ConfigError::from)?;
+            warn_about_other_hash_params(&store.all(), settings, path);
             Arc::new(store)
         }
         DirectoryLocation::Database => Arc::new(SqlUserStore::new(database.directory.clone())),
@@ -910,6 +911,31 @@ async fn warn_about_a_default_issuer(service: &TokenService) {
             "[oauth] issuer is not set: codes name this localhost address as their issuer (iss), \
              which apps check against the address they called; set it to the server's public \
              https URL"
+        );
+    }
+}
+
+/// Warns when users' password hashes were made with other argon2 parameters than
+/// `[password_hashing]` now gives (changed since): until those passwords are set again, how long
+/// a failed login takes tells their names from names that do not exist.
+fn warn_about_other_hash_params(
+    users: &[store::model::User],
+    settings: &Settings,
+    path: &std::path::Path,
+) {
+    let other = users
+        .iter()
+        .filter(|user| {
+            password::made_with_other_params(&user.password_hash, &settings.password_hashing)
+        })
+        .count();
+    if other > 0 {
+        tracing::warn!(
+            users = other,
+            file = %path.display(),
+            "password hashes made with other argon2 parameters than [password_hashing]: until \
+             these passwords are set again (`tokengate user set-password`), how long a failed \
+             login takes can tell these user names from names that do not exist"
         );
     }
 }

@@ -159,10 +159,11 @@ fn run_worker(
         let began = std::time::Instant::now();
         let outcome = verify_with(&job.phc, job.password.expose_secret(), &mut work_area);
         metrics.verified(matches!(outcome, Ok(true)), began.elapsed());
-        // A stored hash with unusually large `m` must not pin that much memory for good.
+        // A stored hash with a larger `m` than new hashes get (one made before the parameters
+        // were changed, or pasted) must not pin that much memory for good. Dropped whole: an
+        // allocator may keep a block shrunk to half its size where it is.
         if work_area.len() > retained_blocks {
-            work_area.truncate(retained_blocks);
-            work_area.shrink_to_fit();
+            work_area = Vec::new();
         }
         let _ = job.reply.send(outcome);
     }
@@ -195,6 +196,9 @@ pub fn verify_with(
     let mut computed = vec![0u8; expected.len()];
     let needed = params.block_count();
     if work_area.len() < needed {
+        // Exactly: `resize` alone may double the capacity, and untouched capacity still counts
+        // against the memory a worker is allowed.
+        work_area.reserve_exact(needed.saturating_sub(work_area.len()));
         work_area.resize(needed, Block::default());
     }
     Argon2::new(algorithm, version, params)
@@ -256,6 +260,24 @@ fn dummy_phc(settings: &PasswordHashingSettings) -> Result<String, HashError> {
     Ok(hash.to_string())
 }
 
+/// Whether `phc` is an argon2 hash made with other parameters than `settings` gives new hashes
+/// and the dummy hash. Verifying it takes another time than a name that does not exist (checked
+/// against the dummy), so a login's duration tells such users apart until their passwords are
+/// set again.
+pub fn made_with_other_params(phc: &str, settings: &PasswordHashingSettings) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    Params::try_from(&parsed).is_ok_and(|params| {
+        (params.m_cost(), params.t_cost(), params.p_cost())
+            != (
+                settings.argon2_memory_kib,
+                settings.argon2_iterations,
+                settings.argon2_parallelism,
+            )
+    })
+}
+
 /// Whether `phc` parses as an argon2 hash we can verify (for `check-config`).
 pub fn check_phc(phc: &str) -> Result<(), HashError> {
     let parsed = PasswordHash::new(phc).map_err(|err| HashError::Malformed(err.to_string()))?;
@@ -313,6 +335,21 @@ mod tests {
         ] {
             assert!(verify_with(bad, "x", &mut work_area).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_hash_made_with_other_parameters_is_told_apart() {
+        let settings = cheap_settings();
+        let current = dummy_phc(&settings).unwrap();
+        let older = dummy_phc(&PasswordHashingSettings {
+            argon2_memory_kib: 2048,
+            ..cheap_settings()
+        })
+        .unwrap();
+
+        assert!(!made_with_other_params(&current, &settings));
+        assert!(made_with_other_params(&older, &settings));
+        assert!(!made_with_other_params("not a hash", &settings));
     }
 
     #[test]

@@ -186,6 +186,39 @@ async fn serve_warns_loudly_about_the_demo_client_and_the_demo_user() {
 }
 
 #[tokio::test]
+async fn serve_warns_while_users_have_hashes_made_with_other_argon2_parameters() {
+    // Arrange: the shipped users' hashes have the shipped parameters; a home whose config was
+    // changed since (as after raising or lowering them) has one user, admin, left behind.
+    let as_shipped = Home::new();
+    let changed = Home::new();
+    changed.edit(
+        "config/identity.toml",
+        "argon2_memory_kib = 12288",
+        "argon2_memory_kib = 9216",
+    );
+    changed.edit(
+        "config/identity.toml",
+        "argon2_iterations = 3",
+        "argon2_iterations = 4",
+    );
+
+    // Act
+    let unchanged_server = serve(&as_shipped).await;
+    let changed_server = serve(&changed).await;
+
+    // Assert
+    let warning = "password hashes made with other argon2 parameters";
+    let log = unchanged_server.log();
+    assert!(!log.contains(warning), "{log}");
+    let log = changed_server.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains(warning))
+        .unwrap_or_else(|| panic!("no warning about the old hashes:\n{log}"));
+    assert!(line.contains("WARN") && line.contains("users=1"), "{line}");
+}
+
+#[tokio::test]
 async fn the_port_offset_can_come_from_the_environment() {
     // Arrange
     let home = Home::new();

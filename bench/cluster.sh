@@ -97,7 +97,8 @@ declare -A PG0=()
 for pid in $(pg_pids); do PG0[$pid]="$(ticks "$pid")"; done
 LOADS=()
 times >"$WORK/times0"
-commits() { psql "$DATABASE_URL" -XAtc "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'"; }
+# Transactions committed in this database (a side figure: a failed read leaves it out).
+commits() { psql "$DATABASE_URL" -XAtc "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'" || true; }
 x0="$(commits)"
 n0="$(ticks "${PIDS[@]}")"; m0="$(machine_ticks)"; t0="$(date +%s%N)"
 for port in "${PORTS[@]}"; do
@@ -110,7 +111,12 @@ t1="$(date +%s%N)"; n1="$(ticks "${PIDS[@]}")"; m1="$(machine_ticks)"
 pg=0
 for pid in $(pg_pids); do pg=$((pg + $(ticks "$pid") - ${PG0[$pid]:-0})); done
 times >"$WORK/times1"
-sleep 1 # PostgreSQL publishes a backend's counts when it goes idle, at most once a second
+# A backend publishes its counts when it goes idle, at most once a second, or when it exits:
+# the nodes go (their backends with them) before the count is read.
+for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+PIDS=()
+sleep 1
 x1="$(commits)"
 total=0
 for port in "${PORTS[@]}"; do
@@ -123,8 +129,10 @@ echo "total: $total refresh grants/s (ok)"
 # Every statement the nodes send is a transaction of its own (lookups and group commits alike),
 # so this is statements per refresh: what the batching saves. The window includes the 2 s
 # warm-up, counted at the measured rate, so it is approximate.
-awk -v x=$((x1 - x0)) -v r="$total" -v s=$((DURATION + 2)) \
-  'BEGIN { if (r > 0) printf "PostgreSQL statements per refresh grant: %.2f (%d in the run)\n", x / (r * s), x }'
+if [[ "$x0" =~ ^[0-9]+$ && "$x1" =~ ^[0-9]+$ ]]; then
+  awk -v x=$((x1 - x0)) -v r="$total" -v s=$((DURATION + 2)) \
+    'BEGIN { if (r > 0) printf "PostgreSQL statements per refresh grant: %.2f (%d in the run)\n", x / (r * s), x }'
+fi
 # The load generators' CPU includes their untimed setup (connections, one password grant each).
 awk -v n=$((n1 - n0)) -v p="$pg" -v m=$((m1 - m0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) \
   -v l0="$(child_cpu_s "$WORK/times0")" -v l1="$(child_cpu_s "$WORK/times1")" 'BEGIN {

@@ -157,16 +157,29 @@ fn run_worker(
         }
         started.fetch_add(1, Ordering::Relaxed);
         let began = std::time::Instant::now();
-        let outcome = verify_with(&job.phc, job.password.expose_secret(), &mut work_area);
+        // A stored hash with a larger `m` than new hashes get (made before the parameters were
+        // changed, or pasted) is checked in an area of its own, freed once the caller has its
+        // answer: the kept area neither grows to its size for good nor is given up.
+        let mut one_off = Vec::new();
+        let area = if blocks_needed(&job.phc).is_some_and(|needed| needed > retained_blocks) {
+            &mut one_off
+        } else {
+            &mut work_area
+        };
+        let outcome = verify_with(&job.phc, job.password.expose_secret(), area);
         metrics.verified(matches!(outcome, Ok(true)), began.elapsed());
-        // A stored hash with a larger `m` than new hashes get (one made before the parameters
-        // were changed, or pasted) must not pin that much memory for good. Dropped whole: an
-        // allocator may keep a block shrunk to half its size where it is.
-        if work_area.len() > retained_blocks {
-            work_area = Vec::new();
-        }
         let _ = job.reply.send(outcome);
+        drop(one_off);
     }
+}
+
+/// The work area a PHC string's verification takes, in argon2 blocks (1 KiB each); `None` if it
+/// does not parse (its verification then fails before using any).
+fn blocks_needed(phc: &str) -> Option<usize> {
+    let parsed = PasswordHash::new(phc).ok()?;
+    Params::try_from(&parsed)
+        .ok()
+        .map(|params| params.block_count())
 }
 
 /// Verifies `password` against an argon2 PHC string, reusing `work_area` for the memory blocks.
@@ -268,13 +281,16 @@ pub fn made_with_other_params(phc: &str, settings: &PasswordHashingSettings) -> 
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
+    let same_kind = parsed.algorithm == Algorithm::Argon2id.ident()
+        && parsed.version.unwrap_or(u32::from(Version::default())) == u32::from(Version::V0x13);
     Params::try_from(&parsed).is_ok_and(|params| {
-        (params.m_cost(), params.t_cost(), params.p_cost())
-            != (
-                settings.argon2_memory_kib,
-                settings.argon2_iterations,
-                settings.argon2_parallelism,
-            )
+        !same_kind
+            || (params.m_cost(), params.t_cost(), params.p_cost())
+                != (
+                    settings.argon2_memory_kib,
+                    settings.argon2_iterations,
+                    settings.argon2_parallelism,
+                )
     })
 }
 
@@ -347,8 +363,11 @@ mod tests {
         })
         .unwrap();
 
+        let other_kind = current.replacen("$argon2id$", "$argon2i$", 1);
+
         assert!(!made_with_other_params(&current, &settings));
         assert!(made_with_other_params(&older, &settings));
+        assert!(made_with_other_params(&other_kind, &settings));
         assert!(!made_with_other_params("not a hash", &settings));
     }
 
@@ -388,5 +407,34 @@ mod tests {
         assert!(hasher.verify(&phc, SecretString::from("pw")).await.unwrap());
         assert!(!hasher.verify(&phc, SecretString::from("no")).await.unwrap());
         assert!(!hasher.verify_dummy(SecretString::from("pw")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_hash_needing_more_memory_than_configured_is_checked_in_an_area_of_its_own() {
+        let settings = cheap_settings();
+        let hasher =
+            PasswordHasher::start(&settings, crate::metrics::Metrics::new(false).password_pool)
+                .unwrap();
+        let larger = PasswordHashingSettings {
+            argon2_memory_kib: 4096,
+            ..cheap_settings()
+        };
+        let old = hash_password("old", &larger).unwrap();
+        let current = hash_password("new", &settings).unwrap();
+
+        assert_eq!(blocks_needed(&old), Some(4096));
+        assert_eq!(blocks_needed("not a hash"), None);
+        assert!(hasher
+            .verify(&old, SecretString::from("old"))
+            .await
+            .unwrap());
+        assert!(!hasher
+            .verify(&old, SecretString::from("new"))
+            .await
+            .unwrap());
+        assert!(hasher
+            .verify(&current, SecretString::from("new"))
+            .await
+            .unwrap());
     }
 }

@@ -177,14 +177,12 @@ impl RotationTokens {
     /// The RFC 6749 §5.1 response for the tokens the store recorded.
     pub fn response(self, new: &NewTokens) -> TokenResponse {
         let access = &new.access;
-        TokenResponse {
-            access_token: self.access.value.expose_secret().to_owned(),
-            token_type: "Bearer",
-            expires_in: u64::try_from(access.expires_at.saturating_sub(access.issued_at))
-                .unwrap_or(0),
-            refresh_token: Some(self.refresh.value.expose_secret().to_owned()),
-            scope: access.scope.clone(),
-        }
+        TokenResponse::bearer(
+            self.access.value.expose_secret().to_owned(),
+            u64::try_from(access.expires_at.saturating_sub(access.issued_at)).unwrap_or(0),
+            Some(self.refresh.value.expose_secret().to_owned()),
+            access.scope.clone(),
+        )
     }
 }
 
@@ -354,15 +352,14 @@ pub fn mint_started_at(
             spent_at: None,
             replaced_by: None,
         });
-    let response = TokenResponse {
-        access_token: access_value,
-        token_type: "Bearer",
-        expires_in: access_validity,
-        refresh_token: refresh_minted
+    let response = TokenResponse::bearer(
+        access_value,
+        access_validity,
+        refresh_minted
             .as_ref()
             .map(|(minted, _)| minted.value.expose_secret().to_owned()),
-        scope: access_scope,
-    };
+        access_scope,
+    );
     Ok((
         NewTokens {
             access: access_record,

@@ -13,6 +13,24 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
+impl TokenResponse {
+    /// A Bearer token (RFC 6750) that lives `expires_in` seconds.
+    pub fn bearer(
+        access_token: String,
+        expires_in: u64,
+        refresh_token: Option<String>,
+        scope: String,
+    ) -> Self {
+        Self {
+            access_token,
+            token_type: "Bearer",
+            expires_in,
+            refresh_token,
+            scope,
+        }
+    }
+}
+
 /// RFC 7591 §2 client metadata of a registration (and RFC 7592 §2.2's `client_id` and
 /// `client_secret` of an update). Members the server does not know are ignored (§2).
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -273,8 +273,9 @@ async fn redeem_spent(
                     && successor.token.expires_at > now;
                 if live {
                     check_user(service, &successor.token).await?;
+                    let requested = requested_scope.map(Scope::parse).transpose()?;
                     let access_scope =
-                        access_scope(&successor.token, requested_scope, &client.scopes)?;
+                        narrowed_scope(&successor.token, requested.as_ref(), &client.scopes)?;
                     if let Some(response) =
                         rotate(service, client, &successor, &access_scope, now, None).await?
                     {
@@ -349,16 +350,6 @@ async fn check_user(service: &TokenService, record: &TokenRecord) -> Result<(), 
 
 /// RFC 6749 §6: the requested scope may only narrow the granted one, and must still be
 /// allowed for the client.
-fn access_scope(
-    record: &TokenRecord,
-    requested: Option<&str>,
-    client_scopes: &BTreeSet<String>,
-) -> Result<Scope, OAuthError> {
-    let requested = requested.map(Scope::parse).transpose()?;
-    narrowed_scope(record, requested.as_ref(), client_scopes)
-}
-
-/// [`access_scope`] with the requested scope already parsed.
 fn narrowed_scope(
     record: &TokenRecord,
     requested: Option<&Scope>,
